@@ -1,0 +1,52 @@
+"""Agents that explore CoinRun for the collectors.
+
+An agent maps a batch of frames to a batch of actions; `name` is what the episode record's
+`agent` column holds (`random`, later `ppo:<checkpoint id>`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rl_agent.coinrun_env import NUM_ACTIONS, ConfigError
+
+KNOWN_AGENTS = ("random",)
+
+
+@dataclass
+class AgentOutput:
+    actions: np.ndarray  # (E,) int64
+    logp: np.ndarray | None = None  # (E,) float32, the policy's log-probability of each action
+    value: np.ndarray | None = None  # (E,) float32, the value estimate
+
+
+class RandomAgent:
+    """Uniform over the 15 actions; with `sticky_prob` p it repeats its previous action (per env).
+
+    Sticky actions make random play move further (a held RIGHT), a cheap way to widen coverage.
+    """
+
+    name = "random"
+
+    def __init__(self, num_envs: int, sticky_prob: float = 0.0) -> None:
+        if not 0.0 <= sticky_prob < 1.0:
+            raise ConfigError(f"sticky_prob must be in [0, 1), got {sticky_prob}")
+        self.sticky_prob = sticky_prob
+        self._previous = np.zeros(num_envs, dtype=np.int64)
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> AgentOutput:  # obs: (E, H, W, C) uint8
+        actions = rng.integers(0, NUM_ACTIONS, size=len(obs))
+        if self.sticky_prob > 0:
+            keep = rng.random(len(obs)) < self.sticky_prob
+            actions = np.where(keep, self._previous, actions)
+        self._previous = actions
+        return AgentOutput(actions=actions)
+
+
+def make_agent(spec: str, num_envs: int, sticky_prob: float = 0.0) -> RandomAgent:
+    """Build an agent from its command-line spec."""
+    if spec == "random":
+        return RandomAgent(num_envs, sticky_prob)
+    raise ConfigError(f"unknown agent {spec!r}; known agents: {', '.join(KNOWN_AGENTS)}")

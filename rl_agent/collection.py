@@ -1,0 +1,304 @@
+"""Parallel episode collection: Ray actors step their own vector envs and write their own shards.
+
+Why shards are planned, not streamed: a shard's content is a pure function of (collection
+seed, shard index), whichever actor makes it. So the same seed and config give the same
+episode ids, actions and frames for any number of workers, and a killed run is completed
+by collecting only the shards that are not yet on disk.
+
+Within a shard, E env slots start episodes in a fixed order and every started episode is
+finished; episodes are never chosen by how fast they end (that would favour short ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from rl_agent.agents import make_agent
+from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, ConfigError, derive_seed
+from rl_agent.recorder import Episode, EpisodeRecorder
+from rl_agent.store.errors import DatasetError
+from rl_agent.store.manifest import SPLITS, Manifest, ShardInfo
+from rl_agent.store.schema import episode_batch
+from rl_agent.store.writer import SHARD_SUFFIX, is_temp_file, write_shard
+
+
+COLLECTOR_NAMESPACE = "genie"
+COLLECTOR_NAME_PREFIX = "genie-collector-"
+
+
+@dataclass
+class CollectConfig:
+    """What to collect. Fields that shape the data are recorded in the manifest and must match on resume."""
+
+    agent: str = "random"
+    episodes: int = 64
+    seed: int = 0
+    split: str = "auto"  # train | val | test | auto (by a hash of the episode id)
+    val_fraction: float = 0.05  # used by split=auto
+    test_fraction: float = 0.05  # used by split=auto
+    sticky_prob: float = 0.0
+    episodes_per_shard: int = 32
+    envs_per_shard: int = 16  # Procgen games stepped together by one collector
+    workers: int = 2  # collector actors (does not change the data)
+    cpus_per_worker: float = 1.0
+    env: CoinRunConfig = field(default_factory=CoinRunConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.env, dict):
+            self.env = CoinRunConfig.from_dict(self.env)
+        make_agent(self.agent, 1, self.sticky_prob)  # validates agent spec and sticky_prob
+        if self.split not in SPLITS + ("auto",):
+            raise ConfigError(f"unknown split {self.split!r}; choose train, val, test or auto")
+        for name in ("episodes", "episodes_per_shard", "envs_per_shard", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (0 <= self.val_fraction and 0 <= self.test_fraction and self.val_fraction + self.test_fraction < 1):
+            raise ConfigError("val_fraction and test_fraction must be >= 0 and sum to less than 1")
+
+    @property
+    def collection(self) -> str:
+        """Name of this collection inside a dataset folder; prefixes its shard files and episode ids."""
+        return f"{re.sub(r'[^A-Za-z0-9]+', '-', self.agent).strip('-')}-s{self.seed}"
+
+    def data_settings(self) -> dict[str, Any]:
+        """The settings that determine the recorded data (not the worker count or the episode total)."""
+        settings = asdict(self)
+        for key in ("episodes", "workers", "cpus_per_worker"):
+            settings.pop(key)
+        return settings
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    index: int
+    episodes: int
+
+
+def plan_shards(existing: dict[int, int], total: int, per_shard: int) -> list[ShardPlan]:
+    """Shards still to collect so that the collection holds `total` episodes.
+
+    `existing` maps shard index -> episodes already on disk; missing indices are filled first,
+    in order, so an interrupted run is completed exactly as it would have been made.
+    """
+    need = total - sum(existing.values())
+    plans: list[ShardPlan] = []
+    index = 0
+    while need > 0:
+        if index not in existing:
+            count = min(per_shard, need)
+            plans.append(ShardPlan(index, count))
+            need -= count
+        index += 1
+    return plans
+
+
+def shard_file_name(collection: str, index: int) -> str:
+    return f"{collection}-{index:05d}{SHARD_SUFFIX}"
+
+
+def assign_split(episode_id: str, config: CollectConfig) -> str:
+    if config.split != "auto":
+        return config.split
+    u = int(hashlib.sha256(episode_id.encode()).hexdigest()[:12], 16) / float(1 << 48)
+    if u < config.test_fraction:
+        return "test"
+    if u < config.test_fraction + config.val_fraction:
+        return "val"
+    return "train"
+
+
+def record_episodes(
+    config: CollectConfig, shard_index: int, count: int, on_step: Callable[[int, int], None] | None = None
+) -> list[Episode]:
+    """Play `count` whole episodes for one shard, deterministically from (seed, shard index)."""
+    num_envs = min(config.envs_per_shard, count)
+    env = CoinRunVecEnv(num_envs, config.env, seed=derive_seed(config.seed, shard_index))
+    agent = make_agent(config.agent, num_envs, config.sticky_prob)
+    rng = np.random.default_rng([config.seed, shard_index, 0xC011EC7])
+    obs = env.observe()  # (E, H, W, C)
+    recorder = EpisodeRecorder(obs, env.level_seeds)
+    episode_of_slot = list(range(num_envs))  # episode index each slot is playing, -1 when idle
+    started, finished = num_envs, 0
+    episodes: list[Episode | None] = [None] * count
+    while finished < count:
+        policy = agent.act(obs, rng)
+        step = env.step(policy.actions)
+        obs = step.obs
+        closed = recorder.record(policy, step, env.level_seeds)
+        for slot, episode in closed:
+            if episode_of_slot[slot] >= 0:
+                episodes[episode_of_slot[slot]] = episode
+                finished += 1
+            episode_of_slot[slot] = started if started < count else -1
+            started += started < count
+        if on_step is not None:
+            on_step(num_envs, len(closed))
+    return [e for e in episodes if e is not None]
+
+
+def collect_shard(config: CollectConfig, out_dir: Path, plan: ShardPlan, on_step=None) -> ShardInfo:
+    """Record one shard's episodes and commit them atomically under the shard's final name."""
+    episodes = record_episodes(config, plan.index, plan.episodes, on_step)
+    ids = [f"{config.collection}-{plan.index:05d}-{k:04d}" for k in range(len(episodes))]
+    batches = [
+        episode_batch(i, e.frames, e.actions, e.rewards, e.terminated, e.truncated, e.level_seed, config.agent, e.logp, e.value)
+        for i, e in zip(ids, episodes)
+    ]
+    return write_shard(
+        out_dir,
+        shard_file_name(config.collection, plan.index),
+        batches,
+        [assign_split(i, config) for i in ids],
+        config.collection,
+        plan.index,
+    )
+
+
+class Collector:
+    """Body of a collector actor; `progress()` runs concurrently with `collect()` (threaded actor)."""
+
+    def __init__(self, config: CollectConfig, out_dir: str) -> None:
+        self.config, self.out_dir = config, Path(out_dir)
+        self._lock = threading.Lock()
+        self._frames = 0
+        self._episodes = 0
+
+    def _count(self, frames: int, episodes: int) -> None:
+        with self._lock:
+            self._frames += frames
+            self._episodes += episodes
+
+    def collect(self, plan: ShardPlan) -> ShardInfo:
+        return collect_shard(self.config, self.out_dir, plan, self._count)
+
+    def progress(self) -> tuple[int, int]:
+        with self._lock:
+            return self._frames, self._episodes
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def prepare_dataset(config: CollectConfig, out_dir: Path) -> tuple[Manifest, list[ShardPlan]]:
+    """Load or create the manifest, check settings, clean temp files, adopt orphan shards, plan the rest."""
+    manifest = Manifest.load_or_create(out_dir)
+    settings = config.data_settings()
+    recorded = manifest.collections.get(config.collection)
+    if recorded is not None and recorded != settings:
+        changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+        raise ConfigError(
+            f"{out_dir} already holds collection {config.collection!r} made with different settings "
+            f"({', '.join(changed)}); use the same settings to extend it, another --seed, or another --out"
+        )
+    manifest.collections[config.collection] = settings
+    for path in out_dir.iterdir():
+        if is_temp_file(path.name):
+            path.unlink()  # a shard that was being written when its process died: never part of the data
+    listed = {s.file for s in manifest.shards}
+    for path in sorted(out_dir.glob(f"{config.collection}-*{SHARD_SUFFIX}")):
+        if path.name not in listed:
+            manifest.add_shard(adopt_shard(path, config))
+    manifest.save()
+    existing = {s.index: len(s.episodes) for s in manifest.shards_of(config.collection)}
+    return manifest, plan_shards(existing, config.episodes, config.episodes_per_shard)
+
+
+def adopt_shard(path: Path, config: CollectConfig) -> ShardInfo:
+    """Describe a complete shard file that a killed run committed but did not list."""
+    from rl_agent.store.verify import check_shard_file  # local import: verify imports this module's names
+
+    batches, sha = check_shard_file(path)
+    index = int(path.stem.rsplit("-", 1)[1])
+    from rl_agent.store.writer import episode_info
+
+    episodes = [episode_info(b, i, assign_split(b.column("episode_id")[0].as_py(), config)) for i, b in enumerate(batches)]
+    return ShardInfo(
+        file=path.name,
+        collection=config.collection,
+        index=index,
+        sha256=sha,
+        bytes=path.stat().st_size,
+        rows=sum(b.num_rows for b in batches),
+        agent=config.agent,
+        episodes=episodes,
+    )
+
+
+def _poll_progress(ray, actors) -> list[tuple[int, int]]:
+    """Live counters of busy actors; an actor that is restarting simply reports nothing this time."""
+    refs = [a.progress.remote() for a in actors]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+    counts = []
+    for ref in ready:
+        try:
+            counts.append(ray.get(ref))
+        except ray.exceptions.RayError:
+            pass
+    return counts
+
+
+def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: bool = True) -> Manifest:
+    """Collect (or complete) a dataset with `config.workers` Ray actors. Ray must be initialised."""
+    import ray
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    manifest, plans = prepare_dataset(config, out_dir)
+    if not plans:
+        return manifest
+    run_id = uuid.uuid4().hex[:8]
+    actors = [
+        ray.remote(Collector)
+        .options(
+            num_cpus=config.cpus_per_worker, max_concurrency=2, max_restarts=3, max_task_retries=3,
+            name=f"{COLLECTOR_NAME_PREFIX}{config.collection}-{run_id}-{i}", namespace=COLLECTOR_NAMESPACE,
+        )
+        .remote(config, str(out_dir.resolve()))
+        for i in range(min(config.workers, len(plans)))
+    ]
+    queue = list(plans)
+    pending: dict[Any, Any] = {}
+    done_frames, done_episodes = 0, 0
+    total = sum(p.episodes for p in plans)
+    bar = tqdm(total=total, unit="ep", desc=f"collect {config.collection}", disable=not show_progress, dynamic_ncols=True)
+    start = time.monotonic()
+    try:
+        for actor in actors:
+            if queue:
+                pending[actor.collect.remote(queue.pop(0))] = actor
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in ready:
+                actor = pending.pop(ref)
+                shard: ShardInfo = ray.get(ref)
+                manifest.add_shard(shard)
+                manifest.save()
+                done_frames += shard.rows
+                done_episodes += len(shard.episodes)
+                if queue:
+                    pending[actor.collect.remote(queue.pop(0))] = actor
+            live = _poll_progress(ray, set(pending.values())) if show_progress else []
+            frames = max(done_frames, sum(f for f, _ in live))
+            elapsed = max(time.monotonic() - start, 1e-9)
+            bar.n = min(total, max(done_episodes, sum(e for _, e in live)))
+            bar.set_postfix(frames_s=f"{frames / elapsed:,.0f}", ep_s=f"{bar.n / elapsed:.1f}", refresh=False)
+            bar.refresh()
+    finally:
+        bar.close()
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+    for path in out_dir.glob(f".{config.collection}-*"):
+        if is_temp_file(path.name):
+            path.unlink()  # left by a collector that crashed and was restarted during this run
+    return manifest

@@ -1,0 +1,159 @@
+"""Random access to T-frame windows of the episode store, without holding the dataset in RAM.
+
+Shards are compressed for storage (~1 KB/frame); decompressing a window's frames on every
+read is ~20x slower than a memory copy. So each shard is decoded once into an uncompressed
+`.npy` file in a local cache (keyed by the shard's checksum, written atomically) and then
+memory-mapped: windows are slices of the page cache, and the OS, not the process, decides
+what stays in memory. Only the small columns (actions, episode offsets) live in RAM.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from rl_agent.coinrun_env import FRAME_SHAPE
+from rl_agent.store.errors import DatasetError
+from rl_agent.store.manifest import EpisodeInfo, Manifest, ShardInfo
+from rl_agent.store.schema import frames_of
+from rl_agent.store.writer import file_sha256, read_shard_batches
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GENIE_CACHE_DIR", Path.home() / ".cache" / "genie-redux" / "decoded"))
+
+
+@dataclass
+class _DecodedShard:
+    frames: np.ndarray  # (rows, H, W, C) uint8, memory-mapped
+    actions: np.ndarray  # (rows,) int8, in RAM
+    batch_offsets: np.ndarray  # (episodes + 1,) row offset of each episode batch
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    root: Path
+    shard: ShardInfo
+    episode: EpisodeInfo
+
+
+class EpisodeStore:
+    """Episodes of one or more dataset folders, optionally one split, with window access.
+
+    A window of T frames starting at step t holds frames t..t+T-1 and actions t..t+T-2, so
+    action i sits between frame i and frame i+1 (DESIGN §2); windows never cross episodes.
+    """
+
+    def __init__(
+        self,
+        roots: str | os.PathLike | Sequence[str | os.PathLike],
+        split: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if isinstance(roots, (str, os.PathLike)):
+            roots = [roots]
+        self.manifests = [Manifest.load(r) for r in roots]
+        self.split = split
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.episodes: list[EpisodeRef] = [
+            EpisodeRef(m.root, shard, episode) for m in self.manifests for shard, episode in m.episodes(split)
+        ]
+        if not self.episodes:
+            where = ", ".join(str(m.root) for m in self.manifests)
+            raise DatasetError(f"no episodes{f' in split {split!r}' if split else ''} in {where}")
+        self.lengths = np.array([e.episode.length for e in self.episodes], dtype=np.int64)
+        self._decoded: dict[str, _DecodedShard] = {}
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.lengths.sum())
+
+    # ---- windows -------------------------------------------------------------------------
+    def num_windows(self, length: int) -> int:
+        return int(np.maximum(self.lengths - length + 1, 0).sum())
+
+    def window(self, episode: int, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames (T, H, W, C) uint8 and actions (T-1,) int8 of one episode, copied out."""
+        ref = self.episodes[episode]
+        if start < 0 or start + length > ref.episode.length:
+            raise IndexError(f"window {start}..{start + length - 1} outside episode {ref.episode.id} of {ref.episode.length} frames")
+        decoded = self._shard(ref)
+        row = int(decoded.batch_offsets[ref.episode.batch]) + start
+        frames = np.array(decoded.frames[row : row + length])  # (T, H, W, C)
+        actions = decoded.actions[row : row + length - 1].copy()  # (T-1,)
+        return frames, actions
+
+    def episode_frames(self, episode: int) -> np.ndarray:
+        return self.window(episode, 0, int(self.lengths[episode]))[0]
+
+    def sample_positions(self, rng: np.random.Generator, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(episode, start) pairs drawn uniformly over all valid T-frame windows: two (B,) int arrays."""
+        counts = np.maximum(self.lengths - length + 1, 0)
+        total = int(counts.sum())
+        if total == 0:
+            raise DatasetError(f"no episode has {length} frames; the longest has {int(self.lengths.max())}")
+        cumulative = np.cumsum(counts)
+        picks = rng.integers(0, total, size=batch)
+        episodes = np.searchsorted(cumulative, picks, side="right")
+        starts = picks - (cumulative[episodes] - counts[episodes])
+        return episodes, starts
+
+    def sample_windows(self, rng: np.random.Generator, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """`batch` windows drawn uniformly over all valid windows: (B, T, H, W, C) uint8 and (B, T-1) int8."""
+        episodes, starts = self.sample_positions(rng, batch, length)
+        frames = np.empty((batch, length) + FRAME_SHAPE, dtype=np.uint8)
+        actions = np.empty((batch, length - 1), dtype=np.int8)
+        for i, (episode, start) in enumerate(zip(episodes, starts)):
+            frames[i], actions[i] = self.window(int(episode), int(start), length)
+        return frames, actions
+
+    # ---- decoding cache ------------------------------------------------------------------
+    def _shard(self, ref: EpisodeRef) -> _DecodedShard:
+        key = ref.shard.sha256
+        if key not in self._decoded:
+            self._decoded[key] = self._decode(ref.root / ref.shard.file, ref.shard)
+        return self._decoded[key]
+
+    def _decode(self, path: Path, shard: ShardInfo) -> _DecodedShard:
+        if not path.is_file():
+            raise DatasetError(f"{path}: shard listed in the manifest is missing; run `genie data verify {path.parent}`")
+        batches = None
+        cache_file = self.cache_dir / f"{shard.sha256}.npy"
+        if not cache_file.is_file():
+            if file_sha256(path) != shard.sha256:
+                raise DatasetError(f"{path}: checksum differs from the manifest (damaged shard); run `genie data verify {path.parent}`")
+            batches = self._read(path)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            temp = self.cache_dir / f".{shard.sha256}.{uuid.uuid4().hex[:8]}.npy"
+            out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=(shard.rows,) + FRAME_SHAPE)
+            row = 0
+            for batch in batches:
+                out[row : row + batch.num_rows] = frames_of(batch)
+                row += batch.num_rows
+            out.flush()
+            del out
+            os.replace(temp, cache_file)
+        frames = np.load(cache_file, mmap_mode="r")
+        if frames.shape != (shard.rows,) + FRAME_SHAPE:
+            raise DatasetError(f"{cache_file}: decoded cache has shape {frames.shape}; delete it and retry")
+        if batches is None:
+            batches = self._read(path, columns=["action"])
+        actions = np.concatenate([b.column("action").to_numpy() for b in batches]).astype(np.int8)
+        offsets = np.concatenate([[0], np.cumsum([b.num_rows for b in batches])]).astype(np.int64)
+        return _DecodedShard(frames=frames, actions=actions, batch_offsets=offsets)
+
+    @staticmethod
+    def _read(path: Path, columns: list[str] | None = None) -> list[pa.RecordBatch]:
+        try:
+            return read_shard_batches(path, columns)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DatasetError(f"{path}: cannot read shard ({err}); run `genie data verify {path.parent}`") from err

@@ -1,0 +1,46 @@
+"""Shared fixtures: one real local Ray instance per test session and small real datasets."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*Gym has been unmaintained.*")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    os.environ["GENIE_CACHE_DIR"] = str(tmp_path_factory.mktemp("decoded-cache"))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray instance (4 logical CPUs on 2 cores, so collectors never starve the driver)."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def small_config(**overrides):
+    from rl_agent.coinrun_env import CoinRunConfig
+    from rl_agent.collection import CollectConfig
+
+    env = CoinRunConfig(max_episode_frames=overrides.pop("max_episode_frames", 120))
+    values = dict(agent="random", episodes=10, seed=7, episodes_per_shard=4, envs_per_shard=4, workers=2, env=env)
+    values.update(overrides)
+    return CollectConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(ray_cluster, tmp_path_factory) -> Path:
+    """10 random-agent episodes in 3 shards (cap 120 frames, so both episode ends occur)."""
+    from rl_agent.collection import collect_dataset
+
+    out = tmp_path_factory.mktemp("small") / "data"
+    collect_dataset(small_config(), out, show_progress=False)
+    return out

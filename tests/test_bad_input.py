@@ -1,0 +1,108 @@
+"""Bad input gets a clear error naming the problem, a non-zero exit, and damages nothing else."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from cluster.cli import main
+from rl_agent.store.manifest import Manifest
+from rl_agent.store.schema import EPISODE_SCHEMA
+
+
+@pytest.fixture
+def dataset_copy(small_dataset, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(small_dataset, out)
+    return out
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_verify_passes_on_a_good_dataset(small_dataset, capsys):
+    code, out = _run(capsys, "data", "verify", str(small_dataset))
+    assert code == 0 and "10 episodes" in out
+
+
+def test_truncated_shard_is_named(dataset_copy, capsys):
+    shard = dataset_copy / Manifest.load(dataset_copy).shards[1].file
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    code, out = _run(capsys, "data", "verify", str(dataset_copy))
+    assert code == 1 and shard.name in out and "damaged" in out
+
+
+def test_corrupted_bytes_are_caught_by_checksum(dataset_copy, capsys):
+    shard = dataset_copy / Manifest.load(dataset_copy).shards[0].file
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    before = {p.name: p.read_bytes() for p in dataset_copy.iterdir()}
+    code, out = _run(capsys, "data", "verify", str(dataset_copy))
+    assert code == 1 and shard.name in out and "checksum" in out
+    assert {p.name: p.read_bytes() for p in dataset_copy.iterdir()} == before, "verify must not modify anything"
+
+
+def test_wrong_frame_size_is_refused(dataset_copy, capsys):
+    manifest = Manifest.load(dataset_copy)
+    shard = manifest.shards[0]
+    schema = EPISODE_SCHEMA.set(2, pa.field("frame", pa.binary(32 * 32 * 3), nullable=False))
+    rows = 3
+    columns = [pa.array(["x"] * rows), pa.array(np.arange(rows, dtype=np.int32)),
+               pa.array([bytes(32 * 32 * 3)] * rows, pa.binary(32 * 32 * 3)), pa.array([1, 2, -1], pa.int8()),
+               pa.array(np.zeros(rows, np.float32)), pa.array([False, False, True]), pa.array([False] * rows),
+               pa.array(np.zeros(rows, np.int64)),
+               pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int8)), pa.array(["random"])),
+               pa.nulls(rows, pa.float32()), pa.nulls(rows, pa.float32())]
+    path = dataset_copy / shard.file
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+    from rl_agent.store.writer import file_sha256
+
+    data = json.loads((dataset_copy / "manifest.json").read_text())
+    data["shards"][0]["sha256"] = file_sha256(path)
+    data["shards"][0]["bytes"] = path.stat().st_size
+    (dataset_copy / "manifest.json").write_text(json.dumps(data))
+    code, out = _run(capsys, "data", "verify", str(dataset_copy))
+    assert code == 1 and shard.file in out and "schema" in out
+
+
+def test_missing_manifest(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, out = _run(capsys, "data", "verify", str(tmp_path / "empty"))
+    assert code == 1 and "missing manifest" in out and "genie collect" in out
+    code, out = _run(capsys, "data", "stats", str(tmp_path / "nowhere"))
+    assert code == 1 and "no such dataset folder" in out
+
+
+def test_unlisted_shard_is_reported(dataset_copy, capsys):
+    first = Manifest.load(dataset_copy).shards[0].file
+    shutil.copy(dataset_copy / first, dataset_copy / "random-s7-00099.arrow")
+    code, out = _run(capsys, "data", "verify", str(dataset_copy))
+    assert code == 1 and "random-s7-00099.arrow" in out and "not listed" in out
+
+
+def test_unknown_agent_and_option(tmp_path, capsys):
+    code, out = _run(capsys, "collect", "--agent", "expert", "--out", str(tmp_path / "x"))
+    assert code == 2 and "unknown agent 'expert'" in out and "random" in out
+    assert not (tmp_path / "x").exists(), "a refused command must not create anything"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["collect", "--out", str(tmp_path / "x"), "--distribution-mode", "medium"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["collect", "--out", str(tmp_path / "x"), "--frobnicate"])
+
+
+def test_changed_settings_on_resume_are_refused(ray_cluster, small_dataset, tmp_path, capsys):
+    out = tmp_path / "copy2"
+    shutil.copytree(small_dataset, out)
+    code, text = _run(capsys, "collect", "--out", str(out), "--seed", "7", "--episodes", "12",
+                      "--episodes-per-shard", "4", "--envs-per-worker", "4", "--max-episode-frames", "200",
+                      "--no-progress", "--address", ray_cluster)
+    assert code == 2 and "different settings" in text and "env" in text
