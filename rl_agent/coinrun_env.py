@@ -179,8 +179,10 @@ class CoinRunVecEnv:
         reward, obs, first = self._env.observe()
         obs = np.array(obs["rgb"], dtype=np.uint8, copy=True)  # (E, H, W, C)
         terminated = np.asarray(first, dtype=bool).copy()
-        infos = self._env.get_info()
-        level_complete = np.array([bool(info["prev_level_complete"]) for info in infos])
+        level_complete = np.zeros(self.num_envs, dtype=bool)
+        if terminated.any():  # get_info() costs a Python dict per env: read it only when needed
+            infos = self._env.get_info()
+            level_complete = np.array([bool(info["prev_level_complete"]) for info in infos]) & terminated
         self._frames_in_episode += 1
         self._frames_in_episode[terminated] = 1
         truncated = self._frames_in_episode >= self.config.max_episode_frames
@@ -199,7 +201,7 @@ class CoinRunVecEnv:
             terminated=terminated,
             truncated=truncated,
             final_obs=final_obs,
-            level_complete=level_complete & terminated,
+            level_complete=level_complete,
         )
 
 

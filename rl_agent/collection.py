@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from rl_agent.recorder import Episode, EpisodeRecorder
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.manifest import SPLITS, Manifest, ShardInfo
 from rl_agent.store.schema import episode_batch
-from rl_agent.store.writer import SHARD_SUFFIX, is_temp_file, write_shard
+from rl_agent.store.writer import SHARD_SUFFIX, ShardWriter, is_temp_file
 
 
 COLLECTOR_NAMESPACE = "genie"
@@ -116,51 +116,48 @@ def assign_split(episode_id: str, config: CollectConfig) -> str:
     return "train"
 
 
-def record_episodes(
+def play_episodes(
     config: CollectConfig, shard_index: int, count: int, on_step: Callable[[int, int], None] | None = None
-) -> list[Episode]:
-    """Play `count` whole episodes for one shard, deterministically from (seed, shard index)."""
+) -> Iterator[tuple[int, Episode]]:
+    """Play `count` whole episodes for one shard, deterministically from (seed, shard index).
+
+    Yields (episode index, Episode) as episodes end; index = order in which episodes started.
+    The Episode's arrays are views into reusable buffers: consume them before asking for more.
+    """
     num_envs = min(config.envs_per_shard, count)
     env = CoinRunVecEnv(num_envs, config.env, seed=derive_seed(config.seed, shard_index))
     agent = make_agent(config.agent, num_envs, config.sticky_prob)
     rng = np.random.default_rng([config.seed, shard_index, 0xC011EC7])
     obs = env.observe()  # (E, H, W, C)
-    recorder = EpisodeRecorder(obs, env.level_seeds)
+    recorder = EpisodeRecorder(obs, env.level_seeds, capacity=config.env.max_episode_frames)
     episode_of_slot = list(range(num_envs))  # episode index each slot is playing, -1 when idle
     started, finished = num_envs, 0
-    episodes: list[Episode | None] = [None] * count
     while finished < count:
         policy = agent.act(obs, rng)
         step = env.step(policy.actions)
         obs = step.obs
-        closed = recorder.record(policy, step, env.level_seeds)
+        closed = recorder.record(policy, step)
         for slot, episode in closed:
             if episode_of_slot[slot] >= 0:
-                episodes[episode_of_slot[slot]] = episode
                 finished += 1
+                yield episode_of_slot[slot], episode
             episode_of_slot[slot] = started if started < count else -1
             started += started < count
+        if closed:
+            recorder.restart(np.array([slot for slot, _ in closed]), obs, env.level_seeds)
         if on_step is not None:
             on_step(num_envs, len(closed))
-    return [e for e in episodes if e is not None]
 
 
 def collect_shard(config: CollectConfig, out_dir: Path, plan: ShardPlan, on_step=None) -> ShardInfo:
-    """Record one shard's episodes and commit them atomically under the shard's final name."""
-    episodes = record_episodes(config, plan.index, plan.episodes, on_step)
-    ids = [f"{config.collection}-{plan.index:05d}-{k:04d}" for k in range(len(episodes))]
-    batches = [
-        episode_batch(i, e.frames, e.actions, e.rewards, e.terminated, e.truncated, e.level_seed, config.agent, e.logp, e.value)
-        for i, e in zip(ids, episodes)
-    ]
-    return write_shard(
-        out_dir,
-        shard_file_name(config.collection, plan.index),
-        batches,
-        [assign_split(i, config) for i in ids],
-        config.collection,
-        plan.index,
-    )
+    """Record one shard's episodes, streaming each into the shard file, and commit it atomically."""
+    with ShardWriter(out_dir, shard_file_name(config.collection, plan.index), config.collection, plan.index) as writer:
+        for k, e in play_episodes(config, plan.index, plan.episodes, on_step):
+            episode_id = f"{config.collection}-{plan.index:05d}-{k:04d}"
+            batch = episode_batch(episode_id, e.frames, e.actions, e.rewards, e.terminated, e.truncated,
+                                  e.level_seed, config.agent, e.logp, e.value)
+            writer.write_episode(batch, assign_split(episode_id, config))
+        return writer.commit()
 
 
 class Collector:

@@ -8,7 +8,7 @@ appended with action -1 and reward 0).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,57 +29,65 @@ class Episode:
     value: np.ndarray | None = None  # (L,) float32
 
 
-@dataclass
-class _SlotBuffer:
-    level_seed: int
-    frames: list[np.ndarray] = field(default_factory=list)
-    actions: list[int] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
-    logp: list[float] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-
-
 class EpisodeRecorder:
-    """Accumulates per-slot buffers; `record` returns the (slot, Episode) pairs that closed this step."""
+    """Records E env slots into preallocated (E, cap, ...) arrays, vectorised over slots.
 
-    def __init__(self, first_obs: np.ndarray, level_seeds: np.ndarray) -> None:  # first_obs: (E, H, W, C)
-        self._slots = [_SlotBuffer(int(s), [f]) for f, s in zip(first_obs, level_seeds)]
+    `record` returns the (slot, Episode) pairs that ended this step; their arrays are views into
+    the recorder's buffers, valid until `restart(slots, ...)` reuses those slots, which the caller
+    does after consuming the episodes. `capacity` is the longest possible episode (the frame cap).
+    """
 
-    def record(self, policy: AgentOutput, step: VecStep, level_seeds: np.ndarray) -> list[tuple[int, Episode]]:
+    def __init__(self, first_obs: np.ndarray, level_seeds: np.ndarray, capacity: int) -> None:  # first_obs: (E, H, W, C)
+        num_envs = len(first_obs)
+        self.frames = np.empty((num_envs, capacity) + first_obs.shape[1:], dtype=np.uint8)  # (E, cap, H, W, C)
+        self.actions = np.empty((num_envs, capacity), dtype=np.int64)
+        self.rewards = np.empty((num_envs, capacity), dtype=np.float32)
+        self.logp = np.full((num_envs, capacity), np.nan, dtype=np.float32)
+        self.value = np.full((num_envs, capacity), np.nan, dtype=np.float32)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)  # frames recorded per slot
+        self.level_seeds = np.zeros(num_envs, dtype=np.int64)
+        self._slots = np.arange(num_envs)
+        self.restart(self._slots, first_obs, level_seeds)
+
+    def restart(self, slots: np.ndarray, obs: np.ndarray, level_seeds: np.ndarray) -> None:
+        """Begin new episodes in `slots` from their current frames obs[slots]."""
+        self.frames[slots, 0] = obs[slots]
+        self.lengths[slots] = 1
+        self.level_seeds[slots] = level_seeds[slots]
+
+    def record(self, policy: AgentOutput, step: VecStep) -> list[tuple[int, Episode]]:
+        t = self.lengths - 1  # (E,) index of the frame each action was taken after
+        self.actions[self._slots, t] = policy.actions
+        self.rewards[self._slots, t] = step.reward
+        if policy.logp is not None:
+            self.logp[self._slots, t] = policy.logp
+            self.value[self._slots, t] = policy.value
+        ended = step.terminated | step.truncated
+        going = np.flatnonzero(~ended)
+        self.frames[going, self.lengths[going]] = step.obs[going]
+        self.lengths[going] += 1
         closed: list[tuple[int, Episode]] = []
-        for slot, buffer in enumerate(self._slots):
-            buffer.actions.append(int(policy.actions[slot]))
-            buffer.rewards.append(float(step.reward[slot]))
-            if policy.logp is not None:
-                buffer.logp.append(float(policy.logp[slot]))
-                buffer.value.append(float(policy.value[slot]))
-            if step.terminated[slot]:
-                closed.append((slot, self._close(buffer, terminated=True)))
-            elif step.truncated[slot]:
-                buffer.frames.append(step.final_obs[slot])
-                buffer.rewards.append(0.0)
-                if policy.logp is not None:
-                    buffer.logp.append(np.nan)
-                    buffer.value.append(np.nan)
-                closed.append((slot, self._close(buffer, terminated=False)))
-            else:
-                buffer.frames.append(step.obs[slot])
-                continue
-            self._slots[slot] = _SlotBuffer(int(level_seeds[slot]), [step.obs[slot]])
+        for slot in np.flatnonzero(ended):
+            if step.truncated[slot]:
+                end = self.lengths[slot]
+                self.frames[slot, end] = step.final_obs[int(slot)]
+                self.rewards[slot, end] = 0.0
+                self.logp[slot, end] = self.value[slot, end] = np.nan
+                self.lengths[slot] += 1
+            closed.append((int(slot), self._episode(int(slot), bool(step.terminated[slot]), policy.logp is not None)))
         return closed
 
-    @staticmethod
-    def _close(buffer: _SlotBuffer, terminated: bool) -> Episode:
-        length = len(buffer.frames)
-        actions = np.array(buffer.actions[: length - 1] + [NO_ACTION], dtype=np.int64)
-        optional = lambda xs: np.array(xs[:length], np.float32) if xs else None  # noqa: E731
+    def _episode(self, slot: int, terminated: bool, with_policy: bool) -> Episode:
+        length = int(self.lengths[slot])
+        actions = self.actions[slot, :length].copy()
+        actions[-1] = NO_ACTION
         return Episode(
-            frames=np.stack(buffer.frames),
+            frames=self.frames[slot, :length],  # view: valid until the slot is restarted
             actions=actions,
-            rewards=np.array(buffer.rewards[:length], dtype=np.float32),
+            rewards=self.rewards[slot, :length],
             terminated=terminated,
             truncated=not terminated,
-            level_seed=buffer.level_seed,
-            logp=optional(buffer.logp),
-            value=optional(buffer.value),
+            level_seed=int(self.level_seeds[slot]),
+            logp=self.logp[slot, :length] if with_policy else None,
+            value=self.value[slot, :length] if with_policy else None,
         )

@@ -49,42 +49,52 @@ def episode_info(batch: pa.RecordBatch, batch_index: int, split: str) -> Episode
     )
 
 
-def write_shard(
-    out_dir: Path,
-    file_name: str,
-    batches: Sequence[pa.RecordBatch],
-    splits: Sequence[str],
-    collection: str,
-    index: int,
-) -> ShardInfo:
-    """Write whole episodes to `out_dir/file_name` atomically and describe them for the manifest."""
-    if not batches:
-        raise ValueError("a shard needs at least one episode")
-    final = out_dir / file_name
-    temp = out_dir / f".{file_name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
-    options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", COMPRESSION_LEVEL))
-    try:
-        with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, EPISODE_SCHEMA, options=options) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-        with open(temp, "rb+") as handle:
+class ShardWriter:
+    """Streams whole episodes into a hidden temp file; `commit()` syncs, checksums and renames it into place.
+
+    Episodes are written (and compressed) as soon as they end, so a collector holds at most one
+    episode per env slot in memory. Leaving the `with` block without `commit()` deletes the temp file.
+    """
+
+    def __init__(self, out_dir: Path, file_name: str, collection: str, index: int) -> None:
+        self.out_dir, self.file_name, self.collection, self.index = out_dir, file_name, collection, index
+        self._temp = out_dir / f".{file_name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
+        self._episodes: list[EpisodeInfo] = []
+        self._rows = 0
+        self._agent = ""
+        self._sink = None
+        self._writer = None
+
+    def __enter__(self) -> "ShardWriter":
+        options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", COMPRESSION_LEVEL))
+        self._sink = pa.OSFile(str(self._temp), "wb")
+        self._writer = pa.ipc.new_file(self._sink, EPISODE_SCHEMA, options=options)
+        return self
+
+    def write_episode(self, batch: pa.RecordBatch, split: str) -> None:
+        self._writer.write_batch(batch)
+        self._episodes.append(episode_info(batch, len(self._episodes), split))
+        self._rows += batch.num_rows
+        self._agent = self._agent or batch.column("agent")[0].as_py()
+
+    def commit(self) -> ShardInfo:
+        if not self._episodes:
+            raise ValueError("a shard needs at least one episode")
+        self._writer.close()
+        self._sink.close()
+        with open(self._temp, "rb+") as handle:
             os.fsync(handle.fileno())
-        sha = file_sha256(temp)
-        os.replace(temp, final)
-    finally:
-        if temp.exists():
-            temp.unlink()
-    episodes = [episode_info(b, i, s) for i, (b, s) in enumerate(zip(batches, splits))]
-    return ShardInfo(
-        file=file_name,
-        collection=collection,
-        index=index,
-        sha256=sha,
-        bytes=final.stat().st_size,
-        rows=sum(b.num_rows for b in batches),
-        agent=batches[0].column("agent")[0].as_py(),
-        episodes=episodes,
-    )
+        sha = file_sha256(self._temp)
+        final = self.out_dir / self.file_name
+        os.replace(self._temp, final)
+        return ShardInfo(file=self.file_name, collection=self.collection, index=self.index, sha256=sha,
+                         bytes=final.stat().st_size, rows=self._rows, agent=self._agent, episodes=self._episodes)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._sink is not None and not self._sink.closed:
+            self._sink.close()
+        if self._temp.exists():
+            self._temp.unlink()
 
 
 def read_shard_batches(path: Path, columns: Sequence[str] | None = None) -> list[pa.RecordBatch]:
