@@ -5,7 +5,7 @@ uniform random actions (no recording). Measured: frames per second that `collect
 commits to disk (compressed, checksummed, in the manifest), and that figure including a
 full `verify` pass. Ray start-up is excluded (paid once per command). Prints the ratios.
 
-    python benchmarks/bench_collect.py [--workers 2] [--envs-per-worker 16] [--episodes 96]
+    python benchmarks/bench_collect.py [--workers 2] [--envs-per-worker 16] [--episodes 768]
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--envs-per-worker", type=int, default=16)
-    parser.add_argument("--episodes", type=int, default=128)
-    parser.add_argument("--episodes-per-shard", type=int, default=32)
+    parser.add_argument("--episodes", type=int, default=768)
+    parser.add_argument("--episodes-per-shard", type=int, default=128)
     parser.add_argument("--bare-seconds", type=float, default=10.0)
     args = parser.parse_args()
 

@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--start-level", type=int, default=0, help="first level seed when --num-levels > 0")
     collect.add_argument("--no-backgrounds", action="store_true", help="plain backgrounds instead of Procgen's images")
     collect.add_argument("--sticky-prob", type=float, default=0.0, help="probability the random agent repeats its last action")
-    collect.add_argument("--episodes-per-shard", type=int, default=32, help="episodes per shard file")
+    collect.add_argument("--episodes-per-shard", type=int, default=128,
+                         help="episodes per shard file; a shard is one collector's unit of work, so use a smaller "
+                              "value to spread a small collection over all workers")
     collect.add_argument("--envs-per-worker", type=int, default=16, help="Procgen games each collector steps at once")
     collect.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray CPUs reserved by each collector")
     collect.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -46,7 +46,7 @@ class CollectConfig:
     val_fraction: float = 0.05  # used by split=auto
     test_fraction: float = 0.05  # used by split=auto
     sticky_prob: float = 0.0
-    episodes_per_shard: int = 32
+    episodes_per_shard: int = 128  # big shards waste less at a shard's end; small ones spread small jobs over workers
     envs_per_shard: int = 16  # Procgen games stepped together by one collector
     workers: int = 2  # collector actors (does not change the data)
     cpus_per_worker: float = 1.0

@@ -53,19 +53,31 @@ def check_episode_batch(batch: pa.RecordBatch, where: str) -> None:
         raise DatasetError(f"{where}: episode {episode} must end with exactly one of terminated/truncated, on its last row only")
     if len(batch.column("level_seed").unique()) != 1:
         raise DatasetError(f"{where}: episode {episode} changes level seed mid-episode")
-    if batch.column("frame").null_count or not np.isfinite(batch.column("reward").to_numpy()).all():
+    if ("frame" in batch.schema.names and batch.column("frame").null_count) or not np.isfinite(batch.column("reward").to_numpy()).all():
         raise DatasetError(f"{where}: episode {episode} has missing frames or non-finite rewards")
 
 
-def check_shard_file(path: Path) -> tuple[list[pa.RecordBatch], str]:
-    """Open a shard and check schema and every episode; returns its batches and checksum."""
+METADATA_COLUMNS = [f.name for f in EPISODE_SCHEMA if f.name != "frame"]
+
+
+def check_shard_file(path: Path, read_frames: bool = True) -> tuple[list[pa.RecordBatch], str]:
+    """Open a shard and check schema and every episode; returns its batches and checksum.
+
+    With `read_frames=False` the frame column is not decompressed: for a file whose checksum
+    already matches the manifest, the frames are the bytes that were written and checked.
+    """
     try:
-        batches = read_shard_batches(path)
+        if read_frames:
+            batches = read_shard_batches(path)
+        else:
+            with pa.OSFile(str(path), "rb") as source:
+                schema = pa.ipc.open_file(source).schema
+            batches = read_shard_batches(path, METADATA_COLUMNS)
     except (pa.ArrowInvalid, OSError) as err:
         raise DatasetError(f"{path}: not a readable Arrow shard ({err}); it is truncated or damaged") from err
     if not batches:
         raise DatasetError(f"{path}: shard holds no episodes")
-    schema = batches[0].schema.remove_metadata()
+    schema = (batches[0].schema if read_frames else schema).remove_metadata()
     if not schema.equals(EPISODE_SCHEMA.remove_metadata()):
         raise DatasetError(f"{path}: schema differs from the episode record (e.g. wrong frame size); got\n{schema}")
     for i, batch in enumerate(batches):
@@ -85,7 +97,7 @@ def verify_dataset(root: str | Path) -> VerifyReport:
         if path.stat().st_size != shard.bytes or file_sha256(path) != shard.sha256:
             raise DatasetError(f"{path}: checksum or size differs from the manifest; the file is damaged. "
                                f"Delete it and its manifest entry, then re-run `genie collect` to remake it")
-        batches, _ = check_shard_file(path)
+        batches, _ = check_shard_file(path, read_frames=False)
         if len(batches) != len(shard.episodes) or sum(b.num_rows for b in batches) != shard.rows:
             raise DatasetError(f"{path}: holds {len(batches)} episodes/{sum(b.num_rows for b in batches)} rows, "
                                f"manifest says {len(shard.episodes)}/{shard.rows}")
