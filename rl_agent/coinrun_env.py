@@ -97,10 +97,26 @@ class CoinRunConfig:
         )
 
 
-def make_procgen(num: int, config: CoinRunConfig, rand_seed: int, **overrides: Any):
-    """A raw `ProcgenGym3Env`; imported lazily so that reading datasets never needs Procgen."""
+def _procgen_env_class():
+    """Import Procgen lazily (reading datasets never needs it), without the legacy-gym notice.
+
+    Procgen's gym3 dependency imports the old `gym` package, which prints a deprecation notice
+    into every collector's log; genie-redux itself only uses Gymnasium, so the notice is noise.
+    """
+    try:
+        import gym_notices.notices
+
+        gym_notices.notices.notices = {}
+    except ImportError:
+        pass
     from procgen import ProcgenGym3Env
 
+    return ProcgenGym3Env
+
+
+def make_procgen(num: int, config: CoinRunConfig, rand_seed: int, **overrides: Any):
+    """A raw `ProcgenGym3Env` of `num` CoinRun games."""
+    ProcgenGym3Env = _procgen_env_class()
     return ProcgenGym3Env(num=num, **config.procgen_kwargs(rand_seed, **overrides))
 
 

@@ -285,10 +285,10 @@ def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: b
                 done_episodes += len(shard.episodes)
                 if queue:
                     pending[actor.collect.remote(queue.pop(0))] = actor
-            live = _poll_progress(ray, set(pending.values())) if show_progress else []
+            live = _poll_progress(ray, actors) if show_progress else []
             frames = max(done_frames, sum(f for f, _ in live))
             elapsed = max(time.monotonic() - start, 1e-9)
-            bar.n = min(total, max(done_episodes, sum(e for _, e in live)))
+            bar.n = min(total, max(bar.n, done_episodes, sum(e for _, e in live)))
             bar.set_postfix(frames_s=f"{frames / elapsed:,.0f}", ep_s=f"{bar.n / elapsed:.1f}", refresh=False)
             bar.refresh()
     finally:
