@@ -12,7 +12,7 @@ import numpy as np
 
 from rl_agent.coinrun_env import NUM_ACTIONS, ConfigError
 
-KNOWN_AGENTS = ("random",)
+KNOWN_AGENTS = ("random", "ppo")
 
 
 @dataclass
@@ -31,8 +31,6 @@ class RandomAgent:
     name = "random"
 
     def __init__(self, num_envs: int, sticky_prob: float = 0.0) -> None:
-        if not 0.0 <= sticky_prob < 1.0:
-            raise ConfigError(f"sticky_prob must be in [0, 1), got {sticky_prob}")
         self.sticky_prob = sticky_prob
         self._previous = np.zeros(num_envs, dtype=np.int64)
 
@@ -45,8 +43,25 @@ class RandomAgent:
         return AgentOutput(actions=actions)
 
 
-def make_agent(spec: str, num_envs: int, sticky_prob: float = 0.0) -> RandomAgent:
-    """Build an agent from its command-line spec."""
-    if spec == "random":
-        return RandomAgent(num_envs, sticky_prob)
-    raise ConfigError(f"unknown agent {spec!r}; known agents: {', '.join(KNOWN_AGENTS)}")
+def check_agent_spec(spec: str, checkpoint: str | None, sticky_prob: float) -> None:
+    """Refuse an unusable agent description before anything starts."""
+    if spec not in KNOWN_AGENTS:
+        raise ConfigError(f"unknown agent {spec!r}; known agents: {', '.join(KNOWN_AGENTS)}")
+    if not 0.0 <= sticky_prob < 1.0:
+        raise ConfigError(f"sticky_prob must be in [0, 1), got {sticky_prob}")
+    if spec == "ppo" and not checkpoint:
+        raise ConfigError("--agent ppo needs --checkpoint (a run folder of `genie agent train` or a checkpoint in it)")
+    if spec == "ppo" and sticky_prob:
+        raise ConfigError("sticky actions apply to the random agent only")
+    if spec == "random" and checkpoint:
+        raise ConfigError("--checkpoint is only for --agent ppo")
+
+
+def make_agent(spec: str, num_envs: int, sticky_prob: float = 0.0, checkpoint: str | None = None):
+    """Build an agent from its command-line spec (`random`, or `ppo` with a checkpoint)."""
+    check_agent_spec(spec, checkpoint, sticky_prob)
+    if spec == "ppo":
+        from rl_agent.ppo_policy import PPOAgent
+
+        return PPOAgent(checkpoint)
+    return RandomAgent(num_envs, sticky_prob)

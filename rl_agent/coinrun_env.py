@@ -25,6 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+_MAX_STATE_SIZE = 2**20  # procgen.env.MAX_STATE_SIZE
 FRAME_SHAPE = (64, 64, 3)  # (H, W, C) uint8, Procgen's native resolution
 NUM_ACTIONS = 15
 # Procgen's 15 button combinations, in action-id order (procgen.env.BaseProcgenEnv.get_combos).
@@ -181,9 +182,19 @@ class CoinRunVecEnv:
 
     def reset_slot(self, slot: int) -> None:
         """Move one slot to the first frame of a fresh level."""
-        state = self._fresh.next_state()
+        self.restore_slot(slot, self._fresh.next_state())
+
+    def slot_state(self, slot: int) -> bytes:
+        """Procgen's serialised game state of one slot (about 40 KB)."""
+        buffer = self._env._ffi.new(f"char[{_MAX_STATE_SIZE}]")
+        size = self._env.call_c_func("get_state", slot, buffer, _MAX_STATE_SIZE)
+        return bytes(self._env._ffi.buffer(buffer, size))
+
+    def restore_slot(self, slot: int, state: bytes) -> None:
+        """Put one slot back into a saved state that sits at the first frame of an episode."""
         self._env.call_c_func("set_state", slot, state, len(state))
         self._frames_in_episode[slot] = 1
+        self.level_seeds[slot] = int(self._env.get_info()[slot]["level_seed"])
 
     def step(self, actions: np.ndarray) -> VecStep:
         actions = np.asarray(actions)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from rl_agent.agents import make_agent
+from rl_agent.agents import check_agent_spec, make_agent
 from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, ConfigError, derive_seed
 from rl_agent.recorder import Episode, EpisodeRecorder
 from rl_agent.store.errors import DatasetError
@@ -39,7 +39,7 @@ COLLECTOR_NAME_PREFIX = "genie-collector-"
 class CollectConfig:
     """What to collect. Fields that shape the data are recorded in the manifest and must match on resume."""
 
-    agent: str = "random"
+    agent: str = "random"  # random | ppo
     episodes: int = 64
     seed: int = 0
     split: str = "auto"  # train | val | test | auto (by a hash of the episode id)
@@ -51,11 +51,17 @@ class CollectConfig:
     workers: int = 2  # collector actors (does not change the data)
     cpus_per_worker: float = 1.0
     env: CoinRunConfig = field(default_factory=CoinRunConfig)
+    checkpoint: str | None = None  # for agent=ppo: run folder or checkpoint of `genie agent train`
+    checkpoint_id: str | None = None  # content hash of the policy weights, filled in from `checkpoint`
 
     def __post_init__(self) -> None:
         if isinstance(self.env, dict):
             self.env = CoinRunConfig.from_dict(self.env)
-        make_agent(self.agent, 1, self.sticky_prob)  # validates agent spec and sticky_prob
+        check_agent_spec(self.agent, self.checkpoint, self.sticky_prob)
+        if self.agent == "ppo" and self.checkpoint_id is None:
+            from rl_agent.ppo_policy import checkpoint_id, resolve_module_dir
+
+            self.checkpoint_id = checkpoint_id(resolve_module_dir(self.checkpoint))
         if self.split not in SPLITS + ("auto",):
             raise ConfigError(f"unknown split {self.split!r}; choose train, val, test or auto")
         for name in ("episodes", "episodes_per_shard", "envs_per_shard", "workers"):
@@ -65,14 +71,20 @@ class CollectConfig:
             raise ConfigError("val_fraction and test_fraction must be >= 0 and sum to less than 1")
 
     @property
+    def agent_name(self) -> str:
+        """What the episode record's `agent` column holds."""
+        return f"ppo:{self.checkpoint_id}" if self.agent == "ppo" else self.agent
+
+    @property
     def collection(self) -> str:
         """Name of this collection inside a dataset folder; prefixes its shard files and episode ids."""
-        return f"{re.sub(r'[^A-Za-z0-9]+', '-', self.agent).strip('-')}-s{self.seed}"
+        return f"{re.sub(r'[^A-Za-z0-9]+', '-', self.agent_name).strip('-')}-s{self.seed}"
 
     def data_settings(self) -> dict[str, Any]:
-        """The settings that determine the recorded data (not the worker count or the episode total)."""
+        """The settings that determine the recorded data (not the worker count, the episode total or
+        where the checkpoint lies: the policy is identified by its weights' hash)."""
         settings = asdict(self)
-        for key in ("episodes", "workers", "cpus_per_worker"):
+        for key in ("episodes", "workers", "cpus_per_worker", "checkpoint"):
             settings.pop(key)
         return settings
 
@@ -117,7 +129,8 @@ def assign_split(episode_id: str, config: CollectConfig) -> str:
 
 
 def play_episodes(
-    config: CollectConfig, shard_index: int, count: int, on_step: Callable[[int, int], None] | None = None
+    config: CollectConfig, shard_index: int, count: int, on_step: Callable[[int, int], None] | None = None,
+    policy=None,
 ) -> Iterator[tuple[int, Episode]]:
     """Play `count` whole episodes for one shard, deterministically from (seed, shard index).
 
@@ -126,7 +139,7 @@ def play_episodes(
     """
     num_envs = min(config.envs_per_shard, count)
     env = CoinRunVecEnv(num_envs, config.env, seed=derive_seed(config.seed, shard_index))
-    agent = make_agent(config.agent, num_envs, config.sticky_prob)
+    agent = policy or make_agent(config.agent, num_envs, config.sticky_prob, config.checkpoint)
     rng = np.random.default_rng([config.seed, shard_index, 0xC011EC7])
     obs = env.observe()  # (E, H, W, C)
     recorder = EpisodeRecorder(obs, env.level_seeds, capacity=config.env.max_episode_frames)
@@ -149,13 +162,16 @@ def play_episodes(
             on_step(num_envs, len(closed))
 
 
-def collect_shard(config: CollectConfig, out_dir: Path, plan: ShardPlan, on_step=None) -> ShardInfo:
-    """Record one shard's episodes, streaming each into the shard file, and commit it atomically."""
+def collect_shard(config: CollectConfig, out_dir: Path, plan: ShardPlan, on_step=None, policy=None) -> ShardInfo:
+    """Record one shard's episodes, streaming each into the shard file, and commit it atomically.
+
+    `policy`: an already loaded stateless agent (a PPO policy) to reuse across shards.
+    """
     with ShardWriter(out_dir, shard_file_name(config.collection, plan.index), config.collection, plan.index) as writer:
-        for k, e in play_episodes(config, plan.index, plan.episodes, on_step):
+        for k, e in play_episodes(config, plan.index, plan.episodes, on_step, policy):
             episode_id = f"{config.collection}-{plan.index:05d}-{k:04d}"
             batch = episode_batch(episode_id, e.frames, e.actions, e.rewards, e.terminated, e.truncated,
-                                  e.level_seed, config.agent, e.logp, e.value)
+                                  e.level_seed, config.agent_name, e.logp, e.value)
             writer.write_episode(batch, assign_split(episode_id, config))
         return writer.commit()
 
@@ -168,6 +184,7 @@ class Collector:
         self._lock = threading.Lock()
         self._frames = 0
         self._episodes = 0
+        self._policy = make_agent(config.agent, 1, checkpoint=config.checkpoint) if config.agent == "ppo" else None
 
     def _count(self, frames: int, episodes: int) -> None:
         with self._lock:
@@ -175,7 +192,7 @@ class Collector:
             self._episodes += episodes
 
     def collect(self, plan: ShardPlan) -> ShardInfo:
-        return collect_shard(self.config, self.out_dir, plan, self._count)
+        return collect_shard(self.config, self.out_dir, plan, self._count, self._policy)
 
     def progress(self) -> tuple[int, int]:
         with self._lock:
@@ -227,7 +244,7 @@ def adopt_shard(path: Path, config: CollectConfig) -> ShardInfo:
         sha256=sha,
         bytes=path.stat().st_size,
         rows=sum(b.num_rows for b in batches),
-        agent=config.agent,
+        agent=config.agent_name,
         episodes=episodes,
     )
 
@@ -254,6 +271,13 @@ def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: b
     manifest, plans = prepare_dataset(config, out_dir)
     if not plans:
         return manifest
+    free = ray.available_resources().get("CPU", 0.0)
+    workers = min(config.workers, len(plans), int(free // config.cpus_per_worker + 1e-9))
+    if workers < 1:
+        raise ConfigError(f"no free Ray CPUs for a collector ({free:g} free, {config.cpus_per_worker:g} needed each); "
+                          f"lower --cpus-per-worker or free the cluster")
+    if workers < min(config.workers, len(plans)):
+        print(f"note: {free:g} free Ray CPUs: running {workers} collectors instead of {config.workers}")
     run_id = uuid.uuid4().hex[:8]
     actors = [
         ray.remote(Collector)
@@ -262,7 +286,7 @@ def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: b
             name=f"{COLLECTOR_NAME_PREFIX}{config.collection}-{run_id}-{i}", namespace=COLLECTOR_NAMESPACE,
         )
         .remote(config, str(out_dir.resolve()))
-        for i in range(min(config.workers, len(plans)))
+        for i in range(workers)
     ]
     queue = list(plans)
     pending: dict[Any, Any] = {}

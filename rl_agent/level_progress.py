@@ -23,33 +23,67 @@ def _profile(frames: np.ndarray) -> np.ndarray:
     return profiles - profiles.mean(axis=1, keepdims=True)
 
 
-def _register(profile: np.ndarray, key: np.ndarray) -> float:
-    """Shift d (px, sub-pixel) with profile[x] ~ key[x + d]."""
-    width = len(profile)
+def _register(profiles: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Shifts d (px, sub-pixel) with profiles[i, x] ~ keys[i, x + d]: (n, W), (n, W) -> (n,)."""
+    width = profiles.shape[1]
     shifts = np.arange(-MAX_SHIFT, MAX_SHIFT + 1)
-    costs = np.empty(len(shifts))
+    costs = np.empty((len(profiles), len(shifts)))
     for i, d in enumerate(shifts):
         lo, hi = max(0, -d), min(width, width - d)
-        costs[i] = np.abs(profile[lo:hi] - key[lo + d : hi + d]).mean()
-    best = int(costs.argmin())
-    if 0 < best < len(shifts) - 1:  # parabola through the minimum and its neighbours
-        left, mid, right = costs[best - 1 : best + 2]
-        curvature = left - 2 * mid + right
-        offset = 0.5 * (left - right) / curvature if curvature > 1e-9 else 0.0
-        return float(shifts[best] + np.clip(offset, -0.5, 0.5))
-    return float(shifts[best])
+        costs[:, i] = np.abs(profiles[:, lo:hi] - keys[:, lo + d : hi + d]).mean(axis=1)
+    best = costs.argmin(axis=1)  # (n,)
+    inner = np.clip(best, 1, len(shifts) - 2)
+    rows = np.arange(len(profiles))
+    left, mid, right = costs[rows, inner - 1], costs[rows, inner], costs[rows, inner + 1]
+    curvature = left - 2 * mid + right
+    # parabola through the minimum and its neighbours; none at the edge of the search range
+    offset = np.where(curvature > 1e-9, 0.5 * (left - right) / np.maximum(curvature, 1e-9), 0.0)
+    offset = np.where(inner == best, np.clip(offset, -0.5, 0.5), 0.0)
+    return shifts[best] + offset
+
+
+class ProgressTracker:
+    """Incremental form for many games at once: feed frames as they come, read each game's progress.
+
+    Used where episodes are played, not stored (agent evaluation), so frames need not be kept.
+    """
+
+    def __init__(self, num_envs: int, width: int = 64) -> None:
+        self._key = np.zeros((num_envs, width), dtype=np.float32)  # (E, W) keyframe profiles
+        self._key_position = np.zeros(num_envs)
+        self.position = np.zeros(num_envs)
+        self.furthest = np.zeros(num_envs)
+
+    def start(self, slot: int, frame: np.ndarray) -> None:  # frame: (H, W, C)
+        self._key[slot] = _profile(frame[None])[0]
+        self._key_position[slot] = self.position[slot] = self.furthest[slot] = 0.0
+
+    def update(self, slots: np.ndarray, frames: np.ndarray) -> None:
+        """Next frames (n, H, W, C) of games `slots` (n,)."""
+        slots = np.asarray(slots)
+        if len(slots) == 0:
+            return
+        profiles = _profile(frames)  # (n, W)
+        shifts = _register(profiles, self._key[slots])
+        self.position[slots] = self._key_position[slots] + shifts
+        self.furthest[slots] = np.maximum(self.furthest[slots], self.position[slots])
+        rekey = np.abs(shifts) >= REKEY_SHIFT
+        self._key[slots[rekey]] = profiles[rekey]
+        self._key_position[slots[rekey]] = self.position[slots[rekey]]
+
+    def progress(self, slot: int, width: int = 64) -> float:
+        """Furthest rightward position so far, in screens."""
+        return float(self.furthest[slot] / width)
 
 
 def horizontal_positions(frames: np.ndarray) -> np.ndarray:
     """Agent x position relative to the first frame, px: (L, H, W, C) uint8 -> (L,), + = right."""
-    profiles = _profile(frames)
+    tracker = ProgressTracker(1)
+    tracker.start(0, frames[0])
     positions = np.zeros(len(frames))
-    key, key_position = profiles[0], 0.0
     for t in range(1, len(frames)):
-        shift = _register(profiles[t], key)
-        positions[t] = key_position + shift
-        if abs(shift) >= REKEY_SHIFT:
-            key, key_position = profiles[t], positions[t]
+        tracker.update(np.array([0]), frames[t : t + 1])
+        positions[t] = tracker.position[0]
     return positions
 
 

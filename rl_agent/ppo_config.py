@@ -1,0 +1,134 @@
+"""Typed PPO settings and their translation into an RLlib `PPOConfig` (new API stack).
+
+The `paper` preset is the Procgen paper's PPO (gamma 0.999, lambda 0.95, lr 5e-4, entropy
+0.01, clip 0.2, 64 envs x 256 steps, 3 epochs, 8 minibatches, 25M steps, easy levels);
+`tiny`/`small` shrink the budget and the network for CPUs. Presets live in the CLI's preset
+files (section `agent:`); this module only knows the typed settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from rl_agent.coinrun_env import CoinRunConfig, ConfigError
+
+
+@dataclass
+class PPOSettings:
+    total_env_steps: int = 25_000_000
+    num_env_runners: int = 8  # 0 = sample in the driver process (best on a 2-core laptop)
+    envs_per_runner: int = 8  # Procgen games stepped together in each env runner
+    rollout_length: int = 256  # steps per env per training batch
+    epochs: int = 3
+    minibatches: int = 8
+    lr: float = 5e-4
+    gamma: float = 0.999
+    lam: float = 0.95
+    entropy_coeff: float = 0.01
+    clip: float = 0.2
+    vf_coeff: float = 0.5
+    vf_clip: float = 0.2
+    grad_clip: float = 0.5
+    channels: tuple[int, ...] = (16, 32, 32)
+    hidden: int = 256
+    blocks: int = 2
+    checkpoint_every: int = 10  # training iterations between checkpoints
+    keep_checkpoints: int = 3
+    num_gpus_per_learner: float | None = None  # None = 1 when CUDA is present, else 0
+    cpus_per_env_runner: float = 1.0
+    torch_threads: int | None = None  # learner threads in the driver; None = torch's default
+    seed: int = 0
+    env: CoinRunConfig = field(default_factory=CoinRunConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.env, dict):
+            self.env = CoinRunConfig.from_dict(self.env)
+        self.channels = tuple(self.channels)
+        for name in ("total_env_steps", "envs_per_runner", "rollout_length", "epochs", "minibatches", "hidden", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"agent setting {name} must be at least 1, got {getattr(self, name)}")
+        if self.num_env_runners < 0:
+            raise ConfigError("agent setting num_env_runners must be >= 0")
+        if self.train_batch_size % self.minibatches:
+            raise ConfigError(f"train batch {self.train_batch_size} is not divisible by minibatches={self.minibatches}")
+
+    @property
+    def train_batch_size(self) -> int:
+        return max(1, self.num_env_runners) * self.envs_per_runner * self.rollout_length
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PPOSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown agent setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["channels"] = list(self.channels)
+        return values
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return {"channels": list(self.channels), "hidden": self.hidden, "blocks": self.blocks}
+
+
+ENV_NAME = "genie-coinrun-vector"
+
+
+def make_vector_env(env_context) -> Any:
+    """RLlib env creator: a CoinRun vector env of `num_envs` games.
+
+    RLlib seeds each env runner's first `reset(seed=...)` from the config seed and the runner index.
+    """
+    from rl_agent.coinrun_vector_env import CoinRunGymVectorEnv
+
+    settings = dict(env_context)
+    num_envs = int(settings.pop("num_envs", 1))
+    return CoinRunGymVectorEnv(num_envs, CoinRunConfig.from_dict(settings))
+
+
+def build_ppo_config(settings: PPOSettings):
+    import torch
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from rl_agent.impala_module import ImpalaCNNModule
+
+    gpus = settings.num_gpus_per_learner
+    if gpus is None:
+        gpus = 1 if torch.cuda.is_available() else 0
+    from ray.tune.registry import register_env
+
+    register_env(ENV_NAME, make_vector_env)
+    return (
+        PPOConfig()
+        .environment(env=ENV_NAME, env_config=settings.env.to_dict())
+        .env_runners(
+            num_env_runners=settings.num_env_runners,
+            num_envs_per_env_runner=settings.envs_per_runner,
+            gym_env_vectorize_mode="vector_entry_point",
+            rollout_fragment_length=settings.rollout_length,
+            num_cpus_per_env_runner=settings.cpus_per_env_runner,
+        )
+        .learners(num_learners=0, num_gpus_per_learner=gpus)
+        .training(
+            lr=settings.lr,
+            gamma=settings.gamma,
+            lambda_=settings.lam,
+            entropy_coeff=settings.entropy_coeff,
+            clip_param=settings.clip,
+            vf_loss_coeff=settings.vf_coeff,
+            vf_clip_param=settings.vf_clip,
+            grad_clip=settings.grad_clip,
+            train_batch_size_per_learner=settings.train_batch_size,
+            minibatch_size=settings.train_batch_size // settings.minibatches,
+            num_epochs=settings.epochs,
+        )
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=ImpalaCNNModule, model_config=settings.model_config))
+        .debugging(seed=settings.seed)
+        .reporting(metrics_num_episodes_for_smoothing=100)
+    )

@@ -1,0 +1,96 @@
+"""A trained PPO policy, loaded from an RLlib checkpoint without building an Algorithm.
+
+Collectors and `genie agent eval` need only the RLModule's weights: loading it directly is
+fast, needs no env runners, and cannot deadlock on Ray CPUs (`Algorithm.from_checkpoint`
+asks for its env runners' CPUs and hangs when collectors hold them all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from rl_agent.agents import AgentOutput
+from rl_agent.coinrun_env import FRAME_SHAPE, NUM_ACTIONS, ConfigError
+
+MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+
+
+def resolve_module_dir(checkpoint: str | Path) -> Path:
+    """Accept a run folder (its latest checkpoint), an RLlib checkpoint, or its module folder."""
+    path = Path(checkpoint)
+    if not path.exists():
+        raise ConfigError(f"checkpoint {path} does not exist; train one with `genie agent train --out DIR`")
+    if (path / "checkpoints").is_dir():
+        complete = sorted(p for p in (path / "checkpoints").glob("iter_*") if (p / ".complete").exists())
+        if not complete:
+            raise ConfigError(f"run folder {path} has no complete checkpoint yet; let `genie agent train` save one")
+        path = complete[-1]
+    if (path / MODULE_SUBDIR).is_dir():
+        return path / MODULE_SUBDIR
+    if (path / "class_and_ctor_args.pkl").exists() and (path / "module_state.pt").exists():
+        return path
+    raise ConfigError(
+        f"{checkpoint} is not an RLlib PPO checkpoint (no {MODULE_SUBDIR}); pass a run folder of "
+        f"`genie agent train` or one of its checkpoints/iter_* folders"
+    )
+
+
+def checkpoint_id(module_dir: Path) -> str:
+    """Content hash of the module's weights: the same weights always get the same id."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in module_dir.rglob("*") if p.is_file()):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def load_module(checkpoint: str | Path):
+    """The RLModule of a checkpoint, checked to be a CoinRun policy (64x64x3 frames, 15 actions)."""
+    import torch
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    module_dir = resolve_module_dir(checkpoint)
+    try:
+        module = RLModule.from_checkpoint(str(module_dir))
+    except Exception as err:  # noqa: BLE001 - RLlib raises many kinds; all mean "unusable checkpoint"
+        raise ConfigError(f"cannot load the policy in {module_dir}: {type(err).__name__}: {err}") from err
+    shape = tuple(getattr(module.observation_space, "shape", ()) or ())
+    actions = getattr(module.action_space, "n", None)
+    if shape != FRAME_SHAPE or actions != NUM_ACTIONS:
+        raise ConfigError(f"{checkpoint} was trained for observations {shape} and {actions} actions; "
+                          f"CoinRun needs {FRAME_SHAPE} frames and {NUM_ACTIONS} actions")
+    if not hasattr(module, "policy_and_value"):
+        raise ConfigError(f"{checkpoint} holds a {type(module).__name__}, not genie-redux's ImpalaCNNModule")
+    module.eval()
+    return module, module_dir
+
+
+class PPOAgent:
+    """Samples actions from a trained policy, batched over a vector env, with its logp and value."""
+
+    def __init__(self, checkpoint: str | Path, torch_threads: int | None = 1) -> None:
+        import torch
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.module, module_dir = load_module(checkpoint)
+        self.name = f"ppo:{checkpoint_id(module_dir)}"
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> AgentOutput:  # obs: (E, H, W, C) uint8
+        import torch
+
+        with torch.no_grad():
+            logits, values = self.module.policy_and_value(torch.from_numpy(np.ascontiguousarray(obs)))
+        logits = logits.double().numpy()  # (E, 15)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        # inverse-CDF sampling with our own generator: the same seed gives the same actions
+        cdf = np.cumsum(probs, axis=1)
+        actions = np.minimum((cdf < rng.random((len(obs), 1))).sum(axis=1), NUM_ACTIONS - 1)
+        logp = np.log(probs[np.arange(len(obs)), actions])
+        return AgentOutput(actions=actions.astype(np.int64), logp=logp.astype(np.float32),
+                           value=values.numpy().astype(np.float32))

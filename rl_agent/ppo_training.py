@@ -1,0 +1,196 @@
+"""`genie agent train`: RLlib PPO on CoinRun with checkpoints, resume, a learning-curve CSV/PNG and wandb.
+
+The run folder holds everything: `checkpoints/iter_NNNNNN/` (RLlib checkpoints, the last few
+kept), `curve.csv` (one row per training iteration), `reward_curve.png`, `settings.json`,
+`random_reference.json` (the random agent's return on the same kind of levels) and wandb's
+offline files. Running the same command again into the same folder resumes from the latest
+checkpoint; the curve rows after that checkpoint are dropped so they are not counted twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rl_agent.coinrun_env import ConfigError
+from rl_agent.ppo_config import PPOSettings, build_ppo_config
+
+CURVE_FIELDS = ["iteration", "env_steps", "episode_return_mean", "episode_len_mean", "episodes", "env_steps_per_s",
+                "sample_seconds", "learn_seconds", "wall_seconds"]
+MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+
+
+@dataclass
+class TrainSummary:
+    out_dir: Path
+    checkpoint: Path
+    iterations: int
+    env_steps: int
+    wall_seconds: float
+    last_return: float | None
+
+
+def checkpoints_of(run_dir: Path) -> list[Path]:
+    root = run_dir / "checkpoints"
+    return sorted(p for p in root.glob("iter_*") if (p / ".complete").exists()) if root.is_dir() else []
+
+
+def _read_curve(path: Path, up_to_iteration: int) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with open(path) as handle:
+        return [row for row in csv.DictReader(handle) if int(row["iteration"]) <= up_to_iteration]
+
+
+def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
+    temp = path.with_suffix(".tmp")
+    with open(temp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temp, path)
+
+
+def _row(result: dict[str, Any], iteration: int, env_steps: int, seconds: float, wall: float) -> dict[str, Any]:
+    runners = result.get("env_runners", {})
+    timers = result.get("timers", {})
+    sampled = runners.get("num_env_steps_sampled", 0) or 0
+    return {
+        "iteration": iteration,
+        "env_steps": env_steps,
+        "episode_return_mean": runners.get("episode_return_mean", float("nan")),
+        "episode_len_mean": runners.get("episode_len_mean", float("nan")),
+        "episodes": runners.get("num_episodes", 0),
+        "env_steps_per_s": round(sampled / max(seconds, 1e-9), 1),
+        "sample_seconds": round(timers.get("env_runner_sampling_timer", float("nan")), 3),
+        "learn_seconds": round(timers.get("learner_update_timer", float("nan")), 3),
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def _save_checkpoint(algo, run_dir: Path, iteration: int, state: dict[str, Any], keep: int) -> Path:
+    """Save atomically: a checkpoint counts only once its `.complete` marker exists."""
+    root = run_dir / "checkpoints"
+    path = root / f"iter_{iteration:06d}"
+    if path.exists():
+        shutil.rmtree(path)
+    algo.save_to_path(str(path))
+    (path / "genie_state.json").write_text(json.dumps(state))
+    (path / ".complete").touch()
+    for old in checkpoints_of(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _start_wandb(run_dir: Path, settings: PPOSettings, resume: bool):
+    try:
+        import wandb
+
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        return wandb.init(project="genie-redux", job_type="agent", dir=str(run_dir), config=settings.to_dict(),
+                          name=run_dir.name, id=f"agent-{abs(hash(str(run_dir.resolve()))) % 10**10}",
+                          resume="allow" if resume else None, reinit=True)
+    except Exception as err:  # wandb is a convenience: never let it stop training
+        print(f"warning: wandb disabled ({err})")
+        return None
+
+
+def train_agent(settings: PPOSettings, run_dir: str | Path, show_progress: bool = True,
+                random_reference: float | None = None) -> TrainSummary:
+    """Train (or resume) PPO until `settings.total_env_steps`. Ray must be initialised."""
+    import torch
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings_path = run_dir / "settings.json"
+    if settings_path.exists():
+        previous = json.loads(settings_path.read_text())
+        changed = sorted(k for k in previous if k != "total_env_steps" and previous[k] != settings.to_dict().get(k))
+        if changed:
+            raise ConfigError(f"{run_dir} holds a run with different settings ({', '.join(changed)}); "
+                              f"use another --out or the same preset (only total_env_steps may grow)")
+    settings_path.write_text(json.dumps(settings.to_dict(), indent=1))
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    reference_path = run_dir / "random_reference.json"
+    if random_reference is not None:
+        reference_path.write_text(json.dumps({"random_return": random_reference}))
+
+    algo = build_ppo_config(settings).build_algo()
+    existing = checkpoints_of(run_dir)
+    iteration, env_steps, wall_before = 0, 0, 0.0
+    if existing:
+        algo.restore_from_path(str(existing[-1]))
+        state = json.loads((existing[-1] / "genie_state.json").read_text())
+        iteration, env_steps, wall_before = state["iteration"], state["env_steps"], state["wall_seconds"]
+        print(f"resuming {run_dir} from {existing[-1].name} ({env_steps:,} env steps)")
+    curve_path = run_dir / "curve.csv"
+    rows = _read_curve(curve_path, iteration)
+    run = _start_wandb(run_dir, settings, resume=bool(existing))
+    bar = tqdm(total=settings.total_env_steps, initial=env_steps, unit="step", desc="PPO", disable=not show_progress,
+               dynamic_ncols=True)
+    start = time.monotonic()
+    checkpoint = existing[-1] if existing else None
+    try:
+        while env_steps < settings.total_env_steps:
+            began = time.monotonic()
+            result = algo.train()
+            iteration += 1
+            sampled = int(result.get("env_runners", {}).get("num_env_steps_sampled", settings.train_batch_size) or 0)
+            env_steps += sampled
+            wall = wall_before + time.monotonic() - start
+            row = _row(result, iteration, env_steps, time.monotonic() - began, wall)
+            rows.append(row)
+            _write_curve(curve_path, rows)
+            if run is not None:
+                run.log({k: v for k, v in row.items() if k != "iteration"}, step=iteration)
+            bar.update(sampled)
+            bar.set_postfix(ret=f"{row['episode_return_mean']:.2f}", len=f"{row['episode_len_mean']:.0f}",
+                            steps_s=f"{row['env_steps_per_s']:.0f}", refresh=False)
+            if iteration % settings.checkpoint_every == 0 or env_steps >= settings.total_env_steps:
+                state = {"iteration": iteration, "env_steps": env_steps, "wall_seconds": wall}
+                checkpoint = _save_checkpoint(algo, run_dir, iteration, state, settings.keep_checkpoints)
+    finally:
+        bar.close()
+        algo.stop()
+        if run is not None:
+            run.finish()
+    plot_reward_curve(run_dir)
+    last = rows[-1]["episode_return_mean"] if rows else None
+    return TrainSummary(run_dir, checkpoint, iteration, env_steps, wall_before + time.monotonic() - start,
+                        float(last) if last is not None else None)
+
+
+def plot_reward_curve(run_dir: Path) -> Path | None:
+    """Mean return vs env steps, with the random agent's return as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _read_curve(run_dir / "curve.csv", 10**12)
+    if not rows:
+        return None
+    steps = [int(r["env_steps"]) for r in rows]
+    returns = [float(r["episode_return_mean"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, returns, label="PPO (mean return, last 100 episodes)")
+    reference = run_dir / "random_reference.json"
+    if reference.exists():
+        value = json.loads(reference.read_text())["random_return"]
+        ax.axhline(value, color="gray", linestyle="--", label=f"random agent ({value:.2f})")
+    ax.set(xlabel="env steps", ylabel="episode return", title=f"CoinRun PPO: {run_dir.name}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = run_dir / "reward_curve.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
