@@ -20,6 +20,11 @@ typical flow:
   genie collect --agent random --episodes 200 --workers 2 --out data/random
   genie data verify data/random
   genie data stats data/random
+  genie agent train --preset tiny --out runs/agent
+  genie agent eval --checkpoint runs/agent --episodes 512
+  genie collect --agent ppo --checkpoint runs/agent --episodes 200 --out data/ppo
+  genie data compare data/random data/ppo
+  genie datasets make --preset tiny --checkpoint runs/agent --out data
 
 Every command that uses Ray starts a local Ray instance unless --address (or RAY_ADDRESS)
 names a cluster to join. Run `genie COMMAND --help` for the options of each command.
@@ -53,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     collect.add_argument("--out", required=True, type=Path, help="dataset folder (created if missing)")
-    collect.add_argument("--agent", default="random", help="who plays: 'random' (uniform over the 15 actions)")
+    collect.add_argument("--agent", default="random",
+                         help="who plays: 'random' (uniform over the 15 actions) or 'ppo' (needs --checkpoint)")
+    collect.add_argument("--checkpoint", default=None,
+                         help="for --agent ppo: a run folder of `genie agent train` (its latest checkpoint) or a checkpoint")
     collect.add_argument("--episodes", type=int, default=64, help="episodes the collection should hold in total")
     collect.add_argument("--workers", type=int, default=2, help="collector actors running in parallel")
     collect.add_argument("--seed", type=int, default=0, help="seed of levels and actions; names the collection")
@@ -103,7 +111,85 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--plot", type=Path, default=None, help="PNG path (default: DIR/stats.png)")
     stats.add_argument("--progress-episodes", type=int, default=200, help="episodes sampled for level progress")
     stats.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    compare = data_commands.add_parser(
+        "compare",
+        help="two datasets side by side: return, success, length, level progress, action entropy, frame diversity",
+        description="Compare the diversity of two datasets (e.g. random agent vs PPO agent) as a table and a PNG figure.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    compare.add_argument("dir_a", type=Path)
+    compare.add_argument("dir_b", type=Path)
+    compare.add_argument("--plot", type=Path, default=Path("compare.png"), help="PNG path")
+    compare.add_argument("--progress-episodes", type=int, default=200, help="episodes sampled for level progress")
+
+    agent = commands.add_parser("agent", help="train and evaluate the PPO explorer (RLlib)",
+                                description="The trained explorer: PPO with an IMPALA-CNN policy, on RLlib's new API stack.")
+    agent_commands = agent.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
+    train = agent_commands.add_parser(
+        "train",
+        help="train PPO on CoinRun; resumes when run again into the same --out",
+        description=(
+            "Train PPO (RLlib) on CoinRun with the preset's settings (the `agent:` section of the preset file). "
+            "Shows return, episode length and env steps/s; checkpoints every `checkpoint_every` iterations and at the "
+            "end; writes OUT/curve.csv and OUT/reward_curve.png (with the random agent's return as a reference); logs "
+            "to wandb (offline unless WANDB_MODE says otherwise). The same command again resumes from the last checkpoint."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument("--out", required=True, type=Path, help="run folder")
+    _add_preset(train)
+    train.add_argument("--env-runners", type=int, default=None, help="RLlib env runners (0 = sample in the driver)")
+    train.add_argument("--envs-per-runner", type=int, default=None, help="CoinRun games per env runner")
+    train.add_argument("--steps", type=int, default=None, help="total env steps (overrides the preset)")
+    train.add_argument("--no-progress", action="store_true")
+    _add_address(train)
+    evaluate = agent_commands.add_parser(
+        "eval",
+        help="mean return, success, length and level progress with 95%% CIs, beside the random agent on the same levels",
+        description=(
+            "Play the first episode of --episodes fresh levels with the trained policy and with the uniform random agent "
+            "(the same levels for both) and print mean return, success rate, episode length and level progress with "
+            "95%% confidence intervals."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    evaluate.add_argument("--checkpoint", required=True, help="run folder of `genie agent train` or a checkpoint")
+    evaluate.add_argument("--episodes", type=int, default=512, help="levels to play (one episode each)")
+    evaluate.add_argument("--seed", type=int, default=0, help="chooses the levels")
+    evaluate.add_argument("--distribution-mode", default="easy", choices=["easy", "hard"])
+    evaluate.add_argument("--test-levels", action="store_true", help="draw levels from the held-out test range")
+    evaluate.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    evaluate.add_argument("--no-progress", action="store_true")
+
+    datasets = commands.add_parser("datasets", help="the paper's four data sets, by name",
+                                   description="Make the paper's data sets by name.")
+    datasets_commands = datasets.add_subparsers(dest="datasets_command", metavar="SUBCOMMAND", required=True)
+    make = datasets_commands.add_parser(
+        "make",
+        help="collect random-train, agent-train, basic-test and diverse-test (disjoint train/test levels)",
+        description=(
+            "Collect the paper's data sets into OUT/<name>: random-train (random agent) and agent-train (PPO agent) on "
+            "training levels [0, 1e6), basic-test (random agent) and diverse-test (PPO agent) on test levels "
+            "[1e6, 2e6). Episode counts come from the preset's `data:` section. Resumable like `genie collect`."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    make.add_argument("--out", required=True, type=Path, help="parent folder of the data sets")
+    make.add_argument("--names", default="random-train,agent-train,basic-test,diverse-test",
+                      help="comma-separated data sets to make")
+    make.add_argument("--checkpoint", default=None, help="the PPO agent (needed for agent-train and diverse-test)")
+    make.add_argument("--workers", type=int, default=2)
+    make.add_argument("--no-progress", action="store_true")
+    _add_preset(make)
+    _add_address(make)
     return parser
+
+
+def _add_preset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", help="tiny (2-core laptop), small (one GPU), paper (GPU cluster)")
+    parser.add_argument("--preset-file", type=Path, default=None, help="your own preset YAML (overrides --preset)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one preset field, e.g. --set agent.lr=0.001 (repeatable)")
 
 
 def run_collect(args: argparse.Namespace) -> int:
@@ -121,7 +207,7 @@ def run_collect(args: argparse.Namespace) -> int:
         agent=args.agent, episodes=args.episodes, seed=args.seed, split=args.split,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, sticky_prob=args.sticky_prob,
         episodes_per_shard=args.episodes_per_shard, envs_per_shard=args.envs_per_worker,
-        workers=args.workers, cpus_per_worker=args.cpus_per_worker, env=env,
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker, env=env, checkpoint=args.checkpoint,
     )
     start = time.monotonic()
     with ray_session(args.address):
@@ -155,10 +241,89 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from rl_agent.store.compare import compare, format_rows, plot_comparison
+
+    rows, results = compare(args.dir_a, args.dir_b, progress_episodes=args.progress_episodes)
+    print(format_rows(rows, args.dir_a, args.dir_b))
+    print(f"figure: {plot_comparison(results, args.plot)}")
+    return 0
+
+
+def _preset(args: argparse.Namespace) -> dict:
+    from cluster.presets import load_preset
+
+    return load_preset(args.preset, args.preset_file, args.set)
+
+
+def run_agent_train(args: argparse.Namespace) -> int:
+    from cluster.ray_session import ray_session
+    from rl_agent.agent_eval import evaluate_agent
+    from rl_agent.ppo_config import PPOSettings
+    from rl_agent.ppo_training import train_agent
+
+    values = dict(_preset(args).get("agent", {}))
+    for key, value in (("num_env_runners", args.env_runners), ("envs_per_runner", args.envs_per_runner),
+                       ("total_env_steps", args.steps)):
+        if value is not None:
+            values[key] = value
+    settings = PPOSettings.from_dict(values)
+    reference = evaluate_agent("random", 64, seed=12345, env=settings.env).returns.mean()
+    with ray_session(args.address):
+        summary = train_agent(settings, args.out, show_progress=not args.no_progress, random_reference=float(reference))
+    print(f"trained {summary.env_steps:,} env steps in {summary.iterations} iterations ({summary.wall_seconds / 60:.1f} min); "
+          f"checkpoint {summary.checkpoint}; curve {args.out / 'curve.csv'}, plot {args.out / 'reward_curve.png'}. "
+          f"Next: genie agent eval --checkpoint {args.out}")
+    return 0
+
+
+def run_agent_eval(args: argparse.Namespace) -> int:
+    from rl_agent.agent_eval import evaluate_agent, format_comparison
+    from rl_agent.named_datasets import env_for_levels
+    from rl_agent.ppo_policy import PPOAgent
+
+    agent = PPOAgent(args.checkpoint, torch_threads=None)
+    env = CoinRunConfig(distribution_mode=args.distribution_mode)
+    if args.test_levels:
+        env = env_for_levels(test=True, env=env)
+    show = not args.no_progress
+    results = [evaluate_agent(agent, args.episodes, args.seed, env, show_progress=show),
+               evaluate_agent("random", args.episodes, args.seed, env, show_progress=show)]
+    print(format_comparison(results))
+    if args.json:
+        payload = {r.agent: {k: {"mean": m, "ci95": h} for k, (m, h) in r.summary().items()} for r in results}
+        payload["levels"] = {"episodes": args.episodes, "seed": args.seed, "env": env.to_dict()}
+        args.json.write_text(json.dumps(payload, indent=1))
+        print(f"numbers: {args.json}")
+    return 0
+
+
+def run_datasets_make(args: argparse.Namespace) -> int:
+    from cluster.ray_session import ray_session
+    from rl_agent.collection import CollectConfig, collect_dataset
+    from rl_agent.named_datasets import NAMED_DATASETS, dataset_config
+
+    data = _preset(args).get("data", {})
+    names = [n.strip() for n in args.names.split(",") if n.strip()]
+    base = CollectConfig(workers=args.workers, episodes_per_shard=int(data.get("episodes_per_shard", 128)))
+    counts = {"random-train": "random_train_episodes", "agent-train": "agent_train_episodes",
+              "basic-test": "test_episodes", "diverse-test": "test_episodes"}
+    configs = {n: dataset_config(n, int(data.get(counts.get(n, ""), 0) or 0) or 1, args.checkpoint, base) for n in names}
+    with ray_session(args.address):
+        for name, config in configs.items():
+            print(f"{name}: {NAMED_DATASETS[name].description}, {config.episodes} episodes")
+            collect_dataset(config, args.out / name, show_progress=not args.no_progress)
+    print(f"data sets in {args.out}: {', '.join(names)}. Next: genie data compare {args.out}/basic-test {args.out}/diverse-test")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"collect": run_collect, ("data", "verify"): run_verify, ("data", "stats"): run_stats}
-    key = args.command if args.command != "data" else ("data", args.data_command)
+    handlers = {"collect": run_collect, ("data", "verify"): run_verify, ("data", "stats"): run_stats,
+                ("data", "compare"): run_compare, ("agent", "train"): run_agent_train,
+                ("agent", "eval"): run_agent_eval, ("datasets", "make"): run_datasets_make}
+    sub = {"data": "data_command", "agent": "agent_command", "datasets": "datasets_command"}
+    key = (args.command, getattr(args, sub[args.command])) if args.command in sub else args.command
     try:
         return handlers[key](args)
     except (ConfigError, DatasetError) as err:

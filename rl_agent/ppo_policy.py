@@ -8,6 +8,7 @@ asks for its env runners' CPUs and hangs when collectors hold them all).
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def resolve_module_dir(checkpoint: str | Path) -> Path:
         path = complete[-1]
     if (path / MODULE_SUBDIR).is_dir():
         return path / MODULE_SUBDIR
-    if (path / "class_and_ctor_args.pkl").exists() and (path / "module_state.pt").exists():
+    if (path / "class_and_ctor_args.pkl").exists():
         return path
     raise ConfigError(
         f"{checkpoint} is not an RLlib PPO checkpoint (no {MODULE_SUBDIR}); pass a run folder of "
@@ -53,6 +54,7 @@ def load_module(checkpoint: str | Path):
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     module_dir = resolve_module_dir(checkpoint)
+    logging.getLogger("ray.rllib.core.rl_module.rl_module").setLevel(logging.ERROR)  # a deprecation notice of RLlib's own loader
     try:
         module = RLModule.from_checkpoint(str(module_dir))
     except Exception as err:  # noqa: BLE001 - RLlib raises many kinds; all mean "unusable checkpoint"

@@ -88,6 +88,6 @@ class EpisodeRecorder:
             terminated=terminated,
             truncated=not terminated,
             level_seed=int(self.level_seeds[slot]),
-            logp=self.logp[slot, :length] if with_policy else None,
+            logp=np.append(self.logp[slot, : length - 1], np.float32(np.nan)) if with_policy else None,  # no action on the last row
             value=self.value[slot, :length] if with_policy else None,
         )

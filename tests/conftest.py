@@ -26,6 +26,22 @@ def ray_cluster():
     ray.shutdown()
 
 
+def batches_equal(a, b) -> bool:
+    """Record batches equal column by column, NaN equal to NaN (Arrow's `equals` says NaN != NaN)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if a.schema != b.schema or a.num_rows != b.num_rows:
+        return False
+    for x, y in zip(a.columns, b.columns):
+        if pa.types.is_floating(x.type):
+            if not np.array_equal(x.to_numpy(zero_copy_only=False), y.to_numpy(zero_copy_only=False), equal_nan=True):
+                return False
+        elif not x.equals(y):
+            return False
+    return True
+
+
 def small_config(**overrides):
     from rl_agent.coinrun_env import CoinRunConfig
     from rl_agent.collection import CollectConfig

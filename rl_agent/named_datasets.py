@@ -1,0 +1,60 @@
+"""The data sets of the paper, by name, with disjoint level seeds between training and test.
+
+* `random-train`: random agent, training levels   * `agent-train`: PPO agent, training levels
+* `basic-test`:   random agent, test levels       * `diverse-test`: PPO agent, test levels
+
+Training sets draw levels from [0, 10^6) and test sets from [10^6, 2*10^6) (Procgen's
+`start_level`/`num_levels`), so no test level is ever seen in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from rl_agent.coinrun_env import CoinRunConfig, ConfigError
+from rl_agent.collection import CollectConfig
+
+LEVEL_RANGE = 1_000_000
+TRAIN_START, TEST_START = 0, LEVEL_RANGE
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    name: str
+    agent: str
+    test: bool
+    seed: int
+    description: str
+
+
+NAMED_DATASETS = {
+    d.name: d
+    for d in [
+        NamedDataset("random-train", "random", False, 1, "random agent on training levels (pre-training data)"),
+        NamedDataset("agent-train", "ppo", False, 2, "PPO agent on training levels (the TA fine-tuning data)"),
+        NamedDataset("basic-test", "random", True, 3, "Basic Test Set: random agent on test levels"),
+        NamedDataset("diverse-test", "ppo", True, 4, "Diverse Test Set: PPO agent on test levels"),
+    ]
+}
+
+
+def dataset_config(name: str, episodes: int, checkpoint: str | None, base: CollectConfig | None = None) -> CollectConfig:
+    """The collection settings of a named data set; `base` supplies workers, shard size and env options."""
+    if name not in NAMED_DATASETS:
+        raise ConfigError(f"unknown data set {name!r}; known: {', '.join(NAMED_DATASETS)}")
+    spec = NAMED_DATASETS[name]
+    if spec.agent == "ppo" and not checkpoint:
+        raise ConfigError(f"{name} is played by the PPO agent: pass --checkpoint (a run folder of `genie agent train`)")
+    base = base or CollectConfig()
+    env = dataclasses.replace(base.env, start_level=TEST_START if spec.test else TRAIN_START, num_levels=LEVEL_RANGE)
+    return dataclasses.replace(
+        base, agent=spec.agent, checkpoint=checkpoint if spec.agent == "ppo" else None, checkpoint_id=None,
+        episodes=episodes, seed=spec.seed, split="test" if spec.test else "auto", env=env,
+        val_fraction=0.0 if spec.test else base.val_fraction, test_fraction=0.0,
+    )
+
+
+def env_for_levels(test: bool, env: CoinRunConfig | None = None) -> CoinRunConfig:
+    return dataclasses.replace(env or CoinRunConfig(), start_level=TEST_START if test else TRAIN_START,
+                               num_levels=LEVEL_RANGE)

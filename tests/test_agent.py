@@ -1,0 +1,136 @@
+"""The PPO explorer: RLlib training, checkpoints and resume, the module, and collection with a checkpoint."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rl_agent.coinrun_env import CoinRunConfig, ConfigError, make_replay_env
+from rl_agent.collection import collect_dataset
+from rl_agent.ppo_config import PPOSettings
+from rl_agent.ppo_policy import PPOAgent, load_module
+from rl_agent.ppo_training import checkpoints_of, train_agent
+from rl_agent.store.manifest import Manifest
+from rl_agent.store.schema import frames_of
+from rl_agent.store.verify import verify_dataset
+from rl_agent.store.writer import read_shard_batches
+from tests.conftest import batches_equal, small_config
+
+TINY = dict(num_env_runners=0, envs_per_runner=4, rollout_length=64, epochs=1, minibatches=2, channels=(8, 16, 16),
+            hidden=64, blocks=1, checkpoint_every=1, env=CoinRunConfig(max_episode_frames=120))
+
+
+@pytest.fixture(scope="session")
+def trained_run(ray_cluster, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("agent") / "run"
+    train_agent(PPOSettings(total_env_steps=256, **TINY), run, show_progress=False, random_reference=2.0)
+    return run
+
+
+def test_training_checkpoints_writes_curve_and_resumes(trained_run):
+    assert [p.name for p in checkpoints_of(trained_run)] == ["iter_000001"]
+    assert (trained_run / "reward_curve.png").stat().st_size > 0
+    rows = (trained_run / "curve.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and rows[0].startswith("iteration,env_steps")
+    summary = train_agent(PPOSettings(total_env_steps=512, **TINY), trained_run, show_progress=False)
+    assert summary.iterations == 2 and summary.env_steps >= 512
+    assert [p.name for p in checkpoints_of(trained_run)][-1] == "iter_000002"
+    assert len((trained_run / "curve.csv").read_text().strip().splitlines()) == 3
+    state = json.loads((trained_run / "checkpoints" / "iter_000002" / "genie_state.json").read_text())
+    assert state["iteration"] == 2
+
+
+def test_changed_settings_refused_on_resume(trained_run):
+    with pytest.raises(ConfigError, match="different settings"):
+        train_agent(PPOSettings(total_env_steps=512, **(TINY | {"lr": 1e-3})), trained_run, show_progress=False)
+
+
+def test_module_casts_uint8_frames_and_has_the_right_outputs(trained_run):
+    module, _ = load_module(trained_run)
+    frames = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
+    logits, values = module.policy_and_value(frames)
+    assert logits.shape == (5, 15) and values.shape == (5,) and logits.dtype == torch.float32
+    out = module.forward_inference({"obs": frames})
+    assert torch.allclose(out["action_dist_inputs"], logits)
+    # the cast happens inside: uint8 and the same frames given as float 0..255 agree
+    assert torch.allclose(module.policy_and_value(frames.float())[0], logits, atol=1e-5)
+
+
+def test_ppo_collection_replays_exactly_and_is_deterministic(ray_cluster, trained_run, tmp_path):
+    config = small_config(agent="ppo", checkpoint=str(trained_run), episodes=4, max_episode_frames=60)
+    first, second = tmp_path / "a", tmp_path / "b"
+    collect_dataset(config, first, show_progress=False)
+    collect_dataset(small_config(agent="ppo", checkpoint=str(trained_run), episodes=4, max_episode_frames=60, workers=1),
+                    second, show_progress=False)
+    assert verify_dataset(first).episodes == 4
+    env = CoinRunConfig(max_episode_frames=60)
+    batches = {b.column("episode_id")[0].as_py(): b for s in Manifest.load(first).shards
+               for b in read_shard_batches(first / s.file)}
+    again = {b.column("episode_id")[0].as_py(): b for s in Manifest.load(second).shards
+             for b in read_shard_batches(second / s.file)}
+    assert batches.keys() == again.keys() and all(batches_equal(batches[k], again[k]) for k in batches)
+    for batch in batches.values():
+        assert batch.column("agent")[0].as_py() == PPOAgent(trained_run).name
+        logp = batch.column("logp").to_numpy(zero_copy_only=False)
+        assert np.isfinite(logp[:-1]).all() and (logp[:-1] <= 0).all() and np.isnan(logp[-1])
+        assert np.isfinite(batch.column("value").to_numpy(zero_copy_only=False)[:-1]).all()
+        frames, actions = frames_of(batch), batch.column("action").to_numpy()
+        replay = make_replay_env(env, batch.column("level_seed")[0].as_py())
+        for t in range(len(frames) - 1):
+            replay.act(np.array([actions[t]], np.int32))
+            _, obs, _ = replay.observe()
+            assert np.array_equal(obs["rgb"][0], frames[t + 1])
+
+
+def test_bad_checkpoints_are_refused_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_module(tmp_path / "missing")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "weights.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not an RLlib PPO checkpoint"):
+        load_module(tmp_path / "junk")
+    import gymnasium as gym
+
+    from rl_agent.impala_module import ImpalaCNNModule
+
+    other = ImpalaCNNModule(observation_space=gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
+                            action_space=gym.spaces.Discrete(15), model_config={"channels": [8], "hidden": 16})
+    other.save_to_path(str(tmp_path / "other"))
+    with pytest.raises(ConfigError, match=r"trained for observations \(32, 32, 3\)"):
+        load_module(tmp_path / "other")
+
+
+def test_ppo_agent_needs_a_checkpoint():
+    with pytest.raises(ConfigError, match="--checkpoint"):
+        small_config(agent="ppo")
+
+
+def test_agent_eval_cli_compares_with_random_on_the_same_levels(trained_run, tmp_path, capsys):
+    from cluster.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["agent", "eval", "--checkpoint", str(trained_run), "--episodes", "6", "--no-progress",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "random (6 levels)" in text and "level progress" in text
+    numbers = json.loads(out.read_text())
+    assert set(numbers["random"]) == {"return", "success", "length", "level progress"}
+
+
+def test_evaluation_uses_the_same_levels_for_every_agent():
+    from rl_agent.agent_eval import evaluate_agent
+    from rl_agent.agents import AgentOutput
+
+    class AlwaysRight:
+        name = "right"
+
+        def act(self, obs, rng):
+            return AgentOutput(actions=np.full(len(obs), 7))
+
+    env = CoinRunConfig(max_episode_frames=40)
+    a = evaluate_agent("random", 5, seed=3, env=env, batch=3)
+    b = evaluate_agent(AlwaysRight(), 5, seed=3, env=env, batch=3)
+    assert np.array_equal(a.level_seeds, b.level_seeds) and len(set(a.level_seeds)) == 5
+    assert (a.lengths <= 40).all()

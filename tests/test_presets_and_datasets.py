@@ -1,0 +1,52 @@
+"""Presets, named data sets and `genie data compare`."""
+
+import shutil
+
+import pytest
+
+from cluster.cli import main
+from cluster.presets import known_presets, load_preset
+from rl_agent.coinrun_env import ConfigError
+from rl_agent.named_datasets import dataset_config
+from rl_agent.ppo_config import PPOSettings
+
+
+def test_presets_load_and_build_valid_agent_settings():
+    assert {"tiny", "small", "paper"} <= set(known_presets())
+    for name in ("tiny", "small", "paper"):
+        settings = PPOSettings.from_dict(load_preset(name)["agent"])
+        assert settings.train_batch_size % settings.minibatches == 0
+    paper = PPOSettings.from_dict(load_preset("paper")["agent"])
+    assert paper.train_batch_size == 64 * 256 and paper.gamma == 0.999 and paper.total_env_steps == 25_000_000
+
+
+def test_preset_errors_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*tiny"):
+        load_preset("huge")
+    assert load_preset("tiny", overrides=["agent.lr=0.001"])["agent"]["lr"] == 0.001
+    with pytest.raises(ConfigError, match="section.field=value"):
+        load_preset("tiny", overrides=["lr=1"])
+    with pytest.raises(ConfigError, match="unknown agent setting"):
+        PPOSettings.from_dict(load_preset("tiny", overrides=["agent.learning_rate=1"])["agent"])
+
+
+def test_named_datasets_use_disjoint_levels():
+    train = dataset_config("random-train", 10, None)
+    test = dataset_config("basic-test", 10, None)
+    train_levels = range(train.env.start_level, train.env.start_level + train.env.num_levels)
+    test_levels = range(test.env.start_level, test.env.start_level + test.env.num_levels)
+    assert not set(range(train_levels.start, train_levels.stop, 997)) & set(test_levels)
+    assert train_levels.stop <= test_levels.start and test.split == "test" and train.split == "auto"
+    with pytest.raises(ConfigError, match="--checkpoint"):
+        dataset_config("diverse-test", 10, None)
+    with pytest.raises(ConfigError, match="unknown data set"):
+        dataset_config("hard-test", 10, None)
+
+
+def test_data_compare_prints_both_datasets(small_dataset, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(small_dataset, other)
+    plot = tmp_path / "cmp.png"
+    assert main(["data", "compare", str(small_dataset), str(other), "--plot", str(plot), "--progress-episodes", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "action entropy" in text and "frame diversity" in text and plot.stat().st_size > 0
