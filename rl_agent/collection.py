@@ -262,6 +262,30 @@ def _poll_progress(ray, actors) -> list[tuple[int, int]]:
     return counts
 
 
+def _free_cpus(ray, needed: float, patience: float = 15.0) -> float:
+    """Free Ray CPUs, waiting a little for actors that are still shutting down to release theirs."""
+    deadline = time.monotonic() + patience
+    free = ray.available_resources().get("CPU", 0.0)
+    while free < needed and time.monotonic() < deadline:
+        time.sleep(0.25)
+        free = ray.available_resources().get("CPU", 0.0)
+    return free
+
+
+def _stop_actors(ray, actors) -> None:
+    """Stop actors and wait until their CPUs are released, so the next stage finds them free."""
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + 10.0
+    for actor in actors:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.pid.remote(), timeout=1.0)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+                break
+            time.sleep(0.1)
+
+
 def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: bool = True) -> Manifest:
     """Collect (or complete) a dataset with `config.workers` Ray actors. Ray must be initialised."""
     import ray
@@ -271,7 +295,7 @@ def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: b
     manifest, plans = prepare_dataset(config, out_dir)
     if not plans:
         return manifest
-    free = ray.available_resources().get("CPU", 0.0)
+    free = _free_cpus(ray, config.cpus_per_worker)
     workers = min(config.workers, len(plans), int(free // config.cpus_per_worker + 1e-9))
     if workers < 1:
         raise ConfigError(f"no free Ray CPUs for a collector ({free:g} free, {config.cpus_per_worker:g} needed each); "
@@ -317,8 +341,7 @@ def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: b
             bar.refresh()
     finally:
         bar.close()
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
+        _stop_actors(ray, actors)
     for path in out_dir.glob(f".{config.collection}-*"):
         if is_temp_file(path.name):
             path.unlink()  # left by a collector that crashed and was restarted during this run
