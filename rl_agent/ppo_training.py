@@ -175,6 +175,7 @@ def plot_reward_curve(run_dir: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     rows = _read_curve(run_dir / "curve.csv", 10**12)
     if not rows:
@@ -182,13 +183,16 @@ def plot_reward_curve(run_dir: Path) -> Path | None:
     steps = [int(r["env_steps"]) for r in rows]
     returns = [float(r["episode_return_mean"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, returns, label="PPO (mean return, last 100 episodes)")
+    ax.plot(steps, returns, alpha=0.35, label="PPO: mean return of the episodes ended in each iteration")
+    window = min(10, len(returns))
+    smooth = np.convolve(np.nan_to_num(returns), np.ones(window) / window, mode="valid")
+    ax.plot(steps[window - 1 :], smooth, color="tab:blue", label=f"PPO, moving average of {window} iterations")
     reference = run_dir / "random_reference.json"
     if reference.exists():
         value = json.loads(reference.read_text())["random_return"]
         ax.axhline(value, color="gray", linestyle="--", label=f"random agent ({value:.2f})")
     ax.set(xlabel="env steps", ylabel="episode return", title=f"CoinRun PPO: {run_dir.name}")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = run_dir / "reward_curve.png"
     fig.savefig(path, dpi=100)
