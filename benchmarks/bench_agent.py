@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--episodes", type=int, default=256)
     parser.add_argument("--checkpoint", default=None, help="a trained run to collect with (default: the one trained here)")
     args = parser.parse_args()
 

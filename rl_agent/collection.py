@@ -273,17 +273,9 @@ def _free_cpus(ray, needed: float, patience: float = 15.0) -> float:
 
 
 def _stop_actors(ray, actors) -> None:
-    """Stop actors and wait until their CPUs are released, so the next stage finds them free."""
+    """Stop the collectors; the next stage waits for their CPUs in `_free_cpus`."""
     for actor in actors:
         ray.kill(actor, no_restart=True)
-    deadline = time.monotonic() + 10.0
-    for actor in actors:
-        while time.monotonic() < deadline:
-            try:
-                ray.get(actor.pid.remote(), timeout=1.0)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
-                break
-            time.sleep(0.1)
 
 
 def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: bool = True) -> Manifest:
