@@ -1,0 +1,338 @@
+"""World model units: causality, MaskGIT sampling, action conditioning, VQ, checkpoints, optimiser, presets."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from world_model.attention import MultiHeadAttention, causal_alibi_bias, alibi_slopes
+from world_model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from world_model.config import (
+    ConfigError, DynamicsConfig, QuantizerConfig, TokenizerConfig, TransformerConfig, load_preset,
+)
+from world_model.dynamics import Dynamics
+from world_model.generation import WorldModel
+from world_model.lam import LatentActionModel
+from world_model.optim import Optimization, learning_rate, parameter_groups
+from world_model.steps import DynamicsStage, eval_step, train_step
+from world_model.tokenizer import Tokenizer
+from world_model.vq import VectorQuantizer, codebook_usage
+
+torch.set_num_threads(1)
+BLOCK = TransformerConfig(dim=32, depth=2, heads=4, mlp_ratio=2.0)
+
+
+def tiny_tokenizer():
+    config = TokenizerConfig(patch=8, frames=4, encoder=BLOCK, decoder=BLOCK,
+                             quantizer=QuantizerConfig(codebook_size=32, code_dim=8))
+    return Tokenizer(config)
+
+
+def tiny_dynamics(conditioning="ground_truth", steps=25):
+    config = DynamicsConfig(vocab_size=32, grid=8, frames=4, transformer=BLOCK, conditioning=conditioning,
+                            latent_action_dim=8, sampling_steps=steps)
+    return Dynamics(config)
+
+
+def random_video(batch=2, frames=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (batch, frames, 64, 64, 3), dtype=np.uint8), rng.integers(0, 15, (batch, frames - 1)).astype(np.int8)
+
+
+# ---- causality ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("t", [0, 1, 2])
+def test_tokenizer_tokens_and_reconstruction_of_frames_up_to_t_ignore_frame_t_plus_1(t):
+    torch.manual_seed(0)
+    model = tiny_tokenizer().eval()
+    video, _ = random_video()
+    changed = video.copy()
+    changed[:, t + 1] = 255 - changed[:, t + 1]
+    a, b = model.tokenize(video), model.tokenize(changed)  # (B, T, h, w)
+    assert torch.equal(a[:, : t + 1], b[:, : t + 1])
+    assert not torch.equal(a[:, t + 1], b[:, t + 1]), "the changed frame itself should get other tokens"
+    with torch.no_grad():
+        ra, _ = model(torch.as_tensor(video).float() / 255)
+        rb, _ = model(torch.as_tensor(changed).float() / 255)
+    assert torch.equal(ra[:, : t + 1], rb[:, : t + 1])
+
+
+@pytest.mark.parametrize("t", [0, 1, 2])
+def test_dynamics_logits_of_frames_up_to_t_ignore_frame_t_plus_1(t):
+    torch.manual_seed(0)
+    model = tiny_dynamics().eval()
+    tokens = torch.randint(0, 32, (2, 4, 8, 8))
+    actions = torch.randint(0, 15, (2, 3))
+    changed = tokens.clone()
+    changed[:, t + 1] = (changed[:, t + 1] + 1) % 32
+    with torch.no_grad():
+        a, b = model(tokens, actions), model(changed, actions)  # (B, T, h, w, V)
+    assert torch.equal(a[:, : t + 1], b[:, : t + 1])
+    assert not torch.equal(a[:, t + 1], b[:, t + 1])
+
+
+def test_lam_action_t_ignores_frames_after_t_plus_1():
+    torch.manual_seed(0)
+    config = dataclasses.replace(load_preset("tiny").lam, encoder=BLOCK, decoder=BLOCK)
+    model = LatentActionModel(config).eval()
+    video, _ = random_video(frames=4)
+    changed = video.copy()
+    changed[:, 3] = 0
+    with torch.no_grad():
+        a = model.encode_actions(torch.as_tensor(video).float() / 255).quantized  # (B, 3, D)
+        b = model.encode_actions(torch.as_tensor(changed).float() / 255).quantized
+    assert torch.equal(a[:, :2], b[:, :2])
+
+
+def test_sdpa_and_naive_attention_agree_with_alibi_causal_bias():
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(32, 4)
+    x = torch.randn(3, 5, 32)
+    bias = causal_alibi_bias(5, alibi_slopes(4))
+    fused = attention(x, bias)
+    attention.implementation = "naive"
+    assert torch.allclose(fused, attention(x, bias), atol=1e-5)
+    assert bias[0, 0, 1] == float("-inf") and bias[0, 1, 0] < 0 and bias[0, 2, 2] == 0
+
+
+# ---- MaskGIT -------------------------------------------------------------------------------------
+class ForwardCounter:
+    def __init__(self, module):
+        self.calls = 0
+        module.register_forward_hook(lambda *_: setattr(self, "calls", self.calls + 1))
+
+
+@pytest.mark.parametrize("steps", [1, 4, 25])
+def test_maskgit_runs_the_steps_asked_for_and_fills_every_token(steps):
+    torch.manual_seed(0)
+    model = tiny_dynamics(steps=steps).eval()
+    counter = ForwardCounter(model)
+    context = torch.randint(0, 32, (2, 2, 8, 8))
+    actions = torch.randint(0, 15, (2, 1 + 3))
+    generated = model.generate_tokens(context, actions, horizon=3)  # (B, 3, h, w)
+    assert counter.calls == steps * 3
+    assert generated.shape == (2, 3, 8, 8)
+    assert ((generated >= 0) & (generated < 32)).all(), "every masked token must be filled with a real code"
+
+
+def test_maskgit_default_is_25_steps_and_steps_can_be_overridden():
+    model = tiny_dynamics().eval()
+    counter = ForwardCounter(model)
+    context, actions = torch.randint(0, 32, (1, 1, 8, 8)), torch.randint(0, 15, (1, 1))
+    model.generate_tokens(context, actions, horizon=1)
+    assert counter.calls == 25
+    model.generate_tokens(context, actions, horizon=1, steps=7)
+    assert counter.calls == 25 + 7
+
+
+def test_maskgit_unmasks_progressively_on_a_cosine_schedule():
+    """With a model that always predicts code 3, the number of filled tokens per pass must grow as 1 - cos."""
+    model = tiny_dynamics(steps=5).eval()
+    seen = []
+
+    def record(module, inputs, output):
+        seen.append(int((inputs[0][:, -1] != module.mask_id).sum()))
+    model.register_forward_hook(record)
+    model.generate_tokens(torch.zeros(1, 1, 8, 8, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long), 1)
+    n = 64
+    expected = [0] + [n - int(np.floor(n * np.cos(np.pi / 2 * s / 5))) for s in range(1, 5)]
+    assert seen == expected
+
+
+def test_temperature_zero_is_deterministic_and_temperature_one_is_not():
+    torch.manual_seed(0)
+    model = tiny_dynamics(steps=4).eval()
+    context, actions = torch.randint(0, 32, (2, 2, 8, 8)), torch.randint(0, 15, (2, 3))
+    a = model.generate_tokens(context, actions, 2, temperature=0.0, generator=torch.Generator().manual_seed(1))
+    b = model.generate_tokens(context, actions, 2, temperature=0.0, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    c = model.generate_tokens(context, actions, 2, temperature=3.0, generator=torch.Generator().manual_seed(1))
+    d = model.generate_tokens(context, actions, 2, temperature=3.0, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(c, d)
+
+
+def test_rollout_longer_than_the_training_window_keeps_running():
+    model = tiny_dynamics(steps=2).eval()
+    out = model.generate_tokens(torch.randint(0, 32, (1, 3, 8, 8)), torch.randint(0, 15, (1, 2 + 6)), horizon=6)
+    assert out.shape == (1, 6, 8, 8)
+
+
+def test_teacher_forced_one_pass_equals_one_step_sampling_at_temperature_zero():
+    torch.manual_seed(0)
+    model = tiny_dynamics(steps=1).eval()
+    tokens, actions = torch.randint(0, 32, (2, 4, 8, 8)), torch.randint(0, 15, (2, 3))
+    logits = model.teacher_forced_logits(tokens, actions)  # (B, 3, h, w, V)
+    for k in range(1, 4):
+        one_step = model.sample_next_frame(tokens[:, :k], actions[:, :k], steps=1, temperature=0.0)
+        assert torch.equal(logits[:, k - 1].argmax(-1), one_step)
+
+
+# ---- conditioning --------------------------------------------------------------------------------
+def test_genie_redux_g_prediction_depends_on_the_action():
+    torch.manual_seed(0)
+    model = tiny_dynamics().eval()
+    tokens = torch.randint(0, 32, (1, 2, 8, 8))
+    with torch.no_grad():
+        left = model(tokens, torch.tensor([[1]]))[:, 1]
+        right = model(tokens, torch.tensor([[7]]))[:, 1]
+        assert not torch.allclose(left, right)
+        assert torch.equal(model(tokens, torch.tensor([[1]]))[:, 0], model(tokens, torch.tensor([[7]]))[:, 0])
+    a = model.generate_tokens(tokens[:, :1], torch.tensor([[1]]), 1, temperature=0.0)
+    b = model.generate_tokens(tokens[:, :1], torch.tensor([[7]]), 1, temperature=0.0)
+    assert not torch.equal(a, b)
+
+
+def test_genie_redux_dynamics_loss_sends_no_gradient_into_the_lam():
+    torch.manual_seed(0)
+    lam = LatentActionModel(dataclasses.replace(load_preset("tiny").lam, encoder=BLOCK, decoder=BLOCK,
+                                                quantizer=QuantizerConfig(codebook_size=7, code_dim=8))).train()
+    dynamics = tiny_dynamics("latent")
+    video, _ = random_video()
+    codes = lam.encode_actions(torch.as_tensor(video).float() / 255).quantized  # (B, T-1, D), with grad
+    assert codes.requires_grad
+    tokens = torch.randint(0, 32, (2, 4, 8, 8))
+    dynamics.compute_loss_on_tokens(tokens, codes).loss.backward()
+    assert all(p.grad is None for p in lam.parameters()), "dynamics loss reached the LAM"
+    assert dynamics.action_embedding.weight.grad is not None and dynamics.action_embedding.weight.grad.abs().sum() > 0
+
+
+def test_dynamics_stage_trains_only_the_dynamics():
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer()
+    lam = LatentActionModel(dataclasses.replace(load_preset("tiny").lam, encoder=BLOCK, decoder=BLOCK,
+                                                quantizer=QuantizerConfig(codebook_size=7, code_dim=8)))
+    stage = DynamicsStage(tiny_dynamics("latent"), tokenizer, lam)
+    before = {k: v.clone() for k, v in {**tokenizer.state_dict(), **{f"lam.{k}": v for k, v in lam.state_dict().items()}}.items()}
+    optimization = Optimization(stage, load_preset("tiny").optim)
+    metrics = train_step(stage, optimization, random_video())
+    after = {**tokenizer.state_dict(), **{f"lam.{k}": v for k, v in lam.state_dict().items()}}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert np.isfinite(metrics["loss"]) and 0.5 <= metrics["mask_fraction"] <= 1.0
+    assert "teacher_forced_accuracy" in eval_step(stage, random_video())
+
+
+def test_mask_ratio_lies_in_half_to_one_and_frame_zero_is_never_masked():
+    model = tiny_dynamics()
+    mask = model.random_mask(torch.zeros(64, 4, 8, 8, dtype=torch.long), torch.Generator().manual_seed(0))
+    assert not mask[:, 0].any()
+    ratios = mask[:, 1:].float().mean(dim=(2, 3))  # (B, T-1)
+    assert ratios.min() >= 0.5 and ratios.max() <= 1.0 and ratios.std() > 0.05
+
+
+# ---- vector quantiser ----------------------------------------------------------------------------
+def test_straight_through_gradient_reaches_the_tokenizer_encoder():
+    torch.manual_seed(0)
+    model = tiny_tokenizer().train()
+    model.compute_loss(random_video()).loss.backward()
+    for module in (model.patch_embedding, model.encoder, model.to_code):
+        grads = [p.grad for p in module.parameters() if p.requires_grad]
+        assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_straight_through_output_is_the_code_with_the_input_gradient():
+    vq = VectorQuantizer(QuantizerConfig(codebook_size=4, code_dim=2, restart_dead_codes=False)).eval()
+    vq.codebook.data = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    x = torch.tensor([[2.0, 0.1], [0.1, -3.0]], requires_grad=True)
+    out = vq(x)
+    assert out.ids.tolist() == [0, 3]
+    assert torch.allclose(out.quantized, torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+    out.quantized.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_codebook_usage_and_perplexity_on_a_constructed_case():
+    usage, perplexity = codebook_usage(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), 8)
+    assert usage == pytest.approx(0.5) and perplexity == pytest.approx(4.0)
+    usage, perplexity = codebook_usage(torch.tensor([5] * 10), 8)
+    assert usage == pytest.approx(1 / 8) and perplexity == pytest.approx(1.0)
+
+
+def test_dead_codes_are_restarted_from_batch_vectors_only_when_enabled():
+    for restart in (True, False):
+        torch.manual_seed(0)
+        vq = VectorQuantizer(QuantizerConfig(codebook_size=8, code_dim=4, restart_dead_codes=restart, dead_code_window=3)).train()
+        data = torch.nn.functional.normalize(torch.randn(2, 4), dim=-1).repeat(16, 1)  # only 2 distinct vectors
+        usages = [float(vq(data + 0.001 * torch.randn_like(data)).usage) for _ in range(10)]
+        codes = vq.normalized_codebook()
+        near_data = (codes @ data[:2].t()).max(dim=1).values > 0.99  # (K,) codes sitting on a data vector
+        if restart:
+            assert near_data.all(), "dead codes should have been moved onto batch vectors"
+        else:
+            assert usages[-1] <= 2 / 8
+
+
+# ---- checkpoints, optimiser, presets -------------------------------------------------------------
+def test_checkpoint_round_trip_rebuilds_the_model_without_its_config(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_tokenizer().eval()
+    path = save_checkpoint(tmp_path / "tok.pt", model, preset="custom", step=12)
+    loaded = load_model(path, "tokenizer")
+    assert loaded.config == model.config
+    video, _ = random_video()
+    assert torch.equal(loaded.tokenize(video), model.tokenize(video))
+    checkpoint = load_checkpoint(path, "tokenizer")
+    assert checkpoint.preset == "custom" and checkpoint.step == 12 and checkpoint.stage == "tokenizer"
+
+
+def test_dynamics_checkpoint_keeps_its_conditioning(tmp_path):
+    model = tiny_dynamics("latent")
+    loaded = load_model(save_checkpoint(tmp_path / "d.pt", model, "tiny"), "dynamics")
+    assert loaded.config.conditioning == "latent" and loaded.config.sampling_steps == 25
+
+
+def test_wrong_stage_checkpoint_is_refused_with_the_command_that_makes_the_right_one(tmp_path):
+    path = save_checkpoint(tmp_path / "tok.pt", tiny_tokenizer(), "tiny")
+    with pytest.raises(CheckpointError, match=r"'tokenizer' checkpoint.*'dynamics'.*genie train dynamics"):
+        load_checkpoint(path, "dynamics")
+    with pytest.raises(CheckpointError, match="genie train lam"):
+        load_checkpoint(tmp_path / "missing.pt", "lam")
+
+
+def test_lr_warms_up_then_decays_to_min_lr_exactly_at_the_last_step():
+    config = load_preset("paper").optim
+    config = dataclasses.replace(config, warmup_steps=10, total_steps=200)
+    lrs = [learning_rate(s, config) for s in range(config.total_steps + 5)]
+    assert lrs[9] == pytest.approx(config.lr)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))
+    decay = lrs[10 : config.total_steps]
+    assert all(a >= b for a, b in zip(decay, decay[1:])), "the LR must never rise again after warmup"
+    assert lrs[config.total_steps - 1] == pytest.approx(5e-5) and lrs[config.total_steps - 2] > 5e-5
+    assert all(lr == pytest.approx(5e-5) for lr in lrs[config.total_steps :])
+
+
+def test_weight_decay_applies_to_matrices_only_and_clip_is_10():
+    model = tiny_tokenizer()
+    decayed, plain = parameter_groups(model, 1e-4)
+    assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim < 2 for p in plain["params"])
+    assert plain["weight_decay"] == 0 and decayed["weight_decay"] == 1e-4
+    optim = load_preset("paper").optim
+    assert (optim.lr, optim.betas, optim.weight_decay, optim.grad_clip, optim.min_lr) == (1e-4, (0.9, 0.99), 1e-4, 10.0, 5e-5)
+
+
+def test_presets_and_unknown_preset_error():
+    paper = load_preset("paper")
+    assert (paper.tokenizer.encoder.dim, paper.tokenizer.encoder.depth, paper.tokenizer.decoder.depth) == (512, 8, 8)
+    assert (paper.tokenizer.quantizer.codebook_size, paper.tokenizer.quantizer.code_dim, paper.tokenizer.frames) == (1024, 32, 16)
+    assert (paper.dynamics.transformer.depth, paper.dynamics.transformer.dim, paper.dynamics.sampling_steps) == (12, 512, 25)
+    assert paper.lam.num_actions == 7
+    for name in ("tiny", "small", "paper"):
+        preset = load_preset(name)
+        assert preset.dynamics.vocab_size == preset.tokenizer.quantizer.codebook_size
+        assert preset.dynamics.grid == preset.tokenizer.grid
+    with pytest.raises(ConfigError, match="known presets: tiny, small, paper"):
+        load_preset("huge")
+
+
+def test_world_model_generate_returns_frames_for_both_conditionings():
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer().eval()
+    video, actions = random_video(frames=2)
+    world = WorldModel(tokenizer, tiny_dynamics(steps=2).eval())
+    frames = world.generate(video, np.concatenate([actions, actions, actions], axis=1), horizon=2)
+    assert frames.shape == (2, 2, 64, 64, 3) and frames.min() >= 0 and frames.max() <= 1
+    lam = LatentActionModel(dataclasses.replace(load_preset("tiny").lam, encoder=BLOCK, decoder=BLOCK,
+                                                quantizer=QuantizerConfig(codebook_size=7, code_dim=8))).eval()
+    latent = lam.infer_actions(video)  # (B, 1)
+    assert latent.shape == (2, 1) and latent.max() < 7
+    world = WorldModel(tokenizer, tiny_dynamics("latent", steps=2).eval(), lam)
+    assert world.generate(video, torch.cat([latent, latent, latent], 1), horizon=2).shape == (2, 2, 64, 64, 3)

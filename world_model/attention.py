@@ -1,0 +1,56 @@
+"""Multi-head self-attention over a sequence, with an optional additive bias (ALiBi + causal mask).
+
+Two interchangeable paths compute the same function: PyTorch's fused
+`scaled_dot_product_attention` (used for training and sampling) and an explicit
+softmax(QK^T / sqrt(d) + bias) V, kept so the benchmark can measure what the fused kernel buys.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi head slopes 2^(-8 i / heads), i = 1..heads (Press et al.): a different distance scale per head."""
+    return torch.tensor([2.0 ** (-8.0 * (i + 1) / heads) for i in range(heads)])  # (heads,)
+
+
+def causal_alibi_bias(length: int, slopes: torch.Tensor) -> torch.Tensor:
+    """Additive bias (heads, L, L): -slope * (i - j) for j <= i and -inf for j > i (no looking ahead)."""
+    positions = torch.arange(length, device=slopes.device)  # (L,)
+    distance = positions[:, None] - positions[None, :]  # (L, L), i - j
+    bias = -slopes[:, None, None] * distance.to(slopes.dtype)  # (heads, L, L)
+    return bias.masked_fill(distance < 0, float("-inf"))  # (heads, L, L)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention on (N, L, C) sequences; `bias` (heads, L, L) is added to the attention logits."""
+
+    def __init__(self, dim: int, heads: int, implementation: str = "sdpa") -> None:
+        super().__init__()
+        self.heads = heads
+        self.implementation = implementation
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (N, L, C)
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)  # 3 x (N, h, L, d)
+        if self.implementation == "sdpa":
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, h, L, d)
+        else:
+            mixed = naive_attention(q, k, v, bias)  # (N, h, L, d)
+        return self.out(rearrange(mixed, "n h l d -> n l (h d)"))  # (N, L, C)
+
+
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d) + bias) V, written out. q, k, v: (N, h, L, d) -> (N, h, L, d)."""
+    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (N, h, L, L)
+    if bias is not None:
+        logits = logits + bias  # bias (h, L, L) broadcasts over N
+    return logits.softmax(dim=-1) @ v  # (N, h, L, d)

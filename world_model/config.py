@@ -1,0 +1,246 @@
+"""Typed configs of the three world-model stages and the named presets `tiny`, `small`, `paper`.
+
+Why dataclasses (not free dicts): a checkpoint records its config as a plain dict and rebuilds
+the model from it, so every field must have one name, one type and one default, and an unknown
+field in a saved or user-given config must be an error rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+FRAME_SIZE = 64  # CoinRun frames are 64x64x3 (DESIGN §2)
+FRAME_CHANNELS = 3
+NUM_ENV_ACTIONS = 15  # Procgen's discrete action set
+
+STAGES = ("tokenizer", "lam", "dynamics")
+Conditioning = Literal["latent", "ground_truth"]
+
+
+class ConfigError(ValueError):
+    """A config value is invalid or unknown; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """An ST-transformer stack: `depth` blocks of spatial attention, causal temporal attention, MLP."""
+
+    dim: int = 512
+    depth: int = 8
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    attention: Literal["sdpa", "naive"] = "sdpa"  # "naive" = explicit softmax(QK^T)V, for the benchmark
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.attention not in ("sdpa", "naive"):
+            raise ConfigError(f"attention must be 'sdpa' or 'naive', got {self.attention!r}")
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """Cosine-similarity vector quantiser (codes and inputs l2-normalised)."""
+
+    codebook_size: int = 1024
+    code_dim: int = 32
+    commitment: float = 0.25  # beta of the commitment loss
+    restart_dead_codes: bool = True  # re-seed unused codes from batch vectors
+    dead_code_window: int = 100  # training steps a code may go unused before it is restarted
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """ST-ViViT VQ-VAE: frames -> (h, w) token ids per frame -> frames."""
+
+    image_size: int = FRAME_SIZE
+    channels: int = FRAME_CHANNELS
+    patch: int = 4
+    frames: int = 16  # training window length
+    encoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(512, 8, 8))
+    decoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(512, 8, 8))
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch:
+            raise ConfigError(f"image_size {self.image_size} is not divisible by patch {self.patch}")
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+
+@dataclass(frozen=True)
+class LAMConfig:
+    """Latent action model: one latent action per transition from a small codebook."""
+
+    image_size: int = FRAME_SIZE
+    channels: int = FRAME_CHANNELS
+    patch: int = 16
+    frames: int = 16
+    encoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(512, 8, 8))
+    decoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(512, 8, 8))
+    quantizer: QuantizerConfig = field(
+        default_factory=lambda: QuantizerConfig(codebook_size=7, code_dim=32, restart_dead_codes=True)
+    )
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch:
+            raise ConfigError(f"image_size {self.image_size} is not divisible by patch {self.patch}")
+
+    @property
+    def num_actions(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """MaskGIT dynamics over tokenizer tokens, conditioned on latent (GenieRedux) or true (-G) actions."""
+
+    vocab_size: int = 1024  # the tokenizer's codebook size
+    grid: int = 16  # tokens per side of a frame (the tokenizer's image_size // patch)
+    frames: int = 16
+    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(512, 12, 8))
+    conditioning: Conditioning = "ground_truth"
+    num_env_actions: int = NUM_ENV_ACTIONS  # used when conditioning == "ground_truth"
+    latent_action_dim: int = 32  # the LAM's code_dim, used when conditioning == "latent"
+    mask_ratio_min: float = 0.5  # training mask ratio ~ U(mask_ratio_min, 1)
+    sampling_steps: int = 25  # MaskGIT steps per generated frame
+    temperature: float = 1.0  # initial sampling temperature, annealed linearly to 0
+
+    def __post_init__(self) -> None:
+        if self.conditioning not in ("latent", "ground_truth"):
+            raise ConfigError(f"conditioning must be 'latent' or 'ground_truth', got {self.conditioning!r}")
+        if not 0.0 <= self.mask_ratio_min <= 1.0:
+            raise ConfigError(f"mask_ratio_min must lie in [0, 1], got {self.mask_ratio_min}")
+        if self.sampling_steps < 1:
+            raise ConfigError(f"sampling_steps must be at least 1, got {self.sampling_steps}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The paper's optimiser: AdamW, wd on matrices only, warmup then cosine to min_lr at the last step."""
+
+    lr: float = 1e-4
+    min_lr: float = 5e-5
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 1e-4
+    warmup_steps: int = 1000
+    total_steps: int = 100_000
+    grad_clip: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or not 0 <= self.warmup_steps < self.total_steps:
+            raise ConfigError(f"need 0 <= warmup_steps < total_steps, got {self.warmup_steps} and {self.total_steps}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr {self.min_lr} exceeds lr {self.lr}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A consistent size for every stage (DESIGN §1)."""
+
+    name: str
+    tokenizer: TokenizerConfig
+    lam: LAMConfig
+    dynamics: DynamicsConfig
+    optim: OptimConfig
+    batch_size: int
+
+
+def _tiny() -> Preset:
+    # Sized so the tokenizer and LAM learn CoinRun on a 2-core CPU within about a minute each.
+    block = TransformerConfig(dim=64, depth=2, heads=4, mlp_ratio=2.0)
+    tokenizer = TokenizerConfig(
+        patch=4, frames=4, encoder=block, decoder=block,
+        quantizer=QuantizerConfig(codebook_size=256, code_dim=16, dead_code_window=20),
+    )
+    lam = LAMConfig(
+        patch=8, frames=4, encoder=block, decoder=block,
+        quantizer=QuantizerConfig(codebook_size=7, code_dim=16, dead_code_window=20),
+    )
+    dynamics = DynamicsConfig(
+        vocab_size=256, grid=16, frames=4, transformer=block, latent_action_dim=16,
+    )
+    optim = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, total_steps=300)
+    return Preset("tiny", tokenizer, lam, dynamics, optim, batch_size=8)
+
+
+def _small() -> Preset:
+    block = TransformerConfig(dim=256, depth=4, heads=8)
+    tokenizer = TokenizerConfig(
+        patch=4, frames=16, encoder=block, decoder=block, quantizer=QuantizerConfig(codebook_size=1024, code_dim=32)
+    )
+    lam = LAMConfig(patch=16, frames=16, encoder=block, decoder=block,
+                    quantizer=QuantizerConfig(codebook_size=7, code_dim=32))
+    dynamics = DynamicsConfig(
+        vocab_size=1024, grid=16, frames=16, transformer=TransformerConfig(dim=384, depth=8, heads=8),
+        latent_action_dim=32,
+    )
+    optim = OptimConfig(lr=3e-4, min_lr=3e-5, warmup_steps=1000, total_steps=50_000)
+    return Preset("small", tokenizer, lam, dynamics, optim, batch_size=16)
+
+
+def _paper() -> Preset:
+    # Tokenizer d 512, 8+8 blocks, 8 heads, codebook 1024x32, 16 frames; dynamics 12 blocks d 512 (DESIGN §3).
+    return Preset("paper", TokenizerConfig(), LAMConfig(), DynamicsConfig(), OptimConfig(), batch_size=84)
+
+
+PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}
+
+
+def load_preset(name: str) -> Preset:
+    """The named preset; an unknown name is an error that lists the known ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+# ---- dict round trip (for checkpoints and command-line overrides) -----------------------------
+C = TypeVar("C")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A nested plain dict (only str/int/float/bool/list), safe for `torch.load(weights_only=True)`."""
+    values = dataclasses.asdict(config)
+    return _lists(values)
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_lists(v) for v in value]
+    return value
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """Rebuild a (nested) config dataclass; unknown keys are an error naming the known ones."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = _field_default(known[name])
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            kwargs[name] = config_from_dict(type(default), value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None

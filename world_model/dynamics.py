@@ -1,0 +1,193 @@
+"""MaskGIT dynamics: predicts the tokens of frame t+1 from the tokens of frames <= t and the actions.
+
+Conditioning. Frame t's tokens get the embedding of the action that led to it, a_{t-1} (frame 0
+gets a learned "no action" vector), and temporal attention is causal, so the logits of frame t
+see frames 0..t and actions 0..t-1: frames 0..T-2 with their actions predict frames 1..T-1.
+*GenieRedux* feeds the LAM's latent action codes (B, T-1, D); they are detached here, so the
+dynamics loss can never train the LAM (stop-gradient). *GenieRedux-G* feeds the true CoinRun
+action ids (B, T-1) through an embedding table.
+
+Training masks a ratio r ~ U(mask_ratio_min, 1) of the tokens of every frame 1..T-1 and scores
+cross-entropy on the masked tokens. Sampling fills one frame in `steps` passes (cosine schedule):
+each pass samples every masked token at a temperature annealed linearly to 0, keeps the most
+confident ones and re-masks the rest; the last pass unmasks everything.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from world_model.config import DynamicsConfig
+from world_model.outputs import LossOutput
+from world_model.st_transformer import STTransformer
+
+
+class Dynamics(nn.Module):
+    stage = "dynamics"
+
+    def __init__(self, config: DynamicsConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.transformer.dim
+        self.mask_id = config.vocab_size  # one extra embedding row for "masked"
+        self.token_embedding = nn.Embedding(config.vocab_size + 1, dim)
+        if config.conditioning == "ground_truth":
+            self.action_embedding: nn.Module = nn.Embedding(config.num_env_actions, dim)
+        else:
+            self.action_embedding = nn.Linear(config.latent_action_dim, dim)
+        self.no_action = nn.Parameter(torch.zeros(dim))  # (d,) what frame 0 of a window is conditioned on
+        self.transformer = STTransformer(config.transformer)
+        self.to_logits = nn.Linear(dim, config.vocab_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.to_logits.weight.device
+
+    def frame_conditioning(self, actions: torch.Tensor, batch: int) -> torch.Tensor:
+        """Actions (B, T-1) ids or (B, T-1, D) latent codes -> per-frame conditioning (B, T, d)."""
+        if self.config.conditioning == "ground_truth":
+            if actions.is_floating_point():
+                raise TypeError("GenieRedux-G dynamics takes integer environment action ids (B, T-1)")
+            embedded = self.action_embedding(actions.long())  # (B, T-1, d)
+        else:
+            if not actions.is_floating_point():
+                raise TypeError("GenieRedux dynamics takes latent action codes (B, T-1, D); use lam.action_codes(ids)")
+            embedded = self.action_embedding(actions.detach())  # (B, T-1, d): stop-gradient into the LAM
+        first = self.no_action.expand(batch, 1, -1)  # (B, 1, d)
+        return torch.cat([first, embedded], dim=1)  # (B, T, d)
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T, h, w) (mask_id where masked) and actions for the T-1 transitions -> logits (B, T, h, w, V)."""
+        b, t = tokens.shape[:2]
+        if actions.shape[1] != t - 1:
+            raise ValueError(f"{t} frames need {t - 1} actions, got {actions.shape[1]}")
+        hidden = self.token_embedding(tokens)  # (B, T, h, w, d)
+        hidden = hidden + rearrange(self.frame_conditioning(actions, b), "b t d -> b t 1 1 d")  # (B, T, h, w, d)
+        return self.to_logits(self.transformer(hidden))  # (B, T, h, w, V)
+
+    # ---- training ------------------------------------------------------------------------
+    def random_mask(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Boolean mask (B, T, h, w): frame 0 never masked; in each later frame a ratio r ~ U(min, 1) of its tokens."""
+        b, t, h, w = tokens.shape
+        n = h * w
+        low = self.config.mask_ratio_min
+        ratio = low + (1.0 - low) * torch.rand(b, t - 1, 1, generator=generator, device=tokens.device)  # (B, T-1, 1)
+        count = torch.ceil(ratio * n).clamp(1, n)  # (B, T-1, 1) tokens to mask per frame
+        ranks = torch.rand(b, t - 1, n, generator=generator, device=tokens.device).argsort(-1).argsort(-1)  # (B, T-1, N)
+        later = ranks < count  # (B, T-1, N): a uniformly random subset of `count` positions
+        first = torch.zeros(b, 1, n, dtype=torch.bool, device=tokens.device)  # (B, 1, N)
+        return rearrange(torch.cat([first, later], dim=1), "b t (h w) -> b t h w", h=h)  # (B, T, h, w)
+
+    def compute_loss_on_tokens(
+        self, tokens: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        """Cross-entropy on the masked tokens of frames 1..T-1. tokens (B, T, h, w), actions (B, T-1[, D])."""
+        mask = self.random_mask(tokens, generator)  # (B, T, h, w)
+        logits = self(tokens.masked_fill(mask, self.mask_id), actions)  # (B, T, h, w, V)
+        masked_logits = logits[mask]  # (M, V)
+        masked_targets = tokens[mask]  # (M,)
+        loss = F.cross_entropy(masked_logits, masked_targets)
+        accuracy = (masked_logits.argmax(-1) == masked_targets).float().mean()
+        return LossOutput(loss, {
+            "loss": float(loss.detach()),
+            "masked_token_accuracy": float(accuracy),
+            "mask_fraction": float(mask[:, 1:].float().mean()),
+        })
+
+    # ---- evaluation and sampling ---------------------------------------------------------
+    @torch.no_grad()
+    def teacher_forced_logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """One pass, teacher forced: logits (B, T-1, h, w, V) of frame k from the real frames 0..k-1, frame k fully masked.
+
+        Causality makes frames after k irrelevant to frame k, so the T-1 cases are T-1 copies of
+        the window with one frame masked each, stacked into one batch (one forward call).
+        """
+        b, t = tokens.shape[:2]
+        copies = tokens.unsqueeze(1).repeat(1, t - 1, 1, 1, 1)  # (B, T-1, T, h, w)
+        for k in range(1, t):
+            copies[:, k - 1, k] = self.mask_id
+        copied_actions = actions.unsqueeze(1).expand(b, t - 1, *actions.shape[1:])  # (B, T-1, T-1[, D])
+        logits = self(
+            rearrange(copies, "b k t h w -> (b k) t h w"),
+            copied_actions.reshape(b * (t - 1), *actions.shape[1:]),
+        )  # (B*(T-1), T, h, w, V)
+        logits = rearrange(logits, "(b k) t h w v -> b k t h w v", b=b)  # (B, T-1, T, h, w, V)
+        index = torch.arange(1, t, device=tokens.device)  # (T-1,): case k-1 predicts frame k
+        return logits[:, index - 1, index]  # (B, T-1, h, w, V)
+
+    @torch.no_grad()
+    def sample_next_frame(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        steps: int | None = None,
+        temperature: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """MaskGIT: tokens (B, T, h, w) of frames 0..T-1 and actions (B, T[, D]) (the last leads to the new
+        frame) -> tokens (B, h, w) of frame T, after exactly `steps` forward passes."""
+        steps = self.config.sampling_steps if steps is None else int(steps)
+        temperature = self.config.temperature if temperature is None else float(temperature)
+        if steps < 1:
+            raise ValueError(f"MaskGIT needs at least 1 step, got {steps}")
+        b, t, h, w = tokens.shape
+        n = h * w
+        if actions.shape[1] != t:
+            raise ValueError(f"{t} frames need {t} actions to predict the next one, got {actions.shape[1]}")
+        # keep the last frames-1 frames, so context + new frame is the training window length
+        keep = max(1, self.config.frames - 1)
+        context = tokens[:, -keep:]  # (B, Tc, h, w)
+        context_actions = actions[:, -context.shape[1]:]  # (B, Tc[, D]): actions into context[1:] and into the new frame
+
+        frame = torch.full((b, n), self.mask_id, dtype=torch.long, device=tokens.device)  # (B, N)
+        for step in range(steps):
+            sequence = torch.cat([context, frame.view(b, 1, h, w)], dim=1)  # (B, Tc+1, h, w)
+            logits = self(sequence, context_actions)[:, -1].reshape(b, n, -1)  # (B, N, V)
+            log_probs = logits.float().log_softmax(-1)  # (B, N, V)
+            tau = temperature * (1.0 - (step + 1) / steps)  # annealed linearly; 0 on the last step
+            if tau > 0:
+                sampled = (log_probs / tau + _gumbel(log_probs.shape, generator, log_probs.device)).argmax(-1)  # (B, N)
+            else:
+                sampled = log_probs.argmax(-1)  # (B, N)
+            confidence = log_probs.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)  # (B, N)
+            if tau > 0:
+                confidence = confidence + tau * _gumbel(confidence.shape, generator, confidence.device)
+            masked = frame == self.mask_id  # (B, N)
+            confidence = confidence.masked_fill(~masked, float("inf"))  # decided tokens stay decided
+            remain_masked = math.floor(n * math.cos(math.pi / 2 * (step + 1) / steps))  # cosine schedule, 0 at the end
+            order = confidence.argsort(dim=-1)  # (B, N): least confident first
+            stay = torch.zeros_like(masked).scatter_(1, order[:, :remain_masked], True)  # (B, N)
+            frame = torch.where(masked & ~stay, sampled, frame)  # (B, N)
+        return frame.view(b, h, w)  # (B, h, w)
+
+    @torch.no_grad()
+    def generate_tokens(
+        self,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        horizon: int,
+        steps: int | None = None,
+        temperature: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Autoregressive rollout, frame by frame: context tokens (B, Tc, h, w) and actions
+        (B, Tc-1+horizon[, D]) -> tokens (B, horizon, h, w) of the generated frames."""
+        tc = context.shape[1]
+        if actions.shape[1] != tc - 1 + horizon:
+            raise ValueError(f"{tc} context frames and horizon {horizon} need {tc - 1 + horizon} actions, got {actions.shape[1]}")
+        frames = context  # (B, Tc, h, w)
+        for i in range(horizon):
+            known = frames.shape[1]
+            new = self.sample_next_frame(frames, actions[:, :known], steps, temperature, generator)  # (B, h, w)
+            frames = torch.cat([frames, new.unsqueeze(1)], dim=1)  # (B, known+1, h, w)
+        return frames[:, tc:]  # (B, horizon, h, w)
+
+
+def _gumbel(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    uniform = torch.rand(shape, generator=generator, device=device).clamp(1e-9, 1.0 - 1e-9)
+    return -torch.log(-torch.log(uniform))

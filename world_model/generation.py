@@ -1,0 +1,51 @@
+"""A playable world model: tokenizer + dynamics (+ LAM for GenieRedux), from frames to frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from world_model.dynamics import Dynamics
+from world_model.frames import to_long
+from world_model.lam import LatentActionModel
+from world_model.tokenizer import Tokenizer
+
+
+class WorldModel(nn.Module):
+    """Rolls out frames from context frames and actions.
+
+    Actions are true CoinRun action ids for GenieRedux-G and latent action ids (e.g. from
+    `lam.infer_actions`) for GenieRedux; the LAM turns latent ids into the codes the dynamics was
+    trained on.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, dynamics: Dynamics, lam: LatentActionModel | None = None) -> None:
+        super().__init__()
+        if dynamics.config.conditioning == "latent" and lam is None:
+            raise ValueError("a GenieRedux (latent-action) dynamics needs its LAM to turn latent action ids into codes")
+        self.tokenizer, self.dynamics, self.lam = tokenizer, dynamics, lam
+
+    def action_inputs(self, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Action ids (B, A) -> what the dynamics takes: ids (B, A) or latent codes (B, A, D)."""
+        ids = to_long(actions, self.dynamics.device)  # (B, A)
+        if self.dynamics.config.conditioning == "latent":
+            return self.lam.action_codes(ids)  # (B, A, D)
+        return ids
+
+    @torch.no_grad()
+    def generate(
+        self,
+        context_frames: np.ndarray | torch.Tensor,
+        actions: np.ndarray | torch.Tensor,
+        horizon: int,
+        steps: int | None = None,
+        temperature: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """uint8 context (B, Tc, H, W, C) and actions (B, Tc-1+horizon) -> frames (B, horizon, H, W, C) in [0, 1]."""
+        context = self.tokenizer.tokenize(context_frames)  # (B, Tc, h, w)
+        generated = self.dynamics.generate_tokens(
+            context, self.action_inputs(actions), horizon, steps, temperature, generator
+        )  # (B, horizon, h, w)
+        return self.tokenizer.detokenize(torch.cat([context, generated], dim=1))[:, context.shape[1]:]

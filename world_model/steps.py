@@ -1,0 +1,82 @@
+"""Single-process train and eval steps, the same for every stage.
+
+A stage is any module with `compute_loss(batch) -> LossOutput`, where `batch` is what
+`EpisodeStore.sample_windows` returns: frames (B, T, 64, 64, 3) uint8 and actions (B, T-1)
+int8. Distribution, data loading and checkpoint plumbing (Ray Train) wrap these steps and add
+nothing to them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from world_model.dynamics import Dynamics
+from world_model.frames import to_long, to_unit_float
+from world_model.lam import LatentActionModel
+from world_model.optim import Optimization
+from world_model.outputs import LossOutput
+from world_model.tokenizer import Tokenizer
+
+Batch = tuple[np.ndarray, np.ndarray]  # frames (B, T, H, W, C) uint8, actions (B, T-1) int8
+
+
+class DynamicsStage(nn.Module):
+    """The dynamics with its frozen tokenizer (and frozen LAM for GenieRedux): frames in, token loss out."""
+
+    def __init__(self, dynamics: Dynamics, tokenizer: Tokenizer, lam: LatentActionModel | None = None) -> None:
+        super().__init__()
+        if dynamics.config.conditioning == "latent" and lam is None:
+            raise ValueError("GenieRedux dynamics (conditioning='latent') is trained with a LAM; pass one")
+        if dynamics.config.vocab_size != tokenizer.config.quantizer.codebook_size:
+            raise ValueError(
+                f"dynamics vocab_size {dynamics.config.vocab_size} differs from the tokenizer's codebook "
+                f"{tokenizer.config.quantizer.codebook_size}"
+            )
+        self.dynamics, self.tokenizer, self.lam = dynamics, tokenizer, lam
+        for frozen in (tokenizer, lam):
+            if frozen is not None:
+                frozen.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "DynamicsStage":
+        super().train(mode)
+        self.tokenizer.eval()  # frozen stages never train (no codebook restarts either)
+        if self.lam is not None:
+            self.lam.eval()
+        return self
+
+    def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, T, h, w) and the dynamics' action inputs (B, T-1) ids or (B, T-1, D) codes."""
+        frames = to_unit_float(batch[0], self.dynamics.device)  # (B, T, H, W, C)
+        with torch.no_grad():
+            tokens = self.tokenizer.encode(frames).ids  # (B, T, h, w)
+            if self.dynamics.config.conditioning == "latent":
+                actions = self.lam.encode_actions(frames).quantized  # (B, T-1, D)
+            else:
+                actions = to_long(batch[1], self.dynamics.device)  # (B, T-1)
+        return tokens, actions
+
+    def compute_loss(self, batch: Batch) -> LossOutput:
+        tokens, actions = self.inputs(batch)
+        return self.dynamics.compute_loss_on_tokens(tokens, actions)
+
+
+def train_step(model: nn.Module, optimization: Optimization, batch: Batch) -> dict[str, float]:
+    """One optimiser step on one batch; returns the stage's metrics plus grad norm and LR."""
+    model.train()
+    output = model.compute_loss(batch)
+    return {**output.metrics, **optimization.step(output.loss)}
+
+
+@torch.no_grad()
+def eval_step(model: nn.Module, batch: Batch) -> dict[str, float]:
+    """The stage's loss and metrics in eval mode (no codebook restarts, no gradient); dynamics adds
+    teacher-forced next-frame token accuracy (one pass, argmax, every token of the frame masked)."""
+    model.eval()
+    metrics = dict(model.compute_loss(batch).metrics)
+    if isinstance(model, DynamicsStage):
+        tokens, actions = model.inputs(batch)
+        logits = model.dynamics.teacher_forced_logits(tokens, actions)  # (B, T-1, h, w, V)
+        metrics["teacher_forced_accuracy"] = float((logits.argmax(-1) == tokens[:, 1:]).float().mean())
+    return metrics
