@@ -25,7 +25,6 @@ import numpy as np
 from rl_agent.agents import check_agent_spec, make_agent
 from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, ConfigError, derive_seed
 from rl_agent.recorder import Episode, EpisodeRecorder
-from rl_agent.store.errors import DatasetError
 from rl_agent.store.manifest import SPLITS, Manifest, ShardInfo
 from rl_agent.store.schema import episode_batch
 from rl_agent.store.writer import SHARD_SUFFIX, ShardWriter, is_temp_file

@@ -50,7 +50,6 @@ def checkpoint_id(module_dir: Path) -> str:
 
 def load_module(checkpoint: str | Path):
     """The RLModule of a checkpoint, checked to be a CoinRun policy (64x64x3 frames, 15 actions)."""
-    import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     module_dir = resolve_module_dir(checkpoint)
