@@ -40,6 +40,15 @@ class ConfigError(ValueError):
     """A user-supplied option is invalid; the message says which and what to do."""
 
 
+def dataclass_from_dict(cls, values: dict[str, Any], what: str):
+    """Build a config dataclass from a dict, refusing unknown keys by name (a typo must not pass silently)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
 def derive_seed(*parts: int) -> int:
     """A 31-bit seed from integer parts, stable across runs, platforms and processes."""
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
@@ -78,11 +87,7 @@ class CoinRunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CoinRunConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown CoinRun option(s) {unknown}; known options: {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "CoinRun option")
 
     def procgen_kwargs(self, rand_seed: int, num_levels: int | None = None, start_level: int | None = None) -> dict[str, Any]:
         return dict(

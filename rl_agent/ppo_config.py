@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from rl_agent.coinrun_env import CoinRunConfig, ConfigError
+from rl_agent.coinrun_env import CoinRunConfig, ConfigError, dataclass_from_dict
 
 
 @dataclass
@@ -60,11 +60,7 @@ class PPOSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PPOSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown agent setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "agent setting")
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
