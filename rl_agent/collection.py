@@ -261,8 +261,9 @@ def _poll_progress(ray, actors) -> list[tuple[int, int]]:
     return counts
 
 
-def _free_cpus(ray, needed: float, patience: float = 15.0) -> float:
-    """Free Ray CPUs, waiting a little for actors that are still shutting down to release theirs."""
+def _free_cpus(ray, needed: float, patience: float = 60.0) -> float:
+    """Free Ray CPUs, waiting for actors that are still shutting down (e.g. those of a driver that was
+    killed a moment ago, which Ray reaps within seconds) to release theirs."""
     deadline = time.monotonic() + patience
     free = ray.available_resources().get("CPU", 0.0)
     while free < needed and time.monotonic() < deadline:

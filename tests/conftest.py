@@ -60,3 +60,14 @@ def small_dataset(ray_cluster, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small") / "data"
     collect_dataset(small_config(), out, show_progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def sticky_dataset(ray_cluster, tmp_path_factory) -> Path:
+    """30 random-agent episodes with sticky actions (p=0.9): keys held for ~10 steps, as a player holds them,
+    so actions visibly move the agent (uniform random actions barely do: they cancel out)."""
+    from rl_agent.collection import collect_dataset
+
+    out = tmp_path_factory.mktemp("sticky") / "data"
+    collect_dataset(small_config(sticky_prob=0.9, episodes=30, episodes_per_shard=10), out, show_progress=False)
+    return out

@@ -58,20 +58,22 @@ def test_killed_driver_leaves_only_whole_shards_and_rerun_completes(ray_cluster,
     command = [sys.executable, "-m", "cluster.cli", "collect", "--out", str(out), "--seed", "7", "--episodes", "10",
                "--episodes-per-shard", "4", "--envs-per-worker", "4", "--max-episode-frames", "120",
                "--workers", "1", "--no-progress", "--address", ray_cluster]
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "driver.log"
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and driver.poll() is None:
         if (out / "manifest.json").exists() and Manifest.load(out).shards:
             break
         time.sleep(0.1)
-    assert driver.poll() is None, "the collection finished before it could be interrupted"
+    assert driver.poll() is None, f"the collection ended before it could be interrupted:\n{log.read_text()[-3000:]}"
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     visible = [p for p in out.iterdir() if p.suffix == ".arrow" and not p.name.startswith(".")]
-    assert 1 <= len(visible) < 3
+    assert 1 <= len(visible) < 3, f"visible shards after the kill: {sorted(p.name for p in out.iterdir())}"
     for path in visible:
         check_shard_file(path)  # every visible shard is whole
-    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, f"re-run failed:\n{rerun.stdout[-3000:]}\n{rerun.stderr[-3000:]}"
     assert verify_dataset(out).episodes == 10
     reference, resumed = _batches_by_id(small_dataset), _batches_by_id(out)
     assert reference.keys() == resumed.keys(), "duplicates or missing episodes after resuming"
