@@ -43,11 +43,30 @@ def train_throughput(model, preset, length, steps, rng) -> float:
     return steps * preset.batch_size * length / (time.perf_counter() - start)
 
 
+PAPER_PARAMETERS = {"tokenizer": "~100M", "lam": "-", "dynamics": "~80M"}  # GenieRedux (arXiv 2409.06445)
+
+
+def parameter_counts() -> None:
+    """Parameters of every stage at every preset, beside the paper's figures."""
+    print(f"{'preset':8s} {'tokenizer':>12s} {'lam':>12s} {'dynamics':>12s}")
+    for name in ("tiny", "small", "paper"):
+        preset = load_preset(name)
+        models = {"tokenizer": Tokenizer(preset.tokenizer), "lam": LatentActionModel(preset.lam),
+                  "dynamics": Dynamics(preset.dynamics)}
+        counts = {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in models.items()}
+        print(f"{name:8s} " + " ".join(f"{counts[k]:>11.2f}M" for k in models))
+    print(f"{'(paper)':8s} " + " ".join(f"{PAPER_PARAMETERS[k]:>12s}" for k in ("tokenizer", "lam", "dynamics")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--params-only", action="store_true", help="only print parameter counts per preset")
     args = parser.parse_args()
+    parameter_counts()
+    if args.params_only:
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
