@@ -217,7 +217,7 @@ def prepare_dataset(config: CollectConfig, out_dir: Path) -> tuple[Manifest, lis
     manifest.collections[config.collection] = settings
     for path in out_dir.iterdir():
         if is_temp_file(path.name):
-            path.unlink()  # a shard that was being written when its process died: never part of the data
+            path.unlink(missing_ok=True)  # a shard being written when its process died (or renamed just now)
     listed = {s.file for s in manifest.shards}
     for path in sorted(out_dir.glob(f"{config.collection}-*{SHARD_SUFFIX}")):
         if path.name not in listed:
@@ -336,5 +336,5 @@ def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: b
         _stop_actors(ray, actors)
     for path in out_dir.glob(f".{config.collection}-*"):
         if is_temp_file(path.name):
-            path.unlink()  # left by a collector that crashed and was restarted during this run
+            path.unlink(missing_ok=True)  # left by a collector that crashed and was restarted during this run
     return manifest

@@ -93,8 +93,7 @@ class ShardWriter:
     def __exit__(self, *exc_info) -> None:
         if self._sink is not None and not self._sink.closed:
             self._sink.close()
-        if self._temp.exists():
-            self._temp.unlink()
+        self._temp.unlink(missing_ok=True)  # never committed: the temp file must not outlive the writer
 
 
 def read_shard_batches(path: Path, columns: Sequence[str] | None = None) -> list[pa.RecordBatch]:
