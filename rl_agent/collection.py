@@ -12,6 +12,7 @@ finished; episodes are never chosen by how fast they end (that would favour shor
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 import time
@@ -27,7 +28,8 @@ from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, ConfigError, deri
 from rl_agent.recorder import Episode, EpisodeRecorder
 from rl_agent.store.manifest import SPLITS, Manifest, ShardInfo
 from rl_agent.store.schema import episode_batch
-from rl_agent.store.writer import SHARD_SUFFIX, ShardWriter, is_temp_file
+from rl_agent.store.verify import check_shard_file
+from rl_agent.store.writer import SHARD_SUFFIX, ShardWriter, episode_info, is_temp_file
 
 
 COLLECTOR_NAMESPACE = "genie"
@@ -198,8 +200,6 @@ class Collector:
             return self._frames, self._episodes
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
 
@@ -215,7 +215,7 @@ def prepare_dataset(config: CollectConfig, out_dir: Path) -> tuple[Manifest, lis
             f"({', '.join(changed)}); use the same settings to extend it, another --seed, or another --out"
         )
     manifest.collections[config.collection] = settings
-    for path in out_dir.iterdir():
+    for path in out_dir.glob(f".{config.collection}-*"):
         if is_temp_file(path.name):
             path.unlink(missing_ok=True)  # a shard being written when its process died (or renamed just now)
     listed = {s.file for s in manifest.shards}
@@ -229,12 +229,8 @@ def prepare_dataset(config: CollectConfig, out_dir: Path) -> tuple[Manifest, lis
 
 def adopt_shard(path: Path, config: CollectConfig) -> ShardInfo:
     """Describe a complete shard file that a killed run committed but did not list."""
-    from rl_agent.store.verify import check_shard_file  # local import: verify imports this module's names
-
     batches, sha = check_shard_file(path)
     index = int(path.stem.rsplit("-", 1)[1])
-    from rl_agent.store.writer import episode_info
-
     episodes = [episode_info(b, i, assign_split(b.column("episode_id")[0].as_py(), config)) for i, b in enumerate(batches)]
     return ShardInfo(
         file=path.name,
