@@ -301,17 +301,16 @@ def run_agent_eval(args: argparse.Namespace) -> int:
 def run_datasets_make(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
     from rl_agent.collection import CollectConfig, collect_dataset
-    from rl_agent.named_datasets import NAMED_DATASETS, dataset_config
+    from rl_agent.named_datasets import dataset_config, named_dataset
 
     data = _preset(args).get("data", {})
     names = [n.strip() for n in args.names.split(",") if n.strip()]
     base = CollectConfig(workers=args.workers, episodes_per_shard=int(data.get("episodes_per_shard", 128)))
-    counts = {"random-train": "random_train_episodes", "agent-train": "agent_train_episodes",
-              "basic-test": "test_episodes", "diverse-test": "test_episodes"}
-    configs = {n: dataset_config(n, int(data.get(counts.get(n, ""), 0) or 0) or 1, args.checkpoint, base) for n in names}
+    configs = {n: dataset_config(n, int(data.get(named_dataset(n).preset_count) or 1), args.checkpoint, base)
+               for n in names}
     with ray_session(args.address):
         for name, config in configs.items():
-            print(f"{name}: {NAMED_DATASETS[name].description}, {config.episodes} episodes")
+            print(f"{name}: {named_dataset(name).description}, {config.episodes} episodes")
             collect_dataset(config, args.out / name, show_progress=not args.no_progress)
     print(f"data sets in {args.out}: {', '.join(names)}. Next: genie data compare {args.out}/basic-test {args.out}/diverse-test")
     return 0

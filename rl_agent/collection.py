@@ -147,10 +147,10 @@ def play_episodes(
     episode_of_slot = list(range(num_envs))  # episode index each slot is playing, -1 when idle
     started, finished = num_envs, 0
     while finished < count:
-        policy = agent.act(obs, rng)
-        step = env.step(policy.actions)
+        output = agent.act(obs, rng)
+        step = env.step(output.actions)
         obs = step.obs
-        closed = recorder.record(policy, step)
+        closed = recorder.record(output, step)
         for slot, episode in closed:
             if episode_of_slot[slot] >= 0:
                 finished += 1

@@ -49,6 +49,7 @@ class ProgressTracker:
     """
 
     def __init__(self, num_envs: int, width: int = 64) -> None:
+        self._width = width
         self._key = np.zeros((num_envs, width), dtype=np.float32)  # (E, W) keyframe profiles
         self._key_position = np.zeros(num_envs)
         self.position = np.zeros(num_envs)
@@ -71,9 +72,9 @@ class ProgressTracker:
         self._key[slots[rekey]] = profiles[rekey]
         self._key_position[slots[rekey]] = self.position[slots[rekey]]
 
-    def progress(self, slot: int, width: int = 64) -> float:
-        """Furthest rightward position so far, in screens."""
-        return float(self.furthest[slot] / width)
+    def progress(self, slot: int) -> float:
+        """Furthest rightward position so far, in screens (frame widths)."""
+        return float(self.furthest[slot] / self._width)
 
 
 def horizontal_positions(frames: np.ndarray) -> np.ndarray:

@@ -26,35 +26,42 @@ class NamedDataset:
     test: bool
     seed: int
     description: str
+    preset_count: str  # the field of the preset's `data:` section that holds its episode count
 
 
 NAMED_DATASETS = {
     d.name: d
     for d in [
-        NamedDataset("random-train", "random", False, 1, "random agent on training levels (pre-training data)"),
-        NamedDataset("agent-train", "ppo", False, 2, "PPO agent on training levels (the TA fine-tuning data)"),
-        NamedDataset("basic-test", "random", True, 3, "Basic Test Set: random agent on test levels"),
-        NamedDataset("diverse-test", "ppo", True, 4, "Diverse Test Set: PPO agent on test levels"),
+        NamedDataset("random-train", "random", False, 1, "random agent on training levels (pre-training data)",
+                     "random_train_episodes"),
+        NamedDataset("agent-train", "ppo", False, 2, "PPO agent on training levels (the TA fine-tuning data)",
+                     "agent_train_episodes"),
+        NamedDataset("basic-test", "random", True, 3, "Basic Test Set: random agent on test levels", "test_episodes"),
+        NamedDataset("diverse-test", "ppo", True, 4, "Diverse Test Set: PPO agent on test levels", "test_episodes"),
     ]
 }
 
 
-def dataset_config(name: str, episodes: int, checkpoint: str | None, base: CollectConfig | None = None) -> CollectConfig:
-    """The collection settings of a named data set; `base` supplies workers, shard size and env options."""
+def named_dataset(name: str) -> NamedDataset:
     if name not in NAMED_DATASETS:
         raise ConfigError(f"unknown data set {name!r}; known: {', '.join(NAMED_DATASETS)}")
-    spec = NAMED_DATASETS[name]
+    return NAMED_DATASETS[name]
+
+
+def dataset_config(name: str, episodes: int, checkpoint: str | None, base: CollectConfig | None = None) -> CollectConfig:
+    """The collection settings of a named data set; `base` supplies workers, shard size and env options."""
+    spec = named_dataset(name)
     if spec.agent == "ppo" and not checkpoint:
         raise ConfigError(f"{name} is played by the PPO agent: pass --checkpoint (a run folder of `genie agent train`)")
     base = base or CollectConfig()
-    env = dataclasses.replace(base.env, start_level=TEST_START if spec.test else TRAIN_START, num_levels=LEVEL_RANGE)
     return dataclasses.replace(
         base, agent=spec.agent, checkpoint=checkpoint if spec.agent == "ppo" else None, checkpoint_id=None,
-        episodes=episodes, seed=spec.seed, split="test" if spec.test else "auto", env=env,
+        episodes=episodes, seed=spec.seed, split="test" if spec.test else "auto", env=env_for_levels(spec.test, base.env),
         val_fraction=0.0 if spec.test else base.val_fraction, test_fraction=0.0,
     )
 
 
 def env_for_levels(test: bool, env: CoinRunConfig | None = None) -> CoinRunConfig:
+    """`env` restricted to the training or the test level range."""
     return dataclasses.replace(env or CoinRunConfig(), start_level=TEST_START if test else TRAIN_START,
                                num_levels=LEVEL_RANGE)

@@ -91,14 +91,13 @@ def build_ppo_config(settings: PPOSettings):
     import torch
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+    from ray.tune.registry import register_env
 
     from rl_agent.impala_module import ImpalaCNNModule
 
     gpus = settings.num_gpus_per_learner
     if gpus is None:
         gpus = 1 if torch.cuda.is_available() else 0
-    from ray.tune.registry import register_env
-
     register_env(ENV_NAME, make_vector_env)
     return (
         PPOConfig()

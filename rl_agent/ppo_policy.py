@@ -19,13 +19,19 @@ from rl_agent.coinrun_env import FRAME_SHAPE, NUM_ACTIONS, ConfigError
 MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
 
+def checkpoints_of(run_dir: Path) -> list[Path]:
+    """A run folder's complete checkpoints (those with their `.complete` marker), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(p for p in root.glob("iter_*") if (p / ".complete").exists()) if root.is_dir() else []
+
+
 def resolve_module_dir(checkpoint: str | Path) -> Path:
     """Accept a run folder (its latest checkpoint), an RLlib checkpoint, or its module folder."""
     path = Path(checkpoint)
     if not path.exists():
         raise ConfigError(f"checkpoint {path} does not exist; train one with `genie agent train --out DIR`")
     if (path / "checkpoints").is_dir():
-        complete = sorted(p for p in (path / "checkpoints").glob("iter_*") if (p / ".complete").exists())
+        complete = checkpoints_of(path)
         if not complete:
             raise ConfigError(f"run folder {path} has no complete checkpoint yet; let `genie agent train` save one")
         path = complete[-1]

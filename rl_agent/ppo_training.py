@@ -20,10 +20,10 @@ from typing import Any
 
 from rl_agent.coinrun_env import ConfigError
 from rl_agent.ppo_config import PPOSettings, build_ppo_config
+from rl_agent.ppo_policy import checkpoints_of
 
 CURVE_FIELDS = ["iteration", "env_steps", "episode_return_mean", "episode_len_mean", "episodes", "env_steps_per_s",
                 "sample_seconds", "learn_seconds", "wall_seconds"]
-MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
 
 @dataclass
@@ -34,11 +34,6 @@ class TrainSummary:
     env_steps: int
     wall_seconds: float
     last_return: float | None
-
-
-def checkpoints_of(run_dir: Path) -> list[Path]:
-    root = run_dir / "checkpoints"
-    return sorted(p for p in root.glob("iter_*") if (p / ".complete").exists()) if root.is_dir() else []
 
 
 def _read_curve(path: Path, up_to_iteration: int) -> list[dict[str, Any]]:

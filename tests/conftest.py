@@ -26,6 +26,15 @@ def ray_cluster():
     ray.shutdown()
 
 
+def batches_by_id(root) -> dict:
+    """episode id -> record batch, for every episode of a dataset folder."""
+    from rl_agent.store.manifest import Manifest
+    from rl_agent.store.writer import read_shard_batches
+
+    manifest = Manifest.load(root)
+    return {b.column("episode_id")[0].as_py(): b for s in manifest.shards for b in read_shard_batches(manifest.root / s.file)}
+
+
 def batches_equal(a, b) -> bool:
     """Record batches equal column by column, NaN equal to NaN (Arrow's `equals` says NaN != NaN)."""
     import numpy as np

@@ -12,11 +12,9 @@ from rl_agent.collection import collect_dataset
 from rl_agent.ppo_config import PPOSettings
 from rl_agent.ppo_policy import PPOAgent, load_module
 from rl_agent.ppo_training import checkpoints_of, train_agent
-from rl_agent.store.manifest import Manifest
 from rl_agent.store.schema import frames_of
 from rl_agent.store.verify import verify_dataset
-from rl_agent.store.writer import read_shard_batches
-from tests.conftest import batches_equal, small_config
+from tests.conftest import batches_by_id, batches_equal, small_config
 
 TINY = dict(num_env_runners=0, envs_per_runner=4, rollout_length=64, epochs=1, minibatches=2, channels=(8, 16, 16),
             hidden=64, blocks=1, checkpoint_every=1, env=CoinRunConfig(max_episode_frames=120))
@@ -66,10 +64,7 @@ def test_ppo_collection_replays_exactly_and_is_deterministic(ray_cluster, traine
                     second, show_progress=False)
     assert verify_dataset(first).episodes == 4
     env = CoinRunConfig(max_episode_frames=60)
-    batches = {b.column("episode_id")[0].as_py(): b for s in Manifest.load(first).shards
-               for b in read_shard_batches(first / s.file)}
-    again = {b.column("episode_id")[0].as_py(): b for s in Manifest.load(second).shards
-             for b in read_shard_batches(second / s.file)}
+    batches, again = batches_by_id(first), batches_by_id(second)
     assert batches.keys() == again.keys() and all(batches_equal(batches[k], again[k]) for k in batches)
     for batch in batches.values():
         assert batch.column("agent")[0].as_py() == PPOAgent(trained_run).name

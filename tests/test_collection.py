@@ -9,21 +9,13 @@ from rl_agent.store.manifest import Manifest
 from rl_agent.store.reader import EpisodeStore
 from rl_agent.store.schema import frames_of
 from rl_agent.store.verify import verify_dataset
-from rl_agent.store.writer import read_shard_batches
-from tests.conftest import small_config
-
-
-def _episodes(root):
-    manifest = Manifest.load(root)
-    for shard in manifest.shards:
-        for batch in read_shard_batches(root / shard.file):
-            yield batch
+from tests.conftest import batches_by_id, small_config
 
 
 def test_replay_rule_reproduces_every_frame_and_the_last_row(small_dataset):
     env_config = CoinRunConfig.from_dict(Manifest.load(small_dataset).collections["random-s7"]["env"])
     ends = set()
-    for batch in _episodes(small_dataset):
+    for batch in batches_by_id(small_dataset).values():
         frames = frames_of(batch)  # (L, H, W, C)
         actions = batch.column("action").to_numpy()
         replay = make_replay_env(env_config, batch.column("level_seed")[0].as_py())
@@ -93,8 +85,7 @@ def test_windows_sample_uniformly_over_valid_windows(small_dataset):
 
 def test_same_seed_gives_identical_data_for_any_worker_count(ray_cluster, small_dataset, tmp_path):
     collect_dataset(small_config(workers=1), tmp_path / "again", show_progress=False)
-    first = {b.column("episode_id")[0].as_py(): b for b in _episodes(small_dataset)}
-    second = {b.column("episode_id")[0].as_py(): b for b in _episodes(tmp_path / "again")}
+    first, second = batches_by_id(small_dataset), batches_by_id(tmp_path / "again")
     assert first.keys() == second.keys() and len(first) == 10
     for episode_id, batch in first.items():
         assert batch.equals(second[episode_id]), f"episode {episode_id} differs between runs"

@@ -13,15 +13,9 @@ import ray
 from rl_agent.collection import COLLECTOR_NAME_PREFIX, COLLECTOR_NAMESPACE, collect_dataset
 from rl_agent.store.manifest import Manifest
 from rl_agent.store.verify import check_shard_file, verify_dataset
-from rl_agent.store.writer import read_shard_batches
-from tests.conftest import small_config
+from tests.conftest import batches_by_id, small_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _batches_by_id(root):
-    manifest = Manifest.load(root)
-    return {b.column("episode_id")[0].as_py(): b for s in manifest.shards for b in read_shard_batches(root / s.file)}
 
 
 def _collector_handles():
@@ -48,7 +42,7 @@ def test_killed_collector_actor_is_restarted_and_the_data_is_whole(ray_cluster, 
     assert not worker.is_alive() and not errors, errors
     assert verify_dataset(out).episodes == 10
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
-    reference, resumed = _batches_by_id(small_dataset), _batches_by_id(out)
+    reference, resumed = batches_by_id(small_dataset), batches_by_id(out)
     assert reference.keys() == resumed.keys()
     assert all(reference[k].equals(resumed[k]) for k in reference)
 
@@ -75,7 +69,7 @@ def test_killed_driver_leaves_only_whole_shards_and_rerun_completes(ray_cluster,
     rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, f"re-run failed:\n{rerun.stdout[-3000:]}\n{rerun.stderr[-3000:]}"
     assert verify_dataset(out).episodes == 10
-    reference, resumed = _batches_by_id(small_dataset), _batches_by_id(out)
+    reference, resumed = batches_by_id(small_dataset), batches_by_id(out)
     assert reference.keys() == resumed.keys(), "duplicates or missing episodes after resuming"
     assert all(reference[k].equals(resumed[k]) for k in reference)
 
