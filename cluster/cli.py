@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--no-progress", action="store_true")
     _add_preset(make)
     _add_address(make)
+
+    from cluster.commands import command_modules
+
+    for module in command_modules():
+        module.register(commands)
     return parser
 
 
@@ -316,8 +321,23 @@ def run_datasets_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by input (bad config, data, checkpoint, storage): printed as one line, no traceback."""
+    from world_model.checkpoint import CheckpointError
+    from world_model.config import ConfigError as ModelConfigError
+    from world_model.storage import StorageError
+
+    return (ConfigError, ModelConfigError, DatasetError, CheckpointError, StorageError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        try:
+            return args.handler(args)
+        except user_errors() as err:
+            print(f"genie: error: {err}", file=sys.stderr)
+            return 2 if isinstance(err, (ConfigError,)) else 1
     handlers = {"collect": run_collect, ("data", "verify"): run_verify, ("data", "stats"): run_stats,
                 ("data", "compare"): run_compare, ("agent", "train"): run_agent_train,
                 ("agent", "eval"): run_agent_eval, ("datasets", "make"): run_datasets_make}

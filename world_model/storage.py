@@ -1,0 +1,122 @@
+"""Local paths and storage URIs (`s3://`, `gs://`, `file://`, ...) behind one small interface.
+
+A multi-node cluster needs data, checkpoints and results on storage every node sees, and a
+laptop has only its disk; every command takes either (DESIGN §8). pyarrow's filesystems do the
+I/O, so any URI pyarrow understands works. Remote inputs are mirrored once into a local cache
+(keyed by the URI), because training reads windows at random and memory-maps decoded shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+class StorageError(RuntimeError):
+    """A path or URI cannot be read or written; the message names it and says what to check."""
+
+
+def is_uri(location: str | os.PathLike) -> bool:
+    """True for 'scheme://...' (including file://), False for plain local paths."""
+    return "://" in str(location)
+
+
+def resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and the path inside it for a local path or URI."""
+    text = str(location)
+    if not is_uri(text):
+        return pafs.LocalFileSystem(), str(Path(text).resolve())
+    try:
+        return pafs.FileSystem.from_uri(text)
+    except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise StorageError(f"{text}: not a storage location pyarrow can open ({err})") from err
+
+
+def join(location: str | os.PathLike, *parts: str) -> str:
+    """`location/part/...` for paths and URIs alike."""
+    text = str(location).rstrip("/")
+    return "/".join([text, *parts])
+
+
+def exists(location: str | os.PathLike) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_file(location: str | os.PathLike) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def makedirs(location: str | os.PathLike) -> None:
+    fs, path = resolve(location)
+    fs.create_dir(path, recursive=True)
+
+
+def read_bytes(location: str | os.PathLike) -> bytes:
+    fs, path = resolve(location)
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except (FileNotFoundError, OSError) as err:
+        raise StorageError(f"{location}: cannot read ({err})") from err
+
+
+def write_bytes_atomic(location: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp name then move; readers see the old file or the whole new one.
+
+    (On object stores a move is a copy + delete, still never a half-written object under the name.)
+    """
+    fs, path = resolve(location)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    temp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
+    with fs.open_output_stream(temp) as stream:
+        stream.write(data)
+    fs.move(temp, path)
+
+
+def upload_file(local: str | os.PathLike, location: str | os.PathLike) -> None:
+    """Copy a local file to a path or URI (atomically under its final name)."""
+    write_bytes_atomic(location, Path(local).read_bytes())
+
+
+def remote_cache_dir() -> Path:
+    return Path(os.environ.get("GENIE_CACHE_DIR", Path.home() / ".cache" / "genie-redux" / "decoded")).parent / "remote"
+
+
+def local_copy(location: str | os.PathLike, refresh: bool = False) -> Path:
+    """A local path holding `location`: the path itself when local, else a cached mirror of the URI.
+
+    Folders are mirrored whole (a dataset's manifest and shards, a run folder); files singly.
+    `refresh` re-downloads (a run folder that is still being written).
+    """
+    text = str(location)
+    if not is_uri(text):
+        path = Path(text)
+        if not path.exists():
+            raise StorageError(f"{path}: no such file or folder")
+        return path
+    fs, path = resolve(text)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise StorageError(f"{text}: nothing at this URI; check the bucket/path and your credentials")
+    target = remote_cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16] / Path(path).name
+    if target.exists() and not refresh:
+        return target
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    if info.type == pafs.FileType.File:
+        pafs.copy_files(path, str(staging), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    else:
+        staging.mkdir()
+        pafs.copy_files(path, str(staging), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    if target.exists():
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    os.replace(staging, target)
+    return target
