@@ -319,7 +319,7 @@ def test_presets_and_unknown_preset_error():
         preset = load_preset(name)
         assert preset.dynamics.vocab_size == preset.tokenizer.quantizer.codebook_size
         assert preset.dynamics.grid == preset.tokenizer.grid
-    with pytest.raises(ConfigError, match="known presets: tiny, small, paper"):
+    with pytest.raises(ConfigError, match="known presets: paper, small, tiny"):
         load_preset("huge")
 
 

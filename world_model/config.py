@@ -19,8 +19,7 @@ STAGES = ("tokenizer", "lam", "dynamics")
 Conditioning = Literal["latent", "ground_truth"]
 
 
-class ConfigError(ValueError):
-    """A config value is invalid or unknown; the message says which and what is allowed."""
+from rl_agent.coinrun_env import ConfigError  # one error type for every bad option in the project
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,11 @@ class TransformerConfig:
     attention: Literal["sdpa", "naive"] = "sdpa"  # "naive" = explicit softmax(QK^T)V, for the benchmark
 
     def __post_init__(self) -> None:
+        for name in ("dim", "depth", "heads"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
         if self.dim % self.heads:
             raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.attention not in ("sdpa", "naive"):
@@ -49,6 +53,10 @@ class QuantizerConfig:
     commitment: float = 0.25  # beta of the commitment loss
     restart_dead_codes: bool = True  # re-seed unused codes from batch vectors
     dead_code_window: int = 100  # training steps a code may go unused before it is restarted
+
+    def __post_init__(self) -> None:
+        if self.codebook_size < 1 or self.code_dim < 1:
+            raise ConfigError(f"codebook_size and code_dim must be positive, got {self.codebook_size} and {self.code_dim}")
 
 
 @dataclass(frozen=True)
@@ -143,8 +151,28 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class TrainSettings:
+    """How a stage is trained, apart from the optimiser: batching, validation, checkpoints, logging."""
+
+    micro_batch: int = 0  # windows per worker per forward pass; 0 = the worker's whole share of the batch
+    val_every: int = 1000  # optimiser steps between validations (and at the last step)
+    val_windows: int = 256  # fixed validation windows, the same at every validation
+    checkpoint_every: int = 1000  # steps between checkpoints (and at the last step)
+    keep_checkpoints: int = 3  # Ray Train checkpoints kept (latest ones); best.pt is kept apart
+    sample_every: int = 1000  # steps between sample images
+    log_every: int = 10  # steps between metric rows
+
+    def __post_init__(self) -> None:
+        for name in ("val_every", "val_windows", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.micro_batch < 0:
+            raise ConfigError(f"train.micro_batch must be >= 0 (0 = no accumulation), got {self.micro_batch}")
+
+
+@dataclass(frozen=True)
 class Preset:
-    """A consistent size for every stage (DESIGN §1)."""
+    """A consistent size for every stage (DESIGN §1), read from `cluster/presets/<name>.yaml` (`world_model:`)."""
 
     name: str
     tokenizer: TokenizerConfig
@@ -152,56 +180,53 @@ class Preset:
     dynamics: DynamicsConfig
     optim: OptimConfig
     batch_size: int
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.dynamics.vocab_size != self.tokenizer.quantizer.codebook_size:
+            raise ConfigError(f"dynamics.vocab_size {self.dynamics.vocab_size} must equal the tokenizer's "
+                              f"quantizer.codebook_size {self.tokenizer.quantizer.codebook_size}")
+        if self.dynamics.grid != self.tokenizer.grid:
+            raise ConfigError(f"dynamics.grid {self.dynamics.grid} must equal the tokenizer's image_size // patch = {self.tokenizer.grid}")
+
+    def stage_config(self, stage: str) -> Any:
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        return getattr(self, stage)
 
 
-def _tiny() -> Preset:
-    # Sized so the tokenizer and LAM learn CoinRun on a 2-core CPU within about a minute each.
-    block = TransformerConfig(dim=64, depth=2, heads=4, mlp_ratio=2.0)
-    tokenizer = TokenizerConfig(
-        patch=4, frames=4, encoder=block, decoder=block,
-        # 1024 codes (10 bits per 4x4 patch, the paper's codebook size): +1 dB over 256 codes at equal steps
-        quantizer=QuantizerConfig(codebook_size=1024, code_dim=16, dead_code_window=20),
+def preset_from_sections(name: str, sections: dict[str, Any]) -> Preset:
+    """Build a Preset from the `world_model:` section of a preset file (missing fields take defaults)."""
+    known = {"tokenizer", "lam", "dynamics", "optim", "batch_size", "train"}
+    unknown = set(sections) - known
+    if unknown:
+        raise ConfigError(f"unknown world_model field(s) {sorted(unknown)}; known: {sorted(known)}")
+    return Preset(
+        name=name,
+        tokenizer=config_from_dict(TokenizerConfig, sections.get("tokenizer") or {}),
+        lam=config_from_dict(LAMConfig, sections.get("lam") or {}),
+        dynamics=config_from_dict(DynamicsConfig, sections.get("dynamics") or {}),
+        optim=config_from_dict(OptimConfig, sections.get("optim") or {}),
+        batch_size=int(sections.get("batch_size", 84)),
+        train=config_from_dict(TrainSettings, sections.get("train") or {}),
     )
-    lam = LAMConfig(
-        patch=8, frames=4, encoder=block, decoder=block,
-        quantizer=QuantizerConfig(codebook_size=7, code_dim=16, dead_code_window=20),
-    )
-    dynamics = DynamicsConfig(
-        vocab_size=1024, grid=16, frames=4, transformer=block, latent_action_dim=16,
-    )
-    # measured on real CoinRun frames: lr 3e-3 and 500 steps take the tokenizer from 22.5 dB (1e-3, 300) to ~26 dB
-    optim = OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=10, total_steps=500)
-    return Preset("tiny", tokenizer, lam, dynamics, optim, batch_size=8)
 
 
-def _small() -> Preset:
-    block = TransformerConfig(dim=256, depth=4, heads=8)
-    tokenizer = TokenizerConfig(
-        patch=4, frames=16, encoder=block, decoder=block, quantizer=QuantizerConfig(codebook_size=1024, code_dim=32)
-    )
-    lam = LAMConfig(patch=16, frames=16, encoder=block, decoder=block,
-                    quantizer=QuantizerConfig(codebook_size=7, code_dim=32))
-    dynamics = DynamicsConfig(
-        vocab_size=1024, grid=16, frames=16, transformer=TransformerConfig(dim=384, depth=8, heads=8),
-        latent_action_dim=32,
-    )
-    optim = OptimConfig(lr=3e-4, min_lr=3e-5, warmup_steps=1000, total_steps=50_000)
-    return Preset("small", tokenizer, lam, dynamics, optim, batch_size=16)
+def load_preset(name: str | None = "tiny", path: str | None = None, overrides: list[str] | None = None) -> Preset:
+    """The world-model preset of a named preset file (or `path`), with `world_model.a.b=value` overrides.
 
+    Presets are files (DESIGN §8): the same YAML holds the agent, data and world-model sections,
+    so one `--preset`/`--preset-file` sizes a whole pipeline. Unknown names list the known ones.
+    """
+    from cluster.presets import load_preset as load_preset_file
 
-def _paper() -> Preset:
-    # Tokenizer d 512, 8+8 blocks, 8 heads, codebook 1024x32, 16 frames; dynamics 12 blocks d 512 (DESIGN §3).
-    return Preset("paper", TokenizerConfig(), LAMConfig(), DynamicsConfig(), OptimConfig(), batch_size=84)
-
-
-PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}
-
-
-def load_preset(name: str) -> Preset:
-    """The named preset; an unknown name is an error that lists the known ones."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
-    return PRESETS[name]()
+    sections = load_preset_file(name, path, overrides)
+    if "world_model" not in sections:
+        raise ConfigError(f"preset {path or name!r} has no world_model: section")
+    label = name if path is None else str(path)
+    return preset_from_sections(label, sections["world_model"] or {})
 
 
 # ---- dict round trip (for checkpoints and command-line overrides) -----------------------------

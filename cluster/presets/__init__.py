@@ -39,8 +39,15 @@ def load_preset(name: str | None = None, path: str | Path | None = None, overrid
         raise ConfigError(f"preset file {file} must hold sections (agent:, data:, ...)")
     for item in overrides or []:
         key, sep, raw = item.partition("=")
-        section, dot, field = key.partition(".")
-        if not sep or not dot or not field:
-            raise ConfigError(f"override {item!r} must look like section.field=value, e.g. agent.lr=0.001")
-        values.setdefault(section, {})[field] = yaml.safe_load(raw)
+        parts = key.split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r} must look like section.field=value, e.g. agent.lr=0.001 "
+                              f"or world_model.tokenizer.encoder.dim=128")
+        target = values
+        for part in parts[:-1]:
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part} is a value, not a section")
+            target = child
+        target[parts[-1]] = yaml.safe_load(raw)
     return values
