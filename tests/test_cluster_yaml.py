@@ -1,0 +1,79 @@
+"""cluster.yaml passes Ray's own autoscaler schema and validator, broken variants do not, and it keeps
+the promises the README makes about it (node types, pinned versions, no head port open to the internet)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config() -> dict:
+    return yaml.safe_load((REPO / "cluster.yaml").read_text())
+
+
+def _validate(config: dict) -> dict:
+    """What `ray up` does before it launches anything: fill in the provider's defaults, then validate."""
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+def test_cluster_yaml_passes_rays_schema_and_validator():
+    prepared = _validate(_config())
+    types = prepared["available_node_types"]
+    assert prepared["head_node_type"] == "head" and types["head"]["max_workers"] == 0
+    assert types["head"]["resources"] == {"CPU": 0}, "tasks and actors must not land on the head"
+    assert types["collector"]["resources"]["collector"] >= 1 and "GPU" not in types["collector"]["resources"]
+    assert types["collector"]["min_workers"] >= 1, "the cluster must always advertise the collector resource"
+    assert types["gpu"]["resources"]["GPU"] >= 1 and types["gpu"]["min_workers"] == 0
+    assert types["gpu"]["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert prepared["idle_timeout_minutes"] > 0
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda c: c.__setitem__("idle_timout_minutes", c.pop("idle_timeout_minutes")), "'idle_timout_minutes' was unexpected"),
+    (lambda c: c["available_node_types"]["gpu"].__setitem__("min_worker", 1), "'min_worker' was unexpected"),
+    (lambda c: c["available_node_types"]["gpu"]["resources"].__setitem__("GPU", 0.5), "0.5 is not of type 'integer'"),
+    (lambda c: c.__setitem__("head_node_type", "ray.head.default"), "head_node_type` must be one of"),
+    (lambda c: c["available_node_types"]["collector"].__setitem__("min_workers", 100), "smaller than the sum of `min_workers`"),
+], ids=["typo-top-level-key", "typo-node-type-key", "fractional-gpu", "wrong-head-node-type", "min-above-max"])
+def test_broken_variants_are_rejected(breakage, message):
+    config = _config()
+    breakage(config)
+    with pytest.raises((jsonschema.ValidationError, ValueError), match=re.escape(message)):
+        _validate(config)
+
+
+def test_no_head_port_is_opened_to_the_internet():
+    config = _config()
+    for rule in config["provider"].get("security_group", {}).get("IpPermissions", []):
+        open_to_all = any(r.get("CidrIp") == "0.0.0.0/0" for r in rule.get("IpRanges", []))
+        assert not open_to_all or (rule["FromPort"], rule["ToPort"]) == (22, 22), f"rule opens a port to all: {rule}"
+    start = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=0.0.0.0" not in start and "--dashboard-host=127.0.0.1" in start
+    assert "ray-client-server-port" not in start
+
+
+def test_versions_are_pinned_to_the_project_and_storage_is_a_parameter():
+    config = _config()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    ray_pin = next(re.search(r"==([\d.]+)", d).group(1) for d in project["dependencies"] if d.startswith("ray["))
+    torch_pin = next(re.search(r"==([\d.]+)", d).group(1) for d in project["dependencies"] if d.startswith("torch"))
+    setup = " ".join(config["setup_commands"])
+    assert f'"genie-redux=={project["version"]}"' in setup, "cluster.yaml installs another genie-redux version"
+    assert f"torch=={torch_pin} --index-url https://download.pytorch.org/whl/cu" in setup, "not the CUDA build of torch"
+    images = [config["docker"]["head_image"], config["docker"]["worker_image"],
+              config["available_node_types"]["gpu"]["docker"]["worker_image"]]
+    assert all(f"rayproject/ray:{ray_pin}-py311" in image for image in images)
+    assert config["available_node_types"]["gpu"]["docker"]["worker_image"].endswith("-gpu")
+    for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert re.search(r"GENIE_STORAGE=s3://\S+", " ".join(config[commands])), f"{commands} must export GENIE_STORAGE"
