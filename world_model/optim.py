@@ -53,14 +53,22 @@ class Optimization:
 
     def step(self, loss: torch.Tensor) -> dict[str, float]:
         """Backward, clip to `grad_clip`, update with this step's LR; returns grad norm and LR."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        return self.apply_gradients()
+
+    def apply_gradients(self) -> dict[str, float]:
+        """Clip the gradients already accumulated in `.grad`, update with this step's LR, clear them.
+
+        Split from `step` so a distributed loop can accumulate several backward passes first.
+        """
+        used_lr = self.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = used_lr
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         self.optimizer.step()
-        used_lr = self.lr
+        self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
         return {"grad_norm": float(grad_norm), "lr": used_lr}
 

@@ -116,6 +116,9 @@ def local_copy(location: str | os.PathLike, refresh: bool = False) -> Path:
     else:
         staging.mkdir()
         pafs.copy_files(path, str(staging), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    if target.exists() and not refresh:  # another process on this node mirrored it meanwhile
+        shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
+        return target
     if target.exists():
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     os.replace(staging, target)

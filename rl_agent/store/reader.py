@@ -73,6 +73,17 @@ class EpisodeStore:
     def __len__(self) -> int:
         return len(self.episodes)
 
+    def subset(self, indices: Sequence[int]) -> "EpisodeStore":
+        """A store over some of these episodes (e.g. a held-out part), sharing the decoded shards."""
+        if not len(indices):
+            raise DatasetError("an empty subset of episodes")
+        other = object.__new__(EpisodeStore)
+        other.manifests, other.split, other.cache_dir = self.manifests, self.split, self.cache_dir
+        other.episodes = [self.episodes[i] for i in indices]
+        other.lengths = self.lengths[list(indices)]
+        other._decoded = self._decoded
+        return other
+
     @property
     def num_frames(self) -> int:
         return int(self.lengths.sum())

@@ -1,0 +1,239 @@
+"""The per-worker training loop that Ray Train runs on every worker (`TorchTrainer`).
+
+One optimiser step = the global batch of windows of that step (`WindowPlan`), each worker taking
+its share, forward/backward in micro batches with DDP's all-reduce only on the last one
+(`no_sync` before), loss divided by the number of micro batches: the gradient is the mean over
+the global batch whatever the worker count or accumulation, so the result equals one process
+with the whole batch (tested). Everything random in a step is seeded from (seed, step, rank),
+so a run resumed from a checkpoint at step s continues exactly as it would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from world_model import storage
+from world_model.checkpoint import save_checkpoint
+from world_model.frames import psnr, to_unit_float
+from world_model.optim import Optimization
+from world_model.runs import BEST, LATEST
+from world_model.steps import DynamicsStage, eval_step
+from world_model.training.job import TrainJob
+from world_model.training.samples import sample_png
+from world_model.training.stages import StageLoss, build_stage
+from world_model.training.windows import WindowPlan, open_stores, read_windows, validation_positions
+from world_model.vq import VectorQuantizer
+
+STATE_FILE = "state.pt"  # inside each Ray Train checkpoint: model, optimiser, step, best validation loss
+MODEL_FILE = "model.pt"  # inside each Ray Train checkpoint: the stage model alone (loadable by load_model)
+FAILURE_MARKER = ".injected_failure"
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + (step + 1) * 7919 + rank * 104_729) % (2**63 - 1)
+
+
+class MetricChannel:
+    """Rank 0's line to the driver (progress bar, metrics.csv, wandb); a gone driver is ignored."""
+
+    def __init__(self, queue: Any, rank: int) -> None:
+        self.queue = queue if rank == 0 else None
+
+    def send(self, record: dict[str, Any]) -> None:
+        if self.queue is None:
+            return
+        try:
+            self.queue.put_nowait(record)
+        except Exception:  # noqa: BLE001 - the driver may have been killed; training goes on
+            self.queue = None
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    job = TrainJob.from_dict(config["job"])
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # per-checkpoint INFO lines would bury the progress bar
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(job.threads_per_worker)
+    device = ray.train.torch.get_device()
+    channel = MetricChannel(config.get("queue"), rank)
+
+    preset = job.load_preset()
+    optim_config = job.optim(preset)
+    total = optim_config.total_steps
+    train_store, val_store, _ = open_stores(job.data)
+    length = job.window_length(preset)
+    plan = WindowPlan(job.global_batch(preset), length, world, job.seed)
+    micro, accumulation = job.micro(preset), job.accumulation(preset)
+
+    torch.manual_seed(step_seed(job.seed, -1, 0))  # identical initial weights on every rank
+    stage, export_model = build_stage(job, preset, device)
+    optimization = Optimization(stage, optim_config)
+    start, best = 0, math.inf
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
+        stage.load_state_dict(state["model"])
+        optimization.load_state_dict(state["optimization"])
+        start, best = int(state["step"]), float(state["best_val_loss"])
+    wrapped: nn.Module = StageLoss(stage)
+    if job.compile:
+        wrapped = torch.compile(wrapped)
+    model = ray.train.torch.prepare_model(wrapped, parallel_strategy_kwargs={"find_unused_parameters": False})
+
+    val_episodes, val_starts = validation_positions(val_store, max(preset.train.val_windows, world), length, job.seed)
+    val_mine = (val_episodes[rank::world], val_starts[rank::world])
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and job.bf16)
+    channel.send({"kind": "start", "step": start, "total": total, "workers": world, "batch": plan.batch,
+                  "micro_batch": micro, "accumulation": accumulation, "train_windows": train_store.num_windows(length)})
+    if start == 0:
+        channel.send({"kind": "val", "step": 0, **validate(stage, val_store, val_mine, length, micro, job.seed, world, autocast)})
+
+    window_metrics: dict[str, list[float]] = defaultdict(list)
+    interval_start, interval_frames = time.perf_counter(), 0
+    for step in range(start, total):
+        if job.inject_failure_at == step and rank == world - 1:
+            _fail_once(job)
+        torch.manual_seed(step_seed(job.seed, step, rank))
+        frames, actions = plan.worker_batch(train_store, step, rank)  # (B/W, T, H, W, C), (B/W, T-1)
+        model.train()
+        for i in range(accumulation):
+            part = slice(i * micro, (i + 1) * micro)
+            last = i == accumulation - 1
+            sync = model.no_sync() if (world > 1 and not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    loss, metrics = model(torch.from_numpy(frames[part]).to(device), torch.from_numpy(actions[part]).to(device))
+                (loss / accumulation).backward()
+            for key, value in metrics.items():
+                window_metrics[key].append(value)
+        update = optimization.apply_gradients()
+        _sync_quantizers(stage, world)
+        done = step + 1
+        for key, value in update.items():
+            window_metrics[key].append(value)
+        interval_frames += plan.batch * length
+
+        if done % preset.train.log_every == 0 or done == total:
+            elapsed = time.perf_counter() - interval_start
+            record = {key: float(np.mean(values)) for key, values in window_metrics.items()}
+            channel.send({"kind": "train", "step": done, **record, "frames_per_s": interval_frames / max(elapsed, 1e-9)})
+            window_metrics.clear()
+            interval_start, interval_frames = time.perf_counter(), 0
+        val_record = None
+        if done % preset.train.val_every == 0 or done == total:
+            val_record = validate(stage, val_store, val_mine, length, micro, job.seed, world, autocast)
+            channel.send({"kind": "val", "step": done, **val_record})
+            if rank == 0 and val_record["val_loss"] < best:
+                best = val_record["val_loss"]
+                _export(export_model, preset.name, done, storage.join(job.out, BEST), {"val": val_record})
+        if rank == 0 and (done % preset.train.sample_every == 0 or done == total):
+            png = sample_png(stage, *read_windows(val_store, val_episodes[:4], val_starts[:4], length))
+            storage.write_bytes_atomic(storage.join(job.out, "samples", f"step_{done:07d}.png"), png)
+            channel.send({"kind": "sample", "step": done})
+        if done % preset.train.checkpoint_every == 0 or done == total:
+            _report_checkpoint(job, preset.name, stage, export_model, optimization, done, best, rank, val_record)
+            channel.send({"kind": "checkpoint", "step": done})
+    channel.send({"kind": "done", "step": total})
+
+
+@torch.no_grad()
+def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: int, world: int, autocast) -> dict[str, float]:
+    """Mean validation metrics over the fixed windows, all workers together (each its own part)."""
+    rng_state = torch.get_rng_state()
+    torch.manual_seed(step_seed(seed, -2, 0))  # the same dynamics masks at every validation
+    episodes, starts = positions
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    for begin in range(0, len(episodes), micro):
+        frames, actions = read_windows(store, episodes[begin:begin + micro], starts[begin:begin + micro], length)
+        with autocast:
+            metrics = eval_step(stage, (frames, actions))
+            if isinstance(stage, DynamicsStage):
+                metrics["teacher_forced_psnr"] = _teacher_forced_psnr(stage, frames, actions)
+        for key, value in metrics.items():
+            sums[key] += value * len(frames)
+        count += len(frames)
+    torch.set_rng_state(rng_state)
+    keys = sorted(sums)
+    totals = torch.tensor([count] + [sums[k] for k in keys], dtype=torch.float64)
+    if world > 1 and dist.is_initialized():
+        dist.all_reduce(totals)
+    return {f"val_{key}": float(totals[i + 1] / max(totals[0], 1)) for i, key in enumerate(keys)}
+
+
+def _teacher_forced_psnr(stage: DynamicsStage, frames: np.ndarray, actions: np.ndarray) -> float:
+    """PSNR of frames 1..T-1 decoded from the dynamics' one-pass argmax tokens (real frames as context)."""
+    tokens, action_inputs = stage.inputs((frames, actions))
+    predicted = stage.dynamics.teacher_forced_logits(tokens, action_inputs).argmax(-1)  # (B, T-1, h, w)
+    decoded = stage.tokenizer.detokenize(predicted)  # (B, T-1, H, W, C)
+    return float(psnr(decoded.float(), to_unit_float(frames[:, 1:], decoded.device)))
+
+
+@torch.no_grad()
+def _sync_quantizers(stage: nn.Module, world: int) -> None:
+    """Codebook seeding and dead-code restarts use each worker's own data; rank 0's result wins,
+    so the replicas never drift apart (DDP keeps only gradients in sync)."""
+    if world == 1 or not dist.is_initialized():
+        return
+    for module in stage.modules():
+        if isinstance(module, VectorQuantizer) and module.codebook.requires_grad:
+            dist.broadcast(module.codebook.data, src=0)
+            dist.broadcast(module.steps_unused, src=0)
+            dist.broadcast(module.initialized, src=0)
+
+
+def _export(model: nn.Module, preset: str, step: int, location: str, extra: dict | None = None) -> None:
+    """A weights-only model checkpoint at `location` (path or URI), written atomically."""
+    if not storage.is_uri(location):
+        save_checkpoint(location, model, preset, step=step, extra=extra)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        local = save_checkpoint(Path(folder) / "model.pt", model, preset, step=step, extra=extra)
+        storage.upload_file(local, location)
+
+
+def _report_checkpoint(job: TrainJob, preset: str, stage: nn.Module, export_model: nn.Module, optimization: Optimization,
+                       step: int, best: float, rank: int, val_record: dict | None) -> None:
+    import ray.train
+
+    metrics = {"step": step, **(val_record or {})}
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    folder = tempfile.mkdtemp(prefix="genie-ckpt-")
+    try:
+        state = {"model": stage.state_dict(), "optimization": optimization.state_dict(), "step": step,
+                 "best_val_loss": best, "job": job.identity()}
+        torch.save(state, Path(folder) / STATE_FILE)
+        save_checkpoint(Path(folder) / MODEL_FILE, export_model, preset, step=step)
+        _export(export_model, preset, step, storage.join(job.out, LATEST))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fail_once(job: TrainJob) -> None:
+    """Fault-tolerance tests: this worker process dies once at the chosen step (a marker remembers)."""
+    marker = storage.join(job.out, FAILURE_MARKER)
+    if storage.exists(marker):
+        return
+    storage.write_bytes_atomic(marker, b"failed once\n")
+    os._exit(1)

@@ -1,0 +1,76 @@
+"""Build the module a training run optimises, from the job: a fresh or `--init` model, and for the
+dynamics its frozen tokenizer (and LAM), whose sizes decide the dynamics' vocabulary and grid."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from world_model import storage
+from world_model.checkpoint import CheckpointError, load_checkpoint, load_model
+from world_model.config import Preset
+from world_model.dynamics import Dynamics
+from world_model.lam import LatentActionModel
+from world_model.runs import FROZEN_LAM, FROZEN_TOKENIZER, resolve_checkpoint
+from world_model.steps import DynamicsStage
+from world_model.tokenizer import Tokenizer
+from world_model.training.job import TrainJob
+
+MODEL_CLASSES = {"tokenizer": Tokenizer, "lam": LatentActionModel, "dynamics": Dynamics}
+
+
+def dynamics_config(job: TrainJob, preset: Preset, tokenizer: Tokenizer, lam: LatentActionModel | None):
+    """The preset's dynamics, sized to the tokenizer it reads (vocabulary, grid) and the LAM's code size."""
+    config = dataclasses.replace(
+        preset.dynamics,
+        vocab_size=tokenizer.config.quantizer.codebook_size,
+        grid=tokenizer.config.grid,
+        conditioning=job.conditioning,
+    )
+    if lam is not None:
+        config = dataclasses.replace(config, latent_action_dim=lam.config.quantizer.code_dim)
+    return config
+
+
+def build_stage(job: TrainJob, preset: Preset, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(module whose `compute_loss` is trained, the stage model that checkpoints export)."""
+    init = load_checkpoint(resolve_checkpoint(job.init, job.stage), job.stage) if job.init else None
+    if job.stage != "dynamics":
+        config = init.config if init is not None else preset.stage_config(job.stage)
+        model = MODEL_CLASSES[job.stage](config)
+        if init is not None:
+            model.load_state_dict(init.model_state)
+        model = model.to(device)
+        return model, model
+    tokenizer = load_model(storage.local_copy(storage.join(job.out, FROZEN_TOKENIZER)), "tokenizer").to(device)
+    lam = None
+    if job.conditioning == "latent":
+        lam = load_model(storage.local_copy(storage.join(job.out, FROZEN_LAM)), "lam").to(device)
+    config = dynamics_config(job, preset, tokenizer, lam)
+    if init is not None:
+        if init.config.conditioning != config.conditioning or init.config.vocab_size != config.vocab_size:
+            raise CheckpointError(
+                f"--init {job.init} is a {init.config.conditioning} dynamics over {init.config.vocab_size} tokens; "
+                f"this run trains a {config.conditioning} dynamics over {config.vocab_size} tokens"
+            )
+        config = init.config
+    dynamics = Dynamics(config)
+    if init is not None:
+        dynamics.load_state_dict(init.model_state)
+    dynamics = dynamics.to(device)
+    return DynamicsStage(dynamics, tokenizer, lam).to(device), dynamics
+
+
+class StageLoss(nn.Module):
+    """Puts `compute_loss` behind `forward`, so DDP's hooks (gradient all-reduce) see every pass."""
+
+    def __init__(self, stage: nn.Module) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        # frames: (B, T, H, W, C) uint8; actions: (B, T-1) int
+        output = self.stage.compute_loss((frames, actions))
+        return output.loss, output.metrics

@@ -1,0 +1,275 @@
+"""The driver side of `genie train`: check inputs, set up the run folder, run Ray Train, show progress.
+
+Ray Train (V2) runs `train_loop_per_worker` on `workers` workers with DDP; `FailureConfig`
+restarts a failed worker group from the latest reported checkpoint, and running the same
+command again with the same run folder resumes (Ray Train finds its run under `RUN/ray/`).
+Rank 0 streams metric records through a small Ray queue to this driver, which draws the
+progress bar and writes `metrics.csv` and wandb: the only process that logs (V2 does not honour
+`setup_wandb(rank_zero_only=True)`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from world_model import storage
+from world_model.checkpoint import CheckpointError, load_checkpoint
+from world_model.config import ConfigError
+from world_model.runs import FROZEN_LAM, FROZEN_TOKENIZER, LATEST, read_run_info, resolve_checkpoint, write_run_info
+from world_model.training.job import TrainJob
+
+METRICS_FILE = "metrics.csv"
+RAY_FOLDER = "ray"
+RAY_RUN_NAME = "train"
+
+
+@dataclass
+class TrainResult:
+    out: str
+    stage: str
+    steps: int
+    resumed_from: int
+    already_done: bool
+    last_val: dict[str, float] = field(default_factory=dict)
+    first_val: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    frames_per_s: float = 0.0
+
+    def summary(self) -> str:
+        if self.already_done:
+            return f"{self.stage}: {self.out} already finished {self.steps} steps; nothing to do (best.pt, latest.pt are there)"
+        parts = [f"{self.stage}: {self.steps} steps in {self.wall_s:.0f} s ({self.frames_per_s:,.0f} frames/s)"]
+        if self.resumed_from:
+            parts.append(f"resumed from step {self.resumed_from}")
+        if self.last_val:
+            key = "val_psnr" if "val_psnr" in self.last_val else "val_teacher_forced_psnr"
+            if key in self.last_val:
+                first = f"{self.first_val[key]:.2f} -> " if key in self.first_val else ""
+                parts.append(f"{key} {first}{self.last_val[key]:.2f} dB")
+            first_loss = f"{self.first_val['val_loss']:.4f} -> " if "val_loss" in self.first_val else ""
+            parts.append(f"val_loss {first_loss}{self.last_val['val_loss']:.4f}")
+        return "; ".join(parts) + f". Run folder: {self.out}"
+
+
+def prepare_run(job: TrainJob) -> tuple[int, bool]:
+    """Validate inputs and the run folder; write run.json and the dynamics' frozen inputs.
+
+    Returns (step of the latest checkpoint or 0, whether the run already finished).
+    """
+    from rl_agent.store.manifest import Manifest
+
+    for location in job.data:
+        if not storage.exists(storage.join(location, "manifest.json")):
+            raise ConfigError(f"--data {location}: not a dataset (no manifest.json); make one with `genie collect` "
+                              f"or `genie datasets make`")
+        if not storage.is_uri(location):
+            Manifest.load(location)  # readable, right format
+    if job.init:
+        resolve_checkpoint(job.init, job.stage)  # right stage, exists
+    identity = job.identity()
+    info = read_run_info(job.out)
+    if info is not None:
+        if info.get("identity") != identity:
+            changed = sorted(k for k in identity if info.get("identity", {}).get(k) != identity[k])
+            raise ConfigError(
+                f"{job.out} holds a different {info.get('stage')} run (differs in: {', '.join(changed)}); "
+                f"run the same command to resume it, or pass a new --out (use --init {job.out} to fine-tune from it)"
+            )
+        latest = storage.join(job.out, LATEST)
+        step = load_checkpoint(storage.local_copy(latest, refresh=True), job.stage).step if storage.is_file(latest) else 0
+        return step, step >= job.total_steps()
+    storage.makedirs(job.out)
+    if job.stage == "dynamics":
+        _copy_frozen(job.tokenizer, "tokenizer", storage.join(job.out, FROZEN_TOKENIZER))
+        if job.actions == "latent":
+            _copy_frozen(job.lam, "lam", storage.join(job.out, FROZEN_LAM))
+    run_info = {"stage": job.stage, "preset": job.preset if job.preset_file is None else job.preset_file,
+                "data": list(job.data), "identity": identity, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if job.stage == "dynamics":
+        run_info.update(conditioning=job.conditioning, tokenizer=job.tokenizer, lam=job.lam,
+                        model="GenieRedux" if job.actions == "latent" else "GenieRedux-G")
+    write_run_info(job.out, run_info)
+    return 0, False
+
+
+def _copy_frozen(source: str, stage: str, target: str) -> None:
+    path = resolve_checkpoint(source, stage)
+    load_checkpoint(path, stage)  # refuses a wrong stage with the command that makes the right one
+    storage.upload_file(path, target)
+
+
+class ProgressSink:
+    """Consumes rank 0's records: progress bar, metrics.csv (rewritten whole, atomically), wandb."""
+
+    def __init__(self, job: TrainJob, start: int, show_progress: bool) -> None:
+        from tqdm import tqdm
+
+        self.job = job
+        self.rows: list[dict[str, Any]] = _read_metrics(job.out, start)
+        self.first_val: dict[str, float] = {}
+        self.last_val: dict[str, float] = {}
+        self.frames_per_s: list[float] = []
+        self.bar = tqdm(total=job.total_steps(), initial=start, unit="step", desc=f"train {job.stage}",
+                        disable=not show_progress, dynamic_ncols=True)
+        self.wandb = _start_wandb(job) if job.wandb else None
+        self.postfix: dict[str, str] = {}
+
+    def handle(self, record: dict[str, Any]) -> None:
+        kind, step = record.pop("kind"), int(record.get("step", 0))
+        if kind == "train":
+            self.bar.update(max(0, step - self.bar.n))
+            self.frames_per_s.append(record["frames_per_s"])
+            self.postfix.update(loss=f"{record.get('loss', float('nan')):.4f}", fps=f"{record['frames_per_s']:.0f}")
+            self._row("train", record)
+        elif kind == "val":
+            if not self.first_val:
+                self.first_val = dict(record)
+            self.last_val = dict(record)
+            psnr = record.get("val_psnr", record.get("val_teacher_forced_psnr"))
+            if psnr is not None:
+                self.postfix["val_psnr"] = f"{psnr:.2f}"
+            self._row("val", record)
+            self.flush()
+        elif kind in ("checkpoint", "done"):
+            self.flush()
+        self.bar.set_postfix(self.postfix, refresh=False)
+
+    def _row(self, kind: str, record: dict[str, Any]) -> None:
+        row = {"kind": kind, "time": round(time.time(), 3), **record}
+        self.rows.append(row)
+        if self.wandb is not None:
+            prefix = "" if kind == "val" else "train/"
+            self.wandb.log({f"{prefix}{k}": v for k, v in record.items() if k != "step"}, step=int(record["step"]))
+
+    def flush(self) -> None:
+        keys: list[str] = []
+        for row in self.rows:
+            keys.extend(k for k in row if k not in keys)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        storage.write_bytes_atomic(storage.join(self.job.out, METRICS_FILE), buffer.getvalue().encode())
+
+    def close(self) -> None:
+        self.flush()
+        self.bar.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _read_metrics(out: str, start: int) -> list[dict[str, Any]]:
+    """Rows of an earlier attempt up to its checkpoint (rows after it are trained again)."""
+    location = storage.join(out, METRICS_FILE)
+    if not storage.exists(location):
+        return []
+    rows = list(csv.DictReader(io.StringIO(storage.read_bytes(location).decode())))
+    kept = []
+    for row in rows:
+        values = {k: (float(v) if k not in ("kind",) and v not in ("", None) else v) for k, v in row.items() if v != ""}
+        if int(values.get("step", 0)) <= start:
+            kept.append(values)
+    return kept
+
+
+def _start_wandb(job: TrainJob):
+    try:
+        import wandb
+
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        folder = Path(job.out) if not storage.is_uri(job.out) else Path.cwd()
+        return wandb.init(project="genie-redux", job_type=f"train-{job.stage}", dir=str(folder), config=job.to_dict(),
+                          name=Path(job.out.rstrip("/")).name, resume="allow", reinit=True,
+                          id=f"{job.stage}-{abs(hash(job.out)) % 10**10}")
+    except Exception as err:  # noqa: BLE001 - wandb is a convenience: never let it stop training
+        print(f"warning: wandb disabled ({err})")
+        return None
+
+
+def ray_storage_path(out: str) -> str:
+    location = storage.join(out, RAY_FOLDER)
+    return location if storage.is_uri(location) else str(Path(location).resolve())
+
+
+def run_training(job: TrainJob, show_progress: bool = True) -> TrainResult:
+    """Train (or resume) one stage to its last step on the Ray cluster this process is connected to."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.queue import Empty, Queue
+
+    from world_model.training.loop import train_loop_per_worker
+
+    start, done = prepare_run(job)
+    if done:
+        return TrainResult(job.out, job.stage, job.total_steps(), start, already_done=True)
+    _check_resources(job)
+    queue = Queue(actor_options={"num_cpus": 0})
+    sink = ProgressSink(job, start, show_progress)
+    preset = job.load_preset()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job.to_dict(), "queue": queue},
+        scaling_config=ScalingConfig(
+            num_workers=job.workers,
+            use_gpu=job.gpus_per_worker > 0,
+            resources_per_worker={"CPU": job.cpus_per_worker, **({"GPU": job.gpus_per_worker} if job.gpus_per_worker else {})},
+        ),
+        run_config=RunConfig(
+            name=RAY_RUN_NAME,
+            storage_path=ray_storage_path(job.out),
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=preset.train.keep_checkpoints),
+        ),
+    )
+    began = time.monotonic()
+    failure: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
+            failure.append(err)
+
+    thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive() or not queue.empty():
+            try:
+                sink.handle(queue.get(timeout=0.5))
+            except Empty:
+                pass
+    finally:
+        sink.close()
+    thread.join()
+    ray.kill(queue.actor)
+    if failure:
+        raise RuntimeError(f"training failed: {failure[0]}; run the same command again to resume from the latest "
+                           f"checkpoint") from failure[0]
+    fps = sorted(sink.frames_per_s)[len(sink.frames_per_s) // 2] if sink.frames_per_s else 0.0
+    return TrainResult(job.out, job.stage, job.total_steps(), start, False, sink.last_val, sink.first_val,
+                       time.monotonic() - began, fps)
+
+
+def _check_resources(job: TrainJob) -> None:
+    """Refuse up front what Ray would otherwise wait for for ever (more CPUs/GPUs than the cluster has)."""
+    import ray
+
+    total = ray.cluster_resources()
+    need_cpu = job.workers * job.cpus_per_worker
+    need_gpu = job.workers * job.gpus_per_worker
+    if need_gpu > total.get("GPU", 0):
+        raise ConfigError(f"{job.workers} workers x {job.gpus_per_worker} GPUs need {need_gpu:g} GPUs; the Ray cluster "
+                          f"has {total.get('GPU', 0):g} (drop --gpus-per-worker to train on CPUs)")
+    if need_cpu > total.get("CPU", 0):
+        raise ConfigError(f"{job.workers} workers x {job.cpus_per_worker} CPUs need {need_cpu:g} CPUs; the Ray cluster "
+                          f"has {total.get('CPU', 0):g} (use fewer --workers or a smaller --cpus-per-worker)")

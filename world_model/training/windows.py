@@ -1,0 +1,84 @@
+"""Which T-frame windows each worker trains on at each step, read straight from the episode store.
+
+Why a per-worker loader over the store and not Ray Data: a batch is a few dozen random windows
+from memory-mapped decoded shards, which costs microseconds per window (benchmarks/bench_train_loader.py
+measures it against the model's consumption and against a Ray Data pipeline); Ray Data would
+add a streaming executor that needs free CPUs (a read that finds none hangs, DESIGN §7) and
+would not give uniform random windows without a full shuffle.
+
+Why the positions of a step are drawn globally (from `seed` and the step number) and each worker
+reads its slice: the windows of step s are the same for 1 or N workers, so a run's result does
+not depend on how many workers trained it, a resumed run continues with exactly the windows it
+would have seen (the data position is the step), and DDP can be checked against one process.
+Each worker reads only the windows of its slice, and decodes only the shards those lie in.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from rl_agent.store.errors import DatasetError
+from rl_agent.store.reader import EpisodeStore
+from world_model import storage
+
+HOLDOUT_EVERY = 20  # without a 'val' split, every 20th episode (by id hash) validates
+
+
+def open_stores(locations: list[str]) -> tuple[EpisodeStore, EpisodeStore, str]:
+    """Training and validation stores of the datasets, plus a note on where validation comes from."""
+    roots = [storage.local_copy(location) for location in locations]
+    train = EpisodeStore(roots, split="train")
+    try:
+        return train, EpisodeStore(roots, split="val"), "the datasets' 'val' split"
+    except DatasetError:
+        pass
+    everything = EpisodeStore(roots)
+    held = [i for i, e in enumerate(everything.episodes) if zlib.crc32(e.episode.id.encode()) % HOLDOUT_EVERY == 0]
+    if not held or len(held) == len(everything):
+        raise DatasetError(f"{', '.join(locations)}: no 'val' split and too few episodes to hold some out; "
+                           f"collect with --split auto (the default) or more episodes")
+    kept = sorted(set(range(len(everything))) - set(held))
+    return everything.subset(kept), everything.subset(held), f"1 in {HOLDOUT_EVERY} episodes held out (no 'val' split)"
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Global batch `batch` of windows of `length` frames per step, split over `world` workers."""
+
+    batch: int
+    length: int
+    world: int
+    seed: int
+
+    def positions(self, store: EpisodeStore, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(episode, start) of the whole global batch of `step`: two (B,) arrays."""
+        rng = np.random.default_rng([self.seed, step, 0x5EED])
+        return store.sample_positions(rng, self.batch, self.length)
+
+    def worker_slice(self, rank: int) -> slice:
+        share = self.batch // self.world
+        return slice(rank * share, (rank + 1) * share)
+
+    def worker_batch(self, store: EpisodeStore, step: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """This worker's windows of `step`: frames (B/W, T, H, W, C) uint8 and actions (B/W, T-1) int8."""
+        episodes, starts = self.positions(store, step)
+        part = self.worker_slice(rank)
+        return read_windows(store, episodes[part], starts[part], self.length)
+
+
+def read_windows(store: EpisodeStore, episodes: np.ndarray, starts: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (N, T, H, W, C) uint8 and actions (N, T-1) int8 of the given windows."""
+    frames = np.empty((len(episodes), length, 64, 64, 3), dtype=np.uint8)  # (N, T, H, W, C)
+    actions = np.empty((len(episodes), length - 1), dtype=np.int8)  # (N, T-1)
+    for i, (episode, start) in enumerate(zip(episodes, starts)):
+        frames[i], actions[i] = store.window(int(episode), int(start), length)
+    return frames, actions
+
+
+def validation_positions(store: EpisodeStore, count: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed set of validation windows, the same at every validation (less noise between points)."""
+    rng = np.random.default_rng([seed, 0xA11])
+    return store.sample_positions(rng, count, length)
