@@ -1,0 +1,125 @@
+"""`genie eval` and `genie report`: measure a tokenizer, LAM or world model the way the papers do."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ORDER = 40
+
+
+def register(commands) -> None:
+    evaluate = commands.add_parser(
+        "eval",
+        help="PSNR, SSIM, ΔtPSNR, FID and controllability of a tokenizer, LAM or world model on a test set",
+        description=(
+            "Evaluate --model on the test set --data and write OUT/results.json (every number with the model, "
+            "checkpoint, data set, context, horizon, MaskGIT steps and seed), OUT/results.md, "
+            "OUT/psnr_over_horizon.png and OUT/samples/*.gif|png (ground truth vs prediction vs the same context "
+            "with other actions). --model may be a run folder or checkpoint of any stage: a tokenizer is scored on "
+            "reconstruction, a LAM on reconstructing each next frame from its inferred latent action, a world "
+            "model (dynamics run) on predicting --horizon frames from --context real frames, both autoregressively "
+            "(MaskGIT, each generated frame fed back) and teacher-forced (one pass per frame from the real past). "
+            "GenieRedux is driven by the latent actions its LAM infers from the ground truth, GenieRedux-G by the "
+            "recorded actions. ΔtPSNR: PSNR at frame t minus PSNR when only the action into frame t is replaced "
+            "by a random different one. Controllability: each action held for --control-steps frames, the agent's "
+            "motion measured by frame registration. A test set that shares a level with the model's training "
+            "data (run.json 'data') is refused. Results depend on --seed, not on --workers."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    evaluate.add_argument("--model", required=True,
+                          help="run folder of `genie train tokenizer|lam|dynamics` (its best checkpoint) or a .pt checkpoint")
+    evaluate.add_argument("--data", required=True, help="test set folder or URI, e.g. data/basic-test or data/diverse-test")
+    evaluate.add_argument("--out", default=None,
+                          help="output folder or URI (default: <model run>/eval/<data name>, or ./eval-<data name>)")
+    evaluate.add_argument("--context", type=int, default=2, help="real frames the model starts from")
+    evaluate.add_argument("--horizon", type=int, default=10, help="frames predicted after the context")
+    evaluate.add_argument("--maskgit-steps", type=int, default=25, help="MaskGIT passes per generated frame")
+    evaluate.add_argument("--temperature", type=float, default=None,
+                          help="initial sampling temperature, annealed to 0 (default: the model's own)")
+    evaluate.add_argument("--episodes", type=int, default=None, help="test episodes to evaluate (default: all)")
+    evaluate.add_argument("--split", default=None, choices=["train", "val", "test"],
+                          help="only this split of --data (default: every episode; named test sets are all 'test')")
+    evaluate.add_argument("--workers", type=int, default=2, help="Ray actors evaluating batches in parallel")
+    evaluate.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray CPUs (and torch threads) per worker")
+    evaluate.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (then the model runs on cuda)")
+    evaluate.add_argument("--batch-size", type=int, default=4, help="episodes per batch (part of what --seed fixes)")
+    evaluate.add_argument("--seed", type=int, default=0, help="picks episodes, windows, sampling noise and counterfactual actions")
+    evaluate.add_argument("--delta-t", type=int, default=4, help="ΔtPSNR is measured at this predicted frame")
+    evaluate.add_argument("--modes", default="autoregressive,teacher_forced",
+                          help="comma-separated rollout modes: autoregressive, teacher_forced")
+    evaluate.add_argument("--control-steps", type=int, default=3, help="frames each action is held for controllability (0 = skip)")
+    evaluate.add_argument("--inception-weights", default=None,
+                          help="local TorchScript Inception (e.g. inception-2015-12-05.pt) for FID; without it FID is skipped")
+    evaluate.add_argument("--samples", type=int, default=4, help="episodes drawn as GIFs and PNG strips")
+    evaluate.add_argument("--checkpoint", default="best", choices=["best", "latest"], help="which checkpoint of a run folder")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--address", default=None,
+                          help="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto'); default: RAY_ADDRESS, else a local Ray instance")
+    evaluate.set_defaults(handler=run_eval)
+
+    report = commands.add_parser(
+        "report",
+        help="the paper-style results table over several evaluations, with the paper's numbers beside ours",
+        description=(
+            "Collect the results.json of `genie eval` runs (each DIR: an eval folder, a results.json, or a folder "
+            "holding eval folders, e.g. a run folder with eval/ inside) into the paper's table: rows Tokenizer, LAM, "
+            "GenieRedux, GenieRedux-G and their TA variants, columns the Basic (random agent) and Diverse (PPO agent) "
+            "test sets; the paper's numbers in parentheses; the scale of our runs (preset, steps, episodes) below."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    report.add_argument("dirs", nargs="+", metavar="RUN_OR_EVAL_DIR", help="evaluation folders or run folders")
+    report.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
+    report.set_defaults(handler=run_report)
+
+
+def _default_out(model: str, data: str) -> str:
+    from world_model import storage
+    from world_model.runs import read_run_info
+
+    name = Path(str(data).rstrip("/")).name
+    if not storage.is_file(model) and read_run_info(model) is not None:
+        return storage.join(model, "eval", name)
+    return f"eval-{name}"
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from cluster.ray_session import ray_session
+    from world_model.evaluation import EvalConfig, evaluate
+
+    config = EvalConfig(
+        model=args.model, data=args.data, context=args.context, horizon=args.horizon, maskgit_steps=args.maskgit_steps,
+        temperature=args.temperature, episodes=args.episodes, split=args.split, workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+        device="cuda" if args.gpus_per_worker > 0 else "cpu", batch_size=args.batch_size, seed=args.seed,
+        delta_t=args.delta_t, modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+        control_steps=args.control_steps, inception_weights=args.inception_weights, samples=args.samples,
+        prefer=args.checkpoint, show_progress=not args.no_progress,
+    )
+    out = args.out or _default_out(args.model, args.data)
+    with ray_session(args.address):
+        results = evaluate(config, out=out)
+    from world_model.evaluation.outputs import markdown_table
+
+    print(markdown_table(results))
+    if "skipped" in results.get("fid", {}):
+        print(results["fid"]["skipped"])
+    timing = results["timing"]
+    print(f"{len(results['episodes'])} episodes in {timing['seconds']:.1f}s ({timing['episodes_per_second']:.2f} episodes/s). "
+          f"Outputs in {out}: results.json, results.md, psnr_over_horizon.png, samples/. Next: genie report {out}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from world_model.evaluation.report import find_results, load_results, report_table
+
+    table = report_table(load_results(find_results(args.dirs)))
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+        print(f"table: {args.out}")
+    return 0

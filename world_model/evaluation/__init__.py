@@ -1,0 +1,18 @@
+"""Evaluation of the tokenizer, the LAM and the world models, the way the papers measure them (DESIGN §4).
+
+    metrics.py       PSNR (identical frames capped explicitly), SSIM (data range 1), copy-last-frame baseline
+    fid.py           Fréchet distance; FID from a local TorchScript Inception (never downloaded)
+    registration.py  agent motion between frames (the controllability check)
+    models.py        what is evaluated (tokenizer / LAM / world model), its training data, level overlap
+    episodes.py      which test windows are evaluated (from the seed)
+    rollouts.py      autoregressive, teacher-forced, counterfactual (ΔtPSNR) and held-action rollouts
+    worker.py        one batch of windows; the Ray actor
+    runner.py        `evaluate(config)`: all batches on Ray, averaged; `copy_last_frame_baseline`
+    outputs.py       results.json, results.md, PSNR-over-horizon PNG, GIFs / PNG strips
+    report.py        the paper-style table over several evaluations (`genie report`)
+"""
+
+from world_model.evaluation.config import EvalConfig
+from world_model.evaluation.runner import copy_last_frame_baseline, evaluate, run_evaluation
+
+__all__ = ["EvalConfig", "copy_last_frame_baseline", "evaluate", "run_evaluation"]

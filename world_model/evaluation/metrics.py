@@ -1,0 +1,146 @@
+"""Per-frame image metrics (DESIGN §4): PSNR, SSIM, and the copy-last-frame baseline.
+
+Why our own implementation (checked against scikit-image in the tests): the metrics run inside
+Ray workers on batches of torch tensors, possibly on a GPU, and must not depend on a test-only
+package. Frames are in [0, 1]; uint8 frames are scaled by 1/255. Every function validates shapes
+and dtypes and says what it expected, because a silently broadcast (H, W, C) vs (T, H, W, C)
+comparison gives a plausible but wrong number.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from world_model.config import ConfigError
+
+# MSE floor 1e-10 -> 100 dB, the same floor as world_model.frames.psnr (training's logged PSNR).
+# Identical frames have MSE 0 and an infinite PSNR; averaging an inf would make the mean inf, so
+# they are given this cap explicitly and counted (`identical_frames`).
+PSNR_CAP = 100.0
+
+SSIM_SIGMA = 1.5  # the Gaussian window of Wang et al. 2004 (and skimage's gaussian_weights=True)
+SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5): scipy's truncate=3.5, i.e. skimage's 11x11 window
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+class MetricInputError(ConfigError):
+    """Frames given to a metric have the wrong shape, dtype or range; the message says which."""
+
+
+def as_unit_frames(frames: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    """uint8 (scaled by 1/255) or float frames (..., H, W, C) in [0, 1] -> float64 tensor.
+
+    float64 so that our metric agrees with scikit-image's (which works in float64) to ~1e-6.
+    """
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    if not isinstance(frames, torch.Tensor):
+        raise MetricInputError(f"{name}: expected a numpy array or torch tensor of frames, got {type(frames).__name__}")
+    if frames.ndim < 3:
+        raise MetricInputError(f"{name}: expected frames shaped (..., H, W, C), got shape {tuple(frames.shape)}")
+    if frames.shape[-1] not in (1, 3):
+        raise MetricInputError(
+            f"{name}: the last axis must be colour channels (1 or 3), got shape {tuple(frames.shape)}; "
+            f"frames are HWC (channels last), like the episode store's"
+        )
+    if frames.dtype == torch.uint8:
+        return frames.to(torch.float64) / 255.0
+    if not frames.is_floating_point():
+        raise MetricInputError(f"{name}: expected uint8 or float frames, got {frames.dtype}")
+    frames = frames.to(torch.float64)
+    if frames.numel() and (frames.min() < -1e-6 or frames.max() > 1 + 1e-6 or not torch.isfinite(frames).all()):
+        raise MetricInputError(
+            f"{name}: float frames must lie in [0, 1] (got {float(frames.min()):.3g}..{float(frames.max()):.3g}); "
+            f"clamp model outputs or pass uint8"
+        )
+    return frames
+
+
+def _pair(prediction, target) -> tuple[torch.Tensor, torch.Tensor]:
+    p = as_unit_frames(prediction, "prediction")
+    t = as_unit_frames(target, "target")
+    if p.shape != t.shape:
+        raise MetricInputError(f"prediction shape {tuple(p.shape)} differs from target shape {tuple(t.shape)}")
+    return p, t.to(p.device)
+
+
+def psnr_per_frame(prediction, target) -> torch.Tensor:
+    """20 log10(1 / sqrt(MSE)) for every frame: (..., H, W, C) pairs -> (...) float64, capped at PSNR_CAP."""
+    p, t = _pair(prediction, target)
+    mse = (p - t).pow(2).flatten(-3).mean(-1)  # (...)
+    identical = mse == 0
+    value = -10.0 * torch.log10(mse.clamp(min=10 ** (-PSNR_CAP / 10)))  # (...)
+    return torch.where(identical, torch.full_like(value, PSNR_CAP), value.clamp(max=PSNR_CAP))
+
+
+def identical_frames(prediction, target) -> int:
+    """How many frame pairs are exactly equal (their PSNR is the cap, not a measurement)."""
+    p, t = _pair(prediction, target)
+    return int(((p - t).pow(2).flatten(-3).sum(-1) == 0).sum())
+
+
+def _gaussian_kernel(device: torch.device) -> torch.Tensor:
+    offsets = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=torch.float64, device=device)  # (11,)
+    kernel = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
+    return kernel / kernel.sum()  # (11,)
+
+
+def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter, 'valid' region only: (N, 1, H, W) -> (N, 1, H-10, W-10).
+
+    The valid region equals scikit-image's result (reflect-padded filter, then `pad` pixels
+    cropped from every border before averaging), without depending on the padding mode.
+    """
+    k = kernel.numel()
+    x = F.conv2d(x, kernel.view(1, 1, k, 1))
+    return F.conv2d(x, kernel.view(1, 1, 1, k))
+
+
+def ssim_per_frame(prediction, target) -> torch.Tensor:
+    """Mean SSIM (Gaussian window sigma 1.5, data range 1, K1 0.01, K2 0.03, population covariance,
+    channels averaged) for every frame: (..., H, W, C) pairs -> (...) float64.
+
+    Matches `skimage.metrics.structural_similarity(a, b, data_range=1, channel_axis=-1,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`.
+    """
+    p, t = _pair(prediction, target)
+    height, width, channels = p.shape[-3:]
+    if min(height, width) < 2 * SSIM_RADIUS + 1:
+        raise MetricInputError(f"SSIM needs frames of at least {2 * SSIM_RADIUS + 1}x{2 * SSIM_RADIUS + 1}, got {height}x{width}")
+    lead = p.shape[:-3]
+    planes_p = p.reshape(-1, height, width, channels).permute(0, 3, 1, 2).reshape(-1, 1, height, width)  # (N*C, 1, H, W)
+    planes_t = t.reshape(-1, height, width, channels).permute(0, 3, 1, 2).reshape(-1, 1, height, width)  # (N*C, 1, H, W)
+    kernel = _gaussian_kernel(p.device)
+    mu_p, mu_t = _filter(planes_p, kernel), _filter(planes_t, kernel)  # (N*C, 1, h, w)
+    var_p = _filter(planes_p * planes_p, kernel) - mu_p * mu_p
+    var_t = _filter(planes_t * planes_t, kernel) - mu_t * mu_t
+    cov = _filter(planes_p * planes_t, kernel) - mu_p * mu_t
+    c1, c2 = (SSIM_K1 * 1.0) ** 2, (SSIM_K2 * 1.0) ** 2  # data range 1
+    ssim_map = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
+    per_plane = ssim_map.flatten(1).mean(-1)  # (N*C,)
+    return per_plane.view(-1, channels).mean(-1).reshape(lead)  # (...)
+
+
+def copy_last_frame_psnr(frames: np.ndarray | torch.Tensor, context: int) -> torch.Tensor:
+    """The copy-last-frame baseline: PSNR of predicting every future frame as the last context frame.
+
+    frames (B, T, H, W, C) (uint8 or [0, 1]) -> (B, T - context) PSNR at horizon steps 1..T-context.
+    A world model that does not beat this has learned nothing about motion.
+    """
+    x = as_unit_frames(frames, "frames")
+    if x.ndim != 5:
+        raise MetricInputError(f"frames must be (B, T, H, W, C), got shape {tuple(x.shape)}")
+    if not 1 <= context < x.shape[1]:
+        raise MetricInputError(f"context must be in 1..{x.shape[1] - 1} for {x.shape[1]}-frame windows, got {context}")
+    last = x[:, context - 1 : context].expand_as(x[:, context:])  # (B, T-context, H, W, C)
+    return psnr_per_frame(last, x[:, context:])  # (B, T-context)
+
+
+def mean_finite(values) -> float:
+    """Mean of a sequence of numbers, NaN when empty (so an empty metric never reads as 0)."""
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()) if array.size else math.nan

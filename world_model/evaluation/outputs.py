@@ -1,0 +1,168 @@
+"""What `genie eval` leaves in --out: results.json, results.md, psnr_over_horizon.png, samples/*.gif|png."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from world_model import storage
+
+SCALE = 2  # samples are upscaled 2x (64 px frames are tiny on a screen)
+LABEL_HEIGHT = 12
+
+
+def format_value(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """A self-describing Markdown table of every metric of one evaluation."""
+    model, data, settings = results["model"], results["data"], results["settings"]
+    lines = [
+        f"# {model['name']} on {data['name']}",
+        "",
+        f"- model: {model['location']} (checkpoint {model['checkpoint']}, preset {model['preset']}, step {model['step']}, "
+        f"variant {model.get('variant') or 'unknown'})",
+        f"- data: {data['location']} ({data.get('kind') or 'unknown kind'}, agents {', '.join(data.get('agents', []))})",
+        f"- context {settings['context']} frames, horizon {settings['horizon']} frames, MaskGIT steps "
+        f"{settings['maskgit_steps'] if model['stage'] == 'dynamics' else 'n/a'}, seed {settings['seed']}, "
+        f"{len(results['episodes'])} episodes",
+        f"- level overlap with training data: {results['level_overlap']['note']}",
+        "",
+        "| metric | mode | value |",
+        "|---|---|---|",
+    ]
+    for m in results["metrics"]:
+        digits = 3 if m["metric"] == "ssim" else 2
+        name = m["metric"] + (f" (t={m['t']})" if "t" in m else "")
+        lines.append(f"| {name} | {m['mode']} | {format_value(m['value'], digits)} |")
+    if "skipped" in results.get("fid", {}):
+        lines += ["", results["fid"]["skipped"]]
+    control = results.get("controllability")
+    if control:
+        lines += ["", f"## Controllability ({control['steps']} frames per held action; {control['convention']})", ""]
+        relative = control["relative_to"]
+        lines += [f"| action | mean motion px (dx, dy) | {'vs ' + relative if relative else 'dominant'} | observed "
+                  f"({', '.join(control['actions'][next(iter(control['actions']))]['observed'])}) | expected | enacted | real 1-step px |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, row in control["actions"].items():
+            motion = "({:+.2f}, {:+.2f})".format(*row["mean_motion_px"])
+            versus = ("({:+.2f}, {:+.2f})".format(*row["mean_motion_vs_noop_px"]) if row["mean_motion_vs_noop_px"]
+                      else row["dominant"])
+            real = "({:+.2f}, {:+.2f})".format(*row["real_one_step_motion_px"]) if row["real_one_step_motion_px"] else "—"
+            observed = " / ".join(str(v) for v in row["observed"].values())
+            lines.append(f"| {name} | {motion} | {versus} | {observed} | {row['expected'] or '—'} | "
+                         f"{format_value(row['enacted'])} | {real} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_over_horizon(results: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_step = results["per_step"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for mode, values in per_step.items():
+        steps = np.arange(1, len(values["psnr"]) + 1)
+        style = "--" if mode == "copy_last_frame" else "-"
+        axes[0].plot(steps, values["psnr"], style, marker="o", label=mode.replace("_", " "))
+        if "ssim" in values:
+            axes[1].plot(steps, values["ssim"], style, marker="o", label=mode.replace("_", " "))
+    world = results["model"]["stage"] == "dynamics"
+    xlabel = "predicted frame (steps after the context)" if world else "frame of the window"
+    for ax, name in zip(axes, ("PSNR (dB)", "SSIM")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    s = results["settings"]
+    fig.suptitle(f"{results['model']['name']} on {results['data']['name']}: context {s['context']}, horizon {s['horizon']}, "
+                 f"MaskGIT {s['maskgit_steps'] if world else 'n/a'}, seed {s['seed']}, {len(results['episodes'])} episodes",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _labelled(frames: np.ndarray, label: str, length: int) -> list[Image.Image]:
+    """(L, H, W, C) uint8 -> `length` PIL images with a label strip; shorter sequences hold their last frame."""
+    out = []
+    for t in range(length):
+        frame = frames[min(t, len(frames) - 1)]
+        image = Image.fromarray(frame).resize((frame.shape[1] * SCALE, frame.shape[0] * SCALE), Image.NEAREST)
+        canvas = Image.new("RGB", (image.width, image.height + LABEL_HEIGHT), "white")
+        canvas.paste(image, (0, LABEL_HEIGHT))
+        ImageDraw.Draw(canvas).text((2, 0), label[:22], fill="black")
+        out.append(canvas)
+    return out
+
+
+def write_sample(sample: dict[str, Any], folder: Path, index: int) -> list[Path]:
+    """One episode: a GIF (ground truth | predictions | held actions, side by side) and a PNG strip (rows over time)."""
+    rows = {"ground truth": sample["ground_truth"], **sample["rows"]}
+    length = max(len(v) for v in rows.values())
+    columns = {name: _labelled(frames, name, length) for name, frames in rows.items()}
+    width, height = sum(c[0].width for c in columns.values()), next(iter(columns.values()))[0].height
+    gif_frames = []
+    for t in range(length):
+        canvas = Image.new("RGB", (width, height), "white")
+        x = 0
+        for images in columns.values():
+            canvas.paste(images[t], (x, 0))
+            x += images[t].width
+        gif_frames.append(canvas)
+    episode = sample["episode"]
+    stem = f"{index:02d}_{episode['id']}_{episode['start']}".replace("/", "_")
+    gif = folder / f"{stem}.gif"
+    gif_frames[0].save(gif, save_all=True, append_images=gif_frames[1:], duration=250, loop=0)
+    cell = next(iter(columns.values()))[0]
+    strip = Image.new("RGB", (cell.width * length, cell.height * len(columns)), "white")
+    for r, images in enumerate(columns.values()):
+        for t, image in enumerate(images):
+            strip.paste(image, (t * cell.width, r * cell.height))
+    png = folder / f"{stem}.png"
+    strip.save(png)
+    return [gif, png]
+
+
+def write_outputs(output, out: str | Path) -> dict[str, Any]:
+    """Write every output into `out` (a folder or storage URI); returns their locations."""
+    remote = storage.is_uri(out)
+    folder = Path(tempfile.mkdtemp(prefix="genie-eval-")) if remote else Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {"results": "results.json", "table": "results.md", "plot": "psnr_over_horizon.png",
+                               "samples": []}
+    (folder / "results.md").write_text(markdown_table(output.results))
+    plot_over_horizon(output.results, folder / "psnr_over_horizon.png")
+    samples = folder / "samples"
+    samples.mkdir(exist_ok=True)
+    for i, sample in enumerate(output.samples):
+        written["samples"] += [f"samples/{p.name}" for p in write_sample(sample, samples, i)]
+    payload = {**output.results, "outputs": written}
+    (folder / "results.json").write_text(json.dumps(payload, indent=1, default=_json_default))
+    if remote:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                storage.upload_file(path, storage.join(out, str(path.relative_to(folder))))
+        shutil.rmtree(folder, ignore_errors=True)
+    return {**written, "folder": str(out)}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

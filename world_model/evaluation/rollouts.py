@@ -1,0 +1,111 @@
+"""Predicted frames for evaluation: autoregressive rollouts, teacher-forced one-pass predictions,
+counterfactual actions (ΔtPSNR) and held actions (controllability).
+
+Actions (DESIGN §4, the paper's protocol): *GenieRedux* is driven by the latent actions its LAM
+infers from the ground-truth window (so the LAM sees the future it labels, as in the paper);
+*GenieRedux-G* by the recorded true actions. Both are then "action ids" for `WorldModel`.
+
+Determinism: every stochastic call takes a `torch.Generator` seeded by the caller; the
+counterfactual rollout uses a generator seeded like the factual one, so the two draw the same
+sampling noise and differ only through the replaced action.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from world_model.frames import to_long
+from world_model.generation import WorldModel
+
+
+def conditioning_actions(world: WorldModel, frames: np.ndarray, actions: np.ndarray) -> torch.Tensor:
+    """The action ids that drive the rollout: frames (B, T, H, W, C) uint8, true actions (B, T-1) -> (B, T-1) ids."""
+    if world.dynamics.config.conditioning == "latent":
+        return world.lam.infer_actions(frames).long()  # (B, T-1): latent ids inferred from the ground truth
+    return to_long(actions, world.dynamics.device)  # (B, T-1): recorded CoinRun actions
+
+
+def action_vocabulary(world: WorldModel) -> int:
+    """How many distinct action ids the world model takes (LAM codes or CoinRun actions)."""
+    if world.dynamics.config.conditioning == "latent":
+        return int(world.lam.config.num_actions)
+    return int(world.dynamics.config.num_env_actions)
+
+
+def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
+
+
+@torch.no_grad()
+def autoregressive(
+    world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, horizon: int,
+    steps: int | None, temperature: float | None, seed: int,
+) -> torch.Tensor:
+    """MaskGIT rollout from `context` real frames: (B, T, H, W, C) uint8 -> (B, horizon, H, W, C) in [0, 1].
+
+    Each generated frame is fed back as context for the next (what a player sees).
+    """
+    generator = seeded_generator(seed, world.dynamics.device)
+    return world.generate(
+        frames[:, :context], action_ids[:, : context - 1 + horizon], horizon, steps, temperature, generator
+    )  # (B, horizon, H, W, C)
+
+
+@torch.no_grad()
+def teacher_forced(world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, horizon: int) -> torch.Tensor:
+    """One-pass prediction of every frame k >= context from the *real* frames before it (B, horizon, H, W, C).
+
+    Frame k is fully masked and filled by one dynamics pass (argmax), conditioned on the real tokens of
+    the previous `frames - 1` frames (the window the dynamics was trained on, as in `sample_next_frame`)
+    and decoded after the real tokens of frames 0..k-1 (as `WorldModel.generate` decodes). It
+    isolates one-step prediction quality from the compounding errors of the autoregressive rollout.
+    """
+    dynamics, tokenizer = world.dynamics, world.tokenizer
+    tokens = tokenizer.tokenize(frames[:, : context + horizon])  # (B, T, h, w)
+    keep = max(1, dynamics.config.frames - 1)
+    predicted = []
+    for k in range(context, context + horizon):
+        lo = max(0, k - keep)
+        window = tokens[:, lo : k + 1].clone()  # (B, k-lo+1, h, w)
+        window[:, -1] = dynamics.mask_id
+        inputs = world.action_inputs(action_ids[:, lo:k])  # (B, k-lo[, D])
+        new = dynamics(window, inputs)[:, -1].argmax(-1)  # (B, h, w)
+        decoded = tokenizer.detokenize(torch.cat([tokens[:, :k], new.unsqueeze(1)], dim=1))  # (B, k+1, H, W, C)
+        predicted.append(decoded[:, -1])
+    return torch.stack(predicted, dim=1)  # (B, horizon, H, W, C)
+
+
+def replace_action(action_ids: torch.Tensor, index: int, vocabulary: int, rng: np.random.Generator) -> torch.Tensor:
+    """A copy of (B, A) action ids with column `index` replaced by a uniformly random *different* id per row."""
+    if vocabulary < 2:
+        raise ValueError("a counterfactual action needs at least 2 actions")
+    changed = action_ids.clone()
+    offsets = torch.as_tensor(rng.integers(1, vocabulary, size=action_ids.shape[0]), device=action_ids.device)  # (B,)
+    changed[:, index] = (action_ids[:, index] + offsets) % vocabulary  # never the original id
+    return changed
+
+
+@torch.no_grad()
+def counterfactual_frame(
+    world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, t: int,
+    steps: int | None, temperature: float | None, seed: int, rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x̂'_t for ΔtPSNR: the t-th generated frame (B, H, W, C) when only the action leading into it is
+    replaced by a random different one, and the (B, T-1) ids used."""
+    changed = replace_action(action_ids, context - 2 + t, action_vocabulary(world), rng)  # (B, T-1)
+    rollout = autoregressive(world, frames, changed, context, t, steps, temperature, seed)  # (B, t, H, W, C)
+    return rollout[:, t - 1], changed
+
+
+@torch.no_grad()
+def held_action_rollout(
+    world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, action: int, length: int,
+    steps: int | None, temperature: float | None, seed: int,
+) -> torch.Tensor:
+    """From the real context, hold one action for `length` steps: (B, length, H, W, C) in [0, 1]."""
+    held = action_ids[:, : context - 1 + length].clone()  # (B, context-1+length)
+    held[:, context - 1 :] = int(action)
+    return autoregressive(world, frames, held, context, length, steps, temperature, seed)

@@ -1,0 +1,258 @@
+"""`evaluate(config)`: the whole evaluation of one model on one test set, in parallel on Ray.
+
+The driver picks the windows (from the seed), reads their frames and ships fixed batches to
+`--workers` Ray actors, each holding its own copy of the model; the per-episode numbers come back
+and are averaged here. Embedded locally when Ray is not running, or on the cluster the caller
+joined (`genie eval --address`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rl_agent.store.reader import EpisodeStore
+from world_model import storage
+from world_model.evaluation.config import CONTROL_ACTIONS, EvalConfig
+from world_model.evaluation.episodes import Window, read_windows, select_windows
+from world_model.evaluation.fid import FID_HOWTO, fid, file_sha256
+from world_model.evaluation.metrics import PSNR_CAP, copy_last_frame_psnr, mean_finite
+from world_model.evaluation.models import ModelUnderTest, check_level_overlap, dataset_agents, load_model_under_test
+from world_model.evaluation.registration import MOTION_CLASSES, motion_class
+from world_model.evaluation.worker import Batch, EvalWorker, control_action_ids
+
+RESULTS_FORMAT = "genie-redux-eval/1"
+
+
+@dataclass
+class EvaluationOutput:
+    results: dict[str, Any]  # JSON-ready
+    samples: list[dict[str, Any]] = field(default_factory=list)  # frames for GIFs / strips (numpy)
+
+
+def open_test_set(data: str, split: str | None) -> EpisodeStore:
+    """The test set's episodes (a dataset folder, or a URI mirrored locally once)."""
+    return EpisodeStore(storage.local_copy(data), split=split)
+
+
+def data_description(store: EpisodeStore, data: str, split: str | None) -> dict[str, Any]:
+    """Location, name and kind of the test set: 'basic' (random agent) or 'diverse' (PPO agent)."""
+    agents = sorted(set().union(*(dataset_agents(m) for m in store.manifests)))
+    kind = "diverse" if agents == ["ppo"] else "basic" if agents == ["random"] else None
+    return {"location": data, "name": Path(str(data).rstrip("/")).name, "kind": kind, "agents": agents,
+            "split": split, "episodes_available": len(store)}
+
+
+def batch_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index, 2]).generate_state(1)[0])
+
+
+def make_batches(store: EpisodeStore, windows: list[Window], config: EvalConfig) -> list[Batch]:
+    batches = []
+    for index, lo in enumerate(range(0, len(windows), config.batch_size)):
+        part = windows[lo : lo + config.batch_size]
+        frames, actions = read_windows(store, part, config.window)
+        keep = np.array([lo + i < config.samples for i in range(len(part))])
+        batches.append(Batch(index, [w.to_json() for w in part], frames, actions, batch_seed(config.seed, index), keep))
+    return batches
+
+
+def _run_batches(config: EvalConfig, batches: list[Batch]) -> list[dict[str, Any]]:
+    """Evaluate the batches on min(workers, batches) Ray actors; results in batch order."""
+    import ray
+    from ray.util import ActorPool
+    from tqdm import tqdm
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=True)
+    try:
+        actor = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(EvalWorker)
+        threads = max(1, int(config.cpus_per_worker))
+        pool = ActorPool([actor.remote(config, threads) for _ in range(min(config.workers, len(batches)))])
+        out: dict[int, dict[str, Any]] = {}
+        with tqdm(total=sum(len(b.episodes) for b in batches), desc="evaluating episodes", unit="ep",
+                  disable=not config.show_progress) as bar:
+            for result in pool.map_unordered(lambda a, b: a.evaluate.remote(b), batches):
+                out[result["batch"]] = result
+                bar.update(len(result["records"]))
+        return [out[b.index] for b in batches]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def evaluate(config: EvalConfig, out: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate `config.model` on `config.data`; with `out`, also write results.json, the table, plots, GIFs.
+
+    Returns the results dict (what results.json holds). The entry point of `genie eval` and the pipeline.
+    """
+    output = run_evaluation(config)
+    if out is not None:
+        from world_model.evaluation.outputs import write_outputs
+
+        output.results["outputs"] = write_outputs(output, out)
+    return output.results
+
+
+def run_evaluation(config: EvalConfig) -> EvaluationOutput:
+    start = time.monotonic()
+    model = load_model_under_test(config.model, "cpu", config.prefer)  # in the driver: clear errors before Ray starts
+    store = open_test_set(config.data, config.split)
+    overlap = check_level_overlap(model.run_info, store.manifests[0], config.split)
+    for manifest in store.manifests[1:]:
+        check_level_overlap(model.run_info, manifest, config.split)
+    windows = select_windows(store, config.window, config.episodes, config.seed)
+    batches = make_batches(store, windows, config)
+    results_of_batches = _run_batches(config, batches)
+    records = [r for res in results_of_batches for r in res["records"]]
+    samples = [s for res in results_of_batches for s in res["samples"]]
+    seconds = time.monotonic() - start
+    results = summarize(config, model, data_description(store, config.data, config.split), overlap.to_json(),
+                        records, results_of_batches)
+    results["timing"] = {"seconds": seconds, "episodes_per_second": len(records) / seconds if seconds > 0 else math.nan}
+    return EvaluationOutput(results, samples)
+
+
+# ---- summaries ---------------------------------------------------------------------------------
+def _per_step(records: list[dict[str, Any]], key: str, metric: str) -> list[float]:
+    values = np.array([r[key][metric] for r in records], dtype=np.float64)  # (N, L)
+    return values.mean(axis=0).tolist()
+
+
+def summarize(config: EvalConfig, model: ModelUnderTest, data: dict[str, Any], overlap: dict[str, Any],
+              records: list[dict[str, Any]], batch_results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Averages over episodes, each metric tagged with what it was measured on (DESIGN §4)."""
+    is_world = model.stage == "dynamics"
+    tag = {
+        "model": model.name, "checkpoint": model.checkpoint, "data": data["location"], "data_name": data["name"],
+        "context": config.context, "horizon": config.horizon,
+        "maskgit_steps": config.maskgit_steps if is_world else None, "seed": config.seed, "episodes": len(records),
+    }
+    modes = list(config.modes) if is_world else ["reconstruction"]
+    metrics: list[dict[str, Any]] = []
+    per_step: dict[str, dict[str, list[float]]] = {}
+    for mode in modes:
+        per_step[mode] = {m: _per_step(records, mode, m) for m in ("psnr", "ssim")}
+        for metric in ("psnr", "ssim"):
+            values = [v for r in records for v in r[mode][metric]]
+            metrics.append({**tag, "metric": metric, "mode": mode, "value": mean_finite(values)})
+    if "copy_last_frame_psnr" in records[0]:
+        per_step["copy_last_frame"] = {"psnr": _per_step_list(records, "copy_last_frame_psnr")}
+        metrics.append({**tag, "metric": "psnr", "mode": "copy_last_frame",
+                        "value": mean_finite([v for r in records for v in r["copy_last_frame_psnr"]])})
+    capped = sum(1 for r in records for mode in modes for v in r[mode]["psnr"] if v >= PSNR_CAP)
+    results: dict[str, Any] = {
+        "format": RESULTS_FORMAT,
+        "model": model.describe(),
+        "data": data,
+        "settings": {**config.to_json(), "window_frames": config.window, "psnr_cap_db": PSNR_CAP},
+        "level_overlap": overlap,
+        "metrics": metrics,
+        "per_step": per_step,
+        "psnr_capped_frames": capped,
+    }
+    if is_world and "delta_psnr" in records[0]:
+        deltas = [r["delta_psnr"]["delta"] for r in records]
+        metrics.append({**tag, "metric": "delta_psnr", "mode": "autoregressive", "t": config.delta_t,
+                        "value": mean_finite(deltas)})
+    elif is_world:
+        results["delta_psnr_skipped"] = f"--horizon {config.horizon} is shorter than delta t = {config.delta_t}"
+    results["fid"] = _fid(config, batch_results, modes, tag, metrics)
+    if is_world and config.control_steps > 0:
+        results["controllability"] = controllability_summary(model, records, config.control_steps)
+    results["episodes"] = [_slim(r) for r in records]
+    return results
+
+
+def _per_step_list(records: list[dict[str, Any]], key: str) -> list[float]:
+    return np.array([r[key] for r in records], dtype=np.float64).mean(axis=0).tolist()
+
+
+def _slim(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "real_motion"}
+
+
+def _fid(config: EvalConfig, batch_results, modes, tag, metrics) -> dict[str, Any]:
+    if not config.inception_weights:
+        return {"skipped": f"FID skipped: no Inception weights given; {FID_HOWTO}"}
+    real = np.concatenate([b["features"]["real"] for b in batch_results])
+    info: dict[str, Any] = {"weights": str(config.inception_weights), "weights_sha256": file_sha256(config.inception_weights),
+                            "frames": int(real.shape[0])}
+    if real.shape[0] < 2:
+        info["skipped"] = "FID needs at least 2 frames; evaluate more episodes"
+        return info
+    for mode in modes:
+        generated = np.concatenate([b["features"][mode] for b in batch_results])
+        value = fid(real, generated)
+        info[mode] = value
+        metrics.append({**tag, "metric": "fid", "mode": mode, "value": value, "inception": Path(config.inception_weights).name})
+    return info
+
+
+def controllability_summary(model: ModelUnderTest, records: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+    """Per held action: mean agent motion (px over `steps` frames), observed direction counts, enact rate.
+
+    GenieRedux-G: motion is taken relative to holding NOOP from the same context (momentum and gravity
+    cancel), and the expected direction is CONTROL_ACTIONS'. GenieRedux: latent actions have no
+    preset meaning, so each latent id's motion and dominant direction are reported as found.
+    Beside each, the real one-step motion after that action in the test windows (registration sanity).
+    """
+    names = list(control_action_ids(model))
+    ids = control_action_ids(model)
+    latent = model.conditioning == "latent"
+    motion = {n: np.array([r["control"][n] for r in records]) for n in names}  # name -> (N, 2)
+    noop = motion.get("NOOP")
+    real: dict[int, list] = defaultdict(list)
+    for r in records:
+        keys = r["action_ids"]  # true actions (G) or inferred latent ids (GenieRedux): what drove the model
+        for action, step in zip(keys, r["real_motion"]["motion"]):
+            real[int(action)].append(step)
+    rows = {}
+    for name in names:
+        relative = motion[name] - noop if (noop is not None and name != "NOOP") else motion[name]
+        classes = motion_class(relative, steps)
+        counts = Counter(classes)
+        expected = None if latent else CONTROL_ACTIONS[name]
+        real_steps = np.array(real.get(ids[name], []), dtype=np.float64).reshape(-1, 2)
+        rows[name] = {
+            "action_id": ids[name],
+            "mean_motion_px": motion[name].mean(axis=0).tolist(),
+            "mean_motion_vs_noop_px": relative.mean(axis=0).tolist() if not latent else None,
+            "observed": {c: counts.get(c, 0) for c in MOTION_CLASSES},
+            "expected": expected,
+            "enacted": (counts.get(expected, 0) / len(classes)) if expected else None,
+            "dominant": counts.most_common(1)[0][0],
+            "real_one_step_motion_px": real_steps.mean(axis=0).tolist() if len(real_steps) else None,
+            "real_transitions": int(len(real_steps)),
+        }
+    enacted = [row["enacted"] for row in rows.values() if row["enacted"] is not None]
+    return {"steps": steps, "convention": "dx > 0: agent moved right; dy > 0: agent moved up",
+            "relative_to": None if latent else "NOOP", "actions": rows,
+            "mean_enacted": float(np.mean(enacted)) if enacted else None}
+
+
+# ---- the copy-last-frame baseline (for the pipeline, issue 10) ---------------------------------
+def copy_last_frame_baseline(data: str, context: int = 2, horizon: int = 10, episodes: int | None = None,
+                             seed: int = 0, split: str | None = None) -> dict[str, Any]:
+    """PSNR of predicting every future frame as the last context frame, at each horizon step.
+
+    The same windows `evaluate` scores with the same data, context, horizon, episodes and seed, so the
+    two are directly comparable. Returns {"per_step": [horizon floats], "mean", "episodes", ...}.
+    """
+    config = EvalConfig(model="-", data=data, context=context, horizon=horizon, episodes=episodes, seed=seed, split=split)
+    store = open_test_set(data, split)
+    windows = select_windows(store, config.window, episodes, seed)
+    per_step = np.zeros(horizon)
+    for lo in range(0, len(windows), 64):
+        frames, _ = read_windows(store, windows[lo : lo + 64], config.window)
+        per_step += copy_last_frame_psnr(frames, context).numpy().sum(axis=0)
+    per_step /= len(windows)
+    return {"per_step": per_step.tolist(), "mean": float(per_step.mean()), "episodes": len(windows),
+            "data": data, "context": context, "horizon": horizon, "seed": seed}

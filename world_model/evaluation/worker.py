@@ -1,0 +1,177 @@
+"""Evaluation of one batch of test windows, and the Ray actor that does it next to its own model copy.
+
+A batch is fixed by the seed (its episodes, windows and its sampling seed), never by which worker
+runs it, so the results do not depend on `--workers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rl_agent.coinrun_env import ACTION_NAMES
+from world_model.evaluation import rollouts
+from world_model.evaluation.config import CONTROL_ACTIONS, EvalConfig
+from world_model.evaluation.fid import InceptionFeatures
+from world_model.evaluation.metrics import copy_last_frame_psnr, psnr_per_frame, ssim_per_frame
+from world_model.evaluation.models import ModelUnderTest, load_model_under_test
+from world_model.evaluation.registration import agent_motion, path_motion
+from world_model.frames import to_uint8
+
+
+@dataclass
+class Batch:
+    index: int
+    episodes: list[dict[str, Any]]  # per window: episode index, id, start, level_seed
+    frames: np.ndarray  # (B, T, H, W, C) uint8, T = context + horizon
+    actions: np.ndarray  # (B, T-1) int8, the recorded actions
+    seed: int  # sampling seed of this batch
+    keep_frames: np.ndarray  # (B,) bool: return this window's frames for GIFs / strips
+
+
+def _u8(frames: torch.Tensor) -> np.ndarray:
+    return to_uint8(frames.float()).cpu().numpy()
+
+
+def _scores(prediction: torch.Tensor, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame PSNR and SSIM: (B, L, H, W, C) pairs -> {'psnr': (B, L), 'ssim': (B, L)}."""
+    target_t = torch.as_tensor(target, device=prediction.device)
+    return {
+        "psnr": psnr_per_frame(prediction.clamp(0, 1), target_t).cpu().numpy(),
+        "ssim": ssim_per_frame(prediction.clamp(0, 1), target_t).cpu().numpy(),
+    }
+
+
+def control_action_ids(model: ModelUnderTest) -> dict[str, int]:
+    """Action name -> id held in the controllability check (CoinRun actions, or every latent action)."""
+    if model.conditioning == "latent":
+        return {f"latent {i}": i for i in range(int(model.lam.config.num_actions))}
+    return {name: ACTION_NAMES.index(name) for name in CONTROL_ACTIONS}
+
+
+def evaluate_batch(model: ModelUnderTest, batch: Batch, config: EvalConfig, inception: InceptionFeatures | None) -> dict[str, Any]:
+    """Every per-episode number of one batch (lists, JSON-ready), FID features and sample frames."""
+    with torch.no_grad():
+        if model.stage == "tokenizer":
+            return _evaluate_tokenizer(model, batch, inception)
+        if model.stage == "lam":
+            return _evaluate_lam(model, batch, inception)
+        return _evaluate_world_model(model, batch, config, inception)
+
+
+def _records(batch: Batch) -> list[dict[str, Any]]:
+    return [dict(e) for e in batch.episodes]
+
+
+def _put(records: list[dict[str, Any]], key: str, values: dict[str, np.ndarray]) -> None:
+    for i, record in enumerate(records):
+        record[key] = {name: array[i].tolist() for name, array in values.items()}
+
+
+def _evaluate_tokenizer(model: ModelUnderTest, batch: Batch, inception) -> dict[str, Any]:
+    reconstruction = model.tokenizer.detokenize(model.tokenizer.tokenize(batch.frames))  # (B, T, H, W, C)
+    records = _records(batch)
+    _put(records, "reconstruction", _scores(reconstruction, batch.frames))
+    out: dict[str, Any] = {"records": records, "features": {}, "samples": []}
+    if inception is not None:
+        out["features"] = {"real": inception(batch.frames), "reconstruction": inception(reconstruction)}
+    for i in np.flatnonzero(batch.keep_frames):
+        out["samples"].append({"episode": batch.episodes[i], "ground_truth": batch.frames[i],
+                               "rows": {"reconstruction": _u8(reconstruction[i])}})
+    return out
+
+
+def _evaluate_lam(model: ModelUnderTest, batch: Batch, inception) -> dict[str, Any]:
+    lam = model.lam
+    frames = torch.as_tensor(batch.frames, device=lam.device).float() / 255.0  # (B, T, H, W, C)
+    predicted, actions = lam(frames)  # (B, T-1, H, W, C): frame t+1 from frame t and its inferred latent action
+    predicted = predicted.clamp(0, 1)
+    records = _records(batch)
+    _put(records, "reconstruction", _scores(predicted, batch.frames[:, 1:]))
+    copy = psnr_per_frame(batch.frames[:, :-1], batch.frames[:, 1:]).numpy()  # (B, T-1): "nothing moves"
+    ids = actions.ids.cpu().numpy()  # (B, T-1)
+    for i, record in enumerate(records):
+        record["copy_last_frame_psnr"] = copy[i].tolist()
+        record["latent_actions"] = ids[i].tolist()
+        record["true_actions"] = batch.actions[i].astype(int).tolist()
+    out: dict[str, Any] = {"records": records, "features": {}, "samples": []}
+    if inception is not None:
+        out["features"] = {"real": inception(batch.frames[:, 1:]), "reconstruction": inception(predicted)}
+    for i in np.flatnonzero(batch.keep_frames):
+        out["samples"].append({"episode": batch.episodes[i], "ground_truth": batch.frames[i],
+                               "rows": {"reconstruction": np.concatenate([batch.frames[i, :1], _u8(predicted[i])])}})
+    return out
+
+
+def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfig, inception) -> dict[str, Any]:
+    world, c, h = model.world, config.context, config.horizon
+    steps, temperature = config.maskgit_steps, config.temperature
+    target = batch.frames[:, c:]  # (B, horizon, H, W, C)
+    ids = rollouts.conditioning_actions(world, batch.frames, batch.actions)  # (B, T-1)
+    records = _records(batch)
+    predictions: dict[str, torch.Tensor] = {}
+    if "autoregressive" in config.modes or config.delta_t <= h:
+        predictions["autoregressive"] = rollouts.autoregressive(world, batch.frames, ids, c, h, steps, temperature, batch.seed)
+    if "teacher_forced" in config.modes:
+        predictions["teacher_forced"] = rollouts.teacher_forced(world, batch.frames, ids, c, h)
+    for mode in config.modes:
+        _put(records, mode, _scores(predictions[mode], target))
+    copy = copy_last_frame_psnr(batch.frames, c).numpy()  # (B, horizon)
+    for i, record in enumerate(records):
+        record["copy_last_frame_psnr"] = copy[i].tolist()
+        record["action_ids"] = ids[i].cpu().tolist()
+
+    if config.delta_t <= h:  # ΔtPSNR at t: same context, same noise, only the action into frame t changed
+        rng = np.random.default_rng([config.seed, batch.index, 1])
+        other, changed = rollouts.counterfactual_frame(world, batch.frames, ids, c, config.delta_t, steps,
+                                                       temperature, batch.seed, rng)  # (B, H, W, C)
+        truth = target[:, config.delta_t - 1]  # (B, H, W, C)
+        factual = psnr_per_frame(predictions["autoregressive"][:, config.delta_t - 1].clamp(0, 1), torch.as_tensor(truth)).numpy()
+        counter = psnr_per_frame(other.clamp(0, 1), torch.as_tensor(truth)).numpy()
+        index = c - 2 + config.delta_t
+        for i, record in enumerate(records):
+            record["delta_psnr"] = {"t": config.delta_t, "psnr": float(factual[i]), "psnr_other_action": float(counter[i]),
+                                    "delta": float(factual[i] - counter[i]), "action": int(ids[i, index]),
+                                    "other_action": int(changed[i, index])}
+
+    held: dict[str, torch.Tensor] = {}
+    if config.control_steps > 0:
+        last = batch.frames[:, c - 1 : c]  # (B, 1, H, W, C): motion is measured from the last real frame
+        for name, action in control_action_ids(model).items():
+            held[name] = rollouts.held_action_rollout(world, batch.frames, ids, c, action, config.control_steps,
+                                                      steps, temperature, batch.seed)  # (B, n, H, W, C)
+            motion = path_motion(np.concatenate([last, _u8(held[name])], axis=1))  # (B, 2)
+            for i, record in enumerate(records):
+                record.setdefault("control", {})[name] = motion[i].tolist()
+        # the real environment's response to each recorded action in these windows (one step), a reference
+        real = agent_motion(batch.frames[:, :-1].reshape(-1, *batch.frames.shape[2:]),
+                            batch.frames[:, 1:].reshape(-1, *batch.frames.shape[2:])).reshape(len(records), -1, 2)
+        for i, record in enumerate(records):
+            record["real_motion"] = {"actions": batch.actions[i].astype(int).tolist(), "motion": real[i].tolist()}
+
+    out: dict[str, Any] = {"records": records, "features": {}, "samples": []}
+    if inception is not None:
+        out["features"] = {"real": inception(target), **{m: inception(predictions[m]) for m in config.modes}}
+    for i in np.flatnonzero(batch.keep_frames):
+        rows = {mode: np.concatenate([batch.frames[i, :c], _u8(predictions[mode][i])]) for mode in config.modes}
+        rows.update({f"hold {name}": np.concatenate([batch.frames[i, :c], _u8(frames[i])]) for name, frames in held.items()})
+        out["samples"].append({"episode": batch.episodes[i], "ground_truth": batch.frames[i], "rows": rows})
+    return out
+
+
+class EvalWorker:
+    """Holds one copy of the model (and the Inception extractor) and evaluates batches; run as a Ray actor."""
+
+    def __init__(self, config: EvalConfig, torch_threads: int = 1) -> None:
+        torch.set_num_threads(max(1, torch_threads))
+        self.config = config
+        self.model = load_model_under_test(config.model, config.device, config.prefer)
+        self.inception = InceptionFeatures(config.inception_weights, config.device) if config.inception_weights else None
+
+    def evaluate(self, batch: Batch) -> dict[str, Any]:
+        result = evaluate_batch(self.model, batch, self.config, self.inception)
+        result["batch"] = batch.index  # results come back out of order
+        return result
