@@ -1,0 +1,126 @@
+"""`genie play` (the world model in a browser, served by Ray Serve) and `genie dream` (a scripted rollout as a GIF)."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+import time
+from pathlib import Path
+
+ORDER = 50
+
+PLAY_DESCRIPTION = """\
+Serve a world model as a game in the browser. A Ray Serve application holds the model (batching
+the steps of concurrent players) and serves a page at the printed URL: start from a fresh Procgen
+level (or, with --data, a test-set episode), play with the keys, watch the real game fed the same
+actions beside the dream, change the MaskGIT step count (speed vs quality), step back, reset and
+record a GIF. Serves until Ctrl-C.
+
+keys: GenieRedux-G: arrows or WASD move, Up / W / Space jump (keys combine: Right+Up = jump right);
+      GenieRedux: 1..K are the latent actions. Backspace steps back.
+safety: binds to 127.0.0.1 unless --host says otherwise; no endpoint reads or writes a path;
+        uploads are 64x64 PNG frames up to --max-upload-kb.
+"""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.play.actions import DREAM_HELP
+
+    play = commands.add_parser("play", help="play the world model in a browser (Ray Serve); prints the URL",
+                               description=PLAY_DESCRIPTION, formatter_class=_Formatter)
+    play.add_argument("--model", required=True, help="dynamics run folder of `genie train dynamics` or its checkpoint")
+    play.add_argument("--data", type=Path, default=None,
+                      help="data set whose test episodes (else all) can be start frames; without it: fresh Procgen levels")
+    play.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    play.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, this machine only); 0.0.0.0 exposes the game to the network")
+    play.add_argument("--steps", type=int, default=None, help="default MaskGIT steps per frame (default: the model's, 25)")
+    play.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
+    play.add_argument("--max-sessions", type=int, default=16, help="players at once (default 16)")
+    play.add_argument("--session-ttl", type=float, default=900.0, help="idle seconds before a session expires (default 900)")
+    play.add_argument("--max-upload-kb", type=int, default=256, help="largest accepted PNG upload (default 256)")
+    play.add_argument("--model-cpus", type=float, default=1.0, help="Ray CPUs per model replica (default 1)")
+    play.add_argument("--gpus", type=float, default=0.0, help="GPUs per model replica (runs the model on CUDA)")
+    play.add_argument("--replicas", type=int, default=1, help="model replicas (e.g. one per GPU)")
+    play.add_argument("--torch-threads", type=int, default=0, help="torch threads per replica (0: torch's default)")
+    play.add_argument("--seed", type=int, default=None, help="seed of the random starts")
+    play.add_argument("--address", default=None,
+                      help="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto'); default: RAY_ADDRESS, else a local Ray instance")
+    play.set_defaults(handler=run_play)
+
+    dream = commands.add_parser(
+        "dream", help="roll the world model out with scripted actions and write a GIF (no browser, no Ray)",
+        description="\n\n".join(textwrap.fill(p, 100) for p in (
+            "Start from a real CoinRun frame, generate one frame per action and write the frames as an animated GIF "
+            "(the start frame first). Runs in-process: no Ray, no browser.", DREAM_HELP)),
+        formatter_class=_Formatter,
+    )
+    dream.add_argument("--model", required=True, help="dynamics run folder of `genie train dynamics` or its checkpoint")
+    dream.add_argument("--actions", required=True, help="one letter (or digit, or comma-separated id) per frame; see above")
+    dream.add_argument("--out", type=Path, default=Path("dream.gif"), help="GIF to write (default dream.gif)")
+    dream.add_argument("--start", default="fresh", help="'fresh' (Procgen level --level-seed), 'test' (a random test "
+                                                         "episode of --data) or 'episode:ID[@STEP]'")
+    dream.add_argument("--level-seed", type=int, default=0, help="level of a fresh start (default 0)")
+    dream.add_argument("--data", type=Path, default=None, help="data set for --start test / episode:ID")
+    dream.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default: the model's, 25)")
+    dream.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
+    dream.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same dream (default 0)")
+    dream.add_argument("--fps", type=float, default=10.0, help="GIF frame rate (default 10)")
+    dream.add_argument("--scale", type=int, default=4, help="GIF upscaling factor, nearest neighbour (default 4)")
+    dream.add_argument("--side-by-side", action="store_true",
+                       help="put the real game, fed the same actions, beside the dream (GenieRedux-G)")
+    dream.set_defaults(handler=run_dream)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def run_play(args: argparse.Namespace) -> int:
+    from ray import serve
+
+    from cluster.play.server import APP_NAME, build_app
+    from cluster.play.session import PlayConfig
+    from cluster.ray_session import ray_session
+    from rl_agent.coinrun_env import ConfigError
+    from world_model.runs import load_world_model
+
+    try:
+        config = PlayConfig(
+            max_sessions=args.max_sessions, ttl_s=args.session_ttl, max_upload_bytes=args.max_upload_kb * 1024,
+            steps=args.steps, temperature=args.temperature, model_cpus=args.model_cpus, model_gpus=args.gpus,
+            model_replicas=args.replicas, torch_threads=args.torch_threads,
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must lie in 1..65535, got {args.port}")
+    loaded = load_world_model(args.model)  # fail here, with a clear message, rather than in a replica restart loop
+    if args.data is not None:
+        from cluster.play.starts import EpisodeStarts
+
+        EpisodeStarts(args.data)
+    with ray_session(args.address):
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(args.model, config, args.data, args.seed), name=APP_NAME, route_prefix="/")
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        print(f"genie play: {loaded.name} ({loaded.preset}, step {loaded.step}) at http://{shown}:{args.port}/ "
+              f"(Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping genie play")
+        finally:
+            serve.delete(APP_NAME)
+    return 0
+
+
+def run_dream(args: argparse.Namespace) -> int:
+    from cluster.play.dream import DreamConfig, dream
+
+    config = DreamConfig(start=args.start, level_seed=args.level_seed, steps=args.steps, temperature=args.temperature,
+                         seed=args.seed, fps=args.fps, scale=args.scale, side_by_side=args.side_by_side)
+    started = time.perf_counter()
+    result = dream(args.model, args.actions, args.out, config, args.data)
+    print(f"dream: {len(result.actions)} frames from {result.source} in {time.perf_counter() - started:.1f}s -> {result.path}")
+    return 0
