@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    collect.add_argument("--out", required=True, type=Path, help="dataset folder (created if missing)")
+    collect.add_argument("--out", required=True, help="dataset folder or storage URI (s3://..., file://...), created if missing")
     collect.add_argument("--agent", default="random",
                          help="who plays: 'random' (uniform over the 15 actions) or 'ppo' (needs --checkpoint)")
     collect.add_argument("--checkpoint", default=None,

@@ -11,12 +11,16 @@ finished; episodes are never chosen by how fast they end (that would favour shor
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,6 +30,7 @@ import numpy as np
 from rl_agent.agents import check_agent_spec, make_agent
 from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, ConfigError, derive_seed
 from rl_agent.recorder import Episode, EpisodeRecorder
+from rl_agent.store.location import RemoteFolder, is_uri
 from rl_agent.store.manifest import SPLITS, Manifest, ShardInfo
 from rl_agent.store.schema import episode_batch
 from rl_agent.store.verify import check_shard_file
@@ -34,6 +39,35 @@ from rl_agent.store.writer import SHARD_SUFFIX, ShardWriter, episode_info, is_te
 
 COLLECTOR_NAMESPACE = "genie"
 COLLECTOR_NAME_PREFIX = "genie-collector-"
+COLLECTOR_RESOURCE = "collector"  # custom resource of the collector nodes in cluster.yaml
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Ray resource requests of one collector actor."""
+
+    num_cpus: float
+    resources: tuple[tuple[str, float], ...] = ()
+
+    def options(self) -> dict[str, Any]:
+        return {"num_cpus": self.num_cpus, "resources": dict(self.resources)}
+
+    def describe(self) -> str:
+        return f"CPU={self.num_cpus:g}" + "".join(f", {k}={v:g}" for k, v in self.resources)
+
+
+def collector_placement(cpus_per_worker: float, resources: dict[str, float] | None = None) -> Placement:
+    """Collectors ask for one unit of the `collector` resource (plus their CPUs) when an alive node
+    advertises it, so they run on the cluster's cheap CPU nodes and the autoscaler adds collector nodes
+    for them; elsewhere (a laptop, a cluster without collector nodes) they ask for CPUs only.
+    Evaluated whenever collectors are started, so it follows nodes that come and go. Ray must be up."""
+    if resources is None:
+        import ray
+
+        resources = ray.cluster_resources()
+    if resources.get(COLLECTOR_RESOURCE, 0) >= 1:
+        return Placement(cpus_per_worker, ((COLLECTOR_RESOURCE, 1.0),))
+    return Placement(cpus_per_worker)
 
 
 @dataclass
@@ -54,6 +88,7 @@ class CollectConfig:
     env: CoinRunConfig = field(default_factory=CoinRunConfig)
     checkpoint: str | None = None  # for agent=ppo: run folder or checkpoint of `genie agent train`
     checkpoint_id: str | None = None  # content hash of the policy weights, filled in from `checkpoint`
+    start_timeout_s: float = 300.0  # give up when no collector could start for this long (autoscalers take minutes)
 
     def __post_init__(self) -> None:
         if isinstance(self.env, dict):
@@ -85,7 +120,7 @@ class CollectConfig:
         """The settings that determine the recorded data (not the worker count, the episode total or
         where the checkpoint lies: the policy is identified by its weights' hash)."""
         settings = asdict(self)
-        for key in ("episodes", "workers", "cpus_per_worker", "checkpoint"):
+        for key in ("episodes", "workers", "cpus_per_worker", "checkpoint", "start_timeout_s"):
             settings.pop(key)
         return settings
 
@@ -178,10 +213,17 @@ def collect_shard(config: CollectConfig, out_dir: Path, plan: ShardPlan, on_step
 
 
 class Collector:
-    """Body of a collector actor; `progress()` runs concurrently with `collect()` (threaded actor)."""
+    """Body of a collector actor; `status()` runs concurrently with `collect()` (threaded actor).
 
-    def __init__(self, config: CollectConfig, out_dir: str) -> None:
-        self.config, self.out_dir = config, Path(out_dir)
+    `out` is a local folder (one machine, or a disk all nodes mount) or a storage URI; for a URI each
+    shard is written to a staging folder on this actor's node and uploaded once complete, so a
+    collector can run on any node of a cluster.
+    """
+
+    def __init__(self, config: CollectConfig, out: str) -> None:
+        self.config = config
+        self.remote = RemoteFolder(out) if is_uri(out) else None
+        self.out_dir = None if self.remote is not None else Path(out)
         self._lock = threading.Lock()
         self._frames = 0
         self._episodes = 0
@@ -193,28 +235,47 @@ class Collector:
             self._episodes += episodes
 
     def collect(self, plan: ShardPlan) -> ShardInfo:
-        return collect_shard(self.config, self.out_dir, plan, self._count, self._policy)
+        if self.remote is None:
+            return collect_shard(self.config, self.out_dir, plan, self._count, self._policy)
+        staging = Path(tempfile.mkdtemp(prefix="genie-shard-"))
+        try:
+            shard = collect_shard(self.config, staging, plan, self._count, self._policy)
+            self.remote.upload(staging / shard.file, shard.file)
+            return shard
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def progress(self) -> tuple[int, int]:
         with self._lock:
             return self._frames, self._episodes
 
+    def status(self) -> tuple[int, int, str]:
+        """Frames and episodes so far, and the node this actor runs on (the driver watches for lost nodes)."""
+        import ray
+
+        return (*self.progress(), ray.get_runtime_context().get_node_id())
+
     def pid(self) -> int:
         return os.getpid()
 
 
-def prepare_dataset(config: CollectConfig, out_dir: Path) -> tuple[Manifest, list[ShardPlan]]:
-    """Load or create the manifest, check settings, clean temp files, adopt orphan shards, plan the rest."""
-    manifest = Manifest.load_or_create(out_dir)
+def _claim_collection(manifest: Manifest, config: CollectConfig, where: str) -> None:
+    """Record this collection's settings in the manifest, refusing to mix settings under one name."""
     settings = config.data_settings()
     recorded = manifest.collections.get(config.collection)
     if recorded is not None and recorded != settings:
         changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
         raise ConfigError(
-            f"{out_dir} already holds collection {config.collection!r} made with different settings "
+            f"{where} already holds collection {config.collection!r} made with different settings "
             f"({', '.join(changed)}); use the same settings to extend it, another --seed, or another --out"
         )
     manifest.collections[config.collection] = settings
+
+
+def prepare_dataset(config: CollectConfig, out_dir: Path) -> tuple[Manifest, list[ShardPlan]]:
+    """Load or create the manifest, check settings, clean temp files, adopt orphan shards, plan the rest."""
+    manifest = Manifest.load_or_create(out_dir)
+    _claim_collection(manifest, config, str(out_dir))
     for path in out_dir.glob(f".{config.collection}-*"):
         if is_temp_file(path.name):
             path.unlink(missing_ok=True)  # a shard being written when its process died (or renamed just now)
@@ -223,6 +284,28 @@ def prepare_dataset(config: CollectConfig, out_dir: Path) -> tuple[Manifest, lis
         if path.name not in listed:
             manifest.add_shard(adopt_shard(path, config))
     manifest.save()
+    existing = {s.index: len(s.episodes) for s in manifest.shards_of(config.collection)}
+    return manifest, plan_shards(existing, config.episodes, config.episodes_per_shard)
+
+
+def prepare_remote_dataset(config: CollectConfig, remote: RemoteFolder, staging: Path) -> tuple[Manifest, list[ShardPlan]]:
+    """`prepare_dataset` for a dataset at a storage URI; the manifest is kept in `staging` and uploaded."""
+    remote.makedirs()
+    remote.download_manifest(staging)
+    manifest = Manifest.load_or_create(staging)
+    _claim_collection(manifest, config, remote.uri)
+    names = remote.names()
+    for name in names:
+        if name.startswith(f".{config.collection}-") and is_temp_file(name):
+            remote.remove(name)  # an upload or shard cut short when its process or node died
+    listed = {s.file for s in manifest.shards}
+    for name in names:
+        if fnmatch.fnmatch(name, f"{config.collection}-*{SHARD_SUFFIX}") and name not in listed:
+            local = remote.download(name, staging)
+            manifest.add_shard(adopt_shard(local, config))
+            local.unlink()
+    manifest.save()
+    remote.upload_manifest(staging)
     existing = {s.index: len(s.episodes) for s in manifest.shards_of(config.collection)}
     return manifest, plan_shards(existing, config.episodes, config.episodes_per_shard)
 
@@ -244,93 +327,196 @@ def adopt_shard(path: Path, config: CollectConfig) -> ShardInfo:
     )
 
 
-def _poll_progress(ray, actors) -> list[tuple[int, int]]:
-    """Live counters of busy actors; an actor that is restarting simply reports nothing this time."""
-    refs = [a.progress.remote() for a in actors]
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
-    counts = []
-    for ref in ready:
-        try:
-            counts.append(ray.get(ref))
-        except ray.exceptions.RayError:
-            pass
-    return counts
+@dataclass
+class _Member:
+    """One collector actor as the driver sees it."""
+
+    actor: Any
+    name: str
+    placement: Placement
+    born: float
+    ready: bool = False  # answered a status call: it is scheduled and constructed
+    node: str | None = None  # node it last reported
+    counts: tuple[int, int] = (0, 0)
+    plan: ShardPlan | None = None
+    work: Any = None  # ObjectRef of collect(plan)
+    ping: Any = None  # ObjectRef of an outstanding status()
+    pinged: float = 0.0
 
 
-def _free_cpus(ray, needed: float, patience: float = 60.0) -> float:
-    """Free Ray CPUs, waiting for actors that are still shutting down (e.g. those of a driver that was
-    killed a moment ago, which Ray reaps within seconds) to release theirs."""
-    deadline = time.monotonic() + patience
-    free = ray.available_resources().get("CPU", 0.0)
-    while free < needed and time.monotonic() < deadline:
-        time.sleep(0.25)
-        free = ray.available_resources().get("CPU", 0.0)
-    return free
+class _CollectorPool:
+    """Collector actors that get shards as they become ready, and are replaced when their node is lost.
+
+    Why not a fixed set: on a cluster, collectors wait for resources (the autoscaler adds collector
+    nodes in minutes) and nodes disappear (spot, failures). A shard goes only to an actor that has
+    started; a shard whose actor's node died goes back to the queue and a replacement actor asks for
+    whatever the cluster offers now (see `collector_placement`). Shards are deterministic, so a shard
+    collected twice is the same file, and only the driver lists it in the manifest, once.
+    """
+
+    PING_EVERY_S = 1.0
+    NODE_CHECK_EVERY_S = 2.0
+
+    def __init__(self, ray, config: CollectConfig, target: str, wanted: int) -> None:
+        self.ray, self.config, self.target, self.wanted = ray, config, target, wanted
+        self.run_id = uuid.uuid4().hex[:8]
+        self.spawned = 0
+        self.members: list[_Member] = []
+
+    def spawn(self) -> _Member:
+        placement = collector_placement(self.config.cpus_per_worker)
+        name = f"{COLLECTOR_NAME_PREFIX}{self.config.collection}-{self.run_id}-{self.spawned}"
+        self.spawned += 1
+        actor = (self.ray.remote(Collector)
+                 .options(**placement.options(), max_concurrency=2, max_restarts=3, max_task_retries=3,
+                          name=name, namespace=COLLECTOR_NAMESPACE)
+                 .remote(self.config, self.target))
+        member = _Member(actor, name, placement, time.monotonic())
+        self.members.append(member)
+        return member
+
+    def drop(self, member: _Member, why: str, queue: "deque[ShardPlan]") -> None:
+        """Stop a lost collector, give its shard back to the queue, start a replacement."""
+        self.ray.kill(member.actor, no_restart=True)
+        self.members.remove(member)
+        if member.plan is not None:
+            queue.appendleft(member.plan)
+        replacement = self.spawn() if queue else None
+        print(f"note: collector {member.name} {why}"
+              + (f"; shard {member.plan.index} goes back to the queue" if member.plan is not None else "")
+              + (f"; a replacement asks for {replacement.placement.describe()}" if replacement else ""), flush=True)
+
+    def stop(self) -> None:
+        """Stop every collector; their resources return to Ray within seconds."""
+        for member in self.members:
+            self.ray.kill(member.actor, no_restart=True)
 
 
-def _stop_actors(ray, actors) -> None:
-    """Stop the collectors; the next stage waits for their CPUs in `_free_cpus`."""
-    for actor in actors:
-        ray.kill(actor, no_restart=True)
+def _cleanup_temp_files(config: CollectConfig, out_dir: Path | None, remote: RemoteFolder | None) -> None:
+    """Remove temp files left by collectors that crashed and were restarted during this run."""
+    if remote is not None:
+        for name in remote.names():
+            if name.startswith(f".{config.collection}-") and is_temp_file(name):
+                remote.remove(name)
+        return
+    for path in out_dir.glob(f".{config.collection}-*"):
+        if is_temp_file(path.name):
+            path.unlink(missing_ok=True)
 
 
 def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: bool = True) -> Manifest:
-    """Collect (or complete) a dataset with `config.workers` Ray actors. Ray must be initialised."""
+    """Collect (or complete) a dataset with up to `config.workers` Ray actors. Ray must be initialised.
+
+    `out_dir`: a local folder or a storage URI (s3://..., file://...). For a URI the returned
+    manifest's `root` is a staging folder that no longer exists; its content is what was uploaded.
+    """
     import ray
+
+    remote = RemoteFolder(str(out_dir)) if is_uri(out_dir) else None
+    staging = Path(tempfile.mkdtemp(prefix="genie-manifest-")) if remote is not None else None
+    try:
+        if remote is not None:
+            manifest, plans = prepare_remote_dataset(config, remote, staging)
+            target = remote.uri
+
+            def save() -> None:
+                manifest.save()
+                remote.upload_manifest(staging)
+        else:
+            out_dir = Path(out_dir)
+            manifest, plans = prepare_dataset(config, out_dir)
+            target, save = str(out_dir.resolve()), manifest.save
+        if plans:
+            _run_collectors(ray, config, target, manifest, save, plans, show_progress)
+            _cleanup_temp_files(config, None if remote else out_dir, remote)
+        return manifest
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest, save: Callable[[], None],
+                    plans: list[ShardPlan], show_progress: bool) -> None:
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
-    manifest, plans = prepare_dataset(config, out_dir)
-    if not plans:
-        return manifest
-    free = _free_cpus(ray, config.cpus_per_worker)
-    workers = min(config.workers, len(plans), int(free // config.cpus_per_worker + 1e-9))
-    if workers < 1:
-        raise ConfigError(f"no free Ray CPUs for a collector ({free:g} free, {config.cpus_per_worker:g} needed each); "
-                          f"lower --cpus-per-worker or free the cluster")
-    if workers < min(config.workers, len(plans)):
-        print(f"note: {free:g} free Ray CPUs: running {workers} collectors instead of {config.workers}")
-    run_id = uuid.uuid4().hex[:8]
-    actors = [
-        ray.remote(Collector)
-        .options(
-            num_cpus=config.cpus_per_worker, max_concurrency=2, max_restarts=3, max_task_retries=3,
-            name=f"{COLLECTOR_NAME_PREFIX}{config.collection}-{run_id}-{i}", namespace=COLLECTOR_NAMESPACE,
-        )
-        .remote(config, str(out_dir.resolve()))
-        for i in range(workers)
-    ]
-    queue = list(plans)
-    pending: dict[Any, Any] = {}
+    queue = deque(plans)
+    pool = _CollectorPool(ray, config, target, min(config.workers, len(plans)))
+    for _ in range(pool.wanted):
+        pool.spawn()
     done_frames, done_episodes = 0, 0
     total = sum(p.episodes for p in plans)
     bar = tqdm(total=total, unit="ep", desc=f"collect {config.collection}", disable=not show_progress, dynamic_ncols=True)
-    start = time.monotonic()
+    start = last_working = time.monotonic()
+    last_node_check, noted_waiting = start, False
     try:
-        for actor in actors:
-            if queue:
-                pending[actor.collect.remote(queue.pop(0))] = actor
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        while queue or any(m.plan is not None for m in pool.members):
+            now = time.monotonic()
+            for m in pool.members:
+                if m.ping is None and now - m.pinged >= pool.PING_EVERY_S:
+                    m.ping, m.pinged = m.actor.status.remote(), now
+            refs = {m.ping: (m, "ping") for m in pool.members if m.ping is not None}
+            refs.update({m.work: (m, "work") for m in pool.members if m.work is not None})
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5) if refs else ([], [])
+            if ready:
+                ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
             for ref in ready:
-                actor = pending.pop(ref)
-                shard: ShardInfo = ray.get(ref)
-                manifest.add_shard(shard)
-                manifest.save()
-                done_frames += shard.rows
-                done_episodes += len(shard.episodes)
-                if queue:
-                    pending[actor.collect.remote(queue.pop(0))] = actor
-            live = _poll_progress(ray, actors) if show_progress else []
-            frames = max(done_frames, sum(f for f, _ in live))
-            elapsed = max(time.monotonic() - start, 1e-9)
-            bar.n = min(total, max(bar.n, done_episodes, sum(e for _, e in live)))
+                member, kind = refs[ref]
+                if member not in pool.members:
+                    continue
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError as err:
+                    pool.drop(member, f"died ({type(err).__name__})", queue)
+                    continue
+                if kind == "ping":
+                    member.ping = None
+                    member.counts, member.node, member.ready = result[:2], result[2], True
+                else:
+                    shard: ShardInfo = result
+                    manifest.add_shard(shard)
+                    save()
+                    done_frames += shard.rows
+                    done_episodes += len(shard.episodes)
+                    member.plan = member.work = None
+            now = time.monotonic()
+            if now - last_node_check >= pool.NODE_CHECK_EVERY_S:
+                last_node_check = now
+                dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+                for member in [m for m in pool.members if m.node in dead]:
+                    pool.drop(member, f"lost its node {member.node[:12]}", queue)
+                current = collector_placement(config.cpus_per_worker)
+                for member in [m for m in pool.members if not m.ready and m.placement != current and now - m.born > 5]:
+                    pool.members.remove(member)  # waits for resources the cluster no longer has
+                    ray.kill(member.actor, no_restart=True)
+                    pool.spawn()
+            for member in pool.members:
+                if member.ready and member.plan is None and queue:
+                    member.plan = queue.popleft()
+                    member.work = member.actor.collect.remote(member.plan)
+            if any(m.ready for m in pool.members):
+                last_working = now
+            elif now - last_working > config.start_timeout_s:
+                raise ConfigError(
+                    f"no collector could start for {config.start_timeout_s:g}s: each asks for "
+                    f"{pool.members[0].placement.describe() if pool.members else '?'} and the cluster has "
+                    f"{_describe(ray.available_resources())} free of {_describe(ray.cluster_resources())}; "
+                    f"free the cluster, lower --cpus-per-worker, or add nodes")
+            waiting = sum(not m.ready for m in pool.members)
+            if waiting and not noted_waiting and now - start > 10 and any(m.ready for m in pool.members):
+                noted_waiting = True
+                print(f"note: {waiting} of {len(pool.members)} collectors are waiting for free resources "
+                      f"({pool.members[0].placement.describe()} each); the others do the work", flush=True)
+            elapsed = max(now - start, 1e-9)
+            # actors count since they started (shards done included); replaced actors' counts are gone
+            frames = max(done_frames, sum(m.counts[0] for m in pool.members))
+            bar.n = min(total, max(bar.n, done_episodes, sum(m.counts[1] for m in pool.members)))
             bar.set_postfix(frames_s=f"{frames / elapsed:,.0f}", ep_s=f"{bar.n / elapsed:.1f}", refresh=False)
             bar.refresh()
     finally:
         bar.close()
-        _stop_actors(ray, actors)
-    for path in out_dir.glob(f".{config.collection}-*"):
-        if is_temp_file(path.name):
-            path.unlink(missing_ok=True)  # left by a collector that crashed and was restarted during this run
-    return manifest
+        pool.stop()
+
+
+def _describe(resources: dict[str, float]) -> str:
+    keys = [k for k in ("CPU", "GPU", COLLECTOR_RESOURCE) if k in resources] or ["CPU"]
+    return ", ".join(f"{k}={resources.get(k, 0):g}" for k in keys)
