@@ -3,4 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
+# genie play's browser test drives Debian's chromium through Playwright (no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium for the browser test (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+      || echo "warning: could not install chromium; the browser test will be skipped"
+  else
+    echo "note: no chromium, so the browser test will be skipped; install it with: sudo apt-get install -y chromium"
+  fi
+fi
 exec .venv/bin/python -m pytest "$@"
