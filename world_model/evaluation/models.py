@@ -49,6 +49,7 @@ class ModelUnderTest:
             "name": self.name, "stage": self.stage, "location": self.location, "checkpoint": self.checkpoint,
             "preset": self.preset, "step": self.step, "conditioning": self.conditioning,
             "variant": variant_of(self.run_info), "training_data": training_data(self.run_info),
+            "lineage_data": lineage_data(self.run_info)[0],
         }
 
 
@@ -117,10 +118,56 @@ def load_model_under_test(location: str | os.PathLike, device: str | torch.devic
 
 # ---- training data: variant and level overlap -------------------------------------------------
 def training_data(run_info: dict[str, Any] | None) -> list[str]:
+    """The data sets this run itself trained on (its run.json "data")."""
     if not run_info:
         return []
     data = run_info.get("data") or []
     return [str(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
+
+
+def _upstream(run_info: dict[str, Any], components: bool) -> list[str]:
+    """Runs this one builds on: the run it was fine-tuned from (--init) and, with `components`, the
+    frozen tokenizer and LAM of a dynamics run (their training levels were seen too)."""
+    identity = run_info.get("identity") or {}
+    keys = [identity.get("init"), run_info.get("init")]
+    if components:
+        keys += [run_info.get("tokenizer"), run_info.get("lam")]
+    return [str(k) for k in keys if k]
+
+
+def _run_info_of(location: str) -> dict[str, Any] | None:
+    try:
+        if storage.is_file(location):
+            if storage.is_uri(location):
+                return None
+            folder = run_folder_of(Path(location))
+            return read_run_info(folder) if folder is not None else None
+        return read_run_info(location)
+    except storage.StorageError:
+        return None
+
+
+def lineage_data(run_info: dict[str, Any] | None, components: bool = True) -> tuple[list[str], list[str]]:
+    """Every data set behind a model: its own, those of the run it was fine-tuned from, and (with
+    `components`) those of its tokenizer and LAM, recursively. Returns (data sets, notes on runs that
+    could not be read, whose data are therefore unknown)."""
+    data: list[str] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+    pending = [run_info] if run_info else []
+    while pending:
+        info = pending.pop()
+        data += [d for d in training_data(info) if d not in data]
+        for location in _upstream(info, components):
+            if location in seen:
+                continue
+            seen.add(location)
+            upstream = _run_info_of(location)
+            if upstream is None:
+                notes.append(f"{location}: no run.json found, its training data are unknown")
+            else:
+                pending.append(upstream)
+    return data, notes
 
 
 def load_manifest(location: str | os.PathLike) -> Manifest:
@@ -147,7 +194,7 @@ def variant_of(run_info: dict[str, Any] | None) -> str | None:
     if run_info.get("variant") in ("Base", "TA"):
         return str(run_info["variant"])
     agents: set[str] = set()
-    for location in training_data(run_info):
+    for location in lineage_data(run_info, components=False)[0]:
         try:
             agents |= dataset_agents(load_manifest(location))
         except (DatasetError, storage.StorageError):
@@ -175,9 +222,10 @@ def check_level_overlap(run_info: dict[str, Any] | None, test: Manifest, split: 
 
     Without a recorded training data set the check cannot be made; that is reported, not hidden.
     """
-    locations = training_data(run_info)
+    locations, notes = lineage_data(run_info)
     if not locations:
-        return OverlapCheck(False, "the model's run.json names no training data; level overlap not checked")
+        return OverlapCheck(False, "the model's run.json names no training data; level overlap not checked"
+                            + "".join(f"; {n}" for n in notes))
     test_levels = level_seeds(test, split)
     for location in locations:
         try:
@@ -195,4 +243,5 @@ def check_level_overlap(run_info: dict[str, Any] | None, test: Manifest, split: 
                 f"its numbers would measure memorisation. Evaluate on a test set collected on held-out levels, e.g. "
                 f"`genie datasets make --names basic-test,diverse-test` (levels [1e6, 2e6))"
             )
-    return OverlapCheck(True, f"no level shared with {len(locations)} training data set(s)")
+    note = f"no level shared with the {len(locations)} data set(s) the model and the runs it builds on trained on"
+    return OverlapCheck(True, note + "".join(f"; {n}" for n in notes))

@@ -101,11 +101,18 @@ def counterfactual_frame(
 
 
 @torch.no_grad()
-def held_action_rollout(
-    world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, action: int, length: int,
+def held_action_rollouts(
+    world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, actions: list[int], length: int,
     steps: int | None, temperature: float | None, seed: int,
 ) -> torch.Tensor:
-    """From the real context, hold one action for `length` steps: (B, length, H, W, C) in [0, 1]."""
-    held = action_ids[:, : context - 1 + length].clone()  # (B, context-1+length)
-    held[:, context - 1 :] = int(action)
-    return autoregressive(world, frames, held, context, length, steps, temperature, seed)
+    """From the real context, hold each of `actions` for `length` steps: (A, B, length, H, W, C) in [0, 1].
+
+    All A x B rollouts run as one batch (one MaskGIT loop instead of A), which is what makes the
+    check affordable on a GPU; the context actions stay the real ones.
+    """
+    b = action_ids.shape[0]
+    held = action_ids[:, : context - 1 + length].repeat(len(actions), 1)  # (A*B, context-1+length)
+    held[:, context - 1 :] = torch.as_tensor(actions, device=held.device).repeat_interleave(b).unsqueeze(1)
+    context_frames = np.concatenate([frames[:, :context]] * len(actions))  # (A*B, context, H, W, C)
+    rollout = autoregressive(world, context_frames, held, context, length, steps, temperature, seed)  # (A*B, length, ...)
+    return rollout.reshape(len(actions), b, *rollout.shape[1:])

@@ -140,10 +140,12 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
     held: dict[str, torch.Tensor] = {}
     if config.control_steps > 0:
         last = batch.frames[:, c - 1 : c]  # (B, 1, H, W, C): motion is measured from the last real frame
-        for name, action in control_action_ids(model).items():
-            held[name] = rollouts.held_action_rollout(world, batch.frames, ids, c, action, config.control_steps,
-                                                      steps, temperature, batch.seed)  # (B, n, H, W, C)
-            motion = path_motion(np.concatenate([last, _u8(held[name])], axis=1))  # (B, 2)
+        named = control_action_ids(model)
+        rollout = rollouts.held_action_rollouts(world, batch.frames, ids, c, list(named.values()), config.control_steps,
+                                                steps, temperature, batch.seed)  # (A, B, n, H, W, C)
+        for name, frames in zip(named, rollout):
+            held[name] = frames  # (B, n, H, W, C)
+            motion = path_motion(np.concatenate([last, _u8(frames)], axis=1))  # (B, 2)
             for i, record in enumerate(records):
                 record.setdefault("control", {})[name] = motion[i].tolist()
         # the real environment's response to each recorded action in these windows (one step), a reference
