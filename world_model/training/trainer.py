@@ -124,7 +124,11 @@ class ProgressSink:
 
     def handle(self, record: dict[str, Any]) -> None:
         kind, step = record.pop("kind"), int(record.get("step", 0))
-        if kind == "train":
+        if kind == "start":  # a (re)started worker group continues from `step`: later rows are trained again
+            self.rows = [row for row in self.rows if int(row.get("step", 0)) <= step]
+            self.bar.n = step
+            self.bar.refresh()
+        elif kind == "train":
             self.bar.update(max(0, step - self.bar.n))
             self.frames_per_s.append(record["frames_per_s"])
             self.postfix.update(loss=f"{record.get('loss', float('nan')):.4f}", fps=f"{record['frames_per_s']:.0f}")
