@@ -105,8 +105,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from world_model.evaluation.outputs import markdown_table
 
     print(markdown_table(results))
-    if "skipped" in results.get("fid", {}):
-        print(results["fid"]["skipped"])
     timing = results["timing"]
     print(f"{len(results['episodes'])} episodes in {timing['seconds']:.1f}s ({timing['episodes_per_second']:.2f} episodes/s). "
           f"Outputs in {out}: results.json, results.md, psnr_over_horizon.png, samples/. Next: genie report {out}")

@@ -6,6 +6,7 @@ runs it, so the results do not depend on `--workers`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +175,8 @@ class EvalWorker:
         self.inception = InceptionFeatures(config.inception_weights, config.device) if config.inception_weights else None
 
     def evaluate(self, batch: Batch) -> dict[str, Any]:
+        # arrays from Ray's object store are read-only views; torch wants writable memory
+        batch = dataclasses.replace(batch, frames=np.array(batch.frames), actions=np.array(batch.actions))
         result = evaluate_batch(self.model, batch, self.config, self.inception)
         result["batch"] = batch.index  # results come back out of order
         return result
