@@ -52,6 +52,7 @@ class WorldModelServer:
         self.step.set_max_batch_size(config.max_batch_size)
         self.step.set_batch_wait_timeout_s(config.batch_wait_s)
         self.batch_sizes: list[int] = []  # sizes of the last batches, for tests and the benchmark
+        self.compute_ms: list[float] = []  # model time of the last batches
 
     def info(self) -> dict[str, Any]:
         dynamics = self.loaded.model.dynamics.config
@@ -77,12 +78,15 @@ class WorldModelServer:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
     async def step(self, inputs: list[StepInput]) -> list[StepOutput]:
-        self.batch_sizes = (self.batch_sizes + [len(inputs)])[-256:]
+        began = time.perf_counter()
         # compute off the event loop, so requests arriving meanwhile gather into the next batch
-        return await asyncio.get_running_loop().run_in_executor(None, self.stepper.step, inputs)
+        outputs = await asyncio.get_running_loop().run_in_executor(None, self.stepper.step, inputs)
+        self.batch_sizes = (self.batch_sizes + [len(inputs)])[-256:]
+        self.compute_ms = (self.compute_ms + [1000.0 * (time.perf_counter() - began)])[-256:]
+        return outputs
 
-    def recent_batch_sizes(self) -> list[int]:
-        return list(self.batch_sizes)
+    def recent_batches(self) -> dict[str, list]:
+        return {"batch_sizes": list(self.batch_sizes), "compute_ms": list(self.compute_ms)}
 
 
 # ---- HTTP API ------------------------------------------------------------------------------
@@ -147,9 +151,9 @@ class PlayIngress:
         return HTMLResponse(PAGE, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/info")
-    async def info(self) -> dict[str, Any]:
+    async def info(self) -> JSONResponse:
         info = await self.model_info()
-        return {
+        return JSONResponse({
             **info,
             "action_labels": action_labels(info["conditioning"], info["num_actions"]),
             "starts": ["fresh"] + (["test", "episode"] if self.starts else []),
@@ -161,18 +165,18 @@ class PlayIngress:
                 "ttl_s": self.config.ttl_s, "max_history": self.config.max_history,
             },
             "sessions": len(self.sessions),
-        }
+        })
 
     # ---- sessions -----------------------------------------------------------------------
     @app.post("/api/sessions")
-    async def create(self, body: NewSession) -> dict[str, Any]:
+    async def create(self, body: NewSession) -> JSONResponse:
         info = await self.model_info()
         session_id = self.sessions.new_id()
         start = await self._make_start(body, info)
         return await self._open(session_id, start, body.steps, body.temperature, body.real, info)
 
     @app.post("/api/sessions/upload")
-    async def create_from_upload(self, request: Request, steps: int | None = None, temperature: float | None = None) -> dict[str, Any]:
+    async def create_from_upload(self, request: Request, steps: int | None = None, temperature: float | None = None) -> JSONResponse:
         """A session from the player's own 64x64 PNG frame (body = the PNG, Content-Type image/png)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "image/png":
@@ -195,16 +199,16 @@ class PlayIngress:
         return await self._open(session_id, uploaded(frame), steps, temperature, False, info)
 
     @app.get("/api/sessions/{session_id}")
-    async def state(self, session_id: str) -> dict[str, Any]:
+    async def state(self, session_id: str) -> JSONResponse:
         return self._state(self.sessions.get(session_id))
 
     @app.delete("/api/sessions/{session_id}")
-    async def close(self, session_id: str) -> dict[str, Any]:
+    async def close(self, session_id: str) -> JSONResponse:
         self.sessions.remove(session_id)
-        return {"closed": session_id}
+        return JSONResponse({"closed": session_id})
 
     @app.post("/api/sessions/{session_id}/step")
-    async def step(self, session_id: str, body: StepRequest) -> dict[str, Any]:
+    async def step(self, session_id: str, body: StepRequest) -> JSONResponse:
         session = self.sessions.get(session_id)
         info = await self.model_info()
         if not 0 <= body.action < info["num_actions"]:
@@ -229,7 +233,7 @@ class PlayIngress:
         return self._state(session, elapsed_ms=1000.0 * (time.perf_counter() - began))
 
     @app.post("/api/sessions/{session_id}/back")
-    async def back(self, session_id: str) -> dict[str, Any]:
+    async def back(self, session_id: str) -> JSONResponse:
         session = self.sessions.get(session_id)
         async with session.lock:
             if not session.pop():
@@ -239,7 +243,7 @@ class PlayIngress:
         return self._state(session)
 
     @app.post("/api/sessions/{session_id}/reset")
-    async def reset(self, session_id: str) -> dict[str, Any]:
+    async def reset(self, session_id: str) -> JSONResponse:
         session = self.sessions.get(session_id)
         async with session.lock:
             if session.real is not None:
@@ -248,7 +252,7 @@ class PlayIngress:
         return self._state(session)
 
     @app.post("/api/sessions/{session_id}/record")
-    async def record(self, session_id: str, body: RecordRequest) -> dict[str, Any]:
+    async def record(self, session_id: str, body: RecordRequest) -> JSONResponse:
         session = self.sessions.get(session_id)
         if body.on:
             session.recording_from, session.recording_to = session.generated, None
@@ -269,8 +273,8 @@ class PlayIngress:
                         headers={"Content-Disposition": f'attachment; filename="dream-{session.generated}.gif"'})
 
     @app.get("/api/stats")
-    async def stats(self) -> dict[str, Any]:
-        return {"sessions": len(self.sessions), "batch_sizes": await self.model.recent_batch_sizes.remote()}
+    async def stats(self) -> JSONResponse:
+        return JSONResponse({"sessions": len(self.sessions), **(await self.model.recent_batches.remote())})
 
     # ---- helpers ------------------------------------------------------------------------
     def _checked_steps(self, steps: int) -> int:
@@ -295,7 +299,7 @@ class PlayIngress:
             raise SessionError(400 if body.start != "episode" else 404, str(err)) from err
 
     async def _open(self, session_id: str, start: Start, steps: int | None, temperature: float | None, real: bool,
-                    info: dict[str, Any]) -> dict[str, Any]:
+                    info: dict[str, Any]) -> JSONResponse:
         steps = self._checked_steps(steps) if steps is not None else (self.config.steps or info["steps"])
         if temperature is None:
             temperature = self.config.temperature if self.config.temperature is not None else info["temperature"]
@@ -307,8 +311,8 @@ class PlayIngress:
         self.sessions.add(session)
         return self._state(session)
 
-    def _state(self, session: Session, elapsed_ms: float | None = None) -> dict[str, Any]:
-        return {
+    def _state(self, session: Session, elapsed_ms: float | None = None) -> JSONResponse:
+        return JSONResponse({
             "session": session.id,
             "source": session.start.source,
             "generated": session.generated,
@@ -322,7 +326,7 @@ class PlayIngress:
             "can_back": session.generated > 0 and len(session.frames) > 1,
             "last_actions": session.actions[-16:],
             "elapsed_ms": elapsed_ms,
-        }
+        })
 
 
 def build_app(model: str, config: PlayConfig | None = None, data: str | os.PathLike | None = None, seed: int | None = None):
