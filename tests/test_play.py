@@ -216,3 +216,17 @@ def test_genie_dream_errors(run_dirs, tmp_path, capsys):
                  "--out", str(tmp_path / "x.gif")]) == 2
     assert "needs --data" in capsys.readouterr().err
     assert not (tmp_path / "x.gif").exists()
+
+
+def test_genie_play_help_and_early_errors(tmp_path, capsys):
+    from cluster.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["play", "--help"])
+    text = capsys.readouterr().out
+    assert "127.0.0.1" in text and "WASD" in text and "--data" in text and "--address" in text
+    # a missing model is reported before Ray or Serve start
+    assert main(["play", "--model", str(tmp_path / "missing")]) == 1
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert main(["play", "--model", str(tmp_path / "missing"), "--steps", "0"]) == 2
+    assert "steps must lie in" in capsys.readouterr().err
