@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from world_model import storage
 from world_model.checkpoint import CheckpointError, load_checkpoint
@@ -204,8 +204,14 @@ def ray_storage_path(out: str) -> str:
     return location if storage.is_uri(location) else str(Path(location).resolve())
 
 
-def run_training(job: TrainJob, show_progress: bool = True) -> TrainResult:
-    """Train (or resume) one stage to its last step on the Ray cluster this process is connected to."""
+def run_training(job: TrainJob, show_progress: bool = True,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train (or resume) one stage to its last step on the Ray cluster this process is connected to.
+
+    `on_record`, when given, sees a copy of every record rank 0 sends ({"kind": "train"|"val"|..., "step",
+    metrics...}) in this thread, before the progress sink: a Tune trial forwards validations to
+    `ray.tune.report` with it (every validation, not only those at checkpoints as TuneReportCallback would).
+    """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -249,7 +255,10 @@ def run_training(job: TrainJob, show_progress: bool = True) -> TrainResult:
     try:
         while thread.is_alive() or not queue.empty():
             try:
-                sink.handle(queue.get(timeout=0.5))
+                record = queue.get(timeout=0.5)
+                if on_record is not None:
+                    on_record(dict(record))
+                sink.handle(record)
             except Empty:
                 pass
     finally:
