@@ -56,8 +56,11 @@ def markdown_table(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|"]
         for name, row in control["actions"].items():
             motion = "({:+.2f}, {:+.2f})".format(*row["mean_motion_px"])
-            versus = ("({:+.2f}, {:+.2f})".format(*row["mean_motion_vs_noop_px"]) if row["mean_motion_vs_noop_px"]
-                      else row["dominant"])
+            if relative:
+                versus = ("({:+.2f}, {:+.2f})".format(*row["mean_motion_vs_noop_px"]) if row["mean_motion_vs_noop_px"]
+                          else "—")
+            else:
+                versus = row["dominant"]
             real = "({:+.2f}, {:+.2f})".format(*row["real_one_step_motion_px"]) if row["real_one_step_motion_px"] else "—"
             observed = " / ".join(str(v) for v in row["observed"].values())
             lines.append(f"| {name} | {motion} | {versus} | {observed} | {row['expected'] or '—'} | "

@@ -83,13 +83,16 @@ def _cell(ours: float | None, paper: float | None, metric: str) -> str:
 def report_table(all_results: list[dict[str, Any]]) -> str:
     """Markdown: one row per model and variant, Basic and Diverse columns, 'ours (paper)' in each cell."""
     cells: dict[tuple[str, str, str], dict[str, Any]] = {}
-    other_sets = []
+    other_sets, unknown_variant = [], []
     for results in all_results:
         kind = results["data"].get("kind")
         if kind not in TEST_SETS:
             other_sets.append(results)
             continue
-        variant = results["model"].get("variant") or "Base"
+        variant = results["model"].get("variant")
+        if variant is None:  # run.json names no training data: cannot tell Base from TA
+            unknown_variant.append(results)
+            variant = "Base"
         cells[(results["model"]["name"], variant, kind)] = results  # a later evaluation of the same cell wins
     lines = ["# Results in the paper's layout", "",
              "Each cell: our number (the paper's number in parentheses where the paper's table is quoted in "
@@ -117,6 +120,9 @@ def report_table(all_results: list[dict[str, Any]]) -> str:
         lines.append(f"| {label} | {model['preset']} | {model['step']} | {data['name']} ({data.get('kind') or '?'}) | "
                      f"{len(results['episodes'])} | {s['context']} | {s['horizon']} | "
                      f"{s['maskgit_steps'] if model['stage'] == 'dynamics' else 'n/a'} | {s['seed']} | {results['_path']} |")
+    if unknown_variant:
+        lines += ["", "Shown as Base because their run.json names no training data (Base or TA unknown): "
+                  + ", ".join(r["_path"] for r in unknown_variant)]
     if other_sets:
         lines += ["", "Not placed in the table (test set neither random-agent 'basic' nor PPO-agent 'diverse'): "
                   + ", ".join(r["_path"] for r in other_sets)]

@@ -224,7 +224,7 @@ def controllability_summary(model: ModelUnderTest, records: list[dict[str, Any]]
         rows[name] = {
             "action_id": ids[name],
             "mean_motion_px": motion[name].mean(axis=0).tolist(),
-            "mean_motion_vs_noop_px": relative.mean(axis=0).tolist() if not latent else None,
+            "mean_motion_vs_noop_px": relative.mean(axis=0).tolist() if not latent and name != "NOOP" else None,
             "observed": {c: counts.get(c, 0) for c in MOTION_CLASSES},
             "expected": expected,
             "enacted": (counts.get(expected, 0) / len(classes)) if expected else None,
@@ -246,12 +246,12 @@ def copy_last_frame_baseline(data: str, context: int = 2, horizon: int = 10, epi
     The same windows `evaluate` scores with the same data, context, horizon, episodes and seed, so the
     two are directly comparable. Returns {"per_step": [horizon floats], "mean", "episodes", ...}.
     """
-    config = EvalConfig(model="-", data=data, context=context, horizon=horizon, episodes=episodes, seed=seed, split=split)
+    EvalConfig(model="", data=data, context=context, horizon=horizon, episodes=episodes, seed=seed, split=split)  # validates
     store = open_test_set(data, split)
-    windows = select_windows(store, config.window, episodes, seed)
+    windows = select_windows(store, context + horizon, episodes, seed)
     per_step = np.zeros(horizon)
     for lo in range(0, len(windows), 64):
-        frames, _ = read_windows(store, windows[lo : lo + 64], config.window)
+        frames, _ = read_windows(store, windows[lo : lo + 64], context + horizon)
         per_step += copy_last_frame_psnr(frames, context).numpy().sum(axis=0)
     per_step /= len(windows)
     return {"per_step": per_step.tolist(), "mean": float(per_step.mean()), "episodes": len(windows),
