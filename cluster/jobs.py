@@ -162,12 +162,31 @@ def runtime_env(request: SubmitRequest) -> dict:
     return runtime
 
 
+def _use_local_token() -> None:
+    """Send ~/.ray/auth_token (or RAY_AUTH_TOKEN) when there is one, as `ray.init` does when it joins a
+    cluster: Ray 2.60 turns token authentication on for clusters started where a token exists, and
+    its Jobs client sends the token only in token mode. Without a token nothing changes."""
+    import logging
+
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token authentication
+        return
+    quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        quiet.setLevel(level)
+
+
 def client(address: str):
     """A JobSubmissionClient, or a JobError that says how to reach the job server."""
     try:
         from ray.job_submission import JobSubmissionClient
     except ImportError as err:  # ray without the [default] extra
         raise JobError("the Jobs API needs ray[default]: pip install 'ray[default]'") from err
+    _use_local_token()
     try:
         return JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as err:

@@ -466,7 +466,7 @@ def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest,
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayActorError as err:
-                    pool.drop(member, f"died ({type(err).__name__})", queue)
+                    pool.drop(member, f"is unreachable ({type(err).__name__}: died, or its node did)", queue)
                     continue
                 if kind == "ping":
                     member.ping = None
@@ -488,7 +488,8 @@ def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest,
                 for member in [m for m in pool.members if not m.ready and m.placement != current and now - m.born > 5]:
                     pool.members.remove(member)  # waits for resources the cluster no longer has
                     ray.kill(member.actor, no_restart=True)
-                    pool.spawn()
+                    print(f"note: collector {member.name} waits for {member.placement.describe()}, which the cluster "
+                          f"no longer offers; a replacement asks for {pool.spawn().placement.describe()}", flush=True)
             for member in pool.members:
                 if member.ready and member.plan is None and queue:
                     member.plan = queue.popleft()
