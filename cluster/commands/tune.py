@@ -1,0 +1,112 @@
+"""`genie tune tokenizer|lam|dynamics`: Ray Tune sweeps over world-model sizes and hyper-parameters."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 35
+
+DESCRIPTION = """\
+Sweep one world-model stage over model sizes (and learning rate, batch, codebook) with Ray Tune.
+Each trial is a `genie train` run of the stage (Ray Train, its own run folder OUT/trials/trial-NNN),
+with every validation reported to Tune; ASHA stops trials whose validation metric falls behind at
+equal steps. Trials use GPUs when the cluster has them (--gpus-per-trial), else CPUs.
+
+Two ways to say what to sweep:
+  genie tune tokenizer --data data/random-train --preset-sweep tiny,small --budget-steps 2000
+  genie tune tokenizer --data data/random-train --space sizes.yaml --samples 4 --out sweeps/tok
+with sizes.yaml a mapping of field -> values:
+  width: [64, 128, 256]              # a list: grid search (every value, x every other list)
+  depth: {choice: [2, 4]}            # drawn once per trial (--samples trials per grid point)
+  heads: 4                           # fixed
+  lr: {loguniform: [0.0003, 0.003]}  # also uniform: [lo, hi], randint: [lo, hi] (+ step: 16)
+  codebook_size: [256, 1024]
+  tokenizer.quantizer.code_dim: [8, 16]   # any world_model field of the preset, by path
+Short names act on the swept stage: width/depth/heads/mlp_ratio set all its transformer stacks,
+codebook_size/code_dim its quantizer, lr the optimiser (min_lr keeps the preset's ratio), batch_size
+the global batch. Every trial is checked before any starts: an unknown field, a negative width or
+heads that do not divide the width are refused naming the field. Both options combine (each preset
+of --preset-sweep x every point of --space).
+
+Outputs in OUT: results.csv and results.md (config, parameters, steps, best validation metric,
+frames/s, wall time, early stops), best_preset.yaml (use it with `genie train --preset-file`),
+scaling.png (metric vs parameters and vs compute = parameters x frames seen), tune/ (Tune's
+experiment with TensorBoard logs per trial: tensorboard --logdir OUT/tune) and wandb logs (offline
+unless WANDB_MODE says otherwise) in each trial's run folder. Running the same command again
+resumes an interrupted sweep: finished and early-stopped trials are not run again.
+"""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    tune = commands.add_parser("tune", help="sweep model sizes of a stage with Ray Tune (ASHA), table + scaling plot",
+                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune.add_argument("stage", choices=["tokenizer", "lam", "dynamics"], help="which stage to sweep")
+    tune.add_argument("--data", required=True, help="dataset folder(s), comma-separated (split 'val' validates)")
+    tune.add_argument("--out", default=None, help="sweep folder (default: sweeps/<stage>); the same one again resumes")
+    tune.add_argument("--space", default=None, help="YAML search space (see above)")
+    tune.add_argument("--preset-sweep", default=None, metavar="NAMES",
+                      help="comma-separated base presets, one set of trials each, e.g. tiny,small")
+    tune.add_argument("--preset", default="tiny", help="base preset of the trials when there is no --preset-sweep")
+    tune.add_argument("--preset-file", default=None, help="your own preset YAML as the base (instead of --preset)")
+    tune.add_argument("--set", action="append", default=[], metavar="world_model.FIELD=VALUE",
+                      help="override a preset field in every trial, e.g. --set world_model.train.val_windows=64")
+    tune.add_argument("--samples", type=int, default=1, help="trials per grid point (draws of the distributions)")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the draws; sample k trains with seed+k")
+    tune.add_argument("--scheduler", choices=["asha", "none"], default="asha",
+                      help="asha: stop trials behind at equal steps; none: every trial runs its budget")
+    tune.add_argument("--metric", choices=["loss", "psnr"], default="loss",
+                      help="validation metric ASHA and the ranking use (psnr: teacher-forced PSNR for dynamics)")
+    tune.add_argument("--budget-steps", type=int, default=None,
+                      help="optimiser steps per trial (the schedule ends there); default: the preset's total_steps")
+    tune.add_argument("--val-every", type=int, default=None,
+                      help="steps between validations (ASHA's decision points); default: budget/8, at most the preset's")
+    tune.add_argument("--grace-steps", type=int, default=None, help="ASHA: no trial stops before (default: first validation)")
+    tune.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1/factor of the trials at each rung")
+    tune.add_argument("--gpus-per-trial", type=float, default=None,
+                      help="GPUs per trial, shared by its workers (default: 1 when the cluster has GPUs, else 0)")
+    tune.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
+    tune.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per Train worker")
+    tune.add_argument("--max-concurrent", type=int, default=None,
+                      help="trials at once (default: as many as the cluster's CPUs/GPUs hold)")
+    tune.add_argument("--tokenizer", default=None, help="dynamics: the tokenizer run/checkpoint")
+    tune.add_argument("--lam", default=None, help="dynamics with --actions latent: the LAM run/checkpoint")
+    tune.add_argument("--actions", choices=["true", "latent"], default="true", help="dynamics conditioning")
+    tune.add_argument("--no-wandb", action="store_true", help="no wandb logs in the trial run folders")
+    tune.add_argument("--address", default=None,
+                      help="Ray cluster to join (e.g. auto); default: RAY_ADDRESS, else a local Ray instance")
+    tune.set_defaults(handler=run_tune)
+
+
+def sweep_from_args(args: argparse.Namespace, gpus_per_trial: float):
+    from tuning.sweep import SweepConfig
+
+    presets = [p.strip() for p in (args.preset_sweep or "").split(",") if p.strip()] if args.preset_sweep else [args.preset]
+    if args.preset_sweep and args.preset_file:
+        from world_model.config import ConfigError
+
+        raise ConfigError("--preset-sweep and --preset-file exclude each other (one is the base of the trials)")
+    return SweepConfig(
+        stage=args.stage, data=[d.strip() for d in args.data.split(",") if d.strip()],
+        out=args.out or f"sweeps/{args.stage}", space=args.space, presets=presets, preset_file=args.preset_file,
+        overrides=list(args.set), samples=args.samples, seed=args.seed, scheduler=args.scheduler, metric=args.metric,
+        budget_steps=args.budget_steps, val_every=args.val_every, grace_steps=args.grace_steps,
+        reduction_factor=args.reduction_factor, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+        gpus_per_trial=gpus_per_trial, max_concurrent=args.max_concurrent, tokenizer=args.tokenizer, lam=args.lam,
+        actions=args.actions, wandb=not args.no_wandb,
+    )
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from cluster.placement import use_gpu
+    from cluster.ray_session import ray_session
+    from tuning.sweep import build_trials, run_sweep
+
+    if args.gpus_per_trial is None:  # checked before Ray starts too, so a bad space fails in a second
+        build_trials(sweep_from_args(args, 0.0))
+    else:
+        build_trials(sweep_from_args(args, args.gpus_per_trial))
+    with ray_session(args.address):
+        gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if use_gpu() else 0.0)
+        result = run_sweep(sweep_from_args(args, gpus))
+    print(result.summary())
+    return 0

@@ -1,0 +1,362 @@
+"""`genie tune`: a Ray Tune sweep whose trials are Ray Train runs of one world-model stage.
+
+Why a function trainable: in Ray 2.60 (Train V2) `Tuner(TorchTrainer)` is refused, so each trial
+is a small Tune function (a fraction of a CPU, `TRIAL_CPUS`) that calls the same
+`run_training` as `genie train`, into its own run folder `OUT/trials/trial-NNN`; the Train
+workers it starts hold the CPUs/GPUs. Tune does not count those workers, so the sweep caps the
+trials running at once (`max_concurrent`) at what the cluster can hold, else Train workers of
+extra trials would wait for resources while their Tune slots look busy.
+
+Every validation of a trial is forwarded to Tune (`run_training(on_record=...)` ->
+`ray.tune.report`) with `step` as the time axis, so ASHA compares trials at equal optimiser steps,
+and with `params`, `frames_seen` and `compute` (= params x frames seen) for the scaling plot.
+
+Resume: the sweep folder keeps Tune's experiment (`OUT/tune`) and `sweep.json`; the same command
+again restores it (`Tuner.restore`): finished and early-stopped trials are not run again, an
+interrupted trial resumes from its run folder's latest Train checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from world_model.config import ConfigError, Preset
+from tuning.space import SearchSpace, TrialSpec
+
+TRIAL_CPUS = 0.1  # the Tune function itself: it only waits on its Train run and forwards metrics
+TUNE_NAME = "tune"  # Tune's experiment folder inside the sweep folder
+TRIALS_FOLDER = "trials"  # run folders of the trials
+SWEEP_FILE = "sweep.json"
+ATTEMPTS_FILE = "attempts.log"  # inside a trial's run folder: one line per start of its Tune function
+METRICS = {"loss": "val_loss", "psnr": "val_psnr"}
+SCHEDULERS = ("asha", "none")
+
+
+@dataclass
+class SweepConfig:
+    """One sweep: what is trained (stage, data, base presets, space), for how long, where, on what."""
+
+    stage: str
+    data: list[str]
+    out: str  # the sweep folder (local)
+    space: str | None = None  # YAML search space file
+    presets: list[str] = field(default_factory=lambda: ["tiny"])  # base preset of the trials (--preset-sweep)
+    preset_file: str | None = None  # a user's preset file as the single base (instead of presets)
+    overrides: list[str] = field(default_factory=list)  # --set, applied to every trial before the space
+    samples: int = 1
+    seed: int = 0
+    scheduler: str = "asha"
+    metric: str = "loss"  # loss (val_loss, min) or psnr (val_psnr / val_teacher_forced_psnr, max)
+    budget_steps: int | None = None  # steps of every trial (ASHA's max_t); default: the preset's total_steps
+    val_every: int | None = None  # default: often enough for ASHA (8 validations per trial)
+    grace_steps: int | None = None  # ASHA: no trial stops before this step; default: the first validation
+    reduction_factor: int = 2
+    workers: int = 1  # Train workers per trial
+    cpus_per_worker: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None  # default: as many trials as the cluster's CPUs/GPUs hold
+    tokenizer: str | None = None  # dynamics
+    lam: str | None = None
+    actions: str = "true"
+    wandb: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.metric not in METRICS:
+            raise ConfigError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if not self.presets and self.preset_file is None:
+            raise ConfigError("--preset-sweep needs at least one preset name, e.g. tiny,small")
+        for name, value in (("--budget-steps", self.budget_steps), ("--val-every", self.val_every),
+                            ("--grace-steps", self.grace_steps), ("--max-concurrent", self.max_concurrent)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        if self.reduction_factor < 2:
+            raise ConfigError(f"--reduction-factor must be at least 2, got {self.reduction_factor}")
+        if self.gpus_per_trial < 0 or self.workers < 1 or self.cpus_per_worker <= 0:
+            raise ConfigError("--gpus-per-trial must be >= 0, --workers >= 1 and --cpus-per-worker > 0")
+
+    @property
+    def metric_key(self) -> str:
+        if self.metric == "psnr" and self.stage == "dynamics":
+            return "val_teacher_forced_psnr"
+        return METRICS[self.metric]
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.metric == "loss" else "max"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SweepConfig":
+        return cls(**values)
+
+    def identity(self, trials: list[TrialSpec]) -> dict[str, Any]:
+        """What makes the sweep's results (not where or on how many machines it runs)."""
+        return {"stage": self.stage, "data": list(self.data), "trials": [t.to_dict() for t in trials],
+                "scheduler": self.scheduler, "metric": self.metric_key, "budget_steps": self.budget_steps,
+                "grace_steps": self.grace_steps, "reduction_factor": self.reduction_factor,
+                "tokenizer": self.tokenizer, "lam": self.lam, "actions": self.actions}
+
+
+# ---- trials --------------------------------------------------------------------------------------
+def build_trials(sweep: SweepConfig) -> list[TrialSpec]:
+    """Every trial of the sweep, each validated as the TrainJob it will run (before any trial starts)."""
+    space = SearchSpace.from_file(sweep.space, sweep.stage) if sweep.space else SearchSpace.empty(sweep.stage)
+    bases = [(sweep.preset_file, True)] if sweep.preset_file else [(name, False) for name in sweep.presets]
+    points = space.points(sweep.samples, sweep.seed) if space.dimensions else \
+        [{"__sample__": s} for s in range(sweep.samples)]
+    trials: list[TrialSpec] = []
+    for base, is_file in bases:
+        base_preset = _load_base(base, is_file, sweep.overrides)
+        ratio = base_preset.optim.min_lr / base_preset.optim.lr if base_preset.optim.lr > 0 else None
+        for point in points:
+            values = {k: v for k, v in point.items() if k != "__sample__"}
+            spec = TrialSpec(index=len(trials), preset=base, preset_file=is_file, values=values,
+                             overrides=space.overrides(point, ratio), seed=sweep.seed + point["__sample__"])
+            try:
+                trial_job(sweep, spec)
+            except ConfigError as err:
+                fields = ", ".join(values) if values else "the preset"
+                raise ConfigError(f"search space: trial {spec.index} ({spec.label()}) is invalid: {err} "
+                                  f"(check the field(s) {fields}); nothing was started") from err
+            trials.append(spec)
+    return trials
+
+
+def _load_base(base: str, is_file: bool, overrides: list[str]) -> Preset:
+    from world_model.config import load_preset
+
+    return load_preset(None, base, overrides) if is_file else load_preset(base, None, overrides)
+
+
+def trial_job(sweep: SweepConfig, spec: TrialSpec):
+    """The TrainJob of one trial (validates the preset, the space's values and the schedule)."""
+    from world_model.training.job import TrainJob
+
+    base = [*sweep.overrides, *spec.overrides]
+    preset = _load_base(spec.preset, spec.preset_file, base)
+    steps = sweep.budget_steps or preset.optim.total_steps
+    val_every = sweep.val_every or max(1, min(preset.train.val_every, steps // 8))
+    return TrainJob(
+        stage=sweep.stage, data=list(sweep.data), out=str(Path(sweep.out) / TRIALS_FOLDER / spec.name),
+        preset=spec.preset if not spec.preset_file else "tiny", preset_file=spec.preset if spec.preset_file else None,
+        overrides=[*base, f"world_model.train.val_every={val_every}"], workers=sweep.workers,
+        gpus_per_worker=sweep.gpus_per_trial / sweep.workers, cpus_per_worker=sweep.cpus_per_worker,
+        threads_per_worker=max(1, int(sweep.cpus_per_worker)), steps=sweep.budget_steps, seed=spec.seed,
+        tokenizer=sweep.tokenizer, lam=sweep.lam, actions=sweep.actions, wandb=sweep.wandb,
+    )
+
+
+def parameter_count(job) -> int:
+    """Trainable parameters of the stage model this job trains (the dynamics alone, not its frozen tokenizer)."""
+    import torch
+
+    from world_model.checkpoint import load_checkpoint
+    from world_model.runs import resolve_checkpoint
+    from world_model.training.stages import MODEL_CLASSES
+
+    preset = job.load_preset()
+    config = preset.stage_config(job.stage)
+    if job.stage == "dynamics":
+        tokenizer = load_checkpoint(resolve_checkpoint(job.tokenizer, "tokenizer"), "tokenizer").config
+        config = dataclasses.replace(config, vocab_size=tokenizer.quantizer.codebook_size, grid=tokenizer.grid,
+                                     conditioning=job.conditioning)
+        if job.actions == "latent":
+            lam = load_checkpoint(resolve_checkpoint(job.lam, "lam"), "lam").config
+            config = dataclasses.replace(config, latent_action_dim=lam.quantizer.code_dim)
+    with torch.device("meta"):  # sizes only: no memory even at paper size
+        model = MODEL_CLASSES[job.stage](config)
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+# ---- the Tune function -----------------------------------------------------------------------------
+def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
+    """One trial: train its stage into its run folder, reporting each validation to Tune."""
+    from ray import tune
+
+    from world_model.training.trainer import METRICS_FILE, run_training
+
+    settings = SweepConfig.from_dict(sweep)
+    spec = TrialSpec.from_dict(config["trial"])
+    job = trial_job(settings, spec)
+    preset = job.load_preset()
+    params = spec.params
+    frames_per_step = job.global_batch(preset) * job.window_length(preset)
+    Path(job.out).mkdir(parents=True, exist_ok=True)
+    wall = _previous_wall(job.out)
+    began = time.monotonic()
+    state = {"frames_per_s": 0.0}
+
+    def report(record: dict[str, Any]) -> None:
+        step = int(record["step"])
+        metrics = {k: float(v) for k, v in record.items() if k.startswith("val_")}
+        seen = step * frames_per_step
+        wall_s = wall + time.monotonic() - began
+        tune.report({"step": step, **metrics, "params": params, "frames_seen": seen, "compute": float(params) * seen,
+                     "frames_per_s": state["frames_per_s"], "wall_s": wall_s})
+        _write_json(Path(job.out) / "tune_trial.json", {"wall_s": wall_s, "step": step, "finished": False})
+
+    def forward(record: dict[str, Any]) -> None:
+        if record.get("kind") == "train":
+            state["frames_per_s"] = float(record.get("frames_per_s", 0.0))
+        elif record.get("kind") == "val":
+            report(record)
+
+    with open(Path(job.out) / ATTEMPTS_FILE, "a") as log:
+        log.write(f"{time.strftime('%H:%M:%S')} start\n")
+    result = run_training(job, show_progress=False, on_record=forward)
+    with open(Path(job.out) / ATTEMPTS_FILE, "a") as log:
+        log.write(f"{time.strftime('%H:%M:%S')} {'already done' if result.already_done else 'trained'}\n")
+    if result.already_done:  # finished before an interruption Tune had not recorded yet: report its validations
+        import csv
+
+        rows = list(csv.DictReader(open(Path(job.out) / METRICS_FILE)))
+        fps = [float(r["frames_per_s"]) for r in rows if r.get("kind") == "train" and r.get("frames_per_s")]
+        state["frames_per_s"] = sorted(fps)[len(fps) // 2] if fps else 0.0
+        for row in rows:
+            if row.get("kind") == "val":
+                report({k: v for k, v in row.items() if k == "step" or (k.startswith("val_") and v not in ("", None))})
+    else:
+        state["frames_per_s"] = result.frames_per_s
+    _write_json(Path(job.out) / "tune_trial.json",
+                {"wall_s": wall + time.monotonic() - began, "step": result.steps, "finished": True,
+                 "frames_per_s": state["frames_per_s"]})
+
+
+def _previous_wall(out: str) -> float:
+    """Wall time earlier attempts of this trial spent (an interrupted sweep adds up across its runs)."""
+    try:
+        return float(json.loads((Path(out) / "tune_trial.json").read_text())["wall_s"])
+    except (OSError, ValueError, KeyError):
+        return 0.0
+
+
+def _write_json(path: Path, values: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(values, indent=1))
+    tmp.replace(path)
+
+
+# ---- the sweep ---------------------------------------------------------------------------------------
+@dataclass
+class SweepResult:
+    out: str
+    trials: int
+    resumed: bool
+    wall_s: float
+    table_csv: str
+    table_md: str
+    best_preset: str | None
+    plot: str | None
+    best: dict[str, Any] | None
+
+    def summary(self) -> str:
+        lines = [f"sweep: {self.trials} trials in {self.wall_s:.0f} s" + (" (resumed)" if self.resumed else ""),
+                 f"  table: {self.table_csv}, {self.table_md}"]
+        if self.best:
+            lines.append(f"  best: {self.best['trial']} ({self.best['config']}) {self.best['metric']} "
+                         f"{self.best['value']:.4f} at step {self.best['step']}")
+        if self.best_preset:
+            lines.append(f"  best config: {self.best_preset} (train it with `genie train --preset-file {self.best_preset}`)")
+        if self.plot:
+            lines.append(f"  scaling plot: {self.plot}")
+        lines.append(f"  trial runs: {Path(self.out) / TRIALS_FOLDER}; Tune logs (TensorBoard): "
+                     f"tensorboard --logdir {Path(self.out) / TUNE_NAME}")
+        return "\n".join(lines)
+
+
+def concurrency(sweep: SweepConfig) -> int:
+    """Trials at once: as many as the cluster's CPUs (and GPUs) hold, counting the Train workers Tune does not."""
+    import ray
+
+    if sweep.max_concurrent:
+        return sweep.max_concurrent
+    total = ray.cluster_resources()
+    per_trial_cpu = sweep.workers * sweep.cpus_per_worker + TRIAL_CPUS
+    count = int(total.get("CPU", 0) // per_trial_cpu)
+    if sweep.gpus_per_trial:
+        count = min(count, int(total.get("GPU", 0) // sweep.gpus_per_trial))
+    return max(1, count)
+
+
+def check_resources(sweep: SweepConfig) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    need_cpu = sweep.workers * sweep.cpus_per_worker + TRIAL_CPUS
+    if need_cpu > total.get("CPU", 0):
+        raise ConfigError(f"one trial needs {need_cpu:g} CPUs ({sweep.workers} workers x {sweep.cpus_per_worker:g} "
+                          f"+ {TRIAL_CPUS}); the Ray cluster has {total.get('CPU', 0):g}: use fewer --workers or "
+                          f"a smaller --cpus-per-worker")
+    if sweep.gpus_per_trial > total.get("GPU", 0):
+        raise ConfigError(f"--gpus-per-trial {sweep.gpus_per_trial:g} but the Ray cluster has {total.get('GPU', 0):g} "
+                          f"GPUs (use --gpus-per-trial 0 to sweep on CPUs)")
+
+
+def run_sweep(sweep: SweepConfig, verbose: int = 1) -> SweepResult:
+    """Run (or resume) the sweep on the Ray cluster this process is connected to; write table, preset, plot."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from tuning.results import write_results
+
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save the experiment state often: resume loses little
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    began = time.monotonic()
+    out = Path(sweep.out).resolve()
+    sweep = dataclasses.replace(sweep, out=str(out))
+    trials = [dataclasses.replace(spec, params=parameter_count(trial_job(sweep, spec))) for spec in build_trials(sweep)]
+    identity = sweep.identity(trials)
+    _check_same_sweep(out, identity)
+    check_resources(sweep)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / SWEEP_FILE, {"identity": identity, "config": sweep.to_dict()})
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep.to_dict()), {"CPU": TRIAL_CPUS})
+    experiment = out / TUNE_NAME
+    resumed = tune.Tuner.can_restore(str(experiment))
+    if resumed:
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        steps = {spec.index: trial_job(sweep, spec).total_steps() for spec in trials}
+        if sweep.scheduler == "asha":
+            first_val = min(trial_job(sweep, s).load_preset().train.val_every for s in trials)
+            scheduler = ASHAScheduler(time_attr="step", max_t=max(steps.values()),
+                                      grace_period=sweep.grace_steps or first_val,
+                                      reduction_factor=sweep.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
+        space = {"trial": tune.grid_search([s.to_dict() for s in trials])}
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(metric=sweep.metric_key, mode=sweep.mode, scheduler=scheduler, num_samples=1,
+                                        max_concurrent_trials=concurrency(sweep),
+                                        trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).name,
+                                        trial_name_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).name),
+            run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(out), verbose=verbose,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    grid = tuner.fit()
+    files = write_results(sweep, trials, grid)
+    return SweepResult(str(out), len(trials), resumed, time.monotonic() - began, **files)
+
+
+def _check_same_sweep(out: Path, identity: dict[str, Any]) -> None:
+    file = out / SWEEP_FILE
+    if not file.is_file():
+        return
+    before = json.loads(file.read_text()).get("identity", {})
+    if before != identity:
+        changed = sorted(k for k in identity if before.get(k) != identity[k])
+        raise ConfigError(f"{out} holds a different sweep (differs in: {', '.join(changed)}); run the same command "
+                          f"to resume it, or pass a new --out")
