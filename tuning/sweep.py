@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Callback
+
 from world_model.config import ConfigError, Preset
 from tuning.space import SearchSpace, TrialSpec
 
@@ -33,6 +35,7 @@ TRIAL_CPUS = 0.1  # the Tune function itself: it only waits on its Train run and
 TUNE_NAME = "tune"  # Tune's experiment folder inside the sweep folder
 TRIALS_FOLDER = "trials"  # run folders of the trials
 SWEEP_FILE = "sweep.json"
+PLACEMENT_GROUPS_FILE = "placement_groups.txt"  # a trial's Train placement groups (to release)
 ATTEMPTS_FILE = "attempts.log"  # inside a trial's run folder: one line per start of its Tune function
 METRICS = {"loss": "val_loss", "psnr": "val_psnr"}
 SCHEDULERS = ("asha", "none")
@@ -206,14 +209,20 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
         _write_json(Path(job.out) / "tune_trial.json", {"wall_s": wall_s, "step": step, "finished": False})
 
     def forward(record: dict[str, Any]) -> None:
-        if record.get("kind") == "train":
+        if record.get("kind") == "start" and record.get("placement_group"):
+            with open(Path(job.out) / PLACEMENT_GROUPS_FILE, "a") as groups:
+                groups.write(f"{record['placement_group']}\n")
+        elif record.get("kind") == "train":
             state["frames_per_s"] = float(record.get("frames_per_s", 0.0))
         elif record.get("kind") == "val":
             report(record)
 
     with open(Path(job.out) / ATTEMPTS_FILE, "a") as log:
         log.write(f"{time.strftime('%H:%M:%S')} start\n")
-    result = run_training(job, show_progress=False, on_record=forward)
+    try:
+        result = run_training(job, show_progress=False, on_record=forward)
+    finally:
+        remove_placement_groups(job.out)
     with open(Path(job.out) / ATTEMPTS_FILE, "a") as log:
         log.write(f"{time.strftime('%H:%M:%S')} {'already done' if result.already_done else 'trained'}\n")
     if result.already_done:  # finished before an interruption Tune had not recorded yet: report its validations
@@ -230,6 +239,47 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     _write_json(Path(job.out) / "tune_trial.json",
                 {"wall_s": wall + time.monotonic() - began, "step": result.steps, "finished": True,
                  "frames_per_s": state["frames_per_s"]})
+
+
+def remove_placement_groups(run_folder: str) -> None:
+    """Remove the Train worker groups' placement groups a trial recorded, if they still exist.
+
+    Why: under Tune, Ray 2.60's Train V2 leaves a finished or stopped run's placement group reserved
+    (ray-project/ray#54305), so each trial would keep its workers' CPUs/GPUs and later trials wait for
+    ever. Only the trial's own groups (reported by its rank 0) are touched, never another trial's.
+    """
+    import ray
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    file = Path(run_folder) / PLACEMENT_GROUPS_FILE
+    if not file.is_file():
+        return
+    table = ray.util.placement_group_table()
+    for hex_id in sorted(set(file.read_text().split())):
+        if table.get(hex_id, {}).get("state") not in (None, "REMOVED"):
+            try:
+                remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id))))
+            except Exception as err:  # noqa: BLE001 - best effort; the sweep goes on
+                print(f"warning: could not remove placement group {hex_id}: {err}")
+
+
+class ReleaseTrialResources(Callback):
+    """Tune callback (driver side): when a trial ends (finished, stopped by ASHA, errored), release its Train
+    placement groups; a trial stopped by the scheduler is killed before it can do so itself."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def _release(self, trial) -> None:
+        name = TrialSpec.from_dict(trial.config["trial"]).name
+        remove_placement_groups(str(Path(self.out) / TRIALS_FOLDER / name))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._release(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._release(trial)
 
 
 def _previous_wall(out: str) -> float:
@@ -330,7 +380,9 @@ def run_sweep(sweep: SweepConfig, verbose: int = 1) -> SweepResult:
         steps = {spec.index: trial_job(sweep, spec).total_steps() for spec in trials}
         if sweep.scheduler == "asha":
             first_val = min(trial_job(sweep, s).load_preset().train.val_every for s in trials)
-            scheduler = ASHAScheduler(time_attr="step", max_t=max(steps.values()),
+            # max_t one past the budget: ASHA stops a trial that reaches max_t at once, which would kill it
+            # between its last validation and its final checkpoint; trials end by returning instead
+            scheduler = ASHAScheduler(time_attr="step", max_t=max(steps.values()) + 1,
                                       grace_period=sweep.grace_steps or first_val,
                                       reduction_factor=sweep.reduction_factor)
         else:
@@ -344,7 +396,8 @@ def run_sweep(sweep: SweepConfig, verbose: int = 1) -> SweepResult:
                                         trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).name,
                                         trial_name_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).name),
             run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(out), verbose=verbose,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      callbacks=[ReleaseTrialResources(str(out))]),
         )
     grid = tuner.fit()
     files = write_results(sweep, trials, grid)

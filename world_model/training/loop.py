@@ -63,6 +63,7 @@ class MetricChannel:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -102,7 +103,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val_mine = (val_episodes[rank::world], val_starts[rank::world])
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and job.bf16)
     channel.send({"kind": "start", "step": start, "total": total, "workers": world, "batch": plan.batch,
-                  "micro_batch": micro, "accumulation": accumulation, "train_windows": train_store.num_windows(length)})
+                  "micro_batch": micro, "accumulation": accumulation, "train_windows": train_store.num_windows(length),
+                  # the worker group's placement group: a Tune trial removes it (Train V2 leaks it under Tune, ray#54305)
+                  "placement_group": ray.get_runtime_context().get_placement_group_id()})
     if start == 0:
         channel.send({"kind": "val", "step": 0, **validate(stage, val_store, val_mine, length, micro, job.seed, world, autocast)})
 
