@@ -184,5 +184,3 @@ def scaling_plot(sweep, trials: list[TrialSpec], rows: list[dict[str, Any]], his
     return str(path)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

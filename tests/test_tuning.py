@@ -1,0 +1,103 @@
+"""genie tune: bad search spaces refused before any trial; a tiny ASHA sweep on CPU writes its table, best preset
+and plot and leaves no Train placement group reserved."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from world_model.config import ConfigError
+
+FAST = ["world_model.train.val_windows=8", "world_model.train.log_every=3", "world_model.train.sample_every=1000"]
+
+
+def sweep_config(tmp_path: Path, space: str, data: str = "/nonexistent", **kw):
+    from tuning.sweep import SweepConfig
+
+    file = tmp_path / "space.yaml"
+    file.write_text(space)
+    return SweepConfig(stage="tokenizer", data=[data], out=str(tmp_path / "sweep"), space=str(file), overrides=FAST,
+                       wandb=False, **kw)
+
+
+@pytest.mark.parametrize("space, field", [
+    ("widht: [16, 32]\n", "widht"),
+    ("tokenizer.encoder.dimm: [16]\n", "tokenizer.encoder.dimm"),
+    ("width: [16, -32]\n", "width"),
+    ("width: {randint: [-8, 64]}\n", "width"),
+    ("width: [16, 30]\nheads: 4\n", "width"),
+    ("lr: {loguniform: [0, 0.01]}\n", "lr"),
+])
+def test_bad_search_space_is_refused_naming_the_field(tmp_path, space, field):
+    from tuning.sweep import build_trials
+
+    with pytest.raises(ConfigError, match=field):
+        build_trials(sweep_config(tmp_path, space))
+    assert not (tmp_path / "sweep").exists()  # nothing started
+
+
+def test_cli_refuses_bad_space_before_starting_ray(tmp_path):
+    import subprocess
+    import sys
+
+    space = tmp_path / "bad.yaml"
+    space.write_text("width: [16, 30]\nheads: 4\n")
+    run = subprocess.run([sys.executable, "-m", "cluster.cli", "tune", "tokenizer", "--data", str(tmp_path),
+                          "--space", str(space), "--out", str(tmp_path / "sweep")], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2
+    assert "width" in run.stderr and "heads" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_space_grid_times_samples_and_lr_keeps_min_lr_ratio(tmp_path):
+    from tuning.sweep import build_trials
+
+    trials = build_trials(sweep_config(tmp_path, "width: [16, 32]\nheads: 2\nlr: {loguniform: [0.0001, 0.01]}\n",
+                                       samples=2, seed=3))
+    assert len(trials) == 4
+    assert {t.values["width"] for t in trials} == {16, 32}
+    for t in trials:
+        lr = t.values["lr"]
+        assert 1e-4 <= lr <= 1e-2
+        min_lr = next(o for o in t.overrides if "min_lr" in o).split("=")[1]
+        assert float(min_lr) == pytest.approx(lr * 0.1)  # tiny: min_lr / lr = 0.0003 / 0.003
+    assert [t.seed for t in trials] == [3, 4, 3, 4]  # sample k trains with seed + k
+
+
+@pytest.fixture(scope="module")
+def tune_data(ray_cluster, tmp_path_factory):
+    """24 real random-agent episodes (cap 100 frames), a fifth of them in the 'val' split."""
+    from rl_agent.collection import collect_dataset
+    from tests.conftest import small_config
+
+    out = tmp_path_factory.mktemp("tune-data") / "random"
+    collect_dataset(small_config(episodes=24, seed=11, max_episode_frames=100, val_fraction=0.2, test_fraction=0.0),
+                    out, show_progress=False)
+    return out
+
+
+def test_tiny_asha_sweep_writes_table_best_preset_and_plot(tune_data, tmp_path):
+    import ray
+
+    from tuning.sweep import run_sweep
+    from world_model.config import load_preset
+
+    # two sizes x two learning rates; lr 1e-5 barely moves in 12 steps, so ASHA should stop it at a rung
+    space = "width: [16, 32]\nheads: 2\ndepth: 1\nlr: [0.003, 0.00001]\n"
+    sweep = sweep_config(tmp_path, space, data=str(tune_data), budget_steps=12, val_every=3, max_concurrent=2)
+    result = run_sweep(sweep, verbose=0)
+    rows = list(csv.DictReader(open(result.table_csv)))
+    assert len(rows) == 4 and all(not r["status"].startswith("error") for r in rows)
+    assert any(r["status"].startswith("stopped early") and int(r["steps"]) < 12 for r in rows)
+    assert any(r["status"] == "finished" and int(r["steps"]) == 12 for r in rows)
+    assert len({int(r["parameters"]) for r in rows}) == 2
+    preset = load_preset(None, result.best_preset)
+    best = rows[0]
+    assert preset.tokenizer.encoder.dim == int(best["config"].split("width=")[1].split()[0])
+    assert Path(result.plot).stat().st_size > 10_000
+    assert list(Path(tmp_path / "sweep" / "tune").rglob("events.out.tfevents*"))  # TensorBoard per trial
+    leftover = [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
+    assert not leftover  # every trial's Train placement group released
