@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 
 from cluster.jobs import installed_version
 
@@ -21,8 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         expected, argv = argv[1], argv[2:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
+    import cluster
+
     installed = installed_version()
-    print(f"genie job on {socket.gethostname()}: genie-redux {installed or 'from the uploaded working dir'}, "
+    code = Path(cluster.__file__).resolve().parent.parent  # an uploaded working dir comes first on sys.path
+    print(f"genie job on {socket.gethostname()}: genie-redux {installed or '(not installed)'}, code in {code}, "
           f"Ray at {os.environ.get('RAY_ADDRESS', '(none)')}", flush=True)
     if expected and installed != expected:
         print(f"warning: the cluster runs genie-redux {installed}, the job was submitted from {expected}; "

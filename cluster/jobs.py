@@ -36,8 +36,9 @@ STORAGE_VARIABLE = "GENIE_STORAGE"
 # Options whose value is a location; a plain local path there is a path on the cluster, not on your laptop.
 PATH_OPTIONS = ("--out", "--data", "--checkpoint")
 # Left out of an uploaded working dir: data, runs and environments are large and not code.
-WORKING_DIR_EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", "data", "runs", "wandb", "*.arrow",
-                        "*.ckpt", "*.pt", "benchmarks/results"]
+# (Ray also leaves out what .gitignore lists.)
+WORKING_DIR_EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info", "data", "runs",
+                        "wandb", "*.arrow", "*.ckpt", "*.pt", "benchmarks/results"]
 NOT_STAGES = ("submit", "jobs")
 
 

@@ -129,18 +129,13 @@ class LoopbackCluster:
 
 
 def _terminate(process: subprocess.Popen | None) -> None:
-    """Stop one `ray start --block` and the node processes it owns (SIGTERM, then the process group)."""
-    if process is None:
-        return
-    if process.poll() is not None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # whatever of its group outlived it
-        except ProcessLookupError:
-            pass
+    """Stop one `ray start --block` and the node processes it owns: SIGTERM, and SIGKILL to its process
+    group if it is still shutting down after 15 s (while its leader lives, so the group is surely ours)."""
+    if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=60)
+        process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -226,6 +221,30 @@ def test_a_failing_job_exits_with_its_status_and_bad_input_fails_before_submitti
     assert gcs.returncode == 2 and "job server" in gcs.stderr
     unknown = cluster.genie("jobs", "logs", "no-such-job", "--address", cluster.address)
     assert unknown.returncode == 2 and "no-such-job" in unknown.stderr
+
+
+def test_a_job_from_a_working_dir_can_be_followed_and_stopped(cluster):
+    """--working-dir uploads this checkout and runs it (no installed version involved); `genie jobs logs`
+    shows its output, `genie jobs stop` ends it, and its collectors end with it."""
+    submitted = cluster.genie("submit", "--no-wait", "--working-dir", str(REPO), "--job-id", "genie-stop-me",
+                              *COLLECT, "--episodes", "400", "--seed", "99", "--out", "$GENIE_STORAGE/data/stopped",
+                              "--address", cluster.address)
+    assert submitted.returncode == 0 and "genie-stop-me" in submitted.stdout, submitted.stdout + submitted.stderr
+    assert "--expect-version" not in submitted.stdout  # the uploaded code is what runs
+    deadline = time.monotonic() + 120
+    while not any(a["state"] == "ALIVE" and "-s99-" in (a.get("name") or "") for a in cluster.collector_actors()):
+        assert time.monotonic() < deadline, "the job's collectors never started"
+        time.sleep(0.5)
+    stopped = cluster.genie("jobs", "stop", "genie-stop-me", "--address", cluster.address)
+    assert stopped.returncode == 0 and "STOPPED" in stopped.stdout, stopped.stdout + stopped.stderr
+    log = cluster.genie("jobs", "logs", "genie-stop-me", "--address", cluster.address).stdout
+    assert re.search(rf"code in {re.escape(str(cluster.temp_dir))}/\S*working_dir", log), log[:3000]  # the uploaded copy
+    listed = cluster.genie("jobs", "list", "--address", cluster.address).stdout
+    assert any(line.startswith("genie-stop-me") and "STOPPED" in line for line in listed.splitlines()), listed
+    deadline = time.monotonic() + 60
+    while any(a["state"] != "DEAD" and "-s99-" in (a.get("name") or "") for a in cluster.collector_actors()):
+        assert time.monotonic() < deadline, "collectors outlived their stopped job"
+        time.sleep(1)
 
 
 def test_a_submitted_tiny_training_run_checkpoints_into_shared_storage(cluster, submitted_collection):
