@@ -30,6 +30,7 @@ import numpy as np
 from rl_agent.agents import check_agent_spec, make_agent
 from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, ConfigError, derive_seed
 from rl_agent.recorder import Episode, EpisodeRecorder
+from rl_agent.store.errors import DatasetError
 from rl_agent.store.location import RemoteFolder, is_uri
 from rl_agent.store.manifest import SPLITS, Manifest, ShardInfo
 from rl_agent.store.schema import episode_batch
@@ -292,7 +293,10 @@ def prepare_remote_dataset(config: CollectConfig, remote: RemoteFolder, staging:
     """`prepare_dataset` for a dataset at a storage URI; the manifest is kept in `staging` and uploaded."""
     remote.makedirs()
     remote.download_manifest(staging)
-    manifest = Manifest.load_or_create(staging)
+    try:
+        manifest = Manifest.load_or_create(staging)
+    except DatasetError as err:  # name the URI, not the staging copy
+        raise DatasetError(str(err).replace(str(staging), remote.uri)) from err
     _claim_collection(manifest, config, remote.uri)
     names = remote.names()
     for name in names:
@@ -427,7 +431,8 @@ def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: b
             manifest, plans = prepare_dataset(config, out_dir)
             target, save = str(out_dir.resolve()), manifest.save
         if plans:
-            _run_collectors(ray, config, target, manifest, save, plans, show_progress)
+            _run_collectors(ray, config, target, manifest, save, plans, show_progress,
+                            None if remote is not None else out_dir)
             _cleanup_temp_files(config, None if remote else out_dir, remote)
         return manifest
     finally:
@@ -436,7 +441,7 @@ def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: b
 
 
 def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest, save: Callable[[], None],
-                    plans: list[ShardPlan], show_progress: bool) -> None:
+                    plans: list[ShardPlan], show_progress: bool, local_dir: Path | None = None) -> None:
     from tqdm import tqdm
 
     queue = deque(plans)
@@ -473,6 +478,11 @@ def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest,
                     member.counts, member.node, member.ready = result[:2], result[2], True
                 else:
                     shard: ShardInfo = result
+                    if local_dir is not None and not (local_dir / shard.file).is_file():
+                        raise DatasetError(
+                            f"collector {member.name} on node {member.node} wrote {shard.file} to its own disk, which "
+                            f"this driver does not see: on a multi-node cluster give --out a storage URI (s3://...) "
+                            f"or a folder that every node mounts")
                     manifest.add_shard(shard)
                     save()
                     done_frames += shard.rows

@@ -66,3 +66,11 @@ def test_placement_reads_the_live_cluster(ray_cluster):
 
     assert collector_placement(1.0) == Placement(1.0)  # the local instance has no collector nodes
     assert use_gpu() == (ray.cluster_resources().get("GPU", 0) >= 1)
+
+
+def test_a_damaged_manifest_at_a_uri_is_named_by_its_uri(ray_cluster, tmp_path):
+    target = tmp_path / "broken"
+    target.mkdir()
+    (target / "manifest.json").write_text("{not json")
+    with pytest.raises(DatasetError, match=f"file://{target}/manifest.json: manifest is not valid JSON"):
+        collect_dataset(small_config(episodes=1), f"file://{target}", show_progress=False)
