@@ -220,8 +220,14 @@ def follow(jobs, job_id: str, address: str) -> int:
 
     Ctrl-C stops following, not the job."""
     try:
-        asyncio.run(_stream(jobs, job_id))
-        info = _wait_terminal(jobs, job_id)
+        try:
+            asyncio.run(_stream(jobs, job_id))
+        except (RuntimeError, OSError) as err:  # the log stream broke (network, head restart); the job may go on
+            print(f"\nlost the log stream ({str(err).splitlines()[0]}); waiting for the job to end. Its logs: "
+                  f"genie jobs logs {job_id} --address {address}", file=sys.stderr, flush=True)
+            info = _wait_terminal(jobs, job_id, timeout_s=float("inf"))
+        else:
+            info = _wait_terminal(jobs, job_id)
     except KeyboardInterrupt:
         print(f"\nstopped following; job {job_id} keeps running. Follow again: genie jobs logs {job_id} --follow "
               f"--address {address}; stop it: genie jobs stop {job_id} --address {address}", file=sys.stderr)
@@ -240,7 +246,7 @@ def _wait_terminal(jobs, job_id: str, timeout_s: float = 60.0):
     deadline = time.monotonic() + timeout_s
     info = job_info(jobs, job_id)
     while not info.status.is_terminal() and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.5 if timeout_s < 600 else 5.0)
         info = job_info(jobs, job_id)
     return info
 
@@ -250,6 +256,9 @@ def job_info(jobs, job_id: str):
         return jobs.get_job_info(job_id)
     except RuntimeError as err:
         raise JobError(f"job {job_id}: {str(err).splitlines()[0]}; `genie jobs list` shows the jobs") from err
+    except OSError as err:  # requests' connection errors
+        raise JobError(f"job {job_id}: the job server does not answer ({str(err).splitlines()[0]}); is "
+                       f"`ray dashboard cluster.yaml` still running? The job itself goes on.") from err
 
 
 def exit_code(info) -> int:
