@@ -70,6 +70,7 @@ class TokenizerConfig:
     encoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(512, 8, 8))
     decoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(512, 8, 8))
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    encoder_temporal: bool = True  # False: each frame's tokens from that frame alone (see tokenizer.py)
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch:
@@ -261,8 +262,30 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
         elif isinstance(default, tuple) and isinstance(value, list):
             kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(cls.__name__, name, default, value)
     return cls(**kwargs)
+
+
+def _coerce(owner: str, name: str, default: Any, value: Any) -> Any:
+    """Numbers given as text (YAML reads `1e-5` as a string) become numbers; a wrong type is an error."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{owner}.{name} must be true or false, got {value!r}")
+    if isinstance(default, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{owner}.{name} must be a number, got {value!r}") from None
+        if isinstance(value, (int, float)):
+            if isinstance(default, int) and not isinstance(default, bool):
+                if float(value) != int(value):
+                    raise ConfigError(f"{owner}.{name} must be a whole number, got {value!r}")
+                return int(value)
+            return float(value)
+        raise ConfigError(f"{owner}.{name} must be a number, got {value!r}")
+    return value
 
 
 def _field_default(f: dataclasses.Field) -> Any:

@@ -48,4 +48,12 @@ class WorldModel(nn.Module):
         generated = self.dynamics.generate_tokens(
             context, self.action_inputs(actions), horizon, steps, temperature, generator
         )  # (B, horizon, h, w)
-        return self.tokenizer.detokenize(torch.cat([context, generated], dim=1))[:, context.shape[1]:]
+        return self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])
+
+    @torch.no_grad()
+    def decode_windows(self, tokens: torch.Tensor, first: int) -> torch.Tensor:
+        """Frames `first`.. of token ids (B, T, h, w), each decoded as the last frame of a window of at
+        most the tokenizer's training length (its causal decoder never saw longer ones): (B, T-first, H, W, C)."""
+        window = max(1, self.tokenizer.config.frames)
+        frames = [self.tokenizer.detokenize(tokens[:, max(0, k + 1 - window): k + 1])[:, -1] for k in range(first, tokens.shape[1])]
+        return torch.stack(frames, dim=1)  # (B, T-first, H, W, C)

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from world_model.config import STAGES, ConfigError, OptimConfig, Preset, config_to_dict, load_preset
 
-ACTIONS = ("latent", "true")  # GenieRedux (LAM latent actions) or GenieRedux-G (the agent's true actions)
+ACTIONS = ("latent", "true")
+
+
+def _absolute(location: str) -> str:
+    from world_model import storage
+
+    text = str(location)
+    return text if storage.is_uri(text) else str(Path(text).expanduser().resolve())  # GenieRedux (LAM latent actions) or GenieRedux-G (the agent's true actions)
 
 
 @dataclass
@@ -45,6 +53,10 @@ class TrainJob:
     inject_failure_at: int | None = None  # tests: one worker exits at this step, once (fault tolerance)
 
     def __post_init__(self) -> None:
+        # workers run in other folders (and on other nodes): every local path must be absolute
+        self.data = [_absolute(d) for d in self.data]
+        self.out = _absolute(self.out)
+        self.init, self.tokenizer, self.lam = (_absolute(p) if p else p for p in (self.init, self.tokenizer, self.lam))
         if self.stage not in STAGES:
             raise ConfigError(f"unknown stage {self.stage!r}; stages: {', '.join(STAGES)}")
         if not self.data:

@@ -37,6 +37,8 @@ def open_stores(locations: list[str]) -> tuple[EpisodeStore, EpisodeStore, str]:
         pass
     everything = EpisodeStore(roots)
     held = [i for i, e in enumerate(everything.episodes) if zlib.crc32(e.episode.id.encode()) % HOLDOUT_EVERY == 0]
+    if not held and len(everything) > 1:
+        held = [len(everything) - 1]  # a small dataset: still validate on one unseen episode
     if not held or len(held) == len(everything):
         raise DatasetError(f"{', '.join(locations)}: no 'val' split and too few episodes to hold some out; "
                            f"collect with --split auto (the default) or more episodes")

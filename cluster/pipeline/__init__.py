@@ -1,0 +1,1 @@
+"""`genie pipeline`: the whole GenieRedux study as one resumable plan of stages, ending in a report."""

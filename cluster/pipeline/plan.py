@@ -1,0 +1,157 @@
+"""The GenieRedux study as a plan of stages, each with its inputs, outputs and the config that defines it.
+
+    agent ─┬─ data:agent-train ──┬─ tokenizer-ta ── genie-g-ta / genie-ta ─┐
+           └─ data:diverse-test  │   lam-ta                                 ├─ eval:* ── report
+    data:random-train ─ tokenizer, lam ── genie-g, genie ──────────────────┘
+    data:basic-test
+
+A stage's key is a hash of its own config and the keys of the stages it needs, so changing the
+agent's settings re-runs the agent, the data it played and everything trained on that data,
+while the random-agent branch is reused. Stages are plain functions over a `PipelineContext`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rl_agent.coinrun_env import ConfigError
+
+GROUPS = ("agent", "data", "train", "finetune", "eval", "report")
+TEST_SETS = ("basic-test", "diverse-test")
+# name in the plan -> (stage, conditioning): the four world-model components of the paper
+MODELS = {"tokenizer": ("tokenizer", None), "lam": ("lam", None), "genie-g": ("dynamics", "true"), "genie": ("dynamics", "latent")}
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The `pipeline:` section of a preset file."""
+
+    train_workers: int = 2
+    steps: dict[str, int] = field(default_factory=lambda: {"tokenizer": 500, "lam": 300, "dynamics": 500})
+    ta_steps: dict[str, int] = field(default_factory=lambda: {"tokenizer": 150, "lam": 100, "dynamics": 200})
+    ta: tuple[str, ...] = ("tokenizer", "lam", "genie-g", "genie")  # components fine-tuned on the agent's data
+    models: tuple[str, ...] = ("tokenizer", "lam", "genie-g", "genie")  # components trained at all
+    eval: dict[str, Any] = field(default_factory=lambda: {"episodes": 32, "context": 2, "horizon": 10,
+                                                           "maskgit_steps": 8, "workers": 2})
+    eval_sets: tuple[str, ...] = TEST_SETS
+    overrides: tuple[str, ...] = ()  # world_model.* overrides for every training stage
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "PipelineSettings":
+        values = dict(values or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown pipeline field(s) {sorted(unknown)}; known: {sorted(known)}")
+        for name in ("ta", "models", "eval_sets", "overrides"):
+            if name in values:
+                values[name] = tuple(values[name] or ())
+        settings = cls(**values)
+        for model in (*settings.models, *settings.ta):
+            if model not in MODELS:
+                raise ConfigError(f"unknown pipeline model {model!r}; known: {', '.join(MODELS)}")
+        for test_set in settings.eval_sets:
+            if test_set not in TEST_SETS:
+                raise ConfigError(f"unknown test set {test_set!r}; known: {', '.join(TEST_SETS)}")
+        if "genie" in settings.models and "lam" not in settings.models:
+            raise ConfigError("the GenieRedux model ('genie') needs the LAM ('lam') in pipeline.models")
+        return settings
+
+
+@dataclass
+class Stage:
+    name: str
+    group: str
+    needs: list[str]
+    outputs: list[str]  # paths relative to the run folder that must exist for the stage to count as done
+    config: dict[str, Any]  # what defines the stage's result
+    action: Callable[["PipelineContext", "Stage"], dict[str, Any]]
+    key: str = ""
+
+
+@dataclass
+class PipelineContext:
+    run: Path
+    sections: dict[str, Any]  # the whole preset (agent, data, world_model, pipeline)
+    preset_label: str
+    preset_name: str | None
+    preset_file: str | None
+    overrides: list[str]
+    settings: PipelineSettings
+    show_progress: bool = True
+
+    def path(self, relative: str) -> Path:
+        return self.run / relative
+
+
+def stage_key(config: dict[str, Any], upstream: list[str]) -> str:
+    text = json.dumps({"config": config, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_dir(name: str, ta: bool) -> str:
+    return f"models/{name}{'-ta' if ta else ''}"
+
+
+def build_plan(context: PipelineContext) -> list[Stage]:
+    """Every stage of the study in dependency order, keys filled in."""
+    from cluster.pipeline import actions
+
+    s, sections = context.settings, context.sections
+    data = sections.get("data", {})
+    stages: list[Stage] = [
+        Stage("agent", "agent", [], ["agent/curve.csv"], {"agent": sections.get("agent", {})}, actions.train_agent),
+    ]
+    for name, needs_agent in (("random-train", False), ("basic-test", False), ("agent-train", True), ("diverse-test", True)):
+        stages.append(Stage(f"data:{name}", "data", ["agent"] if needs_agent else [], [f"data/{name}/manifest.json"],
+                            {"data": data, "name": name}, actions.make_dataset))
+    world = {k: v for k, v in sections.get("world_model", {}).items()}
+    for ta in (False, True):
+        for name in s.models:
+            if ta and name not in s.ta:
+                continue
+            stage, conditioning = MODELS[name]
+            needs = ["data:agent-train" if ta else "data:random-train"]
+            if ta:
+                needs.append(model_dir(name, False).split("/")[1])
+            if stage == "dynamics":
+                needs.append("tokenizer-ta" if ta and "tokenizer" in s.ta else "tokenizer")
+                if conditioning == "latent":
+                    needs.append("lam-ta" if ta and "lam" in s.ta else "lam")
+            steps = (s.ta_steps if ta else s.steps)[stage]
+            config = {"world_model": world, "stage": stage, "conditioning": conditioning, "steps": steps,
+                      "overrides": list(s.overrides), "workers": s.train_workers}
+            stages.append(Stage(model_dir(name, ta).split("/")[1], "finetune" if ta else "train", needs,
+                                [f"{model_dir(name, ta)}/latest.pt"], config, actions.train_model))
+    trained = [st.name for st in stages if st.group in ("train", "finetune")]
+    for model in trained:
+        for test_set in s.eval_sets:
+            stages.append(Stage(f"eval:{model}:{test_set}", "eval", [model, f"data:{test_set}"],
+                                [f"eval/{model}/{test_set}/results.json"], {"eval": s.eval}, actions.evaluate_model))
+    evals = [st.name for st in stages if st.group == "eval"]
+    stages.append(Stage("report", "report", [*[st.name for st in stages if st.group in ("agent", "data")], *trained, *evals],
+                        ["report.md", "report.html"], {"version": 1}, actions.write_report))
+    keys: dict[str, str] = {}
+    for stage in stages:
+        stage.key = stage_key(stage.config, [keys[n] for n in stage.needs])
+        keys[stage.name] = stage.key
+    return stages
+
+
+def select(stages: list[Stage], wanted: list[str] | None) -> list[Stage]:
+    """The stages named (by name, name prefix such as 'eval', or group) in plan order; all when None."""
+    if not wanted:
+        return stages
+    chosen = []
+    for stage in stages:
+        if any(w == stage.name or w == stage.group or stage.name.startswith(f"{w}:") for w in wanted):
+            chosen.append(stage)
+    unknown = [w for w in wanted if not any(w == st.name or w == st.group or st.name.startswith(f"{w}:") for st in stages)]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages: {', '.join(st.name for st in stages)}; "
+                          f"groups: {', '.join(GROUPS)}")
+    return chosen
