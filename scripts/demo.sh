@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The README's main job: set up, then collect a small random-agent CoinRun dataset with
-# 2 parallel collectors, verify it and describe it. Output goes to ${OUT:-runs/demo}.
+# The README's main job: set up, then run the whole GenieRedux study on the `tiny` preset on a local
+# Ray instance (PPO explorer, four data sets, tokenizer/LAM/dynamics, TA fine-tuning, evaluation)
+# and write the report. Output goes to ${OUT:-runs/tiny}; running it again reuses finished stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-OUT=${OUT:-runs/demo}
+OUT=${OUT:-runs/tiny}
 export PYTHONWARNINGS=ignore
-.venv/bin/genie collect --agent random --episodes 64 --workers 2 --seed 0 --episodes-per-shard 32 --out "$OUT/data/random"
-.venv/bin/genie data verify "$OUT/data/random"
-.venv/bin/genie data stats "$OUT/data/random" --plot "$OUT/random_stats.png"
-echo "report: $OUT/random_stats.png (dataset in $OUT/data/random)"
+.venv/bin/genie pipeline --preset tiny --out "$OUT" "$@"
+echo "report: $OUT/report.html (self-contained; Markdown: $OUT/report.md)"
