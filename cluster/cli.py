@@ -31,7 +31,7 @@ names a cluster to join. Run `genie COMMAND --help` for the options of each comm
 """
 
 
-def _add_address(parser: argparse.ArgumentParser) -> None:
+def add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
                         help="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto'); default: RAY_ADDRESS, else a local Ray instance")
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--envs-per-worker", type=int, default=16, help="Procgen games each collector steps at once")
     collect.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray CPUs reserved by each collector")
     collect.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_address(collect)
+    add_address(collect)
 
     data = commands.add_parser("data", help="check and describe datasets", description="Check and describe episode datasets.")
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--envs-per-runner", type=int, default=None, help="CoinRun games per env runner")
     train.add_argument("--steps", type=int, default=None, help="total env steps (overrides the preset)")
     train.add_argument("--no-progress", action="store_true")
-    _add_address(train)
+    add_address(train)
     evaluate = agent_commands.add_parser(
         "eval",
         help="mean return, success, length and level progress with 95%% CIs, beside the random agent on the same levels",
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--workers", type=int, default=2)
     make.add_argument("--no-progress", action="store_true")
     _add_preset(make)
-    _add_address(make)
+    add_address(make)
 
     from cluster.commands import command_modules
 

@@ -72,6 +72,17 @@ def small_dataset(ray_cluster, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def train_data(ray_cluster, tmp_path_factory) -> Path:
+    """24 real random-agent episodes (cap 100 frames), a fifth of them in the 'val' split (training, sweeps)."""
+    from rl_agent.collection import collect_dataset
+
+    out = tmp_path_factory.mktemp("train-data") / "random"
+    collect_dataset(small_config(episodes=24, seed=11, max_episode_frames=100, val_fraction=0.2, test_fraction=0.0),
+                    out, show_progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def sticky_dataset(ray_cluster, tmp_path_factory) -> Path:
     """30 random-agent episodes with sticky actions (p=0.9): keys held for ~10 steps, as a player holds them,
     so actions visibly move the agent (uniform random actions barely do: they cancel out)."""

@@ -36,18 +36,6 @@ def metric_rows(run: Path, kind: str) -> list[dict]:
         return [row for row in csv.DictReader(handle) if row["kind"] == kind]
 
 
-@pytest.fixture(scope="module")
-def train_data(ray_cluster, tmp_path_factory):
-    """24 real random-agent episodes (cap 100 frames), a fifth of them in the 'val' split."""
-    from tests.conftest import small_config
-    from rl_agent.collection import collect_dataset
-
-    out = tmp_path_factory.mktemp("train-data") / "random"
-    collect_dataset(small_config(episodes=24, seed=11, max_episode_frames=100, val_fraction=0.2, test_fraction=0.0),
-                    out, show_progress=False)
-    return out
-
-
 # ---- windows --------------------------------------------------------------------------------
 def write_indexed_dataset(root: Path, lengths: list[int]) -> None:
     """Episodes whose frames encode (episode, step) in their pixels and whose actions encode both too."""

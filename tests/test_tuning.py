@@ -67,19 +67,7 @@ def test_space_grid_times_samples_and_lr_keeps_min_lr_ratio(tmp_path):
     assert [t.seed for t in trials] == [3, 4, 3, 4]  # sample k trains with seed + k
 
 
-@pytest.fixture(scope="module")
-def tune_data(ray_cluster, tmp_path_factory):
-    """24 real random-agent episodes (cap 100 frames), a fifth of them in the 'val' split."""
-    from rl_agent.collection import collect_dataset
-    from tests.conftest import small_config
-
-    out = tmp_path_factory.mktemp("tune-data") / "random"
-    collect_dataset(small_config(episodes=24, seed=11, max_episode_frames=100, val_fraction=0.2, test_fraction=0.0),
-                    out, show_progress=False)
-    return out
-
-
-def test_tiny_asha_sweep_writes_table_best_preset_and_plot(tune_data, tmp_path):
+def test_tiny_asha_sweep_writes_table_best_preset_and_plot(train_data, tmp_path):
     import ray
 
     from tuning.sweep import run_sweep
@@ -87,7 +75,7 @@ def test_tiny_asha_sweep_writes_table_best_preset_and_plot(tune_data, tmp_path):
 
     # two sizes x two learning rates; lr 1e-5 barely moves in 12 steps, so ASHA should stop it at a rung
     space = "width: [16, 32]\nheads: 2\ndepth: 1\nlr: [0.003, 0.00001]\n"
-    sweep = sweep_config(tmp_path, space, data=str(tune_data), budget_steps=12, val_every=3, max_concurrent=2)
+    sweep = sweep_config(tmp_path, space, data=str(train_data), budget_steps=12, val_every=3, max_concurrent=2)
     result = run_sweep(sweep, verbose=0)
     rows = list(csv.DictReader(open(result.table_csv)))
     assert len(rows) == 4 and all(not r["status"].startswith("error") for r in rows)

@@ -10,6 +10,8 @@ ORDER = 40
 
 
 def register(commands) -> None:
+    from cluster.cli import add_address
+
     evaluate = commands.add_parser(
         "eval",
         help="PSNR, SSIM, ΔtPSNR, FID and controllability of a tokenizer, LAM or world model on a test set",
@@ -56,8 +58,7 @@ def register(commands) -> None:
     evaluate.add_argument("--samples", type=int, default=4, help="episodes drawn as GIFs and PNG strips")
     evaluate.add_argument("--checkpoint", default="best", choices=["best", "latest"], help="which checkpoint of a run folder")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    evaluate.add_argument("--address", default=None,
-                          help="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto'); default: RAY_ADDRESS, else a local Ray instance")
+    add_address(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
     report = commands.add_parser(

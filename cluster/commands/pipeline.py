@@ -27,6 +27,8 @@ continues where it stopped. --stages runs a subset (names, groups, or prefixes s
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.cli import add_address
+
     pipeline = commands.add_parser("pipeline", help="the whole study in one resumable command, ending in a report",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     pipeline.add_argument("--out", required=True, type=Path, help="run folder of the study (created; the same again resumes)")
@@ -39,8 +41,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                "(agent, data, train, finetune, eval, report) or prefixes (eval)")
     pipeline.add_argument("--list", action="store_true", help="print the plan (and what is already done) and exit")
     pipeline.add_argument("--no-progress", action="store_true", help="no progress bars")
-    pipeline.add_argument("--address", default=None,
-                          help="Ray cluster to join (e.g. auto); default: RAY_ADDRESS, else a local Ray instance")
+    add_address(pipeline)
     pipeline.set_defaults(handler=run)
 
 

@@ -24,6 +24,7 @@ safety: binds to 127.0.0.1 unless --host says otherwise; no endpoint reads or wr
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.cli import add_address
     from cluster.play.actions import DREAM_HELP
 
     play = commands.add_parser("play", help="play the world model in a browser (Ray Serve); prints the URL",
@@ -43,8 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     play.add_argument("--replicas", type=int, default=1, help="model replicas (e.g. one per GPU)")
     play.add_argument("--torch-threads", type=int, default=0, help="torch threads per replica (0: torch's default)")
     play.add_argument("--seed", type=int, default=None, help="seed of the random starts")
-    play.add_argument("--address", default=None,
-                      help="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto'); default: RAY_ADDRESS, else a local Ray instance")
+    add_address(play)
     play.set_defaults(handler=run_play)
 
     dream = commands.add_parser(

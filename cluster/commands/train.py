@@ -27,6 +27,8 @@ Wherever a checkpoint is asked for, a run folder works too (its best checkpoint)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.cli import add_address
+
     train = commands.add_parser("train", help="train the tokenizer, LAM or dynamics with Ray Train",
                                 description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("stage", choices=["tokenizer", "lam", "dynamics"], help="which stage to train")
@@ -58,8 +60,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--max-failures", type=int, default=3, help="worker-group restarts from the latest checkpoint")
     train.add_argument("--no-wandb", action="store_true", help="no wandb logging (default: offline unless WANDB_MODE is set)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--address", default=None,
-                       help="Ray cluster to join (e.g. auto); default: RAY_ADDRESS, else a local Ray instance")
+    add_address(train)
     train.set_defaults(handler=run_train)
 
 

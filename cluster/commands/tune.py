@@ -38,6 +38,8 @@ resumes an interrupted sweep: finished and early-stopped trials are not run agai
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.cli import add_address
+
     tune = commands.add_parser("tune", help="sweep model sizes of a stage with Ray Tune (ASHA), table + scaling plot",
                                description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     tune.add_argument("stage", choices=["tokenizer", "lam", "dynamics"], help="which stage to sweep")
@@ -72,8 +74,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--lam", default=None, help="dynamics with --actions latent: the LAM run/checkpoint")
     tune.add_argument("--actions", choices=["true", "latent"], default="true", help="dynamics conditioning")
     tune.add_argument("--no-wandb", action="store_true", help="no wandb logs in the trial run folders")
-    tune.add_argument("--address", default=None,
-                      help="Ray cluster to join (e.g. auto); default: RAY_ADDRESS, else a local Ray instance")
+    add_address(tune)
     tune.set_defaults(handler=run_tune)
 
 

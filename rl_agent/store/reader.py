@@ -120,9 +120,12 @@ class EpisodeStore:
 
     def sample_windows(self, rng: np.random.Generator, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """`batch` windows drawn uniformly over all valid windows: (B, T, H, W, C) uint8 and (B, T-1) int8."""
-        episodes, starts = self.sample_positions(rng, batch, length)
-        frames = np.empty((batch, length) + FRAME_SHAPE, dtype=np.uint8)
-        actions = np.empty((batch, length - 1), dtype=np.int8)
+        return self.windows(*self.sample_positions(rng, batch, length), length)
+
+    def windows(self, episodes: Sequence[int], starts: Sequence[int], length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames (N, T, H, W, C) uint8 and actions (N, T-1) int8 of the windows (episodes[i], starts[i])."""
+        frames = np.empty((len(episodes), length) + FRAME_SHAPE, dtype=np.uint8)
+        actions = np.empty((len(episodes), length - 1), dtype=np.int8)
         for i, (episode, start) in enumerate(zip(episodes, starts)):
             frames[i], actions[i] = self.window(int(episode), int(start), length)
         return frames, actions

@@ -44,5 +44,4 @@ def select_windows(store: EpisodeStore, length: int, episodes: int | None, seed:
 
 def read_windows(store: EpisodeStore, windows: list[Window], length: int) -> tuple[np.ndarray, np.ndarray]:
     """Frames (N, T, H, W, C) uint8 and actions (N, T-1) int8 of the windows."""
-    pairs = [store.window(w.episode, w.start, length) for w in windows]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    return store.windows([w.episode for w in windows], [w.start for w in windows], length)

@@ -35,7 +35,7 @@ from world_model.steps import DynamicsStage, eval_step
 from world_model.training.job import TrainJob
 from world_model.training.samples import sample_png
 from world_model.training.stages import StageLoss, build_stage
-from world_model.training.windows import WindowPlan, open_stores, read_windows, validation_positions
+from world_model.training.windows import WindowPlan, open_stores, validation_positions
 from world_model.vq import VectorQuantizer
 
 STATE_FILE = "state.pt"  # inside each Ray Train checkpoint: model, optimiser, step, best validation loss
@@ -148,7 +148,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 best = val_record["val_loss"]
                 _export(export_model, preset.name, done, storage.join(job.out, BEST), {"val": val_record})
         if rank == 0 and (done % preset.train.sample_every == 0 or done == total):
-            png = sample_png(stage, *read_windows(val_store, val_episodes[:4], val_starts[:4], length))
+            png = sample_png(stage, *val_store.windows(val_episodes[:4], val_starts[:4], length))
             storage.write_bytes_atomic(storage.join(job.out, "samples", f"step_{done:07d}.png"), png)
             channel.send({"kind": "sample", "step": done})
         if done % preset.train.checkpoint_every == 0 or done == total:
@@ -166,7 +166,7 @@ def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: 
     sums: dict[str, float] = defaultdict(float)
     count = 0
     for begin in range(0, len(episodes), micro):
-        frames, actions = read_windows(store, episodes[begin:begin + micro], starts[begin:begin + micro], length)
+        frames, actions = store.windows(episodes[begin:begin + micro], starts[begin:begin + micro], length)
         with autocast:
             metrics = eval_step(stage, (frames, actions))
             if isinstance(stage, DynamicsStage):

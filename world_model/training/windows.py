@@ -68,16 +68,7 @@ class WindowPlan:
         """This worker's windows of `step`: frames (B/W, T, H, W, C) uint8 and actions (B/W, T-1) int8."""
         episodes, starts = self.positions(store, step)
         part = self.worker_slice(rank)
-        return read_windows(store, episodes[part], starts[part], self.length)
-
-
-def read_windows(store: EpisodeStore, episodes: np.ndarray, starts: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frames (N, T, H, W, C) uint8 and actions (N, T-1) int8 of the given windows."""
-    frames = np.empty((len(episodes), length, 64, 64, 3), dtype=np.uint8)  # (N, T, H, W, C)
-    actions = np.empty((len(episodes), length - 1), dtype=np.int8)  # (N, T-1)
-    for i, (episode, start) in enumerate(zip(episodes, starts)):
-        frames[i], actions[i] = store.window(int(episode), int(start), length)
-    return frames, actions
+        return store.windows(episodes[part], starts[part], self.length)
 
 
 def validation_positions(store: EpisodeStore, count: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
