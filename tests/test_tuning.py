@@ -87,5 +87,17 @@ def test_tiny_asha_sweep_writes_table_best_preset_and_plot(train_data, tmp_path)
     assert preset.tokenizer.encoder.dim == int(best["config"].split("width=")[1].split()[0])
     assert Path(result.plot).stat().st_size > 10_000
     assert list(Path(tmp_path / "sweep" / "tune").rglob("events.out.tfevents*"))  # TensorBoard per trial
-    leftover = [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
-    assert not leftover  # every trial's Train placement group released
+    assert not reserved_placement_groups(ray, within_s=30)  # every trial's Train placement group released
+
+
+def reserved_placement_groups(ray, within_s: float) -> list:
+    """Placement groups still reserved after waiting up to within_s: Ray removes a finished trial's groups
+    asynchronously, so one may still read CREATED for a moment after the sweep returns; a leak stays."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while True:
+        leftover = [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
+        if not leftover or time.monotonic() > deadline:
+            return leftover
+        time.sleep(0.5)
