@@ -101,3 +101,50 @@ def reserved_placement_groups(ray, within_s: float) -> list:
         if not leftover or time.monotonic() > deadline:
             return leftover
         time.sleep(0.5)
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_cluster, train_data, tmp_path):
+    """Kill the `genie tune` driver once its first trial has finished, run the same command again: the sweep
+    completes, and the finished trial is neither trained again nor started again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tuning.sweep import ATTEMPTS_FILE, TRIALS_FOLDER
+
+    space = tmp_path / "space.yaml"
+    space.write_text("width: [16, 24, 32]\nheads: 2\ndepth: 1\n")
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "cluster.cli", "tune", "tokenizer", "--data", str(train_data), "--space",
+               str(space), "--out", str(out), "--budget-steps", "6", "--val-every", "3", "--scheduler", "none",
+               "--max-concurrent", "1", "--no-wandb", "--address", ray_cluster, *[f"--set={o}" for o in FAST]]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+
+    def attempts() -> dict[str, list[str]]:
+        logs = sorted((out / TRIALS_FOLDER).glob(f"*/{ATTEMPTS_FILE}")) if (out / TRIALS_FOLDER).is_dir() else []
+        return {log.parent.name: [line.split()[-1] for line in log.read_text().splitlines()] for log in logs}
+
+    deadline = time.monotonic() + 300
+    while driver.poll() is None and time.monotonic() < deadline:  # first trial done, the second one running
+        if sum("trained" in lines for lines in attempts().values()) == 1 and len(attempts()) == 2:
+            break
+        time.sleep(0.5)
+    assert driver.poll() is None, driver.communicate()[0]
+    time.sleep(3)  # TUNE_GLOBAL_CHECKPOINT_S=2: the experiment state has recorded the finished trial
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    before = attempts()
+    finished = [name for name, lines in before.items() if "trained" in lines]
+    assert len(finished) == 1 and len(before) == 2, before
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "(resumed)" in again.stdout, again.stdout[-3000:]
+    after = attempts()
+    assert len(after) == 3 and all(lines[-1] in ("trained", "done") for lines in after.values()), after
+    assert after[finished[0]] == before[finished[0]]  # the finished trial was not started again
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 3 and all(r["status"] == "finished" and int(r["steps"]) == 6 for r in rows), rows
