@@ -2,7 +2,8 @@
 key press end to end (HTTP -> Serve proxy -> ingress -> batched model replica -> back) vs calling the
 model's play step directly in this process, with the overhead ratio (target <= 20%).
 
-Both sides use the same number of torch threads. The model is untrained (speed does not depend on the
+Both sides do the same work: the served sessions run without the real game beside the dream (that
+is a feature with its own cost, not Serve's). Both use the same number of torch threads. The model is untrained (speed does not depend on the
 weights). With CUDA (`--device cuda`) it measures frames/s at `--preset paper` on the GPU instead of
 CPU `tiny` (Genie ran at about 1 frame/s; real time is >= 15).
 
@@ -56,11 +57,12 @@ class DirectPlayer:
 
 
 class ServedPlayer:
-    """Presses keys through HTTP -> Serve proxy -> ingress -> model replica, as the page does (keep-alive)."""
+    """Presses keys through HTTP -> Serve proxy -> ingress -> model replica, as the page does (keep-alive),
+    without the real game beside the dream, so both sides generate the same frame and nothing else."""
 
     def __init__(self, base: str, steps: int, seed: int) -> None:
         self.http, self.base = requests.Session(), base
-        self.sid = self.http.post(f"{base}/api/sessions", json={"start": "fresh", "seed": seed, "steps": steps}).json()["session"]
+        self.sid = self.http.post(f"{base}/api/sessions", json={"start": "fresh", "seed": seed, "steps": steps, "real": False}).json()["session"]
 
     def press(self, action: int = 7) -> float:
         began = time.perf_counter()
