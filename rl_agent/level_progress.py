@@ -26,11 +26,13 @@ def _profile(frames: np.ndarray) -> np.ndarray:
 def _register(profiles: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Shifts d (px, sub-pixel) with profiles[i, x] ~ keys[i, x + d]: (n, W), (n, W) -> (n,)."""
     width = profiles.shape[1]
-    shifts = np.arange(-MAX_SHIFT, MAX_SHIFT + 1)
-    costs = np.empty((len(profiles), len(shifts)))
-    for i, d in enumerate(shifts):
-        lo, hi = max(0, -d), min(width, width - d)
-        costs[:, i] = np.abs(profiles[:, lo:hi] - keys[:, lo + d : hi + d]).mean(axis=1)
+    shifts = np.arange(-MAX_SHIFT, MAX_SHIFT + 1)  # (S,)
+    source = np.arange(width)[None, :] + shifts[:, None]  # (S, W): the key column x + d compared with column x
+    overlap = (source >= 0) & (source < width)  # (S, W): columns both profiles have at shift d
+    shifted = keys[:, np.clip(source, 0, width - 1)]  # (n, S, W)
+    # mean absolute difference over the overlap, all shifts at once (one pass per frame, not one per shift:
+    # data-set statistics register every stored frame)
+    costs = (np.abs(profiles[:, None, :] - shifted) * overlap).sum(axis=2) / overlap.sum(axis=1)  # (n, S)
     best = costs.argmin(axis=1)  # (n,)
     inner = np.clip(best, 1, len(shifts) - 2)
     rows = np.arange(len(profiles))
@@ -78,13 +80,18 @@ class ProgressTracker:
 
 
 def horizontal_positions(frames: np.ndarray) -> np.ndarray:
-    """Agent x position relative to the first frame, px: (L, H, W, C) uint8 -> (L,), + = right."""
-    tracker = ProgressTracker(1)
-    tracker.start(0, frames[0])
+    """Agent x position relative to the first frame, px: (L, H, W, C) uint8 -> (L,), + = right.
+
+    The same registration as `ProgressTracker`, with every frame's profile computed in one pass.
+    """
+    profiles = _profile(frames)  # (L, W)
     positions = np.zeros(len(frames))
+    key, key_position = profiles[0], 0.0
     for t in range(1, len(frames)):
-        tracker.update(np.array([0]), frames[t : t + 1])
-        positions[t] = tracker.position[0]
+        shift = float(_register(profiles[t : t + 1], key[None])[0])
+        positions[t] = key_position + shift
+        if abs(shift) >= REKEY_SHIFT:
+            key, key_position = profiles[t], positions[t]
     return positions
 
 

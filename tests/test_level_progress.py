@@ -3,7 +3,7 @@
 import numpy as np
 
 from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv
-from rl_agent.level_progress import horizontal_positions, level_progress
+from rl_agent.level_progress import ProgressTracker, horizontal_positions, level_progress
 
 
 def test_registration_tracks_a_known_camera_path():
@@ -20,6 +20,14 @@ def test_registration_tracks_a_known_camera_path():
     estimate = horizontal_positions(frames)
     assert np.abs(estimate - path).max() <= 3
     assert abs(level_progress(frames) - path.max() / 64) < 0.05
+    # the incremental tracker (agent evaluation, many games at once) walks exactly the same path
+    tracker = ProgressTracker(3)
+    for slot in range(3):
+        tracker.start(slot, frames[0])
+    for t in range(1, len(frames)):
+        tracker.update(np.array([0, 2]), np.stack([frames[t], frames[t]]))
+        assert tracker.position[0] == tracker.position[2] == estimate[t]
+    assert tracker.progress(1) == 0.0 and tracker.progress(0) == estimate.max() / 64
 
 
 def _progress(policy, steps=150, envs=6):

@@ -22,6 +22,8 @@ from rl_agent.coinrun_env import ConfigError
 
 GROUPS = ("agent", "data", "train", "finetune", "eval", "report")
 TEST_SETS = ("basic-test", "diverse-test")
+REPORT_VERSION = 2  # bump when the report's content changes: finished studies then rebuild only their report
+
 # name in the plan -> (stage, conditioning): the four world-model components of the paper
 MODELS = {"tokenizer": ("tokenizer", None), "lam": ("lam", None), "genie-g": ("dynamics", "true"), "genie": ("dynamics", "latent")}
 
@@ -134,7 +136,7 @@ def build_plan(context: PipelineContext) -> list[Stage]:
                                 [f"eval/{model}/{test_set}/results.json"], {"eval": s.eval}, actions.evaluate_model))
     evals = [st.name for st in stages if st.group == "eval"]
     stages.append(Stage("report", "report", [*[st.name for st in stages if st.group in ("agent", "data")], *trained, *evals],
-                        ["report.md", "report.html"], {"version": 1}, actions.write_report))
+                        ["report.md", "report.html"], {"version": REPORT_VERSION}, actions.write_report))
     keys: dict[str, str] = {}
     for stage in stages:
         stage.key = stage_key(stage.config, [keys[n] for n in stage.needs])

@@ -1,0 +1,86 @@
+"""genie pipeline end to end on a reduced `tiny` budget: every stage runs for real (RLlib PPO, Ray collectors,
+Ray Train, Ray evaluation workers), the report is written, a second run reuses every stage, a changed
+setting re-plans only the stages it reaches, and a stage whose inputs are missing is refused up front."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# the tiny study on a budget a CI machine runs in minutes; the quality bars are not expected to pass here
+REDUCED = [
+    "agent.total_env_steps=1024", "agent.envs_per_runner=8", "agent.rollout_length=64", "agent.minibatches=2",
+    "data.random_train_episodes=4", "data.agent_train_episodes=4", "data.test_episodes=2", "data.episodes_per_shard=2",
+    "pipeline.train_workers=1",
+    "pipeline.models=[tokenizer, genie-g]", "pipeline.ta=[genie-g]",
+    "pipeline.steps={tokenizer: 3, lam: 3, dynamics: 3}", "pipeline.ta_steps={tokenizer: 2, lam: 2, dynamics: 2}",
+    "pipeline.eval={episodes: 2, context: 2, horizon: 4, maskgit_steps: 1, workers: 1}",
+    "world_model.train.val_windows=4", "world_model.train.log_every=1",
+]
+
+
+def genie_pipeline(out: Path, address: str, *extra: str, overrides: list[str] = REDUCED, timeout: int = 900):
+    command = [sys.executable, "-m", "cluster.cli", "pipeline", "--preset", "tiny", "--out", str(out), "--no-progress",
+               "--address", address, *[f"--set={o}" for o in overrides], *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def study(ray_cluster, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "tiny"
+    first = genie_pipeline(out, ray_cluster)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    return out, first
+
+
+def test_pipeline_runs_every_stage_and_writes_the_report(study):
+    out, first = study
+    assert "0 reused" in first.stdout and "pipeline finished" in first.stdout
+    for stage in ("agent", "data:random-train", "data:agent-train", "data:basic-test", "data:diverse-test", "tokenizer",
+                  "genie-g", "genie-g-ta", "eval:genie-g-ta:diverse-test", "report"):
+        assert f"[pipeline] {stage}: done in" in first.stdout, stage
+    assert (out / "models" / "genie-g-ta" / "latest.pt").is_file()
+    report = (out / "report.md").read_text()
+    for heading in ("## Quality bars", "## Data: random agent vs trained agent", "## Results in the paper's layout",
+                    "## Controllability per action", "## Dreams vs reality", "## Stages and durations", "## Environment"):
+        assert heading in report, heading
+    # every quality bar is stated with a number, whether it passes or not
+    bars = report.split("## Quality bars")[1].split("##")[0]
+    assert len(re.findall(r"\| (PASS|FAIL) \|", bars)) == 5, bars
+    html = (out / "report.html").read_text()
+    images = re.findall(r"src=['\"]data:image/(png|gif);base64,([A-Za-z0-9+/=]+)['\"]", html)
+    assert len(images) >= 4, "the HTML report carries its plots and dreams inline (self-contained)"
+    assert all(base64.b64decode(data)[:4] in (b"\x89PNG", b"GIF8") for _, data in images)
+    assert not re.search(r"src=['\"](?!data:)", html)  # nothing points outside the file
+
+
+def test_second_run_reuses_every_stage(study, ray_cluster):
+    out, _ = study
+    again = genie_pipeline(out, ray_cluster, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "0 ran (" in again.stdout, again.stdout[-3000:]
+    assert "running" not in again.stdout
+    assert again.stdout.count("reused (done earlier with the same config)") >= 15
+
+
+def test_changed_eval_setting_replans_only_the_evaluations(study, ray_cluster):
+    out, _ = study
+    changed = [o if not o.startswith("pipeline.eval=") else
+               "pipeline.eval={episodes: 2, context: 2, horizon: 4, maskgit_steps: 2, workers: 1}" for o in REDUCED]
+    plan = genie_pipeline(out, ray_cluster, "--list", overrides=changed, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    status = {line[5:].split()[0]: line[:5].strip() for line in plan.stdout.splitlines() if line.startswith(("done", "to do"))}
+    assert status["agent"] == status["tokenizer"] == status["genie-g-ta"] == "done", status
+    assert status["eval:genie-g:basic-test"] == status["report"] == "to do", status
+
+
+def test_a_stage_without_its_inputs_is_refused_before_anything_runs(ray_cluster, tmp_path):
+    run = genie_pipeline(tmp_path / "fresh", ray_cluster, "--stages", "genie-g", timeout=120)
+    assert run.returncode != 0
+    assert "needs" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert not (tmp_path / "fresh" / "models").exists()
