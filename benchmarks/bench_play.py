@@ -3,8 +3,8 @@ key press end to end (HTTP -> Serve proxy -> ingress -> batched model replica ->
 model's play step directly in this process, with the overhead ratio (target <= 20%).
 
 Both sides do the same work: the served sessions run without the real game beside the dream (that
-is a feature with its own cost, not Serve's). Both use the same number of torch threads. The model is untrained (speed does not depend on the
-weights). With CUDA (`--device cuda`) it measures frames/s at `--preset paper` on the GPU instead of
+is a feature with its own cost, not Serve's). Both use the same number of torch threads. The model
+is untrained (speed does not depend on the weights). With CUDA (`--device cuda`) it measures frames/s at `--preset paper` on the GPU instead of
 CPU `tiny` (Genie ran at about 1 frame/s; real time is >= 15).
 
     python benchmarks/bench_play.py [--presses 12] [--threads 1] [--preset tiny] [--device cpu]
@@ -62,7 +62,8 @@ class ServedPlayer:
 
     def __init__(self, base: str, steps: int, seed: int) -> None:
         self.http, self.base = requests.Session(), base
-        self.sid = self.http.post(f"{base}/api/sessions", json={"start": "fresh", "seed": seed, "steps": steps, "real": False}).json()["session"]
+        new = {"start": "fresh", "seed": seed, "steps": steps, "real": False}
+        self.sid = self.http.post(f"{base}/api/sessions", json=new).json()["session"]
 
     def press(self, action: int = 7) -> float:
         began = time.perf_counter()

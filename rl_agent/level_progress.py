@@ -58,15 +58,21 @@ class ProgressTracker:
         self.furthest = np.zeros(num_envs)
 
     def start(self, slot: int, frame: np.ndarray) -> None:  # frame: (H, W, C)
-        self._key[slot] = _profile(frame[None])[0]
+        self.start_profile(slot, _profile(frame[None])[0])
+
+    def start_profile(self, slot: int, profile: np.ndarray) -> None:  # profile: (W,) as `_profile` makes it
+        self._key[slot] = profile
         self._key_position[slot] = self.position[slot] = self.furthest[slot] = 0.0
 
     def update(self, slots: np.ndarray, frames: np.ndarray) -> None:
         """Next frames (n, H, W, C) of games `slots` (n,)."""
+        self.update_profiles(slots, _profile(frames))
+
+    def update_profiles(self, slots: np.ndarray, profiles: np.ndarray) -> None:
+        """Next frames of games `slots` (n,) given as their column profiles (n, W) (see `_profile`)."""
         slots = np.asarray(slots)
         if len(slots) == 0:
             return
-        profiles = _profile(frames)  # (n, W)
         shifts = _register(profiles, self._key[slots])
         self.position[slots] = self._key_position[slots] + shifts
         self.furthest[slots] = np.maximum(self.furthest[slots], self.position[slots])
@@ -82,16 +88,16 @@ class ProgressTracker:
 def horizontal_positions(frames: np.ndarray) -> np.ndarray:
     """Agent x position relative to the first frame, px: (L, H, W, C) uint8 -> (L,), + = right.
 
-    The same registration as `ProgressTracker`, with every frame's profile computed in one pass.
+    A stored episode's profiles are computed in one pass, then fed to the tracker frame by frame.
     """
     profiles = _profile(frames)  # (L, W)
+    tracker = ProgressTracker(1, width=frames.shape[2])
+    tracker.start_profile(0, profiles[0])
     positions = np.zeros(len(frames))
-    key, key_position = profiles[0], 0.0
+    slot = np.array([0])
     for t in range(1, len(frames)):
-        shift = float(_register(profiles[t : t + 1], key[None])[0])
-        positions[t] = key_position + shift
-        if abs(shift) >= REKEY_SHIFT:
-            key, key_position = profiles[t], positions[t]
+        tracker.update_profiles(slot, profiles[t : t + 1])
+        positions[t] = tracker.position[0]
     return positions
 
 

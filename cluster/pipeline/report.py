@@ -100,9 +100,10 @@ def quality_bars(run: Path, data_stats: dict[str, Any] | None) -> list[Bar]:
     if base is None or ta is None:
         bars.append(Bar(name, None, "not evaluated"))
     else:
-        gain, half = mean_ci(paired_gains(base_results, ta_results))
+        gains = paired_gains(base_results, ta_results)
+        gain, half = mean_ci(gains)
         bars.append(Bar(name, bool(gain - half > 0), f"TA {ta:.2f} dB vs Base {base:.2f} dB: {gain:+.2f} ± {half:.2f} dB "
-                                                      f"per episode over {len(paired_gains(base_results, ta_results))} episodes"))
+                                                      f"per episode over {len(gains)} episodes"))
     return bars
 
 
