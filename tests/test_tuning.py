@@ -70,12 +70,13 @@ def test_space_grid_times_samples_and_lr_keeps_min_lr_ratio(tmp_path):
 def test_tiny_asha_sweep_writes_table_best_preset_and_plot(train_data, tmp_path):
     import ray
 
-    from tuning.sweep import run_sweep
+    from tuning.sweep import TRIALS_FOLDER, run_sweep
     from world_model.config import load_preset
 
     # two sizes x two learning rates; lr 1e-5 barely moves in 12 steps, so ASHA should stop it at a rung
     space = "width: [16, 32]\nheads: 2\ndepth: 1\nlr: [0.003, 0.00001]\n"
     sweep = sweep_config(tmp_path, space, data=str(train_data), budget_steps=12, val_every=3, max_concurrent=2)
+    before = set(ray.util.placement_group_table())  # train_data started Ray
     result = run_sweep(sweep, verbose=0)
     rows = list(csv.DictReader(open(result.table_csv)))
     assert len(rows) == 4 and all(not r["status"].startswith("error") for r in rows)
@@ -87,17 +88,28 @@ def test_tiny_asha_sweep_writes_table_best_preset_and_plot(train_data, tmp_path)
     assert preset.tokenizer.encoder.dim == int(best["config"].split("width=")[1].split()[0])
     assert Path(result.plot).stat().st_size > 10_000
     assert list(Path(tmp_path / "sweep" / "tune").rglob("events.out.tfevents*"))  # TensorBoard per trial
-    assert not reserved_placement_groups(ray, within_s=30)  # every trial's Train placement group released
+    leftover = reserved_placement_groups(ray, within_s=30, ignore=before)
+    recorded = {r["trial"]: recorded_groups(tmp_path / "sweep" / TRIALS_FOLDER / r["trial"]) for r in rows}
+    assert not leftover, f"placement groups the sweep left reserved: {leftover}; the trials recorded {recorded}"
 
 
-def reserved_placement_groups(ray, within_s: float) -> list:
-    """Placement groups still reserved after waiting up to within_s: Ray removes a finished trial's groups
-    asynchronously, so one may still read CREATED for a moment after the sweep returns; a leak stays."""
+def recorded_groups(trial_folder: Path) -> list[str] | None:
+    from tuning.sweep import PLACEMENT_GROUPS_FILE
+
+    file = trial_folder / PLACEMENT_GROUPS_FILE
+    return file.read_text().split() if file.is_file() else None
+
+
+def reserved_placement_groups(ray, within_s: float, ignore: set) -> list:
+    """Placement groups the sweep created that are still reserved after waiting up to within_s (Ray removes
+    a finished trial's groups asynchronously, so one may read CREATED for a moment; a leak stays). Groups
+    that existed before the sweep (an earlier test's) are not the sweep's to release."""
     import time
 
     deadline = time.monotonic() + within_s
     while True:
-        leftover = [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
+        leftover = [g for gid, g in ray.util.placement_group_table().items()
+                    if g["state"] == "CREATED" and gid not in ignore]
         if not leftover or time.monotonic() > deadline:
             return leftover
         time.sleep(0.5)

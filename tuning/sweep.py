@@ -265,21 +265,41 @@ def remove_placement_groups(run_folder: str) -> None:
 
 
 class ReleaseTrialResources(Callback):
-    """Tune callback (driver side): when a trial ends (finished, stopped by ASHA, errored), release its Train
-    placement groups; a trial stopped by the scheduler is killed before it can do so itself."""
+    """Tune callback (driver side): once an ended trial's actor is gone (finished, stopped by ASHA, errored),
+    release its Train placement groups; a trial stopped by the scheduler is killed before it can do so itself.
+
+    Why wait for the actor: Tune calls `on_trial_complete` *before* it stops the trial. Removing the group
+    then kills the Train workers of a controller that is still alive, which restarts them (FailureConfig)
+    in a fresh placement group; the trial dies a moment later without having recorded that group, and it
+    stays reserved for the rest of the driver's life (seen on a loaded 2-core CI machine). Once the trial
+    actor has stopped, its Train controller (which the actor owns) dies with it and creates nothing more.
+    """
 
     def __init__(self, out: str) -> None:
         self.out = out
+        self.ended: dict[str, Any] = {}  # trial id -> ended trial whose actor may still be stopping
 
     def _release(self, trial) -> None:
         name = TrialSpec.from_dict(trial.config["trial"]).name
         remove_placement_groups(str(Path(self.out) / TRIALS_FOLDER / name))
 
+    def _release_stopped(self, everything: bool = False) -> None:
+        for trial_id, trial in list(self.ended.items()):
+            if everything or trial.temporary_state.ray_actor is None:
+                self._release(trial)
+                del self.ended[trial_id]
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._release(trial)
+        self.ended[trial.trial_id] = trial
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._release(trial)
+        self.ended[trial.trial_id] = trial
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        self._release_stopped()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._release_stopped(everything=True)
 
 
 def _previous_wall(out: str) -> float:
