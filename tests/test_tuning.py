@@ -160,3 +160,36 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_cluster, tra
     assert after[finished[0]] == before[finished[0]]  # the finished trial was not started again
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 3 and all(r["status"] == "finished" and int(r["steps"]) == 6 for r in rows), rows
+
+
+def test_an_ended_trials_placement_groups_are_released_only_once_its_actor_has_stopped(ray_cluster, tmp_path):
+    """Tune calls on_trial_complete before it stops the trial; removing the group then would make the trial's
+    live Train controller restart in a new group nobody records. The release waits for the actor to stop."""
+    from types import SimpleNamespace
+
+    import ray
+    from ray.util.placement_group import placement_group
+
+    from tuning.space import TrialSpec
+    from tuning.sweep import PLACEMENT_GROUPS_FILE, TRIALS_FOLDER, ReleaseTrialResources
+
+    group = placement_group([{"CPU": 0.01}])
+    ray.get(group.ready(), timeout=60)
+    spec = TrialSpec(index=7, preset="tiny", preset_file=False, values={}, overrides=[], seed=0)
+    folder = tmp_path / TRIALS_FOLDER / spec.name
+    folder.mkdir(parents=True)
+    (folder / PLACEMENT_GROUPS_FILE).write_text(f"{group.id.hex()}\n")
+    trial = SimpleNamespace(trial_id="t7", config={"trial": spec.to_dict()},
+                            temporary_state=SimpleNamespace(ray_actor=object()))  # the actor is still stopping
+    release = ReleaseTrialResources(str(tmp_path))
+
+    def state() -> str:
+        return ray.util.placement_group_table()[group.id.hex()]["state"]
+
+    release.on_trial_complete(iteration=1, trials=[trial], trial=trial)
+    release.on_step_begin(iteration=2, trials=[trial])
+    assert state() == "CREATED"  # not while the trial's actor (and so its Train controller) may be alive
+    trial.temporary_state.ray_actor = None  # Tune: the actor has stopped
+    release.on_step_begin(iteration=3, trials=[trial])
+    assert state() == "REMOVED"
+    assert not release.ended
