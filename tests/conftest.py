@@ -18,10 +18,11 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray instance (4 logical CPUs on 2 cores, so collectors never starve the driver)."""
+    """A real local Ray instance (4 logical CPUs on 2 cores, so collectors never starve the driver), with its
+    dashboard, as `genie` starts one (cluster/ray_session.py): Ray Train's placement-group cleaner needs it."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
