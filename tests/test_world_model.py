@@ -336,3 +336,26 @@ def test_world_model_generate_returns_frames_for_both_conditionings():
     assert latent.shape == (2, 1) and latent.max() < 7
     world = WorldModel(tokenizer, tiny_dynamics("latent", steps=2).eval(), lam)
     assert world.generate(video, torch.cat([latent, latent, latent], 1), horizon=2).shape == (2, 2, 64, 64, 3)
+
+
+def test_lam_reads_each_latent_action_from_a_window_of_its_training_length():
+    """Over a video longer than the LAM's window (an evaluation window, a play history), id t and the rebuilt
+    frame t+1 are exactly those of the window of `frames` frames ending at frame t+1, as in training."""
+    torch.manual_seed(0)
+    lam = LatentActionModel(dataclasses.replace(load_preset("tiny").lam, encoder=BLOCK, decoder=BLOCK,
+                                                quantizer=QuantizerConfig(codebook_size=7, code_dim=8))).eval()
+    torch.nn.init.normal_(lam.to_pixels.weight, std=0.02)  # a fresh LAM predicts "nothing moves" whatever it sees
+    span = lam.config.frames
+    video = np.random.default_rng(0).integers(0, 256, (2, span + 5, 64, 64, 3), dtype=np.uint8)
+    frames = torch.as_tensor(video).float() / 255
+    ids = lam.infer_actions(video)  # (B, T-1)
+    with torch.no_grad():
+        predicted, same_ids = lam.predict_next(frames)
+        windows = [lam(frames[:, max(0, t + 2 - span) : t + 2]) for t in range(video.shape[1] - 1)]
+    assert ids.shape == (2, span + 4) and torch.equal(ids, same_ids)
+    assert torch.equal(ids, torch.stack([w[1].ids[:, -1] for w in windows], dim=1))
+    assert torch.allclose(predicted, torch.stack([w[0][:, -1] for w in windows], dim=1), atol=1e-6)
+    with torch.no_grad():
+        whole_frames, whole = lam(frames)  # one pass over all frames: encoder and decoder see more past than in training
+    assert torch.equal(ids[:, : span - 1], whole.ids[:, : span - 1])  # within the first window nothing changes
+    assert not torch.allclose(predicted, whole_frames, atol=1e-4)  # beyond it the one pass differs

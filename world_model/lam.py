@@ -71,8 +71,29 @@ class LatentActionModel(nn.Module):
 
     @torch.no_grad()
     def infer_actions(self, video: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 video (B, T, H, W, C) -> latent action ids (B, T-1): id t labels the step from frame t to t+1."""
-        return self.encode_actions(to_unit_float(video, self.device)).ids
+        """uint8 video (B, T, H, W, C) -> latent action ids (B, T-1): id t labels the step from frame t to t+1.
+
+        Each id is read from at most `config.frames` frames ending at frame t+1, the window length the LAM
+        was trained on: the dynamics of GenieRedux was trained on ids from such windows, and over a longer
+        video (an evaluation window of context + horizon, a play history) the causal encoder sees more past
+        than it ever did (measured at tiny, 12-frame windows: 10-25% of the later ids changed).
+        """
+        return self.predict_next(to_unit_float(video, self.device))[1]
+
+    def predict_next(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float frames (B, T, H, W, C) -> frames 1..T-1 rebuilt from their predecessor and latent action
+        (B, T-1, H, W, C), and the latent ids (B, T-1); each from the window of at most `config.frames`
+        frames ending at the predicted frame (see `infer_actions`)."""
+        length, span = frames.shape[1], self.config.frames
+        head, head_actions = self(frames[:, :span])  # (B, min(T, F)-1, ...): windows starting at frame 0
+        if length <= span:
+            return head, head_actions.ids
+        b = frames.shape[0]
+        windows = torch.stack([frames[:, s : s + span] for s in range(1, length - span + 1)], dim=1)  # (B, T-F, F, H, W, C)
+        tail, tail_actions = self(windows.flatten(0, 1))  # (B*(T-F), F-1, ...): keep each window's last step
+        tail_frames = tail[:, -1].unflatten(0, (b, length - span))  # (B, T-F, H, W, C)
+        tail_ids = tail_actions.ids[:, -1].unflatten(0, (b, length - span))  # (B, T-F)
+        return torch.cat([head, tail_frames], dim=1), torch.cat([head_actions.ids, tail_ids], dim=1)
 
     def action_codes(self, ids: torch.Tensor) -> torch.Tensor:
         """Latent action ids (...) -> their unit-norm code vectors (..., D), what the dynamics consumes."""

@@ -88,12 +88,13 @@ def _evaluate_tokenizer(model: ModelUnderTest, batch: Batch, inception) -> dict[
 def _evaluate_lam(model: ModelUnderTest, batch: Batch, inception) -> dict[str, Any]:
     lam = model.lam
     frames = torch.as_tensor(batch.frames, device=lam.device).float() / 255.0  # (B, T, H, W, C)
-    predicted, actions = lam(frames)  # (B, T-1, H, W, C): frame t+1 from frame t and its inferred latent action
+    # frame t+1 from frame t and its latent action, each read from a window of the LAM's training length
+    predicted, ids = lam.predict_next(frames)  # (B, T-1, H, W, C), (B, T-1)
     predicted = predicted.clamp(0, 1)
     records = _records(batch)
     _put(records, "reconstruction", _scores(predicted, batch.frames[:, 1:]))
     copy = psnr_per_frame(batch.frames[:, :-1], batch.frames[:, 1:]).numpy()  # (B, T-1): "nothing moves"
-    ids = actions.ids.cpu().numpy()  # (B, T-1)
+    ids = ids.cpu().numpy()  # (B, T-1)
     for i, record in enumerate(records):
         record["copy_last_frame_psnr"] = copy[i].tolist()
         record["latent_actions"] = ids[i].tolist()
