@@ -61,7 +61,7 @@ def load_module(checkpoint: str | Path):
     module_dir = resolve_module_dir(checkpoint)
     logging.getLogger("ray.rllib.core.rl_module.rl_module").setLevel(logging.ERROR)  # a deprecation notice of RLlib's own loader
     try:
-        module = RLModule.from_checkpoint(str(module_dir))
+        module = RLModule.from_checkpoint(str(module_dir.absolute()))  # RLlib takes paths as URIs: absolute only
     except Exception as err:  # noqa: BLE001 - RLlib raises many kinds; all mean "unusable checkpoint"
         raise ConfigError(f"cannot load the policy in {module_dir}: {type(err).__name__}: {err}") from err
     shape = tuple(getattr(module.observation_space, "shape", ()) or ())

@@ -103,7 +103,7 @@ def train_agent(settings: PPOSettings, run_dir: str | Path, show_progress: bool 
     import torch
     from tqdm import tqdm
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()  # RLlib reads checkpoint paths as URIs: a relative one has "empty scheme"
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_path = run_dir / "settings.json"
     if settings_path.exists():

@@ -22,9 +22,16 @@ TINY = dict(num_env_runners=0, envs_per_runner=4, rollout_length=64, epochs=1, m
 
 @pytest.fixture(scope="session")
 def trained_run(ray_cluster, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("agent") / "run"
-    train_agent(PPOSettings(total_env_steps=256, **TINY), run, show_progress=False, random_reference=2.0)
-    return run
+    """Trained into a *relative* folder, as `genie pipeline --out runs/tiny` (the README's demo) does."""
+    import os
+
+    parent, here = tmp_path_factory.mktemp("agent"), os.getcwd()
+    os.chdir(parent)
+    try:
+        train_agent(PPOSettings(total_env_steps=256, **TINY), Path("run"), show_progress=False, random_reference=2.0)
+    finally:
+        os.chdir(here)
+    return parent / "run"
 
 
 def test_training_checkpoints_writes_curve_and_resumes(trained_run):
@@ -46,7 +53,9 @@ def test_changed_settings_refused_on_resume(trained_run):
 
 
 def test_module_casts_uint8_frames_and_has_the_right_outputs(trained_run):
-    module, _ = load_module(trained_run)
+    import os
+
+    module, _ = load_module(os.path.relpath(trained_run))  # a relative path, as typed on the command line
     frames = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
     logits, values = module.policy_and_value(frames)
     assert logits.shape == (5, 15) and values.shape == (5,) and logits.dtype == torch.float32

@@ -85,3 +85,15 @@ def test_a_stage_without_its_inputs_is_refused_before_anything_runs(ray_cluster,
     assert run.returncode != 0
     assert "needs" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert not (tmp_path / "fresh" / "models").exists()
+
+
+def test_run_folder_is_made_absolute_and_a_storage_uri_is_refused_before_anything_starts(tmp_path):
+    """The README's demo passes a relative --out (RLlib takes checkpoint paths as URIs and refused a relative
+    one); a bucket URI would be mangled into a local folder named 's3:', so it is refused with what to do."""
+    from cluster.pipeline.runner import make_context
+
+    assert make_context(Path("runs/tiny"), "tiny", None, []).run == Path.cwd() / "runs" / "tiny"
+    refused = subprocess.run([sys.executable, "-m", "cluster.cli", "pipeline", "--out", "s3://bucket/runs/small"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "genie submit" in refused.stderr and "Traceback" not in refused.stderr
+    assert not Path("s3:").exists()

@@ -22,7 +22,10 @@ continues where it stopped. --stages runs a subset (names, groups, or prefixes s
 
   genie pipeline --preset tiny --out runs/tiny                 # a 2-core laptop, <= 20 minutes
   genie pipeline --preset tiny --out runs/tiny --stages report  # rebuild only the report
-  genie pipeline --preset small --out s3://bucket/runs/small --address auto   # on a cluster
+  genie pipeline --preset small --out /mnt/shared/runs/small --address auto   # on a cluster
+
+RUN is a folder path; on a cluster, one every node sees (an NFS/EFS mount). To keep data and
+checkpoints in a bucket instead, run the stages with `genie submit` and storage URIs (README).
 """
 
 
@@ -31,7 +34,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     pipeline = commands.add_parser("pipeline", help="the whole study in one resumable command, ending in a report",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pipeline.add_argument("--out", required=True, type=Path, help="run folder of the study (created; the same again resumes)")
+    pipeline.add_argument("--out", required=True, type=run_folder,
+                          help="run folder of the study (created; the same again resumes)")
     pipeline.add_argument("--preset", default="tiny", help="tiny (2-core laptop), small (one GPU), paper (GPU cluster)")
     pipeline.add_argument("--preset-file", default=None, help="your own preset YAML (overrides --preset)")
     pipeline.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -43,6 +47,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     pipeline.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_address(pipeline)
     pipeline.set_defaults(handler=run)
+
+
+def run_folder(text: str) -> Path:
+    """--out: a folder path; a storage URI is refused here, before anything starts (Path would mangle it)."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text} is a storage URI; genie pipeline keeps its run in a folder (on a cluster, one every node sees, "
+            f"e.g. an NFS/EFS mount). For a bucket, run the stages with `genie submit` and --out/--data URIs")
+    return Path(text)
 
 
 def run(args: argparse.Namespace) -> int:

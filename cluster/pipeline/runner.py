@@ -62,7 +62,7 @@ def make_context(run: Path, preset: str | None, preset_file: str | None, overrid
     sections = load_preset(preset, preset_file, overrides)
     settings = PipelineSettings.from_dict(sections.get("pipeline"))
     label = preset_file or preset or "tiny"
-    return PipelineContext(run=Path(run), sections=sections, preset_label=label, preset_name=None if preset_file else (preset or "tiny"),
+    return PipelineContext(run=Path(run).absolute(), sections=sections, preset_label=label, preset_name=None if preset_file else (preset or "tiny"),
                            preset_file=preset_file, overrides=[o for o in overrides if o.startswith("world_model.")],
                            settings=settings, show_progress=show_progress)
 
