@@ -95,6 +95,8 @@ class CollectConfig:
         if isinstance(self.env, dict):
             self.env = CoinRunConfig.from_dict(self.env)
         check_agent_spec(self.agent, self.checkpoint, self.sticky_prob)
+        if self.checkpoint and "://" not in self.checkpoint:  # collectors may run in another working directory
+            self.checkpoint = os.path.abspath(self.checkpoint)
         if self.agent == "ppo" and self.checkpoint_id is None:
             from rl_agent.ppo_policy import checkpoint_id, resolve_module_dir
 

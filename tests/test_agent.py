@@ -138,3 +138,10 @@ def test_evaluation_uses_the_same_levels_for_every_agent():
     b = evaluate_agent(AlwaysRight(), 5, seed=3, env=env, batch=3)
     assert np.array_equal(a.level_seeds, b.level_seeds) and len(set(a.level_seeds)) == 5
     assert (a.lengths <= 40).all()
+
+
+def test_a_relative_checkpoint_reaches_the_collectors_as_an_absolute_path(trained_run):
+    import os
+
+    config = small_config(agent="ppo", checkpoint=os.path.relpath(trained_run))
+    assert config.checkpoint == str(trained_run)  # collector actors may run in another working directory
