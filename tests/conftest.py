@@ -22,7 +22,7 @@ def ray_cluster():
     dashboard, as `genie` starts one (cluster/ray_session.py): Ray Train's placement-group cleaner needs it."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False)
+    ray.init(num_cpus=4, include_dashboard=None, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

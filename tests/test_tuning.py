@@ -162,16 +162,31 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_cluster, tra
     assert len(rows) == 3 and all(r["status"] == "finished" and int(r["steps"]) == 6 for r in rows), rows
 
 
-def test_an_ended_trials_placement_groups_are_released_only_once_its_actor_has_stopped(ray_cluster, tmp_path):
+def test_an_ended_trials_placement_groups_are_released_only_once_it_and_its_actors_are_dead(ray_cluster, tmp_path):
     """Tune calls on_trial_complete before it stops the trial; removing the group then would make the trial's
-    live Train controller restart in a new group nobody records. The release waits for the actor to stop."""
+    live Train controller restart in a new group nobody records. The release waits until the trial's actor
+    and the actors it owns (here a detached stand-in for the controller, so it can outlive its owner) are dead."""
+    import time
     from types import SimpleNamespace
 
     import ray
     from ray.util.placement_group import placement_group
 
     from tuning.space import TrialSpec
-    from tuning.sweep import PLACEMENT_GROUPS_FILE, TRIALS_FOLDER, ReleaseTrialResources
+    from tuning.sweep import PLACEMENT_GROUPS_FILE, TRIAL_ACTOR_FILE, TRIALS_FOLDER, ReleaseTrialResources
+
+    @ray.remote(num_cpus=0)
+    class Controller:
+        def ping(self) -> int:
+            return 1
+
+    @ray.remote(num_cpus=0)
+    class Trial:
+        def start(self, folder: str):
+            self.controller = Controller.options(lifetime="detached").remote()
+            ray.get(self.controller.ping.remote())
+            (Path(folder) / TRIAL_ACTOR_FILE).write_text(ray.get_runtime_context().get_actor_id())
+            return self.controller
 
     group = placement_group([{"CPU": 0.01}])
     ray.get(group.ready(), timeout=60)
@@ -179,17 +194,24 @@ def test_an_ended_trials_placement_groups_are_released_only_once_its_actor_has_s
     folder = tmp_path / TRIALS_FOLDER / spec.name
     folder.mkdir(parents=True)
     (folder / PLACEMENT_GROUPS_FILE).write_text(f"{group.id.hex()}\n")
-    trial = SimpleNamespace(trial_id="t7", config={"trial": spec.to_dict()},
-                            temporary_state=SimpleNamespace(ray_actor=object()))  # the actor is still stopping
+    trial_actor = Trial.remote()
+    controller = ray.get(trial_actor.start.remote(str(folder)))
+    trial = SimpleNamespace(trial_id="t7", config={"trial": spec.to_dict()})
     release = ReleaseTrialResources(str(tmp_path))
 
-    def state() -> str:
-        return ray.util.placement_group_table()[group.id.hex()]["state"]
+    def state_after_steps(seconds: float) -> str:
+        deadline = time.monotonic() + seconds
+        while True:
+            release.on_step_begin(iteration=0, trials=[trial])
+            state = ray.util.placement_group_table()[group.id.hex()]["state"]
+            if state == "REMOVED" or time.monotonic() > deadline:
+                return state
+            time.sleep(0.2)
 
     release.on_trial_complete(iteration=1, trials=[trial], trial=trial)
-    release.on_step_begin(iteration=2, trials=[trial])
-    assert state() == "CREATED"  # not while the trial's actor (and so its Train controller) may be alive
-    trial.temporary_state.ray_actor = None  # Tune: the actor has stopped
-    release.on_step_begin(iteration=3, trials=[trial])
-    assert state() == "REMOVED"
+    assert state_after_steps(1) == "CREATED"  # the trial's actor is alive
+    ray.kill(trial_actor)
+    assert state_after_steps(3) == "CREATED"  # its actor is dead, but an actor it owns is not
+    ray.kill(controller)
+    assert state_after_steps(30) == "REMOVED"
     assert not release.ended

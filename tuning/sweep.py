@@ -36,6 +36,7 @@ TUNE_NAME = "tune"  # Tune's experiment folder inside the sweep folder
 TRIALS_FOLDER = "trials"  # run folders of the trials
 SWEEP_FILE = "sweep.json"
 PLACEMENT_GROUPS_FILE = "placement_groups.txt"  # a trial's Train placement groups (to release)
+TRIAL_ACTOR_FILE = "trial_actor.txt"  # the Tune actor running the trial (its groups are released once it is dead)
 ATTEMPTS_FILE = "attempts.log"  # inside a trial's run folder: one line per start of its Tune function
 METRICS = {"loss": "val_loss", "psnr": "val_psnr"}
 SCHEDULERS = ("asha", "none")
@@ -195,6 +196,9 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     params = spec.params
     frames_per_step = job.global_batch(preset) * job.window_length(preset)
     Path(job.out).mkdir(parents=True, exist_ok=True)
+    import ray
+
+    (Path(job.out) / TRIAL_ACTOR_FILE).write_text(ray.get_runtime_context().get_actor_id() or "")
     wall = _previous_wall(job.out)
     began = time.monotonic()
     state = {"frames_per_s": 0.0}
@@ -265,28 +269,32 @@ def remove_placement_groups(run_folder: str) -> None:
 
 
 class ReleaseTrialResources(Callback):
-    """Tune callback (driver side): once an ended trial's actor is gone (finished, stopped by ASHA, errored),
+    """Tune callback (driver side): once an ended trial (finished, stopped by ASHA, errored) is really gone,
     release its Train placement groups; a trial stopped by the scheduler is killed before it can do so itself.
 
-    Why wait for the actor: Tune calls `on_trial_complete` *before* it stops the trial. Removing the group
-    then kills the Train workers of a controller that is still alive, which restarts them (FailureConfig)
-    in a fresh placement group; the trial dies a moment later without having recorded that group, and it
-    stays reserved for the rest of the driver's life (seen on a loaded 2-core CI machine). Once the trial
-    actor has stopped, its Train controller (which the actor owns) dies with it and creates nothing more.
+    "Really gone" means its Tune actor and every actor that actor owns (the Train controller) are dead.
+    Why wait: Tune calls `on_trial_complete` *before* it stops the trial, and it forgets the trial's actor
+    when it *asks* it to stop. Removing the group of a live Train controller makes it restart its workers
+    (FailureConfig) in a fresh group that the dying trial never records, which then stays reserved for the
+    rest of the driver's life (seen on a loaded 2-core CI machine). A dead controller creates nothing more.
     """
 
-    def __init__(self, out: str) -> None:
+    def __init__(self, out: str, settle_s: float = 10.0) -> None:
         self.out = out
-        self.ended: dict[str, Any] = {}  # trial id -> ended trial whose actor may still be stopping
+        self.settle_s = settle_s  # at the end of the sweep: how long to wait for the last trials to be gone
+        self.ended: dict[str, Any] = {}  # trial id -> ended trial whose actors may still be alive
 
-    def _release(self, trial) -> None:
-        name = TrialSpec.from_dict(trial.config["trial"]).name
-        remove_placement_groups(str(Path(self.out) / TRIALS_FOLDER / name))
+    def _folder(self, trial) -> Path:
+        return Path(self.out) / TRIALS_FOLDER / TrialSpec.from_dict(trial.config["trial"]).name
 
-    def _release_stopped(self, everything: bool = False) -> None:
+    def _release_gone(self) -> None:
+        if not self.ended:
+            return
+        gone = actor_gone_test()
         for trial_id, trial in list(self.ended.items()):
-            if everything or trial.temporary_state.ray_actor is None:
-                self._release(trial)
+            file = self._folder(trial) / TRIAL_ACTOR_FILE
+            if gone(file.read_text().strip() if file.is_file() else ""):
+                remove_placement_groups(str(self._folder(trial)))
                 del self.ended[trial_id]
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -296,10 +304,35 @@ class ReleaseTrialResources(Callback):
         self.ended[trial.trial_id] = trial
 
     def on_step_begin(self, iteration, trials, **info) -> None:
-        self._release_stopped()
+        self._release_gone()
 
     def on_experiment_end(self, trials, **info) -> None:
-        self._release_stopped(everything=True)
+        deadline = time.monotonic() + self.settle_s  # Tune has stopped (or killed) every trial actor by now
+        self._release_gone()
+        while self.ended and time.monotonic() < deadline:
+            time.sleep(0.2)
+            self._release_gone()
+        for trial in self.ended.values():  # still not gone: release anyway, the sweep is over
+            remove_placement_groups(str(self._folder(trial)))
+        self.ended.clear()
+
+
+def actor_gone_test():
+    """A test `gone(actor_id)`: the actor is dead and so is every actor it owns (a trial's Train controller),
+    read once from the GCS actor table (no dashboard needed). An unknown id counts as gone."""
+    from ray._private import state
+
+    table = state.actors()  # actor id -> info
+    owners = {(a["OwnerAddress"]["IPAddress"], a["OwnerAddress"]["Port"]) for a in table.values() if a["State"] != "DEAD"}
+
+    def gone(actor_id: str) -> bool:
+        info = table.get(actor_id)
+        if info is None:
+            return True
+        # a worker's address can be reused by a later worker: then this waits for that one's actors too
+        return info["State"] == "DEAD" and (info["Address"]["IPAddress"], info["Address"]["Port"]) not in owners
+
+    return gone
 
 
 def _previous_wall(out: str) -> float:

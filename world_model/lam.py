@@ -74,26 +74,41 @@ class LatentActionModel(nn.Module):
         """uint8 video (B, T, H, W, C) -> latent action ids (B, T-1): id t labels the step from frame t to t+1.
 
         Each id is read from at most `config.frames` frames ending at frame t+1, the window length the LAM
-        was trained on: the dynamics of GenieRedux was trained on ids from such windows, and over a longer
-        video (an evaluation window of context + horizon, a play history) the causal encoder sees more past
-        than it ever did (measured at tiny, 12-frame windows: 10-25% of the later ids changed).
+        was trained on (and the dynamics of GenieRedux is trained on ids read the same way): over a longer
+        video (an evaluation window of context + horizon, a play history) one pass would let the causal
+        encoder see more past than it ever did (measured at tiny, 12-frame windows: 10-25% of the later ids
+        changed).
         """
-        return self.predict_next(to_unit_float(video, self.device))[1]
+        head, tail = self._windows(to_unit_float(video, self.device))
+        ids = self.encode_actions(head).ids  # (B, min(T, F)-1)
+        if tail is None:
+            return ids
+        tail_ids = self.encode_actions(tail).ids[:, -1].unflatten(0, (ids.shape[0], -1))  # (B, T-F)
+        return torch.cat([ids, tail_ids], dim=1)  # (B, T-1)
 
     def predict_next(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float frames (B, T, H, W, C) -> frames 1..T-1 rebuilt from their predecessor and latent action
         (B, T-1, H, W, C), and the latent ids (B, T-1); each from the window of at most `config.frames`
         frames ending at the predicted frame (see `infer_actions`)."""
-        length, span = frames.shape[1], self.config.frames
-        head, head_actions = self(frames[:, :span])  # (B, min(T, F)-1, ...): windows starting at frame 0
-        if length <= span:
-            return head, head_actions.ids
+        head, tail = self._windows(frames)
+        predicted, actions = self(head)  # (B, min(T, F)-1, H, W, C): the windows starting at frame 0
+        if tail is None:
+            return predicted, actions.ids
         b = frames.shape[0]
-        windows = torch.stack([frames[:, s : s + span] for s in range(1, length - span + 1)], dim=1)  # (B, T-F, F, H, W, C)
-        tail, tail_actions = self(windows.flatten(0, 1))  # (B*(T-F), F-1, ...): keep each window's last step
-        tail_frames = tail[:, -1].unflatten(0, (b, length - span))  # (B, T-F, H, W, C)
-        tail_ids = tail_actions.ids[:, -1].unflatten(0, (b, length - span))  # (B, T-F)
-        return torch.cat([head, tail_frames], dim=1), torch.cat([head_actions.ids, tail_ids], dim=1)
+        tail_predicted, tail_actions = self(tail)  # (B*(T-F), F-1, ...): keep each window's last step
+        tail_frames = tail_predicted[:, -1].unflatten(0, (b, -1))  # (B, T-F, H, W, C)
+        tail_ids = tail_actions.ids[:, -1].unflatten(0, (b, -1))  # (B, T-F)
+        return torch.cat([predicted, tail_frames], dim=1), torch.cat([actions.ids, tail_ids], dim=1)
+
+    def _windows(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, ...) -> the first min(T, F) frames, and the windows of F frames starting at frames 1..T-F
+        (B*(T-F), F, ...), batch-major, or None when T <= F. The causal encoder gives transitions 0..F-2 from
+        the first; window s gives transition s+F-2 as its last."""
+        length, span = frames.shape[1], self.config.frames
+        if length <= span:
+            return frames, None
+        windows = torch.stack([frames[:, s : s + span] for s in range(1, length - span + 1)], dim=1)  # (B, T-F, F, ...)
+        return frames[:, :span], windows.flatten(0, 1)
 
     def action_codes(self, ids: torch.Tensor) -> torch.Tensor:
         """Latent action ids (...) -> their unit-norm code vectors (..., D), what the dynamics consumes."""

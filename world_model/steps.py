@@ -52,7 +52,8 @@ class DynamicsStage(nn.Module):
         with torch.no_grad():
             tokens = self.tokenizer.encode(frames).ids  # (B, T, h, w)
             if self.dynamics.config.conditioning == "latent":
-                actions = self.lam.encode_actions(frames).quantized  # (B, T-1, D)
+                # ids read from windows of the LAM's own length, as evaluation and play read them
+                actions = self.lam.action_codes(self.lam.infer_actions(frames))  # (B, T-1, D)
             else:
                 actions = to_long(batch[1], self.dynamics.device)  # (B, T-1)
         return tokens, actions

@@ -23,6 +23,7 @@ from rl_agent.coinrun_env import ConfigError
 GROUPS = ("agent", "data", "train", "finetune", "eval", "report")
 TEST_SETS = ("basic-test", "diverse-test")
 REPORT_VERSION = 2  # bump when the report's content changes: finished studies then rebuild only their report
+EVAL_VERSION = 2  # bump when evaluation's numbers change (2: LAM ids read from windows of the LAM's length)
 
 # name in the plan -> (stage, conditioning): the four world-model components of the paper
 MODELS = {"tokenizer": ("tokenizer", None), "lam": ("lam", None), "genie-g": ("dynamics", "true"), "genie": ("dynamics", "latent")}
@@ -133,7 +134,8 @@ def build_plan(context: PipelineContext) -> list[Stage]:
     for model in trained:
         for test_set in s.eval_sets:
             stages.append(Stage(f"eval:{model}:{test_set}", "eval", [model, f"data:{test_set}"],
-                                [f"eval/{model}/{test_set}/results.json"], {"eval": s.eval}, actions.evaluate_model))
+                                [f"eval/{model}/{test_set}/results.json"], {"eval": s.eval, "version": EVAL_VERSION},
+                                actions.evaluate_model))
     evals = [st.name for st in stages if st.group == "eval"]
     stages.append(Stage("report", "report", [*[st.name for st in stages if st.group in ("agent", "data")], *trained, *evals],
                         ["report.md", "report.html"], {"version": REPORT_VERSION}, actions.write_report))
