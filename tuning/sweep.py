@@ -185,6 +185,7 @@ def parameter_count(job) -> int:
 # ---- the Tune function -----------------------------------------------------------------------------
 def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     """One trial: train its stage into its run folder, reporting each validation to Tune."""
+    import ray
     from ray import tune
 
     from world_model.training.trainer import METRICS_FILE, run_training
@@ -196,8 +197,6 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     params = spec.params
     frames_per_step = job.global_batch(preset) * job.window_length(preset)
     Path(job.out).mkdir(parents=True, exist_ok=True)
-    import ray
-
     (Path(job.out) / TRIAL_ACTOR_FILE).write_text(ray.get_runtime_context().get_actor_id() or "")
     wall = _previous_wall(job.out)
     began = time.monotonic()

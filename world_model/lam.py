@@ -83,8 +83,7 @@ class LatentActionModel(nn.Module):
         ids = self.encode_actions(head).ids  # (B, min(T, F)-1)
         if tail is None:
             return ids
-        tail_ids = self.encode_actions(tail).ids[:, -1].unflatten(0, (ids.shape[0], -1))  # (B, T-F)
-        return torch.cat([ids, tail_ids], dim=1)  # (B, T-1)
+        return _join_windows(ids, self.encode_actions(tail).ids)  # (B, T-1)
 
     def predict_next(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float frames (B, T, H, W, C) -> frames 1..T-1 rebuilt from their predecessor and latent action
@@ -94,11 +93,8 @@ class LatentActionModel(nn.Module):
         predicted, actions = self(head)  # (B, min(T, F)-1, H, W, C): the windows starting at frame 0
         if tail is None:
             return predicted, actions.ids
-        b = frames.shape[0]
-        tail_predicted, tail_actions = self(tail)  # (B*(T-F), F-1, ...): keep each window's last step
-        tail_frames = tail_predicted[:, -1].unflatten(0, (b, -1))  # (B, T-F, H, W, C)
-        tail_ids = tail_actions.ids[:, -1].unflatten(0, (b, -1))  # (B, T-F)
-        return torch.cat([predicted, tail_frames], dim=1), torch.cat([actions.ids, tail_ids], dim=1)
+        tail_predicted, tail_actions = self(tail)  # (B*(T-F), F-1, ...)
+        return _join_windows(predicted, tail_predicted), _join_windows(actions.ids, tail_actions.ids)
 
     def _windows(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, ...) -> the first min(T, F) frames, and the windows of F frames starting at frames 1..T-F
@@ -132,3 +128,9 @@ class LatentActionModel(nn.Module):
             "action_perplexity": float(actions.perplexity),
             "restarted_codes": float(self.quantizer.restarted_codes),
         })
+
+
+def _join_windows(head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+    """Per-transition results of the first window (B, F-1, ...) and of the later windows (B*(T-F), F-1, ...)
+    -> (B, T-1, ...): each later window contributes its last transition (see `LatentActionModel._windows`)."""
+    return torch.cat([head, tail[:, -1].unflatten(0, (head.shape[0], -1))], dim=1)
