@@ -66,9 +66,24 @@ class Dynamics(nn.Module):
         b, t = tokens.shape[:2]
         if actions.shape[1] != t - 1:
             raise ValueError(f"{t} frames need {t - 1} actions, got {actions.shape[1]}")
+        conditioning = self.frame_conditioning(actions, b)  # (B, T, d)
+        return self.readout(self.transformer(self.embed(tokens, conditioning)), tokens)  # (B, T, h, w, V)
+
+    def embed(self, tokens: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T, h, w) and per-frame conditioning (B, T, d) -> transformer input (B, T, h, w, d).
+
+        Per frame only (nothing here mixes frames), so a sampler may embed one new frame at a time.
+        """
         hidden = self.token_embedding(tokens)  # (B, T, h, w, d)
-        hidden = hidden + rearrange(self.frame_conditioning(actions, b), "b t d -> b t 1 1 d")  # (B, T, h, w, d)
-        return self.to_logits(self.transformer(hidden))  # (B, T, h, w, V)
+        return hidden + rearrange(conditioning, "b t d -> b t 1 1 d")  # (B, T, h, w, d)
+
+    def readout(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Transformer output (B, T, h, w, d) -> logits (B, T, h, w, V) of the same T frames.
+
+        `tokens` (B, T, h, w) are the input ids of those frames: the readout of frame t may use frame
+        t-1's ids (a copy path), never frame t's own.
+        """
+        return self.to_logits(hidden)  # (B, T, h, w, V)
 
     # ---- training ------------------------------------------------------------------------
     def random_mask(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
