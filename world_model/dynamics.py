@@ -67,7 +67,7 @@ class Dynamics(nn.Module):
         if actions.shape[1] != t - 1:
             raise ValueError(f"{t} frames need {t - 1} actions, got {actions.shape[1]}")
         conditioning = self.frame_conditioning(actions, b)  # (B, T, d)
-        return self.readout(self.transformer(self.embed(tokens, conditioning)), tokens)  # (B, T, h, w, V)
+        return self.readout(self.transformer(self.embed(tokens, conditioning)), previous_frames(tokens, self.mask_id))
 
     def embed(self, tokens: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T, h, w) and per-frame conditioning (B, T, d) -> transformer input (B, T, h, w, d).
@@ -77,11 +77,11 @@ class Dynamics(nn.Module):
         hidden = self.token_embedding(tokens)  # (B, T, h, w, d)
         return hidden + rearrange(conditioning, "b t d -> b t 1 1 d")  # (B, T, h, w, d)
 
-    def readout(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def readout(self, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         """Transformer output (B, T, h, w, d) -> logits (B, T, h, w, V) of the same T frames.
 
-        `tokens` (B, T, h, w) are the input ids of those frames: the readout of frame t may use frame
-        t-1's ids (a copy path), never frame t's own.
+        `previous` (B, T, h, w) holds, for each of those frames, the ids of the frame before it
+        (mask_id where unknown, e.g. before frame 0): a readout may lean on them (a copy path).
         """
         return self.to_logits(hidden)  # (B, T, h, w, V)
 
@@ -201,6 +201,12 @@ class Dynamics(nn.Module):
             new = self.sample_next_frame(frames, actions[:, :known], steps, temperature, generator)  # (B, h, w)
             frames = torch.cat([frames, new.unsqueeze(1)], dim=1)  # (B, known+1, h, w)
         return frames[:, tc:]  # (B, horizon, h, w)
+
+
+def previous_frames(tokens: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Ids (B, T, h, w) -> the ids of each frame's predecessor (B, T, h, w); frame 0's is all mask_id."""
+    first = torch.full_like(tokens[:, :1], mask_id)  # (B, 1, h, w)
+    return torch.cat([first, tokens[:, :-1]], dim=1)  # (B, T, h, w)
 
 
 def _gumbel(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
