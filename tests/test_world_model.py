@@ -96,28 +96,42 @@ def test_sdpa_and_naive_attention_agree_with_alibi_causal_bias():
 
 
 # ---- MaskGIT -------------------------------------------------------------------------------------
-class ForwardCounter:
-    def __init__(self, module):
-        self.calls = 0
-        module.register_forward_hook(lambda *_: setattr(self, "calls", self.calls + 1))
+class PassCounter:
+    """Counts MaskGIT passes, with or without the context cache: each pass reads out logits once."""
+
+    def __init__(self, model):
+        self.frames = []  # per pass, how many frames the transformer ran (1 with the context cache)
+        readout = model.readout
+
+        def counting(hidden, previous):
+            self.frames.append(hidden.shape[1])  # hidden: (B, T, h, w, d)
+            return readout(hidden, previous)
+        model.readout = counting
+
+    @property
+    def calls(self):
+        return len(self.frames)
 
 
+@pytest.mark.parametrize("context_cache", [True, False])
 @pytest.mark.parametrize("steps", [1, 4, 25])
-def test_maskgit_runs_the_steps_asked_for_and_fills_every_token(steps):
+def test_maskgit_runs_the_steps_asked_for_and_fills_every_token(steps, context_cache):
     torch.manual_seed(0)
     model = tiny_dynamics(steps=steps).eval()
-    counter = ForwardCounter(model)
+    counter = PassCounter(model)
     context = torch.randint(0, 32, (2, 2, 8, 8))
     actions = torch.randint(0, 15, (2, 1 + 3))
-    generated = model.generate_tokens(context, actions, horizon=3)  # (B, 3, h, w)
+    generated = model.generate_tokens(context, actions, horizon=3, context_cache=context_cache)  # (B, 3, h, w)
     assert counter.calls == steps * 3
+    # with the cache each pass runs the new frame alone; without it, the context (2, then 3 frames) too
+    assert counter.frames == ([1] * (steps * 3) if context_cache else [3] * steps + [4] * (steps * 2))
     assert generated.shape == (2, 3, 8, 8)
     assert ((generated >= 0) & (generated < 32)).all(), "every masked token must be filled with a real code"
 
 
 def test_maskgit_default_is_25_steps_and_steps_can_be_overridden():
     model = tiny_dynamics().eval()
-    counter = ForwardCounter(model)
+    counter = PassCounter(model)
     context, actions = torch.randint(0, 32, (1, 1, 8, 8)), torch.randint(0, 15, (1, 1))
     model.generate_tokens(context, actions, horizon=1)
     assert counter.calls == 25
@@ -125,15 +139,20 @@ def test_maskgit_default_is_25_steps_and_steps_can_be_overridden():
     assert counter.calls == 25 + 7
 
 
-def test_maskgit_unmasks_progressively_on_a_cosine_schedule():
-    """With a model that always predicts code 3, the number of filled tokens per pass must grow as 1 - cos."""
+@pytest.mark.parametrize("context_cache", [True, False])
+def test_maskgit_unmasks_progressively_on_a_cosine_schedule(context_cache):
+    """The number of filled tokens of the new frame at each pass must grow as 1 - cos."""
     model = tiny_dynamics(steps=5).eval()
     seen = []
+    embed = model.embed
 
-    def record(module, inputs, output):
-        seen.append(int((inputs[0][:, -1] != module.mask_id).sum()))
-    model.register_forward_hook(record)
-    model.generate_tokens(torch.zeros(1, 1, 8, 8, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long), 1)
+    def record(tokens, conditioning):
+        if (tokens[:, -1] == model.mask_id).any():  # the frame being filled (a context frame has no mask)
+            seen.append(int((tokens[:, -1] != model.mask_id).sum()))
+        return embed(tokens, conditioning)
+    model.embed = record
+    model.generate_tokens(torch.zeros(1, 1, 8, 8, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long), 1,
+                          context_cache=context_cache)
     n = 64
     expected = [0] + [n - int(np.floor(n * np.cos(np.pi / 2 * s / 5))) for s in range(1, 5)]
     assert seen == expected

@@ -47,10 +47,31 @@ class MultiHeadAttention(nn.Module):
             mixed = naive_attention(q, k, v, bias)  # (N, h, L, d)
         return self.out(rearrange(mixed, "n h l d -> n l (h d)"))  # (N, L, C)
 
+    def forward_with_past(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """forward() for L positions appended after `past` (the keys and values of earlier positions), also
+        returning the keys and values of past + these positions: lets a sampler attend from one new
+        position to a context whose keys were computed once (a KV cache). Without `past`, the same
+        output as forward(x, bias).
+
+        x: (N, L, C); past: 2 x (N, h, Lp, d); bias: (h, L, Lp+L) -> (N, L, C) and 2 x (N, h, Lp+L, d)
+        """
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)  # 3 x (N, h, L, d)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (N, h, Lp+L, d)
+            v = torch.cat([past[1], v], dim=2)  # (N, h, Lp+L, d)
+        if self.implementation == "sdpa":
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, h, L, d)
+        else:
+            mixed = naive_attention(q, k, v, bias)  # (N, h, L, d)
+        return self.out(rearrange(mixed, "n h l d -> n l (h d)")), (k, v)  # (N, L, C), 2 x (N, h, Lp+L, d)
+
 
 def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """softmax(QK^T / sqrt(d) + bias) V, written out. q, k, v: (N, h, L, d) -> (N, h, L, d)."""
-    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (N, h, L, L)
+    """softmax(QK^T / sqrt(d) + bias) V, written out. q: (N, h, L, d), k, v: (N, h, S, d) -> (N, h, L, d)."""
+    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (N, h, L, S)
     if bias is not None:
-        logits = logits + bias  # bias (h, L, L) broadcasts over N
+        logits = logits + bias  # bias (h, L, S) broadcasts over N
     return logits.softmax(dim=-1) @ v  # (N, h, L, d)

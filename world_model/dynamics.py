@@ -16,6 +16,7 @@ confident ones and re-masks the rest; the last pass unmasks everything.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -135,6 +136,30 @@ class Dynamics(nn.Module):
         index = torch.arange(1, t, device=tokens.device)  # (T-1,): case k-1 predicts frame k
         return logits[:, index - 1, index]  # (B, T-1, h, w, V)
 
+    def recomputed_new_frame_logits(
+        self, context: torch.Tensor, actions: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The uncached pass: ids (B, 1, h, w) of the frame after `context` (B, Tc, h, w), whose Tc actions
+        (B, Tc[, D]) lead into context[1:] and the new frame -> its logits (B, h, w, V), from the whole window."""
+        def logits_of(frame: torch.Tensor) -> torch.Tensor:
+            return self(torch.cat([context, frame], dim=1), actions)[:, -1]  # (B, h, w, V)
+        return logits_of
+
+    def cached_new_frame_logits(
+        self, context: torch.Tensor, actions: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """recomputed_new_frame_logits's function, but the context goes through the transformer once, here:
+        each pass then runs only the new frame's (B, 1, h, w) tokens through the blocks."""
+        conditioning = self.frame_conditioning(actions, context.shape[0])  # (B, Tc+1, d)
+        cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]))  # per block, what frame Tc needs
+        new_conditioning = conditioning[:, -1:]  # (B, 1, d): the action into the new frame
+        previous = context[:, -1:]  # (B, 1, h, w): the new frame's predecessor
+
+        def logits_of(frame: torch.Tensor) -> torch.Tensor:
+            hidden = self.transformer.forward_new_frame(self.embed(frame, new_conditioning), cache)  # (B, 1, h, w, d)
+            return self.readout(hidden, previous)[:, 0]  # (B, h, w, V)
+        return logits_of
+
     @torch.no_grad()
     def sample_next_frame(
         self,
@@ -143,9 +168,10 @@ class Dynamics(nn.Module):
         steps: int | None = None,
         temperature: float | None = None,
         generator: torch.Generator | None = None,
+        context_cache: bool | None = None,
     ) -> torch.Tensor:
         """MaskGIT: tokens (B, T, h, w) of frames 0..T-1 and actions (B, T[, D]) (the last leads to the new
-        frame) -> tokens (B, h, w) of frame T, after exactly `steps` forward passes."""
+        frame) -> tokens (B, h, w) of frame T, after exactly `steps` passes (None: self.context_cache)."""
         steps = self.config.sampling_steps if steps is None else int(steps)
         temperature = self.config.temperature if temperature is None else float(temperature)
         if steps < 1:
@@ -159,10 +185,13 @@ class Dynamics(nn.Module):
         context = tokens[:, -keep:]  # (B, Tc, h, w)
         context_actions = actions[:, -context.shape[1]:]  # (B, Tc[, D]): actions into context[1:] and into the new frame
 
+        use_cache = self.context_cache if context_cache is None else context_cache
+        new_frame_logits = self.cached_new_frame_logits if use_cache else self.recomputed_new_frame_logits
+        logits_of = new_frame_logits(context, context_actions)  # ids (B, 1, h, w) -> logits (B, h, w, V)
+
         frame = torch.full((b, n), self.mask_id, dtype=torch.long, device=tokens.device)  # (B, N)
         for step in range(steps):
-            sequence = torch.cat([context, frame.view(b, 1, h, w)], dim=1)  # (B, Tc+1, h, w)
-            logits = self(sequence, context_actions)[:, -1].reshape(b, n, -1)  # (B, N, V)
+            logits = logits_of(frame.view(b, 1, h, w)).reshape(b, n, -1)  # (B, N, V)
             log_probs = logits.float().log_softmax(-1)  # (B, N, V)
             tau = temperature * (1.0 - (step + 1) / steps)  # annealed linearly; 0 on the last step
             if tau > 0:
@@ -180,6 +209,11 @@ class Dynamics(nn.Module):
             frame = torch.where(masked & ~stay, sampled, frame)  # (B, N)
         return frame.view(b, h, w)  # (B, h, w)
 
+    # MaskGIT runs the context through the transformer once per generated frame and each pass only the new
+    # frame (it can't change the context: attention and PEG are causal in time); False recomputes the whole
+    # window at every pass, as forward() does. Set per instance (e.g. by a benchmark) or per call.
+    context_cache: bool = True
+
     @torch.no_grad()
     def generate_tokens(
         self,
@@ -189,6 +223,7 @@ class Dynamics(nn.Module):
         steps: int | None = None,
         temperature: float | None = None,
         generator: torch.Generator | None = None,
+        context_cache: bool | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout, frame by frame: context tokens (B, Tc, h, w) and actions
         (B, Tc-1+horizon[, D]) -> tokens (B, horizon, h, w) of the generated frames."""
@@ -198,7 +233,7 @@ class Dynamics(nn.Module):
         frames = context  # (B, Tc, h, w)
         for i in range(horizon):
             known = frames.shape[1]
-            new = self.sample_next_frame(frames, actions[:, :known], steps, temperature, generator)  # (B, h, w)
+            new = self.sample_next_frame(frames, actions[:, :known], steps, temperature, generator, context_cache)  # (B, h, w)
             frames = torch.cat([frames, new.unsqueeze(1)], dim=1)  # (B, known+1, h, w)
         return frames[:, tc:]  # (B, horizon, h, w)
 
