@@ -12,6 +12,17 @@ MODES = ("autoregressive", "teacher_forced")
 # GenieRedux-G controllability: which CoinRun actions are held, and where the agent should go
 # (relative to holding NOOP from the same context, which removes momentum and gravity).
 CONTROL_ACTIONS = {"LEFT": "left", "RIGHT": "right", "UP": "up", "NOOP": "still"}
+# What each CoinRun action does, by name (Procgen's 15 ids, rl_agent.coinrun_env.ACTION_NAMES). Measured on
+# real CoinRun (tests/test_controllability.py): from 449 states of 30 levels, each action then 3 NOOPs, actions
+# of one class gave byte-identical futures in every state (DOWN's twin differs only on crates, none met), and
+# actions of different classes differed (UP vs NOOP: in 23% of states; mid-air a jump does nothing).
+ACTION_EFFECTS = {
+    "LEFT+DOWN": "left", "LEFT": "left", "LEFT+UP": "left+up", "DOWN": "still", "NOOP": "still", "UP": "up",
+    "RIGHT+DOWN": "right", "RIGHT": "right", "RIGHT+UP": "right+up",
+    "D": "still", "A": "still", "W": "still", "S": "still", "Q": "still", "E": "still",
+}
+# Forked futures: the two futures played from one real context (DESIGN §4)
+FORK_ACTIONS = ("RIGHT", "LEFT")
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,10 @@ class EvalConfig:
     delta_t: int = 4  # ΔtPSNR is measured at the t-th predicted frame
     modes: tuple[str, ...] = MODES
     control_steps: int = 3  # frames each action is held for the controllability check (0 = skip)
+    # forked futures: windows whose real game is replayed and forked (RIGHT xk vs LEFT xk); the first ones
+    # in seed order that replay. 6 of the tiny pipeline's 20 windows keep its evaluation time within ~10%
+    forks: int = 6
+    fork_steps: int = 4  # k: frames of each fork (the DESIGN's k = 4)
     inception_weights: str | None = None  # local TorchScript Inception for FID (None = FID skipped)
     samples: int = 4  # episodes whose frames are kept for GIFs / strips
     prefer: str = "best"  # checkpoint of a run folder: "best" or "latest"
@@ -58,8 +73,10 @@ class EvalConfig:
         unknown = set(self.modes) - set(MODES)
         if unknown or not self.modes:
             raise ConfigError(f"unknown rollout mode(s) {sorted(unknown)}; choose from {', '.join(MODES)}")
-        if self.control_steps < 0 or self.samples < 0:
-            raise ConfigError("--control-steps and --samples must not be negative")
+        if self.control_steps < 0 or self.samples < 0 or self.forks < 0:
+            raise ConfigError("--control-steps, --samples and --forks must not be negative")
+        if self.fork_steps < 1:
+            raise ConfigError(f"--fork-steps must be at least 1, got {self.fork_steps}")
         if self.prefer not in ("best", "latest"):
             raise ConfigError(f"prefer must be 'best' or 'latest', got {self.prefer!r}")
         if self.split not in (None, "train", "val", "test"):

@@ -144,3 +144,46 @@ def mean_finite(values) -> float:
     """Mean of a sequence of numbers, NaN when empty (so an empty metric never reads as 0)."""
     array = np.asarray(values, dtype=np.float64)
     return float(array.mean()) if array.size else math.nan
+
+
+def mean_ci95(values) -> tuple[float, float]:
+    """Mean and 95% half-width (normal approximation, 1.96 standard errors) of the finite values; NaN when
+    there are too few to tell (a half-width of 0 from one value would read as certainty)."""
+    array = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    if len(array) < 2:
+        return (float(array.mean()) if len(array) else math.nan), math.nan
+    return float(array.mean()), float(1.96 * array.std(ddof=1) / math.sqrt(len(array)))
+
+
+def forked_future_psnr(dreams, real) -> torch.Tensor:
+    """PSNR of every dream against every real future: dreams, real (N, F, k, H, W, C) -> (N, F dream, F real, k)."""
+    d = as_unit_frames(dreams, "dreams")
+    r = as_unit_frames(real, "real forks")
+    if d.ndim != 6 or d.shape != r.shape:
+        raise MetricInputError(f"dreams and real forks must both be (N, F, k, H, W, C), got {tuple(d.shape)} and {tuple(r.shape)}")
+    n, forks = d.shape[:2]
+    pairs = (n, forks, forks, *d.shape[2:])  # (N, F dream, F real, k, H, W, C)
+    return psnr_per_frame(d.unsqueeze(2).expand(pairs), r.unsqueeze(1).to(d.device).expand(pairs))  # (N, F, F, k)
+
+
+def forked_future_score(dreams, real) -> tuple[np.ndarray, np.ndarray]:
+    """How often each fork's dream is closer to its own real future than another fork's dream is (DESIGN §4).
+
+    dreams, real: (N, F, k, H, W, C) -> per window (N,) and per frame (N, k) scores in [0, 1]; chance 0.5.
+    Closeness is PSNR averaged over the k frames (the per-frame score compares frame j alone). Ties count
+    half: a model blind to its actions dreams every fork alike and scores exactly 0.5, never more.
+    """
+    p = forked_future_psnr(dreams, real).cpu().numpy()  # (N, F dream, F real, k)
+    forks = p.shape[1]
+
+    def wins(values: np.ndarray) -> np.ndarray:  # values (N, F, F[, k]) -> (N[, k]) share of (own, other) pairs won
+        scores = []
+        for real_f in range(forks):
+            own = values[:, real_f, real_f]
+            for dream_g in range(forks):
+                if dream_g != real_f:
+                    other = values[:, dream_g, real_f]
+                    scores.append((own > other) + 0.5 * (own == other))
+        return np.mean(scores, axis=0)
+
+    return wins(p.mean(-1)), wins(p)

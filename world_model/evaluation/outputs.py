@@ -15,6 +15,8 @@ from PIL import Image, ImageDraw
 from world_model import storage
 
 SCALE = 2  # samples are upscaled 2x (64 px frames are tiny on a screen)
+METRIC_LABELS = {"delta_psnr": "ΔtPSNR, paper (any other id)", "delta_psnr_effect": "ΔtPSNR, other effect",
+                 "forked_future_score": "forked-future score"}
 LABEL_HEIGHT = 12
 
 
@@ -42,11 +44,32 @@ def markdown_table(results: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for m in results["metrics"]:
-        digits = 3 if m["metric"] == "ssim" else 2
-        name = m["metric"] + (f" (t={m['t']})" if "t" in m else "")
-        lines.append(f"| {name} | {m['mode']} | {format_value(m['value'], digits)} |")
+        digits = 3 if m["metric"] in ("ssim", "forked_future_score") else 2
+        name = METRIC_LABELS.get(m["metric"], m["metric"]) + (f" (t={m['t']})" if "t" in m else "") + \
+            (f" (k={m['k']}, {m['windows']} windows)" if "k" in m else "")
+        value = format_value(m["value"], digits)
+        if m.get("ci95") is not None and not math.isnan(m["ci95"]):
+            value += f" ± {m['ci95']:.{digits}f}"
+        lines.append(f"| {name} | {m['mode']} | {value} |")
     if "skipped" in results.get("fid", {}):
         lines += ["", results["fid"]["skipped"]]
+    if results.get("delta_psnr_effect_skipped"):
+        lines += ["", f"ΔtPSNR by effect class: not measured, {results['delta_psnr_effect_skipped']}."]
+    forked = results.get("forked_futures")
+    if forked:
+        lines += ["", f"## Forked futures ({' vs '.join(forked['forks'])}, k={forked['k']} frames, context {forked['context']})",
+                  "", f"Score: {forked['rule']}; chance {forked['chance']}. Dreams driven by {forked['dream_actions']}. "
+                  f"Real forks {forked['real_forks']}.", ""]
+        if "score" in forked:
+            per_frame = ", ".join(f"{v:.2f}" for v in forked["per_frame_score"])
+            lines.append(f"Score {forked['score']:.3f} ± {format_value(forked['ci95'], 3)} (95% CI) over "
+                         f"{forked['windows']} windows; by frame 1..{forked['k']}: {per_frame}.")
+        else:
+            lines.append(f"Not measured: {forked['skipped_reason']}.")
+        for skip in forked["skipped"][:5]:
+            lines.append(f"- skipped {skip['id']} @ {skip['start']}: {skip['reason']}")
+        if len(forked["skipped"]) > 5:
+            lines.append(f"- ... {len(forked['skipped']) - 5} more skipped windows in results.json")
     control = results.get("controllability")
     if control:
         lines += ["", f"## Controllability ({control['steps']} frames per held action; {control['convention']})", ""]

@@ -1,5 +1,5 @@
 """Predicted frames for evaluation: autoregressive rollouts, teacher-forced one-pass predictions,
-counterfactual actions (ΔtPSNR) and held actions (controllability).
+counterfactual actions (ΔtPSNR, two versions), held actions (controllability) and forked futures.
 
 Actions (DESIGN §4, the paper's protocol): *GenieRedux* is driven by the latent actions its LAM
 infers from the ground-truth window (so the LAM sees the future it labels, as in the paper);
@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rl_agent.coinrun_env import ACTION_NAMES
+from world_model.evaluation.config import ACTION_EFFECTS
 from world_model.frames import to_long
 from world_model.generation import WorldModel
 
@@ -91,14 +93,44 @@ def replace_action(action_ids: torch.Tensor, index: int, vocabulary: int, rng: n
     return changed
 
 
+def effect_classes() -> np.ndarray:
+    """(15,) int: the effect class of each CoinRun action id (config.ACTION_EFFECTS, in id order)."""
+    names = sorted(set(ACTION_EFFECTS.values()))
+    return np.array([names.index(ACTION_EFFECTS[name]) for name in ACTION_NAMES])
+
+
+def replace_action_by_effect(action_ids: torch.Tensor, index: int, effects: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """A copy of (B, A) action ids with column `index` replaced, per row, by an id drawn uniformly among
+    those of a *different effect class* (`effects`: (V,) class per id), so the counterfactual always
+    does something else (NOOP's eight twins and DOWN's never stand in for it)."""
+    changed = action_ids.clone()
+    true = action_ids[:, index].cpu().numpy()  # (B,)
+    picks = []
+    for action in true:
+        candidates = np.flatnonzero(effects != effects[int(action)])  # ids that do something else
+        picks.append(int(candidates[rng.integers(len(candidates))]))
+    changed[:, index] = torch.as_tensor(picks, device=action_ids.device)
+    return changed
+
+
 @torch.no_grad()
 def counterfactual_frame(
     world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, t: int,
-    steps: int | None, temperature: float | None, seed: int, rng: np.random.Generator,
+    steps: int | None, temperature: float | None, seed: int, rng: np.random.Generator, by_effect: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x̂'_t for ΔtPSNR: the t-th generated frame (B, H, W, C) when only the action leading into it is
-    replaced by a random different one, and the (B, T-1) ids used."""
-    changed = replace_action(action_ids, context - 2 + t, action_vocabulary(world), rng)  # (B, T-1)
+    replaced by a random different one, and the (B, T-1) ids used.
+
+    `by_effect`: the replacement is drawn among CoinRun actions of another effect class (GenieRedux-G
+    only; latent ids have no known effects); otherwise among all other ids (the paper's version).
+    """
+    index = context - 2 + t
+    if by_effect:
+        if world.dynamics.config.conditioning == "latent":
+            raise ValueError("effect classes are CoinRun actions'; a latent-action model's counterfactual is any other latent id")
+        changed = replace_action_by_effect(action_ids, index, effect_classes(), rng)  # (B, T-1)
+    else:
+        changed = replace_action(action_ids, index, action_vocabulary(world), rng)  # (B, T-1)
     rollout = autoregressive(world, frames, changed, context, t, steps, temperature, seed)  # (B, t, H, W, C)
     return rollout[:, t - 1], changed
 
@@ -119,3 +151,30 @@ def held_action_rollouts(
     context_frames = np.concatenate([frames[:, :context]] * len(actions))  # (A*B, context, H, W, C)
     rollout = autoregressive(world, context_frames, held, context, length, steps, temperature, seed)  # (A*B, length, ...)
     return rollout.reshape(len(actions), b, *rollout.shape[1:])
+
+
+@torch.no_grad()
+def forked_dreams(
+    world: WorldModel, context_frames: np.ndarray, context_ids: torch.Tensor, forks: np.ndarray, fork_ids: list[int],
+    steps: int | None, temperature: float | None, seed: int,
+) -> torch.Tensor:
+    """The model's dream of each real fork from the same context: (N, F, k, H, W, C) in [0, 1].
+
+    context_frames (N, c, H, W, C) uint8, context_ids (N, c-1) the ids that drove the context, forks
+    (N, F, k, H, W, C) uint8 the real futures, fork_ids the CoinRun action held in each. GenieRedux-G
+    dreams fork f with fork_ids[f] held; GenieRedux with the latent actions its LAM infers from context +
+    real fork f (the paper's latent-action protocol: the LAM sees the future it labels). Every fork is
+    dreamt with the same seed, so a model blind to its actions dreams the forks identically.
+    """
+    n, c = context_frames.shape[:2]
+    k = forks.shape[2]
+    dreams = []
+    for f, action in enumerate(fork_ids):
+        if world.dynamics.config.conditioning == "latent":
+            ids = world.lam.infer_actions(np.concatenate([context_frames, forks[:, f]], axis=1)).long()  # (N, c-1+k)
+        else:
+            held = torch.full((n, k), int(action), dtype=torch.long, device=context_ids.device)
+            ids = torch.cat([context_ids[:, : c - 1].long(), held], dim=1)  # (N, c-1+k)
+        frames = np.concatenate([context_frames, forks[:, f]], axis=1)  # (N, c+k, ...): only the context is read
+        dreams.append(autoregressive(world, frames, ids, c, k, steps, temperature, seed))  # (N, k, H, W, C)
+    return torch.stack(dreams, dim=1)  # (N, F, k, H, W, C)

@@ -19,10 +19,11 @@ import numpy as np
 
 from rl_agent.store.reader import EpisodeStore
 from world_model import storage
-from world_model.evaluation.config import CONTROL_ACTIONS, EvalConfig
+from world_model.evaluation.config import CONTROL_ACTIONS, FORK_ACTIONS, EvalConfig
 from world_model.evaluation.episodes import Window, read_windows, select_windows
 from world_model.evaluation.fid import FID_HOWTO, fid, file_sha256
-from world_model.evaluation.metrics import PSNR_CAP, copy_last_frame_psnr, mean_finite
+from world_model.evaluation.forks import real_forks
+from world_model.evaluation.metrics import PSNR_CAP, copy_last_frame_psnr, mean_ci95, mean_finite
 from world_model.evaluation.models import ModelUnderTest, check_level_overlap, dataset_agents, load_model_under_test
 from world_model.evaluation.registration import MOTION_CLASSES, motion_class
 from world_model.evaluation.worker import Batch, EvalWorker, control_action_ids
@@ -53,14 +54,42 @@ def batch_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index, 2]).generate_state(1)[0])
 
 
-def make_batches(store: EpisodeStore, windows: list[Window], config: EvalConfig) -> list[Batch]:
+def make_batches(store: EpisodeStore, windows: list[Window], config: EvalConfig,
+                 forks: dict[int, np.ndarray] | None = None) -> list[Batch]:
+    """Fixed batches of windows; `forks`: window index -> its real forks (F, k, H, W, C), for those forked."""
+    forks = forks or {}
     batches = []
     for index, lo in enumerate(range(0, len(windows), config.batch_size)):
         part = windows[lo : lo + config.batch_size]
         frames, actions = read_windows(store, part, config.window)
         keep = np.array([lo + i < config.samples for i in range(len(part))])
-        batches.append(Batch(index, [w.to_json() for w in part], frames, actions, batch_seed(config.seed, index), keep))
+        forked = np.array([lo + i in forks for i in range(len(part))])  # (B,)
+        fork_frames = None
+        if forked.any():
+            shape = next(iter(forks.values())).shape  # (F, k, H, W, C)
+            fork_frames = np.stack([forks.get(lo + i, np.zeros(shape, np.uint8)) for i in range(len(part))])  # (B, F, k, ...)
+        batches.append(Batch(index, [w.to_json() for w in part], frames, actions, batch_seed(config.seed, index), keep,
+                             fork_frames, forked if forked.any() else None))
     return batches
+
+
+def replay_forks(store: EpisodeStore, windows: list[Window], config: EvalConfig) -> tuple[dict[int, np.ndarray], list[dict]]:
+    """The real forks of the first `config.forks` windows (seed order) that can be replayed, and every skip's reason.
+
+    Bounded: windows are tried in order until `config.forks` have forks, so the cost is `forks` replays
+    (~0.1 s each) plus the skipped ones."""
+    forks: dict[int, np.ndarray] = {}
+    skipped: list[dict] = []
+    for index, window in enumerate(windows):
+        if len(forks) >= config.forks:
+            break
+        real = real_forks(store, window, config.context, config.fork_steps, FORK_ACTIONS)
+        if real.frames is None:
+            skipped.append({"id": window.episode_id, "start": window.start, "level_seed": window.level_seed,
+                            "reason": real.reason})
+        else:
+            forks[index] = real.frames
+    return forks, skipped
 
 
 def _run_batches(config: EvalConfig, batches: list[Batch]) -> list[dict[str, Any]]:
@@ -109,13 +138,14 @@ def run_evaluation(config: EvalConfig) -> EvaluationOutput:
     for manifest in store.manifests[1:]:
         check_level_overlap(model.run_info, manifest, config.split)
     windows = select_windows(store, config.window, config.episodes, config.seed)
-    batches = make_batches(store, windows, config)
+    forks, skipped = replay_forks(store, windows, config) if model.stage == "dynamics" else ({}, [])
+    batches = make_batches(store, windows, config, forks)
     results_of_batches = _run_batches(config, batches)
     records = [r for res in results_of_batches for r in res["records"]]
     samples = [s for res in results_of_batches for s in res["samples"]]
     seconds = time.monotonic() - start
     results = summarize(config, model, data_description(store, config.data, config.split), overlap.to_json(),
-                        records, results_of_batches)
+                        records, results_of_batches, skipped)
     results["timing"] = {"seconds": seconds, "episodes_per_second": len(records) / seconds if seconds > 0 else math.nan}
     return EvaluationOutput(results, samples)
 
@@ -127,7 +157,8 @@ def _per_step(records: list[dict[str, Any]], key: str, metric: str) -> list[floa
 
 
 def summarize(config: EvalConfig, model: ModelUnderTest, data: dict[str, Any], overlap: dict[str, Any],
-              records: list[dict[str, Any]], batch_results: list[dict[str, Any]]) -> dict[str, Any]:
+              records: list[dict[str, Any]], batch_results: list[dict[str, Any]],
+              fork_skips: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Averages over episodes, each metric tagged with what it was measured on (DESIGN §4)."""
     is_world = model.stage == "dynamics"
     tag = {
@@ -159,16 +190,55 @@ def summarize(config: EvalConfig, model: ModelUnderTest, data: dict[str, Any], o
         "psnr_capped_frames": capped,
     }
     if is_world and "delta_psnr" in records[0]:
-        deltas = [r["delta_psnr"]["delta"] for r in records]
-        metrics.append({**tag, "metric": "delta_psnr", "mode": "autoregressive", "t": config.delta_t,
-                        "value": mean_finite(deltas)})
+        for key, counterfactual in DELTA_VERSIONS.items():
+            if key not in records[0]:
+                continue
+            mean, half = mean_ci95([r[key]["delta"] for r in records])
+            metrics.append({**tag, "metric": key, "mode": "autoregressive", "t": config.delta_t, "value": mean,
+                            "ci95": half, "counterfactual": counterfactual})
+        if "delta_psnr_effect" not in records[0]:
+            results["delta_psnr_effect_skipped"] = ("latent actions have no known effect: GenieRedux's counterfactual "
+                                                    "is any other latent id (delta_psnr)")
     elif is_world:
         results["delta_psnr_skipped"] = f"--horizon {config.horizon} is shorter than delta t = {config.delta_t}"
+    if is_world:
+        results["forked_futures"] = forked_futures_summary(config, model, records, fork_skips or [], tag, metrics)
     results["fid"] = _fid(config, batch_results, modes, tag, metrics)
     if is_world and config.control_steps > 0:
         results["controllability"] = controllability_summary(model, records, config.control_steps)
     results["episodes"] = [_slim(r) for r in records]
     return results
+
+
+DELTA_VERSIONS = {
+    "delta_psnr": "the paper's: the action into frame t replaced by a random different id",
+    "delta_psnr_effect": "the action into frame t replaced by a random action of another effect class (config.ACTION_EFFECTS)",
+}
+
+
+def forked_futures_summary(config: EvalConfig, model: ModelUnderTest, records: list[dict[str, Any]],
+                           skips: list[dict[str, Any]], tag: dict[str, Any], metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean forked-future score with its 95% CI over the forked windows, what drove the dreams, and every skip."""
+    scores = [r["forked_future"]["score"] for r in records if "forked_future" in r]
+    info: dict[str, Any] = {
+        "forks": list(FORK_ACTIONS), "k": config.fork_steps, "context": config.context, "chance": 0.5,
+        "rule": (f"per window, for each real fork, whether its own dream is closer (PSNR averaged over the {config.fork_steps} "
+                 f"frames) to that real future than the other fork's dream is; ties count 0.5"),
+        "dream_actions": ("latent actions inferred by the LAM from the context and each real fork (the paper's "
+                          "latent-action protocol)" if model.conditioning == "latent" else "the true action ids, held"),
+        "real_forks": "replayed from the recorded level and actions (DESIGN §2), checked byte for byte, then forked",
+        "requested": config.forks, "windows": len(scores), "skipped": skips,
+    }
+    if not scores:
+        info["skipped_reason"] = ("--forks 0" if config.forks == 0 else
+                                  "no window could be replayed and forked (see skipped)" if skips else "no window evaluated")
+        return info
+    mean, half = mean_ci95(scores)
+    per_frame = np.array([r["forked_future"]["per_frame"] for r in records if "forked_future" in r]).mean(axis=0)
+    info.update(score=mean, ci95=half, per_frame_score=per_frame.tolist())
+    metrics.append({**tag, "metric": "forked_future_score", "mode": "autoregressive", "k": config.fork_steps,
+                    "value": mean, "ci95": half, "windows": len(scores)})
+    return info
 
 
 def _per_step_list(records: list[dict[str, Any]], key: str) -> list[float]:

@@ -15,9 +15,9 @@ import torch
 
 from rl_agent.coinrun_env import ACTION_NAMES
 from world_model.evaluation import rollouts
-from world_model.evaluation.config import CONTROL_ACTIONS, EvalConfig
+from world_model.evaluation.config import ACTION_EFFECTS, CONTROL_ACTIONS, FORK_ACTIONS, EvalConfig
 from world_model.evaluation.fid import InceptionFeatures
-from world_model.evaluation.metrics import copy_last_frame_psnr, psnr_per_frame, ssim_per_frame
+from world_model.evaluation.metrics import copy_last_frame_psnr, forked_future_psnr, forked_future_score, psnr_per_frame, ssim_per_frame
 from world_model.evaluation.models import ModelUnderTest, load_model_under_test
 from world_model.evaluation.registration import agent_motion, path_motion
 from world_model.frames import to_uint8
@@ -31,6 +31,8 @@ class Batch:
     actions: np.ndarray  # (B, T-1) int8, the recorded actions
     seed: int  # sampling seed of this batch
     keep_frames: np.ndarray  # (B,) bool: return this window's frames for GIFs / strips
+    forks: np.ndarray | None = None  # (B, F, k, H, W, C) uint8: the real game's FORK_ACTIONS futures (zeros if not forked)
+    forked: np.ndarray | None = None  # (B,) bool: this window's forks were replayed and are scored
 
 
 def _u8(frames: torch.Tensor) -> np.ndarray:
@@ -72,8 +74,28 @@ def _put(records: list[dict[str, Any]], key: str, values: dict[str, np.ndarray])
         record[key] = {name: array[i].tolist() for name, array in values.items()}
 
 
+def reconstruct_windowed(tokenizer, frames: np.ndarray) -> torch.Tensor:
+    """Every frame of (B, T, H, W, C) uint8 reconstructed as the world model sees it: (B, T, H, W, C) in [0, 1].
+
+    Why windowed: the tokenizer is causal in time and trained on windows of `config.frames`; the world
+    model decodes each frame as the last of a window of at most that length (WorldModel.decode_windows)
+    and tokenizes windows no longer either. Tokenizing and decoding a longer test window at once would
+    score the tokenizer on inputs the world model never gives it. Frame k's tokens come from frames
+    k-W+1..k (all at once when the encoder sees each frame alone), and it is decoded from tokens k-W+1..k.
+    """
+    window = max(1, int(tokenizer.config.frames))
+    length = frames.shape[1]
+    if getattr(tokenizer.config, "encoder_temporal", True):
+        tokens = torch.cat([tokenizer.tokenize(frames[:, max(0, k + 1 - window) : k + 1])[:, -1:]
+                            for k in range(length)], dim=1)  # (B, T, h, w)
+    else:
+        tokens = tokenizer.tokenize(frames)  # (B, T, h, w): each frame's tokens from that frame alone
+    decoded = [tokenizer.detokenize(tokens[:, max(0, k + 1 - window) : k + 1])[:, -1] for k in range(length)]
+    return torch.stack(decoded, dim=1)  # (B, T, H, W, C)
+
+
 def _evaluate_tokenizer(model: ModelUnderTest, batch: Batch, inception) -> dict[str, Any]:
-    reconstruction = model.tokenizer.detokenize(model.tokenizer.tokenize(batch.frames))  # (B, T, H, W, C)
+    reconstruction = reconstruct_windowed(model.tokenizer, batch.frames)  # (B, T, H, W, C)
     records = _records(batch)
     _put(records, "reconstruction", _scores(reconstruction, batch.frames))
     out: dict[str, Any] = {"records": records, "features": {}, "samples": []}
@@ -127,17 +149,26 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
         record["action_ids"] = ids[i].cpu().tolist()
 
     if config.delta_t <= h:  # ΔtPSNR at t: same context, same noise, only the action into frame t changed
-        rng = np.random.default_rng([config.seed, batch.index, 1])
-        other, changed = rollouts.counterfactual_frame(world, batch.frames, ids, c, config.delta_t, steps,
-                                                       temperature, batch.seed, rng)  # (B, H, W, C)
         truth = target[:, config.delta_t - 1]  # (B, H, W, C)
         factual = psnr_per_frame(predictions["autoregressive"][:, config.delta_t - 1].clamp(0, 1), torch.as_tensor(truth)).numpy()
-        counter = psnr_per_frame(other.clamp(0, 1), torch.as_tensor(truth)).numpy()
         index = c - 2 + config.delta_t
-        for i, record in enumerate(records):
-            record["delta_psnr"] = {"t": config.delta_t, "psnr": float(factual[i]), "psnr_other_action": float(counter[i]),
-                                    "delta": float(factual[i] - counter[i]), "action": int(ids[i, index]),
-                                    "other_action": int(changed[i, index])}
+        # "delta_psnr": the paper's counterfactual, any different id; "delta_psnr_effect" (GenieRedux-G): an
+        # action of another effect class, since 8 ids do nothing and DOWN's twins act alike (config.ACTION_EFFECTS)
+        versions = {"delta_psnr": (False, 1)} if model.conditioning == "latent" else {"delta_psnr": (False, 1), "delta_psnr_effect": (True, 3)}
+        for key, (by_effect, stream) in versions.items():
+            rng = np.random.default_rng([config.seed, batch.index, stream])
+            other, changed = rollouts.counterfactual_frame(world, batch.frames, ids, c, config.delta_t, steps,
+                                                           temperature, batch.seed, rng, by_effect)  # (B, H, W, C)
+            counter = psnr_per_frame(other.clamp(0, 1), torch.as_tensor(truth)).numpy()  # (B,)
+            for i, record in enumerate(records):
+                record[key] = {"t": config.delta_t, "psnr": float(factual[i]), "psnr_other_action": float(counter[i]),
+                               "delta": float(factual[i] - counter[i]), "action": int(ids[i, index]),
+                               "other_action": int(changed[i, index])}
+                if by_effect:
+                    record[key].update(effect=ACTION_EFFECTS[ACTION_NAMES[int(ids[i, index])]],
+                                       other_effect=ACTION_EFFECTS[ACTION_NAMES[int(changed[i, index])]])
+
+    dreams = _forked_futures(model, batch, ids, records, config)  # (n, F, k, H, W, C) or None
 
     held: dict[str, torch.Tensor] = {}
     if config.control_steps > 0:
@@ -159,11 +190,43 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
     out: dict[str, Any] = {"records": records, "features": {}, "samples": []}
     if inception is not None:
         out["features"] = {"real": inception(target), **{m: inception(predictions[m]) for m in config.modes}}
+    forked = np.flatnonzero(batch.forked) if batch.forked is not None else np.array([], dtype=int)
     for i in np.flatnonzero(batch.keep_frames):
         rows = {mode: np.concatenate([batch.frames[i, :c], _u8(predictions[mode][i])]) for mode in config.modes}
         rows.update({f"hold {name}": np.concatenate([batch.frames[i, :c], _u8(frames[i])]) for name, frames in held.items()})
+        if dreams is not None and i in forked:  # the forks: real game and dream side by side
+            j = int(np.flatnonzero(forked == i)[0])
+            for f, name in enumerate(FORK_ACTIONS):
+                rows[f"{name} x{config.fork_steps} real"] = np.concatenate([batch.frames[i, :c], batch.forks[i, f]])
+                rows[f"{name} x{config.fork_steps} dream"] = np.concatenate([batch.frames[i, :c], _u8(dreams[j, f])])
         out["samples"].append({"episode": batch.episodes[i], "ground_truth": batch.frames[i], "rows": rows})
     return out
+
+
+def _forked_futures(model: ModelUnderTest, batch: Batch, ids: torch.Tensor, records: list[dict[str, Any]],
+                    config: EvalConfig) -> torch.Tensor | None:
+    """Dream the real forks of the forked windows from their real context and score them (records["forked_future"]).
+
+    Returns the dreams (n, F, k, H, W, C) in [0, 1] of the n forked windows, in batch order (None if none).
+    """
+    if batch.forked is None or not batch.forked.any():
+        return None
+    c, world = config.context, model.world
+    index = np.flatnonzero(batch.forked)  # (n,)
+    real = batch.forks[index]  # (n, F, k, H, W, C) uint8
+    fork_ids = [ACTION_NAMES.index(name) for name in FORK_ACTIONS]
+    dreams = rollouts.forked_dreams(world, batch.frames[index, :c], ids[index, : c - 1], real, fork_ids,
+                                    config.maskgit_steps, config.temperature, batch.seed)  # (n, F, k, H, W, C)
+    score, per_frame = forked_future_score(dreams.clamp(0, 1), real)  # (n,), (n, k)
+    psnr = forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy()  # (n, F dream, F real, k)
+    for j, i in enumerate(index):
+        records[i]["forked_future"] = {
+            "score": float(score[j]), "per_frame": per_frame[j].tolist(), "k": int(real.shape[2]),
+            # PSNR against this fork's real future: of its own dream, of the other fork's dream (F = 2)
+            "psnr": {name: {"own_dream": psnr[j, f, f].tolist(), "other_dream": psnr[j, 1 - f, f].tolist()}
+                     for f, name in enumerate(FORK_ACTIONS)},
+        }
+    return dreams
 
 
 class EvalWorker:
@@ -177,7 +240,8 @@ class EvalWorker:
 
     def evaluate(self, batch: Batch) -> dict[str, Any]:
         # arrays from Ray's object store are read-only views; torch wants writable memory
-        batch = dataclasses.replace(batch, frames=np.array(batch.frames), actions=np.array(batch.actions))
+        batch = dataclasses.replace(batch, frames=np.array(batch.frames), actions=np.array(batch.actions),
+                                    forks=None if batch.forks is None else np.array(batch.forks))
         result = evaluate_batch(self.model, batch, self.config, self.inception)
         result["batch"] = batch.index  # results come back out of order
         return result
