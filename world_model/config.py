@@ -31,8 +31,11 @@ class TransformerConfig:
     heads: int = 8
     mlp_ratio: float = 4.0
     attention: Literal["sdpa", "naive"] = "sdpa"  # "naive" = explicit softmax(QK^T)V, for the benchmark
+    peg_init: Literal["zero", "random"] = "zero"  # the PEG conv's start: zero (no PEG at first) or PyTorch's default
 
     def __post_init__(self) -> None:
+        if self.peg_init not in ("zero", "random"):
+            raise ConfigError(f"peg_init must be 'zero' or 'random', got {self.peg_init!r}")
         for name in ("dim", "depth", "heads"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -122,8 +125,21 @@ class DynamicsConfig:
     mask_ratio_min: float = 0.5  # training mask ratio ~ U(mask_ratio_min, 1)
     sampling_steps: int = 25  # MaskGIT steps per generated frame
     temperature: float = 1.0  # initial sampling temperature, annealed linearly to 0
+    # What lets a small dynamics learn the game quickly (README, "What the dynamics needs"); the
+    # defaults are the paper's plain MaskGIT, which `paper` keeps.
+    token_init: Literal["random", "codebook"] = "random"  # codebook: token embeddings start from the tokenizer's codes
+    tie_embeddings: bool = False  # logits = hidden . token embeddings^T (MaskGIT's tied output layer)
+    copy_bias: float = 0.0  # initial logit bonus for the predecessor frame's token at each position (0 = no copy path)
+    spatial_positions: Literal["none", "sincos", "learned"] = "none"  # absolute (h, w) embedding added to every frame
+    last_frame_mask_share: float = 0.0  # share of training windows with a clean context and only the last frame masked
 
     def __post_init__(self) -> None:
+        if self.token_init not in ("random", "codebook"):
+            raise ConfigError(f"token_init must be 'random' or 'codebook', got {self.token_init!r}")
+        if self.spatial_positions not in ("none", "sincos", "learned"):
+            raise ConfigError(f"spatial_positions must be 'none', 'sincos' or 'learned', got {self.spatial_positions!r}")
+        if not 0.0 <= self.last_frame_mask_share <= 1.0:
+            raise ConfigError(f"last_frame_mask_share must lie in [0, 1], got {self.last_frame_mask_share}")
         if self.conditioning not in ("latent", "ground_truth"):
             raise ConfigError(f"conditioning must be 'latent' or 'ground_truth', got {self.conditioning!r}")
         if not 0.0 <= self.mask_ratio_min <= 1.0:
@@ -162,6 +178,9 @@ class TrainSettings:
     keep_checkpoints: int = 3  # Ray Train checkpoints kept (latest ones); best.pt is kept apart
     sample_every: int = 1000  # steps between sample images
     log_every: int = 10  # steps between metric rows
+    # dynamics: train on the token cache (frozen tokenizer/LAM ids encoded once per run, world_model/token_cache.py);
+    # false encodes every window's frames at every step (the same losses, slower)
+    token_cache: bool = True
 
     def __post_init__(self) -> None:
         for name in ("val_every", "val_windows", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):

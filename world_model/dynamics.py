@@ -42,12 +42,35 @@ class Dynamics(nn.Module):
         else:
             self.action_embedding = nn.Linear(config.latent_action_dim, dim)
         self.no_action = nn.Parameter(torch.zeros(dim))  # (d,) what frame 0 of a window is conditioned on
+        if config.spatial_positions == "sincos":
+            self.register_buffer("spatial_position", sincos_positions(config.grid, dim), persistent=False)  # (h, w, d)
+        elif config.spatial_positions == "learned":
+            self.spatial_position = nn.Parameter(sincos_positions(config.grid, dim))  # (h, w, d), starts as sincos
         self.transformer = STTransformer(config.transformer)
-        self.to_logits = nn.Linear(dim, config.vocab_size)
+        if config.tie_embeddings:
+            self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))  # (V,)
+        else:
+            self.to_logits = nn.Linear(dim, config.vocab_size)
+        if config.copy_bias:
+            # a learned, per-position gate on "the same token as the frame before": starts at copy_bias
+            self.copy_gate = nn.Linear(dim, 1)
+            nn.init.zeros_(self.copy_gate.weight)
+            nn.init.constant_(self.copy_gate.bias, config.copy_bias)
 
     @property
     def device(self) -> torch.device:
-        return self.to_logits.weight.device
+        return self.token_embedding.weight.device
+
+    @torch.no_grad()
+    def init_token_embeddings(self, codebook: torch.Tensor, seed: int = 0) -> None:
+        """Start the token embeddings from the frozen tokenizer's unit code vectors (V, D) through a fixed random
+        projection (D -> d, unit-variance entries like nn.Embedding's), so tokens that look alike start alike."""
+        if codebook.shape[0] != self.config.vocab_size:
+            raise ValueError(f"codebook has {codebook.shape[0]} codes; this dynamics reads {self.config.vocab_size}")
+        generator = torch.Generator().manual_seed(seed)
+        projection = torch.randn(codebook.shape[1], self.token_embedding.embedding_dim, generator=generator)  # (D, d)
+        codes = torch.nn.functional.normalize(codebook.detach().float().cpu(), dim=-1)  # (V, D)
+        self.token_embedding.weight[: self.config.vocab_size] = (codes @ projection).to(self.device)  # (V, d)
 
     def frame_conditioning(self, actions: torch.Tensor, batch: int) -> torch.Tensor:
         """Actions (B, T-1) ids or (B, T-1, D) latent codes -> per-frame conditioning (B, T, d)."""
@@ -76,6 +99,8 @@ class Dynamics(nn.Module):
         Per frame only (nothing here mixes frames), so a sampler may embed one new frame at a time.
         """
         hidden = self.token_embedding(tokens)  # (B, T, h, w, d)
+        if self.config.spatial_positions != "none":
+            hidden = hidden + self.spatial_position  # (h, w, d) broadcast over B, T
         return hidden + rearrange(conditioning, "b t d -> b t 1 1 d")  # (B, T, h, w, d)
 
     def readout(self, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -84,7 +109,17 @@ class Dynamics(nn.Module):
         `previous` (B, T, h, w) holds, for each of those frames, the ids of the frame before it
         (mask_id where unknown, e.g. before frame 0): a readout may lean on them (a copy path).
         """
-        return self.to_logits(hidden)  # (B, T, h, w, V)
+        if self.config.tie_embeddings:
+            table = self.token_embedding.weight[: self.config.vocab_size]  # (V, d)
+            logits = hidden @ table.t() / math.sqrt(hidden.shape[-1]) + self.output_bias  # (B, T, h, w, V)
+        else:
+            logits = self.to_logits(hidden)  # (B, T, h, w, V)
+        if self.config.copy_bias:
+            known = previous != self.mask_id  # (B, T, h, w)
+            bonus = self.copy_gate(hidden) * known.unsqueeze(-1)  # (B, T, h, w, 1)
+            index = previous.clamp(max=self.config.vocab_size - 1).unsqueeze(-1)  # (B, T, h, w, 1)
+            logits = logits.scatter_add(-1, index, bonus.to(logits.dtype))  # (B, T, h, w, V)
+        return logits
 
     # ---- training ------------------------------------------------------------------------
     def random_mask(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -96,6 +131,12 @@ class Dynamics(nn.Module):
         count = torch.ceil(ratio * n).clamp(1, n)  # (B, T-1, 1) tokens to mask per frame
         ranks = torch.rand(b, t - 1, n, generator=generator, device=tokens.device).argsort(-1).argsort(-1)  # (B, T-1, N)
         later = ranks < count  # (B, T-1, N): a uniformly random subset of `count` positions
+        share = self.config.last_frame_mask_share
+        if share > 0 and t > 2:
+            # inference always predicts from a clean context: some windows mask their last frame only
+            clean = torch.rand(b, 1, 1, generator=generator, device=tokens.device) < share  # (B, 1, 1)
+            context = torch.arange(t - 1, device=tokens.device).view(1, -1, 1) < t - 2  # (1, T-1, 1): frames 1..T-2
+            later = later & ~(clean & context)  # (B, T-1, N)
         first = torch.zeros(b, 1, n, dtype=torch.bool, device=tokens.device)  # (B, 1, N)
         return rearrange(torch.cat([first, later], dim=1), "b t (h w) -> b t h w", h=h)  # (B, T, h, w)
 
@@ -104,7 +145,9 @@ class Dynamics(nn.Module):
     ) -> LossOutput:
         """Cross-entropy on the masked tokens of frames 1..T-1. tokens (B, T, h, w), actions (B, T-1[, D])."""
         mask = self.random_mask(tokens, generator)  # (B, T, h, w)
-        logits = self(tokens.masked_fill(mask, self.mask_id), actions)  # (B, T, h, w, V)
+        # the readout sees each frame's real predecessor, as in sampling, where the frames before are known
+        hidden = self.transformer(self.embed(tokens.masked_fill(mask, self.mask_id), self.frame_conditioning(actions, tokens.shape[0])))
+        logits = self.readout(hidden, previous_frames(tokens, self.mask_id))  # (B, T, h, w, V)
         masked_logits = logits[mask]  # (M, V)
         masked_targets = tokens[mask]  # (M,)
         loss = F.cross_entropy(masked_logits, masked_targets)
@@ -136,29 +179,10 @@ class Dynamics(nn.Module):
         index = torch.arange(1, t, device=tokens.device)  # (T-1,): case k-1 predicts frame k
         return logits[:, index - 1, index]  # (B, T-1, h, w, V)
 
-    def recomputed_new_frame_logits(
-        self, context: torch.Tensor, actions: torch.Tensor
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The uncached pass: ids (B, 1, h, w) of the frame after `context` (B, Tc, h, w), whose Tc actions
-        (B, Tc[, D]) lead into context[1:] and the new frame -> its logits (B, h, w, V), from the whole window."""
-        def logits_of(frame: torch.Tensor) -> torch.Tensor:
-            return self(torch.cat([context, frame], dim=1), actions)[:, -1]  # (B, h, w, V)
-        return logits_of
-
-    def cached_new_frame_logits(
-        self, context: torch.Tensor, actions: torch.Tensor
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """recomputed_new_frame_logits's function, but the context goes through the transformer once, here:
-        each pass then runs only the new frame's (B, 1, h, w) tokens through the blocks."""
-        conditioning = self.frame_conditioning(actions, context.shape[0])  # (B, Tc+1, d)
-        cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]))  # per block, what frame Tc needs
-        new_conditioning = conditioning[:, -1:]  # (B, 1, d): the action into the new frame
-        previous = context[:, -1:]  # (B, 1, h, w): the new frame's predecessor
-
-        def logits_of(frame: torch.Tensor) -> torch.Tensor:
-            hidden = self.transformer.forward_new_frame(self.embed(frame, new_conditioning), cache)  # (B, 1, h, w, d)
-            return self.readout(hidden, previous)[:, 0]  # (B, h, w, V)
-        return logits_of
+    # MaskGIT runs the context through the transformer once per generated frame and each pass only the new
+    # frame (it can't change the context: attention and PEG are causal in time); False recomputes the whole
+    # window at every pass, as forward() does. Set per instance (e.g. by a benchmark) or per call.
+    context_cache: bool = True
 
     @torch.no_grad()
     def sample_next_frame(
@@ -209,10 +233,29 @@ class Dynamics(nn.Module):
             frame = torch.where(masked & ~stay, sampled, frame)  # (B, N)
         return frame.view(b, h, w)  # (B, h, w)
 
-    # MaskGIT runs the context through the transformer once per generated frame and each pass only the new
-    # frame (it can't change the context: attention and PEG are causal in time); False recomputes the whole
-    # window at every pass, as forward() does. Set per instance (e.g. by a benchmark) or per call.
-    context_cache: bool = True
+    def recomputed_new_frame_logits(
+        self, context: torch.Tensor, actions: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The uncached pass: ids (B, 1, h, w) of the frame after `context` (B, Tc, h, w), whose Tc actions
+        (B, Tc[, D]) lead into context[1:] and the new frame -> its logits (B, h, w, V), from the whole window."""
+        def logits_of(frame: torch.Tensor) -> torch.Tensor:
+            return self(torch.cat([context, frame], dim=1), actions)[:, -1]  # (B, h, w, V)
+        return logits_of
+
+    def cached_new_frame_logits(
+        self, context: torch.Tensor, actions: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """recomputed_new_frame_logits's function, but the context goes through the transformer once, here:
+        each pass then runs only the new frame's (B, 1, h, w) tokens through the blocks."""
+        conditioning = self.frame_conditioning(actions, context.shape[0])  # (B, Tc+1, d)
+        cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]))  # per block, what frame Tc needs
+        new_conditioning = conditioning[:, -1:]  # (B, 1, d): the action into the new frame
+        previous = context[:, -1:]  # (B, 1, h, w): the new frame's predecessor
+
+        def logits_of(frame: torch.Tensor) -> torch.Tensor:
+            hidden = self.transformer.forward_new_frame(self.embed(frame, new_conditioning), cache)  # (B, 1, h, w, d)
+            return self.readout(hidden, previous)[:, 0]  # (B, h, w, V)
+        return logits_of
 
     @torch.no_grad()
     def generate_tokens(
@@ -236,6 +279,18 @@ class Dynamics(nn.Module):
             new = self.sample_next_frame(frames, actions[:, :known], steps, temperature, generator, context_cache)  # (B, h, w)
             frames = torch.cat([frames, new.unsqueeze(1)], dim=1)  # (B, known+1, h, w)
         return frames[:, tc:]  # (B, horizon, h, w)
+
+
+def sincos_positions(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding (grid, grid, dim): half the channels code the row, half the column."""
+    quarter = dim // 4
+    frequencies = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / max(1, quarter)))  # (dim/4,)
+    angles = torch.arange(grid, dtype=torch.float32)[:, None] * frequencies[None, :]  # (grid, dim/4)
+    axis = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (grid, dim/2)
+    rows = axis[:, None, :].expand(grid, grid, -1)  # (grid, grid, dim/2)
+    cols = axis[None, :, :].expand(grid, grid, -1)  # (grid, grid, dim/2)
+    table = torch.cat([rows, cols], dim=-1)  # (grid, grid, 4*(dim//4))
+    return torch.nn.functional.pad(table, (0, dim - table.shape[-1]))  # (grid, grid, dim)
 
 
 def previous_frames(tokens: torch.Tensor, mask_id: int) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from einops import repeat
 from torch import nn
 
 from world_model.dynamics import Dynamics
@@ -57,3 +58,15 @@ class WorldModel(nn.Module):
         window = max(1, self.tokenizer.config.frames)
         frames = [self.tokenizer.detokenize(tokens[:, max(0, k + 1 - window): k + 1])[:, -1] for k in range(first, tokens.shape[1])]
         return torch.stack(frames, dim=1)  # (B, T-first, H, W, C)
+
+
+def carry_unchanged(decoded: torch.Tensor, previous: torch.Tensor, tokens: torch.Tensor, previous_tokens: torch.Tensor) -> torch.Tensor:
+    """Frames (B, H, W, C) where every patch whose token equals the previous frame's token keeps the previous
+    frame's pixels (B, H, W, C), as a video codec's skip blocks do: what the dynamics leaves unchanged
+    stays pixel-exact instead of passing through the tokenizer's lossy decoder again.
+
+    tokens, previous_tokens: (B, h, w) ids of the new frame and of the frame before it.
+    """
+    patch = decoded.shape[1] // tokens.shape[1]
+    same = repeat(tokens == previous_tokens, "b h w -> b (h p) (w q) 1", p=patch, q=patch)  # (B, H, W, 1)
+    return torch.where(same, previous.to(decoded.dtype), decoded)  # (B, H, W, C)

@@ -28,13 +28,15 @@ from world_model.config import TransformerConfig
 class PositionalEncodingGenerator(nn.Module):
     """Depthwise 3x3x3 conv over (t, h, w), causal in time (two past frames, none ahead)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, init: str = "zero") -> None:
         super().__init__()
         self.conv = nn.Conv3d(dim, dim, kernel_size=3, groups=dim)
         # zero init: the block starts as if there were no PEG, instead of blurring every token with
-        # a random mix of its neighbours (which the tokenizer would first have to learn to undo)
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
+        # a random mix of its neighbours (which the tokenizer would first have to learn to undo);
+        # "random" keeps PyTorch's init, so attention sees where a token is from the first step
+        if init == "zero":
+            nn.init.zeros_(self.conv.weight)
+            nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, T, H, W, C)
@@ -58,7 +60,7 @@ class STBlock(nn.Module):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
-        self.peg = PositionalEncodingGenerator(config.dim)
+        self.peg = PositionalEncodingGenerator(config.dim, config.peg_init)
         self.spatial_norm = nn.LayerNorm(config.dim)
         self.spatial_attention = MultiHeadAttention(config.dim, config.heads, config.attention)
         self.temporal_norm = nn.LayerNorm(config.dim)

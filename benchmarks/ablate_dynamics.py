@@ -1,0 +1,272 @@
+"""Ablation study of the dynamics at a fixed budget: what makes a small MaskGIT learn CoinRun quickly.
+
+Every variant trains on the same tokens (the study's frozen tokenizer, applied once), the same windows
+in the same order and the same number of steps, then is scored on the same held-out windows of the
+Basic and Diverse test sets, each number beside the *copy the last frame* baseline, with 95% CIs
+over windows:
+
+- `tf_acc`: teacher-forced next-frame token accuracy (clean context of `context` real frames, the
+  next frame fully masked, argmax), beside `copy_acc` (the last context frame's tokens);
+- `tf_psnr`: PSNR of that predicted frame, decoded as the world model decodes, beside `copy_psnr`
+  (the real last context frame) and `recon_psnr` (the tokenizer's own reconstruction: the ceiling);
+- `gain`: paired tf_psnr - copy_psnr per window;
+- `delta_psnr`: controllability, PSNR with the true action minus PSNR with an action of a different
+  effect (CoinRun's no-op ids and DOWN twins excluded), same context (GenieRedux-G);
+- `ar_psnr_1`, `ar_psnr_10`, `ar_copy_10`: MaskGIT rollouts (autoregressive) on a subset.
+
+    python benchmarks/ablate_dynamics.py --run runs/tiny --steps 300 --variants baseline,copy,tied_codebook
+    python benchmarks/ablate_dynamics.py --list
+
+The run folder is a `genie pipeline` output (models/tokenizer, data/random-train, data/basic-test,
+data/diverse-test). Results go to `--out` (JSON, one record per variant and test set) and a Markdown
+table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rl_agent.store.reader import EpisodeStore  # noqa: E402
+from world_model.checkpoint import load_model  # noqa: E402
+from world_model.config import OptimConfig, config_from_dict, config_to_dict, load_preset  # noqa: E402
+from world_model.dynamics import Dynamics  # noqa: E402
+from world_model.evaluation.metrics import psnr_per_frame  # noqa: E402
+from world_model.generation import WorldModel, carry_unchanged  # noqa: E402
+from world_model.optim import Optimization  # noqa: E402
+from world_model.runs import resolve_checkpoint  # noqa: E402
+
+# CoinRun's effect classes of Procgen's 15 action ids (rl_agent.coinrun_env.ACTION_NAMES): ids 4 and 9-14
+# do nothing, and DOWN differs from its twin only on crates.
+EFFECT_CLASS = {0: "left", 1: "left", 2: "left+up", 3: "still", 4: "still", 5: "up", 6: "right", 7: "right",
+                8: "right+up", 9: "still", 10: "still", 11: "still", 12: "still", 13: "still", 14: "still"}
+
+TINY_BEST = dict(token_init="codebook", tie_embeddings=True, copy_bias=3.0, spatial_positions="learned",
+                 last_frame_mask_share=0.5)
+VARIANTS: dict[str, dict] = {
+    "baseline": {},
+    "copy": {"dynamics": dict(copy_bias=3.0)},
+    "tied": {"dynamics": dict(tie_embeddings=True)},
+    "codebook": {"dynamics": dict(token_init="codebook")},
+    "tied_codebook": {"dynamics": dict(token_init="codebook", tie_embeddings=True)},
+    "tied_codebook_copy": {"dynamics": dict(token_init="codebook", tie_embeddings=True, copy_bias=3.0)},
+    "positions": {"dynamics": dict(spatial_positions="learned")},
+    "peg_random": {"dynamics": dict(transformer=dict(peg_init="random"))},
+    "last_frame_mask": {"dynamics": dict(last_frame_mask_share=0.5)},
+    "lr1e-3": {"optim": dict(lr=1e-3, min_lr=1e-4)},
+    "all": {"dynamics": TINY_BEST},
+    "all_peg": {"dynamics": {**TINY_BEST, "transformer": dict(peg_init="random")}},
+    "all_lr1e-3": {"dynamics": TINY_BEST, "optim": dict(lr=1e-3, min_lr=1e-4)},
+}
+
+
+# ---- data ----------------------------------------------------------------------------------------
+def tokenize_store(tokenizer, store: EpisodeStore, batch_frames: int = 256) -> list[np.ndarray]:
+    """Every episode's token ids, (L, h, w) int16 each: the training set encoded once."""
+    out = []
+    for episode in range(len(store)):
+        frames = store.episode_frames(episode)  # (L, H, W, C)
+        ids = [tokenizer.tokenize(frames[None, lo: lo + batch_frames])[0] for lo in range(0, len(frames), batch_frames)]
+        out.append(torch.cat(ids).to(torch.int16).numpy())  # (L, h, w)
+    return out
+
+
+def held_out_windows(store: EpisodeStore, count: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `count` windows, one per episode, drawn from the seed: frames (N, T, H, W, C), actions (N, T-1)."""
+    rng = np.random.default_rng(seed)
+    eligible = np.flatnonzero(store.lengths >= length)
+    episodes = rng.permutation(eligible)[:count]
+    if len(episodes) < count:  # fewer episodes than windows asked for: more windows per episode
+        episodes = rng.choice(eligible, size=count, replace=True)
+    starts = rng.integers(0, store.lengths[episodes] - length + 1)
+    return store.windows(episodes, starts, length)
+
+
+# ---- training ------------------------------------------------------------------------------------
+def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], actions: list[np.ndarray], batch: int,
+          length: int, seed: int, steps: int) -> float:
+    """`steps` optimiser steps on windows drawn from the seed; returns seconds spent."""
+    rng = np.random.default_rng(seed)
+    lengths = np.array([len(t) for t in tokens])
+    counts = np.maximum(lengths - length + 1, 0)
+    optimization = Optimization(dynamics, dataclasses.replace(optim, total_steps=steps, warmup_steps=min(optim.warmup_steps, steps - 1)))
+    generator = torch.Generator().manual_seed(seed)
+    dynamics.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        episodes = rng.choice(len(tokens), size=batch, p=counts / counts.sum())
+        starts = rng.integers(0, counts[episodes])
+        window = torch.from_numpy(np.stack([tokens[e][s: s + length] for e, s in zip(episodes, starts)]).astype(np.int64))  # (B, T, h, w)
+        acts = torch.from_numpy(np.stack([actions[e][s: s + length - 1] for e, s in zip(episodes, starts)]).astype(np.int64))  # (B, T-1)
+        optimization.step(dynamics.compute_loss_on_tokens(window, acts, generator).loss)
+    return time.perf_counter() - start
+
+
+# ---- scoring -------------------------------------------------------------------------------------
+def counterfactual(actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each action id (N,) replaced by an id of another effect class."""
+    out = actions.copy()
+    for i, a in enumerate(actions):
+        others = [b for b in range(15) if EFFECT_CLASS[b] != EFFECT_CLASS[int(a)]]
+        out[i] = rng.choice(others)
+    return out
+
+
+def ci(values: np.ndarray) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+@torch.no_grad()
+def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: int, rollout_windows: int,
+          horizon: int, maskgit_steps: int, seed: int) -> dict[str, tuple[float, float]]:
+    """Per-window metrics on held-out windows (frames (N, T, H, W, C), T >= context + horizon), each as (mean, CI)."""
+    world.eval()
+    tokenizer, dynamics = world.tokenizer, world.dynamics
+    target = torch.from_numpy(frames[:, context]).float() / 255.0  # (N, H, W, C)
+    last = torch.from_numpy(frames[:, context - 1]).float() / 255.0  # (N, H, W, C)
+    tokens = tokenizer.tokenize(frames[:, : context + 1])  # (N, c+1, h, w)
+    acts = torch.from_numpy(actions[:, :context].astype(np.int64))  # (N, c): the last leads to the target
+    rng = np.random.default_rng(seed)
+    other = acts.clone()
+    other[:, -1] = torch.from_numpy(counterfactual(actions[:, context - 1], rng))
+
+    def predict(action_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        masked = tokens.clone()
+        masked[:, -1] = dynamics.mask_id
+        logits = dynamics(masked, world.action_inputs(action_ids))[:, -1]  # (N, h, w, V)
+        ids = logits.argmax(-1)  # (N, h, w)
+        decoded = world.decode_windows(torch.cat([tokens[:, :-1], ids[:, None]], dim=1), context)[:, 0]  # (N, H, W, C)
+        return ids, decoded
+
+    ids, predicted = predict(acts)
+    carried = carry_unchanged(predicted, last, ids, tokens[:, -2])  # (N, H, W, C)
+    _, predicted_other = predict(other)
+    reconstruction = world.decode_windows(tokens, context)[:, 0]  # (N, H, W, C)
+    tf_psnr = psnr_per_frame(predicted.clamp(0, 1), target).numpy()
+    out = {
+        "tf_acc": ci((ids == tokens[:, -1]).float().mean((1, 2)).numpy()),
+        "copy_acc": ci((tokens[:, -2] == tokens[:, -1]).float().mean((1, 2)).numpy()),
+        "tf_psnr": ci(tf_psnr),
+        "copy_psnr": ci(psnr_per_frame(last, target).numpy()),
+        "recon_psnr": ci(psnr_per_frame(reconstruction.clamp(0, 1), target).numpy()),
+        "gain": ci(tf_psnr - psnr_per_frame(last, target).numpy()),
+        "delta_psnr": ci(tf_psnr - psnr_per_frame(predicted_other.clamp(0, 1), target).numpy()),
+        "tf_psnr_carry": ci(psnr_per_frame(carried.clamp(0, 1), target).numpy()),
+        "recon_psnr_carry": ci(psnr_per_frame(carry_unchanged(reconstruction, last, tokens[:, -1], tokens[:, -2]).clamp(0, 1), target).numpy()),
+        "gain_carry": ci(psnr_per_frame(carried.clamp(0, 1), target).numpy() - psnr_per_frame(last, target).numpy()),
+    }
+    if rollout_windows:
+        n = min(rollout_windows, len(frames))
+        generator = torch.Generator().manual_seed(seed)
+        dream = world.generate(frames[:n, :context], actions[:n, : context - 1 + horizon], horizon,
+                               steps=maskgit_steps, generator=generator)  # (n, horizon, H, W, C)
+        truth = torch.from_numpy(frames[:n, context: context + horizon]).float() / 255.0  # (n, horizon, H, W, C)
+        copy = torch.from_numpy(frames[:n, context - 1: context]).float().expand_as(truth) / 255.0
+        ar = psnr_per_frame(dream.clamp(0, 1), truth).numpy()  # (n, horizon)
+        cp = psnr_per_frame(copy, truth).numpy()  # (n, horizon)
+        out.update({"ar_psnr_1": ci(ar[:, 0]), "ar_copy_1": ci(cp[:, 0]), "ar_psnr_10": ci(ar[:, -1]),
+                    "ar_copy_10": ci(cp[:, -1]), "ar_gain_all": ci((ar - cp).mean(1))})
+    return out
+
+
+# ---- the study -----------------------------------------------------------------------------------
+def build(preset, tokenizer, variant: dict, seed: int) -> tuple[Dynamics, OptimConfig]:
+    base = config_to_dict(dataclasses.replace(preset.dynamics, vocab_size=tokenizer.config.quantizer.codebook_size,
+                                              grid=tokenizer.config.grid, conditioning="ground_truth"))
+    for key, value in variant.get("dynamics", {}).items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    config = config_from_dict(type(preset.dynamics), base)
+    torch.manual_seed(seed)
+    dynamics = Dynamics(config)
+    if config.token_init == "codebook":
+        dynamics.init_token_embeddings(tokenizer.quantizer.normalized_codebook(), seed)
+    optim = config_from_dict(OptimConfig, {**config_to_dict(preset.optim), **variant.get("optim", {})})
+    return dynamics, optim
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="a `genie pipeline` output folder (tokenizer and data sets)")
+    parser.add_argument("--variants", default="baseline,all", help="comma-separated names (--list shows them)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=0, help="windows per step (0: the preset's batch)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--windows", type=int, default=256, help="held-out windows per test set")
+    parser.add_argument("--rollouts", type=int, default=32, help="of which rolled out autoregressively (0: none)")
+    parser.add_argument("--maskgit-steps", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--out", default=None, help="JSON results (appended per variant)")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, variant in VARIANTS.items():
+            print(f"{name:20s} {variant}")
+        return 0
+    if not args.run:
+        parser.error("--run is required")
+    torch.set_num_threads(args.threads)
+    run = Path(args.run)
+    preset = load_preset(args.preset)
+    checkpoint = resolve_checkpoint(run / "models" / "tokenizer", "tokenizer")
+    tokenizer = load_model(checkpoint, "tokenizer").eval()
+    train_store = EpisodeStore(str(run / "data" / "random-train"), split="train")
+    start = time.perf_counter()
+    cached = run / f"ablation-tokens-{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]}.npz"
+    if cached.exists():  # the same tokenizer: the same tokens
+        tokens = list(np.load(cached).values())
+    else:
+        tokens = tokenize_store(tokenizer, train_store)
+        np.savez(cached, *tokens)
+    actions = [train_store.window(e, 0, int(train_store.lengths[e]))[1] for e in range(len(train_store))]
+    print(f"tokenized {sum(len(t) for t in tokens)} training frames in {time.perf_counter() - start:.0f} s", flush=True)
+    context, horizon = 2, 10
+    tests = {name: held_out_windows(EpisodeStore(str(run / "data" / folder)), args.windows, context + horizon, args.seed)
+             for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))}
+    length = preset.dynamics.frames
+    batch = args.batch or preset.batch_size
+    records = []
+    for name in args.variants.split(","):
+        if name not in VARIANTS:
+            parser.error(f"unknown variant {name!r}; --list shows them")
+        dynamics, optim = build(preset, tokenizer, VARIANTS[name], args.seed)
+        seconds = train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps)
+        world = WorldModel(tokenizer, dynamics.eval())
+        for test, (frames, acts) in tests.items():
+            metrics = score(world, frames, acts, context, args.rollouts, horizon, args.maskgit_steps, args.seed)
+            record = {"variant": name, "test": test, "steps": args.steps, "batch": batch, "train_seconds": seconds,
+                      "seed": args.seed, **{k: list(v) for k, v in metrics.items()}}
+            records.append(record)
+            print(_row(record), flush=True)
+            if args.out:
+                with open(args.out, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+    return 0
+
+
+def _row(r: dict) -> str:
+    def f(key: str, digits: int = 2) -> str:
+        if key not in r:
+            return "-"
+        mean, half = r[key]
+        return f"{mean:.{digits}f} ± {half:.{digits}f}"
+    return (f"| {r['variant']} | {r['test']} | {f('tf_acc', 3)} (copy {r['copy_acc'][0]:.3f}) | {f('tf_psnr')} "
+            f"(copy {r['copy_psnr'][0]:.2f}, ceiling {r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | "
+            f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | "
+            f"carry: {f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | {r['train_seconds']:.0f} s |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
