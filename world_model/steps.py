@@ -2,11 +2,14 @@
 
 A stage is any module with `compute_loss(batch) -> LossOutput`, where `batch` is what
 `EpisodeStore.sample_windows` returns: frames (B, T, 64, 64, 3) uint8 and actions (B, T-1)
-int8. Distribution, data loading and checkpoint plumbing (Ray Train) wrap these steps and add
-nothing to them.
+int8. The dynamics also takes a `TokenBatch` (its frozen inputs already encoded, from the token
+cache, world_model/token_cache.py). Distribution, data loading and checkpoint plumbing (Ray
+Train) wrap these steps and add nothing to them.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,6 +23,17 @@ from world_model.outputs import LossOutput
 from world_model.tokenizer import Tokenizer
 
 Batch = tuple[np.ndarray, np.ndarray]  # frames (B, T, H, W, C) uint8, actions (B, T-1) int8
+
+
+class TokenBatch(NamedTuple):
+    """Dynamics windows already encoded by the frozen tokenizer (and LAM): what the token cache hands out.
+
+    tokens: ids (B, T, h, w) (int16 from the cache, any integer type); actions: (B, T-1) the true action
+    ids for GenieRedux-G, the LAM's latent ids for GenieRedux (turned into codes here, as for frames).
+    """
+
+    tokens: np.ndarray | torch.Tensor
+    actions: np.ndarray | torch.Tensor
 
 
 class DynamicsStage(nn.Module):
@@ -46,8 +60,16 @@ class DynamicsStage(nn.Module):
             self.lam.eval()
         return self
 
-    def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids (B, T, h, w) and the dynamics' action inputs (B, T-1) ids or (B, T-1, D) codes."""
+    def inputs(self, batch: Batch | TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, T, h, w) and the dynamics' action inputs (B, T-1) ids or (B, T-1, D) codes,
+        from frames (encoded here) or from a `TokenBatch` (encoded once, by the token cache)."""
+        if isinstance(batch, TokenBatch):
+            tokens = to_long(batch.tokens, self.dynamics.device)  # (B, T, h, w)
+            actions = to_long(batch.actions, self.dynamics.device)  # (B, T-1) true or latent ids
+            if self.dynamics.config.conditioning == "latent":
+                with torch.no_grad():
+                    actions = self.lam.action_codes(actions)  # (B, T-1, D)
+            return tokens, actions
         frames = to_unit_float(batch[0], self.dynamics.device)  # (B, T, H, W, C)
         with torch.no_grad():
             tokens = self.tokenizer.encode(frames).ids  # (B, T, h, w)
@@ -58,7 +80,7 @@ class DynamicsStage(nn.Module):
                 actions = to_long(batch[1], self.dynamics.device)  # (B, T-1)
         return tokens, actions
 
-    def compute_loss(self, batch: Batch) -> LossOutput:
+    def compute_loss(self, batch: Batch | TokenBatch) -> LossOutput:
         tokens, actions = self.inputs(batch)
         return self.dynamics.compute_loss_on_tokens(tokens, actions)
 

@@ -6,6 +6,11 @@ its share, forward/backward in micro batches with DDP's all-reduce only on the l
 the global batch whatever the worker count or accumulation, so the result equals one process
 with the whole batch (tested). Everything random in a step is seeded from (seed, step, rank),
 so a run resumed from a checkpoint at step s continues exactly as it would have.
+
+The dynamics reads its windows from the run's token cache (world_model/token_cache.py: the
+frozen tokenizer's ids and the frozen LAM's latent ids, encoded once before the first step), the
+same windows as from frames; `train.token_cache: false` trains from frames (validation and sample
+images always use frames: they are few).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from world_model.frames import psnr, to_unit_float
 from world_model.optim import Optimization
 from world_model.runs import BEST, LATEST
 from world_model.steps import DynamicsStage, eval_step
+from world_model.token_cache import TokenCache, cache_key, ensure_token_cache, run_cache_folder, unsupported_reason
 from world_model.training.job import TrainJob
 from world_model.training.samples import sample_png
 from world_model.training.stages import StageLoss, build_stage
@@ -60,6 +66,26 @@ class MetricChannel:
             self.queue.put_nowait(record)
         except Exception:  # noqa: BLE001 - the driver may have been killed; training goes on
             self.queue = None
+
+    def note(self, text: str) -> None:
+        """One line for the person running `genie train` (printed by the driver)."""
+        self.send({"kind": "note", "text": text})
+
+
+class ChannelProgress:
+    """The token cache's encoding progress, sent to the driver's progress bar (at most twice a second)."""
+
+    def __init__(self, channel: MetricChannel, total: int) -> None:
+        self.channel, self.total, self.done, self.sent_at = channel, total, 0, 0.0
+
+    def update(self, frames: int) -> None:
+        self.done += frames
+        if time.monotonic() - self.sent_at > 0.5:
+            self.sent_at = time.monotonic()
+            self.channel.send({"kind": "cache", "done": self.done, "total": self.total})
+
+    def close(self) -> None:
+        self.channel.send({"kind": "cache", "done": self.done, "total": self.total, "closed": True})
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -98,12 +124,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if job.compile:
         wrapped = torch.compile(wrapped)
     model = ray.train.torch.prepare_model(wrapped, parallel_strategy_kwargs={"find_unused_parameters": False})
+    cache = _token_cache(job, preset.train.token_cache, stage, train_store, context.get_local_rank(), rank, world, channel)
+    latent = job.conditioning == "latent"
 
     val_episodes, val_starts = validation_positions(val_store, max(preset.train.val_windows, world), length, job.seed)
     val_mine = (val_episodes[rank::world], val_starts[rank::world])
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and job.bf16)
     channel.send({"kind": "start", "step": start, "total": total, "workers": world, "batch": plan.batch,
                   "micro_batch": micro, "accumulation": accumulation, "train_windows": train_store.num_windows(length),
+                  "token_cache": cache is not None,
                   # the worker group's placement group: a Tune trial removes it (Train V2 leaks it under Tune, ray#54305)
                   "placement_group": ray.get_runtime_context().get_placement_group_id()})
     if start == 0:
@@ -115,7 +144,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if job.inject_failure_at == step and rank == world - 1:
             _fail_once(job)
         torch.manual_seed(step_seed(job.seed, step, rank))
-        frames, actions = plan.worker_batch(train_store, step, rank)  # (B/W, T, H, W, C), (B/W, T-1)
+        if cache is not None:
+            inputs, actions = plan.worker_tokens(cache, train_store, step, rank, latent)  # (B/W, T, h, w), (B/W, T-1)
+        else:
+            inputs, actions = plan.worker_batch(train_store, step, rank)  # (B/W, T, H, W, C), (B/W, T-1)
         model.train()
         for i in range(accumulation):
             part = slice(i * micro, (i + 1) * micro)
@@ -123,7 +155,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             sync = model.no_sync() if (world > 1 and not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
             with sync:
                 with autocast:
-                    loss, metrics = model(torch.from_numpy(frames[part]).to(device), torch.from_numpy(actions[part]).to(device))
+                    loss, metrics = model(torch.from_numpy(inputs[part]).to(device), torch.from_numpy(actions[part]).to(device),
+                                          tokens=cache is not None)
                 (loss / accumulation).backward()
             for key, value in metrics.items():
                 window_metrics[key].append(value)
@@ -155,6 +188,34 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _report_checkpoint(job, preset.name, stage, export_model, optimization, done, best, rank, val_record)
             channel.send({"kind": "checkpoint", "step": done})
     channel.send({"kind": "done", "step": total})
+
+
+def _token_cache(job: TrainJob, enabled: bool, stage: nn.Module, store, local_rank: int, rank: int, world: int,
+                 channel: MetricChannel) -> TokenCache | None:
+    """The run's verified token cache of the training store, or None (not a dynamics run, turned off, or a
+    tokenizer whose ids cannot be cached).
+
+    One worker per copy builds it while the others wait: rank 0 for a run folder on a local path (one folder,
+    seen by every worker), local rank 0 of each node for a run on a storage URI (the cache is node-local).
+    """
+    if not isinstance(stage, DynamicsStage) or not enabled:
+        return None
+    why_not = unsupported_reason(stage.tokenizer)
+    if why_not is not None:
+        channel.note(f"token cache off: {why_not}")
+        return None
+    folder = run_cache_folder(job.out)
+    builder = rank == 0 if not storage.is_uri(job.out) else local_rank == 0
+    cache = None
+    if builder:
+        note = channel.note if rank == 0 else (lambda text: print(text, flush=True))
+        progress = (lambda total: ChannelProgress(channel, total)) if rank == 0 else False
+        cache = ensure_token_cache(folder, stage.tokenizer, stage.lam, store, note=note, progress=progress)
+    if world > 1 and dist.is_initialized():
+        dist.barrier()  # the others wait for the builder
+    if cache is None:
+        cache = TokenCache.open(folder, cache_key(stage.tokenizer, stage.lam, store))
+    return cache
 
 
 @torch.no_grad()

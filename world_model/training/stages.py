@@ -14,7 +14,7 @@ from world_model.config import Preset
 from world_model.dynamics import Dynamics
 from world_model.lam import LatentActionModel
 from world_model.runs import FROZEN_LAM, FROZEN_TOKENIZER, resolve_checkpoint
-from world_model.steps import DynamicsStage
+from world_model.steps import DynamicsStage, TokenBatch
 from world_model.tokenizer import Tokenizer
 from world_model.training.job import TrainJob
 
@@ -70,7 +70,7 @@ class StageLoss(nn.Module):
         super().__init__()
         self.stage = stage
 
-    def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        # frames: (B, T, H, W, C) uint8; actions: (B, T-1) int
-        output = self.stage.compute_loss((frames, actions))
+    def forward(self, inputs: torch.Tensor, actions: torch.Tensor, tokens: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+        # inputs: frames (B, T, H, W, C) uint8, or with `tokens` the token cache's ids (B, T, h, w); actions: (B, T-1) int
+        output = self.stage.compute_loss(TokenBatch(inputs, actions) if tokens else (inputs, actions))
         return output.loss, output.metrics

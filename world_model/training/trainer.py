@@ -121,6 +121,8 @@ class ProgressSink:
                         disable=not show_progress, dynamic_ncols=True)
         self.wandb = _start_wandb(job) if job.wandb else None
         self.postfix: dict[str, str] = {}
+        self.show_progress = show_progress
+        self.cache_bar = None  # the token cache's encoding progress (dynamics, before the first step)
 
     def handle(self, record: dict[str, Any]) -> None:
         kind, step = record.pop("kind"), int(record.get("step", 0))
@@ -144,7 +146,23 @@ class ProgressSink:
             self.flush()
         elif kind in ("checkpoint", "done"):
             self.flush()
+        elif kind == "note":  # one line a worker wants the person to read (e.g. why the token cache was rebuilt)
+            self.bar.write(record["text"])
+        elif kind == "cache":
+            self._cache_progress(record)
+            return
         self.bar.set_postfix(self.postfix, refresh=False)
+
+    def _cache_progress(self, record: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        if self.cache_bar is None:
+            self.cache_bar = tqdm(total=record["total"], desc="token cache", unit="frame", leave=False,
+                                  disable=not self.show_progress, dynamic_ncols=True)
+        self.cache_bar.update(max(0, record["done"] - self.cache_bar.n))
+        if record.get("closed"):
+            self.cache_bar.close()
+            self.cache_bar = None
 
     def _row(self, kind: str, record: dict[str, Any]) -> None:
         row = {"kind": kind, "time": round(time.time(), 3), **record}
@@ -165,6 +183,8 @@ class ProgressSink:
 
     def close(self) -> None:
         self.flush()
+        if self.cache_bar is not None:
+            self.cache_bar.close()
         self.bar.close()
         if self.wandb is not None:
             self.wandb.finish()

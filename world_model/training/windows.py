@@ -23,6 +23,8 @@ import numpy as np
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.reader import EpisodeStore
 from world_model import storage
+from world_model.steps import TokenBatch
+from world_model.token_cache import TokenCache
 
 HOLDOUT_EVERY = 20  # without a 'val' split, every 20th episode (by id hash) validates
 
@@ -64,11 +66,20 @@ class WindowPlan:
         share = self.batch // self.world
         return slice(rank * share, (rank + 1) * share)
 
-    def worker_batch(self, store: EpisodeStore, step: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
-        """This worker's windows of `step`: frames (B/W, T, H, W, C) uint8 and actions (B/W, T-1) int8."""
+    def worker_positions(self, store: EpisodeStore, step: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """(episode, start) of this worker's windows of `step`: two (B/W,) arrays."""
         episodes, starts = self.positions(store, step)
         part = self.worker_slice(rank)
-        return store.windows(episodes[part], starts[part], self.length)
+        return episodes[part], starts[part]
+
+    def worker_batch(self, store: EpisodeStore, step: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """This worker's windows of `step`: frames (B/W, T, H, W, C) uint8 and actions (B/W, T-1) int8."""
+        return store.windows(*self.worker_positions(store, step, rank), self.length)
+
+    def worker_tokens(self, cache: TokenCache, store: EpisodeStore, step: int, rank: int, latent: bool) -> TokenBatch:
+        """The same windows as `worker_batch`, from the token cache of `store`: ids (B/W, T, h, w) int16 and
+        action ids (B/W, T-1) int8 (true actions, or with `latent` the LAM's latent ids)."""
+        return TokenBatch(*cache.windows(*self.worker_positions(store, step, rank), self.length, latent=latent))
 
 
 def validation_positions(store: EpisodeStore, count: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,180 @@
+"""The token cache (world_model/token_cache.py): the dynamics trains on ids encoded once by the frozen
+tokenizer and LAM. Real CoinRun episodes (session fixtures), real tiny models with random weights."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cluster.cli import main as genie
+from rl_agent.store.manifest import Manifest
+from rl_agent.store.reader import EpisodeStore
+from world_model.checkpoint import save_checkpoint
+from world_model.config import load_preset
+from world_model.dynamics import Dynamics
+from world_model.lam import LatentActionModel
+from world_model.optim import Optimization
+from world_model.steps import DynamicsStage, TokenBatch, train_step
+from world_model.token_cache import (
+    MANIFEST_FILE, TOKENS_FILE, StaleTokenCache, TokenCache, cache_key, ensure_token_cache, episode_latents,
+)
+from world_model.tokenizer import Tokenizer
+from world_model.training.stages import dynamics_config
+from world_model.training.job import TrainJob
+
+TINY = load_preset("tiny")
+
+
+def seeded_tokenizer(store: EpisodeStore, seed: int) -> Tokenizer:
+    """The tiny tokenizer with random weights and its codebook seeded from real frames (so ids vary)."""
+    torch.manual_seed(seed)
+    tokenizer = Tokenizer(TINY.tokenizer).train()
+    with torch.no_grad():
+        tokenizer(torch.as_tensor(store.window(0, 0, 4)[0][None]).float() / 255)  # (1, 4, H, W, C)
+    return tokenizer.eval()
+
+
+@pytest.fixture(scope="module")
+def store(train_data) -> EpisodeStore:
+    return EpisodeStore(train_data, split="train")
+
+
+@pytest.fixture(scope="module")
+def models(store):
+    torch.manual_seed(3)
+    return seeded_tokenizer(store, 1), seeded_tokenizer(store, 2), LatentActionModel(TINY.lam).eval()
+
+
+def notes() -> tuple[list[str], callable]:
+    lines: list[str] = []
+    return lines, lines.append
+
+
+def test_cached_ids_are_the_tokenizers_ids_and_latent_ids_are_read_as_evaluation_reads_them(store, models, tmp_path):
+    tokenizer, _, lam = models
+    cache = ensure_token_cache(tmp_path / "cache", tokenizer, lam, store, progress=False)
+    assert cache.tokens[0].dtype == np.int16 and len(cache.tokens) == len(store)
+    episodes, starts = store.sample_positions(np.random.default_rng(0), 12, 4)
+    frames, actions = store.windows(episodes, starts, 4)  # (12, 4, H, W, C), (12, 3)
+    tokens, cached_actions = cache.windows(episodes, starts, 4)  # (12, 4, h, w), (12, 3)
+    assert np.array_equal(tokens, tokenizer.tokenize(frames).numpy()), "cached ids differ from the tokenizer's"
+    assert np.array_equal(cached_actions, actions)
+    assert len(np.unique(tokens)) > 20, "a degenerate tokenizer would make the comparison meaningless"
+    for episode in (0, len(store) - 1):
+        video = store.episode_frames(episode)  # (L, H, W, C)
+        whole = lam.infer_actions(video[None])[0].numpy()  # (L-1,)
+        assert np.array_equal(cache.latents[episode][:-1], whole) and cache.latents[episode][-1] == -1
+        assert np.array_equal(episode_latents(lam, video, chunk=7), whole), "pieces must read what one pass reads"
+    assert not np.array_equal(cache.windows(episodes, starts, 4, latent=True)[1], actions)
+
+
+def test_a_cache_of_another_tokenizer_is_never_used_and_is_rebuilt_saying_why(store, models, tmp_path):
+    first, second, _ = models
+    folder = tmp_path / "cache"
+    ensure_token_cache(folder, first, None, store, progress=False)
+    with pytest.raises(StaleTokenCache, match="another tokenizer"):
+        TokenCache.open(folder, cache_key(second, None, store))
+    lines, note = notes()
+    cache = ensure_token_cache(folder, second, None, store, note=note, progress=False)
+    assert len(lines) == 1 and "stale, rebuilt" in lines[0] and "another tokenizer" in lines[0], lines
+    frames = store.window(3, 5, 4)[0][None]  # (1, 4, H, W, C)
+    assert np.array_equal(cache.windows([3], [5], 4)[0], second.tokenize(frames).numpy())
+    assert not np.array_equal(cache.windows([3], [5], 4)[0], first.tokenize(frames).numpy())
+    lines.clear()
+    ensure_token_cache(folder, second, None, store, note=note, progress=False)
+    assert "verified, reused" in lines[0], lines
+
+
+def test_a_changed_dataset_is_rebuilt_saying_why(train_data, models, tmp_path):
+    tokenizer, _, _ = models
+    data = tmp_path / "data"
+    shutil.copytree(train_data, data)
+    folder = tmp_path / "cache"
+    ensure_token_cache(folder, tokenizer, None, EpisodeStore(data, split="train"), progress=False)
+    manifest = Manifest.load(data)
+    manifest.shards.pop()  # the dataset loses a shard (as if re-made smaller)
+    manifest.save()
+    changed = EpisodeStore(data, split="train")
+    lines, note = notes()
+    cache = ensure_token_cache(folder, tokenizer, None, changed, note=note, progress=False)
+    assert "stale, rebuilt: the dataset changed" in lines[0], lines
+    assert cache.episode_ids == [ref.episode.id for ref in changed.episodes]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("truncate", "truncated"), ("flip", "checksum differs"), ("manifest", "unreadable"), ("delete", "missing"),
+])
+def test_a_damaged_cache_is_refused_and_rebuilt_saying_why(store, models, tmp_path, damage, reason):
+    tokenizer, _, _ = models
+    folder = tmp_path / "cache"
+    good = ensure_token_cache(folder, tokenizer, None, store, progress=False).windows([2], [7], 4)[0]
+    tokens_file = folder / TOKENS_FILE
+    data = tokens_file.read_bytes()
+    if damage == "truncate":
+        tokens_file.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        middle = len(data) // 2
+        tokens_file.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+    elif damage == "manifest":
+        (folder / MANIFEST_FILE).write_text('{"format": "genie-redux/token-cache", "key": ')
+    else:
+        tokens_file.unlink()
+    lines, note = notes()
+    cache = ensure_token_cache(folder, tokenizer, None, store, note=note, progress=False)
+    assert "refused and rebuilt" in lines[0] and reason in lines[0], lines
+    assert np.array_equal(cache.windows([2], [7], 4)[0], good)
+
+
+@pytest.mark.parametrize("conditioning", ["ground_truth", "latent"])
+def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, tmp_path, conditioning):
+    tokenizer, _, lam = models
+    lam = lam if conditioning == "latent" else None
+    job = TrainJob(stage="dynamics", data=[str(store.manifests[0].root)], out=str(tmp_path / "run"), tokenizer="t",
+                   lam="l" if lam else None, actions="latent" if lam else "true", wandb=False)
+    torch.manual_seed(0)
+    stage = DynamicsStage(Dynamics(dynamics_config(job, TINY, tokenizer, lam)), tokenizer, lam)
+    twin = copy.deepcopy(stage)
+    cache = ensure_token_cache(tmp_path / "cache", tokenizer, lam, store, progress=False)
+    episodes, starts = store.sample_positions(np.random.default_rng(1), 8, 4)
+    if lam is not None:
+        # the cache reads latent ids from windows ending at each step, as evaluation does; a training window
+        # reads them from its own frames: the two agree on windows that start an episode (the LAM's length is 4)
+        starts = np.zeros_like(starts)
+    frames = store.windows(episodes, starts, 4)  # (8, 4, H, W, C), (8, 3)
+    tokens = TokenBatch(*cache.windows(episodes, starts, 4, latent=lam is not None))  # (8, 4, h, w), (8, 3)
+    losses = []
+    for model, batch in ((stage, frames), (twin, tokens)):
+        torch.manual_seed(5)  # the same masks
+        losses.append(train_step(model, Optimization(model, TINY.optim), batch))
+    assert losses[0]["loss"] == pytest.approx(losses[1]["loss"], rel=1e-6, abs=1e-7), losses
+    assert losses[0]["masked_token_accuracy"] == losses[1]["masked_token_accuracy"]
+    after = [dict(m.dynamics.named_parameters()) for m in (stage, twin)]
+    assert all(torch.allclose(after[0][k], after[1][k], atol=1e-6) for k in after[0]), "the steps moved the weights apart"
+
+
+def train_loss(run: Path) -> list[float]:
+    with open(run / "metrics.csv") as handle:
+        return [float(row["loss"]) for row in csv.DictReader(handle) if row["kind"] == "train"]
+
+
+def test_genie_train_dynamics_reads_the_cache_and_trains_as_from_frames(ray_cluster, train_data, models, tmp_path, capsys):
+    tokenizer, _, _ = models
+    checkpoint = save_checkpoint(tmp_path / "tokenizer.pt", tokenizer, "tiny")
+    base = ["train", "dynamics", "--data", str(train_data), "--tokenizer", str(checkpoint), "--actions", "true",
+            "--steps", "3", "--workers", "2", "--batch", "4", "--no-progress", "--no-wandb",
+            "--set", "world_model.train.log_every=1", "--set", "world_model.train.val_windows=4"]
+    assert genie([*base, "--out", str(tmp_path / "cached")]) == 0
+    printed = capsys.readouterr().out
+    assert "token cache" in printed and "no cache yet" in printed, printed
+    assert (tmp_path / "cached" / "token_cache" / MANIFEST_FILE).is_file()
+    assert genie([*base, "--out", str(tmp_path / "frames"), "--set", "world_model.train.token_cache=false"]) == 0
+    assert not (tmp_path / "frames" / "token_cache").exists()
+    cached, from_frames = train_loss(tmp_path / "cached"), train_loss(tmp_path / "frames")
+    assert len(cached) == 3 and cached == pytest.approx(from_frames, rel=1e-5), (cached, from_frames)

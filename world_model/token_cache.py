@@ -1,0 +1,357 @@
+"""Token cache: each training episode encoded once by the frozen tokenizer (and frozen LAM), so a
+dynamics step pays only for its own transformer.
+
+Why: a dynamics step used to run the frozen tokenizer over every frame of its windows (and, for
+GenieRedux, the frozen LAM over them), i.e. two networks besides the one it trains, on frames it
+had already seen many times. The ids of a frame do not change while they are frozen, so they are
+computed once per run (benchmarks/bench_token_cache.py measures the gain).
+
+What is cached, per frame of every episode of the store, one Arrow record batch per episode (like
+the shards) in one uncompressed Arrow IPC file (memory-mapped when read: windows are slices):
+
+    tokens  fixed_size_list<int16>[h*w]  the tokenizer's ids of the frame (int32 when the codebook
+                                          exceeds int16)
+    action  int8                          the true action after the frame (-1 on the last row)
+    latent  int8 (GenieRedux only)        the LAM's latent id of the step to the next frame (-1 on
+                                          the last row), read as evaluation reads it:
+                                          `LatentActionModel.infer_actions` over the whole episode,
+                                          each id from a window of the LAM's training length
+                                          ending at the next frame
+
+Only tokenizers that encode every frame alone (`encoder_temporal: false`, `tiny`) can be cached:
+a temporal encoder's ids of a frame depend on where its window starts (world_model/tokenizer.py),
+so training keeps encoding frames for those (`unsupported_reason`).
+
+Next to it, `manifest.json` holds the key (a digest of the tokenizer's config and weights, of the
+LAM's, of each dataset manifest's bytes and of the episode list), the shapes and the file's
+size and sha256. It is written last, both files atomically (temp name + rename), and everything
+is checked when the cache is opened: a cache of another tokenizer, LAM or dataset is stale, a
+truncated or altered file is damaged; `ensure_token_cache` rebuilds either, saying why in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from rl_agent.store.reader import EpisodeStore
+from rl_agent.store.writer import file_sha256
+from world_model.frames import to_unit_float
+from world_model.lam import LatentActionModel
+from world_model.tokenizer import Tokenizer
+
+FORMAT = "genie-redux/token-cache"
+VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TOKENS_FILE = "tokens.arrow"
+NO_ID = -1  # the action/latent columns' value on an episode's last row (no step follows it)
+ENCODE_FRAMES = 256  # frames per tokenizer pass while building (bounds memory; ids do not depend on it)
+
+
+class TokenCacheError(RuntimeError):
+    """A token cache cannot be used; the message says why (and `ensure_token_cache` rebuilds it)."""
+
+
+class MissingTokenCache(TokenCacheError):
+    """No cache in the folder yet."""
+
+
+class StaleTokenCache(TokenCacheError):
+    """The cache was made from another tokenizer, LAM or dataset than the one asked for."""
+
+
+class DamagedTokenCache(TokenCacheError):
+    """The cache's files are truncated, altered or unreadable."""
+
+
+class Progress(Protocol):
+    def update(self, frames: int) -> None: ...
+    def close(self) -> None: ...
+
+
+RUN_CACHE_FOLDER = "token_cache"  # inside a dynamics run folder on a local path
+
+
+def run_cache_folder(out: str) -> Path:
+    """Where a dynamics run keeps its token cache: in its run folder when that is a local path (deleted
+    with the run); node-local, under the genie-redux cache, for a run on a storage URI (read at random)."""
+    from world_model import storage
+
+    if not storage.is_uri(out):
+        return Path(out) / RUN_CACHE_FOLDER
+    from rl_agent.store.reader import default_cache_dir
+
+    return default_cache_dir().parent / "tokens" / hashlib.sha256(out.encode()).hexdigest()[:16]
+
+
+# ---- the key ----------------------------------------------------------------------------------
+def model_digest(model: nn.Module) -> str:
+    """sha256 of a model's config and weights (state dict, in order): the same frozen model gives the
+    same key wherever its checkpoint lies, and any retrained weight changes it."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        from world_model.config import config_to_dict
+
+        digest.update(json.dumps(config_to_dict(config), sort_keys=True).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(tokenizer: Tokenizer, lam: LatentActionModel | None, store: EpisodeStore) -> dict[str, Any]:
+    """What the cache's content is a function of: the frozen models, the datasets' manifests, the episodes."""
+    ids = "\n".join(ref.episode.id for ref in store.episodes)
+    return {
+        "version": VERSION,
+        "tokenizer": model_digest(tokenizer),
+        "lam": model_digest(lam) if lam is not None else None,
+        "manifests": [file_sha256(Path(m.root) / "manifest.json") for m in store.manifests],
+        "episodes": hashlib.sha256(ids.encode()).hexdigest(),
+    }
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stale_reason(found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """Why a cache made with key `found` is not the one for `wanted` (None when they agree)."""
+    if found == wanted:
+        return None
+    if found.get("version") != wanted["version"]:
+        return f"it has format version {found.get('version')}, this code writes {wanted['version']}"
+    if found.get("tokenizer") != wanted["tokenizer"]:
+        return (f"it was made by another tokenizer (weights {str(found.get('tokenizer'))[:12]}, "
+                f"this run's {wanted['tokenizer'][:12]})")
+    if found.get("lam") != wanted["lam"]:
+        if wanted["lam"] is None:
+            return "it holds a LAM's latent ids, this run trains on true actions"
+        if found.get("lam") is None:
+            return "it has no LAM latent ids, this run (GenieRedux) needs them"
+        return f"it was made with another LAM (weights {str(found.get('lam'))[:12]}, this run's {wanted['lam'][:12]})"
+    if found.get("manifests") != wanted["manifests"]:
+        return "the dataset changed (a manifest checksum differs from the one the cache was made from)"
+    return "it holds other episodes (another split or held-out set)"
+
+
+def unsupported_reason(tokenizer: Tokenizer) -> str | None:
+    """Why this tokenizer's ids cannot be cached per frame (None when they can)."""
+    if tokenizer.config.encoder_temporal:
+        return ("the tokenizer encodes frames in time (encoder_temporal), so a frame's ids depend on where its "
+                "window starts; training encodes each window's frames instead")
+    return None
+
+
+def id_type(vocab_size: int) -> pa.DataType:
+    """int16 holds every id of a codebook up to 32767 codes (1024 at every preset); int32 beyond."""
+    return pa.int16() if vocab_size <= np.iinfo(np.int16).max else pa.int32()
+
+
+# ---- reading ------------------------------------------------------------------------------------
+@dataclass
+class TokenCache:
+    """A verified token cache: per episode, ids (L, h, w) memory-mapped, true actions and latent ids (L,)."""
+
+    folder: Path
+    key: dict[str, Any]
+    episode_ids: list[str]
+    tokens: list[np.ndarray]  # per episode (L, h, w) int16, views into the memory-mapped file
+    actions: list[np.ndarray]  # per episode (L,) int8, -1 on the last row
+    latents: list[np.ndarray] | None  # per episode (L,) int8, -1 on the last row; None without a LAM
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, key: dict[str, Any]) -> "TokenCache":
+        """Open and verify the cache in `folder` against the key it must have been made with.
+
+        Raises MissingTokenCache, StaleTokenCache or DamagedTokenCache (each saying why).
+        """
+        folder = Path(folder)
+        manifest_path = folder / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise MissingTokenCache(f"{folder}: no token cache yet")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("format") != FORMAT:
+                raise ValueError(f"format {manifest.get('format')!r}, expected {FORMAT!r}")
+            found_key, size, sha = manifest["key"], int(manifest["bytes"]), str(manifest["sha256"])
+            grid, lengths = tuple(manifest["grid"]), [int(e["length"]) for e in manifest["episodes"]]
+            ids, has_latent = [str(e["id"]) for e in manifest["episodes"]], bool(manifest["latent"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise DamagedTokenCache(f"{manifest_path} is unreadable ({err})") from err
+        reason = stale_reason(found_key, key)
+        if reason is not None:
+            raise StaleTokenCache(reason)
+        path = folder / TOKENS_FILE
+        if not path.is_file():
+            raise DamagedTokenCache(f"{path} is missing")
+        if path.stat().st_size != size:
+            raise DamagedTokenCache(f"{path} has {path.stat().st_size} bytes, its manifest says {size} (truncated)")
+        if file_sha256(path) != sha:
+            raise DamagedTokenCache(f"{path}: checksum differs from its manifest (the file was altered)")
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+            batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DamagedTokenCache(f"{path} is not a readable Arrow file ({err})") from err
+        if [b.num_rows for b in batches] != lengths or (has_latent and "latent" not in reader.schema.names):
+            raise DamagedTokenCache(f"{path}: its episodes do not match its manifest")
+        h, w = grid
+        tokens = [b.column("tokens").flatten().to_numpy(zero_copy_only=True).reshape(b.num_rows, h, w) for b in batches]
+        actions = [b.column("action").to_numpy() for b in batches]
+        latents = [b.column("latent").to_numpy() for b in batches] if has_latent else None
+        return cls(folder, found_key, ids, tokens, actions, latents)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(t) for t in self.tokens], dtype=np.int64)
+
+    def windows(self, episodes: Sequence[int], starts: Sequence[int], length: int,
+                latent: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Ids (N, T, h, w) and action ids (N, T-1) int8 of the windows (episodes[i], starts[i]) of the
+        store the cache was made from: true actions, or with `latent` the LAM's latent ids."""
+        if latent and self.latents is None:
+            raise TokenCacheError(f"{self.folder}: this cache holds no LAM latent ids (made for true actions)")
+        columns = self.latents if latent else self.actions
+        h, w = self.tokens[0].shape[1:]
+        tokens = np.empty((len(episodes), length, h, w), dtype=self.tokens[0].dtype)  # (N, T, h, w)
+        actions = np.empty((len(episodes), length - 1), dtype=np.int8)  # (N, T-1)
+        for i, (episode, start) in enumerate(zip(episodes, starts)):
+            episode, start = int(episode), int(start)
+            if start < 0 or start + length > len(self.tokens[episode]):
+                raise IndexError(f"window {start}..{start + length - 1} outside episode {self.episode_ids[episode]} "
+                                 f"of {len(self.tokens[episode])} frames")
+            tokens[i] = self.tokens[episode][start : start + length]
+            actions[i] = columns[episode][start : start + length - 1]
+        return tokens, actions
+
+
+# ---- building -----------------------------------------------------------------------------------
+@torch.no_grad()
+def episode_ids(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = ENCODE_FRAMES) -> np.ndarray:
+    """uint8 frames (L, H, W, C) of a per-frame tokenizer -> ids (L, h, w), `chunk` frames per pass."""
+    parts = []
+    for begin in range(0, len(frames), chunk):
+        video = to_unit_float(frames[begin : begin + chunk], tokenizer.device)[None]  # (1, n, H, W, C)
+        parts.append(tokenizer.encode(video).ids[0].cpu().numpy())  # (n, h, w)
+    return np.concatenate(parts)
+
+
+@torch.no_grad()
+def episode_latents(lam: LatentActionModel, frames: np.ndarray, chunk: int = ENCODE_FRAMES) -> np.ndarray:
+    """uint8 frames (L, H, W, C) -> latent ids (L-1,) exactly as `lam.infer_actions(frames[None])[0]`,
+    in pieces of about `chunk` transitions (a 500-frame episode is ~500 LAM windows).
+
+    infer_actions reads transition t from frames max(0, t+2-F)..t+1 (F = the LAM's window); so the
+    transitions a..b-1 (a >= F-2) are the last b-a ids of infer_actions over frames a+2-F..b.
+    """
+    span, transitions = lam.config.frames, len(frames) - 1
+    if transitions < 1:
+        return np.zeros(0, dtype=np.int64)  # a one-frame episode has no step
+    first = max(chunk, span - 1)  # the first piece starts at frame 0 and must reach transition F-2
+    parts = [lam.infer_actions(frames[None, : min(first, transitions) + 1])[0].cpu().numpy()]  # (min(first, L-1),)
+    for a in range(first, transitions, chunk):
+        b = min(a + chunk, transitions)
+        ids = lam.infer_actions(frames[None, a + 2 - span : b + 1])[0]  # (b-a+F-2,)
+        parts.append(ids[span - 2 :].cpu().numpy())  # (b-a,): transitions a..b-1
+    return np.concatenate(parts)
+
+
+def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer: Tokenizer,
+                      lam: LatentActionModel | None, store: EpisodeStore, progress: Progress | None = None) -> None:
+    """Encode every episode of `store` into `folder` (tokens file, then manifest; both atomically)."""
+    reason = unsupported_reason(tokenizer)
+    if reason is not None:
+        raise TokenCacheError(f"cannot cache this tokenizer's ids: {reason}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST_FILE).unlink(missing_ok=True)  # from here until the new manifest lands there is no cache
+    grid = tokenizer.config.grid
+    fields = [pa.field("tokens", pa.list_(id_type(tokenizer.config.quantizer.codebook_size), grid * grid), nullable=False),
+              pa.field("action", pa.int8(), nullable=False)]
+    if lam is not None:
+        fields.append(pa.field("latent", pa.int8(), nullable=False))
+    schema = pa.schema(fields, metadata={"format": FORMAT, "version": str(VERSION)})
+    was_training = [(m, m.training) for m in (tokenizer, lam) if m is not None]
+    for model, _ in was_training:
+        model.eval()  # frozen stages: no codebook restarts
+    temp = folder / f".{TOKENS_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    episodes = []
+    try:
+        with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for index, ref in enumerate(store.episodes):
+                frames, actions = store.window(index, 0, int(store.lengths[index]))  # (L, H, W, C), (L-1,)
+                ids = episode_ids(tokenizer, frames).reshape(len(frames), grid * grid)  # (L, h*w)
+                columns = [pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1), schema.field("tokens").type.value_type),
+                                                             grid * grid),
+                           pa.array(np.append(actions, NO_ID).astype(np.int8))]
+                if lam is not None:
+                    columns.append(pa.array(np.append(episode_latents(lam, frames), NO_ID).astype(np.int8)))
+                writer.write_batch(pa.record_batch(columns, schema=schema))
+                episodes.append({"id": ref.episode.id, "length": len(frames)})
+                if progress is not None:
+                    progress.update(len(frames))
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        sha, size = file_sha256(temp), temp.stat().st_size
+        os.replace(temp, folder / TOKENS_FILE)
+    finally:
+        temp.unlink(missing_ok=True)
+        for model, mode in was_training:
+            model.train(mode)
+    manifest = {"format": FORMAT, "version": VERSION, "key": key, "digest": key_digest(key),
+                "file": TOKENS_FILE, "bytes": size, "sha256": sha, "grid": [grid, grid],
+                "vocab_size": tokenizer.config.quantizer.codebook_size, "latent": lam is not None,
+                "frames": sum(e["length"] for e in episodes), "episodes": episodes,
+                "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    temp_manifest = folder / f".{MANIFEST_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    temp_manifest.write_text(json.dumps(manifest, indent=1))
+    os.replace(temp_manifest, folder / MANIFEST_FILE)
+
+
+def ensure_token_cache(folder: str | os.PathLike, tokenizer: Tokenizer, lam: LatentActionModel | None,
+                       store: EpisodeStore, note: Callable[[str], None] = print,
+                       progress: Callable[[int], Progress] | bool = True) -> TokenCache:
+    """The verified cache of `store` under these frozen models in `folder`, built (or rebuilt) if needed.
+
+    `note` gets one line saying what happened and why (built, rebuilt because stale, refused as
+    damaged and rebuilt, or reused). `progress`: True for a tqdm bar, False for none, or a factory
+    taking the total number of frames.
+    """
+    key = cache_key(tokenizer, lam, store)
+    try:
+        cache = TokenCache.open(folder, key)
+        note(f"token cache {folder}: verified, reused ({len(cache.tokens)} episodes, key {key_digest(key)})")
+        return cache
+    except MissingTokenCache:
+        why = "no cache yet"
+    except StaleTokenCache as err:
+        why = f"stale, rebuilt: {err}"
+    except DamagedTokenCache as err:
+        why = f"refused and rebuilt: {err}"
+    note(f"token cache {folder}: {why}; encoding {len(store)} episodes ({store.num_frames:,} frames)")
+    if progress is True:
+        from tqdm import tqdm
+
+        bar: Progress | None = tqdm(total=store.num_frames, desc="token cache", unit="frame", dynamic_ncols=True)
+    else:
+        bar = progress(store.num_frames) if callable(progress) else None
+    try:
+        build_token_cache(folder, key, tokenizer, lam, store, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return TokenCache.open(folder, key)
