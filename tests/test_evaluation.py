@@ -203,9 +203,12 @@ def test_delta_psnr_is_zero_without_action_conditioning_and_positive_with_it(rea
         batch = _self_consistent_batch(model, context, actions, horizon)
         records = evaluate_batch(model, batch, config, None)["records"]
         deltas[name] = [r["delta_psnr"] for r in records]
-    assert all(d["delta"] == 0.0 for d in deltas["ignores"])
-    assert all(d["other_action"] != d["action"] for d in deltas["uses"] + deltas["ignores"])
+        deltas[f"{name} by effect"] = [r["delta_psnr_effect"] for r in records]
+    assert all(d["delta"] == 0.0 for d in deltas["ignores"] + deltas["ignores by effect"])
+    assert all(d["other_action"] != d["action"] for d in sum(deltas.values(), []))
+    assert all(d["effect"] != d["other_effect"] for d in deltas["uses by effect"] + deltas["ignores by effect"])
     assert np.mean([d["delta"] for d in deltas["uses"]]) > 3.0, deltas["uses"]
+    assert np.mean([d["delta"] for d in deltas["uses by effect"]]) > 3.0, deltas["uses by effect"]
 
 
 # ---- determinism, level overlap -------------------------------------------------------------------------
@@ -218,6 +221,7 @@ def test_evaluation_is_deterministic_for_a_seed_whatever_the_number_of_workers(r
         [e["start"] for e in other["episodes"]] != [e["start"] for e in one["episodes"]]
     names = {(m["metric"], m["mode"]) for m in one["metrics"]}
     assert {("psnr", "autoregressive"), ("ssim", "teacher_forced"), ("delta_psnr", "autoregressive"),
+            ("delta_psnr_effect", "autoregressive"), ("forked_future_score", "autoregressive"),
             ("psnr", "copy_last_frame")} <= names
     for m in one["metrics"]:
         assert {"model", "checkpoint", "data", "context", "horizon", "maskgit_steps", "seed"} <= set(m)
@@ -269,6 +273,10 @@ def test_tokenizer_lam_and_genie_redux_runs_are_evaluated_by_their_stage(ray_clu
     control = latent["controllability"]["actions"]
     assert set(control) == {f"latent {i}" for i in range(7)}
     assert all(0 <= e["delta_psnr"]["other_action"] < 7 for e in latent["episodes"])
+    # latent ids have no known effect: no effect-class ΔtPSNR; forks dreamt from the LAM's reading of each real fork
+    assert "delta_psnr_effect" not in latent["episodes"][0] and "latent" in latent["delta_psnr_effect_skipped"]
+    assert latent["forked_futures"]["windows"] >= 1 and "LAM" in latent["forked_futures"]["dream_actions"]
+    assert "forked_futures" not in tok and "forked_futures" not in lam
 
 
 # ---- registration (controllability) ----------------------------------------------------------------------

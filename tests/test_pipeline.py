@@ -48,11 +48,11 @@ def test_pipeline_runs_every_stage_and_writes_the_report(study):
     assert (out / "models" / "genie-g-ta" / "latest.pt").is_file()
     report = (out / "report.md").read_text()
     for heading in ("## Quality bars", "## Data: random agent vs trained agent", "## Results in the paper's layout",
-                    "## Controllability per action", "## Dreams vs reality", "## Stages and durations", "## Environment"):
+                    "## Controllability per action", "## Does the dream obey the keys?", "## Dreams vs reality", "## Stages and durations", "## Environment"):
         assert heading in report, heading
     # every quality bar is stated with a number, whether it passes or not
     bars = report.split("## Quality bars")[1].split("##")[0]
-    assert len(re.findall(r"\| (PASS|FAIL) \|", bars)) == 5, bars
+    assert len(re.findall(r"\| (PASS|FAIL) \|", bars)) == 7, bars  # 5 + ΔtPSNR by effect + forked futures
     html = (out / "report.html").read_text()
     images = re.findall(r"src=['\"]data:image/(png|gif);base64,([A-Za-z0-9+/=]+)['\"]", html)
     assert len(images) >= 4, "the HTML report carries its plots and dreams inline (self-contained)"

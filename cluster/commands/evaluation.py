@@ -25,8 +25,12 @@ def register(commands) -> None:
             "(MaskGIT, each generated frame fed back) and teacher-forced (one pass per frame from the real past). "
             "GenieRedux is driven by the latent actions its LAM infers from the ground truth, GenieRedux-G by the "
             "recorded actions. ΔtPSNR: PSNR at frame t minus PSNR when only the action into frame t is replaced "
-            "by a random different one. Controllability: each action held for --control-steps frames, the agent's "
-            "motion measured by frame registration. A test set that shares a level with the model's training "
+            "by a random different one, reported twice: the paper's (any other id) and, for GenieRedux-G, one whose "
+            "replacement has a different effect in CoinRun (8 of the 15 ids do nothing). Forked futures: for --forks "
+            "windows the real game is replayed to the end of the context and played RIGHT and LEFT for --fork-steps "
+            "frames, the model dreams both from the same context, and the score is how often each dream is closer "
+            "to its own real future than the other dream is (chance 0.5). Controllability: each action held for "
+            "--control-steps frames, the agent's motion measured by frame registration. A test set that shares a level with the model's training "
             "data (run.json 'data') is refused. Results depend on --seed, not on --workers."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -53,6 +57,9 @@ def register(commands) -> None:
     evaluate.add_argument("--modes", default="autoregressive,teacher_forced",
                           help="comma-separated rollout modes: autoregressive, teacher_forced")
     evaluate.add_argument("--control-steps", type=int, default=3, help="frames each action is held for controllability (0 = skip)")
+    evaluate.add_argument("--forks", type=int, default=6,
+                          help="windows whose real game is replayed and forked RIGHT vs LEFT (0 = skip)")
+    evaluate.add_argument("--fork-steps", type=int, default=4, help="frames of each fork (k)")
     evaluate.add_argument("--inception-weights", default=None,
                           help="local TorchScript Inception (e.g. inception-2015-12-05.pt) for FID; without it FID is skipped")
     evaluate.add_argument("--samples", type=int, default=4, help="episodes drawn as GIFs and PNG strips")
@@ -97,7 +104,8 @@ def run_eval(args: argparse.Namespace) -> int:
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
         device="cuda" if args.gpus_per_worker > 0 else "cpu", batch_size=args.batch_size, seed=args.seed,
         delta_t=args.delta_t, modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
-        control_steps=args.control_steps, inception_weights=args.inception_weights, samples=args.samples,
+        control_steps=args.control_steps, forks=args.forks, fork_steps=args.fork_steps,
+        inception_weights=args.inception_weights, samples=args.samples,
         prefer=args.checkpoint, show_progress=not args.no_progress,
     )
     out = args.out or _default_out(args.model, args.data)

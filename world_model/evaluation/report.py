@@ -28,8 +28,10 @@ PAPER_SCALE = {"preset": "paper", "test_episodes": 1000, "context": 2, "horizon"
 ROWS = ("Tokenizer", "LAM", "GenieRedux", "GenieRedux-G")
 VARIANTS = ("Base", "TA")
 TEST_SETS = ("basic", "diverse")
-METRICS = ("psnr", "ssim", "fid", "delta_psnr")
-HEADERS = {"psnr": "PSNR", "ssim": "SSIM", "fid": "FID", "delta_psnr": "ΔtPSNR"}
+METRICS = ("psnr", "ssim", "fid", "delta_psnr", "delta_psnr_effect", "forked_future_score")
+HEADERS = {"psnr": "PSNR", "ssim": "SSIM", "fid": "FID", "delta_psnr": "ΔtPSNR (paper: any other id)",
+           "delta_psnr_effect": "ΔtPSNR (other effect)", "forked_future_score": "forked-future score"}
+WITH_CI = ("delta_psnr", "delta_psnr_effect", "forked_future_score")  # cells that show ± their 95% CI
 
 
 def find_results(locations: list[str | os.PathLike]) -> list[Path]:
@@ -65,18 +67,29 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def headline(results: dict[str, Any], metric: str) -> float | None:
-    """The number a table cell shows: autoregressive for world models (what a player sees), reconstruction otherwise."""
+def headline_entry(results: dict[str, Any], metric: str) -> dict[str, Any] | None:
+    """The metrics entry a table cell shows: autoregressive for world models (what a player sees), reconstruction otherwise."""
     mode = "autoregressive" if results["model"]["stage"] == "dynamics" else "reconstruction"
     for m in results["metrics"]:
         if m["metric"] == metric and m["mode"] == mode:
-            return m["value"]
+            return m
     return None
 
 
-def _cell(ours: float | None, paper: float | None, metric: str) -> str:
-    digits = 3 if metric == "ssim" else 2
-    text = "—" if ours is None or (isinstance(ours, float) and math.isnan(ours)) else f"{ours:.{digits}f}"
+def headline(results: dict[str, Any], metric: str) -> float | None:
+    entry = headline_entry(results, metric)
+    return None if entry is None else entry["value"]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _cell(ours: float | None, paper: float | None, metric: str, ci95: float | None = None) -> str:
+    digits = 3 if metric in ("ssim", "forked_future_score") else 2
+    text = "—" if _missing(ours) else f"{ours:.{digits}f}"
+    if not _missing(ours) and not _missing(ci95):
+        text += f" ± {ci95:.{digits}f}"
     return f"{text} ({paper:.{digits}f})" if paper is not None else text
 
 
@@ -96,7 +109,11 @@ def report_table(all_results: list[dict[str, Any]]) -> str:
         cells[(results["model"]["name"], variant, kind)] = results  # a later evaluation of the same cell wins
     lines = ["# Results in the paper's layout", "",
              "Each cell: our number (the paper's number in parentheses where the paper's table is quoted in "
-             "DESIGN §4). World models: autoregressive rollout; tokenizer and LAM: reconstruction.", ""]
+             "DESIGN §4). World models: autoregressive rollout; tokenizer and LAM: reconstruction. ΔtPSNR twice: "
+             "the paper's counterfactual (any other action id) and one of another effect class (8 of CoinRun's 15 "
+             "ids do nothing; GenieRedux's latent ids have no known effect: —). Forked-future score: how often each "
+             "dream of the real game's RIGHT and LEFT futures from one context is closer to its own future than the "
+             "other dream is (chance 0.5). ± : 95% CI over windows.", ""]
     header = "| model | " + " | ".join(f"{s.capitalize()} {HEADERS[m]}" for s in TEST_SETS for m in METRICS) + " |"
     lines += [header, "|---" * (1 + len(TEST_SETS) * len(METRICS)) + "|"]
     for row in ROWS:
@@ -106,8 +123,10 @@ def report_table(all_results: list[dict[str, Any]]) -> str:
                 results = cells.get((row, variant, test_set))
                 paper = PAPER_RESULTS.get((row, variant, test_set), {})
                 for metric in METRICS:
-                    ours = headline(results, metric) if results else None
-                    entries.append(_cell(ours, paper.get(metric), metric))
+                    entry = headline_entry(results, metric) if results else None
+                    ours = None if entry is None else entry["value"]
+                    ci95 = entry.get("ci95") if entry is not None and metric in WITH_CI else None
+                    entries.append(_cell(ours, paper.get(metric), metric, ci95))
             name = f"{row}-TA" if variant == "TA" else row
             lines.append(f"| {name} | " + " | ".join(entries) + " |")
     lines += ["", "## Scale", "",
