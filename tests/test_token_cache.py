@@ -41,9 +41,12 @@ def seeded_tokenizer(store: EpisodeStore, seed: int) -> Tokenizer:
     return tokenizer.eval()
 
 
+FEW = [0, 1, 2]  # episodes of the training split the caches hold (~300 frames: each build takes seconds)
+
+
 @pytest.fixture(scope="module")
 def store(train_data) -> EpisodeStore:
-    return EpisodeStore(train_data, split="train")
+    return EpisodeStore(train_data, split="train").subset(FEW)
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +55,28 @@ def models(store):
     return seeded_tokenizer(store, 1), seeded_tokenizer(store, 2), LatentActionModel(TINY.lam).eval()
 
 
+@pytest.fixture(scope="module")
+def built(store, models, tmp_path_factory) -> dict[str, Path]:
+    """Caches of the first tokenizer, without and with the LAM's latent ids; tests work on copies."""
+    tokenizer, _, lam = models
+    root = tmp_path_factory.mktemp("token-caches")
+    ensure_token_cache(root / "true", tokenizer, None, store, progress=False)
+    ensure_token_cache(root / "latent", tokenizer, lam, store, progress=False)
+    return {"true": root / "true", "latent": root / "latent"}
+
+
+def copied(built: dict[str, Path], kind: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(built[kind], tmp_path / "cache"))
+
+
 def notes() -> tuple[list[str], callable]:
     lines: list[str] = []
     return lines, lines.append
 
 
-def test_cached_ids_are_the_tokenizers_ids_and_latent_ids_are_read_as_evaluation_reads_them(store, models, tmp_path):
+def test_cached_ids_are_the_tokenizers_ids_and_latent_ids_are_read_as_evaluation_reads_them(store, models, built):
     tokenizer, _, lam = models
-    cache = ensure_token_cache(tmp_path / "cache", tokenizer, lam, store, progress=False)
+    cache = TokenCache.open(built["latent"], cache_key(tokenizer, lam, store))
     assert cache.tokens[0].dtype == np.int16 and len(cache.tokens) == len(store)
     episodes, starts = store.sample_positions(np.random.default_rng(0), 12, 4)
     frames, actions = store.windows(episodes, starts, 4)  # (12, 4, H, W, C), (12, 3)
@@ -67,26 +84,27 @@ def test_cached_ids_are_the_tokenizers_ids_and_latent_ids_are_read_as_evaluation
     assert np.array_equal(tokens, tokenizer.tokenize(frames).numpy()), "cached ids differ from the tokenizer's"
     assert np.array_equal(cached_actions, actions)
     assert len(np.unique(tokens)) > 20, "a degenerate tokenizer would make the comparison meaningless"
-    for episode in (0, len(store) - 1):
-        video = store.episode_frames(episode)  # (L, H, W, C)
-        whole = lam.infer_actions(video[None])[0].numpy()  # (L-1,)
-        assert np.array_equal(cache.latents[episode][:-1], whole) and cache.latents[episode][-1] == -1
-        assert np.array_equal(episode_latents(lam, video, chunk=7), whole), "pieces must read what one pass reads"
+    shortest = int(np.argmin(store.lengths))
+    video = store.episode_frames(shortest)  # (L, H, W, C)
+    whole = lam.infer_actions(video[None])[0].numpy()  # (L-1,)
+    assert np.array_equal(cache.latents[shortest][:-1], whole) and cache.latents[shortest][-1] == -1
+    part = video[:24]  # (24, H, W, C)
+    assert np.array_equal(episode_latents(lam, part, chunk=7), lam.infer_actions(part[None])[0].numpy()), \
+        "pieces must read what one pass reads"
     assert not np.array_equal(cache.windows(episodes, starts, 4, latent=True)[1], actions)
 
 
-def test_a_cache_of_another_tokenizer_is_never_used_and_is_rebuilt_saying_why(store, models, tmp_path):
+def test_a_cache_of_another_tokenizer_is_never_used_and_is_rebuilt_saying_why(store, models, built, tmp_path):
     first, second, _ = models
-    folder = tmp_path / "cache"
-    ensure_token_cache(folder, first, None, store, progress=False)
+    folder = copied(built, "true", tmp_path)
     with pytest.raises(StaleTokenCache, match="another tokenizer"):
         TokenCache.open(folder, cache_key(second, None, store))
     lines, note = notes()
     cache = ensure_token_cache(folder, second, None, store, note=note, progress=False)
     assert len(lines) == 1 and "stale, rebuilt" in lines[0] and "another tokenizer" in lines[0], lines
-    frames = store.window(3, 5, 4)[0][None]  # (1, 4, H, W, C)
-    assert np.array_equal(cache.windows([3], [5], 4)[0], second.tokenize(frames).numpy())
-    assert not np.array_equal(cache.windows([3], [5], 4)[0], first.tokenize(frames).numpy())
+    frames = store.window(1, 5, 4)[0][None]  # (1, 4, H, W, C)
+    assert np.array_equal(cache.windows([1], [5], 4)[0], second.tokenize(frames).numpy())
+    assert not np.array_equal(cache.windows([1], [5], 4)[0], first.tokenize(frames).numpy())
     lines.clear()
     ensure_token_cache(folder, second, None, store, note=note, progress=False)
     assert "verified, reused" in lines[0], lines
@@ -97,11 +115,11 @@ def test_a_changed_dataset_is_rebuilt_saying_why(train_data, models, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(train_data, data)
     folder = tmp_path / "cache"
-    ensure_token_cache(folder, tokenizer, None, EpisodeStore(data, split="train"), progress=False)
+    ensure_token_cache(folder, tokenizer, None, EpisodeStore(data, split="train").subset(FEW), progress=False)
     manifest = Manifest.load(data)
-    manifest.shards.pop()  # the dataset loses a shard (as if re-made smaller)
+    manifest.shards.pop()  # the dataset loses a shard (as if re-made smaller); the cached episodes stay in it
     manifest.save()
-    changed = EpisodeStore(data, split="train")
+    changed = EpisodeStore(data, split="train").subset(FEW)
     lines, note = notes()
     cache = ensure_token_cache(folder, tokenizer, None, changed, note=note, progress=False)
     assert "stale, rebuilt: the dataset changed" in lines[0], lines
@@ -111,10 +129,10 @@ def test_a_changed_dataset_is_rebuilt_saying_why(train_data, models, tmp_path):
 @pytest.mark.parametrize("damage, reason", [
     ("truncate", "truncated"), ("flip", "checksum differs"), ("manifest", "unreadable"), ("delete", "missing"),
 ])
-def test_a_damaged_cache_is_refused_and_rebuilt_saying_why(store, models, tmp_path, damage, reason):
+def test_a_damaged_cache_is_refused_and_rebuilt_saying_why(store, models, built, tmp_path, damage, reason):
     tokenizer, _, _ = models
-    folder = tmp_path / "cache"
-    good = ensure_token_cache(folder, tokenizer, None, store, progress=False).windows([2], [7], 4)[0]
+    folder = copied(built, "true", tmp_path)
+    good = TokenCache.open(folder, cache_key(tokenizer, None, store)).windows([2], [7], 4)[0]
     tokens_file = folder / TOKENS_FILE
     data = tokens_file.read_bytes()
     if damage == "truncate":
@@ -133,7 +151,7 @@ def test_a_damaged_cache_is_refused_and_rebuilt_saying_why(store, models, tmp_pa
 
 
 @pytest.mark.parametrize("conditioning", ["ground_truth", "latent"])
-def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, tmp_path, conditioning):
+def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, built, tmp_path, conditioning):
     tokenizer, _, lam = models
     lam = lam if conditioning == "latent" else None
     job = TrainJob(stage="dynamics", data=[str(store.manifests[0].root)], out=str(tmp_path / "run"), tokenizer="t",
@@ -141,7 +159,7 @@ def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, tm
     torch.manual_seed(0)
     stage = DynamicsStage(Dynamics(dynamics_config(job, TINY, tokenizer, lam)), tokenizer, lam)
     twin = copy.deepcopy(stage)
-    cache = ensure_token_cache(tmp_path / "cache", tokenizer, lam, store, progress=False)
+    cache = TokenCache.open(built["latent" if lam else "true"], cache_key(tokenizer, lam, store))
     episodes, starts = store.sample_positions(np.random.default_rng(1), 8, 4)
     if lam is not None:
         # the cache reads latent ids from windows ending at each step, as evaluation does; a training window
@@ -167,7 +185,12 @@ def train_loss(run: Path) -> list[float]:
 def test_genie_train_dynamics_reads_the_cache_and_trains_as_from_frames(ray_cluster, train_data, models, tmp_path, capsys):
     tokenizer, _, _ = models
     checkpoint = save_checkpoint(tmp_path / "tokenizer.pt", tokenizer, "tiny")
-    base = ["train", "dynamics", "--data", str(train_data), "--tokenizer", str(checkpoint), "--actions", "true",
+    data = tmp_path / "data"  # the first shard alone (4 episodes): the run encodes ~300 frames, not ~2000
+    shutil.copytree(train_data, data)
+    manifest = Manifest.load(data)
+    manifest.shards = manifest.shards[:1]
+    manifest.save()
+    base = ["train", "dynamics", "--data", str(data), "--tokenizer", str(checkpoint), "--actions", "true",
             "--steps", "3", "--workers", "2", "--batch", "4", "--no-progress", "--no-wandb",
             "--set", "world_model.train.log_every=1", "--set", "world_model.train.val_windows=4"]
     assert genie([*base, "--out", str(tmp_path / "cached")]) == 0
