@@ -173,8 +173,12 @@ def forked_future_score(dreams, real) -> tuple[np.ndarray, np.ndarray]:
     Closeness is PSNR averaged over the k frames (the per-frame score compares frame j alone). Ties count
     half: a model blind to its actions dreams every fork alike and scores exactly 0.5, never more.
     """
-    p = forked_future_psnr(dreams, real).cpu().numpy()  # (N, F dream, F real, k)
-    forks = p.shape[1]
+    return forked_future_wins(forked_future_psnr(dreams, real).cpu().numpy())
+
+
+def forked_future_wins(psnr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """forked_future_score from the PSNR table (N, F dream, F real, k) of `forked_future_psnr`: (N,), (N, k)."""
+    forks = psnr.shape[1]
 
     def wins(values: np.ndarray) -> np.ndarray:  # values (N, F, F[, k]) -> (N[, k]) share of (own, other) pairs won
         scores = []
@@ -186,4 +190,4 @@ def forked_future_score(dreams, real) -> tuple[np.ndarray, np.ndarray]:
                     scores.append((own > other) + 0.5 * (own == other))
         return np.mean(scores, axis=0)
 
-    return wins(p.mean(-1)), wins(p)
+    return wins(psnr.mean(-1)), wins(psnr)

@@ -17,7 +17,9 @@ from rl_agent.coinrun_env import ACTION_NAMES
 from world_model.evaluation import rollouts
 from world_model.evaluation.config import ACTION_EFFECTS, CONTROL_ACTIONS, FORK_ACTIONS, EvalConfig
 from world_model.evaluation.fid import InceptionFeatures
-from world_model.evaluation.metrics import copy_last_frame_psnr, forked_future_psnr, forked_future_score, psnr_per_frame, ssim_per_frame
+from world_model.evaluation.metrics import (
+    copy_last_frame_psnr, forked_future_psnr, forked_future_wins, psnr_per_frame, ssim_per_frame,
+)
 from world_model.evaluation.models import ModelUnderTest, load_model_under_test
 from world_model.evaluation.registration import agent_motion, path_motion
 from world_model.frames import to_uint8
@@ -217,8 +219,8 @@ def _forked_futures(model: ModelUnderTest, batch: Batch, ids: torch.Tensor, reco
     fork_ids = [ACTION_NAMES.index(name) for name in FORK_ACTIONS]
     dreams = rollouts.forked_dreams(world, batch.frames[index, :c], ids[index, : c - 1], real, fork_ids,
                                     config.maskgit_steps, config.temperature, batch.seed)  # (n, F, k, H, W, C)
-    score, per_frame = forked_future_score(dreams.clamp(0, 1), real)  # (n,), (n, k)
     psnr = forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy()  # (n, F dream, F real, k)
+    score, per_frame = forked_future_wins(psnr)  # (n,), (n, k)
     for j, i in enumerate(index):
         records[i]["forked_future"] = {
             "score": float(score[j]), "per_frame": per_frame[j].tolist(), "k": int(real.shape[2]),
