@@ -193,11 +193,13 @@ def test_genie_train_dynamics_reads_the_cache_and_trains_as_from_frames(ray_clus
     base = ["train", "dynamics", "--data", str(data), "--tokenizer", str(checkpoint), "--actions", "true",
             "--steps", "3", "--workers", "2", "--batch", "4", "--no-progress", "--no-wandb",
             "--set", "world_model.train.log_every=1", "--set", "world_model.train.val_windows=4"]
-    assert genie([*base, "--out", str(tmp_path / "cached")]) == 0
+    assert genie([*base, "--out", str(tmp_path / "cached"), "--set", "world_model.train.token_cache=true"]) == 0
     printed = capsys.readouterr().out
     assert "token cache" in printed and "no cache yet" in printed, printed
     assert (tmp_path / "cached" / "token_cache" / MANIFEST_FILE).is_file()
-    assert genie([*base, "--out", str(tmp_path / "frames"), "--set", "world_model.train.token_cache=false"]) == 0
+    # auto (the default): 3 steps encode 48 frames from frames, far fewer than a cache would encode first
+    assert genie([*base, "--out", str(tmp_path / "frames")]) == 0
+    assert "token cache off (auto)" in capsys.readouterr().out
     assert not (tmp_path / "frames" / "token_cache").exists()
     cached, from_frames = train_loss(tmp_path / "cached"), train_loss(tmp_path / "frames")
     assert len(cached) == 3 and cached == pytest.approx(from_frames, rel=1e-5), (cached, from_frames)

@@ -178,9 +178,10 @@ class TrainSettings:
     keep_checkpoints: int = 3  # Ray Train checkpoints kept (latest ones); best.pt is kept apart
     sample_every: int = 1000  # steps between sample images
     log_every: int = 10  # steps between metric rows
-    # dynamics: train on the token cache (frozen tokenizer/LAM ids encoded once per run, world_model/token_cache.py);
-    # false encodes every window's frames at every step (the same losses, slower)
-    token_cache: bool = True
+    # dynamics: train on the token cache (frozen tokenizer/LAM ids encoded once per run, world_model/token_cache.py):
+    # true always; false encodes every window's frames at every step (the same losses); auto uses a cache that is
+    # already there, and builds one only when the run's steps would encode at least as many frames as building it
+    token_cache: bool | str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("val_every", "val_windows", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
@@ -188,6 +189,8 @@ class TrainSettings:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         if self.micro_batch < 0:
             raise ConfigError(f"train.micro_batch must be >= 0 (0 = no accumulation), got {self.micro_batch}")
+        if not (isinstance(self.token_cache, bool) or self.token_cache == "auto"):
+            raise ConfigError(f"train.token_cache must be true, false or auto, got {self.token_cache!r}")
 
 
 @dataclass(frozen=True)

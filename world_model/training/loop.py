@@ -9,8 +9,9 @@ so a run resumed from a checkpoint at step s continues exactly as it would have.
 
 The dynamics reads its windows from the run's token cache (world_model/token_cache.py: the
 frozen tokenizer's ids and the frozen LAM's latent ids, encoded once before the first step), the
-same windows as from frames; `train.token_cache: false` trains from frames (validation and sample
-images always use frames: they are few).
+same windows as from frames; `train.token_cache` says when (true, false, or auto: when it is
+already there or the run is long enough for it to pay). Validation and sample images always use
+frames: they are few.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from world_model.frames import psnr, to_unit_float
 from world_model.optim import Optimization
 from world_model.runs import BEST, LATEST
 from world_model.steps import DynamicsStage, eval_step
-from world_model.token_cache import TokenCache, cache_key, ensure_token_cache, run_cache_folder, unsupported_reason
+from world_model.token_cache import (
+    TokenCache, TokenCacheError, cache_key, ensure_token_cache, run_cache_folder, unsupported_reason,
+)
 from world_model.training.job import TrainJob
 from world_model.training.samples import sample_png
 from world_model.training.stages import StageLoss, build_stage
@@ -124,7 +127,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if job.compile:
         wrapped = torch.compile(wrapped)
     model = ray.train.torch.prepare_model(wrapped, parallel_strategy_kwargs={"find_unused_parameters": False})
-    cache = _token_cache(job, preset.train.token_cache, stage, train_store, context.get_local_rank(), rank, world, channel)
+    cache = _token_cache(job, preset.train.token_cache, stage, train_store, (total - start) * plan.batch * length, device,
+                         context, rank, world, channel)
     latent = job.conditioning == "latent"
 
     val_episodes, val_starts = validation_positions(val_store, max(preset.train.val_windows, world), length, job.seed)
@@ -190,31 +194,53 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     channel.send({"kind": "done", "step": total})
 
 
-def _token_cache(job: TrainJob, enabled: bool, stage: nn.Module, store, local_rank: int, rank: int, world: int,
-                 channel: MetricChannel) -> TokenCache | None:
-    """The run's verified token cache of the training store, or None (not a dynamics run, turned off, or a
-    tokenizer whose ids cannot be cached).
+def _token_cache(job: TrainJob, mode: bool | str, stage: nn.Module, store, frames_to_encode: int, device: torch.device,
+                 context: Any, rank: int, world: int, channel: MetricChannel) -> TokenCache | None:
+    """The run's verified token cache of the training store, or None: not a dynamics run, turned off, a
+    tokenizer whose ids cannot be cached, or (`auto`) no cache yet and a run too short for one to pay:
+    building encodes every training frame once, training from frames encodes `frames_to_encode`.
 
-    One worker per copy builds it while the others wait: rank 0 for a run folder on a local path (one folder,
-    seen by every worker), local rank 0 of each node for a run on a storage URI (the cache is node-local).
+    One worker per copy builds it, with the threads of the workers that wait meanwhile: rank 0 for a run
+    folder on a local path (one folder, seen by every worker), local rank 0 of each node for a run on a
+    storage URI (the cache is node-local).
     """
-    if not isinstance(stage, DynamicsStage) or not enabled:
+    if not isinstance(stage, DynamicsStage) or mode is False:
         return None
     why_not = unsupported_reason(stage.tokenizer)
     if why_not is not None:
         channel.note(f"token cache off: {why_not}")
         return None
     folder = run_cache_folder(job.out)
-    builder = rank == 0 if not storage.is_uri(job.out) else local_rank == 0
+    key = cache_key(stage.tokenizer, stage.lam, store)
+    if mode == "auto" and frames_to_encode < store.num_frames:
+        try:
+            cache = TokenCache.open(folder, key)
+        except TokenCacheError:
+            cache = None
+        everyone = torch.tensor([cache is not None], dtype=torch.int32, device=device)
+        if world > 1 and dist.is_initialized():
+            dist.all_reduce(everyone, op=dist.ReduceOp.MIN)  # all workers read the same way
+        if bool(everyone.item()):
+            channel.note(f"token cache {folder}: verified, reused")
+            return cache
+        channel.note(f"token cache off (auto): this run encodes {frames_to_encode:,} frames from frames, fewer than the "
+                     f"{store.num_frames:,} a cache would encode first; train.token_cache=true builds one anyway")
+        return None
+    builder = rank == 0 if not storage.is_uri(job.out) else context.get_local_rank() == 0
     cache = None
     if builder:
         note = channel.note if rank == 0 else (lambda text: print(text, flush=True))
         progress = (lambda total: ChannelProgress(channel, total)) if rank == 0 else False
-        cache = ensure_token_cache(folder, stage.tokenizer, stage.lam, store, note=note, progress=progress)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads * max(1, context.get_local_world_size()))  # this node's other workers wait
+        try:
+            cache = ensure_token_cache(folder, stage.tokenizer, stage.lam, store, note=note, progress=progress)
+        finally:
+            torch.set_num_threads(threads)
     if world > 1 and dist.is_initialized():
         dist.barrier()  # the others wait for the builder
     if cache is None:
-        cache = TokenCache.open(folder, cache_key(stage.tokenizer, stage.lam, store))
+        cache = TokenCache.open(folder, key)
     return cache
 
 
