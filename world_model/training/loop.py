@@ -223,8 +223,8 @@ def _token_cache(job: TrainJob, mode: bool | str, stage: nn.Module, store, frame
         if bool(everyone.item()):
             channel.note(f"token cache {folder}: verified, reused")
             return cache
-        channel.note(f"token cache off (auto): this run encodes {frames_to_encode:,} frames from frames, fewer than the "
-                     f"{store.num_frames:,} a cache would encode first; train.token_cache=true builds one anyway")
+        channel.note(f"token cache off (auto): training from frames encodes {frames_to_encode:,} frames in this run's steps, "
+                     f"fewer than the {store.num_frames:,} a cache would encode first; train.token_cache=true builds one anyway")
         return None
     builder = rank == 0 if not storage.is_uri(job.out) else context.get_local_rank() == 0
     cache = None

@@ -11,6 +11,8 @@ reads its slice: the windows of step s are the same for 1 or N workers, so a run
 not depend on how many workers trained it, a resumed run continues with exactly the windows it
 would have seen (the data position is the step), and DDP can be checked against one process.
 Each worker reads only the windows of its slice, and decodes only the shards those lie in.
+The dynamics may read the same windows as token ids from the run's token cache instead
+(`worker_tokens`, world_model/token_cache.py).
 """
 
 from __future__ import annotations
