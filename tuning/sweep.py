@@ -377,12 +377,13 @@ class SweepResult:
 
 
 def concurrency(sweep: SweepConfig) -> int:
-    """Trials at once: as many as the cluster's CPUs (and GPUs) hold, counting the Train workers Tune does not."""
-    import ray
+    """Trials at once: as many as the cluster's CPUs (and GPUs) hold, counting the Train workers Tune does not,
+    and the nodes its autoscaler may add (so a sweep on stopped GPU nodes still runs trials side by side)."""
+    from rl_agent.capacity import cluster_capacity
 
     if sweep.max_concurrent:
         return sweep.max_concurrent
-    total = ray.cluster_resources()
+    total = cluster_capacity().most()
     per_trial_cpu = sweep.workers * sweep.cpus_per_worker + TRIAL_CPUS
     count = int(total.get("CPU", 0) // per_trial_cpu)
     if sweep.gpus_per_trial:
@@ -391,17 +392,14 @@ def concurrency(sweep: SweepConfig) -> int:
 
 
 def check_resources(sweep: SweepConfig) -> None:
-    import ray
+    """Refuse a trial no node can ever hold; wait for the autoscaler to start the nodes one trial needs."""
+    from rl_agent.capacity import ensure_resources, format_resources
 
-    total = ray.cluster_resources()
-    need_cpu = sweep.workers * sweep.cpus_per_worker + TRIAL_CPUS
-    if need_cpu > total.get("CPU", 0):
-        raise ConfigError(f"one trial needs {need_cpu:g} CPUs ({sweep.workers} workers x {sweep.cpus_per_worker:g} "
-                          f"+ {TRIAL_CPUS}); the Ray cluster has {total.get('CPU', 0):g}: use fewer --workers or "
-                          f"a smaller --cpus-per-worker")
-    if sweep.gpus_per_trial > total.get("GPU", 0):
-        raise ConfigError(f"--gpus-per-trial {sweep.gpus_per_trial:g} but the Ray cluster has {total.get('GPU', 0):g} "
-                          f"GPUs (use --gpus-per-trial 0 to sweep on CPUs)")
+    gpus = {"GPU": sweep.gpus_per_trial / sweep.workers} if sweep.gpus_per_trial else {}
+    worker = {"CPU": sweep.cpus_per_worker, **gpus}
+    ensure_resources([{"CPU": TRIAL_CPUS}] + [worker] * sweep.workers,
+                     f"one trial ({sweep.workers} workers x {format_resources(worker)} + {TRIAL_CPUS} CPU)",
+                     "use fewer --workers, a smaller --cpus-per-worker, or --gpus-per-trial 0 to sweep on CPUs")
 
 
 def run_sweep(sweep: SweepConfig, verbose: int = 1) -> SweepResult:

@@ -294,15 +294,9 @@ def run_training(job: TrainJob, show_progress: bool = True,
 
 
 def _check_resources(job: TrainJob) -> None:
-    """Refuse up front what Ray would otherwise wait for for ever (more CPUs/GPUs than the cluster has)."""
-    import ray
+    """Refuse up front what no node can ever provide; wait for the autoscaler to start what one can (GPU nodes)."""
+    from rl_agent.capacity import ensure_resources, format_resources
 
-    total = ray.cluster_resources()
-    need_cpu = job.workers * job.cpus_per_worker
-    need_gpu = job.workers * job.gpus_per_worker
-    if need_gpu > total.get("GPU", 0):
-        raise ConfigError(f"{job.workers} workers x {job.gpus_per_worker} GPUs need {need_gpu:g} GPUs; the Ray cluster "
-                          f"has {total.get('GPU', 0):g} (drop --gpus-per-worker to train on CPUs)")
-    if need_cpu > total.get("CPU", 0):
-        raise ConfigError(f"{job.workers} workers x {job.cpus_per_worker} CPUs need {need_cpu:g} CPUs; the Ray cluster "
-                          f"has {total.get('CPU', 0):g} (use fewer --workers or a smaller --cpus-per-worker)")
+    worker = {"CPU": job.cpus_per_worker, **({"GPU": job.gpus_per_worker} if job.gpus_per_worker else {})}
+    ensure_resources([worker] * job.workers, f"{job.workers} training workers x {format_resources(worker)}",
+                     "use fewer --workers, a smaller --cpus-per-worker, or drop --gpus-per-worker to train on CPUs")

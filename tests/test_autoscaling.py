@@ -1,0 +1,144 @@
+"""GPU requests on an autoscaling cluster whose GPU type is at min_workers 0, as on `ray up cluster.yaml`.
+
+The cluster is Ray's fake multi-node autoscaler (what `ray.cluster_utils.AutoscalingCluster` runs): a head with
+0 CPUs and a node type `gpu` with fake GPUs at min_workers 0, whose nodes the autoscaler starts as local
+raylets. It is started here as one `ray start --head --block` with its own port, token and --temp-dir instead
+of `AutoscalingCluster.start()`, whose `ray stop --force` would kill every other Ray on this machine (the
+session's `ray_cluster` fixture included); the checks run in a child process, since this one may already be
+connected to that session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.test_cluster_jobs import _free_port, _processes_using, _terminate
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
+
+
+def fake_autoscaling_config(gcs_port: int, worker_types: dict) -> dict:
+    """The base config AutoscalingCluster reads from fake_multi_node/example.yaml (missing from the pip wheel)."""
+    return {
+        "cluster_name": "genie-fake", "max_workers": 8, "idle_timeout_minutes": 5, "upscaling_speed": 1.0,
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True, "gcs_address": f"127.0.0.1:{gcs_port}"},
+        "auth": {"ssh_user": "ubuntu"}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+        "head_start_ray_commands": [], "worker_start_ray_commands": [], "head_node_type": "ray.head.default",
+        "available_node_types": {"ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+                                 **worker_types},
+    }
+
+
+@pytest.fixture(scope="module")
+def autoscaling_cluster():
+    base = Path(tempfile.mkdtemp(prefix="genie-as-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    port = _free_port()
+    config = fake_autoscaling_config(port, {
+        "gpu": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2}})
+    (base / "autoscaling.json").write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex + uuid.uuid4().hex, RAY_FAKE_CLUSTER="1",
+               AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO),
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", WANDB_MODE="offline")
+    temp_dir = base / "ray"
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--temp-dir", str(temp_dir),
+         "--node-ip-address", "127.0.0.1", "--num-cpus", "0", "--autoscaling-config", str(base / "autoscaling.json"),
+         "--include-dashboard=false", "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port()),
+         "--ray-client-server-port", str(_free_port())],
+        env=env, stdout=open(base / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield {"address": f"127.0.0.1:{port}", "env": env, "base": base, "head": head}
+    finally:
+        _terminate(head)
+        for pid in _processes_using(temp_dir):  # the fake GPU nodes, started by the monitor, outlive the head
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(base, ignore_errors=True)
+
+
+CHECKS = textwrap.dedent("""
+    import json, sys, time
+    import ray
+    for _ in range(120):  # the head is starting
+        try:
+            ray.init(address=sys.argv[1], log_to_driver=False)
+            break
+        except ConnectionError:
+            time.sleep(0.5)
+    from cluster.placement import cluster_capacity, use_gpu
+    from rl_agent.coinrun_env import ConfigError
+    from tuning.sweep import SweepConfig, check_resources, concurrency
+    from world_model.training.job import TrainJob
+    from world_model.training.trainer import _check_resources
+
+    out = {"gpus_before": ray.cluster_resources().get("GPU", 0), "use_gpu": use_gpu(),
+           "types": [[t.name, t.resources, t.max_workers] for t in cluster_capacity().node_types or []],
+           "concurrency": concurrency(SweepConfig(stage="tokenizer", data=["d"], out="s", gpus_per_trial=1))}
+    refused = {}
+    for name, call in [
+            ("gpus_per_node", lambda: check_resources(SweepConfig(stage="tokenizer", data=["d"], out="s",
+                                                                  gpus_per_trial=4))),
+            ("gpus_in_all", lambda: _check_resources(TrainJob(stage="tokenizer", data=["d"], out="r", workers=4,
+                                                              gpus_per_worker=1)))]:
+        try:
+            call()
+            refused[name] = None
+        except ConfigError as err:
+            refused[name] = str(err)
+    out["refused"] = refused
+    out["gpus_after_refusals"] = ray.cluster_resources().get("GPU", 0)
+    _check_resources(TrainJob(stage="tokenizer", data=["d"], out="r", workers=1, gpus_per_worker=1))
+    out["gpus_after"] = ray.cluster_resources().get("GPU", 0)
+    out["gpu_nodes"] = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU"))
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_gpu_requests_start_a_min_workers_0_gpu_node_and_impossible_ones_are_refused(autoscaling_cluster):
+    result = subprocess.run([sys.executable, "-c", CHECKS, autoscaling_cluster["address"]], cwd=REPO,
+                            env=autoscaling_cluster["env"], capture_output=True, text=True, timeout=240)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-5000:] + \
+        (autoscaling_cluster["base"] / "head.log").read_text()[-2000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["types"] == [["gpu", {"CPU": 2.0, "GPU": 1.0}, 2]], out["types"]
+    # no GPU runs yet, but the autoscaler can start two: GPUs are used, two 1-GPU trials fit side by side
+    assert out["gpus_before"] == 0 and out["use_gpu"] and out["concurrency"] == 2, out
+    # what no node type can provide is refused before anything is launched, saying what the node types are
+    per_node, in_all = out["refused"]["gpus_per_node"], out["refused"]["gpus_in_all"]
+    assert per_node and "no node can ever hold {CPU: 1, GPU: 4}" in per_node and "gpu {CPU: 2, GPU: 1} x2" in per_node
+    assert in_all and "need {CPU: 4, GPU: 4}" in in_all and "--gpus-per-worker" in in_all, in_all
+    assert out["gpus_after_refusals"] == 0, out
+    # a worker asking for a GPU is accepted: the autoscaler launches a `gpu` node and the check returns
+    assert out["gpus_after"] >= 1 and out["gpu_nodes"] >= 1, out
+    assert "asking the autoscaler for {CPU: 1, GPU: 1}" in result.stderr, result.stderr[-3000:]
+
+
+def test_without_an_autoscaler_only_the_running_nodes_count(ray_cluster):
+    """A laptop or a static cluster: what its nodes do not have is refused at once, with what to do."""
+    from rl_agent.capacity import cluster_capacity, ensure_resources
+    from rl_agent.coinrun_env import ConfigError
+
+    assert cluster_capacity().node_types is None
+    ensure_resources([{"CPU": 1}] * 2, "2 workers", "use fewer")  # the session cluster's 4 CPUs hold them
+    with pytest.raises(ConfigError, match=r"1 workers need \{CPU: 1, GPU: 1\}; .* no autoscaler .*: drop --gpus"):
+        ensure_resources([{"CPU": 1, "GPU": 1}], "1 workers", "drop --gpus-per-worker")
