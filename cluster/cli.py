@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--env-runners", type=int, default=None, help="RLlib env runners (0 = sample in the driver)")
     train.add_argument("--envs-per-runner", type=int, default=None, help="CoinRun games per env runner")
     train.add_argument("--steps", type=int, default=None, help="total env steps (overrides the preset)")
+    train.add_argument("--gpus-per-learner", type=float, default=None,
+                       help="GPUs of the PPO learner, a remote actor then (it lands on a GPU node, which the autoscaler "
+                            "starts); 0 = learn on CPUs in the driver. Default: the preset's num_gpus_per_learner, else "
+                            "1 when the cluster has or can start a GPU")
     train.add_argument("--no-progress", action="store_true")
     add_address(train)
     evaluate = agent_commands.add_parser(
@@ -269,7 +273,7 @@ def run_agent_train(args: argparse.Namespace) -> int:
 
     values = dict(_preset(args).get("agent", {}))
     for key, value in (("num_env_runners", args.env_runners), ("envs_per_runner", args.envs_per_runner),
-                       ("total_env_steps", args.steps)):
+                       ("total_env_steps", args.steps), ("num_gpus_per_learner", args.gpus_per_learner)):
         if value is not None:
             values[key] = value
     settings = PPOSettings.from_dict(values)

@@ -36,7 +36,8 @@ class PPOSettings:
     blocks: int = 2
     checkpoint_every: int = 10  # training iterations between checkpoints
     keep_checkpoints: int = 3
-    num_gpus_per_learner: float | None = None  # None = 1 when CUDA is present, else 0
+    num_gpus_per_learner: float | None = None  # None = 1 when the cluster has or can start a GPU, else 0
+    num_learners: int | None = None  # None = 1 remote learner (on a GPU node) when it has GPUs, else 0 (in the driver)
     cpus_per_env_runner: float = 1.0
     torch_threads: int | None = None  # learner threads in the driver; None = torch's default
     seed: int = 0
@@ -51,6 +52,8 @@ class PPOSettings:
                 raise ConfigError(f"agent setting {name} must be at least 1, got {getattr(self, name)}")
         if self.num_env_runners < 0:
             raise ConfigError("agent setting num_env_runners must be >= 0")
+        if (self.num_learners is not None and self.num_learners < 0) or (self.num_gpus_per_learner or 0) < 0:
+            raise ConfigError("agent settings num_learners and num_gpus_per_learner (--gpus-per-learner) must be >= 0")
         if self.train_batch_size % self.minibatches:
             raise ConfigError(f"train batch {self.train_batch_size} is not divisible by minibatches={self.minibatches}")
 
@@ -87,17 +90,45 @@ def make_vector_env(env_context) -> Any:
     return CoinRunGymVectorEnv(num_envs, CoinRunConfig.from_dict(settings))
 
 
-def build_ppo_config(settings: PPOSettings):
+def learner_layout(settings: PPOSettings, cluster_gpus: float) -> tuple[int, float]:
+    """(num_learners, GPUs per learner). With GPUs the learner is a remote actor, so it lands on a GPU node and
+    not on the CPU head that runs `genie submit`'s driver; without, it stays in the driver (0 learners), which
+    the tiny preset's speed on a laptop depends on. `cluster_gpus`: GPUs the cluster has or can start."""
+    gpus = settings.num_gpus_per_learner
+    if gpus is None:
+        gpus = 1.0 if cluster_gpus >= 1 else 0.0
+    learners = settings.num_learners if settings.num_learners is not None else (1 if gpus > 0 else 0)
+    return learners, float(gpus)
+
+
+def learner_bundles(settings: PPOSettings, cluster_gpus: float) -> list[dict[str, float]]:
+    """What the remote learners ask Ray for (RLlib's "auto" CPUs: 0 beside a GPU, else 1); none in the driver."""
+    learners, gpus = learner_layout(settings, cluster_gpus)
+    return [{"GPU": gpus} if gpus else {"CPU": 1.0}] * learners
+
+
+def cluster_gpus() -> float:
+    """GPUs the connected Ray cluster has or its autoscaler can start; this machine's CUDA without Ray."""
+    import ray
+
+    if ray.is_initialized():
+        from rl_agent.capacity import gpus_possible
+
+        return gpus_possible()
     import torch
+
+    return float(torch.cuda.device_count())
+
+
+def build_ppo_config(settings: PPOSettings, gpus_available: float | None = None):
+    """The RLlib config; `gpus_available` (default: asked from the cluster) decides where the learner runs."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
     from ray.tune.registry import register_env
 
     from rl_agent.impala_module import ImpalaCNNModule
 
-    gpus = settings.num_gpus_per_learner
-    if gpus is None:
-        gpus = 1 if torch.cuda.is_available() else 0
+    learners, gpus = learner_layout(settings, cluster_gpus() if gpus_available is None else gpus_available)
     register_env(ENV_NAME, make_vector_env)
     return (
         PPOConfig()
@@ -109,7 +140,7 @@ def build_ppo_config(settings: PPOSettings):
             rollout_fragment_length=settings.rollout_length,
             num_cpus_per_env_runner=settings.cpus_per_env_runner,
         )
-        .learners(num_learners=0, num_gpus_per_learner=gpus)
+        .learners(num_learners=learners, num_gpus_per_learner=gpus)
         .training(
             lr=settings.lr,
             gamma=settings.gamma,

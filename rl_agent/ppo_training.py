@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from rl_agent.coinrun_env import ConfigError
-from rl_agent.ppo_config import PPOSettings, build_ppo_config
+from rl_agent.capacity import ensure_resources, format_resources
+from rl_agent.ppo_config import PPOSettings, build_ppo_config, cluster_gpus, learner_bundles
 from rl_agent.ppo_policy import checkpoints_of
 
 CURVE_FIELDS = ["iteration", "env_steps", "episode_return_mean", "episode_len_mean", "episodes", "env_steps_per_s",
@@ -119,7 +120,12 @@ def train_agent(settings: PPOSettings, run_dir: str | Path, show_progress: bool 
     if random_reference is not None:
         reference_path.write_text(json.dumps({"random_return": random_reference}))
 
-    algo = build_ppo_config(settings).build_algo()
+    gpus = cluster_gpus()
+    bundles = learner_bundles(settings, gpus)
+    if bundles:  # a remote learner: a GPU node the autoscaler may have to start first
+        ensure_resources(bundles, f"the PPO learner {format_resources(bundles[0])}",
+                         "pass --gpus-per-learner 0 to learn on CPUs in the driver")
+    algo = build_ppo_config(settings, gpus_available=gpus).build_algo()
     existing = checkpoints_of(run_dir)
     iteration, env_steps, wall_before = 0, 0, 0.0
     if existing:

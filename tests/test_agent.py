@@ -145,3 +145,40 @@ def test_a_relative_checkpoint_reaches_the_collectors_as_an_absolute_path(traine
 
     config = small_config(agent="ppo", checkpoint=os.path.relpath(trained_run))
     assert config.checkpoint == str(trained_run)  # collector actors may run in another working directory
+
+
+def test_the_learner_is_remote_only_when_it_has_gpus():
+    """On GPUs a remote learner (it lands on a GPU node, not on the CPU head running the driver); on CPUs it
+    stays in the driver (the tiny preset's speed depends on it); --gpus-per-learner / the preset decide first."""
+    from rl_agent.ppo_config import build_ppo_config, learner_bundles
+
+    def layout(gpus_available, **values):
+        config = build_ppo_config(PPOSettings(**(TINY | values)), gpus_available=gpus_available)
+        return config.num_learners, config.num_gpus_per_learner
+
+    assert layout(0) == (0, 0) and learner_bundles(PPOSettings(**TINY), 0) == []
+    assert layout(4) == (1, 1)  # a cluster with (or able to start) GPUs
+    assert layout(0, num_gpus_per_learner=0.5) == (1, 0.5)  # asked for: the autoscaler is to start a GPU node
+    assert layout(4, num_gpus_per_learner=0) == (0, 0)
+    assert learner_bundles(PPOSettings(**TINY, num_gpus_per_learner=1), 0) == [{"GPU": 1.0}]
+    assert learner_bundles(PPOSettings(**TINY, num_learners=1), 0) == [{"CPU": 1.0}]
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        PPOSettings(**TINY, num_gpus_per_learner=-1)
+
+
+def test_a_remote_learner_trains_on_cpus(ray_cluster, tmp_path):
+    """num_learners=1 without GPUs: the learner actor trains an iteration and the checkpoint holds its weights."""
+    from ray.util.state import list_actors
+
+    before = {a.actor_id for a in list_actors(limit=1000)}
+    summary = train_agent(PPOSettings(total_env_steps=256, num_learners=1, **TINY), tmp_path / "run",
+                          show_progress=False, random_reference=2.0)
+    assert summary.iterations == 1 and summary.env_steps >= 256
+    # RLlib wraps its remote learners and env runners as `_WrappedExecutable` actors; with 0 env runners the one
+    # this run started is the learner (the driver-side learner of num_learners=0 starts none)
+    started = [a for a in list_actors(detail=True, limit=1000) if a.actor_id not in before]
+    learners = [a for a in started if a.class_name.endswith("_WrappedExecutable")]
+    assert len(learners) == 1 and learners[0].required_resources.get("CPU") == 1, [a.class_name for a in started]
+    module, _ = load_module(str(tmp_path / "run"))
+    logits, values = module.policy_and_value(torch.zeros((2, 64, 64, 3), dtype=torch.uint8))
+    assert logits.shape == (2, 15) and torch.isfinite(values).all()
