@@ -322,7 +322,7 @@ def copy_last_frame_baseline(data: str, context: int = 2, horizon: int = 10, epi
     per_step = np.zeros(horizon)
     for lo in range(0, len(windows), 64):
         frames, _ = read_windows(store, windows[lo : lo + 64], context + horizon)
-        per_step += copy_last_frame_psnr(frames, context).numpy().sum(axis=0)
+        per_step += copy_last_frame_psnr(frames, context).cpu().numpy().sum(axis=0)
     per_step /= len(windows)
     return {"per_step": per_step.tolist(), "mean": float(per_step.mean()), "episodes": len(windows),
             "data": data, "context": context, "horizon": horizon, "seed": seed}

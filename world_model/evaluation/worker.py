@@ -117,7 +117,7 @@ def _evaluate_lam(model: ModelUnderTest, batch: Batch, inception) -> dict[str, A
     predicted = predicted.clamp(0, 1)
     records = _records(batch)
     _put(records, "reconstruction", _scores(predicted, batch.frames[:, 1:]))
-    copy = psnr_per_frame(batch.frames[:, :-1], batch.frames[:, 1:]).numpy()  # (B, T-1): "nothing moves"
+    copy = psnr_per_frame(batch.frames[:, :-1], batch.frames[:, 1:]).cpu().numpy()  # (B, T-1): "nothing moves"
     ids = ids.cpu().numpy()  # (B, T-1)
     for i, record in enumerate(records):
         record["copy_last_frame_psnr"] = copy[i].tolist()
@@ -145,14 +145,16 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
         predictions["teacher_forced"] = rollouts.teacher_forced(world, batch.frames, ids, c, h)
     for mode in config.modes:
         _put(records, mode, _scores(predictions[mode], target))
-    copy = copy_last_frame_psnr(batch.frames, c).numpy()  # (B, horizon)
+    copy = copy_last_frame_psnr(batch.frames, c).cpu().numpy()  # (B, horizon)
     for i, record in enumerate(records):
         record["copy_last_frame_psnr"] = copy[i].tolist()
         record["action_ids"] = ids[i].cpu().tolist()
 
     if config.delta_t <= h:  # ΔtPSNR at t: same context, same noise, only the action into frame t changed
         truth = target[:, config.delta_t - 1]  # (B, H, W, C)
-        factual = psnr_per_frame(predictions["autoregressive"][:, config.delta_t - 1].clamp(0, 1), torch.as_tensor(truth)).numpy()
+        # metrics run where the prediction is (the GPU in `genie eval --gpus-per-worker`): .cpu() before .numpy()
+        factual = psnr_per_frame(predictions["autoregressive"][:, config.delta_t - 1].clamp(0, 1),
+                                 torch.as_tensor(truth)).cpu().numpy()
         index = c - 2 + config.delta_t
         # "delta_psnr": the paper's counterfactual, any different id; "delta_psnr_effect" (GenieRedux-G): an
         # action of another effect class, since 8 ids do nothing and DOWN's twins act alike (config.ACTION_EFFECTS)
@@ -161,7 +163,7 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
             rng = np.random.default_rng([config.seed, batch.index, stream])
             other, changed = rollouts.counterfactual_frame(world, batch.frames, ids, c, config.delta_t, steps,
                                                            temperature, batch.seed, rng, by_effect)  # (B, H, W, C)
-            counter = psnr_per_frame(other.clamp(0, 1), torch.as_tensor(truth)).numpy()  # (B,)
+            counter = psnr_per_frame(other.clamp(0, 1), torch.as_tensor(truth)).cpu().numpy()  # (B,)
             for i, record in enumerate(records):
                 record[key] = {"t": config.delta_t, "psnr": float(factual[i]), "psnr_other_action": float(counter[i]),
                                "delta": float(factual[i] - counter[i]), "action": int(ids[i, index]),
