@@ -77,3 +77,44 @@ def test_versions_are_pinned_to_the_project_and_storage_is_a_parameter():
     assert config["available_node_types"]["gpu"]["docker"]["worker_image"].endswith("-gpu")
     for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert re.search(r"GENIE_STORAGE=s3://\S+", " ".join(config[commands])), f"{commands} must export GENIE_STORAGE"
+
+
+def test_nodes_have_pinned_images_and_workers_their_own_bucket_profile():
+    """Ray 2.60 creates ray-autoscaler-v1 for the head only (a `ray-head-v1` profile does not exist, and worker
+    launches failed on it); without ImageId it picks an Ubuntu 18.04 / CUDA 11.2 AMI too old for torch's cu128."""
+    text = (REPO / "cluster.yaml").read_text()
+    types = _validate(_config())["available_node_types"]
+    for name, node_type in types.items():
+        image = node_type["node_config"].get("ImageId", "")
+        family = "gpu" if "GPU" in node_type["resources"] else "cpu"
+        assert re.fullmatch(rf"ami-(CHANGE-ME-{family}|[0-9a-f]{{8,17}})", image), f"{name}: ImageId {image!r}"
+        assert re.search(rf"ImageId: {image} +# {family}-ami", text), f"{name}: its ImageId line lacks `# {family}-ami`"
+    assert "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)" in text and ">= 570" in text
+    assert "IamInstanceProfile" not in types["head"]["node_config"], "the head keeps Ray's own profile"
+    for name in ("collector", "gpu"):
+        assert types[name]["node_config"]["IamInstanceProfile"] == {"Name": "genie-redux-worker"}
+    assert "ray-head-v1" not in text
+    assert any("get-docker.sh" in c for c in _config()["initialization_commands"]), "Ubuntu images have no Docker"
+
+
+def test_pin_amis_writes_the_newest_image_of_each_family(tmp_path):
+    """scripts/pin_amis.sh against a stand-in `aws` that answers as `describe-images --output text` does."""
+    import os
+    import subprocess
+
+    fake = tmp_path / "bin" / "aws"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n'
+                    'case "$*" in *Nvidia*) echo "ami-0123456789abcdef0\tDeep Learning Base GPU 20990101";;\n'
+                    '*) echo "ami-0fedcba9876543210\tubuntu-jammy-22.04-amd64-server-20990101";; esac\n')
+    fake.chmod(0o755)
+    config = tmp_path / "cluster.yaml"
+    config.write_text((REPO / "cluster.yaml").read_text())
+    env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(["bash", str(REPO / "scripts" / "pin_amis.sh"), str(config)], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "--region us-west-2" in (fake.parent / "calls").read_text()
+    types = _validate(yaml.safe_load(config.read_text()))["available_node_types"]
+    assert types["gpu"]["node_config"]["ImageId"] == "ami-0123456789abcdef0"
+    assert types["head"]["node_config"]["ImageId"] == types["collector"]["node_config"]["ImageId"] == "ami-0fedcba9876543210"
