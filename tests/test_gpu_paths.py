@@ -20,3 +20,17 @@ def test_evaluation_and_play_copy_tensors_to_the_cpu_before_numpy():
                 if not code[: match.start()].endswith(".cpu()"):
                     bare.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not bare, "\n".join(bare)
+
+
+def test_gpu_check_skips_cleanly_without_a_gpu():
+    """On a CPU machine the check says it skipped and exits 0 (CI and laptops run it harmlessly)."""
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("a GPU is here: run scripts/gpu_check.sh itself")
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "SKIPPED: no CUDA GPU" in result.stdout, result.stdout + result.stderr
