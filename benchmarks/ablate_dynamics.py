@@ -42,7 +42,12 @@ from rl_agent.store.reader import EpisodeStore  # noqa: E402
 from world_model.checkpoint import load_model  # noqa: E402
 from world_model.config import OptimConfig, config_from_dict, config_to_dict, load_preset  # noqa: E402
 from world_model.dynamics import Dynamics  # noqa: E402
-from world_model.evaluation.metrics import psnr_per_frame  # noqa: E402
+from world_model.evaluation.config import FORK_ACTIONS  # noqa: E402
+from world_model.evaluation.episodes import select_windows  # noqa: E402
+from world_model.evaluation.forks import real_forks  # noqa: E402
+from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins, psnr_per_frame  # noqa: E402
+from world_model.evaluation.rollouts import forked_dreams  # noqa: E402
+from rl_agent.coinrun_env import ACTION_NAMES  # noqa: E402
 from world_model.generation import WorldModel, carry_unchanged  # noqa: E402
 from world_model.optim import Optimization  # noqa: E402
 from world_model.runs import resolve_checkpoint  # noqa: E402
@@ -181,6 +186,30 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
     return out
 
 
+def fork_set(store: EpisodeStore, count: int, context: int, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Up to `count` test windows whose real game forks (RIGHT xk vs LEFT xk): context frames (N, c, H, W, C),
+    context actions (N, c-1), real futures (N, F, k, H, W, C)."""
+    frames, acts, forks = [], [], []
+    for window in select_windows(store, context + steps, None, seed):
+        real = real_forks(store, window, context, steps, FORK_ACTIONS)
+        if real.frames is None:
+            continue
+        f, a = store.window(window.episode, window.start, context)
+        frames.append(f), acts.append(a), forks.append(real.frames)
+        if len(frames) == count:
+            break
+    return np.stack(frames), np.stack(acts), np.stack(forks)
+
+
+@torch.no_grad()
+def fork_score(world: WorldModel, forks: tuple[np.ndarray, np.ndarray, np.ndarray], maskgit_steps: int, seed: int) -> dict:
+    frames, acts, real = forks
+    dreams = forked_dreams(world, frames, torch.from_numpy(acts.astype(np.int64)), real,
+                           [ACTION_NAMES.index(n) for n in FORK_ACTIONS], maskgit_steps, None, seed)  # (N, F, k, H, W, C)
+    score, _ = forked_future_wins(forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy())  # (N,)
+    return {"fork_score": ci(score)}
+
+
 # ---- the study -----------------------------------------------------------------------------------
 def build(preset, tokenizer, variant: dict, seed: int) -> tuple[Dynamics, OptimConfig]:
     base = config_to_dict(dataclasses.replace(preset.dynamics, vocab_size=tokenizer.config.quantizer.codebook_size,
@@ -206,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=256, help="held-out windows per test set")
     parser.add_argument("--rollouts", type=int, default=32, help="of which rolled out autoregressively (0: none)")
     parser.add_argument("--maskgit-steps", type=int, default=4)
+    parser.add_argument("--forks", type=int, default=24, help="windows per test set forked RIGHT x4 / LEFT x4 (0: none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--out", default=None, help="JSON results (appended per variant)")
@@ -235,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     context, horizon = 2, 10
     tests = {name: held_out_windows(EpisodeStore(str(run / "data" / folder)), args.windows, context + horizon, args.seed)
              for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))}
+    fork_sets = {name: fork_set(EpisodeStore(str(run / "data" / folder)), args.forks, context, 4, args.seed)
+                 for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
     length = preset.dynamics.frames
     batch = args.batch or preset.batch_size
     records = []
@@ -246,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         world = WorldModel(tokenizer, dynamics.eval())
         for test, (frames, acts) in tests.items():
             metrics = score(world, frames, acts, context, args.rollouts, horizon, args.maskgit_steps, args.seed)
+            if test in fork_sets:
+                metrics.update(fork_score(world, fork_sets[test], args.maskgit_steps, args.seed))
             record = {"variant": name, "test": test, "steps": args.steps, "batch": batch, "train_seconds": seconds,
                       "seed": args.seed, **{k: list(v) for k, v in metrics.items()}}
             records.append(record)
@@ -265,7 +299,7 @@ def _row(r: dict) -> str:
     return (f"| {r['variant']} | {r['test']} | {f('tf_acc', 3)} (copy {r['copy_acc'][0]:.3f}) | {f('tf_psnr')} "
             f"(copy {r['copy_psnr'][0]:.2f}, ceiling {r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | "
             f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | "
-            f"carry: {f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | {r['train_seconds']:.0f} s |")
+            f"carry: {f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | forks {f('fork_score')} | {r['train_seconds']:.0f} s |")
 
 
 if __name__ == "__main__":

@@ -204,8 +204,14 @@ class Preset:
     optim: OptimConfig
     batch_size: int
     train: TrainSettings = field(default_factory=TrainSettings)
+    # per-stage optimiser fields over `optim` (e.g. {"dynamics": {"lr": 1e-3}}): the stages need not share one lr
+    stage_optim: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for stage in self.stage_optim:
+            if stage not in STAGES:
+                raise ConfigError(f"stage_optim names unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+            self.optim_for(stage)  # validates the merged settings now, not at the start of training
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.dynamics.vocab_size != self.tokenizer.quantizer.codebook_size:
@@ -213,6 +219,11 @@ class Preset:
                               f"quantizer.codebook_size {self.tokenizer.quantizer.codebook_size}")
         if self.dynamics.grid != self.tokenizer.grid:
             raise ConfigError(f"dynamics.grid {self.dynamics.grid} must equal the tokenizer's image_size // patch = {self.tokenizer.grid}")
+
+    def optim_for(self, stage: str) -> OptimConfig:
+        """The optimiser of one stage: `optim` with that stage's `stage_optim` fields over it."""
+        fields = self.stage_optim.get(stage) or {}
+        return config_from_dict(OptimConfig, {**config_to_dict(self.optim), **fields}) if fields else self.optim
 
     def stage_config(self, stage: str) -> Any:
         if stage not in STAGES:
@@ -222,7 +233,7 @@ class Preset:
 
 def preset_from_sections(name: str, sections: dict[str, Any]) -> Preset:
     """Build a Preset from the `world_model:` section of a preset file (missing fields take defaults)."""
-    known = {"tokenizer", "lam", "dynamics", "optim", "batch_size", "train"}
+    known = {"tokenizer", "lam", "dynamics", "optim", "stage_optim", "batch_size", "train"}
     unknown = set(sections) - known
     if unknown:
         raise ConfigError(f"unknown world_model field(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -234,6 +245,7 @@ def preset_from_sections(name: str, sections: dict[str, Any]) -> Preset:
         optim=config_from_dict(OptimConfig, sections.get("optim") or {}),
         batch_size=int(sections.get("batch_size", 84)),
         train=config_from_dict(TrainSettings, sections.get("train") or {}),
+        stage_optim={str(k): dict(v or {}) for k, v in (sections.get("stage_optim") or {}).items()},
     )
 
 

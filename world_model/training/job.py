@@ -106,7 +106,7 @@ class TrainJob:
         return self.global_batch(preset) // self.workers // self.micro(preset)
 
     def optim(self, preset: Preset) -> OptimConfig:
-        optim = preset.optim
+        optim = preset.optim_for(self.stage)
         if self.steps is not None:
             warmup = min(optim.warmup_steps, max(0, self.steps - 1))
             optim = dataclasses.replace(optim, total_steps=self.steps, warmup_steps=warmup)
