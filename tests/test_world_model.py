@@ -378,3 +378,68 @@ def test_lam_reads_each_latent_action_from_a_window_of_its_training_length():
         whole_frames, whole = lam(frames)  # one pass over all frames: encoder and decoder see more past than in training
     assert torch.equal(ids[:, : span - 1], whole.ids[:, : span - 1])  # within the first window nothing changes
     assert not torch.allclose(predicted, whole_frames, atol=1e-4)  # beyond it the one pass differs
+
+
+# ---- the options that let a small dynamics learn quickly (issue 14) --------------------------------
+def _fast_dynamics(**options):
+    config = DynamicsConfig(vocab_size=32, grid=8, frames=4, transformer=BLOCK, sampling_steps=2, **options)
+    return Dynamics(config)
+
+
+def test_copy_gate_starts_as_a_logit_bonus_for_the_predecessors_token_only_where_it_is_known():
+    torch.manual_seed(0)
+    plain, copying = _fast_dynamics(), _fast_dynamics(copy_bias=3.0)
+    copying.load_state_dict({**plain.state_dict(), **{k: v for k, v in copying.state_dict().items() if k.startswith("copy_gate")}})
+    tokens = torch.randint(0, 32, (2, 3, 8, 8))
+    actions = torch.randint(0, 15, (2, 2))
+    difference = copying(tokens, actions) - plain(tokens, actions)  # (B, T, h, w, V)
+    assert torch.allclose(difference[:, 0], torch.zeros_like(difference[:, 0]))  # frame 0 has no predecessor
+    bonus = difference[:, 1:].gather(-1, tokens[:, :-1].unsqueeze(-1)).squeeze(-1)  # (B, T-1, h, w)
+    assert torch.allclose(bonus, torch.full_like(bonus, 3.0), atol=1e-5)
+    assert torch.allclose(difference[:, 1:].sum(-1), bonus, atol=1e-4)  # nothing else changed
+
+
+def test_tied_output_and_codebook_start_make_alike_codes_start_alike():
+    torch.manual_seed(0)
+    dynamics = _fast_dynamics(tie_embeddings=True, token_init="codebook")
+    codebook = torch.nn.functional.normalize(torch.randn(32, 8), dim=-1)
+    codebook[1] = torch.nn.functional.normalize(codebook[0] + 0.01 * torch.randn(8), dim=-1)  # a near twin of code 0
+    dynamics.init_token_embeddings(codebook)
+    table = dynamics.token_embedding.weight[:32]
+    similarity = torch.nn.functional.cosine_similarity(table[0], table[1:], dim=-1)  # (31,)
+    assert similarity[0] > 0.99 and similarity[1:].abs().max() < 0.99
+    assert not hasattr(dynamics, "to_logits")  # logits read the embedding table
+    with pytest.raises(ValueError, match="codes"):
+        dynamics.init_token_embeddings(codebook[:16])
+
+
+def test_last_frame_mask_share_leaves_the_context_clean_in_that_share_of_windows():
+    dynamics = _fast_dynamics(last_frame_mask_share=1.0)
+    mask = dynamics.random_mask(torch.zeros(16, 4, 8, 8, dtype=torch.long), torch.Generator().manual_seed(0))
+    assert not mask[:, :3].any() and mask[:, 3].flatten(1).float().mean(1).min() >= 0.5
+    mixed = _fast_dynamics(last_frame_mask_share=0.5).random_mask(torch.zeros(400, 4, 8, 8, dtype=torch.long),
+                                                                  torch.Generator().manual_seed(0))
+    clean = (~mixed[:, 1:3].flatten(1).any(1)).float().mean()
+    assert 0.4 < float(clean) < 0.6
+
+
+def test_carry_keeps_the_previous_frames_pixels_exactly_where_the_dream_keeps_the_token():
+    from world_model.generation import carry_unchanged
+
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer().eval()
+    world = WorldModel(tokenizer, _fast_dynamics(carry_unchanged=True).eval())
+    video, actions = random_video(batch=2, frames=4)
+    dream = world.generate(video[:, :2], actions[:, :3], horizon=2, steps=2, temperature=0.0)  # (B, 2, H, W, C)
+    context = tokenizer.tokenize(video[:, :2])
+    generated = world.dynamics.generate_tokens(context, torch.as_tensor(actions[:, :3]).long(), 2, 2, 0.0)  # the same tokens
+    kept = (generated[:, 0] == context[:, -1]).repeat_interleave(8, 1).repeat_interleave(8, 2)  # (B, H, W)
+    last = torch.as_tensor(video[:, 1]).float() / 255.0
+    assert kept.any() and torch.equal(dream[:, 0][kept], last[kept])
+    # the composition itself: unchanged patch -> previous pixels, changed patch -> decoded pixels
+    decoded, previous = torch.zeros(1, 16, 16, 3), torch.ones(1, 16, 16, 3)
+    new, old = torch.tensor([[[1, 2], [3, 4]]]), torch.tensor([[[1, 0], [3, 0]]])
+    out = carry_unchanged(decoded, previous, new, old)
+    assert out[0, :, :8].eq(1).all() and out[0, :, 8:].eq(0).all()
+    plain = WorldModel(tokenizer, _fast_dynamics().eval())
+    assert torch.equal(plain.render(decoded[:, :, :, :], previous, new, old), decoded)

@@ -132,6 +132,7 @@ class DynamicsConfig:
     copy_bias: float = 0.0  # initial logit bonus for the predecessor frame's token at each position (0 = no copy path)
     spatial_positions: Literal["none", "sincos", "learned"] = "none"  # absolute (h, w) embedding added to every frame
     last_frame_mask_share: float = 0.0  # share of training windows with a clean context and only the last frame masked
+    carry_unchanged: bool = False  # decoding: a patch whose token stays the same keeps the previous frame's pixels
 
     def __post_init__(self) -> None:
         if self.token_init not in ("random", "codebook"):

@@ -8,7 +8,7 @@ from einops import repeat
 from torch import nn
 
 from world_model.dynamics import Dynamics
-from world_model.frames import to_long
+from world_model.frames import to_long, to_unit_float
 from world_model.lam import LatentActionModel
 from world_model.tokenizer import Tokenizer
 
@@ -49,7 +49,25 @@ class WorldModel(nn.Module):
         generated = self.dynamics.generate_tokens(
             context, self.action_inputs(actions), horizon, steps, temperature, generator
         )  # (B, horizon, h, w)
-        return self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])
+        frames = self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])  # (B, horizon, H, W, C)
+        if not self.dynamics.config.carry_unchanged:
+            return frames
+        canvas = to_unit_float(context_frames[:, -1], self.dynamics.device)  # (B, H, W, C): the last real frame
+        previous, carried = context[:, -1], []  # (B, h, w)
+        for i in range(horizon):
+            canvas = carry_unchanged(frames[:, i], canvas, generated[:, i], previous)  # (B, H, W, C)
+            previous = generated[:, i]
+            carried.append(canvas)
+        return torch.stack(carried, dim=1)  # (B, horizon, H, W, C)
+
+    @torch.no_grad()
+    def render(self, decoded: torch.Tensor, previous_frame: torch.Tensor | np.ndarray | None, tokens: torch.Tensor,
+               previous_tokens: torch.Tensor) -> torch.Tensor:
+        """The frame shown for new tokens (B, h, w): their decoding (B, H, W, C) in [0, 1], or, when the dynamics
+        carries unchanged patches and the previous frame (B, H, W, C) is known, that composition."""
+        if not self.dynamics.config.carry_unchanged or previous_frame is None:
+            return decoded
+        return carry_unchanged(decoded, to_unit_float(previous_frame, decoded.device), tokens, previous_tokens)
 
     @torch.no_grad()
     def decode_windows(self, tokens: torch.Tensor, first: int) -> torch.Tensor:

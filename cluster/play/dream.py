@@ -91,7 +91,8 @@ def dream(model: str | os.PathLike, actions: str, out: str | os.PathLike, config
     for action in ids:
         context = np.stack(tokens[-stepper.context_frames:])  # (Tc, h, w)
         previous = history[len(history) - (len(context) - 1):] if len(context) > 1 else []
-        out_step = stepper.step([StepInput(context, np.array([*previous, action]), steps, temperature)], generator)[0]
+        out_step = stepper.step([StepInput(context, np.array([*previous, action]), steps, temperature,
+                                                previous_frame=frames[-1])], generator)[0]
         tokens.append(out_step.tokens)
         history.append(action)
         frames.append(out_step.frame)

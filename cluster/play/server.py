@@ -223,7 +223,7 @@ class PlayIngress:
             for _ in range(body.count):
                 tokens, actions = session.context(info["context_frames"], body.action)  # (Tc, h, w), (Tc,)
                 out: StepOutput = await self.model.step.remote(
-                    StepInput(tokens, actions, steps, session.temperature)
+                    StepInput(tokens, actions, steps, session.temperature, previous_frame=session.frames[-1])
                 )
                 real_frame = None
                 if session.real is not None:

@@ -27,6 +27,7 @@ class StepInput:
     steps: int  # MaskGIT passes for the new frame
     temperature: float
     seed: int | None = None  # sampling seed; None draws from torch's global generator
+    previous_frame: np.ndarray | None = None  # (H, W, C) uint8 the frame shown last (patches left unchanged keep it)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ class Stepper:
             tokens, self.model.action_inputs(actions), steps, temperature, generator
         )  # (B, h, w)
         window = torch.cat([tokens, new.unsqueeze(1)], dim=1)[:, -self.decode_frames:]  # (B, <=Td, h, w)
-        frames = to_uint8(self.model.tokenizer.detokenize(window)[:, -1]).cpu().numpy()  # (B, H, W, C)
+        decoded = self.model.tokenizer.detokenize(window)[:, -1]  # (B, H, W, C)
+        if all(it.previous_frame is not None for it in items):
+            shown = torch.as_tensor(np.stack([it.previous_frame for it in items]), device=device)  # (B, H, W, C) uint8
+            decoded = self.model.render(decoded, shown, new, tokens[:, -1])  # (B, H, W, C)
+        frames = to_uint8(decoded).cpu().numpy()  # (B, H, W, C)
         new_np = new.cpu().numpy().astype(np.int16)  # (B, h, w)
         return [StepOutput(new_np[b], frames[b]) for b in range(len(items))]

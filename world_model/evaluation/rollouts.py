@@ -79,7 +79,7 @@ def teacher_forced(world: WorldModel, frames: np.ndarray, action_ids: torch.Tens
         inputs = world.action_inputs(action_ids[:, lo:k])  # (B, k-lo[, D])
         new = dynamics(window, inputs)[:, -1].argmax(-1)  # (B, h, w)
         decoded = tokenizer.detokenize(torch.cat([tokens[:, :-1], new.unsqueeze(1)], dim=1))  # (B, k-lo+1, H, W, C)
-        predicted.append(decoded[:, -1])
+        predicted.append(world.render(decoded[:, -1], frames[:, k - 1], new, tokens[:, -2]))  # (B, H, W, C)
     return torch.stack(predicted, dim=1)  # (B, horizon, H, W, C)
 
 
