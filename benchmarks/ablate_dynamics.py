@@ -73,6 +73,11 @@ VARIANTS: dict[str, dict] = {
     "all": {"dynamics": TINY_BEST},
     "all_peg": {"dynamics": {**TINY_BEST, "transformer": dict(peg_init="random")}},
     "all_lr1e-3": {"dynamics": TINY_BEST, "optim": dict(lr=1e-3, min_lr=1e-4)},
+    "all_copy1": {"dynamics": {**TINY_BEST, "copy_bias": 1.0}},
+    "all_no_lastmask": {"dynamics": {**TINY_BEST, "last_frame_mask_share": 0.0}},
+    "all_no_positions": {"dynamics": {**TINY_BEST, "spatial_positions": "none"}},
+    "all_untied": {"dynamics": {**TINY_BEST, "tie_embeddings": False, "token_init": "random"}},
+    "all_wide": {"dynamics": {**TINY_BEST, "transformer": dict(dim=96, heads=4)}},
 }
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from rl_agent.store import EpisodeStore
@@ -53,16 +54,23 @@ class _Subset:
         return np.stack(frames), np.stack(actions)
 
 
-def test_tiny_tokenizer_reconstructs_held_out_coinrun_frames_above_25_db(small_dataset):
+@pytest.fixture(scope="module")
+def tiny_tokenizer(small_dataset):
+    """The tiny tokenizer trained on real CoinRun frames (its own test's bar; the dynamics test reads its tokens)."""
     torch.set_num_threads(2)
     store = EpisodeStore(small_dataset)
-    train, held_out = _split(store)
+    train, _ = _split(store)
     model = Tokenizer(load_preset("tiny").tokenizer)
     start = time.perf_counter()
     steps = load_preset("tiny").optim.total_steps
     last = _train(model, _Subset(store, train), steps=steps, batch=8, length=2)
-    seconds = time.perf_counter() - start
-    model.eval()
+    return model.eval(), last, time.perf_counter() - start, steps
+
+
+def test_tiny_tokenizer_reconstructs_held_out_coinrun_frames_above_25_db(small_dataset, tiny_tokenizer):
+    store = EpisodeStore(small_dataset)
+    train, held_out = _split(store)
+    model, last, seconds, steps = tiny_tokenizer
     frames = to_unit_float(np.concatenate([store.episode_frames(e) for e in held_out]))[:, None]  # (N, 1, H, W, C)
     with torch.no_grad():
         reconstruction = torch.cat([model(chunk)[0] for chunk in frames.split(64)])
@@ -116,3 +124,80 @@ def test_tiny_lam_latent_actions_carry_information_about_true_actions(sticky_dat
     print(f"\nLAM: I(latent; true horizontal action) = {information:.3f} bits on {len(true)} held-out transitions; "
           f"permutation null 99th percentile {np.percentile(null, 99):.3f} bits")
     assert information > 2 * np.percentile(null, 99) and information >= 0.05
+
+
+def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_dataset, tiny_tokenizer):
+    """The tiny dynamics (the preset's options), trained in-process on tokens of real CoinRun windows with held
+    keys, against copy-last-frame on held-out episodes: teacher-forced next-frame token accuracy above copying's
+    (paired over frames), and forked futures (RIGHT x4 vs LEFT x4 replayed in the real game) above chance."""
+    from rl_agent.coinrun_env import ACTION_NAMES
+    from world_model.dynamics import Dynamics
+    from world_model.evaluation.config import FORK_ACTIONS
+    from world_model.evaluation.episodes import Window
+    from world_model.evaluation.forks import real_forks
+    from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins
+    from world_model.evaluation.rollouts import forked_dreams
+    from world_model.generation import WorldModel
+    from world_model.steps import DynamicsStage, TokenBatch
+
+    torch.set_num_threads(2)
+    tokenizer = tiny_tokenizer[0]
+    store = EpisodeStore(sticky_dataset)
+    held_out = list(range(len(store) - 6, len(store)))
+    train = list(range(len(store) - 6))
+    tokens = {e: tokenizer.tokenize(store.episode_frames(e)[None])[0] for e in range(len(store))}  # (L, h, w) each
+    preset = load_preset("tiny")
+    torch.manual_seed(0)
+    dynamics = Dynamics(preset.dynamics)
+    dynamics.init_token_embeddings(tokenizer.quantizer.normalized_codebook())
+    stage = DynamicsStage(dynamics, tokenizer)
+    steps, length = STEPS_DYNAMICS, preset.dynamics.frames
+    optimization = Optimization(dynamics, dataclasses.replace(preset.optim_for("dynamics"), total_steps=steps))
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        episodes = rng.choice(train, size=preset.batch_size)
+        starts = [int(rng.integers(0, store.lengths[e] - length + 1)) for e in episodes]
+        window = torch.stack([tokens[e][s: s + length] for e, s in zip(episodes, starts)])  # (B, T, h, w)
+        actions = np.stack([store.window(e, s, length)[1] for e, s in zip(episodes, starts)])  # (B, T-1)
+        train_step(stage, optimization, TokenBatch(window, actions))
+    seconds = time.perf_counter() - start
+
+    # teacher forced: every held-out transition predicted from its real predecessor(s), one pass, argmax
+    dynamics.eval()
+    model_hits, copy_hits = [], []
+    with torch.no_grad():
+        for e in held_out:
+            ids = tokens[e]  # (L, h, w)
+            actions = torch.as_tensor(store.window(e, 0, int(store.lengths[e]))[1].astype(np.int64))  # (L-1,)
+            for s in range(0, len(ids) - length + 1, length - 1):
+                window, acts = ids[None, s: s + length], actions[None, s: s + length - 1]
+                logits = dynamics.teacher_forced_logits(window, acts)  # (1, T-1, h, w, V)
+                model_hits.append((logits.argmax(-1) == window[:, 1:]).float().mean((2, 3))[0])
+                copy_hits.append((window[:, :-1] == window[:, 1:]).float().mean((2, 3))[0])
+    gain = (torch.cat(model_hits) - torch.cat(copy_hits)).numpy()  # (N,) per held-out frame
+    half = 1.96 * gain.std(ddof=1) / np.sqrt(len(gain))
+
+    # forked futures on held-out windows
+    world = WorldModel(tokenizer, dynamics)
+    contexts, context_actions, forks = [], [], []
+    for e in held_out:
+        for s in range(0, int(store.lengths[e]) - 6, 7):
+            real = real_forks(store, Window(e, store.episodes[e].episode.id, s, int(store.episodes[e].episode.level_seed)),
+                              2, 4, FORK_ACTIONS)
+            if real.frames is not None:
+                frames, acts = store.window(e, s, 2)
+                contexts.append(frames), context_actions.append(acts), forks.append(real.frames)
+    real = np.stack(forks)  # (N, F, k, H, W, C)
+    dreams = forked_dreams(world, np.stack(contexts), torch.as_tensor(np.stack(context_actions).astype(np.int64)), real,
+                           [ACTION_NAMES.index(n) for n in FORK_ACTIONS], 4, None, 0)
+    score, _ = forked_future_wins(forked_future_psnr(dreams.clamp(0, 1), real).numpy())  # (N,)
+    print(f"\ndynamics ({steps} steps, {seconds:.0f} s): teacher-forced token accuracy "
+          f"{float(torch.cat(model_hits).mean()):.3f} vs copy-last-frame {float(torch.cat(copy_hits).mean()):.3f} "
+          f"(paired gain {gain.mean():+.3f} ± {half:.3f}, {len(gain)} held-out frames); forked-future score "
+          f"{score.mean():.2f} over {len(score)} windows (chance 0.5)")
+    assert gain.mean() - half > 0
+    assert score.mean() > 0.5 and len(score) >= 8
+
+
+STEPS_DYNAMICS = 600

@@ -59,6 +59,8 @@ def build_stage(job: TrainJob, preset: Preset, device: torch.device) -> tuple[nn
     dynamics = Dynamics(config)
     if init is not None:
         dynamics.load_state_dict(init.model_state)
+    elif config.token_init == "codebook":  # a fresh run starts its token embeddings from the frozen tokenizer's codes
+        dynamics.init_token_embeddings(tokenizer.quantizer.normalized_codebook(), job.seed)
     dynamics = dynamics.to(device)
     return DynamicsStage(dynamics, tokenizer, lam).to(device), dynamics
 
