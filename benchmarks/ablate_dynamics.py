@@ -167,6 +167,7 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
     tf_psnr = psnr_per_frame(predicted.clamp(0, 1), target).numpy()
     out = {
         "tf_acc": ci((ids == tokens[:, -1]).float().mean((1, 2)).numpy()),
+        "acc_gain": ci(((ids == tokens[:, -1]).float().mean((1, 2)) - (tokens[:, -2] == tokens[:, -1]).float().mean((1, 2))).numpy()),
         "copy_acc": ci((tokens[:, -2] == tokens[:, -1]).float().mean((1, 2)).numpy()),
         "tf_psnr": ci(tf_psnr),
         "copy_psnr": ci(psnr_per_frame(last, target).numpy()),
@@ -180,12 +181,21 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
     if rollout_windows:
         n = min(rollout_windows, len(frames))
         generator = torch.Generator().manual_seed(seed)
+        plain = dynamics.config
+        dynamics.config = dataclasses.replace(plain, carry_unchanged=True)
+        carried = world.generate(frames[:n, :context], actions[:n, : context - 1 + horizon], horizon,
+                                 steps=maskgit_steps, generator=torch.Generator().manual_seed(seed))  # (n, horizon, H, W, C)
+        dynamics.config = dataclasses.replace(plain, carry_unchanged=False)
         dream = world.generate(frames[:n, :context], actions[:n, : context - 1 + horizon], horizon,
                                steps=maskgit_steps, generator=generator)  # (n, horizon, H, W, C)
+        dynamics.config = plain
         truth = torch.from_numpy(frames[:n, context: context + horizon]).float() / 255.0  # (n, horizon, H, W, C)
         copy = torch.from_numpy(frames[:n, context - 1: context]).float().expand_as(truth) / 255.0
         ar = psnr_per_frame(dream.clamp(0, 1), truth).numpy()  # (n, horizon)
         cp = psnr_per_frame(copy, truth).numpy()  # (n, horizon)
+        arc = psnr_per_frame(carried.clamp(0, 1), truth).numpy()  # (n, horizon)
+        out.update({"ar_carry_1": ci(arc[:, 0]), "ar_carry_10": ci(arc[:, -1]), "ar_carry_gain_all": ci((arc - cp).mean(1)),
+                    "ar_carry_gain_1": ci(arc[:, 0] - cp[:, 0])})
         out.update({"ar_psnr_1": ci(ar[:, 0]), "ar_copy_1": ci(cp[:, 0]), "ar_psnr_10": ci(ar[:, -1]),
                     "ar_copy_10": ci(cp[:, -1]), "ar_gain_all": ci((ar - cp).mean(1))})
     return out
