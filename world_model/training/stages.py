@@ -39,6 +39,10 @@ def build_stage(job: TrainJob, preset: Preset, device: torch.device) -> tuple[nn
     init = load_checkpoint(resolve_checkpoint(job.init, job.stage), job.stage) if job.init else None
     if job.stage != "dynamics":
         config = init.config if init is not None else preset.stage_config(job.stage)
+        if init is not None and job.stage == "tokenizer":
+            # a fine-tuned tokenizer keeps what its ids mean: dynamics models read them, and a restarted code
+            # hands its id to new content (TA fine-tuning with restarts left the TA dynamics a mere copier)
+            config = dataclasses.replace(config, quantizer=dataclasses.replace(config.quantizer, restart_dead_codes=False))
         model = MODEL_CLASSES[job.stage](config)
         if init is not None:
             model.load_state_dict(init.model_state)
