@@ -161,7 +161,8 @@ def test_step_equals_world_model_generate(latent):
     actions = np.array([1, 2, 3])  # into frames 1, 2 and the new frame
     expected = model.generate(frames[None], actions[None], horizon=1, steps=3,
                               generator=torch.Generator().manual_seed(4))  # (1, 1, H, W, C)
-    out = stepper.step([StepInput(stepper.encode(frames), actions, 3, model.dynamics.config.temperature)],
+    out = stepper.step([StepInput(stepper.encode(frames), actions, 3, model.dynamics.config.temperature,
+                                  previous_frame=frames[-1])],  # the frame shown last: play composes on it as generate does
                        torch.Generator().manual_seed(4))[0]
     assert out.frame.shape == (64, 64, 3) and out.frame.dtype == np.uint8
     assert np.abs(out.frame.astype(int) - (expected[0, 0].numpy() * 255).round()).max() <= 1
