@@ -263,7 +263,9 @@ def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: 
         count += len(frames)
     torch.set_rng_state(rng_state)
     keys = sorted(sums)
-    totals = torch.tensor([count] + [sums[k] for k in keys], dtype=torch.float64)
+    # on the model's device: NCCL, Ray Train's backend on GPUs, reduces no CPU tensors (gloo takes either)
+    device = next(stage.parameters()).device
+    totals = torch.tensor([count] + [sums[k] for k in keys], dtype=torch.float64, device=device)
     if world > 1 and dist.is_initialized():
         dist.all_reduce(totals)
     return {f"val_{key}": float(totals[i + 1] / max(totals[0], 1)) for i, key in enumerate(keys)}
