@@ -50,3 +50,16 @@ def test_data_compare_prints_both_datasets(small_dataset, tmp_path, capsys):
     assert main(["data", "compare", str(small_dataset), str(other), "--plot", str(plot), "--progress-episodes", "4"]) == 0
     text = capsys.readouterr().out
     assert "action entropy" in text and "frame diversity" in text and plot.stat().st_size > 0
+
+
+def test_pipeline_steps_take_a_models_own_entry_over_its_stages_and_refuse_unknown_names(tmp_path):
+    from cluster.pipeline.plan import PipelineSettings, build_plan
+    from cluster.pipeline.runner import make_context
+
+    context = make_context(tmp_path, "tiny", None, [])
+    sections = context.sections
+    stages = {st.name: st for st in build_plan(context)}
+    assert stages["genie"].config["steps"] == sections["pipeline"]["steps"]["genie"]
+    assert stages["genie-g"].config["steps"] == sections["pipeline"]["steps"]["dynamics"]
+    with pytest.raises(ConfigError, match="genei"):
+        PipelineSettings.from_dict({"steps": {"tokenizer": 1, "lam": 1, "dynamics": 1, "genei": 1}})

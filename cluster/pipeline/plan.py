@@ -60,6 +60,11 @@ class PipelineSettings:
         for test_set in settings.eval_sets:
             if test_set not in TEST_SETS:
                 raise ConfigError(f"unknown test set {test_set!r}; known: {', '.join(TEST_SETS)}")
+        for name, table in (("steps", settings.steps), ("ta_steps", settings.ta_steps)):
+            unknown = set(table) - {"tokenizer", "lam", "dynamics", *MODELS}
+            if unknown:
+                raise ConfigError(f"pipeline.{name} names {sorted(unknown)}; use a stage (tokenizer, lam, dynamics) "
+                                  f"or a model ({', '.join(MODELS)})")
         if "genie" in settings.models and "lam" not in settings.models:
             raise ConfigError("the GenieRedux model ('genie') needs the LAM ('lam') in pipeline.models")
         return settings
@@ -125,7 +130,8 @@ def build_plan(context: PipelineContext) -> list[Stage]:
                 needs.append("tokenizer-ta" if ta and "tokenizer" in s.ta else "tokenizer")
                 if conditioning == "latent":
                     needs.append("lam-ta" if ta and "lam" in s.ta else "lam")
-            steps = (s.ta_steps if ta else s.steps)[stage]
+            table = s.ta_steps if ta else s.steps
+            steps = table.get(name, table[stage])  # a model's own entry (e.g. genie) over its stage's
             config = {"world_model": world, "stage": stage, "conditioning": conditioning, "steps": steps,
                       "overrides": list(s.overrides), "workers": s.train_workers}
             stages.append(Stage(model_dir(name, ta).split("/")[1], "finetune" if ta else "train", needs,
