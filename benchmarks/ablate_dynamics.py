@@ -45,17 +45,12 @@ from world_model.dynamics import Dynamics  # noqa: E402
 from world_model.evaluation.config import FORK_ACTIONS  # noqa: E402
 from world_model.evaluation.episodes import select_windows  # noqa: E402
 from world_model.evaluation.forks import real_forks  # noqa: E402
-from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins, psnr_per_frame  # noqa: E402
-from world_model.evaluation.rollouts import forked_dreams  # noqa: E402
+from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins, mean_ci95, psnr_per_frame  # noqa: E402
+from world_model.evaluation.rollouts import effect_classes, forked_dreams, replace_action_by_effect  # noqa: E402
 from rl_agent.coinrun_env import ACTION_NAMES  # noqa: E402
 from world_model.generation import WorldModel, carry_unchanged  # noqa: E402
 from world_model.optim import Optimization  # noqa: E402
 from world_model.runs import resolve_checkpoint  # noqa: E402
-
-# CoinRun's effect classes of Procgen's 15 action ids (rl_agent.coinrun_env.ACTION_NAMES): ids 4 and 9-14
-# do nothing, and DOWN differs from its twin only on crates.
-EFFECT_CLASS = {0: "left", 1: "left", 2: "left+up", 3: "still", 4: "still", 5: "up", 6: "right", 7: "right",
-                8: "right+up", 9: "still", 10: "still", 11: "still", 12: "still", 13: "still", 14: "still"}
 
 TINY_BEST = dict(token_init="codebook", tie_embeddings=True, copy_bias=3.0, spatial_positions="learned",
                  last_frame_mask_share=0.5)
@@ -124,18 +119,8 @@ def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], acti
 
 
 # ---- scoring -------------------------------------------------------------------------------------
-def counterfactual(actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each action id (N,) replaced by an id of another effect class."""
-    out = actions.copy()
-    for i, a in enumerate(actions):
-        others = [b for b in range(15) if EFFECT_CLASS[b] != EFFECT_CLASS[int(a)]]
-        out[i] = rng.choice(others)
-    return out
-
-
-def ci(values: np.ndarray) -> tuple[float, float]:
-    values = np.asarray(values, dtype=np.float64)
-    return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+def ci(values) -> tuple[float, float]:
+    return mean_ci95(np.asarray(values, dtype=np.float64).ravel().tolist())
 
 
 @torch.no_grad()
@@ -148,9 +133,7 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
     last = torch.from_numpy(frames[:, context - 1]).float() / 255.0  # (N, H, W, C)
     tokens = tokenizer.tokenize(frames[:, : context + 1])  # (N, c+1, h, w)
     acts = torch.from_numpy(actions[:, :context].astype(np.int64))  # (N, c): the last leads to the target
-    rng = np.random.default_rng(seed)
-    other = acts.clone()
-    other[:, -1] = torch.from_numpy(counterfactual(actions[:, context - 1], rng))
+    other = replace_action_by_effect(acts, context - 1, effect_classes(), np.random.default_rng(seed))  # (N, c)
 
     def predict(action_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         masked = tokens.clone()

@@ -85,13 +85,18 @@ class Dynamics(nn.Module):
         first = self.no_action.expand(batch, 1, -1)  # (B, 1, d)
         return torch.cat([first, embedded], dim=1)  # (B, T, d)
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T, h, w) (mask_id where masked) and actions for the T-1 transitions -> logits (B, T, h, w, V)."""
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (B, T, h, w) (mask_id where masked) and actions for the T-1 transitions -> logits (B, T, h, w, V).
+
+        `previous` (B, T, h, w): each frame's predecessor ids for the readout; default the input's own frames
+        (training passes the unmasked ones: at sampling the frames before are always known).
+        """
         b, t = tokens.shape[:2]
         if actions.shape[1] != t - 1:
             raise ValueError(f"{t} frames need {t - 1} actions, got {actions.shape[1]}")
         conditioning = self.frame_conditioning(actions, b)  # (B, T, d)
-        return self.readout(self.transformer(self.embed(tokens, conditioning)), previous_frames(tokens, self.mask_id))
+        previous = previous_frames(tokens, self.mask_id) if previous is None else previous  # (B, T, h, w)
+        return self.readout(self.transformer(self.embed(tokens, conditioning)), previous)
 
     def embed(self, tokens: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T, h, w) and per-frame conditioning (B, T, d) -> transformer input (B, T, h, w, d).
@@ -146,8 +151,7 @@ class Dynamics(nn.Module):
         """Cross-entropy on the masked tokens of frames 1..T-1. tokens (B, T, h, w), actions (B, T-1[, D])."""
         mask = self.random_mask(tokens, generator)  # (B, T, h, w)
         # the readout sees each frame's real predecessor, as in sampling, where the frames before are known
-        hidden = self.transformer(self.embed(tokens.masked_fill(mask, self.mask_id), self.frame_conditioning(actions, tokens.shape[0])))
-        logits = self.readout(hidden, previous_frames(tokens, self.mask_id))  # (B, T, h, w, V)
+        logits = self(tokens.masked_fill(mask, self.mask_id), actions, previous_frames(tokens, self.mask_id))  # (B, T, h, w, V)
         masked_logits = logits[mask]  # (M, V)
         masked_targets = tokens[mask]  # (M,)
         loss = F.cross_entropy(masked_logits, masked_targets)

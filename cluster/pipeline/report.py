@@ -22,6 +22,7 @@ import numpy as np
 
 from cluster.pipeline.plan import PipelineContext
 from cluster.pipeline.runner import read_record
+from world_model.evaluation.metrics import mean_ci95
 
 TOKENIZER_BAR_DB = 26.0
 FORKED_FUTURE_BAR = 0.75  # issue 14: each dream closer to its own real future in 3 of 4 comparisons (chance 0.5)
@@ -57,12 +58,7 @@ def headline_psnr(results: dict[str, Any] | None) -> float | None:
     return metric(results, "psnr", mode)
 
 
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and 95% half-width (normal approximation over episodes)."""
-    array = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    if len(array) < 2:
-        return (float(array.mean()) if len(array) else math.nan), math.nan
-    return float(array.mean()), float(1.96 * array.std(ddof=1) / math.sqrt(len(array)))
+mean_ci = mean_ci95  # mean and 95% half-width over episodes (evaluation's own helper)
 
 
 # ---- quality bars -----------------------------------------------------------------------------
