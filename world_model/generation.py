@@ -49,16 +49,14 @@ class WorldModel(nn.Module):
         generated = self.dynamics.generate_tokens(
             context, self.action_inputs(actions), horizon, steps, temperature, generator
         )  # (B, horizon, h, w)
-        frames = self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])  # (B, horizon, H, W, C)
-        if not self.dynamics.config.carry_unchanged:
-            return frames
-        canvas = to_unit_float(context_frames[:, -1], self.dynamics.device)  # (B, H, W, C): the last real frame
-        previous, carried = context[:, -1], []  # (B, h, w)
-        for i in range(horizon):
-            canvas = carry_unchanged(frames[:, i], canvas, generated[:, i], previous)  # (B, H, W, C)
+        decoded = self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])  # (B, horizon, H, W, C)
+        shown, previous = to_unit_float(context_frames[:, -1], self.dynamics.device), context[:, -1]  # the last real frame
+        frames = []
+        for i in range(horizon):  # each frame is rendered on the one shown before it
+            shown = self.render(decoded[:, i], shown, generated[:, i], previous)  # (B, H, W, C)
             previous = generated[:, i]
-            carried.append(canvas)
-        return torch.stack(carried, dim=1)  # (B, horizon, H, W, C)
+            frames.append(shown)
+        return torch.stack(frames, dim=1)  # (B, horizon, H, W, C)
 
     @torch.no_grad()
     def render(self, decoded: torch.Tensor, previous_frame: torch.Tensor | np.ndarray | None, tokens: torch.Tensor,
