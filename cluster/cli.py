@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "value to spread a small collection over all workers")
     collect.add_argument("--envs-per-worker", type=int, default=16, help="Procgen games each collector steps at once")
     collect.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray CPUs reserved by each collector")
+    collect.add_argument("--verify", action="store_true",
+                         help="also checksum the shards already listed (always: existence and size); bad ones are made again")
     collect.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(collect)
 
@@ -96,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     verify.add_argument("dir", type=Path, help="dataset folder")
+    repair = data_commands.add_parser(
+        "repair",
+        help="make missing or damaged shards again (checksums every listed shard)",
+        description=(
+            "Check every shard listed in DIR/manifest.json (existence, size, checksum) and make the missing or "
+            "damaged ones again from their collection's recorded settings: shards are deterministic, so the "
+            "dataset ends up byte for byte as collected. PPO collections need --checkpoint (the same policy)."
+        ),
+    )
+    repair.add_argument("dir", help="dataset folder or storage URI")
+    repair.add_argument("--checkpoint", default=None, help="the PPO agent that played its PPO collections")
+    repair.add_argument("--workers", type=int, default=2, help="collector actors running in parallel")
+    repair.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_address(repair)
     stats = data_commands.add_parser(
         "stats",
         help="episodes, lengths, returns, success, actions, level progress; table + PNG",
@@ -220,7 +236,7 @@ def run_collect(args: argparse.Namespace) -> int:
     )
     start = time.monotonic()
     with ray_session(args.address):
-        manifest = collect_dataset(config, args.out, show_progress=not args.no_progress)
+        manifest = collect_dataset(config, args.out, show_progress=not args.no_progress, verify=args.verify)
     held = sum(len(s.episodes) for s in manifest.shards_of(config.collection))
     frames = sum(s.rows for s in manifest.shards_of(config.collection))
     print(f"collection {config.collection}: {held} episodes, {frames:,} frames in {args.out} "
@@ -235,6 +251,18 @@ def run_verify(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"OK {report.root}: {report.shards} shards, {report.episodes} episodes, {report.frames:,} frames verified")
+    return 0
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    from cluster.ray_session import ray_session
+    from rl_agent.collection import repair_dataset
+
+    with ray_session(args.address):
+        remade = repair_dataset(args.dir, args.checkpoint, args.workers, show_progress=not args.no_progress)
+    files = [f for names in remade.values() for f in names]
+    print(f"{args.dir}: {len(files)} shard(s) made again{': ' + ', '.join(files) if files else ''}. "
+          f"Next: genie data verify {args.dir}")
     return 0
 
 
@@ -342,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         except user_errors() as err:
             print(f"genie: error: {err}", file=sys.stderr)
             return 2 if isinstance(err, (ConfigError,)) else 1
-    handlers = {"collect": run_collect, ("data", "verify"): run_verify, ("data", "stats"): run_stats,
+    handlers = {"collect": run_collect, ("data", "verify"): run_verify, ("data", "repair"): run_repair, ("data", "stats"): run_stats,
                 ("data", "compare"): run_compare, ("agent", "train"): run_agent_train,
                 ("agent", "eval"): run_agent_eval, ("datasets", "make"): run_datasets_make}
     sub = {"data": "data_command", "agent": "agent_command", "datasets": "datasets_command"}

@@ -3,7 +3,8 @@
 Why shards are planned, not streamed: a shard's content is a pure function of (collection
 seed, shard index), whichever actor makes it. So the same seed and config give the same
 episode ids, actions and frames for any number of workers, and a killed run is completed
-by collecting only the shards that are not yet on disk.
+by collecting only the shards that are not yet on disk, and a listed shard that is missing or
+damaged is made again byte for byte (`check_listed_shards`, `genie data repair`).
 
 Within a shard, E env slots start episodes in a fixed order and every started episode is
 finished; episodes are never chosen by how fast they end (that would favour short ones).
@@ -32,10 +33,11 @@ from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, ConfigError, deri
 from rl_agent.recorder import Episode, EpisodeRecorder
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.location import RemoteFolder, is_uri
+from rl_agent.store.lock import folder_lock
 from rl_agent.store.manifest import SPLITS, Manifest, ShardInfo
 from rl_agent.store.schema import episode_batch
-from rl_agent.store.verify import check_shard_file
-from rl_agent.store.writer import SHARD_SUFFIX, ShardWriter, episode_info, is_temp_file
+from rl_agent.store.verify import check_listed_shards, check_shard_file
+from rl_agent.store.writer import SHARD_SUFFIX, ShardWriter, episode_info, file_sha256, is_temp_file
 
 
 COLLECTOR_NAMESPACE = "genie"
@@ -275,23 +277,47 @@ def _claim_collection(manifest: Manifest, config: CollectConfig, where: str) -> 
     manifest.collections[config.collection] = settings
 
 
-def prepare_dataset(config: CollectConfig, out_dir: Path) -> tuple[Manifest, list[ShardPlan]]:
-    """Load or create the manifest, check settings, clean temp files, adopt orphan shards, plan the rest."""
+def _drop_bad_shards(manifest: Manifest, bad: list[tuple[ShardInfo, str]], where: str,
+                     remove: Callable[[str], None]) -> None:
+    for shard, why in bad:
+        manifest.drop_shard(shard.file)
+        remove(shard.file)
+        print(f"note: {where}/{shard.file} is {why}; it is made again", flush=True)
+
+
+def _local_size(out_dir: Path) -> Callable[[str], int | None]:
+    def size(name: str) -> int | None:
+        path = out_dir / name
+        return path.stat().st_size if path.is_file() else None
+    return size
+
+
+def prepare_dataset(config: CollectConfig, out_dir: Path, verify: bool = False) -> tuple[Manifest, list[ShardPlan]]:
+    """Load or create the manifest, check settings, clean temp files, drop listed shards that are missing or
+    damaged (size; checksum with `verify`), adopt orphan shards, plan the rest."""
     manifest = Manifest.load_or_create(out_dir)
     _claim_collection(manifest, config, str(out_dir))
     for path in out_dir.glob(f".{config.collection}-*"):
         if is_temp_file(path.name):
             path.unlink(missing_ok=True)  # a shard being written when its process died (or renamed just now)
+    bad = check_listed_shards(manifest, config.collection, _local_size(out_dir),
+                              (lambda name: file_sha256(out_dir / name)) if verify else None)
+    _drop_bad_shards(manifest, bad, str(out_dir), lambda name: (out_dir / name).unlink(missing_ok=True))
     listed = {s.file for s in manifest.shards}
     for path in sorted(out_dir.glob(f"{config.collection}-*{SHARD_SUFFIX}")):
         if path.name not in listed:
-            manifest.add_shard(adopt_shard(path, config))
+            try:
+                manifest.add_shard(adopt_shard(path, config))
+            except DatasetError as err:  # committed shards are whole: the disk damaged this one
+                path.unlink()
+                print(f"note: {err}; removed, it is made again", flush=True)
     manifest.save()
     existing = {s.index: len(s.episodes) for s in manifest.shards_of(config.collection)}
     return manifest, plan_shards(existing, config.episodes, config.episodes_per_shard)
 
 
-def prepare_remote_dataset(config: CollectConfig, remote: RemoteFolder, staging: Path) -> tuple[Manifest, list[ShardPlan]]:
+def prepare_remote_dataset(config: CollectConfig, remote: RemoteFolder, staging: Path,
+                           verify: bool = False) -> tuple[Manifest, list[ShardPlan]]:
     """`prepare_dataset` for a dataset at a storage URI; the manifest is kept in `staging` and uploaded."""
     remote.makedirs()
     remote.download_manifest(staging)
@@ -304,12 +330,27 @@ def prepare_remote_dataset(config: CollectConfig, remote: RemoteFolder, staging:
     for name in names:
         if name.startswith(f".{config.collection}-") and is_temp_file(name):
             remote.remove(name)  # an upload or shard cut short when its process or node died
+
+    def remote_sha(name: str) -> str:
+        local = remote.download(name, staging)
+        try:
+            return file_sha256(local)
+        finally:
+            local.unlink()
+
+    bad = check_listed_shards(manifest, config.collection, remote.size, remote_sha if verify else None)
+    _drop_bad_shards(manifest, bad, remote.uri, remote.remove)
     listed = {s.file for s in manifest.shards}
-    for name in names:
+    for name in remote.names():
         if fnmatch.fnmatch(name, f"{config.collection}-*{SHARD_SUFFIX}") and name not in listed:
             local = remote.download(name, staging)
-            manifest.add_shard(adopt_shard(local, config))
-            local.unlink()
+            try:
+                manifest.add_shard(adopt_shard(local, config))
+            except DatasetError as err:
+                remote.remove(name)
+                print(f"note: {str(err).replace(str(staging), remote.uri)}; removed, it is made again", flush=True)
+            finally:
+                local.unlink()
     manifest.save()
     remote.upload_manifest(staging)
     existing = {s.index: len(s.episodes) for s in manifest.shards_of(config.collection)}
@@ -410,27 +451,36 @@ def _cleanup_temp_files(config: CollectConfig, out_dir: Path | None, remote: Rem
             path.unlink(missing_ok=True)
 
 
-def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: bool = True) -> Manifest:
+def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: bool = True,
+                    verify: bool = False) -> Manifest:
     """Collect (or complete) a dataset with up to `config.workers` Ray actors. Ray must be initialised.
 
     `out_dir`: a local folder or a storage URI (s3://..., file://...). For a URI the returned
     manifest's `root` is a staging folder that no longer exists; its content is what was uploaded.
+    Listed shards of this collection that are missing or of the wrong size (`verify`: or checksum)
+    are made again. Refused with `FolderInUse` while another process writes into `out_dir`.
     """
+    with folder_lock(out_dir, "genie collect"):
+        return _collect_holding_lock(config, out_dir, show_progress, verify)
+
+
+def _collect_holding_lock(config: CollectConfig, out_dir: str | Path, show_progress: bool, verify: bool) -> Manifest:
     import ray
 
     remote = RemoteFolder(str(out_dir)) if is_uri(out_dir) else None
     staging = Path(tempfile.mkdtemp(prefix="genie-manifest-")) if remote is not None else None
     try:
         if remote is not None:
-            manifest, plans = prepare_remote_dataset(config, remote, staging)
+            manifest, plans = prepare_remote_dataset(config, remote, staging, verify)
             target = remote.uri
 
             def save() -> None:
+                remote.download_manifest(staging)  # what is there now, for the merge in save()
                 manifest.save()
                 remote.upload_manifest(staging)
         else:
             out_dir = Path(out_dir)
-            manifest, plans = prepare_dataset(config, out_dir)
+            manifest, plans = prepare_dataset(config, out_dir, verify)
             target, save = str(out_dir.resolve()), manifest.save
         if plans:
             _run_collectors(ray, config, target, manifest, save, plans, show_progress,
@@ -440,6 +490,57 @@ def collect_dataset(config: CollectConfig, out_dir: str | Path, show_progress: b
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def repair_dataset(location: str | Path, checkpoint: str | None = None, workers: int = 2,
+                   show_progress: bool = True) -> dict[str, list[str]]:
+    """`genie data repair`: every listed shard is checked (existence, size, checksum) and the missing or damaged
+    ones are made again from their collection's recorded settings (shards are deterministic: byte for byte).
+    PPO collections with damage need `checkpoint` (the same policy: its weights' hash is checked).
+    Returns collection -> the shard files made again. Ray must be initialised."""
+    with folder_lock(location, "genie data repair"):
+        manifest = _load_manifest(location)
+        remade: dict[str, list[str]] = {}
+        for name, settings in manifest.collections.items():
+            settings = dict(settings)
+            episodes = sum(len(s.episodes) for s in manifest.shards_of(name))
+            if not episodes:
+                continue
+            if settings["agent"] == "ppo" and checkpoint is None:
+                bad = _check_anywhere(manifest, name, location)
+                if bad:
+                    raise ConfigError(
+                        f"{location}: {len(bad)} shard(s) of {name} ({bad[0][0].file}: {bad[0][1]}) were played by the "
+                        f"PPO agent {settings.get('checkpoint_id')}: pass --checkpoint (the run folder that made them)")
+                continue
+            if settings["agent"] == "ppo":
+                settings.pop("checkpoint_id")  # computed from --checkpoint and compared with the recorded one
+            config = CollectConfig(**settings, episodes=episodes, workers=workers,
+                                   checkpoint=checkpoint if settings["agent"] == "ppo" else None)
+            result = _collect_holding_lock(config, location, show_progress, verify=True)
+            remade[name] = sorted(result.dropped)
+        return remade
+
+
+def _load_manifest(location: str | Path) -> Manifest:
+    if not is_uri(location):
+        return Manifest.load(location)
+    with tempfile.TemporaryDirectory(prefix="genie-manifest-") as staging:
+        remote = RemoteFolder(str(location))
+        if not remote.download_manifest(Path(staging)):
+            raise DatasetError(f"{location}: no manifest.json; not a genie-redux dataset")
+        return Manifest.load(staging)
+
+
+def _check_anywhere(manifest: Manifest, collection: str, location: str | Path) -> list[tuple[ShardInfo, str]]:
+    """`check_listed_shards` with checksums, for a local folder or a URI."""
+    if not is_uri(location):
+        root = Path(location)
+        return check_listed_shards(manifest, collection, _local_size(root), lambda name: file_sha256(root / name))
+    remote = RemoteFolder(str(location))
+    with tempfile.TemporaryDirectory(prefix="genie-check-") as staging:
+        return check_listed_shards(manifest, collection, remote.size,
+                                   lambda name: file_sha256(remote.download(name, Path(staging))))
 
 
 def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest, save: Callable[[], None],

@@ -58,6 +58,11 @@ class RemoteFolder:
         infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
 
+    def size(self, name: str) -> int | None:
+        """Bytes of the file `name`, None when there is none."""
+        info = self.fs.get_file_info(self._full(name))
+        return info.size if info.type == pafs.FileType.File else None
+
     def exists(self, name: str) -> bool:
         return self.fs.get_file_info(self._full(name)).type == pafs.FileType.File
 

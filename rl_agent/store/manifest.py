@@ -2,6 +2,9 @@
 
 The manifest is the dataset's table of contents and the only file that is rewritten; it is
 replaced atomically (temp file + rename), so a crash leaves either the old or the new one.
+Before replacing it, `save` re-reads it and keeps what another writer listed meanwhile (a
+folder has one writer at a time, `rl_agent.store.lock`, but a writer that does not take the
+lock must not lose anyone's shards); only shards this process dropped on purpose leave it.
 A shard file that is not listed is not part of the dataset (a collector died before the
 driver recorded it); `genie collect` adopts such files after checking them.
 """
@@ -67,6 +70,7 @@ class Manifest:
     root: Path
     collections: dict[str, dict[str, Any]] = field(default_factory=dict)
     shards: list[ShardInfo] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set, repr=False, compare=False)  # files removed by this process
 
     @classmethod
     def load(cls, root: str | os.PathLike) -> "Manifest":
@@ -102,6 +106,8 @@ class Manifest:
         return cls(root=root)
 
     def save(self) -> None:
+        """Merge with the manifest on disk (shards and collections listed there meanwhile), then replace it."""
+        self._merge_from_disk()
         payload = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -116,8 +122,30 @@ class Manifest:
             os.fsync(handle.fileno())
         os.replace(tmp, self.root / MANIFEST_NAME)
 
+    def _merge_from_disk(self) -> None:
+        if not (self.root / MANIFEST_NAME).is_file():
+            return
+        try:
+            on_disk = Manifest.load(self.root)
+        except DatasetError:
+            return  # unreadable: ours replaces it (it holds everything we read from it)
+        listed = {s.file for s in self.shards}
+        self.shards.extend(s for s in on_disk.shards if s.file not in listed and s.file not in self.dropped)
+        for name, settings in on_disk.collections.items():
+            self.collections.setdefault(name, settings)
+
+    def drop_shard(self, file: str) -> ShardInfo:
+        """Remove a listed shard (missing or damaged) so it can be made again; `save` will not bring it back."""
+        shard = next(s for s in self.shards if s.file == file)
+        self.shards.remove(shard)
+        self.dropped.add(file)
+        return shard
+
     def add_shard(self, shard: ShardInfo) -> None:
-        if any(s.file == shard.file for s in self.shards):
+        listed = next((s for s in self.shards if s.file == shard.file), None)
+        if listed is not None and listed.sha256 == shard.sha256:
+            return  # shards are deterministic: another writer listed this very file
+        if listed is not None:
             raise DatasetError(f"{shard.file} is already listed in {self.root / MANIFEST_NAME}")
         self.shards.append(shard)
 

@@ -139,12 +139,12 @@ class EpisodeStore:
 
     def _decode(self, path: Path, shard: ShardInfo) -> _DecodedShard:
         if not path.is_file():
-            raise DatasetError(f"{path}: shard listed in the manifest is missing; run `genie data verify {path.parent}`")
+            raise DatasetError(f"{path}: shard listed in the manifest is missing; run `genie data repair {path.parent}`")
         batches = None
         cache_file = self.cache_dir / f"{shard.sha256}.npy"
         if not cache_file.is_file():
             if file_sha256(path) != shard.sha256:
-                raise DatasetError(f"{path}: checksum differs from the manifest (damaged shard); run `genie data verify {path.parent}`")
+                raise DatasetError(f"{path}: checksum differs from the manifest (damaged shard); run `genie data repair {path.parent}`")
             batches = self._read(path)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             temp = self.cache_dir / f".{shard.sha256}.{uuid.uuid4().hex[:8]}.npy"
@@ -170,4 +170,4 @@ class EpisodeStore:
         try:
             return read_shard_batches(path, columns)
         except (pa.ArrowInvalid, OSError) as err:
-            raise DatasetError(f"{path}: cannot read shard ({err}); run `genie data verify {path.parent}`") from err
+            raise DatasetError(f"{path}: cannot read shard ({err}); run `genie data repair {path.parent}`") from err

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from rl_agent.coinrun_env import NUM_ACTIONS
 from rl_agent.store.errors import DatasetError
-from rl_agent.store.manifest import Manifest
+from rl_agent.store.manifest import Manifest, ShardInfo
 from rl_agent.store.schema import EPISODE_SCHEMA, NO_ACTION
 from rl_agent.store.writer import SHARD_SUFFIX, file_sha256, is_temp_file, read_shard_batches
 
@@ -85,6 +86,23 @@ def check_shard_file(path: Path, read_frames: bool = True) -> tuple[list[pa.Reco
     return batches, file_sha256(path)
 
 
+def check_listed_shards(manifest: Manifest, collection: str | None, size_of: Callable[[str], int | None],
+                        sha_of: Callable[[str], str] | None = None) -> list[tuple[ShardInfo, str]]:
+    """Listed shards (of one collection, or all) that are missing, of another size or (with `sha_of`) another
+    checksum, each with what is wrong. `size_of(file)` is None for a missing file; local or remote alike."""
+    bad = []
+    for shard in manifest.shards if collection is None else manifest.shards_of(collection):
+        size = size_of(shard.file)
+        if size is None:
+            bad.append((shard, "missing"))
+        elif size != shard.bytes:
+            bad.append((shard, f"{size} bytes, the manifest says {shard.bytes}"))
+        elif sha_of is not None and sha_of(shard.file) != shard.sha256:
+            bad.append((shard, "checksum differs from the manifest"))
+    return bad
+
+
+
 def verify_dataset(root: str | Path) -> VerifyReport:
     """Raise `DatasetError` on the first problem; return counts and warnings when the dataset is sound."""
     manifest = Manifest.load(root)
@@ -93,10 +111,12 @@ def verify_dataset(root: str | Path) -> VerifyReport:
     for shard in manifest.shards:
         path = manifest.root / shard.file
         if not path.is_file():
-            raise DatasetError(f"{path}: listed in the manifest but missing; re-run the `genie collect` that made it")
+            raise DatasetError(f"{path}: listed in the manifest but missing; run `genie data repair {manifest.root}` "
+                               f"to make it again (or re-run the `genie collect` that made it)")
         if path.stat().st_size != shard.bytes or file_sha256(path) != shard.sha256:
-            raise DatasetError(f"{path}: checksum or size differs from the manifest; the file is damaged. "
-                               f"Delete it and its manifest entry, then re-run `genie collect` to remake it")
+            raise DatasetError(f"{path}: checksum or size differs from the manifest; the file is damaged. Run "
+                               f"`genie data repair {manifest.root}` to make it again (or the `genie collect` that "
+                               f"made it, with --verify)")
         batches, _ = check_shard_file(path, read_frames=False)
         if len(batches) != len(shard.episodes) or sum(b.num_rows for b in batches) != shard.rows:
             raise DatasetError(f"{path}: holds {len(batches)} episodes/{sum(b.num_rows for b in batches)} rows, "
@@ -119,3 +139,29 @@ def verify_dataset(root: str | Path) -> VerifyReport:
         if is_temp_file(path.name):
             report.warnings.append(f"{path.name}: leftover temp file of an interrupted write (ignored; `genie collect` removes it)")
     return report
+
+
+def require_listed_shards(location: str | Path) -> int:
+    """Every shard listed by the dataset at `location` (folder or storage URI) exists with its listed size;
+    cheap (no checksums), for commands about to read it. Returns the number of shards."""
+    import tempfile
+
+    from rl_agent.store.location import RemoteFolder, is_uri
+
+    if not is_uri(location):
+        manifest = Manifest.load(location)
+        root = manifest.root
+        bad = check_listed_shards(manifest, None, lambda name: (root / name).stat().st_size if (root / name).is_file() else None)
+    else:
+        remote = RemoteFolder(str(location))
+        with tempfile.TemporaryDirectory(prefix="genie-manifest-") as staging:
+            if not remote.download_manifest(Path(staging)):
+                raise DatasetError(f"{location}: no manifest.json; make the dataset with `genie collect --out {location}`")
+            manifest = Manifest.load(staging)
+        bad = check_listed_shards(manifest, None, remote.size)
+    if bad:
+        shard, why = bad[0]
+        others = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DatasetError(f"{str(location).rstrip('/')}/{shard.file}: listed in the manifest but {why}{others}; "
+                           f"run `genie data repair {location}` to make it again")
+    return len(manifest.shards)
