@@ -1,5 +1,8 @@
 """Typed PPO settings and their translation into an RLlib `PPOConfig` (new API stack).
 
+The loss is ppo2's (rl_agent/ppo_learner.py): value clipping of the change in V, no KL term, rewards scaled by a
+running std of discounted returns, Adam eps 1e-5.
+
 The `paper` preset is the Procgen paper's PPO (gamma 0.999, lambda 0.95, lr 5e-4, entropy
 0.01, clip 0.2, 64 envs x 256 steps, 3 epochs, 8 minibatches, 25M steps, easy levels);
 `tiny`/`small` shrink the budget and the network for CPUs. Presets live in the CLI's preset
@@ -29,8 +32,10 @@ class PPOSettings:
     entropy_coeff: float = 0.01
     clip: float = 0.2
     vf_coeff: float = 0.5
-    vf_clip: float = 0.2
+    vf_clip: float | None = 0.2  # ppo2's: clips the change of V against the sampled prediction; None = no clipping
     grad_clip: float = 0.5
+    reward_norm: bool = True  # ppo2's: rewards / running std of discounted returns, in the learner only
+    adam_eps: float = 1e-5  # ppo2's
     channels: tuple[int, ...] = (16, 32, 32)
     hidden: int = 256
     blocks: int = 2
@@ -54,6 +59,8 @@ class PPOSettings:
             raise ConfigError("agent setting num_env_runners must be >= 0")
         if (self.num_learners is not None and self.num_learners < 0) or (self.num_gpus_per_learner or 0) < 0:
             raise ConfigError("agent settings num_learners and num_gpus_per_learner (--gpus-per-learner) must be >= 0")
+        if (self.vf_clip is not None and self.vf_clip <= 0) or self.adam_eps <= 0:
+            raise ConfigError("agent settings vf_clip (null for none) and adam_eps must be > 0")
         if self.train_batch_size % self.minibatches:
             raise ConfigError(f"train batch {self.train_batch_size} is not divisible by minibatches={self.minibatches}")
 
@@ -127,6 +134,7 @@ def build_ppo_config(settings: PPOSettings, gpus_available: float | None = None)
     from ray.tune.registry import register_env
 
     from rl_agent.impala_module import ImpalaCNNModule
+    from rl_agent.ppo_learner import PPO2TorchLearner
 
     learners, gpus = learner_layout(settings, cluster_gpus() if gpus_available is None else gpus_available)
     register_env(ENV_NAME, make_vector_env)
@@ -140,7 +148,9 @@ def build_ppo_config(settings: PPOSettings, gpus_available: float | None = None)
             rollout_fragment_length=settings.rollout_length,
             num_cpus_per_env_runner=settings.cpus_per_env_runner,
         )
-        .learners(num_learners=learners, num_gpus_per_learner=gpus)
+        .learners(num_learners=learners, num_gpus_per_learner=gpus, learner_class=PPO2TorchLearner,
+                  learner_config_dict={"vf_clip": settings.vf_clip, "reward_norm": settings.reward_norm,
+                                       "adam_eps": settings.adam_eps})
         .training(
             lr=settings.lr,
             gamma=settings.gamma,
@@ -148,7 +158,7 @@ def build_ppo_config(settings: PPOSettings, gpus_available: float | None = None)
             entropy_coeff=settings.entropy_coeff,
             clip_param=settings.clip,
             vf_loss_coeff=settings.vf_coeff,
-            vf_clip_param=settings.vf_clip,
+            use_kl_loss=False,  # ppo2 has no KL penalty
             grad_clip=settings.grad_clip,
             train_batch_size_per_learner=settings.train_batch_size,
             minibatch_size=settings.train_batch_size // settings.minibatches,
