@@ -231,3 +231,58 @@ def test_genie_play_help_and_early_errors(tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
     assert main(["play", "--model", str(tmp_path / "missing"), "--steps", "0"]) == 2
     assert "steps must lie in" in capsys.readouterr().err
+
+
+def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs):
+    """`genie play --host 0.0.0.0`: a warning, a URL with this machine's address and a fresh token, and 401 for
+    requests without the token."""
+    import os
+    import queue
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    from urllib.parse import parse_qs, urlsplit
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "cluster.cli", "play", "--model", str(run_dirs["ground_truth"]), "--host", "0.0.0.0",
+               "--port", str(port), "--model-cpus", "0.5", "--torch-threads", "1", "--steps", "1", "--address", ray_cluster]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    try:
+        printed = []
+        def served(line):
+            return line.startswith("genie play: ") and " at http://" in line
+
+        while not any(served(line) for line in printed):
+            printed.append(lines.get(timeout=240))  # Serve and the model start (an exit ends the test here)
+        text = "".join(printed)
+        assert "reachable from the network" in text and "token (made now)" in text, text
+        url = next(line for line in printed if served(line)).split(" at ", 1)[1].split()[0]
+        parts = urlsplit(url)
+        assert parts.hostname != "127.0.0.1" and parts.port == port, url
+        token = parse_qs(parts.query)["token"][0]
+        assert len(token) >= 24
+        local = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{local}/api/info", timeout=60).status_code == 401
+        assert requests.get(f"{local}/", timeout=60).status_code == 401
+        assert requests.get(f"{local}/", params={"token": token}, timeout=60).status_code == 200
+        info = requests.get(f"{local}/api/info", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert info.status_code == 200 and info.json()["name"] == "GenieRedux-G"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        from ray import serve
+
+        serve.shutdown()  # Serve outlives its driver on a shared cluster; the next Serve test sets its own port

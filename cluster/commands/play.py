@@ -18,8 +18,11 @@ record a GIF. Serves until Ctrl-C.
 
 keys: GenieRedux-G: arrows or WASD move, Up / W / Space jump (keys combine: Right+Up = jump right);
       GenieRedux: 1..K are the latent actions. Backspace steps back.
-safety: binds to 127.0.0.1 unless --host says otherwise; no endpoint reads or writes a path;
-        uploads are 64x64 PNG frames up to --max-upload-kb.
+safety: binds to 127.0.0.1 unless --host says otherwise, and then answers only to loopback names
+        (no DNS rebinding). Any other --host (e.g. 0.0.0.0) needs a token: --token, else a fresh one,
+        printed in the URL; requests without it get 401. Each session may make --rate requests per
+        second; POSTs must be JSON; no endpoint reads or writes a path; uploads are 64x64 PNG frames
+        up to --max-upload-kb; a recording (GIF) holds at most --max-gif-frames frames.
 """
 
 
@@ -33,7 +36,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     play.add_argument("--data", type=Path, default=None,
                       help="data set whose test episodes (else all) can be start frames; without it: fresh Procgen levels")
     play.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    play.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, this machine only); 0.0.0.0 exposes the game to the network")
+    play.add_argument("--host", default="127.0.0.1",
+                      help="interface to bind (default 127.0.0.1, this machine only); 0.0.0.0 exposes the game to the "
+                           "network and then needs a token")
+    play.add_argument("--token", default=None,
+                      help="the password every request must carry (at least 8 characters); required off loopback, "
+                           "so a fresh one is made and printed when --host is not loopback and none is given")
+    play.add_argument("--rate", type=float, default=20.0, help="requests per second a session may make (default 20; "
+                                                               "bursts of twice that)")
+    play.add_argument("--max-gif-frames", type=int, default=256, help="frames a recording may hold (default 256)")
     play.add_argument("--steps", type=int, default=None, help="default MaskGIT steps per frame (default: the model's, 25)")
     play.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
     play.add_argument("--max-sessions", type=int, default=16, help="players at once (default 16)")
@@ -78,17 +89,20 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 def run_play(args: argparse.Namespace) -> int:
     from ray import serve
 
+    from cluster.play.access import access_for, play_url
     from cluster.play.server import APP_NAME, build_app
     from cluster.play.session import PlayConfig
     from cluster.ray_session import ray_session
     from rl_agent.coinrun_env import ConfigError
     from world_model.runs import load_world_model
 
+    token, hosts = access_for(args.host, args.token)
     try:
         config = PlayConfig(
             max_sessions=args.max_sessions, ttl_s=args.session_ttl, max_upload_bytes=args.max_upload_kb * 1024,
             steps=args.steps, temperature=args.temperature, model_cpus=args.model_cpus, model_gpus=args.gpus,
-            model_replicas=args.replicas, torch_threads=args.torch_threads,
+            model_replicas=args.replicas, torch_threads=args.torch_threads, token=token, allowed_hosts=hosts,
+            rate_per_s=args.rate, rate_burst=max(1, int(2 * args.rate)), max_gif_frames=args.max_gif_frames,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
@@ -102,9 +116,11 @@ def run_play(args: argparse.Namespace) -> int:
     with ray_session(args.address):
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(build_app(args.model, config, args.data, args.seed), name=APP_NAME, route_prefix="/")
-        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-        print(f"genie play: {loaded.name} ({loaded.preset}, step {loaded.step}) at http://{shown}:{args.port}/ "
-              f"(Ctrl-C to stop)", flush=True)
+        url = play_url(args.host, args.port, token)
+        if hosts is None:
+            print(f"genie play: listening on {args.host}:{args.port}, reachable from the network; every request needs "
+                  f"the token{'' if args.token else ' (made now)'}, so share this URL only with your players", flush=True)
+        print(f"genie play: {loaded.name} ({loaded.preset}, step {loaded.step}) at {url} (Ctrl-C to stop)", flush=True)
         try:
             while True:
                 time.sleep(3600)

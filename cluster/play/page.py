@@ -75,7 +75,9 @@ function status(text) { $("status").textContent = text || ""; }
 async function api(method, path, body, raw) {
   const options = { method, headers: {} };
   if (raw) { options.body = raw; options.headers["Content-Type"] = "image/png"; }
-  else if (body !== undefined) { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
+  else if (body !== undefined || method === "POST") {  // the server takes JSON POSTs only (no cross-site forms)
+    options.body = JSON.stringify(body === undefined ? {} : body); options.headers["Content-Type"] = "application/json";
+  }
   const response = await fetch(path, options);
   if (!response.ok) {
     let message = response.status + " " + response.statusText;

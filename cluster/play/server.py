@@ -7,9 +7,11 @@ tokens, frames, real games), validates every request (clear 4xx answers, never a
 sends the model only token contexts and action ids. It runs as ONE replica, because sessions
 live in its memory; the model is where the compute is.
 
-Safety: the only endpoints are the page and /api/...; nothing reads or writes a path named by a
-request (the model and data set are fixed when the server starts); uploads are PNG only, capped
-in size and checked to be a 64x64 frame.
+Safety: every request passes `AccessGuard` first (the token off loopback, loopback Host names on it,
+JSON or PNG POSTs only; cluster/play/access.py); each session has a request rate limit and a cap on
+its GIF; every parameter has bounds. The only endpoints are the page and /api/...; nothing reads or
+writes a path named by a request (the model and data set are fixed when the server starts); uploads
+are PNG only, capped in size (counted while streaming) and checked to be a 64x64 frame.
 """
 
 
@@ -19,16 +21,17 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from cluster.play.access import AccessGuard
 from cluster.play.actions import action_labels
 from cluster.play.media import MediaError, encode_gif, frame_from_png, frame_to_b64
-from cluster.play.session import PlayConfig, Session, SessionError, SessionStore
+from cluster.play.session import MAX_TEMPERATURE, PlayConfig, Session, SessionError, SessionStore
 from cluster.play.starts import EpisodeStarts, RealGames, Start, StartError, fresh_level, uploaded
 from cluster.play.stepper import Stepper, StepInput, StepOutput
 
@@ -94,15 +97,15 @@ class NewSession(BaseModel):
     start: Literal["fresh", "test", "episode"] = "fresh"
     seed: int | None = Field(None, ge=0, lt=2**31 - 1, description="fresh: the Procgen level seed (default random)")
     episode: str | None = Field(None, max_length=200, description="episode: the episode id in the data set")
-    step: int = Field(0, ge=0, description="episode: the step to start at")
+    step: int = Field(0, ge=0, lt=2**31 - 1, description="episode: the step to start at")
     steps: int | None = Field(None, ge=1, description="MaskGIT steps per frame")
-    temperature: float | None = Field(None, ge=0.0, le=10.0)
+    temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE)
     real: bool = Field(True, description="run the real game beside the dream (GenieRedux-G only)")
 
 
 class StepRequest(BaseModel):
-    action: int = Field(..., description="CoinRun action id 0..14 (GenieRedux-G) or latent action 0..K-1 (GenieRedux)")
-    count: int = Field(1, ge=1, description="frames to generate with this action")
+    action: int = Field(..., ge=0, lt=2**31 - 1, description="CoinRun action id 0..14 (GenieRedux-G) or latent action 0..K-1 (GenieRedux)")
+    count: int = Field(1, ge=1, lt=2**31 - 1, description="frames to generate with this action")
     steps: int | None = Field(None, ge=1, description="MaskGIT steps (default: the session's)")
 
 
@@ -111,6 +114,15 @@ class RecordRequest(BaseModel):
 
 
 app = FastAPI(title="genie play", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _replica_access() -> tuple[str | None, tuple[str, ...] | None]:
+    """The token and Host names of the ingress replica serving this request."""
+    config = serve.get_replica_context().servable_object.config
+    return config.token, config.allowed_hosts
+
+
+app.add_middleware(AccessGuard, settings=_replica_access)
 
 
 @app.exception_handler(SessionError)
@@ -163,6 +175,8 @@ class PlayIngress:
                 "max_steps": self.config.max_steps, "max_frames_per_request": self.config.max_frames_per_request,
                 "max_upload_bytes": self.config.max_upload_bytes, "max_sessions": self.config.max_sessions,
                 "ttl_s": self.config.ttl_s, "max_history": self.config.max_history,
+                "max_gif_frames": self.config.max_gif_frames, "rate_per_s": self.config.rate_per_s,
+                "rate_burst": self.config.rate_burst, "max_temperature": MAX_TEMPERATURE,
             },
             "sessions": len(self.sessions),
         })
@@ -176,7 +190,8 @@ class PlayIngress:
         return await self._open(session_id, start, body.steps, body.temperature, body.real, info)
 
     @app.post("/api/sessions/upload")
-    async def create_from_upload(self, request: Request, steps: int | None = None, temperature: float | None = None) -> JSONResponse:
+    async def create_from_upload(self, request: Request, steps: int | None = Query(None, ge=1),
+                                 temperature: float | None = Query(None, ge=0.0, le=MAX_TEMPERATURE)) -> JSONResponse:
         """A session from the player's own 64x64 PNG frame (body = the PNG, Content-Type image/png)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "image/png":
@@ -230,6 +245,8 @@ class PlayIngress:
                     self.real_games.step(session.real, body.action)
                     real_frame = session.real.frame
                 session.push(out.tokens, out.frame, body.action, real_frame, self.config.max_history)
+                if session.recording and session.recorded_count >= self.config.max_gif_frames:
+                    session.recording_to = session.generated  # the recording is full: it stops itself
         return self._state(session, elapsed_ms=1000.0 * (time.perf_counter() - began))
 
     @app.post("/api/sessions/{session_id}/back")
@@ -265,7 +282,7 @@ class PlayIngress:
     @app.get("/api/sessions/{session_id}/recording.gif")
     async def gif(self, session_id: str) -> Response:
         session = self.sessions.get(session_id)
-        frames = session.recorded_frames()
+        frames = session.recorded_frames(limit=self.config.max_gif_frames)
         data = await asyncio.get_running_loop().run_in_executor(
             None, encode_gif, frames, self.config.gif_fps, self.config.gif_scale
         )

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cluster.play.access import LOOPBACK_NAMES
 from cluster.play.starts import RealGame, Start
+
+
+MAX_TEMPERATURE = 10.0  # the highest sampling temperature a request may ask for
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,13 @@ class PlayConfig:
     temperature: float | None = None  # default sampling temperature (None: the model's own)
     gif_fps: float = 10.0
     gif_scale: int = 4
+    max_gif_frames: int = 256  # a recording stops itself here; a GIF never holds more
+    rate_per_s: float = 20.0  # requests a session may make per second, sustained ...
+    rate_burst: int = 40  # ... and at once
+    # access (cluster/play/access.py): the token every request must carry (None: none needed) and the Host names
+    # answered (None: any; the default, loopback names, is right for a server bound to 127.0.0.1)
+    token: str | None = None
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES
     # model deployment
     model_cpus: float = 1.0  # Ray CPUs held by each model replica
     model_gpus: float = 0.0
@@ -42,11 +53,17 @@ class PlayConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "max_history", "max_upload_bytes", "max_steps", "max_frames_per_request",
-                     "max_batch_size", "model_replicas", "gif_scale"):
+                     "max_batch_size", "model_replicas", "gif_scale", "max_gif_frames", "rate_burst"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps is not None and not 1 <= self.steps <= self.max_steps:
             raise ValueError(f"steps must lie in 1..{self.max_steps}, got {self.steps}")
+        if not self.rate_per_s > 0:
+            raise ValueError(f"rate_per_s must be positive, got {self.rate_per_s}")
+        if self.temperature is not None and not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature must lie in 0..{MAX_TEMPERATURE:g}, got {self.temperature}")
+        if self.token is not None and len(self.token) < 8:
+            raise ValueError("a token must have at least 8 characters")
 
 
 class SessionError(Exception):
@@ -74,7 +91,14 @@ class Session:
     recording_from: int | None = None  # `generated` when recording began
     recording_to: int | None = None  # `generated` when recording stopped (None: still recording)
     last_used: float = field(default_factory=time.monotonic)
+    allowance: float | None = None  # requests it may still make at once (rate limit; None: a full burst)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one request at a time per session
+
+    def spend_request(self, now: float, rate_per_s: float, burst: int) -> bool:
+        """Take one request from the session's allowance (a token bucket); False when it is spent."""
+        allowance = burst if self.allowance is None else min(burst, self.allowance + (now - self.last_used) * rate_per_s)
+        self.allowance = allowance - 1 if allowance >= 1 else allowance
+        return allowance >= 1
 
     def restart(self, start_frames: np.ndarray) -> None:
         """Back to the start context (the dream forgets everything since)."""
@@ -142,9 +166,12 @@ class Session:
         begin, end = self.recorded_range()
         return end - begin
 
-    def recorded_frames(self) -> list[np.ndarray]:
-        """The recording's frames (H, W, C) uint8: dream | real side by side when there is a real game."""
+    def recorded_frames(self, limit: int | None = None) -> list[np.ndarray]:
+        """The recording's frames (H, W, C) uint8, the last `limit` of them: dream | real side by side when there is
+        a real game."""
         begin, end = self.recorded_range()
+        if limit is not None:
+            begin = max(begin, end - limit)
         frames = self.frames[begin:end]
         if self.real is None:
             return frames
@@ -188,8 +215,13 @@ class SessionStore:
         self.expire()
         session = self._sessions.get(session_id)
         if session is None:
-            raise SessionError(404, f"unknown or expired session {session_id!r}; start a new one (POST /api/sessions)")
-        session.last_used = self._clock()
+            raise SessionError(404, f"unknown or expired session {session_id[:64]!r}; start a new one (POST /api/sessions)")
+        now = self._clock()
+        allowed = session.spend_request(now, self.config.rate_per_s, self.config.rate_burst)
+        session.last_used = now
+        if not allowed:
+            raise SessionError(429, f"too many requests for this session: at most {self.config.rate_burst} at once and "
+                                    f"{self.config.rate_per_s:g} per second; slow down")
         return session
 
     def remove(self, session_id: str) -> None:
