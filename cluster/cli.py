@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from cluster.arguments import (GenieParser, check_output_file, fraction, non_negative_float, non_negative_int,
+                              output_file, positive_float, positive_int)
 from rl_agent.coinrun_env import DISTRIBUTION_MODES, CoinRunConfig, ConfigError
 from rl_agent.store.errors import DatasetError
 
@@ -37,7 +39,7 @@ def add_address(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = GenieParser(
         prog="genie",
         description="genie-redux: learn a playable world model of CoinRun (GenieRedux / GenieRedux-G) on Ray.",
         epilog=EPILOG,
@@ -62,25 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="who plays: 'random' (uniform over the 15 actions) or 'ppo' (needs --checkpoint)")
     collect.add_argument("--checkpoint", default=None,
                          help="for --agent ppo: a run folder of `genie agent train` (its latest checkpoint) or a checkpoint")
-    collect.add_argument("--episodes", type=int, default=64, help="episodes the collection should hold in total")
-    collect.add_argument("--workers", type=int, default=2, help="collector actors running in parallel")
-    collect.add_argument("--seed", type=int, default=0, help="seed of levels and actions; names the collection")
+    collect.add_argument("--episodes", type=positive_int, default=64, help="episodes the collection should hold in total")
+    collect.add_argument("--workers", type=positive_int, default=2, help="collector actors running in parallel")
+    collect.add_argument("--seed", type=non_negative_int, default=0, help="seed of levels and actions; names the collection")
     collect.add_argument("--split", default="auto", choices=["train", "val", "test", "auto"],
                          help="split of every episode; 'auto' assigns by a hash of the episode id")
-    collect.add_argument("--val-fraction", type=float, default=0.05, help="share of episodes in 'val' for --split auto")
-    collect.add_argument("--test-fraction", type=float, default=0.05, help="share of episodes in 'test' for --split auto")
+    collect.add_argument("--val-fraction", type=fraction, default=0.05, help="share of episodes in 'val' for --split auto")
+    collect.add_argument("--test-fraction", type=fraction, default=0.05, help="share of episodes in 'test' for --split auto")
     collect.add_argument("--distribution-mode", default="easy", choices=[m for m in DISTRIBUTION_MODES if m != "exploration"],
                          help="Procgen difficulty")
-    collect.add_argument("--max-episode-frames", type=int, default=500, help="frame cap per episode, recorded as truncation")
-    collect.add_argument("--num-levels", type=int, default=0, help="number of distinct levels (0 = unlimited)")
-    collect.add_argument("--start-level", type=int, default=0, help="first level seed when --num-levels > 0")
+    collect.add_argument("--max-episode-frames", type=positive_int, default=500, help="frame cap per episode, recorded as truncation")
+    collect.add_argument("--num-levels", type=non_negative_int, default=0, help="number of distinct levels (0 = unlimited)")
+    collect.add_argument("--start-level", type=non_negative_int, default=0, help="first level seed when --num-levels > 0")
     collect.add_argument("--no-backgrounds", action="store_true", help="plain backgrounds instead of Procgen's images")
-    collect.add_argument("--sticky-prob", type=float, default=0.0, help="probability the random agent repeats its last action")
-    collect.add_argument("--episodes-per-shard", type=int, default=128,
+    collect.add_argument("--sticky-prob", type=fraction, default=0.0, help="probability the random agent repeats its last action")
+    collect.add_argument("--episodes-per-shard", type=positive_int, default=128,
                          help="episodes per shard file; a shard is one collector's unit of work, so use a smaller "
                               "value to spread a small collection over all workers")
-    collect.add_argument("--envs-per-worker", type=int, default=16, help="Procgen games each collector steps at once")
-    collect.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray CPUs reserved by each collector")
+    collect.add_argument("--envs-per-worker", type=positive_int, default=16, help="Procgen games each collector steps at once")
+    collect.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="Ray CPUs reserved by each collector")
     collect.add_argument("--verify", action="store_true",
                          help="also checksum the shards already listed (always: existence and size); bad ones are made again")
     collect.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -124,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     stats.add_argument("dir", type=Path, help="dataset folder")
-    stats.add_argument("--plot", type=Path, default=None, help="PNG path (default: DIR/stats.png)")
-    stats.add_argument("--progress-episodes", type=int, default=200, help="episodes sampled for level progress")
+    stats.add_argument("--plot", type=output_file, default=None,
+                       help="PNG path (default: DIR-stats.png beside the dataset folder, which stays as it is)")
+    stats.add_argument("--progress-episodes", type=non_negative_int, default=200, help="episodes sampled for level progress")
     stats.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     compare = data_commands.add_parser(
         "compare",
@@ -135,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("dir_a", type=Path)
     compare.add_argument("dir_b", type=Path)
-    compare.add_argument("--plot", type=Path, default=Path("compare.png"), help="PNG path")
-    compare.add_argument("--progress-episodes", type=int, default=200, help="episodes sampled for level progress")
+    compare.add_argument("--plot", type=output_file, default=Path("compare.png"), help="PNG path")
+    compare.add_argument("--progress-episodes", type=non_negative_int, default=200, help="episodes sampled for level progress")
 
     agent = commands.add_parser("agent", help="train and evaluate the PPO explorer (RLlib)",
                                 description="The trained explorer: PPO with an IMPALA-CNN policy, on RLlib's new API stack.")
@@ -154,10 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", required=True, type=Path, help="run folder")
     _add_preset(train)
-    train.add_argument("--env-runners", type=int, default=None, help="RLlib env runners (0 = sample in the driver)")
-    train.add_argument("--envs-per-runner", type=int, default=None, help="CoinRun games per env runner")
-    train.add_argument("--steps", type=int, default=None, help="total env steps (overrides the preset)")
-    train.add_argument("--gpus-per-learner", type=float, default=None,
+    train.add_argument("--env-runners", type=non_negative_int, default=None, help="RLlib env runners (0 = sample in the driver)")
+    train.add_argument("--envs-per-runner", type=positive_int, default=None, help="CoinRun games per env runner")
+    train.add_argument("--steps", type=positive_int, default=None, help="total env steps (overrides the preset)")
+    train.add_argument("--gpus-per-learner", type=non_negative_float, default=None,
                        help="GPUs of the PPO learner, a remote actor then (it lands on a GPU node, which the autoscaler "
                             "starts); 0 = learn on CPUs in the driver. Default: the preset's num_gpus_per_learner, else "
                             "1 when the cluster has or can start a GPU")
@@ -165,20 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_address(train)
     evaluate = agent_commands.add_parser(
         "eval",
-        help="mean return, success, length and level progress with 95%% CIs, beside the random agent on the same levels",
+        help="mean return, success, length and level progress with 95%% CIs, beside the random and blind agents on the same levels",
         description=(
-            "Play the first episode of --episodes fresh levels with the trained policy and with the uniform random agent "
-            "(the same levels for both) and print mean return, success rate, episode length and level progress with "
-            "95%% confidence intervals."
+            "Play the first episode of --episodes fresh levels with the trained policy, the uniform random agent and a "
+            "blind agent that only presses RIGHT and RIGHT+UP (the same levels for all three) and print mean return, "
+            "success rate, episode length and level progress with 95%% confidence intervals."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     evaluate.add_argument("--checkpoint", required=True, help="run folder of `genie agent train` or a checkpoint")
-    evaluate.add_argument("--episodes", type=int, default=512, help="levels to play (one episode each)")
-    evaluate.add_argument("--seed", type=int, default=0, help="chooses the levels")
+    evaluate.add_argument("--episodes", type=positive_int, default=512, help="levels to play (one episode each)")
+    evaluate.add_argument("--seed", type=non_negative_int, default=0, help="chooses the levels")
     evaluate.add_argument("--distribution-mode", default="easy", choices=["easy", "hard"])
     evaluate.add_argument("--test-levels", action="store_true", help="draw levels from the held-out test range")
-    evaluate.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    evaluate.add_argument("--json", type=output_file, default=None, help="also write the numbers to this JSON file")
     evaluate.add_argument("--no-progress", action="store_true")
 
     datasets = commands.add_parser("datasets", help="the paper's four data sets, by name",
@@ -198,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--names", default="random-train,agent-train,basic-test,diverse-test",
                       help="comma-separated data sets to make")
     make.add_argument("--checkpoint", default=None, help="the PPO agent (needed for agent-train and diverse-test)")
-    make.add_argument("--workers", type=int, default=2)
+    make.add_argument("--workers", type=positive_int, default=2)
     make.add_argument("--no-progress", action="store_true")
     _add_preset(make)
     add_address(make)
@@ -269,9 +272,14 @@ def run_repair(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     from rl_agent.store.stats import compute_stats, format_table, plot_stats
 
+    plot = args.plot or args.dir.resolve().parent / f"{args.dir.resolve().name}-stats.png"
+    try:
+        check_output_file(plot)  # before the computation, not after it
+    except argparse.ArgumentTypeError as err:
+        raise ConfigError(f"--plot: {err}") from None
     stats = compute_stats(args.dir, progress_episodes=args.progress_episodes)
     print(format_table(stats))
-    plot = plot_stats(stats, args.plot or args.dir / "stats.png", title=f"dataset {args.dir}")
+    plot = plot_stats(stats, plot, title=f"dataset {args.dir}")
     if args.json:
         print(json.dumps(stats.summary(), indent=1))
     print(f"figure: {plot}")
@@ -325,7 +333,8 @@ def run_agent_eval(args: argparse.Namespace) -> int:
         env = env_for_levels(test=True, env=env)
     show = not args.no_progress
     results = [evaluate_agent(agent, args.episodes, args.seed, env, show_progress=show),
-               evaluate_agent("random", args.episodes, args.seed, env, show_progress=show)]
+               evaluate_agent("random", args.episodes, args.seed, env, show_progress=show),
+               evaluate_agent("blind", args.episodes, args.seed, env, show_progress=show)]
     print(format_comparison(results))
     if args.json:
         payload = {r.agent: {k: {"mean": m, "ci95": h} for k, (m, h) in r.summary().items()} for r in results}

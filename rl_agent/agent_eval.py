@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl_agent.agents import RandomAgent
+from rl_agent.agents import BlindAgent, RandomAgent
 from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, derive_seed
 from rl_agent.level_progress import ProgressTracker
 
@@ -39,17 +39,20 @@ class EvalResult:
 
 def evaluate_agent(agent, episodes: int, seed: int = 0, env: CoinRunConfig | None = None, batch: int = 64,
                    show_progress: bool = False) -> EvalResult:
-    """Play the first episode of `episodes` levels; `agent` is an agent object or 'random'."""
+    """Play the first episode of `episodes` levels; `agent` is an agent object, 'random' or 'blind'."""
     from tqdm import tqdm
 
     env_config = env or CoinRunConfig()
     returns, lengths, successes, progress, seeds = [], [], [], [], []
-    name = "random" if agent == "random" else agent.name
+    references = {"random": RandomAgent, "blind": lambda count: BlindAgent()}
+    name = agent if isinstance(agent, str) else agent.name
+    if isinstance(agent, str) and agent not in references:
+        raise ValueError(f"unknown reference agent {agent!r}; known: {', '.join(references)}")
     bar = tqdm(total=episodes, unit="ep", desc=f"eval {name}", disable=not show_progress, dynamic_ncols=True)
     for round_index in range(math.ceil(episodes / batch)):
         count = min(batch, episodes - round_index * batch)
         vec = CoinRunVecEnv(count, env_config, seed=derive_seed(seed, round_index, 0xE7A1))
-        player = RandomAgent(count) if agent == "random" else agent
+        player = references[agent](count) if isinstance(agent, str) else agent
         rng = np.random.default_rng([seed, round_index, 0xE7A1])
         seeds.extend(vec.level_seeds.tolist())
         obs = vec.observe()  # (E, H, W, C)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl_agent.coinrun_env import NUM_ACTIONS, ConfigError
+from rl_agent.coinrun_env import ACTION_NAMES, NUM_ACTIONS, ConfigError
 
 KNOWN_AGENTS = ("random", "ppo")
 
@@ -41,6 +41,17 @@ class RandomAgent:
             actions = np.where(keep, self._previous, actions)
         self._previous = actions
         return AgentOutput(actions=actions)
+
+
+class BlindAgent:
+    """Never looks: RIGHT or RIGHT+UP (a jump) with equal probability each step. A reference, not an explorer: on
+    easy CoinRun it beats the random agent by far, so a trained policy should beat it too."""
+
+    name = "blind"
+    ACTIONS = np.array([ACTION_NAMES.index("RIGHT"), ACTION_NAMES.index("RIGHT+UP")])
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> AgentOutput:  # obs: (E, H, W, C) uint8
+        return AgentOutput(actions=self.ACTIONS[rng.integers(0, 2, size=len(obs))])
 
 
 def check_agent_spec(spec: str, checkpoint: str | None, sticky_prob: float) -> None:

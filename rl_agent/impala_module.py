@@ -60,26 +60,51 @@ class ImpalaCNN(nn.Module):
         return torch.relu(self.fc(torch.relu(x).flatten(1)))  # (B, hidden)
 
 
+def _build_heads(owner: nn.Module, frame_shape: tuple[int, ...], num_actions: int, channels: tuple[int, ...],
+                 hidden: int, blocks: int) -> None:
+    """Give `owner` the trunk and both heads, under the names a saved state dict uses (encoder, pi, vf)."""
+    if len(frame_shape) != 3 or frame_shape[-1] != 3:
+        raise ValueError(f"the IMPALA-CNN policy expects (H, W, 3) frames, got observation shape {tuple(frame_shape)}")
+    owner.encoder = ImpalaCNN(tuple(frame_shape), tuple(channels), hidden, blocks)
+    owner.pi = nn.Linear(hidden, num_actions)
+    owner.vf = nn.Linear(hidden, 1)
+    nn.init.orthogonal_(owner.pi.weight, gain=0.01)
+    nn.init.zeros_(owner.pi.bias)
+    nn.init.orthogonal_(owner.vf.weight, gain=1.0)
+    nn.init.zeros_(owner.vf.bias)
+
+
+class ImpalaPolicyNet(nn.Module):
+    """The policy without RLlib: what collectors and `genie agent eval` load (plain torch weights + a JSON
+    description, rl_agent/ppo_policy.py). Same parameter names as ImpalaCNNModule, so weights move between them."""
+
+    def __init__(self, frame_shape: tuple[int, ...], num_actions: int, channels: tuple[int, ...] = (16, 32, 32),
+                 hidden: int = 256, blocks: int = 2) -> None:
+        super().__init__()
+        self.frame_shape, self.num_actions = tuple(frame_shape), num_actions
+        _build_heads(self, frame_shape, num_actions, channels, hidden, blocks)
+
+    def policy_and_value(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, A) and values (B,) for uint8 frames (B, H, W, C)."""
+        features = self.encoder(frames)
+        return self.pi(features), self.vf(features).squeeze(-1)
+
+
 class ImpalaCNNModule(TorchRLModule, ValueFunctionAPI):
-    """Shared IMPALA-CNN trunk with a policy head (15 logits) and a value head.
+    """Shared IMPALA-CNN trunk with a policy head (15 logits) and a value head, for RLlib's training.
 
     model_config: channels (list of ints), hidden (int), blocks (residual blocks per stack).
     """
 
     def setup(self) -> None:
-        shape = tuple(self.observation_space.shape)
-        if len(shape) != 3 or shape[-1] != 3:
-            raise ValueError(f"ImpalaCNNModule expects (H, W, 3) frames, got observation shape {shape}")
         config = self.model_config or {}
-        channels = tuple(config.get("channels", (16, 32, 32)))
-        hidden = int(config.get("hidden", 256))
-        self.encoder = ImpalaCNN(shape, channels, hidden, int(config.get("blocks", 2)))
-        self.pi = nn.Linear(hidden, self.action_space.n)
-        self.vf = nn.Linear(hidden, 1)
-        nn.init.orthogonal_(self.pi.weight, gain=0.01)
-        nn.init.zeros_(self.pi.bias)
-        nn.init.orthogonal_(self.vf.weight, gain=1.0)
-        nn.init.zeros_(self.vf.bias)
+        _build_heads(self, tuple(self.observation_space.shape), self.action_space.n, **self.net_config(config))
+
+    @staticmethod
+    def net_config(model_config: dict[str, Any]) -> dict[str, Any]:
+        """The network's size from an RLlib model_config (RLlib adds keys of its own, ignored here)."""
+        return {"channels": tuple(model_config.get("channels", (16, 32, 32))),
+                "hidden": int(model_config.get("hidden", 256)), "blocks": int(model_config.get("blocks", 2))}
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         features = self.encoder(batch[Columns.OBS])  # (B, hidden)
@@ -94,7 +119,4 @@ class ImpalaCNNModule(TorchRLModule, ValueFunctionAPI):
             embeddings = self.encoder(batch[Columns.OBS])
         return self.vf(embeddings).squeeze(-1)  # (B,)
 
-    def policy_and_value(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, 15) and values (B,) for uint8 frames (B, H, W, C): the collectors' entry point."""
-        features = self.encoder(frames)
-        return self.pi(features), self.vf(features).squeeze(-1)
+    policy_and_value = ImpalaPolicyNet.policy_and_value

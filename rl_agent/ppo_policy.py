@@ -1,22 +1,28 @@
-"""A trained PPO policy, loaded from an RLlib checkpoint without building an Algorithm.
+"""A trained PPO policy: its weights, saved beside each RLlib checkpoint, loaded without RLlib.
 
-Collectors and `genie agent eval` need only the RLModule's weights: loading it directly is
-fast, needs no env runners, and cannot deadlock on Ray CPUs (`Algorithm.from_checkpoint`
-asks for its env runners' CPUs and hangs when collectors hold them all).
+Every checkpoint of `genie agent train` holds `policy/weights.pt` (a plain torch state dict, loaded with
+`torch.load(weights_only=True)`: no pickle runs) and `policy/policy.json` (the network's description). Collectors
+and `genie agent eval` load only these: fast, no env runners, no Ray CPUs to deadlock on (`Algorithm.from_checkpoint`
+asks for its env runners' CPUs and hangs when collectors hold them all). RLlib's own checkpoint beside it is for
+resuming training; checkpoints made before the policy folder existed still load through RLlib's pickles.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rl_agent.agents import AgentOutput
 from rl_agent.coinrun_env import FRAME_SHAPE, NUM_ACTIONS, ConfigError
 
-MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"  # RLlib's (legacy loading)
+POLICY_SUBDIR = "policy"
+WEIGHTS_FILE, DESCRIPTION_FILE = "weights.pt", "policy.json"
+POLICY_FORMAT = "genie-impala-policy/1"
 
 
 def checkpoints_of(run_dir: Path) -> list[Path]:
@@ -35,6 +41,10 @@ def resolve_module_dir(checkpoint: str | Path) -> Path:
         if not complete:
             raise ConfigError(f"run folder {path} has no complete checkpoint yet; let `genie agent train` save one")
         path = complete[-1]
+    if (path / POLICY_SUBDIR / DESCRIPTION_FILE).exists():
+        return path / POLICY_SUBDIR
+    if (path / DESCRIPTION_FILE).exists():
+        return path
     if (path / MODULE_SUBDIR).is_dir():
         return path / MODULE_SUBDIR
     if (path / "class_and_ctor_args.pkl").exists():
@@ -54,18 +64,48 @@ def checkpoint_id(module_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_module(checkpoint: str | Path):
-    """The RLModule of a checkpoint, checked to be a CoinRun policy (64x64x3 frames, 15 actions)."""
-    from ray.rllib.core.rl_module.rl_module import RLModule
+def save_policy(weights: dict[str, Any], model_config: dict[str, Any], folder: Path) -> Path:
+    """Write a policy folder: the network's state dict (tensors only) and its description."""
+    import torch
 
-    module_dir = resolve_module_dir(checkpoint)
-    logging.getLogger("ray.rllib.core.rl_module.rl_module").setLevel(logging.ERROR)  # a deprecation notice of RLlib's own loader
+    from rl_agent.impala_module import ImpalaCNNModule
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: torch.as_tensor(value).detach().cpu().clone() for name, value in weights.items()}
+    torch.save(state, folder / WEIGHTS_FILE)
+    net = ImpalaCNNModule.net_config(model_config)
+    description = {"format": POLICY_FORMAT, "frame_shape": list(FRAME_SHAPE), "num_actions": NUM_ACTIONS,
+                   "channels": list(net["channels"]), "hidden": net["hidden"], "blocks": net["blocks"]}
+    (folder / DESCRIPTION_FILE).write_text(json.dumps(description, indent=1))
+    return folder
+
+
+def _load_policy_folder(folder: Path):
+    import torch
+
+    from rl_agent.impala_module import ImpalaPolicyNet
+
     try:
-        module = RLModule.from_checkpoint(str(module_dir.absolute()))  # RLlib takes paths as URIs: absolute only
-    except Exception as err:  # noqa: BLE001 - RLlib raises many kinds; all mean "unusable checkpoint"
-        raise ConfigError(f"cannot load the policy in {module_dir}: {type(err).__name__}: {err}") from err
-    shape = tuple(getattr(module.observation_space, "shape", ()) or ())
-    actions = getattr(module.action_space, "n", None)
+        description = json.loads((folder / DESCRIPTION_FILE).read_text())
+        if description.get("format") != POLICY_FORMAT:
+            raise ConfigError(f"{folder / DESCRIPTION_FILE} is not a {POLICY_FORMAT} description")
+        net = ImpalaPolicyNet(tuple(description["frame_shape"]), int(description["num_actions"]),
+                              tuple(description["channels"]), int(description["hidden"]), int(description["blocks"]))
+        net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a missing key, a bad file, a shape mismatch: all "unusable"
+        raise ConfigError(f"cannot load the policy in {folder}: {type(err).__name__}: {err}") from err
+    return net, net.frame_shape, net.num_actions
+
+
+def load_module(checkpoint: str | Path):
+    """The policy network of a checkpoint, checked to be a CoinRun policy (64x64x3 frames, 15 actions)."""
+    module_dir = resolve_module_dir(checkpoint)
+    if (module_dir / DESCRIPTION_FILE).exists():
+        module, shape, actions = _load_policy_folder(module_dir)
+    else:
+        module, shape, actions = _load_rllib_module(module_dir)
     if shape != FRAME_SHAPE or actions != NUM_ACTIONS:
         raise ConfigError(f"{checkpoint} was trained for observations {shape} and {actions} actions; "
                           f"CoinRun needs {FRAME_SHAPE} frames and {NUM_ACTIONS} actions")
@@ -73,6 +113,17 @@ def load_module(checkpoint: str | Path):
         raise ConfigError(f"{checkpoint} holds a {type(module).__name__}, not genie-redux's ImpalaCNNModule")
     module.eval()
     return module, module_dir
+
+
+def _load_rllib_module(module_dir: Path):
+    """Checkpoints older than the policy folder: RLlib's pickled module (prints RLlib's deprecation notice)."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    try:
+        module = RLModule.from_checkpoint(str(module_dir.absolute()))  # RLlib takes paths as URIs: absolute only
+    except Exception as err:  # noqa: BLE001 - RLlib raises many kinds; all mean "unusable checkpoint"
+        raise ConfigError(f"cannot load the policy in {module_dir}: {type(err).__name__}: {err}") from err
+    return module, tuple(getattr(module.observation_space, "shape", ()) or ()), getattr(module.action_space, "n", None)
 
 
 class PPOAgent:

@@ -1,7 +1,7 @@
 """`genie agent train`: RLlib PPO on CoinRun with checkpoints, resume, a learning-curve CSV/PNG and wandb.
 
-The run folder holds everything: `checkpoints/iter_NNNNNN/` (RLlib checkpoints, the last few
-kept), `curve.csv` (one row per training iteration), `reward_curve.png`, `settings.json`,
+The run folder holds everything: `checkpoints/iter_NNNNNN/` (RLlib checkpoints, for resuming, each with the
+policy alone in `policy/` for collectors and eval; the last few kept), `curve.csv` (one row per training iteration), `reward_curve.png`, `settings.json`,
 `random_reference.json` (the random agent's return on the same kind of levels) and wandb's
 offline files. Running the same command again into the same folder resumes from the latest
 checkpoint; the curve rows after that checkpoint are dropped so they are not counted twice.
@@ -21,8 +21,9 @@ from typing import Any
 from rl_agent.coinrun_env import ConfigError
 from rl_agent.capacity import ensure_resources, format_resources
 from rl_agent.ppo_config import PPOSettings, build_ppo_config, cluster_gpus, learner_bundles
-from rl_agent.ppo_policy import checkpoints_of
+from rl_agent.ppo_policy import POLICY_SUBDIR, checkpoints_of, save_policy
 
+DEFAULT_MODULE = "default_policy"
 CURVE_FIELDS = ["iteration", "env_steps", "episode_return_mean", "episode_len_mean", "episodes", "env_steps_per_s",
                 "sample_seconds", "learn_seconds", "wall_seconds"]
 
@@ -70,16 +71,18 @@ def _row(result: dict[str, Any], iteration: int, env_steps: int, seconds: float,
     }
 
 
-def _save_checkpoint(algo, run_dir: Path, iteration: int, state: dict[str, Any], keep: int) -> Path:
+def _save_checkpoint(algo, run_dir: Path, iteration: int, state: dict[str, Any], settings: PPOSettings) -> Path:
     """Save atomically: a checkpoint counts only once its `.complete` marker exists."""
     root = run_dir / "checkpoints"
     path = root / f"iter_{iteration:06d}"
     if path.exists():
         shutil.rmtree(path)
     algo.save_to_path(str(path))
+    weights = algo.learner_group.get_weights(module_ids=[DEFAULT_MODULE])[DEFAULT_MODULE]
+    save_policy(weights, settings.model_config, path / POLICY_SUBDIR)  # what collectors and eval load
     (path / "genie_state.json").write_text(json.dumps(state))
     (path / ".complete").touch()
-    for old in checkpoints_of(run_dir)[:-keep]:
+    for old in checkpoints_of(run_dir)[:-settings.keep_checkpoints]:
         shutil.rmtree(old, ignore_errors=True)
     return path
 
@@ -158,7 +161,7 @@ def train_agent(settings: PPOSettings, run_dir: str | Path, show_progress: bool 
                             steps_s=f"{row['env_steps_per_s']:.0f}", refresh=False)
             if iteration % settings.checkpoint_every == 0 or env_steps >= settings.total_env_steps:
                 state = {"iteration": iteration, "env_steps": env_steps, "wall_seconds": wall}
-                checkpoint = _save_checkpoint(algo, run_dir, iteration, state, settings.keep_checkpoints)
+                checkpoint = _save_checkpoint(algo, run_dir, iteration, state, settings)
     finally:
         bar.close()
         algo.stop()

@@ -55,14 +55,39 @@ def test_changed_settings_refused_on_resume(trained_run):
 def test_module_casts_uint8_frames_and_has_the_right_outputs(trained_run):
     import os
 
-    module, _ = load_module(os.path.relpath(trained_run))  # a relative path, as typed on the command line
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from rl_agent.impala_module import ImpalaPolicyNet
+    from rl_agent.ppo_policy import MODULE_SUBDIR
+
+    module, folder = load_module(os.path.relpath(trained_run))  # a relative path, as typed on the command line
+    assert isinstance(module, ImpalaPolicyNet) and folder.name == "policy"  # plain torch weights, no RLlib pickle
     frames = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
     logits, values = module.policy_and_value(frames)
     assert logits.shape == (5, 15) and values.shape == (5,) and logits.dtype == torch.float32
-    out = module.forward_inference({"obs": frames})
-    assert torch.allclose(out["action_dist_inputs"], logits)
+    # the exported weights are RLlib's module's: same logits and values
+    rllib = RLModule.from_checkpoint(str(checkpoints_of(trained_run)[-1] / MODULE_SUBDIR))
+    with torch.no_grad():
+        assert torch.allclose(rllib.forward_inference({"obs": frames})["action_dist_inputs"], logits, atol=1e-6)
+        assert torch.allclose(rllib.compute_values({"obs": frames}), values, atol=1e-6)
     # the cast happens inside: uint8 and the same frames given as float 0..255 agree
     assert torch.allclose(module.policy_and_value(frames.float())[0], logits, atol=1e-5)
+
+
+def test_the_policy_loads_from_tensors_only(trained_run, tmp_path):
+    """weights.pt holds a state dict that torch.load(weights_only=True) reads; a broken one is refused clearly."""
+    import shutil
+
+    from rl_agent.ppo_policy import WEIGHTS_FILE
+
+    folder = checkpoints_of(trained_run)[-1] / "policy"
+    state = torch.load(folder / WEIGHTS_FILE, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values()) and "vf.weight" in state
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    torch.save({k: v for k, v in state.items() if k != "vf.weight"}, broken / WEIGHTS_FILE)
+    with pytest.raises(ConfigError, match="cannot load the policy"):
+        load_module(broken)
 
 
 def test_ppo_collection_replays_exactly_and_is_deterministic(ray_cluster, trained_run, tmp_path):
@@ -118,9 +143,21 @@ def test_agent_eval_cli_compares_with_random_on_the_same_levels(trained_run, tmp
     assert main(["agent", "eval", "--checkpoint", str(trained_run), "--episodes", "6", "--no-progress",
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "random (6 levels)" in text and "level progress" in text
+    assert "random (6 levels)" in text and "blind (6 levels)" in text and "level progress" in text
     numbers = json.loads(out.read_text())
-    assert set(numbers["random"]) == {"return", "success", "length", "level progress"}
+    assert set(numbers["random"]) == set(numbers["blind"]) == {"return", "success", "length", "level progress"}
+
+
+def test_the_blind_agent_presses_only_right_and_right_jump():
+    from rl_agent.agent_eval import evaluate_agent
+    from rl_agent.agents import BlindAgent
+    from rl_agent.coinrun_env import ACTION_NAMES
+
+    actions = BlindAgent().act(np.zeros((1000, 64, 64, 3), np.uint8), np.random.default_rng(0)).actions
+    assert {ACTION_NAMES[a] for a in actions} == {"RIGHT", "RIGHT+UP"}
+    # never looking, it still beats the random agent on the same levels
+    env = CoinRunConfig(max_episode_frames=200)
+    assert evaluate_agent("blind", 24, seed=1, env=env).returns.mean() > evaluate_agent("random", 24, seed=1, env=env).returns.mean()
 
 
 def test_evaluation_uses_the_same_levels_for_every_agent():
