@@ -106,3 +106,66 @@ def test_changed_settings_on_resume_are_refused(ray_cluster, small_dataset, tmp_
                       "--episodes-per-shard", "4", "--envs-per-worker", "4", "--max-episode-frames", "200",
                       "--no-progress", "--address", ray_cluster)
     assert code == 2 and "different settings" in text and "env" in text
+
+
+# ---- arguments and presets are checked before anything starts (cluster/arguments.py, cluster/presets) -------------
+TRAIN = ["train", "tokenizer", "--data", "nowhere", "--out", "{tmp}/run", "--no-wandb", "--no-progress"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (TRAIN + ["--set", "world_model.optim.lr=["], "'[' is not a value"),
+    (TRAIN + ["--micro-batch", "-1"], "argument --micro-batch: must be a whole number >= 1, got '-1'"),
+    (TRAIN + ["--batch", "-4"], "argument --batch: must be a whole number >= 1"),
+    (TRAIN + ["--batch", "0"], "argument --batch: must be a whole number >= 1, got '0'"),
+    (TRAIN + ["--workers", "two"], "argument --workers: must be a whole number >= 1, got 'two'"),
+    (TRAIN + ["--set", "world_model.tokenizer.image_size=32", "--set", "world_model.dynamics.grid=8"],
+     "CoinRun frames are 64x64"),
+    (TRAIN + ["--set", "world_model.optim.betas=0.9"], "betas must be a list of 2 values"),
+    (TRAIN + ["--set", "world_model.optim.betas=[0.9, fast]"], "betas[1] must be a number"),
+    (TRAIN + ["--set", "world_modle.optim.lr=0.1"], "unknown section(s) ['world_modle']"),
+    (["tune", "lam", "--data", "nowhere", "--out", "{tmp}/sweep", "--set", "world_model.batch_size=2.5"], "batch_size must be a whole number"),
+    (["agent", "train", "--out", "{tmp}/agent", "--set", "agent.lr=fast"], "agent.lr must be a number"),
+    (["datasets", "make", "--out", "{tmp}/sets", "--set", "data.test_episodes=-1"], "data.test_episodes must be at least 1"),
+    (["pipeline", "--out", "{tmp}/run", "--set", "world_model.optim.betas=[1]"], "betas must be a list of 2 values"),
+    (["collect", "--out", "{tmp}/data", "--episodes", "0"], "argument --episodes: must be a whole number >= 1"),
+    (["collect", "--out", "{tmp}/data", "--sticky-prob", "1.5"], "argument --sticky-prob: must be a number in [0, 1]"),
+    (["collect", "--out", "{tmp}/data", "--cpus-per-worker", "nan"], "argument --cpus-per-worker: must be a number > 0"),
+    (["eval", "--model", "m", "--data", "d", "--out", "{tmp}/eval", "--horizon", "0"], "argument --horizon"),
+    (["play", "--model", "m", "--port", "70000"], "argument --port: must be a port number in 1..65535"),
+    (["dream", "--model", "m", "--actions", "R", "--out", "{tmp}/no/dir/x.gif"], "the folder"),
+    (["agent", "eval", "--checkpoint", "{tmp}/agent", "--json", "{tmp}/nodir/x.json"],
+     "argument --json: the folder"),
+    (["data", "stats", "{tmp}", "--plot", "{tmp}/nodir/x.png"], "argument --plot: the folder"),
+    (["data", "stats", "{tmp}", "--plot", "{tmp}"], "is a folder; name the file to write"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_arguments_stop_before_anything_starts(tmp_path, capsys, argv, message):
+    """One line naming the option, exit code 2, nothing created (no Ray starts: these return in well under a second
+    of work; `genie` without a check here started Ray, collected or trained first)."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    before = sorted(tmp_path.rglob("*"))
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's own refusals
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert sorted(tmp_path.rglob("*")) == before, "a refused command must not create anything"
+
+
+def test_train_jobs_refuse_bad_batches_without_the_cli():
+    """The pipeline and sweeps build TrainJob directly: the same limits hold there."""
+    from world_model.training.job import TrainJob
+    from world_model.config import ConfigError
+
+    for field, value in (("batch_size", 0), ("micro_batch", -1), ("steps", 0)):
+        with pytest.raises(ConfigError, match="must be a whole number >= 1"):
+            TrainJob(stage="tokenizer", data=["d"], out="o", **{field: value})
+
+
+def test_data_stats_writes_beside_the_dataset(dataset_copy, capsys):
+    before = sorted(p.name for p in dataset_copy.iterdir())
+    code, out = _run(capsys, "data", "stats", str(dataset_copy), "--progress-episodes", "2")
+    plot = dataset_copy.parent / f"{dataset_copy.name}-stats.png"
+    assert code == 0 and plot.is_file() and f"figure: {plot}" in out
+    assert sorted(p.name for p in dataset_copy.iterdir()) == before, "the dataset folder stays as it is"

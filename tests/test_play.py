@@ -229,8 +229,11 @@ def test_genie_play_help_and_early_errors(tmp_path, capsys):
     # a missing model is reported before Ray or Serve start
     assert main(["play", "--model", str(tmp_path / "missing")]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
-    assert main(["play", "--model", str(tmp_path / "missing"), "--steps", "0"]) == 2
-    assert "steps must lie in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["play", "--model", str(tmp_path / "missing"), "--steps", "0"])
+    assert exit_info.value.code == 2 and "argument --steps: must be a whole number >= 1" in capsys.readouterr().err
+    assert main(["play", "--model", str(tmp_path / "missing"), "--steps", "65"]) == 2
+    assert "steps must lie in 1..64" in capsys.readouterr().err
 
 
 def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs):

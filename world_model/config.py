@@ -215,6 +215,11 @@ class Preset:
             self.optim_for(stage)  # validates the merged settings now, not at the start of training
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        for stage in ("tokenizer", "lam"):  # the data contract: every stage reads CoinRun's frames as they are
+            config = getattr(self, stage)
+            if (config.image_size, config.channels) != (FRAME_SIZE, FRAME_CHANNELS):
+                raise ConfigError(f"{stage}.image_size {config.image_size} and channels {config.channels} must be "
+                                  f"{FRAME_SIZE} and {FRAME_CHANNELS}: CoinRun frames are {FRAME_SIZE}x{FRAME_SIZE} RGB")
         if self.dynamics.vocab_size != self.tokenizer.quantizer.codebook_size:
             raise ConfigError(f"dynamics.vocab_size {self.dynamics.vocab_size} must equal the tokenizer's "
                               f"quantizer.codebook_size {self.tokenizer.quantizer.codebook_size}")
@@ -244,7 +249,7 @@ def preset_from_sections(name: str, sections: dict[str, Any]) -> Preset:
         lam=config_from_dict(LAMConfig, sections.get("lam") or {}),
         dynamics=config_from_dict(DynamicsConfig, sections.get("dynamics") or {}),
         optim=config_from_dict(OptimConfig, sections.get("optim") or {}),
-        batch_size=int(sections.get("batch_size", 84)),
+        batch_size=coerce_value("world_model", "batch_size", 84, sections.get("batch_size", 84)),
         train=config_from_dict(TrainSettings, sections.get("train") or {}),
         stage_optim={str(k): dict(v or {}) for k, v in (sections.get("stage_optim") or {}).items()},
     )
@@ -294,15 +299,18 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
         default = _field_default(known[name])
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             kwargs[name] = config_from_dict(type(default), value)
-        elif isinstance(default, tuple) and isinstance(value, list):
-            kwargs[name] = tuple(value)
         else:
-            kwargs[name] = _coerce(cls.__name__, name, default, value)
+            kwargs[name] = coerce_value(cls.__name__, name, default, value)
     return cls(**kwargs)
 
 
-def _coerce(owner: str, name: str, default: Any, value: Any) -> Any:
+def coerce_value(owner: str, name: str, default: Any, value: Any) -> Any:
     """Numbers given as text (YAML reads `1e-5` as a string) become numbers; a wrong type is an error."""
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise ConfigError(f"{owner}.{name} must be a list of {len(default)} values such as {list(default)}, "
+                              f"got {value!r}")
+        return tuple(coerce_value(owner, f"{name}[{i}]", d, v) for i, (d, v) in enumerate(zip(default, value)))
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value

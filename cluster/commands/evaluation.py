@@ -10,6 +10,7 @@ ORDER = 40
 
 
 def register(commands) -> None:
+    from cluster.arguments import non_negative_float, non_negative_int, positive_float, positive_int
     from cluster.cli import add_address
 
     evaluate = commands.add_parser(
@@ -40,29 +41,29 @@ def register(commands) -> None:
     evaluate.add_argument("--data", required=True, help="test set folder or URI, e.g. data/basic-test or data/diverse-test")
     evaluate.add_argument("--out", default=None,
                           help="output folder or URI (default: <model run>/eval/<data name>, or ./eval-<data name>)")
-    evaluate.add_argument("--context", type=int, default=2, help="real frames the model starts from")
-    evaluate.add_argument("--horizon", type=int, default=10, help="frames predicted after the context")
-    evaluate.add_argument("--maskgit-steps", type=int, default=25, help="MaskGIT passes per generated frame")
-    evaluate.add_argument("--temperature", type=float, default=None,
+    evaluate.add_argument("--context", type=positive_int, default=2, help="real frames the model starts from")
+    evaluate.add_argument("--horizon", type=positive_int, default=10, help="frames predicted after the context")
+    evaluate.add_argument("--maskgit-steps", type=positive_int, default=25, help="MaskGIT passes per generated frame")
+    evaluate.add_argument("--temperature", type=non_negative_float, default=None,
                           help="initial sampling temperature, annealed to 0 (default: the model's own)")
-    evaluate.add_argument("--episodes", type=int, default=None, help="test episodes to evaluate (default: all)")
+    evaluate.add_argument("--episodes", type=positive_int, default=None, help="test episodes to evaluate (default: all)")
     evaluate.add_argument("--split", default=None, choices=["train", "val", "test"],
                           help="only this split of --data (default: every episode; named test sets are all 'test')")
-    evaluate.add_argument("--workers", type=int, default=2, help="Ray actors evaluating batches in parallel")
-    evaluate.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray CPUs (and torch threads) per worker")
-    evaluate.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (then the model runs on cuda)")
-    evaluate.add_argument("--batch-size", type=int, default=4, help="episodes per batch (part of what --seed fixes)")
-    evaluate.add_argument("--seed", type=int, default=0, help="picks episodes, windows, sampling noise and counterfactual actions")
-    evaluate.add_argument("--delta-t", type=int, default=4, help="ΔtPSNR is measured at this predicted frame")
+    evaluate.add_argument("--workers", type=positive_int, default=2, help="Ray actors evaluating batches in parallel")
+    evaluate.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="Ray CPUs (and torch threads) per worker")
+    evaluate.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, help="GPUs per worker (then the model runs on cuda)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=4, help="episodes per batch (part of what --seed fixes)")
+    evaluate.add_argument("--seed", type=non_negative_int, default=0, help="picks episodes, windows, sampling noise and counterfactual actions")
+    evaluate.add_argument("--delta-t", type=positive_int, default=4, help="ΔtPSNR is measured at this predicted frame")
     evaluate.add_argument("--modes", default="autoregressive,teacher_forced",
                           help="comma-separated rollout modes: autoregressive, teacher_forced")
-    evaluate.add_argument("--control-steps", type=int, default=3, help="frames each action is held for controllability (0 = skip)")
-    evaluate.add_argument("--forks", type=int, default=6,
+    evaluate.add_argument("--control-steps", type=non_negative_int, default=3, help="frames each action is held for controllability (0 = skip)")
+    evaluate.add_argument("--forks", type=non_negative_int, default=6,
                           help="windows whose real game is replayed and forked RIGHT vs LEFT (0 = skip)")
-    evaluate.add_argument("--fork-steps", type=int, default=4, help="frames of each fork (k)")
+    evaluate.add_argument("--fork-steps", type=positive_int, default=4, help="frames of each fork (k)")
     evaluate.add_argument("--inception-weights", default=None,
                           help="local TorchScript Inception (e.g. inception-2015-12-05.pt) for FID; without it FID is skipped")
-    evaluate.add_argument("--samples", type=int, default=4, help="episodes drawn as GIFs and PNG strips")
+    evaluate.add_argument("--samples", type=non_negative_int, default=4, help="episodes drawn as GIFs and PNG strips")
     evaluate.add_argument("--checkpoint", default="best", choices=["best", "latest"], help="which checkpoint of a run folder")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(evaluate)

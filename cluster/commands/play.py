@@ -27,6 +27,7 @@ safety: binds to 127.0.0.1 unless --host says otherwise, and then answers only t
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.arguments import non_negative_float, non_negative_int, output_file, port, positive_float, positive_int
     from cluster.cli import add_address
     from cluster.play.actions import DREAM_HELP
 
@@ -35,26 +36,26 @@ def register(commands: argparse._SubParsersAction) -> None:
     play.add_argument("--model", required=True, help="dynamics run folder of `genie train dynamics` or its checkpoint")
     play.add_argument("--data", type=Path, default=None,
                       help="data set whose test episodes (else all) can be start frames; without it: fresh Procgen levels")
-    play.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    play.add_argument("--port", type=port, default=8000, help="HTTP port (default 8000)")
     play.add_argument("--host", default="127.0.0.1",
                       help="interface to bind (default 127.0.0.1, this machine only); 0.0.0.0 exposes the game to the "
                            "network and then needs a token")
     play.add_argument("--token", default=None,
                       help="the password every request must carry (at least 8 characters); required off loopback, "
                            "so a fresh one is made and printed when --host is not loopback and none is given")
-    play.add_argument("--rate", type=float, default=20.0, help="requests per second a session may make (default 20; "
+    play.add_argument("--rate", type=positive_float, default=20.0, help="requests per second a session may make (default 20; "
                                                                "bursts of twice that)")
-    play.add_argument("--max-gif-frames", type=int, default=256, help="frames a recording may hold (default 256)")
-    play.add_argument("--steps", type=int, default=None, help="default MaskGIT steps per frame (default: the model's, 25)")
-    play.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
-    play.add_argument("--max-sessions", type=int, default=16, help="players at once (default 16)")
-    play.add_argument("--session-ttl", type=float, default=900.0, help="idle seconds before a session expires (default 900)")
-    play.add_argument("--max-upload-kb", type=int, default=256, help="largest accepted PNG upload (default 256)")
-    play.add_argument("--model-cpus", type=float, default=1.0, help="Ray CPUs per model replica (default 1)")
-    play.add_argument("--gpus", type=float, default=0.0, help="GPUs per model replica (runs the model on CUDA)")
-    play.add_argument("--replicas", type=int, default=1, help="model replicas (e.g. one per GPU)")
-    play.add_argument("--torch-threads", type=int, default=0, help="torch threads per replica (0: torch's default)")
-    play.add_argument("--seed", type=int, default=None, help="seed of the random starts")
+    play.add_argument("--max-gif-frames", type=positive_int, default=256, help="frames a recording may hold (default 256)")
+    play.add_argument("--steps", type=positive_int, default=None, help="default MaskGIT steps per frame (default: the model's, 25)")
+    play.add_argument("--temperature", type=non_negative_float, default=None, help="sampling temperature (default: the model's)")
+    play.add_argument("--max-sessions", type=positive_int, default=16, help="players at once (default 16)")
+    play.add_argument("--session-ttl", type=positive_float, default=900.0, help="idle seconds before a session expires (default 900)")
+    play.add_argument("--max-upload-kb", type=positive_int, default=256, help="largest accepted PNG upload (default 256)")
+    play.add_argument("--model-cpus", type=non_negative_float, default=1.0, help="Ray CPUs per model replica (default 1)")
+    play.add_argument("--gpus", type=non_negative_float, default=0.0, help="GPUs per model replica (runs the model on CUDA)")
+    play.add_argument("--replicas", type=positive_int, default=1, help="model replicas (e.g. one per GPU)")
+    play.add_argument("--torch-threads", type=non_negative_int, default=0, help="torch threads per replica (0: torch's default)")
+    play.add_argument("--seed", type=non_negative_int, default=None, help="seed of the random starts")
     add_address(play)
     play.set_defaults(handler=run_play)
 
@@ -67,16 +68,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     dream.add_argument("--model", required=True, help="dynamics run folder of `genie train dynamics` or its checkpoint")
     dream.add_argument("--actions", required=True, help="one letter (or digit, or comma-separated id) per frame; see above")
-    dream.add_argument("--out", type=Path, default=Path("dream.gif"), help="GIF to write (default dream.gif)")
+    dream.add_argument("--out", type=output_file, default=Path("dream.gif"), help="GIF to write (default dream.gif)")
     dream.add_argument("--start", default="fresh", help="'fresh' (Procgen level --level-seed), 'test' (a random test "
                                                          "episode of --data) or 'episode:ID[@STEP]'")
-    dream.add_argument("--level-seed", type=int, default=0, help="level of a fresh start (default 0)")
+    dream.add_argument("--level-seed", type=non_negative_int, default=0, help="level of a fresh start (default 0)")
     dream.add_argument("--data", type=Path, default=None, help="data set for --start test / episode:ID")
-    dream.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (default: the model's, 25)")
-    dream.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
-    dream.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same dream (default 0)")
-    dream.add_argument("--fps", type=float, default=10.0, help="GIF frame rate (default 10)")
-    dream.add_argument("--scale", type=int, default=4, help="GIF upscaling factor, nearest neighbour (default 4)")
+    dream.add_argument("--steps", type=positive_int, default=None, help="MaskGIT steps per frame (default: the model's, 25)")
+    dream.add_argument("--temperature", type=non_negative_float, default=None, help="sampling temperature (default: the model's)")
+    dream.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed: the same seed gives the same dream (default 0)")
+    dream.add_argument("--fps", type=positive_float, default=10.0, help="GIF frame rate (default 10)")
+    dream.add_argument("--scale", type=positive_int, default=4, help="GIF upscaling factor, nearest neighbour (default 4)")
     dream.add_argument("--side-by-side", action="store_true",
                        help="put the real game, fed the same actions, beside the dream (GenieRedux-G)")
     dream.set_defaults(handler=run_dream)
@@ -106,8 +107,6 @@ def run_play(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"--port must lie in 1..65535, got {args.port}")
     loaded = load_world_model(args.model)  # fail here, with a clear message, rather than in a replica restart loop
     if args.data is not None:
         from cluster.play.starts import EpisodeStarts

@@ -38,6 +38,7 @@ resumes an interrupted sweep: finished and early-stopped trials are not run agai
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.arguments import non_negative_float, non_negative_int, positive_float, positive_int
     from cluster.cli import add_address
 
     tune = commands.add_parser("tune", help="sweep model sizes of a stage with Ray Tune (ASHA), table + scaling plot",
@@ -52,23 +53,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--preset-file", default=None, help="your own preset YAML as the base (instead of --preset)")
     tune.add_argument("--set", action="append", default=[], metavar="world_model.FIELD=VALUE",
                       help="override a preset field in every trial, e.g. --set world_model.train.val_windows=64")
-    tune.add_argument("--samples", type=int, default=1, help="trials per grid point (draws of the distributions)")
-    tune.add_argument("--seed", type=int, default=0, help="seed of the draws; sample k trains with seed+k")
+    tune.add_argument("--samples", type=positive_int, default=1, help="trials per grid point (draws of the distributions)")
+    tune.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws; sample k trains with seed+k")
     tune.add_argument("--scheduler", choices=["asha", "none"], default="asha",
                       help="asha: stop trials behind at equal steps; none: every trial runs its budget")
     tune.add_argument("--metric", choices=["loss", "psnr"], default="loss",
                       help="validation metric ASHA and the ranking use (psnr: teacher-forced PSNR for dynamics)")
-    tune.add_argument("--budget-steps", type=int, default=None,
+    tune.add_argument("--budget-steps", type=positive_int, default=None,
                       help="optimiser steps per trial (the schedule ends there); default: the preset's total_steps")
-    tune.add_argument("--val-every", type=int, default=None,
+    tune.add_argument("--val-every", type=positive_int, default=None,
                       help="steps between validations (ASHA's decision points); default: budget/8, at most the preset's")
-    tune.add_argument("--grace-steps", type=int, default=None, help="ASHA: no trial stops before (default: first validation)")
-    tune.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1/factor of the trials at each rung")
-    tune.add_argument("--gpus-per-trial", type=float, default=None,
+    tune.add_argument("--grace-steps", type=positive_int, default=None, help="ASHA: no trial stops before (default: first validation)")
+    tune.add_argument("--reduction-factor", type=positive_int, default=2, help="ASHA: keep 1/factor of the trials at each rung")
+    tune.add_argument("--gpus-per-trial", type=non_negative_float, default=None,
                       help="GPUs per trial, shared by its workers (default: 1 when the cluster has GPUs, else 0)")
-    tune.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
-    tune.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per Train worker")
-    tune.add_argument("--max-concurrent", type=int, default=None,
+    tune.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers per trial")
+    tune.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="CPUs Ray reserves per Train worker")
+    tune.add_argument("--max-concurrent", type=positive_int, default=None,
                       help="trials at once (default: as many as the cluster's CPUs/GPUs hold)")
     tune.add_argument("--tokenizer", default=None, help="dynamics: the tokenizer run/checkpoint")
     tune.add_argument("--lam", default=None, help="dynamics with --actions latent: the LAM run/checkpoint")

@@ -76,8 +76,9 @@ class TrainJob:
                                   "--actions true (GenieRedux-G) does not")
         elif self.tokenizer or self.lam:
             raise ConfigError(f"--tokenizer/--lam are inputs of `genie train dynamics`, not of {self.stage}")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"--steps must be at least 1, got {self.steps}")
+        for flag, value in (("--steps", self.steps), ("--batch", self.batch_size), ("--micro-batch", self.micro_batch)):
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ConfigError(f"{flag} must be a whole number >= 1, got {value!r}")
         preset = self.load_preset()
         batch = self.global_batch(preset)
         if batch % self.workers:

@@ -1,0 +1,101 @@
+"""Command-line values checked where they are parsed: `genie`'s parser class and its argument types.
+
+Every command checks its arguments before it starts anything (Ray, a collection, a training run): a bad
+value ends the command with one line naming the option and exit code 2, the same as a bad preset value.
+An output file is checked here too (its folder exists and is writable), so a long computation never
+ends in "no such directory".
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+
+class GenieParser(argparse.ArgumentParser):
+    """argparse, with errors as one line (`genie train: error: argument --batch: ...`) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise SystemExit(status)
+
+
+def _number(text: str, kind: type, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (counts, sizes, steps)."""
+    value = _number(text, int, "a whole number >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (seeds, optional counts where 0 means none)."""
+    value = _number(text, int, "a whole number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float, "a number > 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text, float, "a number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1] (probabilities, shares)."""
+    value = _number(text, float, "a number in [0, 1]")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    value = _number(text, int, "a port number in 1..65535")
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a port number in 1..65535, got {text!r}")
+    return value
+
+
+def output_file(text: str) -> Path:
+    """A file the command will write: its folder must exist and be writable, and it must not be a folder."""
+    path = Path(text)
+    check_output_file(path)
+    return path
+
+
+def check_output_file(path: Path) -> None:
+    """The check of `output_file`, for a path a command computes itself (argparse.ArgumentTypeError when bad)."""
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; name the file to write")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {folder} does not exist; create it first (mkdir -p {folder})")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{path} cannot be written (no permission)")
