@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("dir", help="dataset folder or storage URI")
     repair.add_argument("--checkpoint", default=None, help="the PPO agent that played its PPO collections")
-    repair.add_argument("--workers", type=int, default=2, help="collector actors running in parallel")
+    repair.add_argument("--workers", type=positive_int, default=2, help="collector actors running in parallel")
     repair.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(repair)
     stats = data_commands.add_parser(
