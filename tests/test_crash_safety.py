@@ -11,7 +11,9 @@ from pathlib import Path
 import ray
 
 from rl_agent.collection import COLLECTOR_NAME_PREFIX, COLLECTOR_NAMESPACE, collect_dataset
+from rl_agent.store.lock import LOCK_NAME
 from rl_agent.store.verify import check_shard_file, verify_dataset
+from rl_agent.store.writer import TEMP_MARKER, is_temp_file
 from tests.conftest import batches_by_id, small_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,22 +30,35 @@ def test_killed_collector_actor_is_restarted_and_the_data_is_whole(ray_cluster, 
     worker = threading.Thread(
         target=lambda: _capture(errors, collect_dataset, small_config(workers=1), out, show_progress=False))
     worker.start()
-    deadline = time.monotonic() + 60
-    handles = []
-    while not handles and time.monotonic() < deadline:
-        handles = _collector_handles()
-        time.sleep(0.2)
-    assert handles, "collector actor never appeared"
-    pid = ray.get(handles[0].pid.remote())
-    time.sleep(1.0)  # let it get into a shard
+    deadline = time.monotonic() + 120
+    pid, cut = None, []
+    # kill while a shard is being written: the collector is frozen (SIGSTOP) before we look, so it cannot
+    # commit between the look and the kill; one that committed just before is let go to its next shard
+    while not cut and time.monotonic() < deadline and worker.is_alive():
+        handles = _collector_handles() if _temp_shards(out) else []
+        if not handles:
+            time.sleep(0.02)
+            continue
+        pid = ray.get(handles[0].pid.remote())
+        os.kill(pid, signal.SIGSTOP)
+        cut = _temp_shards(out)
+        if not cut:
+            os.kill(pid, signal.SIGCONT)
+    assert cut, f"no shard was ever in flight: {errors}"
     os.kill(pid, signal.SIGKILL)
+    for temp in cut:  # the shard in flight was cut: never committed under its name
+        assert temp.exists() and not (out / temp.name[1:temp.name.index(TEMP_MARKER)]).exists(), temp.name
     worker.join(timeout=240)
     assert not worker.is_alive() and not errors, errors
     assert verify_dataset(out).episodes == 10
-    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME], "temp files left behind"
     reference, resumed = batches_by_id(small_dataset), batches_by_id(out)
     assert reference.keys() == resumed.keys()
     assert all(reference[k].equals(resumed[k]) for k in reference)
+
+
+def _temp_shards(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if is_temp_file(p.name)] if folder.is_dir() else []
 
 
 def test_killed_driver_leaves_only_whole_shards_and_rerun_completes(ray_cluster, small_dataset, tmp_path):

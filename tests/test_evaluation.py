@@ -32,7 +32,6 @@ from world_model.tokenizer import Tokenizer
 
 torch.set_num_threads(1)
 BLOCK = TransformerConfig(dim=32, depth=1, heads=4, mlp_ratio=2.0)
-skimage_metrics = pytest.importorskip("skimage.metrics")
 
 
 # ---- tiny models (untrained: plumbing, not quality) -----------------------------------------------
@@ -80,6 +79,7 @@ def quick(model, data, **overrides) -> EvalConfig:
 
 # ---- PSNR / SSIM against scikit-image --------------------------------------------------------------
 def test_psnr_and_ssim_agree_with_scikit_image_on_random_and_real_frames(real_frames):
+    skimage_metrics = pytest.importorskip("skimage.metrics")  # the reference; no other test needs it
     rng = np.random.default_rng(0)
     random_a = rng.random((3, 64, 64, 3))
     random_b = np.clip(random_a + rng.normal(0, 0.1, random_a.shape), 0, 1)

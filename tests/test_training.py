@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,6 +147,11 @@ def test_a_killed_driver_is_resumed_by_running_the_same_command(ray_cluster, tra
     while not (out / "latest.pt").exists() and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.5)
     assert (out / "latest.pt").exists(), driver.communicate()[0] if driver.poll() is not None else "no checkpoint in time"
+    os.killpg(driver.pid, signal.SIGSTOP)  # frozen, still holding the run folder: a second trainer is refused
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stdout + second.stderr
+    refusal = second.stderr.strip().splitlines()[-1]  # the lines before are Ray's "connecting to" notes
+    assert "Traceback" not in second.stderr and f"`genie train` (pid {driver.pid} on host" in refusal, second.stderr
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     killed_at = load_checkpoint(out / "latest.pt", "tokenizer").step
@@ -154,6 +160,79 @@ def test_a_killed_driver_is_resumed_by_running_the_same_command(ray_cluster, tra
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resumed from step" in again.stdout, again.stdout
     assert load_checkpoint(out / "latest.pt", "tokenizer").step == 14
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_to_ray_trains_own(trained_tokenizer, train_data, tmp_path, capsys):
+    run, _ = trained_tokenizer
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(".genie-lock"))
+    (copy / "latest.pt").write_bytes(b"cut short by a crash")
+    result = run_training(job([train_data], copy, steps=40, overrides=["world_model.train.log_every=10"]),
+                          show_progress=False)
+    assert result.already_done and result.steps == 40
+    assert load_checkpoint(copy / "latest.pt", "tokenizer").step == 40, "latest.pt is rewritten from Ray's checkpoint"
+    assert "resuming from Ray Train's checkpoint at step 40" in capsys.readouterr().out
+
+
+def test_a_checkpoint_write_that_fails_leaves_no_temporary_behind(tmp_path):
+    model = Tokenizer(load_preset("tiny").tokenizer)
+    target = tmp_path / "latest.pt"
+    target.mkdir()
+    (target / "in-the-way").write_text("a folder where the checkpoint should go: the rename fails")
+    with pytest.raises(OSError):
+        save_checkpoint(target, model, "tiny")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"], "a temporary checkpoint was left behind"
+    assert save_checkpoint(tmp_path / "ok.pt", model, "tiny").is_file()
+
+
+def test_wandb_rejoins_the_same_run_from_another_process(tmp_path):
+    from world_model.training.trainer import wandb_run_id
+
+    train_job = TrainJob(stage="tokenizer", data=[str(tmp_path / "data")], out=str(tmp_path / "run"))
+    started = subprocess.run([sys.executable, "-c", (
+        "import sys; from world_model.training.job import TrainJob; from world_model.training.trainer import _start_wandb\n"
+        f"run = _start_wandb(TrainJob(stage='tokenizer', data=[{str(tmp_path / 'data')!r}], out={str(tmp_path / 'run')!r}))\n"
+        "print(run.id); run.finish()")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "1"},
+        cwd=Path(__file__).resolve().parents[1])
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip().splitlines()[-1] == wandb_run_id(train_job), "a resumed run would start a new wandb run"
+
+
+# ---- damaged data -------------------------------------------------------------------------------
+def test_a_lost_shard_is_refused_before_any_worker_starts(ray_cluster, train_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(train_data, data, ignore=shutil.ignore_patterns(".genie-lock"))
+    lost = sorted(p.name for p in data.glob("*.arrow"))[-1]
+    (data / lost).unlink()
+    out = tmp_path / "run"
+    argv = ["train", "tokenizer", "--data", str(data), "--out", str(out), "--steps", "2", "--no-wandb", "--no-progress",
+            "--max-failures", "0"]
+    assert genie(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and lost in err and f"genie data repair {data}" in err, err
+    assert not (out / "ray").exists(), "Ray Train started on a dataset with a missing shard"
+
+
+def test_a_data_error_inside_a_worker_reaches_the_user_as_one_line(ray_cluster, tmp_path, capsys):
+    from rl_agent.collection import collect_dataset
+    from tests.conftest import small_config
+
+    data = tmp_path / "data"  # collected here: a shard decoded by an earlier test would come from the cache
+    collect_dataset(small_config(episodes=3, seed=41, episodes_per_shard=3, envs_per_shard=3, max_episode_frames=40),
+                    data, show_progress=False)
+    shard = next(data.glob("*.arrow"))
+    with open(shard, "r+b") as handle:  # same size, other bytes: only a worker that reads it can tell
+        handle.seek(shard.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    argv = ["train", "tokenizer", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--no-wandb",
+            "--no-progress", "--max-failures", "0", "--batch", "2"]
+    assert genie(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checksum differs" in err and "genie data repair" in err, err
+    assert "resume" not in err, err
 
 
 # ---- each stage learns -----------------------------------------------------------------------------

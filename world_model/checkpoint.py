@@ -58,7 +58,7 @@ def save_checkpoint(
     step: int = 0,
     extra: dict | None = None,
 ) -> Path:
-    """Write atomically (temp file + rename), so a crash never leaves half a checkpoint under `path`."""
+    """Write atomically (temp file, fsync, rename), so a crash never leaves half a checkpoint under `path`."""
     stage = getattr(model, "stage", None)
     if stage not in STAGES:
         raise CheckpointError(f"{type(model).__name__} is not a world-model stage ({', '.join(STAGES)})")
@@ -75,8 +75,20 @@ def save_checkpoint(
         "extra": extra or {},
     }
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    torch.save(payload, temp)
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)  # a failed write (full disk, Ctrl-C) leaves nothing behind
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # and the rename itself survives a power cut
+    finally:
+        os.close(folder)
     return path
 
 

@@ -76,9 +76,16 @@ def write_bytes_atomic(location: str | os.PathLike, data: bytes) -> None:
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     temp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
-    with fs.open_output_stream(temp) as stream:
-        stream.write(data)
-    fs.move(temp, path)
+    try:
+        with fs.open_output_stream(temp) as stream:
+            stream.write(data)
+        fs.move(temp, path)
+    except BaseException:
+        try:
+            fs.delete_file(temp)  # a failed write leaves nothing behind
+        except OSError:
+            pass
+        raise
 
 
 def upload_file(local: str | os.PathLike, location: str | os.PathLike) -> None:

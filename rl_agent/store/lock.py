@@ -4,9 +4,10 @@ Why: two writers on one folder undo each other's work (the second removes the fi
 shards, each rewrites the manifest from memory). The second writer is refused at once, with one
 line naming the first (command, host, pid, since when) and what to do.
 
-A local folder is locked with `flock` on `.genie-lock` inside it: the kernel releases the lock
-when its holder dies, however it dies, so a crash never leaves the folder locked. The file keeps
-the holder's description while it holds the lock. A storage URI has no locks, so the holder writes
+A local folder is locked with `flock` on `.genie-lock` inside it, which holds the holder's
+description; the kernel releases the lock when its holder dies, however it dies, so a crash never
+leaves the folder locked (only the file, which the next holder takes over). A holder removes the
+file when it is done, so a folder left alone has none. A storage URI has no locks, so the holder writes
 a lease object (`.genie-lock.json`: owner, host, pid, since, expiry) and renews it while it works;
 a lease that has expired (its holder died) is taken over. Object stores offer no compare-and-swap
 here, so two writers starting within the same second could both win; the manifest merge
@@ -70,20 +71,28 @@ def folder_lock(location: str | os.PathLike, command: str, lease_s: float = LEAS
 @contextlib.contextmanager
 def _flock(folder: Path, command: str) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: also refuses a second holder in this process
         except BlockingIOError:
-            raise _refusal(str(folder), _parse(os.pread(fd, 4096, 0))) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_owner(command)).encode(), 0)
+            owner = _parse(os.pread(fd, 4096, 0))
+            os.close(fd)
+            raise _refusal(str(folder), owner) from None
         try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)  # an unlocked folder names nobody
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # we locked a file its holder removed on release: lock the one at the path now
+    try:
+        os.ftruncate(fd, 0)  # a holder that crashed left its description
+        os.pwrite(fd, json.dumps(_owner(command)).encode(), 0)
+        yield
     finally:
-        os.close(fd)  # releases the lock
+        os.unlink(path)  # while still holding it: a folder left alone holds no lock file
+        os.close(fd)
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ progress bar and writes `metrics.csv` and wandb: the only process that logs (V2 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from rl_agent.store.errors import DatasetError
+from rl_agent.store.lock import folder_lock
 from world_model import storage
 from world_model.checkpoint import CheckpointError, load_checkpoint
 from world_model.config import ConfigError
@@ -64,14 +67,13 @@ def prepare_run(job: TrainJob) -> tuple[int, bool]:
 
     Returns (step of the latest checkpoint or 0, whether the run already finished).
     """
-    from rl_agent.store.manifest import Manifest
+    from rl_agent.store.verify import require_listed_shards
 
     for location in job.data:
         if not storage.exists(storage.join(location, "manifest.json")):
             raise ConfigError(f"--data {location}: not a dataset (no manifest.json); make one with `genie collect` "
                               f"or `genie datasets make`")
-        if not storage.is_uri(location):
-            Manifest.load(location)  # readable, right format
+        require_listed_shards(location)  # readable manifest; every shard there with its size, before any worker starts
     if job.init:
         resolve_checkpoint(job.init, job.stage)  # right stage, exists
     identity = job.identity()
@@ -83,8 +85,7 @@ def prepare_run(job: TrainJob) -> tuple[int, bool]:
                 f"{job.out} holds a different {info.get('stage')} run (differs in: {', '.join(changed)}); "
                 f"run the same command to resume it, or pass a new --out (use --init {job.out} to fine-tune from it)"
             )
-        latest = storage.join(job.out, LATEST)
-        step = load_checkpoint(storage.local_copy(latest, refresh=True), job.stage).step if storage.is_file(latest) else 0
+        step = _resume_step(job)
         return step, step >= job.total_steps()
     storage.makedirs(job.out)
     if job.stage == "dynamics":
@@ -98,6 +99,43 @@ def prepare_run(job: TrainJob) -> tuple[int, bool]:
                         model="GenieRedux" if job.actions == "latent" else "GenieRedux-G")
     write_run_info(job.out, run_info)
     return 0, False
+
+
+def _resume_step(job: TrainJob) -> int:
+    """The step the run resumes from: latest.pt's, or, when latest.pt is unreadable, that of Ray Train's newest
+    readable checkpoint (what Ray resumes from anyway), whose model then replaces latest.pt."""
+    latest = storage.join(job.out, LATEST)
+    if not storage.is_file(latest):
+        return 0
+    try:
+        return load_checkpoint(storage.local_copy(latest, refresh=True), job.stage).step
+    except CheckpointError as err:
+        found = _newest_ray_checkpoint(job)
+        if found is None:
+            raise CheckpointError(f"{err}; and {ray_storage_path(job.out)} holds no readable checkpoint of Ray Train "
+                                  f"to resume from: pass a new --out (or --init another run)") from err
+        step, model_file = found
+        storage.upload_file(model_file, latest)
+        print(f"note: {latest} was unreadable; resuming from Ray Train's checkpoint at step {step} "
+              f"(latest.pt rewritten from it)", flush=True)
+        return step
+
+
+def _newest_ray_checkpoint(job: TrainJob) -> tuple[int, Path] | None:
+    """(step, local model file) of the newest Ray Train checkpoint of the run whose model file loads."""
+    from world_model.training.loop import MODEL_FILE
+
+    folder = storage.join(ray_storage_path(job.out), RAY_RUN_NAME)
+    if not storage.exists(folder):
+        return None
+    local = storage.local_copy(folder, refresh=True)
+    found = []
+    for candidate in local.glob(f"checkpoint_*/{MODEL_FILE}"):
+        try:
+            found.append((load_checkpoint(candidate, job.stage).step, candidate))
+        except CheckpointError:
+            continue  # a checkpoint cut short: an older one will do
+    return max(found, key=lambda f: f[0]) if found else None
 
 
 def _copy_frozen(source: str, stage: str, target: str) -> None:
@@ -212,11 +250,16 @@ def _start_wandb(job: TrainJob):
         os.environ.setdefault("WANDB_SILENT", "true")
         folder = Path(job.out) if not storage.is_uri(job.out) else Path.cwd()
         return wandb.init(project="genie-redux", job_type=f"train-{job.stage}", dir=str(folder), config=job.to_dict(),
-                          name=Path(job.out.rstrip("/")).name, resume="allow", reinit=True,
-                          id=f"{job.stage}-{abs(hash(job.out)) % 10**10}")
+                          name=Path(job.out.rstrip("/")).name, resume="allow", reinit=True, id=wandb_run_id(job))
     except Exception as err:  # noqa: BLE001 - wandb is a convenience: never let it stop training
         print(f"warning: wandb disabled ({err})")
         return None
+
+
+def wandb_run_id(job: TrainJob) -> str:
+    """The same id for the same stage and run folder in every process, so a resumed run rejoins its wandb run
+    (Python's `hash` of a string is salted per process)."""
+    return f"{job.stage}-{hashlib.sha256(job.out.encode()).hexdigest()[:16]}"
 
 
 def ray_storage_path(out: str) -> str:
@@ -231,7 +274,13 @@ def run_training(job: TrainJob, show_progress: bool = True,
     `on_record`, when given, sees a copy of every record rank 0 sends ({"kind": "train"|"val"|..., "step",
     metrics...}) in this thread, before the progress sink: a Tune trial forwards validations to
     `ray.tune.report` with it (every validation, not only those at checkpoints as TuneReportCallback would).
+    Refused with `FolderInUse` while another process trains into the same run folder.
     """
+    with folder_lock(job.out, "genie train"):
+        return _train_holding_lock(job, show_progress, on_record)
+
+
+def _train_holding_lock(job: TrainJob, show_progress: bool, on_record) -> TrainResult:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -286,11 +335,27 @@ def run_training(job: TrainJob, show_progress: bool = True,
     thread.join()
     ray.kill(queue.actor)
     if failure:
+        user_error = _user_error_of(failure[0])
+        if user_error is not None:
+            raise user_error from None
         raise RuntimeError(f"training failed: {failure[0]}; run the same command again to resume from the latest "
                            f"checkpoint") from failure[0]
     fps = sorted(sink.frames_per_s)[len(sink.frames_per_s) // 2] if sink.frames_per_s else 0.0
     return TrainResult(job.out, job.stage, job.total_steps(), start, False, sink.last_val, sink.first_val,
                        time.monotonic() - began, fps)
+
+
+USER_ERRORS = (DatasetError, CheckpointError, ConfigError, storage.StorageError)  # input, not a crash: no resume advice
+
+
+def _user_error_of(failure: BaseException) -> Exception | None:
+    """A worker's error about its input (data, checkpoint, config, storage), as its own one-line error."""
+    for error in getattr(failure, "worker_failures", {}).values():
+        for kind in USER_ERRORS:
+            if isinstance(error, kind):
+                message = str(error.args[0]) if error.args else str(error)
+                return kind(message.strip().splitlines()[0] if message.strip() else type(error).__name__)
+    return None
 
 
 def _check_resources(job: TrainJob) -> None:
