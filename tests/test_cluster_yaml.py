@@ -53,14 +53,79 @@ def test_broken_variants_are_rejected(breakage, message):
         _validate(config)
 
 
-def test_no_head_port_is_opened_to_the_internet():
-    config = _config()
-    for rule in config["provider"].get("security_group", {}).get("IpPermissions", []):
-        open_to_all = any(r.get("CidrIp") == "0.0.0.0/0" for r in rule.get("IpRanges", []))
-        assert not open_to_all or (rule["FromPort"], rule["ToPort"]) == (22, 22), f"rule opens a port to all: {rule}"
+class _SecurityGroup:
+    """Stands in for the boto3 SecurityGroup Ray's AWS provider configures: records the rules Ray authorizes."""
+
+    def __init__(self, group_id: str, ip_permissions: list | None = None) -> None:
+        self.id = group_id
+        self.ip_permissions = list(ip_permissions or [])
+
+    def authorize_ingress(self, IpPermissions):  # noqa: N803 (boto3's name)
+        self.ip_permissions.extend(IpPermissions)
+
+
+def _world_open_ports(rules: list) -> set:
+    return {(r["FromPort"], r["ToPort"]) for r in rules
+            if any(ip.get("CidrIp") == "0.0.0.0/0" for ip in r.get("IpRanges", []))
+            or any(ip.get("CidrIpv6") == "::/0" for ip in r.get("Ipv6Ranges", []))}
+
+
+def test_the_rules_ray_applies_open_only_ssh_and_the_file_says_so():
+    """What `ray up` authorizes on the group it makes (Ray's own code): its default rules plus the file's
+    IpPermissions. Only SSH is open to the world, because Ray opens it, and cluster.yaml says so and how to limit it."""
+    from ray.autoscaler._private.aws.config import _upsert_security_group_rules
+
+    config = _validate(_config())
+    group = _SecurityGroup("sg-0000000000cluster")
+    _upsert_security_group_rules(config, {name: group for name in config["available_node_types"]})
+    assert group.ip_permissions, "Ray authorizes its default rules on a new group"
+    assert _world_open_ports(group.ip_permissions) == {(22, 22)}, group.ip_permissions
+    own = [r for r in group.ip_permissions if r.get("UserIdGroupPairs")]
+    assert own and own[0]["IpProtocol"] == "-1", "nodes reach each other on every port"
+    text = (REPO / "cluster.yaml").read_text()
+    assert "SSH from 0.0.0.0/0" in text and "scripts/limit_ssh.sh" in text
     start = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=0.0.0.0" not in start and "--dashboard-host=127.0.0.1" in start
     assert "ray-client-server-port" not in start
+
+
+def test_limit_ssh_makes_a_group_ray_leaves_alone(tmp_path):
+    """scripts/limit_ssh.sh against a stand-in `aws`: the group it makes admits SSH from the given range only and the
+    cluster's own nodes; every node type then names it, and Ray's provider adds no rule of its own to it."""
+    import os
+    import shlex
+    import subprocess
+
+    from ray.autoscaler._private.aws.config import _configure_security_group
+
+    fake = tmp_path / "bin" / "aws"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done >> "$(dirname "$0")/calls"; echo >> "$(dirname "$0")/calls"\n'
+                    'case "$*" in *describe-vpcs*) echo vpc-0abc;; *create-security-group*) echo sg-0123456789abcdef0;; esac\n')
+    fake.chmod(0o755)
+    config = tmp_path / "cluster.yaml"
+    config.write_text((REPO / "cluster.yaml").read_text())
+    env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    script = str(REPO / "scripts" / "limit_ssh.sh")
+    wide = subprocess.run(["bash", script, "0.0.0.0/0", str(config)], env=env, capture_output=True, text=True, timeout=30)
+    assert wide.returncode == 2 and "wider than a /8" in wide.stderr and not (fake.parent / "calls").exists()
+    result = subprocess.run(["bash", script, "203.0.113.7/32", str(config)], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    calls = [line.split("\x1f")[:-1] for line in (fake.parent / "calls").read_text().splitlines()]
+    ingress = [c for c in calls if "authorize-security-group-ingress" in c]
+    assert len(ingress) == 2 and all("--region" in c and "us-west-2" in c for c in calls)
+    flat = " ".join(shlex.join(c) for c in ingress)
+    assert "0.0.0.0/0" not in flat and "--port 22 --cidr 203.0.113.7/32" in flat
+    assert "IpProtocol=-1,UserIdGroupPairs=[{GroupId=sg-0123456789abcdef0}]" in flat
+    limited = _validate(yaml.safe_load(config.read_text()))
+    for name, node_type in limited["available_node_types"].items():
+        assert node_type["node_config"]["SecurityGroupIds"] == ["sg-0123456789abcdef0"], name
+    # with every node type naming its group, Ray's provider neither makes a group nor authorizes a rule (it would
+    # need AWS for either, and there is none here)
+    configured = _configure_security_group(copy.deepcopy(limited))
+    assert all(t["node_config"]["SecurityGroupIds"] == ["sg-0123456789abcdef0"]
+               for t in configured["available_node_types"].values())
 
 
 def test_versions_are_pinned_to_the_project_and_storage_is_a_parameter():
