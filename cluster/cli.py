@@ -223,6 +223,7 @@ def _add_preset(parser: argparse.ArgumentParser) -> None:
 def run_collect(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
     from rl_agent.collection import CollectConfig, collect_dataset
+    from rl_agent.store.lock import folder_lock
 
     env = CoinRunConfig(
         distribution_mode=args.distribution_mode,
@@ -238,7 +239,7 @@ def run_collect(args: argparse.Namespace) -> int:
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, env=env, checkpoint=args.checkpoint,
     )
     start = time.monotonic()
-    with ray_session(args.address):
+    with folder_lock(args.out, "genie collect"), ray_session(args.address):  # a busy --out is refused before Ray starts
         manifest = collect_dataset(config, args.out, show_progress=not args.no_progress, verify=args.verify)
     held = sum(len(s.episodes) for s in manifest.shards_of(config.collection))
     frames = sum(s.rows for s in manifest.shards_of(config.collection))
@@ -260,8 +261,9 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_repair(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
     from rl_agent.collection import repair_dataset
+    from rl_agent.store.lock import folder_lock
 
-    with ray_session(args.address):
+    with folder_lock(args.dir, "genie data repair"), ray_session(args.address):
         remade = repair_dataset(args.dir, args.checkpoint, args.workers, show_progress=not args.no_progress)
     files = [f for names in remade.values() for f in names]
     print(f"{args.dir}: {len(files)} shard(s) made again{': ' + ', '.join(files) if files else ''}. "

@@ -81,10 +81,11 @@ def job_from_args(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
+    from rl_agent.store.lock import folder_lock
     from world_model.training.trainer import run_training
 
     job = job_from_args(args)
-    with ray_session(args.address):
+    with folder_lock(job.out, "genie train"), ray_session(args.address):  # a busy --out is refused before Ray starts
         result = run_training(job, show_progress=not args.no_progress)
     print(result.summary())
     return 0

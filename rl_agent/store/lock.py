@@ -32,6 +32,7 @@ from rl_agent.coinrun_env import ConfigError
 LOCK_NAME = ".genie-lock"
 LEASE_NAME = ".genie-lock.json"
 LEASE_SECONDS = 60.0  # a dead holder's lease blocks others this long at most
+_HELD: dict[str, tuple[int, int]] = {}  # folder -> (thread holding it in this process, depth)
 
 
 class FolderInUse(ConfigError):
@@ -58,14 +59,25 @@ def _refusal(location: str, owner: dict[str, Any] | None, expires_in: float | No
 def folder_lock(location: str | os.PathLike, command: str, lease_s: float = LEASE_SECONDS) -> Iterator[None]:
     """Hold `location` (a local folder, created if missing, or a storage URI) for `command`.
 
-    Raises `FolderInUse` at once when another process holds it.
+    Raises `FolderInUse` at once when another process (or another thread of this one) holds it. The thread
+    that holds it may take it again (the CLI takes it before starting Ray, the stage function inside).
     """
-    if "://" in str(location):
-        with _lease(str(location).rstrip("/"), command, lease_s):
+    uri = "://" in str(location)
+    key = str(location).rstrip("/") if uri else str(Path(location).resolve())
+    held = _HELD.get(key)
+    if held is not None and held[0] == threading.get_ident():
+        _HELD[key] = (held[0], held[1] + 1)
+        try:
             yield
-    else:
-        with _flock(Path(location), command):
+        finally:
+            _HELD[key] = (held[0], _HELD[key][1] - 1)
+        return
+    with _lease(key, command, lease_s) if uri else _flock(Path(key), command):
+        _HELD[key] = (threading.get_ident(), 1)
+        try:
             yield
+        finally:
+            del _HELD[key]
 
 
 @contextlib.contextmanager
