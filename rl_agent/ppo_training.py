@@ -25,7 +25,7 @@ from rl_agent.ppo_policy import POLICY_SUBDIR, checkpoints_of, save_policy
 
 DEFAULT_MODULE = "default_policy"
 CURVE_FIELDS = ["iteration", "env_steps", "episode_return_mean", "episode_len_mean", "episodes", "env_steps_per_s",
-                "sample_seconds", "learn_seconds", "wall_seconds"]
+                "sample_seconds", "learn_seconds", "wall_seconds", "vf_explained_var", "entropy"]
 
 
 @dataclass
@@ -58,6 +58,7 @@ def _row(result: dict[str, Any], iteration: int, env_steps: int, seconds: float,
     runners = result.get("env_runners", {})
     timers = result.get("timers", {})
     sampled = runners.get("num_env_steps_sampled", 0) or 0
+    learner = result.get("learners", {}).get(DEFAULT_MODULE, {})  # the iteration's last minibatch
     return {
         "iteration": iteration,
         "env_steps": env_steps,
@@ -68,6 +69,8 @@ def _row(result: dict[str, Any], iteration: int, env_steps: int, seconds: float,
         "sample_seconds": round(timers.get("env_runner_sampling_timer", float("nan")), 3),
         "learn_seconds": round(timers.get("learner_update_timer", float("nan")), 3),
         "wall_seconds": round(wall, 1),
+        "vf_explained_var": round(float(learner.get("vf_explained_var", float("nan"))), 4),
+        "entropy": round(float(learner.get("entropy", float("nan"))), 4),
     }
 
 
