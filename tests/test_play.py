@@ -241,7 +241,6 @@ def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs
     requests without the token."""
     import os
     import queue
-    import signal
     import socket
     import subprocess
     import sys
@@ -280,12 +279,8 @@ def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs
         info = requests.get(f"{local}/api/info", headers={"Authorization": f"Bearer {token}"}, timeout=60)
         assert info.status_code == 200 and info.json()["name"] == "GenieRedux-G"
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.kill()  # the app outlives its driver on a shared cluster: shut Serve down from here (quicker)
+        process.wait()
         from ray import serve
 
-        serve.shutdown()  # Serve outlives its driver on a shared cluster; the next Serve test sets its own port
+        serve.shutdown()  # the next Serve test starts its own, on its own port
