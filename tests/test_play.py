@@ -115,6 +115,27 @@ def test_session_store_limits_and_expiry():
     assert gone.value.status == 404
 
 
+def test_session_request_rate_is_a_token_bucket():
+    now = [0.0]
+    store = SessionStore(PlayConfig(rate_per_s=2.0, rate_burst=3), clock=lambda: now[0])
+    sid = store.new_id()
+    store.add(_session(sid))
+    for _ in range(3):  # a burst
+        store.get(sid)
+    with pytest.raises(SessionError) as limited:
+        store.get(sid)
+    assert limited.value.status == 429 and "at most 3 at once and 2 per second" in str(limited.value)
+    now[0] = 0.5  # one request earned back
+    store.get(sid)
+    with pytest.raises(SessionError):
+        store.get(sid)
+    now[0] = 100.0  # idle: a full burst again, never more
+    for _ in range(3):
+        store.get(sid)
+    with pytest.raises(SessionError):
+        store.get(sid)
+
+
 def test_session_history_back_and_recording():
     session = _session("s")
     frame = lambda v: np.full((64, 64, 3), v, np.uint8)  # noqa: E731
@@ -236,7 +257,7 @@ def test_genie_play_help_and_early_errors(tmp_path, capsys):
     assert "steps must lie in 1..64" in capsys.readouterr().err
 
 
-def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs):
+def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs, capsys):
     """`genie play --host 0.0.0.0`: a warning, a URL with this machine's address and a fresh token, and 401 for
     requests without the token."""
     import os
@@ -278,6 +299,15 @@ def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs
         assert requests.get(f"{local}/", params={"token": token}, timeout=60).status_code == 200
         info = requests.get(f"{local}/api/info", headers={"Authorization": f"Bearer {token}"}, timeout=60)
         assert info.status_code == 200 and info.json()["name"] == "GenieRedux-G"
+        # Serve keeps its address while it runs: a second `genie play` on this cluster asking for another one would
+        # print a URL nothing listens on (and its access rules would not match the bind), so it is refused
+        from cluster.cli import main
+
+        other = str(run_dirs["latent"])
+        assert main(["play", "--model", other, "--port", str(port + 1), "--address", ray_cluster]) == 2
+        assert f"already runs on this cluster at 0.0.0.0:{port}" in capsys.readouterr().err
+        assert requests.get(f"{local}/api/info", headers={"Authorization": f"Bearer {token}"},
+                            timeout=60).json()["name"] == "GenieRedux-G", "the running game was left alone"
     finally:
         process.kill()  # the app outlives its driver on a shared cluster: shut Serve down from here (quicker)
         process.wait()

@@ -114,6 +114,10 @@ def run_play(args: argparse.Namespace) -> int:
         EpisodeStarts(args.data)
     with ray_session(args.address):
         serve.start(http_options={"host": args.host, "port": args.port})
+        bound = _serve_address()
+        if bound != (args.host, args.port):  # Ray keeps a running Serve's address and only logs that it did
+            raise ConfigError(f"Ray Serve already runs on this cluster at {bound[0]}:{bound[1]} and cannot move while "
+                              f"it runs: use --host {bound[0]} --port {bound[1]}, or stop it first (`serve shutdown`)")
         serve.run(build_app(args.model, config, args.data, args.seed), name=APP_NAME, route_prefix="/")
         url = play_url(args.host, args.port, token)
         if hosts is None:
@@ -128,6 +132,14 @@ def run_play(args: argparse.Namespace) -> int:
         finally:
             serve.delete(APP_NAME)
     return 0
+
+
+def _serve_address() -> tuple[str, int]:
+    """The host and port the cluster's Serve proxies actually bind."""
+    from ray.serve.context import _get_global_client
+
+    http = _get_global_client().http_config
+    return http.host, http.port
 
 
 def run_dream(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Modules, one job each:
   starts    where a game starts: a test-set episode, a chosen episode or a fresh Procgen level; the real game
   session   per-player state (tokens, frames, actions, recording) with limits and expiry
   media     frames <-> PNG / GIF / base64 for the page
+  access    who may talk to the server: the token off loopback, loopback Host names on it, JSON POSTs only
   server    the Ray Serve deployments: a batched model and a FastAPI ingress holding the sessions
   page      the self-contained HTML/JS page
   dream     `genie dream`: a scripted rollout written to a GIF
