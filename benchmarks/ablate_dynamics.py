@@ -12,6 +12,8 @@ over windows:
 - `gain`: paired tf_psnr - copy_psnr per window;
 - `delta_psnr`: controllability, PSNR with the true action minus PSNR with an action of a different
   effect (CoinRun's no-op ids and DOWN twins excluded), same context (GenieRedux-G);
+- `action_nats`: controllability before sampling: log-likelihood of the true next tokens under the
+  true action minus under that other action, per token that changed (0: the key is ignored);
 - `ar_psnr_1`, `ar_psnr_10`, `ar_copy_10`: MaskGIT rollouts (autoregressive) on a subset.
 
     python benchmarks/ablate_dynamics.py --run runs/tiny --steps 300 --variants baseline,copy,tied_codebook
@@ -73,6 +75,7 @@ VARIANTS: dict[str, dict] = {
     "all_no_positions": {"dynamics": {**TINY_BEST, "spatial_positions": "none"}},
     "all_untied": {"dynamics": {**TINY_BEST, "tie_embeddings": False, "token_init": "random"}},
     "all_wide": {"dynamics": {**TINY_BEST, "transformer": dict(dim=96, heads=4)}},
+    "all_adaln": {"dynamics": {**TINY_BEST, "action_conditioning": "adaptive_norm"}},
 }
 
 
@@ -135,17 +138,21 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
     acts = torch.from_numpy(actions[:, :context].astype(np.int64))  # (N, c): the last leads to the target
     other = replace_action_by_effect(acts, context - 1, effect_classes(), np.random.default_rng(seed))  # (N, c)
 
-    def predict(action_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(action_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         masked = tokens.clone()
         masked[:, -1] = dynamics.mask_id
         logits = dynamics(masked, world.action_inputs(action_ids))[:, -1]  # (N, h, w, V)
         ids = logits.argmax(-1)  # (N, h, w)
         decoded = world.decode_windows(torch.cat([tokens[:, :-1], ids[:, None]], dim=1), context)[:, 0]  # (N, H, W, C)
-        return ids, decoded
+        truth = logits.log_softmax(-1).gather(-1, tokens[:, -1, ..., None])[..., 0]  # (N, h, w): log p(true token)
+        return ids, decoded, truth
 
-    ids, predicted = predict(acts)
+    ids, predicted, log_p = predict(acts)
     carried = carry_unchanged(predicted, last, ids, tokens[:, -2])  # (N, H, W, C)
-    _, predicted_other = predict(other)
+    _, predicted_other, log_p_other = predict(other)
+    # how much the true action explains what changed: nats per changed token it adds over another effect's action
+    changed = (tokens[:, -1] != tokens[:, -2]).float()  # (N, h, w)
+    action_nats = ((log_p - log_p_other) * changed).sum((1, 2)) / changed.sum((1, 2)).clamp(min=1)  # (N,)
     reconstruction = world.decode_windows(tokens, context)[:, 0]  # (N, H, W, C)
     tf_psnr = psnr_per_frame(predicted.clamp(0, 1), target).numpy()
     out = {
@@ -156,6 +163,7 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
         "copy_psnr": ci(psnr_per_frame(last, target).numpy()),
         "recon_psnr": ci(psnr_per_frame(reconstruction.clamp(0, 1), target).numpy()),
         "gain": ci(tf_psnr - psnr_per_frame(last, target).numpy()),
+        "action_nats": ci(action_nats.numpy()),
         "delta_psnr": ci(tf_psnr - psnr_per_frame(predicted_other.clamp(0, 1), target).numpy()),
         "tf_psnr_carry": ci(psnr_per_frame(carried.clamp(0, 1), target).numpy()),
         "recon_psnr_carry": ci(psnr_per_frame(carry_unchanged(reconstruction, last, tokens[:, -1], tokens[:, -2]).clamp(0, 1), target).numpy()),

@@ -15,15 +15,19 @@ torch.set_num_threads(1)
 CONDITIONINGS = ["ground_truth", "latent"]
 
 
-def random_dynamics(conditioning, seed=0, frames=4):
+def random_dynamics(conditioning, seed=0, frames=4, action_conditioning="input"):
     torch.manual_seed(seed)
     config = DynamicsConfig(vocab_size=32, grid=8, frames=frames, transformer=TransformerConfig(dim=32, depth=2, heads=4, mlp_ratio=2.0),
-                            conditioning=conditioning, latent_action_dim=8, sampling_steps=4)
+                            conditioning=conditioning, latent_action_dim=8, sampling_steps=4,
+                            action_conditioning=action_conditioning)
     model = Dynamics(config).eval()
     for module in model.modules():
         if isinstance(module, PositionalEncodingGenerator):
             torch.nn.init.normal_(module.conv.weight, std=0.3)
             torch.nn.init.normal_(module.conv.bias, std=0.3)
+    for block in model.transformer.blocks:  # adaLN starts at zero, which would hide a misplaced modulation
+        if hasattr(block, "modulation"):
+            torch.nn.init.normal_(block.modulation.weight, std=0.3)
     torch.nn.init.normal_(model.no_action)
     return model
 
@@ -39,10 +43,11 @@ def random_tokens(batch, frames, seed=2):
     return torch.randint(0, 32, (batch, frames, 8, 8), generator=torch.Generator().manual_seed(seed))  # (B, T, h, w)
 
 
+@pytest.mark.parametrize("action_conditioning", ["input", "adaptive_norm"])
 @pytest.mark.parametrize("conditioning", CONDITIONINGS)
 @pytest.mark.parametrize("context", [1, 2, 3])
-def test_cached_logits_equal_the_whole_window_recomputed(conditioning, context):
-    model = random_dynamics(conditioning)
+def test_cached_logits_equal_the_whole_window_recomputed(conditioning, context, action_conditioning):
+    model = random_dynamics(conditioning, action_conditioning=action_conditioning)
     tokens = random_tokens(2, context)  # (B, Tc, h, w)
     actions = random_actions(conditioning, 2, context)  # (B, Tc[, D])
     frame = random_tokens(2, 1, seed=3)  # (B, 1, h, w): a half-filled new frame
@@ -60,11 +65,12 @@ def test_cached_logits_equal_the_whole_window_recomputed(conditioning, context):
             "the oldest context frame must reach the new frame's logits through the cache"
 
 
+@pytest.mark.parametrize("action_conditioning", ["input", "adaptive_norm"])
 @pytest.mark.parametrize("conditioning", CONDITIONINGS)
 @pytest.mark.parametrize("context", [1, 2, 3])
 @pytest.mark.parametrize("temperature", [0.0, 2.0])
-def test_cached_sampling_gives_the_same_tokens(conditioning, context, temperature):
-    model = random_dynamics(conditioning)
+def test_cached_sampling_gives_the_same_tokens(conditioning, context, temperature, action_conditioning):
+    model = random_dynamics(conditioning, action_conditioning=action_conditioning)
     tokens, actions = random_tokens(3, context), random_actions(conditioning, 3, context)
     samples = [
         model.sample_next_frame(tokens, actions, steps=4, temperature=temperature,
@@ -96,7 +102,7 @@ def test_the_instance_switch_selects_the_path():
     model = random_dynamics("ground_truth")
     prefills = []
     prefill = model.transformer.prefill
-    model.transformer.prefill = lambda context: prefills.append(context.shape[1]) or prefill(context)
+    model.transformer.prefill = lambda context, *rest: prefills.append(context.shape[1]) or prefill(context, *rest)
     tokens, actions = random_tokens(1, 2), random_actions("ground_truth", 1, 1 + 3)
     model.generate_tokens(tokens, actions, 3, steps=2)
     assert prefills == [2, 3, 3], "one context run per generated frame, over the (sliding) context"
@@ -116,3 +122,20 @@ def test_cached_sampling_runs_under_bf16_autocast():
     assert cached.dtype == whole.dtype == torch.bfloat16
     assert torch.allclose(cached.float(), whole.float(), atol=0.1)
     assert sample.shape == (2, 8, 8) and ((sample >= 0) & (sample < 32)).all()
+
+
+def test_adaptive_norm_starts_as_input_conditioning_and_then_uses_the_action_in_every_block():
+    """Zero-initialised adaLN is exactly input-only conditioning; once trained (here: randomised) the action
+    changes every block's normalised inputs, so it reaches the logits through more than the input sum."""
+    plain = random_dynamics("ground_truth", action_conditioning="input")
+    adaptive = random_dynamics("ground_truth", action_conditioning="adaptive_norm")
+    for block in adaptive.transformer.blocks:
+        torch.nn.init.zeros_(block.modulation.weight)
+    adaptive.load_state_dict({**plain.state_dict(), **{k: v for k, v in adaptive.state_dict().items() if "modulation" in k}})
+    tokens, actions = random_tokens(2, 3), random_actions("ground_truth", 2, 2)
+    with torch.no_grad():
+        assert torch.allclose(plain(tokens, actions), adaptive(tokens, actions), atol=1e-6)
+        torch.nn.init.normal_(adaptive.transformer.blocks[-1].modulation.weight, std=0.3)
+        assert not torch.allclose(plain(tokens, actions), adaptive(tokens, actions), atol=1e-3)
+    with pytest.raises(Exception, match="action_conditioning"):
+        DynamicsConfig(action_conditioning="cross_attention")

@@ -3,6 +3,7 @@ game, ΔtPSNR's counterfactual of another effect, forked futures replayed from t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -21,7 +22,10 @@ from world_model.evaluation.forks import real_forks
 from world_model.evaluation.metrics import forked_future_score, psnr_per_frame
 from world_model.evaluation.models import ModelUnderTest, load_model_under_test
 from world_model.evaluation.registration import agent_motion
-from world_model.evaluation.rollouts import effect_classes, replace_action, replace_action_by_effect
+from world_model.evaluation.rollouts import (
+    autoregressive, autoregressive_with_counterfactuals, counterfactual_frame, effect_classes, replace_action,
+    replace_action_by_effect,
+)
 from world_model.evaluation.runner import replay_forks
 from world_model.evaluation.worker import Batch, evaluate_batch, reconstruct_windowed
 from world_model.generation import WorldModel
@@ -86,6 +90,31 @@ def test_the_effect_counterfactual_never_shares_the_true_actions_effect():
 
 
 # ---- forked futures: the real half -------------------------------------------------------------------------
+@pytest.mark.parametrize("t", [1, 3])
+@pytest.mark.parametrize("carry", [False, True])
+def test_counterfactuals_branching_off_the_factual_rollout_equal_whole_counterfactual_rollouts(real_frames, t, carry):
+    """ΔtPSNR's counterfactual frames come from the factual rollout's state at frame t (eval dreams frames 1..t-1
+    once): they must be the frames a whole rollout with the changed action dreams, noise included."""
+    dynamics = tiny_dynamics(steps=3)
+    dynamics.config = dataclasses.replace(dynamics.config, carry_unchanged=carry, temperature=2.0)
+    torch.nn.init.normal_(dynamics.action_embedding.weight)  # an untrained model must still react to its actions
+    world = WorldModel(tiny_tokenizer(), dynamics).eval()
+    frames = real_frames[None, :6].repeat(2, axis=0)  # (B=2, 6, H, W, C)
+    ids = torch.as_tensor(np.random.default_rng(0).integers(0, 15, (2, 5)))  # (B, T-1)
+    context, horizon, index = 2, 4, 2 - 2 + t
+    reference = [counterfactual_frame(world, frames, ids, context, t, 3, 2.0, 11, np.random.default_rng(s), by)
+                 for s, by in ((1, False), (3, True))]  # [(frame t (B, H, W, C), changed ids (B, T-1))]
+    factual, branches = autoregressive_with_counterfactuals(world, frames, ids, [c for _, c in reference], context,
+                                                            horizon, t, 3, 2.0, 11)
+    assert torch.equal(factual, autoregressive(world, frames, ids, context, horizon, 3, 2.0, 11))
+    for (expected, changed), branch in zip(reference, branches):
+        assert (changed[:, index] != ids[:, index]).all()
+        assert torch.allclose(branch, expected, atol=1e-6)
+    assert any(not torch.allclose(b, factual[:, t - 1]) for b in branches), "a changed action must change frame t"
+    with pytest.raises(ValueError, match="within the horizon"):
+        autoregressive_with_counterfactuals(world, frames, ids, [], context, horizon, horizon + 1, 3, 2.0, 11)
+
+
 def test_forks_replay_the_recorded_context_byte_for_byte_and_right_and_left_differ(small_dataset):
     store = EpisodeStore(small_dataset)
     windows = select_windows(store, 12, None, 0)

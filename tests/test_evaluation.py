@@ -228,6 +228,15 @@ def test_evaluation_is_deterministic_for_a_seed_whatever_the_number_of_workers(r
         assert m["context"] == 2 and m["horizon"] == 4 and m["maskgit_steps"] == 2 and m["seed"] == 3
 
 
+def test_gpu_workers_that_no_node_can_hold_are_refused_before_any_actor_starts(ray_cluster, small_dataset, world_run):
+    """`genie eval --gpus-per-worker 1` asks the autoscaler (ensure_resources): on a cluster without one and
+    without GPUs it is refused at once with what to do, instead of actors that wait forever."""
+    from rl_agent.coinrun_env import ConfigError
+
+    with pytest.raises(ConfigError, match=r"evaluation workers x \{CPU: 1, GPU: 1\}.*drop --gpus-per-worker"):
+        evaluate(quick(world_run, small_dataset, workers=1, gpus_per_worker=1.0, device="cpu"))
+
+
 def _with_levels_shifted(src: Path, dst: Path, shift: int) -> Path:
     """A copy of a dataset's manifest whose level seeds are moved by `shift` (a different-levels data set)."""
     manifest = Manifest.load(src)

@@ -133,12 +133,17 @@ class DynamicsConfig:
     spatial_positions: Literal["none", "sincos", "learned"] = "none"  # absolute (h, w) embedding added to every frame
     last_frame_mask_share: float = 0.0  # share of training windows with a clean context and only the last frame masked
     carry_unchanged: bool = False  # decoding: a patch whose token stays the same keeps the previous frame's pixels
+    # where the action enters: "input" adds it to every token of its frame once (the paper); "adaptive_norm" also
+    # scales and shifts every block's normalised inputs by it (DiT's adaLN, zero-initialised: starts as "input")
+    action_conditioning: Literal["input", "adaptive_norm"] = "input"
 
     def __post_init__(self) -> None:
         if self.token_init not in ("random", "codebook"):
             raise ConfigError(f"token_init must be 'random' or 'codebook', got {self.token_init!r}")
         if self.spatial_positions not in ("none", "sincos", "learned"):
             raise ConfigError(f"spatial_positions must be 'none', 'sincos' or 'learned', got {self.spatial_positions!r}")
+        if self.action_conditioning not in ("input", "adaptive_norm"):
+            raise ConfigError(f"action_conditioning must be 'input' or 'adaptive_norm', got {self.action_conditioning!r}")
         if not 0.0 <= self.last_frame_mask_share <= 1.0:
             raise ConfigError(f"last_frame_mask_share must lie in [0, 1], got {self.last_frame_mask_share}")
         if self.conditioning not in ("latent", "ground_truth"):

@@ -46,7 +46,7 @@ class Dynamics(nn.Module):
             self.register_buffer("spatial_position", sincos_positions(config.grid, dim), persistent=False)  # (h, w, d)
         elif config.spatial_positions == "learned":
             self.spatial_position = nn.Parameter(sincos_positions(config.grid, dim))  # (h, w, d), starts as sincos
-        self.transformer = STTransformer(config.transformer)
+        self.transformer = STTransformer(config.transformer, conditioned=config.action_conditioning == "adaptive_norm")
         if config.tie_embeddings:
             self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))  # (V,)
         else:
@@ -96,7 +96,12 @@ class Dynamics(nn.Module):
             raise ValueError(f"{t} frames need {t - 1} actions, got {actions.shape[1]}")
         conditioning = self.frame_conditioning(actions, b)  # (B, T, d)
         previous = previous_frames(tokens, self.mask_id) if previous is None else previous  # (B, T, h, w)
-        return self.readout(self.transformer(self.embed(tokens, conditioning)), previous)
+        return self.readout(self.transformer(self.embed(tokens, conditioning), self.block_conditioning(conditioning)), previous)
+
+    def block_conditioning(self, conditioning: torch.Tensor) -> torch.Tensor | None:
+        """What the transformer's blocks get of the per-frame conditioning (B, T, d): all of it under adaptive_norm,
+        nothing when the action enters at the input only."""
+        return conditioning if self.config.action_conditioning == "adaptive_norm" else None
 
     def embed(self, tokens: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T, h, w) and per-frame conditioning (B, T, d) -> transformer input (B, T, h, w, d).
@@ -252,12 +257,14 @@ class Dynamics(nn.Module):
         """recomputed_new_frame_logits's function, but the context goes through the transformer once, here:
         each pass then runs only the new frame's (B, 1, h, w) tokens through the blocks."""
         conditioning = self.frame_conditioning(actions, context.shape[0])  # (B, Tc+1, d)
-        cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]))  # per block, what frame Tc needs
+        cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]),
+                                         self.block_conditioning(conditioning[:, :-1]))  # per block, what frame Tc needs
         new_conditioning = conditioning[:, -1:]  # (B, 1, d): the action into the new frame
         previous = context[:, -1:]  # (B, 1, h, w): the new frame's predecessor
 
         def logits_of(frame: torch.Tensor) -> torch.Tensor:
-            hidden = self.transformer.forward_new_frame(self.embed(frame, new_conditioning), cache)  # (B, 1, h, w, d)
+            hidden = self.transformer.forward_new_frame(self.embed(frame, new_conditioning), cache,
+                                                        self.block_conditioning(new_conditioning))  # (B, 1, h, w, d)
             return self.readout(hidden, previous)[:, 0]  # (B, h, w, V)
         return logits_of
 

@@ -49,14 +49,20 @@ class WorldModel(nn.Module):
         generated = self.dynamics.generate_tokens(
             context, self.action_inputs(actions), horizon, steps, temperature, generator
         )  # (B, horizon, h, w)
-        decoded = self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])  # (B, horizon, H, W, C)
+        return self.show(context_frames, context, generated)
+
+    @torch.no_grad()
+    def show(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        """What a player sees of generated tokens (B, n, h, w) after the context (frames (B, Tc, H, W, C), their
+        tokens (B, Tc, h, w)): frames (B, n, H, W, C) in [0, 1], each rendered on the one shown before it."""
+        decoded = self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])  # (B, n, H, W, C)
         shown, previous = to_unit_float(context_frames[:, -1], self.dynamics.device), context[:, -1]  # the last real frame
         frames = []
-        for i in range(horizon):  # each frame is rendered on the one shown before it
+        for i in range(generated.shape[1]):
             shown = self.render(decoded[:, i], shown, generated[:, i], previous)  # (B, H, W, C)
             previous = generated[:, i]
             frames.append(shown)
-        return torch.stack(frames, dim=1)  # (B, horizon, H, W, C)
+        return torch.stack(frames, dim=1)  # (B, n, H, W, C)
 
     @torch.no_grad()
     def render(self, decoded: torch.Tensor, previous_frame: torch.Tensor | np.ndarray | None, tokens: torch.Tensor,

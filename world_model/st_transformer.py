@@ -58,8 +58,15 @@ class FeedForward(nn.Module):
 class STBlock(nn.Module):
     """PEG, spatial attention, causal temporal attention with ALiBi, MLP; pre-norm residuals."""
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: TransformerConfig, conditioned: bool = False) -> None:
         super().__init__()
+        if conditioned:
+            # adaLN (DiT): per-frame conditioning (B, T, d) -> a shift and a scale for each of the three
+            # normalised sub-layer inputs, so the condition multiplies features instead of only adding to
+            # the input; zero-initialised, so the block starts unconditioned
+            self.modulation = nn.Linear(config.dim, 6 * config.dim)
+            nn.init.zeros_(self.modulation.weight)
+            nn.init.zeros_(self.modulation.bias)
         self.peg = PositionalEncodingGenerator(config.dim, config.peg_init)
         self.spatial_norm = nn.LayerNorm(config.dim)
         self.spatial_attention = MultiHeadAttention(config.dim, config.heads, config.attention)
@@ -68,53 +75,70 @@ class STBlock(nn.Module):
         self.mlp_norm = nn.LayerNorm(config.dim)
         self.mlp = FeedForward(config.dim, config.mlp_ratio)
 
-    def forward(self, x: torch.Tensor, temporal_bias: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, H, W, C); temporal_bias: (heads, T, T) with -inf above the diagonal
-        b, t, h, w, _ = x.shape
-        x = x + self.peg(x)  # (B, T, H, W, C)
+    def modulations(self, conditioning: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-frame conditioning (B, T, d) -> (6, B, T, 1, 1, d): shift and scale for each normalised input."""
+        if conditioning is None:
+            return None
+        if not hasattr(self, "modulation"):
+            raise ValueError("this block was built without conditioning (STTransformer(..., conditioned=True))")
+        return rearrange(self.modulation(conditioning), "b t (k c) -> k b t 1 1 c", k=6)
 
-        per_frame = rearrange(self.spatial_norm(x), "b t h w c -> (b t) (h w) c")  # (B*T, H*W, C)
-        x = x + rearrange(self.spatial_attention(per_frame), "(b t) (h w) c -> b t h w c", b=b, h=h)
+    @staticmethod
+    def normalised(norm: nn.LayerNorm, x: torch.Tensor, mods: torch.Tensor | None, sublayer: int) -> torch.Tensor:
+        """norm(x) (B, T, H, W, C), scaled and shifted by the conditioning's pair for `sublayer` when there is one."""
+        y = norm(x)
+        if mods is None:
+            return y
+        return y * (1.0 + mods[2 * sublayer + 1]) + mods[2 * sublayer]
 
-        per_position = rearrange(self.temporal_norm(x), "b t h w c -> (b h w) t c")  # (B*H*W, T, C)
-        mixed = self.temporal_attention(per_position, temporal_bias)  # (B*H*W, T, C)
-        x = x + rearrange(mixed, "(b h w) t c -> b t h w c", b=b, h=h, w=w)
+    def forward(self, x: torch.Tensor, temporal_bias: torch.Tensor, conditioning: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, T, H, W, C); temporal_bias: (heads, T, T) with -inf above the diagonal; conditioning (B, T, C) or None
+        return self.prefill(x, temporal_bias, conditioning, keep=False)[0]
 
-        return x + self.mlp(self.mlp_norm(x))  # (B, T, H, W, C)
-
-    def prefill(self, x: torch.Tensor, temporal_bias: torch.Tensor) -> tuple[torch.Tensor, BlockCache]:
-        """forward() on context frames, also keeping what a frame appended after them needs from this block
-        (its PEG window and temporal keys/values): the context's states never depend on later frames."""
-        # x: (B, T, H, W, C); temporal_bias: (heads, T, T)
+    def prefill(self, x: torch.Tensor, temporal_bias: torch.Tensor, conditioning: torch.Tensor | None = None,
+                keep: bool = True) -> tuple[torch.Tensor, BlockCache | None]:
+        """forward() on context frames, also keeping (`keep`) what a frame appended after them needs from this
+        block (its PEG window and temporal keys/values): the context's states never depend on later frames."""
+        # x: (B, T, H, W, C); temporal_bias: (heads, T, T); conditioning (B, T, C) or None
         b, t, h, w, c = x.shape
-        missing = x.new_zeros(b, max(0, 2 - t), h, w, c)  # the PEG's zero padding before frame 0
-        peg_past = torch.cat([missing, x[:, -2:]], dim=1)  # (B, 2, H, W, C): this block's inputs of the last 2 frames
+        mods = self.modulations(conditioning)  # (6, B, T, 1, 1, C) or None
+        peg_past = None
+        if keep:
+            missing = x.new_zeros(b, max(0, 2 - t), h, w, c)  # the PEG's zero padding before frame 0
+            peg_past = torch.cat([missing, x[:, -2:]], dim=1)  # (B, 2, H, W, C): this block's inputs of the last 2 frames
         x = x + self.peg(x)  # (B, T, H, W, C)
 
-        per_frame = rearrange(self.spatial_norm(x), "b t h w c -> (b t) (h w) c")  # (B*T, H*W, C)
+        per_frame = rearrange(self.normalised(self.spatial_norm, x, mods, 0), "b t h w c -> (b t) (h w) c")  # (B*T, H*W, C)
         x = x + rearrange(self.spatial_attention(per_frame), "(b t) (h w) c -> b t h w c", b=b, h=h)
 
-        per_position = rearrange(self.temporal_norm(x), "b t h w c -> (b h w) t c")  # (B*H*W, T, C)
-        mixed, keys_values = self.temporal_attention.forward_with_past(per_position, temporal_bias)  # (B*H*W, T, C)
+        per_position = rearrange(self.normalised(self.temporal_norm, x, mods, 1), "b t h w c -> (b h w) t c")  # (B*H*W, T, C)
+        if keep:
+            mixed, keys_values = self.temporal_attention.forward_with_past(per_position, temporal_bias)  # (B*H*W, T, C)
+        else:
+            mixed = self.temporal_attention(per_position, temporal_bias)  # (B*H*W, T, C)
         x = x + rearrange(mixed, "(b h w) t c -> b t h w c", b=b, h=h, w=w)
 
-        return x + self.mlp(self.mlp_norm(x)), BlockCache(peg_past, keys_values)  # (B, T, H, W, C)
+        out = x + self.mlp(self.normalised(self.mlp_norm, x, mods, 2))  # (B, T, H, W, C)
+        return out, (BlockCache(peg_past, keys_values) if keep else None)
 
-    def forward_new_frame(self, x: torch.Tensor, temporal_bias: torch.Tensor, cache: BlockCache) -> torch.Tensor:
+    def forward_new_frame(self, x: torch.Tensor, temporal_bias: torch.Tensor, cache: BlockCache,
+                          conditioning: torch.Tensor | None = None) -> torch.Tensor:
         """forward() of one frame appended after the cached context: equals forward(cat(context, x))[:, -1:]."""
-        # x: (B, 1, H, W, C); temporal_bias: (heads, 1, Tc+1), the new frame's row of the causal ALiBi bias
+        # x: (B, 1, H, W, C); temporal_bias: (heads, 1, Tc+1), the new frame's row of the causal ALiBi bias;
+        # conditioning (B, 1, C), the new frame's, or None
         b, _, h, w, _ = x.shape
+        mods = self.modulations(conditioning)  # (6, B, 1, 1, 1, C) or None
         window = torch.cat([cache.peg_past, x], dim=1)  # (B, 3, H, W, C): the PEG's whole kernel in time
         x = x + self.peg(window)[:, -1:]  # (B, 1, H, W, C): the last output sees exactly past 2 frames + this one
 
-        per_frame = rearrange(self.spatial_norm(x), "b t h w c -> (b t) (h w) c")  # (B, H*W, C)
+        per_frame = rearrange(self.normalised(self.spatial_norm, x, mods, 0), "b t h w c -> (b t) (h w) c")  # (B, H*W, C)
         x = x + rearrange(self.spatial_attention(per_frame), "(b t) (h w) c -> b t h w c", b=b, h=h)
 
-        per_position = rearrange(self.temporal_norm(x), "b t h w c -> (b h w) t c")  # (B*H*W, 1, C)
+        per_position = rearrange(self.normalised(self.temporal_norm, x, mods, 1), "b t h w c -> (b h w) t c")  # (B*H*W, 1, C)
         mixed, _ = self.temporal_attention.forward_with_past(per_position, temporal_bias, cache.keys_values)  # (B*H*W, 1, C)
         x = x + rearrange(mixed, "(b h w) t c -> b t h w c", b=b, h=h, w=w)
 
-        return x + self.mlp(self.mlp_norm(x))  # (B, 1, H, W, C)
+        return x + self.mlp(self.normalised(self.mlp_norm, x, mods, 2))  # (B, 1, H, W, C)
 
 
 @dataclass
@@ -136,35 +160,35 @@ class ContextCache:
 class STTransformer(nn.Module):
     """`depth` ST blocks and a final LayerNorm, on token grids (B, T, H, W, C)."""
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: TransformerConfig, conditioned: bool = False) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(STBlock(config) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(STBlock(config, conditioned) for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
         self.register_buffer("slopes", alibi_slopes(config.heads), persistent=False)  # (heads,)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, H, W, C)
+    def forward(self, x: torch.Tensor, conditioning: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, T, H, W, C); conditioning (B, T, C) per frame (a conditioned transformer only) or None
         bias = causal_alibi_bias(x.shape[1], self.slopes).to(x.dtype)  # (heads, T, T)
         for block in self.blocks:
-            x = block(x, bias)  # (B, T, H, W, C)
+            x = block(x, bias, conditioning)  # (B, T, H, W, C)
         return self.norm(x)  # (B, T, H, W, C)
 
-    def prefill(self, context: torch.Tensor) -> ContextCache:
+    def prefill(self, context: torch.Tensor, conditioning: torch.Tensor | None = None) -> ContextCache:
         """Run context frames (B, Tc, H, W, C) through the blocks once, keeping what a next frame needs at each,
         so MaskGIT's passes over that frame need not recompute the context (causal in time, so it can't change)."""
         bias = causal_alibi_bias(context.shape[1], self.slopes).to(context.dtype)  # (heads, Tc, Tc)
         blocks = []
         for block in self.blocks:
-            context, cache = block.prefill(context, bias)  # (B, Tc, H, W, C)
+            context, cache = block.prefill(context, bias, conditioning)  # (B, Tc, H, W, C)
             blocks.append(cache)
         return ContextCache(context.shape[1], blocks)
 
-    def forward_new_frame(self, x: torch.Tensor, cache: ContextCache) -> torch.Tensor:
-        """One frame (B, 1, H, W, C) after the cached context -> its output (B, 1, H, W, C),
-        equal to forward(cat(context, x))[:, -1:] at a fraction of the cost."""
+    def forward_new_frame(self, x: torch.Tensor, cache: ContextCache, conditioning: torch.Tensor | None = None) -> torch.Tensor:
+        """One frame (B, 1, H, W, C) after the cached context (and its conditioning (B, 1, C)) -> its output
+        (B, 1, H, W, C), equal to forward(cat(context, x))[:, -1:] at a fraction of the cost."""
         bias = causal_alibi_bias(cache.frames + 1, self.slopes)[:, -1:].to(x.dtype)  # (heads, 1, Tc+1): the last row
         for block, block_cache in zip(self.blocks, cache.blocks):
-            x = block.forward_new_frame(x, bias, block_cache)  # (B, 1, H, W, C)
+            x = block.forward_new_frame(x, bias, block_cache, conditioning)  # (B, 1, H, W, C)
         return self.norm(x)  # (B, 1, H, W, C)
 
 

@@ -114,6 +114,46 @@ def replace_action_by_effect(action_ids: torch.Tensor, index: int, effects: np.n
 
 
 @torch.no_grad()
+def autoregressive_with_counterfactuals(
+    world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, counterfactual_ids: list[torch.Tensor], context: int,
+    horizon: int, t: int, steps: int | None, temperature: float | None, seed: int,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """`autoregressive`'s rollout (B, horizon, H, W, C), and for each of `counterfactual_ids` (each (B, T-1), differing
+    from `action_ids` only in the action into frame t) that rollout's frame t (B, H, W, C), exactly as
+    `counterfactual_frame` would dream it, without dreaming frames 1..t-1 again: they are the factual ones
+    (same actions, same noise), so each counterfactual branches off with the generator's state at frame t."""
+    if not 1 <= t <= horizon:
+        raise ValueError(f"the counterfactual frame t={t} must lie within the horizon 1..{horizon}")
+    dynamics = world.dynamics
+    generator = seeded_generator(seed, dynamics.device)
+    tokens = world.tokenizer.tokenize(frames[:, :context])  # (B, c, h, w)
+    inputs = world.action_inputs(action_ids[:, : context - 1 + horizon])  # (B, c-1+horizon[, D])
+    before = dynamics.generate_tokens(tokens, inputs[:, : context - 2 + t], t - 1, steps, temperature, generator)  # (B, t-1, h, w)
+    branch_point = generator.get_state()
+    known = torch.cat([tokens, before], dim=1)  # (B, c+t-1, h, w)
+    after = dynamics.generate_tokens(known, inputs, horizon - t + 1, steps, temperature, generator)  # (B, horizon-t+1, h, w)
+    factual = world.show(frames[:, :context], tokens, torch.cat([before, after], dim=1))  # (B, horizon, H, W, C)
+    branches = []
+    for ids in counterfactual_ids:
+        generator.set_state(branch_point)
+        other_inputs = world.action_inputs(ids[:, : context - 1 + t])  # (B, c-1+t[, D])
+        frame_t = dynamics.generate_tokens(known, other_inputs, 1, steps, temperature, generator)  # (B, 1, h, w)
+        branches.append(world.show(frames[:, :context], tokens, torch.cat([before, frame_t], dim=1))[:, -1])  # (B, H, W, C)
+    return factual, branches
+
+
+def counterfactual_ids(world: WorldModel, action_ids: torch.Tensor, index: int, rng: np.random.Generator,
+                       by_effect: bool) -> torch.Tensor:
+    """(B, T-1) ids with column `index` replaced: by an action of another effect class (`by_effect`, GenieRedux-G
+    only; latent ids have no known effects), else by any other id (the paper's version)."""
+    if by_effect:
+        if world.dynamics.config.conditioning == "latent":
+            raise ValueError("effect classes are CoinRun actions'; a latent-action model's counterfactual is any other latent id")
+        return replace_action_by_effect(action_ids, index, effect_classes(), rng)
+    return replace_action(action_ids, index, action_vocabulary(world), rng)
+
+
+@torch.no_grad()
 def counterfactual_frame(
     world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, t: int,
     steps: int | None, temperature: float | None, seed: int, rng: np.random.Generator, by_effect: bool = False,
@@ -124,13 +164,7 @@ def counterfactual_frame(
     `by_effect`: the replacement is drawn among CoinRun actions of another effect class (GenieRedux-G
     only; latent ids have no known effects); otherwise among all other ids (the paper's version).
     """
-    index = context - 2 + t
-    if by_effect:
-        if world.dynamics.config.conditioning == "latent":
-            raise ValueError("effect classes are CoinRun actions'; a latent-action model's counterfactual is any other latent id")
-        changed = replace_action_by_effect(action_ids, index, effect_classes(), rng)  # (B, T-1)
-    else:
-        changed = replace_action(action_ids, index, action_vocabulary(world), rng)  # (B, T-1)
+    changed = counterfactual_ids(world, action_ids, context - 2 + t, rng, by_effect)  # (B, T-1)
     rollout = autoregressive(world, frames, changed, context, t, steps, temperature, seed)  # (B, t, H, W, C)
     return rollout[:, t - 1], changed
 

@@ -102,9 +102,16 @@ def _run_batches(config: EvalConfig, batches: list[Batch]) -> list[dict[str, Any
     if started:
         ray.init(include_dashboard=False, log_to_driver=True)
     try:
+        workers = min(config.workers, len(batches))
+        if config.gpus_per_worker:  # on `ray up`, GPU nodes start at zero: ask the autoscaler, or refuse what none holds
+            from rl_agent.capacity import ensure_resources, format_resources
+
+            bundle = {"CPU": config.cpus_per_worker, "GPU": config.gpus_per_worker}
+            ensure_resources([bundle] * workers, f"{workers} evaluation workers x {format_resources(bundle)}",
+                             "drop --gpus-per-worker, or use fewer --workers")
         actor = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(EvalWorker)
         threads = max(1, int(config.cpus_per_worker))
-        pool = ActorPool([actor.remote(config, threads) for _ in range(min(config.workers, len(batches)))])
+        pool = ActorPool([actor.remote(config, threads) for _ in range(workers)])
         out: dict[int, dict[str, Any]] = {}
         with tqdm(total=sum(len(b.episodes) for b in batches), desc="evaluating episodes", unit="ep",
                   disable=not config.show_progress) as bar:

@@ -139,7 +139,18 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
     ids = rollouts.conditioning_actions(world, batch.frames, batch.actions)  # (B, T-1)
     records = _records(batch)
     predictions: dict[str, torch.Tensor] = {}
-    if "autoregressive" in config.modes or config.delta_t <= h:
+    # ΔtPSNR at t: same context, same noise, only the action into frame t changed. Two versions: "delta_psnr",
+    # the paper's counterfactual (any different id), and "delta_psnr_effect" (GenieRedux-G): an action of another
+    # effect class, since 8 ids do nothing and DOWN's twins act alike (config.ACTION_EFFECTS)
+    versions = {"delta_psnr": (False, 1)} if model.conditioning == "latent" else {"delta_psnr": (False, 1), "delta_psnr_effect": (True, 3)}
+    index = c - 2 + config.delta_t
+    changed = {key: rollouts.counterfactual_ids(world, ids, index, np.random.default_rng([config.seed, batch.index, stream]), by_effect)
+               for key, (by_effect, stream) in versions.items()} if config.delta_t <= h else {}  # key -> (B, T-1)
+    others: list[torch.Tensor] = []
+    if changed:  # the counterfactuals branch off the factual rollout at frame t
+        predictions["autoregressive"], others = rollouts.autoregressive_with_counterfactuals(
+            world, batch.frames, ids, list(changed.values()), c, h, config.delta_t, steps, temperature, batch.seed)
+    elif "autoregressive" in config.modes:
         predictions["autoregressive"] = rollouts.autoregressive(world, batch.frames, ids, c, h, steps, temperature, batch.seed)
     if "teacher_forced" in config.modes:
         predictions["teacher_forced"] = rollouts.teacher_forced(world, batch.frames, ids, c, h)
@@ -150,27 +161,20 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
         record["copy_last_frame_psnr"] = copy[i].tolist()
         record["action_ids"] = ids[i].cpu().tolist()
 
-    if config.delta_t <= h:  # ΔtPSNR at t: same context, same noise, only the action into frame t changed
+    if changed:
         truth = target[:, config.delta_t - 1]  # (B, H, W, C)
         # metrics run where the prediction is (the GPU in `genie eval --gpus-per-worker`): .cpu() before .numpy()
         factual = psnr_per_frame(predictions["autoregressive"][:, config.delta_t - 1].clamp(0, 1),
                                  torch.as_tensor(truth)).cpu().numpy()
-        index = c - 2 + config.delta_t
-        # "delta_psnr": the paper's counterfactual, any different id; "delta_psnr_effect" (GenieRedux-G): an
-        # action of another effect class, since 8 ids do nothing and DOWN's twins act alike (config.ACTION_EFFECTS)
-        versions = {"delta_psnr": (False, 1)} if model.conditioning == "latent" else {"delta_psnr": (False, 1), "delta_psnr_effect": (True, 3)}
-        for key, (by_effect, stream) in versions.items():
-            rng = np.random.default_rng([config.seed, batch.index, stream])
-            other, changed = rollouts.counterfactual_frame(world, batch.frames, ids, c, config.delta_t, steps,
-                                                           temperature, batch.seed, rng, by_effect)  # (B, H, W, C)
+        for (key, other_ids), other in zip(changed.items(), others):
             counter = psnr_per_frame(other.clamp(0, 1), torch.as_tensor(truth)).cpu().numpy()  # (B,)
             for i, record in enumerate(records):
                 record[key] = {"t": config.delta_t, "psnr": float(factual[i]), "psnr_other_action": float(counter[i]),
                                "delta": float(factual[i] - counter[i]), "action": int(ids[i, index]),
-                               "other_action": int(changed[i, index])}
-                if by_effect:
+                               "other_action": int(other_ids[i, index])}
+                if versions[key][0]:
                     record[key].update(effect=ACTION_EFFECTS[ACTION_NAMES[int(ids[i, index])]],
-                                       other_effect=ACTION_EFFECTS[ACTION_NAMES[int(changed[i, index])]])
+                                       other_effect=ACTION_EFFECTS[ACTION_NAMES[int(other_ids[i, index])]])
 
     dreams = _forked_futures(model, batch, ids, records, config)  # (n, F, k, H, W, C) or None
 
