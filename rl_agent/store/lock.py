@@ -82,10 +82,14 @@ def folder_lock(location: str | os.PathLike, command: str, lease_s: float = LEAS
 
 @contextlib.contextmanager
 def _flock(folder: Path, command: str) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
+    created = not folder.exists()
     path = folder / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            continue  # a refused writer that had created the folder removed it just now
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: also refuses a second holder in this process
         except BlockingIOError:
@@ -105,6 +109,9 @@ def _flock(folder: Path, command: str) -> Iterator[None]:
     finally:
         os.unlink(path)  # while still holding it: a folder left alone holds no lock file
         os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the writer made something
+                folder.rmdir()  # a command refused before it wrote anything leaves nothing behind
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
