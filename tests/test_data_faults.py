@@ -81,6 +81,25 @@ def test_a_second_collect_into_a_busy_folder_is_refused_and_the_first_finishes(r
     assert genie(["data", "verify", str(out)]) == 0, "the lock file must not upset verify"
 
 
+@pytest.mark.parametrize("command", [["tune", "tokenizer", "--data", "{data}", "--out", "{out}"],
+                                     ["pipeline", "--out", "{out}"]])
+def test_a_second_sweep_or_pipeline_into_a_busy_folder_is_refused(small_dataset, tmp_path, capsys, command):
+    out = tmp_path / "busy"
+    argv = [a.format(data=small_dataset, out=out) for a in command]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from rl_agent.store.lock import folder_lock\n"
+        f"with folder_lock({str(out)!r}, 'genie {command[0]}'):\n"
+        "    print('held', flush=True); time.sleep(600)")], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert genie(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and f"`genie {command[0]}` (pid {holder.pid} on host" in lines[0], lines
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_lease_on_a_storage_uri_names_its_holder_and_expires_when_the_holder_dies(tmp_path):
     uri = f"file://{tmp_path / 'remote'}"
     with folder_lock(uri, "genie train"):

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from cluster.pipeline.plan import build_plan
     from cluster.pipeline.runner import format_outcomes, is_done, make_context, run_pipeline
     from cluster.ray_session import ray_session
+    from rl_agent.store.lock import folder_lock
 
     context = make_context(args.out, None if args.preset_file else args.preset, args.preset_file, list(args.set),
                            show_progress=not args.no_progress)
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'done ' if is_done(context, stage) else 'to do'}  {stage.name:28s} needs {', '.join(stage.needs) or '-'}")
         return 0
     began = time.monotonic()
-    with ray_session(args.address):
+    with folder_lock(args.out, "genie pipeline"), ray_session(args.address):  # one pipeline per folder
         outcomes = run_pipeline(context, wanted)
     print(format_outcomes(outcomes))
     print(f"pipeline finished in {(time.monotonic() - began) / 60:.1f} min. Report: {args.out / 'report.html'} "

@@ -101,13 +101,14 @@ def sweep_from_args(args: argparse.Namespace, gpus_per_trial: float):
 def run_tune(args: argparse.Namespace) -> int:
     from cluster.placement import use_gpu
     from cluster.ray_session import ray_session
+    from rl_agent.store.lock import folder_lock
     from tuning.sweep import build_trials, run_sweep
 
     if args.gpus_per_trial is None:  # checked before Ray starts too, so a bad space fails in a second
         build_trials(sweep_from_args(args, 0.0))
     else:
         build_trials(sweep_from_args(args, args.gpus_per_trial))
-    with ray_session(args.address):
+    with folder_lock(sweep_from_args(args, 0.0).out, "genie tune"), ray_session(args.address):  # one sweep per folder
         gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if use_gpu() else 0.0)
         result = run_sweep(sweep_from_args(args, gpus))
     print(result.summary())
