@@ -52,10 +52,12 @@ def server(ray_cluster, small_dataset, tmp_path_factory):
         runs[name] = export_world_model(tmp_path_factory.mktemp(name) / "run", model.tokenizer, model.dynamics, model.lam)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(str(runs["g"]), CONFIG, small_dataset, seed=0), name="genie-play", route_prefix="/")
-    serve.run(build_app(str(runs["latent"]), CONFIG), name="genie-play-latent", route_prefix="/latent")
-    serve.run(build_app(str(runs["g"]), GUARDED), name="genie-play-guarded", route_prefix="/guarded")
-    serve.run(build_app(str(runs["g"]), BATCHING), name="genie-play-batch", route_prefix="/batch")
+    serve.run_many([  # deployed together: their replicas start side by side
+        serve.RunTarget(build_app(str(runs["g"]), CONFIG, small_dataset, seed=0), name="genie-play", route_prefix="/"),
+        serve.RunTarget(build_app(str(runs["latent"]), CONFIG), name="genie-play-latent", route_prefix="/latent"),
+        serve.RunTarget(build_app(str(runs["g"]), GUARDED), name="genie-play-guarded", route_prefix="/guarded"),
+        serve.RunTarget(build_app(str(runs["g"]), BATCHING), name="genie-play-batch", route_prefix="/batch"),
+    ])
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
 
