@@ -183,3 +183,46 @@ def test_pin_amis_writes_the_newest_image_of_each_family(tmp_path):
     types = _validate(yaml.safe_load(config.read_text()))["available_node_types"]
     assert types["gpu"]["node_config"]["ImageId"] == "ami-0123456789abcdef0"
     assert types["head"]["node_config"]["ImageId"] == types["collector"]["node_config"]["ImageId"] == "ami-0fedcba9876543210"
+
+
+def test_readmes_worker_role_reaches_the_bucket_and_nothing_else(tmp_path):
+    """The README's IAM commands run against a stand-in `aws`: the worker profile cluster.yaml names may only use the
+    bucket's objects, and the head may pass that one role and no other."""
+    import json
+    import os
+    import subprocess
+
+    lines = (REPO / "README.md").read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("BUCKET="))
+    end = next(i for i in range(first, len(lines)) if lines[i].startswith("```"))
+    commands = "\n".join(line for line in lines[first:end] if not line.startswith(("scripts/", "ray up")))
+    fake = tmp_path / "bin" / "aws"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done >> "$(dirname "$0")/calls"\n'
+                    'printf "\\036" >> "$(dirname "$0")/calls"\n'  # arguments may span lines (JSON policies)
+                    'case "$*" in *get-caller-identity*) echo 123456789012;; esac\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    calls = [call.split("\x1f")[:-1] for call in (fake.parent / "calls").read_text().split("\x1e")[:-1]]
+
+    def policy(role):
+        call = next(c for c in calls if c[:2] == ["iam", "put-role-policy"] and c[c.index("--role-name") + 1] == role)
+        return json.loads(call[call.index("--policy-document") + 1])["Statement"]
+
+    bucket = next(line.split("=", 1)[1] for line in lines[first:end] if line.startswith("BUCKET="))
+    statements = policy("genie-redux-worker")
+    assert len(statements) == 2, statements  # the bucket itself (list), its objects (read/write)
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert statement["Effect"] == "Allow" and all(a.startswith("s3:") and "*" not in a for a in actions), statement
+        assert set(resources) <= {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}, statement
+    passes = policy("ray-autoscaler-v1")
+    assert passes == [{"Effect": "Allow", "Action": "iam:PassRole",
+                       "Resource": "arn:aws:iam::123456789012:role/genie-redux-worker"}]
+    profile = next(c for c in calls if c[:2] == ["iam", "create-instance-profile"])
+    names = {t["node_config"].get("IamInstanceProfile", {}).get("Name") for t in _config()["available_node_types"].values()}
+    assert names == {None, profile[profile.index("--instance-profile-name") + 1]}, "workers use the profile made here"
