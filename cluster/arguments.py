@@ -9,11 +9,16 @@ ends in "no such directory".
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import math
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Iterator, NoReturn
+
+# False while `genie submit` parses a stage's arguments: its output paths name files on the cluster, not here
+_LOCAL_OUTPUTS = contextvars.ContextVar("local_outputs", default=True)
 
 
 class GenieParser(argparse.ArgumentParser):
@@ -86,8 +91,19 @@ def port(text: str) -> int:
 def output_file(text: str) -> Path:
     """A file the command will write: its folder must exist and be writable, and it must not be a folder."""
     path = Path(text)
-    check_output_file(path)
+    if _LOCAL_OUTPUTS.get():
+        check_output_file(path)
     return path
+
+
+@contextlib.contextmanager
+def outputs_elsewhere() -> Iterator[None]:
+    """Parse arguments for another machine (a job on the cluster): output files are not looked for here."""
+    token = _LOCAL_OUTPUTS.set(False)
+    try:
+        yield
+    finally:
+        _LOCAL_OUTPUTS.reset(token)
 
 
 def check_output_file(path: Path) -> None:

@@ -102,6 +102,7 @@ def known_stages() -> list[str]:
 
 def check_stage_args(stage: str, args: list[str]) -> None:
     """Parse `genie STAGE ARGS` here, so a typo fails in a second on your laptop, not minutes later on the cluster."""
+    from cluster.arguments import outputs_elsewhere
     from cluster.cli import build_parser
 
     stages = known_stages()
@@ -110,11 +111,12 @@ def check_stage_args(stage: str, args: list[str]) -> None:
     if any(a == "--address" or a.startswith("--address=") for a in args):
         raise JobError("give --address once, for the job server; inside a job the stage joins the cluster by itself")
     try:
-        build_parser().parse_args([stage, *args])
+        with outputs_elsewhere():  # the job writes its files on the cluster
+            build_parser().parse_args([stage, *args])
     except SystemExit as exit_:
         if exit_.code == 0:  # --help was asked for and printed
             raise JobError(f"--help is for `genie {stage} --help` on your machine; nothing was submitted") from None
-        raise JobError(f"`genie {stage} {shlex.join(args)}` does not parse (see the usage above); nothing was submitted") from None
+        raise JobError(f"`genie {stage} {shlex.join(args)}` does not parse (the line above says why); nothing was submitted") from None
 
 
 def path_warnings(args: list[str], address: str) -> list[str]:
