@@ -1,5 +1,6 @@
 """Killing a collector or the driver mid-way never leaves a partial shard, and a re-run completes the data."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,6 +58,10 @@ def test_killed_collector_actor_is_restarted_and_the_data_is_whole(ray_cluster, 
     assert all(reference[k].equals(resumed[k]) for k in reference)
 
 
+def _whole_shards(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.suffix == ".arrow" and not p.name.startswith(".")] if folder.is_dir() else []
+
+
 def _temp_shards(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if is_temp_file(p.name)] if folder.is_dir() else []
 
@@ -69,16 +74,27 @@ def test_killed_driver_leaves_only_whole_shards_and_rerun_completes(ray_cluster,
     log = tmp_path / "driver.log"
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     deadline = time.monotonic() + 120
-    # kill as soon as the first whole shard is on disk: waiting for the driver to also list it in the manifest
-    # gave a loaded machine's collector time to finish every shard first (then nothing was interrupted)
-    while time.monotonic() < deadline and driver.poll() is None:
-        if out.is_dir() and any(p.suffix == ".arrow" and not p.name.startswith(".") for p in out.iterdir()):
-            break
-        time.sleep(0.05)
-    assert driver.poll() is None, f"the collection ended before it could be interrupted:\n{log.read_text()[-3000:]}"
+    # kill when a whole shard is on disk and the next one is in flight; the collector is frozen first, so
+    # neither it nor the driver can move on between the look and the kill
+    pid, cut = None, []
+    while not cut and time.monotonic() < deadline and driver.poll() is None:
+        handles = _collector_handles() if _whole_shards(out) and _temp_shards(out) else []
+        if not handles:
+            time.sleep(0.02)
+            continue
+        pid = ray.get(handles[0].pid.remote())
+        os.kill(pid, signal.SIGSTOP)
+        cut = _temp_shards(out)
+        if not cut:
+            os.kill(pid, signal.SIGCONT)
+    assert cut, f"no shard was in flight while the driver ran:\n{log.read_text()[-3000:]}"
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    visible = [p for p in out.iterdir() if p.suffix == ".arrow" and not p.name.startswith(".")]
+    with contextlib.suppress(ProcessLookupError):  # a frozen collector might not act on Ray's stop when its driver dies
+        os.kill(pid, signal.SIGKILL)
+    for temp in cut:
+        assert temp.exists() and not (out / temp.name[1:temp.name.index(TEMP_MARKER)]).exists(), temp.name
+    visible = _whole_shards(out)
     assert 1 <= len(visible) < 3, f"visible shards after the kill: {sorted(p.name for p in out.iterdir())}"
     for path in visible:
         check_shard_file(path)  # every visible shard is whole
