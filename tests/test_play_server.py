@@ -25,10 +25,11 @@ from world_model.runs import export_world_model
 CHROMIUM = os.environ.get("GENIE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CONFIG = PlayConfig(steps=2, model_cpus=0.5, torch_threads=1, max_sessions=64, max_upload_bytes=64 * 1024)
 TOKEN = "test-token-0123456789"
-# as `genie play --host 0.0.0.0` configures it (any Host name, a token), with a small burst and GIF cap to test them
-GUARDED = replace(CONFIG, token=TOKEN, allowed_hosts=None, rate_per_s=1e-4, rate_burst=4, max_gif_frames=3)
-# a batch closes only when full (2 steps) or after 60 s: concurrent steps of two sessions are batched deterministically
-BATCHING = replace(CONFIG, max_batch_size=2, batch_wait_s=60.0)
+# as `genie play --host 0.0.0.0` configures it (any Host name, a token), with small limits to test them, and batches
+# that close only when full (2 steps) or after 60 s, so that concurrent steps of two sessions are batched
+# deterministically (its tests step two sessions at once)
+GUARDED = replace(CONFIG, token=TOKEN, allowed_hosts=None, rate_per_s=1e-4, rate_burst=4, max_gif_frames=3,
+                  max_batch_size=2, batch_wait_s=60.0)
 
 
 def _free_port() -> int:
@@ -39,8 +40,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(ray_cluster, small_dataset, tmp_path_factory):
-    """One Serve instance with four apps: GenieRedux-G at / (with a data set), GenieRedux at /latent, and GenieRedux-G
-    behind a token at /guarded and with batches held open until full at /batch."""
+    """One Serve instance with three apps: GenieRedux-G at / (with a data set), GenieRedux at /latent, and GenieRedux-G
+    behind a token, with batches held open until full, at /guarded."""
     from ray import serve
 
     from cluster.play.server import build_app
@@ -56,7 +57,6 @@ def server(ray_cluster, small_dataset, tmp_path_factory):
         serve.RunTarget(build_app(str(runs["g"]), CONFIG, small_dataset, seed=0), name="genie-play", route_prefix="/"),
         serve.RunTarget(build_app(str(runs["latent"]), CONFIG), name="genie-play-latent", route_prefix="/latent"),
         serve.RunTarget(build_app(str(runs["g"]), GUARDED), name="genie-play-guarded", route_prefix="/guarded"),
-        serve.RunTarget(build_app(str(runs["g"]), BATCHING), name="genie-play-batch", route_prefix="/batch"),
     ])
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
@@ -66,6 +66,14 @@ def post(url, **kwargs):
     if "data" not in kwargs and "json" not in kwargs:
         kwargs["json"] = {}  # the server takes JSON POSTs only
     return requests.post(url, timeout=60, **kwargs)
+
+
+def guarded(server, method, path, **kwargs):
+    """A request to the /guarded app with its token."""
+    if method == "post" and "json" not in kwargs and "data" not in kwargs:
+        kwargs["json"] = {}
+    return requests.request(method, f"{server}/guarded{path}", headers={"Authorization": f"Bearer {TOKEN}"},
+                            timeout=120, **kwargs)
 
 
 def raw_request(base, method, path, headers=None, body=None):
@@ -136,14 +144,13 @@ def test_start_from_data_set_episode(server):
 
 def test_two_sessions_are_isolated_and_batched(server):
     """Two players pressing keys at once: each keeps its own frames and actions, and every step of one is computed
-    in one forward pass with a step of the other (the /batch app closes a batch only when it holds 2 steps)."""
-    base = f"{server}/batch"
-    a, b = new_session(base, seed=1), new_session(base, seed=2)
+    in one forward pass with a step of the other (the /guarded app closes a batch only when it holds 2 steps)."""
+    a, b = (guarded(server, "post", "/api/sessions", json={"seed": seed}).json() for seed in (1, 2))
     assert a["session"] != b["session"] and a["frame"] != b["frame"]
-    before = requests.get(f"{base}/api/stats", timeout=30).json()["batch_sizes"]
+    before = guarded(server, "get", "/api/stats").json()["batch_sizes"]
 
     def play(sid, action, n):
-        return [post(f"{base}/api/sessions/{sid}/step", json={"action": action}).json() for _ in range(n)]
+        return [guarded(server, "post", f"/api/sessions/{sid}/step", json={"action": action}).json() for _ in range(n)]
 
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(play, s["session"], action, 3) for s, action in ((a, 7), (b, 1))]
@@ -151,11 +158,11 @@ def test_two_sessions_are_isolated_and_batched(server):
     for states, action in zip(results, (7, 1)):
         assert [s["generated"] for s in states] == [1, 2, 3]
         assert states[-1]["last_actions"] == [action] * 3
-    final_a = requests.get(f"{base}/api/sessions/{a['session']}", timeout=30).json()
-    final_b = requests.get(f"{base}/api/sessions/{b['session']}", timeout=30).json()
+    final_a = guarded(server, "get", f"/api/sessions/{a['session']}").json()
+    final_b = guarded(server, "get", f"/api/sessions/{b['session']}").json()
     assert final_a["frame"] == results[0][-1]["frame"] and final_b["frame"] == results[1][-1]["frame"]
     assert final_a["real_frame"] != final_b["real_frame"]
-    sizes = requests.get(f"{base}/api/stats", timeout=30).json()["batch_sizes"]
+    sizes = guarded(server, "get", "/api/stats").json()["batch_sizes"]
     assert sizes[len(before):] == [2, 2, 2], f"each step of one session should share its batch with the other's: {sizes}"
 
 
@@ -300,23 +307,25 @@ def test_token_is_required_off_loopback(server):
 
 
 def test_session_rate_limit_and_gif_cap(server):
-    """/guarded: 4 requests per session at once (1e-4 more per second) and 3 frames per GIF."""
-    api = requests.Session()
-    api.headers["Authorization"] = f"Bearer {TOKEN}"
-    sid = api.post(f"{server}/guarded/api/sessions", json={"seed": 8}, timeout=60).json()["session"]
-    url = f"{server}/guarded/api/sessions/{sid}"
-    assert api.post(f"{url}/record", json={"on": True}, timeout=60).json()["recording"]
-    stepped = api.post(f"{url}/step", json={"action": 7, "count": 5}, timeout=60).json()
-    assert stepped["generated"] == 5 and not stepped["recording"] and stepped["recorded_frames"] == 3, \
-        "a full recording stops itself"
-    gif = api.get(f"{url}/recording.gif", timeout=60)
+    """/guarded: 4 requests per session at once (1e-4 more per second) and 3 frames per GIF; two players record at once
+    (their steps share batches there)."""
+    sids = [guarded(server, "post", "/api/sessions", json={"seed": seed}).json()["session"] for seed in (8, 9)]
+
+    def record(sid):
+        assert guarded(server, "post", f"/api/sessions/{sid}/record", json={"on": True}).json()["recording"]
+        return guarded(server, "post", f"/api/sessions/{sid}/step", json={"action": 7, "count": 5}).json()
+
+    with ThreadPoolExecutor(2) as pool:
+        for stepped in pool.map(record, sids):
+            assert stepped["generated"] == 5 and not stepped["recording"] and stepped["recorded_frames"] == 3, \
+                "a full recording stops itself"
+    gif = guarded(server, "get", f"/api/sessions/{sids[0]}/recording.gif")
     with Image.open(io.BytesIO(gif.content)) as image:
         assert image.n_frames == 3
-    assert api.get(url, timeout=30).status_code == 200  # the fourth request of this session
-    limited = api.get(url, timeout=30)  # the fifth
+    assert guarded(server, "get", f"/api/sessions/{sids[0]}").status_code == 200  # its fourth request
+    limited = guarded(server, "get", f"/api/sessions/{sids[0]}")  # the fifth
     assert limited.status_code == 429 and "too many requests" in limited.json()["error"]
-    other = api.post(f"{server}/guarded/api/sessions", json={"seed": 9}, timeout=60).json()["session"]
-    assert api.get(f"{server}/guarded/api/sessions/{other}", timeout=30).status_code == 200, "limits are per session"
+    assert guarded(server, "get", f"/api/sessions/{sids[1]}").status_code == 200, "limits are per session"
 
 
 # ---- a real browser --------------------------------------------------------------------------
