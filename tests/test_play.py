@@ -266,6 +266,7 @@ def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs
     import subprocess
     import sys
     import threading
+    import time
     from urllib.parse import parse_qs, urlsplit
 
     import requests
@@ -284,8 +285,13 @@ def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs
         def served(line):
             return line.startswith("genie play: ") and " at http://" in line
 
+        deadline = time.monotonic() + 300  # Serve and the model start
         while not any(served(line) for line in printed):
-            printed.append(lines.get(timeout=240))  # Serve and the model start (an exit ends the test here)
+            try:
+                printed.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert process.poll() is None, "genie play exited:\n" + "".join(printed)
+                assert time.monotonic() < deadline, "genie play never printed its URL:\n" + "".join(printed)
         text = "".join(printed)
         assert "reachable from the network" in text and "token (made now)" in text, text
         url = next(line for line in printed if served(line)).split(" at ", 1)[1].split()[0]
