@@ -112,11 +112,19 @@ def check_stage_args(stage: str, args: list[str]) -> None:
         raise JobError("give --address once, for the job server; inside a job the stage joins the cluster by itself")
     try:
         with outputs_elsewhere():  # the job writes its files on the cluster
-            build_parser().parse_args([stage, *args])
+            parsed = build_parser().parse_args([stage, *args])
     except SystemExit as exit_:
         if exit_.code == 0:  # --help was asked for and printed
             raise JobError(f"--help is for `genie {stage} --help` on your machine; nothing was submitted") from None
         raise JobError(f"`genie {stage} {shlex.join(args)}` does not parse (the line above says why); nothing was submitted") from None
+    if getattr(parsed, "preset_file", None) is None and isinstance(getattr(parsed, "preset", None), str):
+        from cluster.presets import load_preset  # a shipped preset and --set: the cluster runs this same version
+        from rl_agent.coinrun_env import ConfigError
+
+        try:
+            load_preset(parsed.preset, None, list(getattr(parsed, "set", None) or []))
+        except ConfigError as err:
+            raise JobError(f"{err}; nothing was submitted") from None
 
 
 def path_warnings(args: list[str], address: str) -> list[str]:

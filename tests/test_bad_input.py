@@ -180,5 +180,7 @@ def test_submit_checks_a_stages_arguments_here_but_not_its_output_folders(capsys
     with pytest.raises(JobError, match="nothing was submitted"):
         check_stage_args("train", ["tokenizer", "--data", "d", "--out", "o", "--batch", "0"])
     assert "argument --batch: must be a whole number >= 1" in capsys.readouterr().err
+    with pytest.raises(JobError, match=r"betas must be a list of 2 values.*nothing was submitted"):
+        check_stage_args("train", ["lam", "--data", "d", "--out", "o", "--set", "world_model.optim.betas=0.9"])
     with pytest.raises(SystemExit):  # here, on this machine, the folder is checked
         main(["agent", "eval", "--checkpoint", "/runs/agent", "--json", "/results-on-the-cluster/eval.json"])
