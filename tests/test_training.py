@@ -214,19 +214,19 @@ def test_a_lost_shard_is_refused_before_any_worker_starts(ray_cluster, train_dat
     assert not (out / "ray").exists(), "Ray Train started on a dataset with a missing shard"
 
 
-def test_a_data_error_inside_a_worker_reaches_the_user_as_one_line(ray_cluster, tmp_path, capsys):
-    from rl_agent.collection import collect_dataset
-    from tests.conftest import small_config
+def test_a_data_error_inside_a_worker_reaches_the_user_as_one_line(ray_cluster, train_data, tmp_path, capsys):
+    from rl_agent.store.manifest import Manifest
 
-    data = tmp_path / "data"  # collected here: a shard decoded by an earlier test would come from the cache
-    collect_dataset(small_config(episodes=3, seed=41, episodes_per_shard=3, envs_per_shard=3, max_episode_frames=40),
-                    data, show_progress=False)
-    shard = next(data.glob("*.arrow"))
-    with open(shard, "r+b") as handle:  # same size, other bytes: only a worker that reads it can tell
-        handle.seek(shard.stat().st_size // 2)
-        byte = handle.read(1)
-        handle.seek(-1, os.SEEK_CUR)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    data = tmp_path / "data"
+    shutil.copytree(train_data, data, ignore=shutil.ignore_patterns(".genie-lock"))
+    for shard in Manifest.load(data).shards:  # same size, other bytes: only a worker that reads them can tell
+        with open(data / shard.file, "r+b") as handle:
+            handle.seek(shard.bytes // 2)
+            byte = handle.read(1)
+            handle.seek(-1, os.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        # as on a machine that never decoded it (the decoded cache, keyed by checksum, would hide the damage)
+        (Path(os.environ["GENIE_CACHE_DIR"]) / f"{shard.sha256}.npy").unlink(missing_ok=True)
     argv = ["train", "tokenizer", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--no-wandb",
             "--no-progress", "--max-failures", "0", "--batch", "2"]
     assert genie(argv) == 1
