@@ -132,6 +132,8 @@ TRAIN = ["train", "tokenizer", "--data", "nowhere", "--out", "{tmp}/run", "--no-
     (["collect", "--out", "{tmp}/data", "--cpus-per-worker", "nan"], "argument --cpus-per-worker: must be a number > 0"),
     (["eval", "--model", "m", "--data", "d", "--out", "{tmp}/eval", "--horizon", "0"], "argument --horizon"),
     (["play", "--model", "m", "--port", "70000"], "argument --port: must be a port number in 1..65535"),
+    (["play", "--model", "m", "--host", "0.0.0.0", "--token", "short"], "a token must have at least 8 characters"),
+    (["play", "--model", "m", "--token", "has space;x=1"], "a token must have at least 8 characters"),
     (["dream", "--model", "m", "--actions", "R", "--out", "{tmp}/no/dir/x.gif"], "the folder"),
     (["agent", "eval", "--checkpoint", "{tmp}/agent", "--json", "{tmp}/nodir/x.json"],
      "argument --json: the folder"),

@@ -9,6 +9,7 @@ idle for `ttl_s` is dropped at the next request, and at most `max_sessions` exis
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -62,8 +63,9 @@ class PlayConfig:
             raise ValueError(f"rate_per_s must be positive, got {self.rate_per_s}")
         if self.temperature is not None and not 0 <= self.temperature <= MAX_TEMPERATURE:
             raise ValueError(f"temperature must lie in 0..{MAX_TEMPERATURE:g}, got {self.temperature}")
-        if self.token is not None and len(self.token) < 8:
-            raise ValueError("a token must have at least 8 characters")
+        if self.token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{8,}", self.token):
+            raise ValueError("a token must have at least 8 characters, each a letter, digit or one of . _ ~ - "
+                             "(it travels in a URL and a cookie)")
 
 
 class SessionError(Exception):
