@@ -133,12 +133,16 @@ def autoregressive_with_counterfactuals(
     known = torch.cat([tokens, before], dim=1)  # (B, c+t-1, h, w)
     after = dynamics.generate_tokens(known, inputs, horizon - t + 1, steps, temperature, generator)  # (B, horizon-t+1, h, w)
     factual = world.show(frames[:, :context], tokens, torch.cat([before, after], dim=1))  # (B, horizon, H, W, C)
+    # frame t is shown on frame t-1 as the factual rollout showed it (the last real frame when t = 1)
+    shown_before = factual[:, t - 2] if t > 1 else frames[:, context - 1]  # (B, H, W, C)
     branches = []
     for ids in counterfactual_ids:
         generator.set_state(branch_point)
         other_inputs = world.action_inputs(ids[:, : context - 1 + t])  # (B, c-1+t[, D])
         frame_t = dynamics.generate_tokens(known, other_inputs, 1, steps, temperature, generator)  # (B, 1, h, w)
-        branches.append(world.show(frames[:, :context], tokens, torch.cat([before, frame_t], dim=1))[:, -1])  # (B, H, W, C)
+        window = torch.cat([known, frame_t], dim=1)  # (B, c+t, h, w)
+        decoded = world.decode_windows(window, window.shape[1] - 1)[:, 0]  # (B, H, W, C): frame t alone
+        branches.append(world.render(decoded, shown_before, frame_t[:, 0], known[:, -1]))  # (B, H, W, C)
     return factual, branches
 
 
