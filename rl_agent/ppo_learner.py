@@ -33,6 +33,18 @@ from ray.rllib.utils.torch_utils import explained_variance
 
 REWARD_NORM_STATE = "genie_reward_normaliser"
 EPISODE_KEYS = "genie_episode_keys"
+BATCH_EXPLAINED_VAR = "vf_explained_var_batch"
+
+
+def _numpy(column: Any, dtype) -> np.ndarray:
+    """A batch column (tensor or array) as a numpy array."""
+    return np.asarray(column.cpu() if torch.is_tensor(column) else column, dtype=dtype)
+
+
+def _explained_variance(values: np.ndarray, targets: np.ndarray) -> float:
+    """1 - Var[target - V] / Var[target]; nan when the targets do not vary."""
+    spread = float(np.var(targets))
+    return float("nan") if spread == 0 else 1.0 - float(np.var(targets - values)) / spread
 
 
 def ppo2_value_loss(values: torch.Tensor, old_values: torch.Tensor, targets: torch.Tensor,
@@ -117,7 +129,7 @@ class PPO2Advantages(ConnectorV2):
         super().__init__(input_observation_space, input_action_space)
         self.gamma, self.lambda_, self.normaliser = gamma, lambda_, normaliser
 
-    def __call__(self, *, rl_module, episodes, batch, shared_data=None, **kwargs):
+    def __call__(self, *, rl_module, episodes, batch, shared_data=None, metrics=None, **kwargs):
         episodes = list(self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False))
         if self.normaliser is not None and len(batch) != 1:
             raise RuntimeError("reward normalisation supports one policy (single-agent) only")
@@ -126,16 +138,18 @@ class PPO2Advantages(ConnectorV2):
             with torch.no_grad():
                 values_t = module.compute_values(module_batch)  # (N,) N = sum of elongated episode lengths
             values = values_t.cpu().numpy()
-            rewards = np.asarray(module_batch[Columns.REWARDS].cpu() if torch.is_tensor(module_batch[Columns.REWARDS])
-                                 else module_batch[Columns.REWARDS], dtype=np.float32)
+            rewards = _numpy(module_batch[Columns.REWARDS], np.float32)
             if self.normaliser is not None:
                 rewards = self._scaled(rewards, episodes, shared_data[EPISODE_KEYS])
-            as_numpy = {k: np.asarray(module_batch[k].cpu() if torch.is_tensor(module_batch[k]) else module_batch[k],
-                                      dtype=np.float32) for k in (Columns.TERMINATEDS, Columns.TRUNCATEDS)}
-            targets = compute_value_targets(values=values, rewards=rewards, terminateds=as_numpy[Columns.TERMINATEDS],
-                                            truncateds=as_numpy[Columns.TRUNCATEDS], gamma=self.gamma,
-                                            lambda_=self.lambda_)
+            targets = compute_value_targets(values=values, rewards=rewards,
+                                            terminateds=_numpy(module_batch[Columns.TERMINATEDS], np.float32),
+                                            truncateds=_numpy(module_batch[Columns.TRUNCATEDS], np.float32),
+                                            gamma=self.gamma, lambda_=self.lambda_)
             advantages = targets - values
+            if metrics is not None:  # ppo2's explained variance: the critic before this update, on the whole new batch
+                real = _numpy(module_batch[Columns.LOSS_MASK], bool)
+                metrics.log_value((module_id, BATCH_EXPLAINED_VAR), _explained_variance(values[real], targets[real]),
+                                  window=1)
             advantages = (advantages - advantages.mean()) / max(1e-4, advantages.std())
             device = values_t.device
             module_batch[Postprocessing.ADVANTAGES] = torch.from_numpy(advantages.astype(np.float32)).to(device)

@@ -21,6 +21,7 @@ from typing import Any
 from rl_agent.coinrun_env import ConfigError
 from rl_agent.capacity import ensure_resources, format_resources
 from rl_agent.ppo_config import PPOSettings, build_ppo_config, cluster_gpus, learner_bundles
+from rl_agent.ppo_learner import BATCH_EXPLAINED_VAR
 from rl_agent.ppo_policy import POLICY_SUBDIR, checkpoints_of, save_policy
 
 DEFAULT_MODULE = "default_policy"
@@ -58,7 +59,7 @@ def _row(result: dict[str, Any], iteration: int, env_steps: int, seconds: float,
     runners = result.get("env_runners", {})
     timers = result.get("timers", {})
     sampled = runners.get("num_env_steps_sampled", 0) or 0
-    learner = result.get("learners", {}).get(DEFAULT_MODULE, {})  # the iteration's last minibatch
+    learner = result.get("learners", {}).get(DEFAULT_MODULE, {})
     return {
         "iteration": iteration,
         "env_steps": env_steps,
@@ -69,7 +70,8 @@ def _row(result: dict[str, Any], iteration: int, env_steps: int, seconds: float,
         "sample_seconds": round(timers.get("env_runner_sampling_timer", float("nan")), 3),
         "learn_seconds": round(timers.get("learner_update_timer", float("nan")), 3),
         "wall_seconds": round(wall, 1),
-        "vf_explained_var": round(float(learner.get("vf_explained_var", float("nan"))), 4),
+        # the critic before the iteration's update, on all of its new steps (ppo2's); entropy: the last minibatch's
+        "vf_explained_var": round(float(learner.get(BATCH_EXPLAINED_VAR, float("nan"))), 4),
         "entropy": round(float(learner.get("entropy", float("nan"))), 4),
     }
 

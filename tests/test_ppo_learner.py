@@ -13,6 +13,9 @@ from rl_agent.ppo_learner import ReturnNormaliser, ppo2_value_loss
 
 TINY = dict(num_env_runners=0, envs_per_runner=4, rollout_length=64, epochs=1, minibatches=2, channels=(8, 16, 16),
             hidden=64, blocks=1, env=CoinRunConfig(max_episode_frames=120))
+# the critic test's run: 12 iterations of 8 envs x 64 steps; on a 2-core CPU its explained variance went
+# -0.00, 0.86, 0.83, 0.35, -0.15, 0.83, 0.45, 0.77, 0.82, 0.84, 0.39, ... (a coin in a batch drops it for an iteration)
+EV_STEPS, EV_THRESHOLD = 6144, 0.4
 SPACES = {"default_policy": (gym.spaces.Box(0, 255, (64, 64, 3), np.uint8), gym.spaces.Discrete(15))}
 
 
@@ -99,3 +102,19 @@ def test_rewards_are_scaled_by_the_std_of_discounted_returns():
     norm.update(returns)
     assert norm.var == pytest.approx(returns.var(), rel=1e-3)
     assert np.allclose(norm.scale(np.array([2.0, 1e6])), [2.0 / returns.std(), 10.0], rtol=1e-3)  # clipped at 10
+
+
+def test_the_critic_learns_real_coinrun(ray_cluster, tmp_path):
+    """A short real run (seeded): the critic's explained variance of the GAE targets, measured on each new batch before
+    it is learnt from (ppo2's), starts near 0 and climbs well above it."""
+    import csv
+
+    from rl_agent.ppo_training import train_agent
+
+    settings = PPOSettings(**(TINY | dict(envs_per_runner=8, rollout_length=64, epochs=3, total_env_steps=EV_STEPS,
+                                          checkpoint_every=1000, seed=0)))
+    train_agent(settings, tmp_path / "run", show_progress=False)
+    with open(tmp_path / "run" / "curve.csv") as handle:
+        explained = [float(row["vf_explained_var"]) for row in csv.DictReader(handle)]
+    assert len(explained) == 12 and abs(explained[0]) < 0.2, explained  # the untrained critic explains nothing
+    assert np.mean(explained[-6:]) > EV_THRESHOLD, explained
