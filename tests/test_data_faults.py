@@ -171,7 +171,8 @@ def test_genie_data_repair_makes_damaged_shards_again_byte_for_byte(ray_cluster,
     (out / shards[2].file).unlink()
     assert genie(["data", "verify", str(out)]) == 1
     assert "genie data repair" in capsys.readouterr().err
-    assert genie(["data", "repair", str(out), "--workers", "1", "--no-progress"]) == 0
+    uri = f"file://{out}"  # through a storage URI, as on a cluster: shards are staged and uploaded
+    assert genie(["data", "repair", uri, "--workers", "1", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "2 shard(s) made again" in printed and shards[0].file in printed and shards[2].file in printed, printed
     assert verify_dataset(out).episodes == 10
