@@ -282,7 +282,7 @@ def _drop_bad_shards(manifest: Manifest, bad: list[tuple[ShardInfo, str]], where
     for shard, why in bad:
         manifest.drop_shard(shard.file)
         remove(shard.file)
-        print(f"note: {where}/{shard.file} is {why}; it is made again", flush=True)
+        print(f"note: {where}/{shard.file} is {why}; making it again", flush=True)
 
 
 def _local_size(out_dir: Path) -> Callable[[str], int | None]:

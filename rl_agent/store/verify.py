@@ -89,16 +89,16 @@ def check_shard_file(path: Path, read_frames: bool = True) -> tuple[list[pa.Reco
 def check_listed_shards(manifest: Manifest, collection: str | None, size_of: Callable[[str], int | None],
                         sha_of: Callable[[str], str] | None = None) -> list[tuple[ShardInfo, str]]:
     """Listed shards (of one collection, or all) that are missing, of another size or (with `sha_of`) another
-    checksum, each with what is wrong. `size_of(file)` is None for a missing file; local or remote alike."""
+    checksum, each with what is wrong (a phrase after "is"). `size_of(file)` is None for a missing file; local or remote alike."""
     bad = []
     for shard in manifest.shards if collection is None else manifest.shards_of(collection):
         size = size_of(shard.file)
         if size is None:
             bad.append((shard, "missing"))
         elif size != shard.bytes:
-            bad.append((shard, f"{size} bytes, the manifest says {shard.bytes}"))
+            bad.append((shard, f"cut short or damaged ({size} bytes, the manifest says {shard.bytes})"))
         elif sha_of is not None and sha_of(shard.file) != shard.sha256:
-            bad.append((shard, "checksum differs from the manifest"))
+            bad.append((shard, "damaged (its checksum differs from the manifest's)"))
     return bad
 
 
@@ -162,6 +162,6 @@ def require_listed_shards(location: str | Path) -> int:
     if bad:
         shard, why = bad[0]
         others = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise DatasetError(f"{str(location).rstrip('/')}/{shard.file}: listed in the manifest but {why}{others}; "
+        raise DatasetError(f"{str(location).rstrip('/')}/{shard.file}: a listed shard is {why}{others}; "
                            f"run `genie data repair {location}` to make it again")
     return len(manifest.shards)
