@@ -539,8 +539,13 @@ def _check_anywhere(manifest: Manifest, collection: str, location: str | Path) -
         return check_listed_shards(manifest, collection, _local_size(root), lambda name: file_sha256(root / name))
     remote = RemoteFolder(str(location))
     with tempfile.TemporaryDirectory(prefix="genie-check-") as staging:
-        return check_listed_shards(manifest, collection, remote.size,
-                                   lambda name: file_sha256(remote.download(name, Path(staging))))
+        def sha(name: str) -> str:
+            local = remote.download(name, Path(staging))
+            try:
+                return file_sha256(local)
+            finally:
+                local.unlink()  # one shard on local disk at a time
+        return check_listed_shards(manifest, collection, remote.size, sha)
 
 
 def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest, save: Callable[[], None],
