@@ -329,7 +329,9 @@ def test_genie_eval_and_report_write_their_outputs(ray_cluster, small_dataset, w
     assert "GenieRedux-G" in table and "34.44" in table  # ours beside the paper's
     assert main(["eval", "--model", str(tmp_path / "nothing"), "--data", str(small_dataset)]) == 1
     assert "no such checkpoint or run folder" in capsys.readouterr().err
-    assert main(["eval", "--model", str(world_run), "--data", str(small_dataset), "--horizon", "0"]) != 0
+    with pytest.raises(SystemExit) as refused:  # argparse refuses it before anything loads: one line, exit 2
+        main(["eval", "--model", str(world_run), "--data", str(small_dataset), "--horizon", "0"])
+    assert refused.value.code == 2 and "--horizon: must be a whole number >= 1" in capsys.readouterr().err
 
 
 def test_registration_reads_the_real_games_response_to_held_keys(sticky_dataset):
