@@ -207,13 +207,13 @@ def test_a_remote_learner_trains_on_cpus(ray_cluster, tmp_path):
     """num_learners=1 without GPUs: the learner actor trains an iteration and the checkpoint holds its weights."""
     from ray.util.state import list_actors
 
-    before = {a.actor_id for a in list_actors(limit=1000)}
+    before = {a.actor_id for a in list_actors(address=ray_cluster, limit=1000)}
     summary = train_agent(PPOSettings(total_env_steps=256, num_learners=1, **TINY), tmp_path / "run",
                           show_progress=False, random_reference=2.0)
     assert summary.iterations == 1 and summary.env_steps >= 256
     # RLlib wraps its remote learners and env runners as `_WrappedExecutable` actors; with 0 env runners the one
     # this run started is the learner (the driver-side learner of num_learners=0 starts none)
-    started = [a for a in list_actors(detail=True, limit=1000) if a.actor_id not in before]
+    started = [a for a in list_actors(address=ray_cluster, detail=True, limit=1000) if a.actor_id not in before]
     learners = [a for a in started if a.class_name.endswith("_WrappedExecutable")]
     assert len(learners) == 1 and learners[0].required_resources.get("CPU") == 1, [a.class_name for a in started]
     module, _ = load_module(str(tmp_path / "run"))
