@@ -118,3 +118,18 @@ def test_the_critic_learns_real_coinrun(ray_cluster, tmp_path):
         explained = [float(row["vf_explained_var"]) for row in csv.DictReader(handle)]
     assert len(explained) == 12 and abs(explained[0]) < 0.2, explained  # the untrained critic explains nothing
     assert np.mean(explained[-6:]) > EV_THRESHOLD, explained
+
+
+def test_the_reward_scale_survives_a_resume(ray_cluster, tmp_path):
+    """The running return statistics are part of the learner's checkpoint, so a resumed run scales rewards alike."""
+    settings = PPOSettings(**(TINY | dict(env=CoinRunConfig(max_episode_frames=60))))
+    algo = build_ppo_config(settings, gpus_available=0).build_algo()
+    algo.train(), algo.train()
+    saved = algo.learner_group._learner.reward_normaliser.get_state()
+    algo.save_to_path(str(tmp_path / "ckpt"))
+    algo.stop()
+    again = build_ppo_config(settings, gpus_available=0).build_algo()
+    again.restore_from_path(str(tmp_path / "ckpt"))
+    restored = again.learner_group._learner.reward_normaliser.get_state()
+    again.stop()
+    assert saved["count"] > 1 and restored == saved
