@@ -303,7 +303,7 @@ def _row(r: dict) -> str:
         mean, half = r[key]
         return f"{mean:.{digits}f} ± {half:.{digits}f}"
     return (f"| {r['variant']} | {r['test']} | {f('tf_acc', 3)} (copy {r['copy_acc'][0]:.3f}) | {f('tf_psnr')} "
-            f"(copy {r['copy_psnr'][0]:.2f}, ceiling {r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | "
+            f"(copy {r['copy_psnr'][0]:.2f}, ceiling {r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | action nats {f('action_nats', 3)} | "
             f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | "
             f"carry: {f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | forks {f('fork_score')} | {r['train_seconds']:.0f} s |")
 
