@@ -33,6 +33,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +104,10 @@ def held_out_windows(store: EpisodeStore, count: int, length: int, seed: int) ->
 
 # ---- training ------------------------------------------------------------------------------------
 def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], actions: list[np.ndarray], batch: int,
-          length: int, seed: int, steps: int) -> float:
-    """`steps` optimiser steps on windows drawn from the seed; returns seconds spent."""
+          length: int, seed: int, steps: int, pause_at: tuple[int, ...] = ()) -> Iterator[tuple[int, float]]:
+    """`steps` optimiser steps on windows drawn from the seed (one learning-rate schedule over all of them);
+    yields (steps done, seconds spent) at each of `pause_at` and at the end, so one run can be scored along a
+    budget curve. A point before the end is scored mid-schedule (a higher lr than a run that ends there)."""
     rng = np.random.default_rng(seed)
     lengths = np.array([len(t) for t in tokens])
     counts = np.maximum(lengths - length + 1, 0)
@@ -112,13 +115,19 @@ def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], acti
     generator = torch.Generator().manual_seed(seed)
     dynamics.train()
     start = time.perf_counter()
-    for _ in range(steps):
+    seconds = 0.0
+    for step in range(1, steps + 1):
         episodes = rng.choice(len(tokens), size=batch, p=counts / counts.sum())
         starts = rng.integers(0, counts[episodes])
         window = torch.from_numpy(np.stack([tokens[e][s: s + length] for e, s in zip(episodes, starts)]).astype(np.int64))  # (B, T, h, w)
         acts = torch.from_numpy(np.stack([actions[e][s: s + length - 1] for e, s in zip(episodes, starts)]).astype(np.int64))  # (B, T-1)
         optimization.step(dynamics.compute_loss_on_tokens(window, acts, generator).loss)
-    return time.perf_counter() - start
+        if step in pause_at or step == steps:
+            seconds += time.perf_counter() - start
+            dynamics.eval()
+            yield step, seconds
+            dynamics.train()
+            start = time.perf_counter()
 
 
 # ---- scoring -------------------------------------------------------------------------------------
@@ -236,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", help="a `genie pipeline` output folder (tokenizer and data sets)")
     parser.add_argument("--variants", default="baseline,all", help="comma-separated names (--list shows them)")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--score-at", default="", help="comma-separated steps before --steps at which to score too "
+                        "(one run, one schedule over --steps: a budget curve)")
     parser.add_argument("--batch", type=int, default=0, help="windows per step (0: the preset's batch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--windows", type=int, default=256, help="held-out windows per test set")
@@ -273,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
              for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))}
     fork_sets = {name: fork_set(EpisodeStore(str(run / "data" / folder)), args.forks, context, 4, args.seed)
                  for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
+    score_at = tuple(int(x) for x in args.score_at.split(",") if x)
+    if any(not 0 < x < args.steps for x in score_at):
+        parser.error(f"--score-at must list steps between 1 and --steps ({args.steps}), got {args.score_at}")
     length = preset.dynamics.frames
     batch = args.batch or preset.batch_size
     records = []
@@ -280,19 +294,19 @@ def main(argv: list[str] | None = None) -> int:
         if name not in VARIANTS:
             parser.error(f"unknown variant {name!r}; --list shows them")
         dynamics, optim = build(preset, tokenizer, VARIANTS[name], args.seed)
-        seconds = train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps)
-        world = WorldModel(tokenizer, dynamics.eval())
-        for test, (frames, acts) in tests.items():
-            metrics = score(world, frames, acts, context, args.rollouts, horizon, args.maskgit_steps, args.seed)
-            if test in fork_sets:
-                metrics.update(fork_score(world, fork_sets[test], args.maskgit_steps, args.seed))
-            record = {"variant": name, "test": test, "steps": args.steps, "batch": batch, "train_seconds": seconds,
-                      "seed": args.seed, **{k: list(v) for k, v in metrics.items()}}
-            records.append(record)
-            print(_row(record), flush=True)
-            if args.out:
-                with open(args.out, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
+        world = WorldModel(tokenizer, dynamics)
+        for steps_done, seconds in train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps, score_at):
+            for test, (frames, acts) in tests.items():
+                metrics = score(world, frames, acts, context, args.rollouts, horizon, args.maskgit_steps, args.seed)
+                if test in fork_sets:
+                    metrics.update(fork_score(world, fork_sets[test], args.maskgit_steps, args.seed))
+                record = {"variant": name, "test": test, "steps": steps_done, "schedule_steps": args.steps, "batch": batch,
+                          "train_seconds": seconds, "seed": args.seed, **{k: list(v) for k, v in metrics.items()}}
+                records.append(record)
+                print(_row(record), flush=True)
+                if args.out:
+                    with open(args.out, "a") as handle:
+                        handle.write(json.dumps(record) + "\n")
     return 0
 
 
@@ -302,7 +316,7 @@ def _row(r: dict) -> str:
             return "-"
         mean, half = r[key]
         return f"{mean:.{digits}f} ± {half:.{digits}f}"
-    return (f"| {r['variant']} | {r['test']} | {f('tf_acc', 3)} (copy {r['copy_acc'][0]:.3f}) | {f('tf_psnr')} "
+    return (f"| {r['variant']} | {r['test']} | {r['steps']} | {f('tf_acc', 3)} (copy {r['copy_acc'][0]:.3f}) | {f('tf_psnr')} "
             f"(copy {r['copy_psnr'][0]:.2f}, ceiling {r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | action nats {f('action_nats', 3)} | "
             f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | "
             f"carry: {f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | forks {f('fork_score')} | {r['train_seconds']:.0f} s |")
