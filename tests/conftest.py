@@ -92,3 +92,40 @@ def sticky_dataset(ray_cluster, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sticky") / "data"
     collect_dataset(small_config(sticky_prob=0.9, episodes=30, episodes_per_shard=10), out, show_progress=False)
     return out
+
+
+def _cpu_ticks() -> dict[int, tuple[int, str]]:
+    """pid -> (user + system clock ticks, command line) of every process we can read."""
+    ticks = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160]
+        except OSError:
+            continue
+        ticks[int(entry.name)] = (int(fields[11]) + int(fields[12]), command)
+    return ticks
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _leftover_cpu_report(request):
+    """With GENIE_LEFTOVER_LOG=FILE: after each test module, the processes still busy (>20% of a core over 2 s),
+    so a test that leaves work running (and slows every later test) can be named."""
+    yield
+    log = os.environ.get("GENIE_LEFTOVER_LOG")
+    if not log:
+        return
+    import time
+
+    before = _cpu_ticks()
+    time.sleep(2.0)
+    after = _cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = [(100 * (t - before[pid][0]) / hz / 2.0, pid, command) for pid, (t, command) in after.items()
+            if pid in before and pid != os.getpid() and t - before[pid][0] > 0.4 * hz]
+    with open(log, "a") as handle:
+        handle.write(f"after {request.module.__name__}: {len(busy)} busy\n")
+        for share, pid, command in sorted(busy, reverse=True):
+            handle.write(f"  {share:5.0f}% {pid} {command}\n")
