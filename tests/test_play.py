@@ -320,3 +320,17 @@ def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs
         from ray import serve
 
         serve.shutdown()  # the next Serve test starts its own, on its own port
+
+
+def test_genie_play_gpu_replicas_no_node_can_hold_are_refused_before_serve_starts(ray_cluster, run_dirs, capsys):
+    """`genie play --gpus 1` asks the autoscaler for its replicas (ensure_resources): on a cluster without one and
+    without GPUs it is refused at once with what to do, instead of a replica that waits forever for a GPU."""
+    from ray import serve
+
+    from cluster.cli import main
+
+    before = dict(serve.status().applications)
+    assert main(["play", "--model", str(run_dirs["ground_truth"]), "--gpus", "1", "--address", ray_cluster]) == 2
+    err = capsys.readouterr().err
+    assert "1 model replica(s) x {CPU: 1, GPU: 1}" in err and "drop --gpus" in err, err
+    assert dict(serve.status().applications).keys() == before.keys(), "nothing was deployed"

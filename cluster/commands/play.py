@@ -113,6 +113,12 @@ def run_play(args: argparse.Namespace) -> int:
 
         EpisodeStarts(args.data)
     with ray_session(args.address):
+        if args.gpus:  # on `ray up`, GPU nodes start at zero: ask the autoscaler, or refuse what no node holds
+            from rl_agent.capacity import ensure_resources, format_resources
+
+            replica = {"CPU": args.model_cpus, "GPU": args.gpus}
+            ensure_resources([replica] * args.replicas, f"{args.replicas} model replica(s) x {format_resources(replica)}",
+                             "drop --gpus to play on CPUs, or use fewer --replicas")
         serve.start(http_options={"host": args.host, "port": args.port})
         bound = _serve_address()
         if bound != (args.host, args.port):  # Ray keeps a running Serve's address and only logs that it did
