@@ -264,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.run:
         parser.error("--run is required")
+    try:
+        score_at = tuple(int(x) for x in args.score_at.split(",") if x.strip())
+    except ValueError:
+        score_at = (0,)  # refused just below, with the list as given
+    if any(not 0 < x < args.steps for x in score_at):
+        parser.error(f"--score-at must list steps between 1 and --steps ({args.steps}), got {args.score_at}")
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     preset = load_preset(args.preset)
@@ -284,9 +290,6 @@ def main(argv: list[str] | None = None) -> int:
              for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))}
     fork_sets = {name: fork_set(EpisodeStore(str(run / "data" / folder)), args.forks, context, 4, args.seed)
                  for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
-    score_at = tuple(int(x) for x in args.score_at.split(",") if x)
-    if any(not 0 < x < args.steps for x in score_at):
-        parser.error(f"--score-at must list steps between 1 and --steps ({args.steps}), got {args.score_at}")
     length = preset.dynamics.frames
     batch = args.batch or preset.batch_size
     records = []

@@ -279,7 +279,7 @@ def test_losing_the_collector_node_mid_collection_finishes_on_the_head_without_d
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and job.poll() is None:  # stop the node once collectors run on it (on it:
         # a new collector alive on the head only would let the node go with nothing to replace)
-        if any(a["state"] == "ALIVE" and a["actor_id"] not in earlier and a.get("node_id") == lost_node
+        if any(a["state"] == "ALIVE" and a["actor_id"] not in earlier and a["node_id"] == lost_node
                for a in cluster.collector_actors()):
             break
         time.sleep(0.5)
