@@ -11,7 +11,7 @@ from world_model.checkpoint import CheckpointError, load_checkpoint, load_model,
 from world_model.config import (
     ConfigError, DynamicsConfig, QuantizerConfig, TokenizerConfig, TransformerConfig, load_preset,
 )
-from world_model.dynamics import Dynamics
+from world_model.dynamics import Dynamics, previous_frames
 from world_model.generation import WorldModel
 from world_model.lam import LatentActionModel
 from world_model.optim import Optimization, learning_rate, parameter_groups
@@ -97,16 +97,19 @@ def test_sdpa_and_naive_attention_agree_with_alibi_causal_bias():
 
 # ---- MaskGIT -------------------------------------------------------------------------------------
 class PassCounter:
-    """Counts MaskGIT passes, with or without the context cache: each pass reads out logits once."""
+    """Counts MaskGIT passes, with or without the context cache: each pass runs the transformer once on the window
+    (forward) or on the new frame over the cached context (forward_new_frame); the cache's prefill is not a pass."""
 
     def __init__(self, model):
         self.frames = []  # per pass, how many frames the transformer ran (1 with the context cache)
-        readout = model.readout
+        transformer = model.transformer
+        for name in ("forward", "forward_new_frame"):
+            method = getattr(transformer, name)
 
-        def counting(hidden, previous):
-            self.frames.append(hidden.shape[1])  # hidden: (B, T, h, w, d)
-            return readout(hidden, previous)
-        model.readout = counting
+            def counting(x, *args, _method=method, **kwargs):
+                self.frames.append(x.shape[1])  # x: (B, T, h, w, d)
+                return _method(x, *args, **kwargs)
+            setattr(transformer, name, counting)
 
     @property
     def calls(self):
@@ -184,6 +187,25 @@ def test_teacher_forced_one_pass_equals_one_step_sampling_at_temperature_zero():
     for k in range(1, 4):
         one_step = model.sample_next_frame(tokens[:, :k], actions[:, :k], steps=1, temperature=0.0)
         assert torch.equal(logits[:, k - 1].argmax(-1), one_step)
+
+
+@pytest.mark.parametrize("tied_with_copy_gate", [False, True])
+def test_the_loss_and_teacher_forcing_read_out_only_what_they_score_and_equal_the_whole_readout(tied_with_copy_gate):
+    """Training reads out the masked positions alone and teacher forcing the predicted frame alone (the (.., V)
+    logits are most of a tiny step): both must equal slicing the logits of the whole window."""
+    torch.manual_seed(0)
+    extra = {"tie_embeddings": True, "copy_bias": 3.0} if tied_with_copy_gate else {}
+    model = Dynamics(DynamicsConfig(vocab_size=32, grid=8, frames=4, transformer=BLOCK, **extra)).eval()
+    tokens, actions = torch.randint(0, 32, (2, 4, 8, 8)), torch.randint(0, 15, (2, 3))
+    loss = model.compute_loss_on_tokens(tokens, actions, torch.Generator().manual_seed(1)).loss
+    mask = model.random_mask(tokens, torch.Generator().manual_seed(1))  # (B, T, h, w): the same draw
+    whole = model(tokens.masked_fill(mask, model.mask_id), actions, previous_frames(tokens, model.mask_id))  # (B, T, h, w, V)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(whole[mask], tokens[mask]))
+    teacher_forced = model.teacher_forced_logits(tokens, actions)  # (B, T-1, h, w, V)
+    for k in range(1, 4):
+        masked_k = tokens.clone()
+        masked_k[:, k] = model.mask_id
+        torch.testing.assert_close(teacher_forced[:, k - 1], model(masked_k, actions)[:, k])
 
 
 # ---- conditioning --------------------------------------------------------------------------------

@@ -91,12 +91,16 @@ class Dynamics(nn.Module):
         `previous` (B, T, h, w): each frame's predecessor ids for the readout; default the input's own frames
         (training passes the unmasked ones: at sampling the frames before are always known).
         """
+        previous = previous_frames(tokens, self.mask_id) if previous is None else previous  # (B, T, h, w)
+        return self.readout(self.hidden_states(tokens, actions), previous)
+
+    def hidden_states(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T, h, w) and the T-1 actions -> the transformer's output (B, T, h, w, d), before the readout."""
         b, t = tokens.shape[:2]
         if actions.shape[1] != t - 1:
             raise ValueError(f"{t} frames need {t - 1} actions, got {actions.shape[1]}")
         conditioning = self.frame_conditioning(actions, b)  # (B, T, d)
-        previous = previous_frames(tokens, self.mask_id) if previous is None else previous  # (B, T, h, w)
-        return self.readout(self.transformer(self.embed(tokens, conditioning), self.block_conditioning(conditioning)), previous)
+        return self.transformer(self.embed(tokens, conditioning), self.block_conditioning(conditioning))
 
     def block_conditioning(self, conditioning: torch.Tensor) -> torch.Tensor | None:
         """What the transformer's blocks get of the per-frame conditioning (B, T, d): all of it under adaptive_norm,
@@ -114,21 +118,24 @@ class Dynamics(nn.Module):
         return hidden + rearrange(conditioning, "b t d -> b t 1 1 d")  # (B, T, h, w, d)
 
     def readout(self, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        """Transformer output (B, T, h, w, d) -> logits (B, T, h, w, V) of the same T frames.
+        """Transformer output (..., d) -> logits (..., V), position by position: (B, T, h, w, d) for whole frames, or
+        (M, d) for only the positions a loss scores (training reads out the masked ones alone: the (.., V) logits are
+        most of a tiny dynamics' step).
 
-        `previous` (B, T, h, w) holds, for each of those frames, the ids of the frame before it
+        `previous` (...) holds, for each position, the id at that position in the frame before
         (mask_id where unknown, e.g. before frame 0): a readout may lean on them (a copy path).
         """
         if self.config.tie_embeddings:
             table = self.token_embedding.weight[: self.config.vocab_size]  # (V, d)
-            logits = hidden @ table.t() / math.sqrt(hidden.shape[-1]) + self.output_bias  # (B, T, h, w, V)
+            # scale the (.., d) input, not the (.., V) logits: the same product, 1/16 of the elementwise work at V=1024
+            logits = (hidden * (1.0 / math.sqrt(hidden.shape[-1]))) @ table.t() + self.output_bias  # (..., V)
         else:
-            logits = self.to_logits(hidden)  # (B, T, h, w, V)
+            logits = self.to_logits(hidden)  # (..., V)
         if self.config.copy_bias:
-            known = previous != self.mask_id  # (B, T, h, w)
-            bonus = self.copy_gate(hidden) * known.unsqueeze(-1)  # (B, T, h, w, 1)
-            index = previous.clamp(max=self.config.vocab_size - 1).unsqueeze(-1)  # (B, T, h, w, 1)
-            logits = logits.scatter_add(-1, index, bonus.to(logits.dtype))  # (B, T, h, w, V)
+            known = previous != self.mask_id  # (...)
+            bonus = self.copy_gate(hidden) * known.unsqueeze(-1)  # (..., 1)
+            index = previous.clamp(max=self.config.vocab_size - 1).unsqueeze(-1)  # (..., 1)
+            logits = logits.scatter_add(-1, index, bonus.to(logits.dtype))  # (..., V)
         return logits
 
     # ---- training ------------------------------------------------------------------------
@@ -155,9 +162,9 @@ class Dynamics(nn.Module):
     ) -> LossOutput:
         """Cross-entropy on the masked tokens of frames 1..T-1. tokens (B, T, h, w), actions (B, T-1[, D])."""
         mask = self.random_mask(tokens, generator)  # (B, T, h, w)
+        hidden = self.hidden_states(tokens.masked_fill(mask, self.mask_id), actions)  # (B, T, h, w, d)
         # the readout sees each frame's real predecessor, as in sampling, where the frames before are known
-        logits = self(tokens.masked_fill(mask, self.mask_id), actions, previous_frames(tokens, self.mask_id))  # (B, T, h, w, V)
-        masked_logits = logits[mask]  # (M, V)
+        masked_logits = self.readout(hidden[mask], previous_frames(tokens, self.mask_id)[mask])  # (M, V)
         masked_targets = tokens[mask]  # (M,)
         loss = F.cross_entropy(masked_logits, masked_targets)
         accuracy = (masked_logits.argmax(-1) == masked_targets).float().mean()
@@ -180,13 +187,14 @@ class Dynamics(nn.Module):
         for k in range(1, t):
             copies[:, k - 1, k] = self.mask_id
         copied_actions = actions.unsqueeze(1).expand(b, t - 1, *actions.shape[1:])  # (B, T-1, T-1[, D])
-        logits = self(
+        hidden = self.hidden_states(
             rearrange(copies, "b k t h w -> (b k) t h w"),
             copied_actions.reshape(b * (t - 1), *actions.shape[1:]),
-        )  # (B*(T-1), T, h, w, V)
-        logits = rearrange(logits, "(b k) t h w v -> b k t h w v", b=b)  # (B, T-1, T, h, w, V)
+        )  # (B*(T-1), T, h, w, d)
+        hidden = rearrange(hidden, "(b k) t h w d -> b k t h w d", b=b)  # (B, T-1, T, h, w, d)
         index = torch.arange(1, t, device=tokens.device)  # (T-1,): case k-1 predicts frame k
-        return logits[:, index - 1, index]  # (B, T-1, h, w, V)
+        # read out only the predicted frame of each case: (T-1) frames of logits, not (T-1) x T
+        return self.readout(hidden[:, index - 1, index], tokens[:, :-1])  # (B, T-1, h, w, V)
 
     # MaskGIT runs the context through the transformer once per generated frame and each pass only the new
     # frame (it can't change the context: attention and PEG are causal in time); False recomputes the whole
@@ -248,7 +256,8 @@ class Dynamics(nn.Module):
         """The uncached pass: ids (B, 1, h, w) of the frame after `context` (B, Tc, h, w), whose Tc actions
         (B, Tc[, D]) lead into context[1:] and the new frame -> its logits (B, h, w, V), from the whole window."""
         def logits_of(frame: torch.Tensor) -> torch.Tensor:
-            return self(torch.cat([context, frame], dim=1), actions)[:, -1]  # (B, h, w, V)
+            hidden = self.hidden_states(torch.cat([context, frame], dim=1), actions)[:, -1]  # (B, h, w, d)
+            return self.readout(hidden, context[:, -1])  # (B, h, w, V)
         return logits_of
 
     def cached_new_frame_logits(
