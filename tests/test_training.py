@@ -118,6 +118,23 @@ def test_two_workers_and_accumulation_give_the_same_step_as_one_process(ray_clus
         assert worst < 1e-5 * max(1.0, moved) + 1e-6, f"{other}: parameters differ by {worst} (the step moved them {moved})"
 
 
+def test_decoder_only_fine_tuning_keeps_every_token_id_and_trains_the_decoder(ray_cluster, train_data, tmp_path):
+    """`train.tokenizer_finetune=decoder` (tiny's TA stage): frames map to the base tokenizer's ids, id for id, so
+    the TA dynamics goes on from its base; the decoder learns the new data."""
+    torch.manual_seed(0)
+    base = Tokenizer(load_preset("tiny").tokenizer).train()
+    with torch.no_grad():
+        base(torch.rand(2, 4, 64, 64, 3))  # seed the codebook
+    init = save_checkpoint(tmp_path / "init.pt", base.eval(), "tiny")
+    run_training(job([train_data], tmp_path / "ta", steps=3, batch_size=4, init=str(init),
+                     overrides=["world_model.train.tokenizer_finetune=decoder"]), show_progress=False)
+    tuned = load_checkpoint(tmp_path / "ta" / "latest.pt", "tokenizer").model_state
+    before = load_checkpoint(init, "tokenizer").model_state
+    frozen = [k for k in before if k.split(".")[0] in ("patch_embedding", "encoder", "to_code", "quantizer")]
+    assert frozen and all(torch.equal(before[k], tuned[k]) for k in frozen), "the encoder or codebook moved"
+    assert any(not torch.equal(before[k], tuned[k]) for k in before if k.startswith("decoder.")), "the decoder did not train"
+
+
 # ---- fault tolerance and resumption ---------------------------------------------------------------
 def test_a_worker_that_dies_is_restarted_from_the_latest_checkpoint(ray_cluster, train_data, tmp_path):
     out = tmp_path / "crash"

@@ -188,6 +188,10 @@ class TrainSettings:
     # true always; false encodes every window's frames at every step (the same losses); auto uses a cache that is
     # already there, and builds one only when the run's steps would encode at least as many frames as building it
     token_cache: bool | str = "auto"
+    # what fine-tuning a tokenizer (`--init`, the TA stage) trains: "all" its weights (the paper), or "decoder" alone
+    # (encoder and codebook frozen): every frame keeps its token ids, so a dynamics fine-tuned on the new data goes
+    # on from its base instead of relearning a vocabulary (tiny: all-weights fine-tuning kept 4% of the ids)
+    tokenizer_finetune: str = "all"
 
     def __post_init__(self) -> None:
         for name in ("val_every", "val_windows", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
@@ -197,6 +201,8 @@ class TrainSettings:
             raise ConfigError(f"train.micro_batch must be >= 0 (0 = no accumulation), got {self.micro_batch}")
         if not (isinstance(self.token_cache, bool) or self.token_cache == "auto"):
             raise ConfigError(f"train.token_cache must be true, false or auto, got {self.token_cache!r}")
+        if self.tokenizer_finetune not in ("all", "decoder"):
+            raise ConfigError(f"train.tokenizer_finetune must be all or decoder, got {self.tokenizer_finetune!r}")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ def build_stage(job: TrainJob, preset: Preset, device: torch.device) -> tuple[nn
         model = MODEL_CLASSES[job.stage](config)
         if init is not None:
             model.load_state_dict(init.model_state)
+            if job.stage == "tokenizer" and preset.train.tokenizer_finetune == "decoder":
+                freeze_encoder(model)
         model = model.to(device)
         return model, model
     tokenizer = load_model(storage.local_copy(storage.join(job.out, FROZEN_TOKENIZER)), "tokenizer").to(device)
@@ -80,3 +82,9 @@ class StageLoss(nn.Module):
         # inputs: frames (B, T, H, W, C) uint8, or with `tokens` the token cache's ids (B, T, h, w); actions: (B, T-1) int
         output = self.stage.compute_loss(TokenBatch(inputs, actions) if tokens else (inputs, actions))
         return output.loss, output.metrics
+
+
+def freeze_encoder(tokenizer: Tokenizer) -> None:
+    """Fine-tune only the decoder: frames -> ids stays the base tokenizer's, id for id (`train.tokenizer_finetune`)."""
+    for part in (tokenizer.patch_embedding, tokenizer.encoder, tokenizer.to_code, tokenizer.quantizer):
+        part.requires_grad_(False)
