@@ -4,6 +4,12 @@ Every command checks its arguments before it starts anything (Ray, a collection,
 value ends the command with one line naming the option and exit code 2, the same as a bad preset value.
 An output file is checked here too (its folder exists and is writable), so a long computation never
 ends in "no such directory".
+
+Every path argument has one of two types, so none goes through a bare `Path(...)` (which turns
+`s3://b/x` into `s3:/b/x`, a local folder named `s3:`): `storage_location` keeps a path or a storage
+URI as the text given, for the commands that read or write URIs; `local_path(...)` (and `output_file`)
+is for files only this machine uses (a figure, a preset YAML, a checkout to upload), and refuses a
+URI in one line that says what to give instead.
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import Callable, Iterator, NoReturn
+
+def is_uri(text: str) -> bool:
+    """`rl_agent.store.location.is_uri`, imported when called: `genie --help` stays free of pyarrow."""
+    from rl_agent.store.location import is_uri as uri
+
+    return uri(text)
+
 
 # False while `genie submit` parses a stage's arguments: its output paths name files on the cluster, not here
 _LOCAL_OUTPUTS = contextvars.ContextVar("local_outputs", default=True)
@@ -88,12 +101,43 @@ def port(text: str) -> int:
     return value
 
 
+def storage_location(text: str) -> str:
+    """A local path or a storage URI (s3://, gs://, file://, ...), kept exactly as given: the command reads or
+    writes it with pyarrow's filesystems, so the same command works on a laptop and on a cluster's bucket."""
+    if is_uri(text) and not text.split("://", 1)[1].strip("/"):
+        raise argparse.ArgumentTypeError(f"{text!r} names no bucket or folder; e.g. s3://bucket/folder")
+    return text
+
+
+storage_location.path_kind = "storage"  # type: ignore[attr-defined]  (tests find every path argument by this)
+
+
+def local_path(instead: str) -> Callable[[str], str]:
+    """A path only this machine uses, kept as given; a URI is refused with `instead`, the line that says what to give."""
+
+    def parse(text: str) -> str:
+        if is_uri(text):
+            raise argparse.ArgumentTypeError(f"{text} is a storage URI, but {instead}")
+        return text
+
+    parse.path_kind = "local"  # type: ignore[attr-defined]
+    parse.__name__ = "local path"  # argparse names the type in some messages
+    return parse
+
+
+LOCAL_FILE = "this file is read here: give a path on this machine"
+_local_output = local_path("this file is written on this machine: give a local path (and copy it to storage after)")
+
+
 def output_file(text: str) -> Path:
     """A file the command will write: its folder must exist and be writable, and it must not be a folder."""
-    path = Path(text)
+    path = Path(_local_output(text))
     if _LOCAL_OUTPUTS.get():
         check_output_file(path)
     return path
+
+
+output_file.path_kind = "local"  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.arguments import (GenieParser, check_output_file, fraction, non_negative_float, non_negative_int,
-                              output_file, positive_float, positive_int)
+from cluster.arguments import (LOCAL_FILE, GenieParser, check_output_file, fraction, local_path, non_negative_float,
+                              non_negative_int, output_file, positive_float, positive_int, storage_location)
 from rl_agent.coinrun_env import DISTRIBUTION_MODES, CoinRunConfig, ConfigError
 from rl_agent.store.errors import DatasetError
 
@@ -59,10 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    collect.add_argument("--out", required=True, help="dataset folder or storage URI (s3://..., file://...), created if missing")
+    collect.add_argument("--out", required=True, type=storage_location, help="dataset folder or storage URI (s3://..., file://...), created if missing")
     collect.add_argument("--agent", default="random",
                          help="who plays: 'random' (uniform over the 15 actions) or 'ppo' (needs --checkpoint)")
-    collect.add_argument("--checkpoint", default=None,
+    collect.add_argument("--checkpoint", default=None, type=storage_location,
                          help="for --agent ppo: a run folder of `genie agent train` (its latest checkpoint) or a checkpoint")
     collect.add_argument("--episodes", type=positive_int, default=64, help="episodes the collection should hold in total")
     collect.add_argument("--workers", type=positive_int, default=2, help="collector actors running in parallel")
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
             "and the files agree. Exit code 1 and a message naming the bad file on the first problem."
         ),
     )
-    verify.add_argument("dir", type=Path, help="dataset folder")
+    verify.add_argument("dir", type=storage_location, help="dataset folder or storage URI")
     repair = data_commands.add_parser(
         "repair",
         help="make missing or damaged shards again (checksums every listed shard)",
@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
             "dataset ends up byte for byte as collected. PPO collections need --checkpoint (the same policy)."
         ),
     )
-    repair.add_argument("dir", help="dataset folder or storage URI")
-    repair.add_argument("--checkpoint", default=None, help="the PPO agent that played its PPO collections")
+    repair.add_argument("dir", type=storage_location, help="dataset folder or storage URI")
+    repair.add_argument("--checkpoint", default=None, type=storage_location, help="the PPO agent that played its PPO collections")
     repair.add_argument("--workers", type=positive_int, default=2, help="collector actors running in parallel")
     repair.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(repair)
@@ -125,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    stats.add_argument("dir", type=Path, help="dataset folder")
+    stats.add_argument("dir", type=storage_location, help="dataset folder or storage URI")
     stats.add_argument("--plot", type=output_file, default=None,
-                       help="PNG path (default: DIR-stats.png beside the dataset folder, which stays as it is)")
+                       help="PNG path (default: DIR-stats.png beside the dataset folder, which stays as it is; for a URI, <name>-stats.png here)")
     stats.add_argument("--progress-episodes", type=non_negative_int, default=200, help="episodes sampled for level progress")
     stats.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     compare = data_commands.add_parser(
@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare the diversity of two datasets (e.g. random agent vs PPO agent) as a table and a PNG figure.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    compare.add_argument("dir_a", type=Path)
-    compare.add_argument("dir_b", type=Path)
+    compare.add_argument("dir_a", type=storage_location, help="dataset folder or storage URI")
+    compare.add_argument("dir_b", type=storage_location, help="dataset folder or storage URI")
     compare.add_argument("--plot", type=output_file, default=Path("compare.png"), help="PNG path")
     compare.add_argument("--progress-episodes", type=non_negative_int, default=200, help="episodes sampled for level progress")
 
@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    train.add_argument("--out", required=True, type=Path, help="run folder")
+    train.add_argument("--out", required=True, type=storage_location,
+                       help="run folder or storage URI (s3://..., file://...: collectors on every node read its checkpoints)")
     _add_preset(train)
     train.add_argument("--env-runners", type=non_negative_int, default=None, help="RLlib env runners (0 = sample in the driver)")
     train.add_argument("--envs-per-runner", type=positive_int, default=None, help="CoinRun games per env runner")
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    evaluate.add_argument("--checkpoint", required=True, help="run folder of `genie agent train` or a checkpoint")
+    evaluate.add_argument("--checkpoint", required=True, type=storage_location, help="run folder of `genie agent train` or a checkpoint")
     evaluate.add_argument("--episodes", type=positive_int, default=512, help="levels to play (one episode each)")
     evaluate.add_argument("--seed", type=non_negative_int, default=0, help="chooses the levels")
     evaluate.add_argument("--distribution-mode", default="easy", choices=["easy", "hard"])
@@ -197,10 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    make.add_argument("--out", required=True, type=Path, help="parent folder of the data sets")
+    make.add_argument("--out", required=True, type=storage_location, help="parent folder or storage URI of the data sets")
     make.add_argument("--names", default="random-train,agent-train,basic-test,diverse-test",
                       help="comma-separated data sets to make")
-    make.add_argument("--checkpoint", default=None, help="the PPO agent (needed for agent-train and diverse-test)")
+    make.add_argument("--checkpoint", default=None, type=storage_location, help="the PPO agent (needed for agent-train and diverse-test)")
     make.add_argument("--workers", type=positive_int, default=2)
     make.add_argument("--no-progress", action="store_true")
     _add_preset(make)
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_preset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", help="tiny (2-core laptop), small (one GPU), paper (GPU cluster)")
-    parser.add_argument("--preset-file", type=Path, default=None, help="your own preset YAML (overrides --preset)")
+    parser.add_argument("--preset-file", type=local_path(LOCAL_FILE), default=None, help="your own preset YAML (overrides --preset)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one preset field, e.g. --set agent.lr=0.001 (repeatable)")
 
@@ -250,11 +251,19 @@ def run_collect(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from rl_agent.store.verify import verify_dataset
+    from world_model import storage
 
-    report = verify_dataset(args.dir)
+    if not storage.is_uri(args.dir):
+        report = verify_dataset(args.dir)
+    else:  # mirrored afresh: what is checked is what the storage holds now; messages name the URI, not the mirror
+        mirror = storage.local_copy(args.dir, refresh=True)
+        try:
+            report = verify_dataset(mirror)
+        except DatasetError as err:
+            raise DatasetError(str(err).replace(str(mirror), args.dir.rstrip("/"))) from None
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"OK {report.root}: {report.shards} shards, {report.episodes} episodes, {report.frames:,} frames verified")
+    print(f"OK {report.root if not storage.is_uri(args.dir) else args.dir}: {report.shards} shards, {report.episodes} episodes, {report.frames:,} frames verified")
     return 0
 
 
@@ -273,13 +282,19 @@ def run_repair(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     from rl_agent.store.stats import compute_stats, format_table, plot_stats
+    from world_model import storage
 
-    plot = args.plot or args.dir.resolve().parent / f"{args.dir.resolve().name}-stats.png"
+    if args.plot:
+        plot = args.plot
+    elif storage.is_uri(args.dir):
+        plot = Path(f"{args.dir.rstrip('/').rsplit('/', 1)[-1]}-stats.png")  # a figure is written here, not to the bucket
+    else:
+        plot = Path(args.dir).resolve().parent / f"{Path(args.dir).resolve().name}-stats.png"
     try:
         check_output_file(plot)  # before the computation, not after it
     except argparse.ArgumentTypeError as err:
         raise ConfigError(f"--plot: {err}") from None
-    stats = compute_stats(args.dir, progress_episodes=args.progress_episodes)
+    stats = compute_stats(storage.local_dataset(args.dir), progress_episodes=args.progress_episodes)
     print(format_table(stats))
     plot = plot_stats(stats, plot, title=f"dataset {args.dir}")
     if args.json:
@@ -290,8 +305,10 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from rl_agent.store.compare import compare, format_rows, plot_comparison
+    from world_model import storage
 
-    rows, results = compare(args.dir_a, args.dir_b, progress_episodes=args.progress_episodes)
+    rows, results = compare(storage.local_dataset(args.dir_a), storage.local_dataset(args.dir_b),
+                            progress_episodes=args.progress_episodes)
     print(format_rows(rows, args.dir_a, args.dir_b))
     print(f"figure: {plot_comparison(results, args.plot)}")
     return 0
@@ -308,6 +325,7 @@ def run_agent_train(args: argparse.Namespace) -> int:
     from rl_agent.agent_eval import evaluate_agent
     from rl_agent.ppo_config import PPOSettings
     from rl_agent.ppo_training import train_agent
+    from world_model.storage import join
 
     values = dict(_preset(args).get("agent", {}))
     for key, value in (("num_env_runners", args.env_runners), ("envs_per_runner", args.envs_per_runner),
@@ -319,7 +337,7 @@ def run_agent_train(args: argparse.Namespace) -> int:
     with ray_session(args.address):
         summary = train_agent(settings, args.out, show_progress=not args.no_progress, random_reference=float(reference))
     print(f"trained {summary.env_steps:,} env steps in {summary.iterations} iterations ({summary.wall_seconds / 60:.1f} min); "
-          f"checkpoint {summary.checkpoint}; curve {args.out / 'curve.csv'}, plot {args.out / 'reward_curve.png'}. "
+          f"checkpoint {summary.checkpoint}; curve {join(args.out, 'curve.csv')}, plot {join(args.out, 'reward_curve.png')}. "
           f"Next: genie agent eval --checkpoint {args.out}")
     return 0
 
@@ -350,6 +368,7 @@ def run_datasets_make(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
     from rl_agent.collection import CollectConfig, collect_dataset
     from rl_agent.named_datasets import dataset_config, named_dataset
+    from world_model.storage import join
 
     data = _preset(args).get("data", {})
     names = [n.strip() for n in args.names.split(",") if n.strip()]
@@ -359,8 +378,9 @@ def run_datasets_make(args: argparse.Namespace) -> int:
     with ray_session(args.address):
         for name, config in configs.items():
             print(f"{name}: {named_dataset(name).description}, {config.episodes} episodes")
-            collect_dataset(config, args.out / name, show_progress=not args.no_progress)
-    print(f"data sets in {args.out}: {', '.join(names)}. Next: genie data compare {args.out}/basic-test {args.out}/diverse-test")
+            collect_dataset(config, join(args.out, name), show_progress=not args.no_progress)
+    out = args.out.rstrip("/")
+    print(f"data sets in {out}: {', '.join(names)}. Next: genie data compare {out}/basic-test {out}/diverse-test")
     return 0
 
 

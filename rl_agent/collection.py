@@ -100,9 +100,10 @@ class CollectConfig:
         if self.checkpoint and "://" not in self.checkpoint:  # collectors may run in another working directory
             self.checkpoint = os.path.abspath(self.checkpoint)
         if self.agent == "ppo" and self.checkpoint_id is None:
-            from rl_agent.ppo_policy import checkpoint_id, resolve_module_dir
+            from rl_agent.ppo_policy import checkpoint_id, local_checkpoint, resolve_module_dir
 
-            self.checkpoint_id = checkpoint_id(resolve_module_dir(self.checkpoint))
+            with local_checkpoint(self.checkpoint) as local:  # a URI: mirrored here, and by each collector on its node
+                self.checkpoint_id = checkpoint_id(resolve_module_dir(local))
         if self.split not in SPLITS + ("auto",):
             raise ConfigError(f"unknown split {self.split!r}; choose train, val, test or auto")
         for name in ("episodes", "episodes_per_shard", "envs_per_shard", "workers"):
@@ -232,7 +233,19 @@ class Collector:
         self._lock = threading.Lock()
         self._frames = 0
         self._episodes = 0
-        self._policy = make_agent(config.agent, 1, checkpoint=config.checkpoint) if config.agent == "ppo" else None
+        self._policy, self._error = None, None
+        if config.agent == "ppo":  # a checkpoint this node cannot read is reported by status(), not retried
+            try:
+                self._policy = make_agent(config.agent, 1, checkpoint=config.checkpoint)
+            except (ConfigError, DatasetError) as err:
+                hint = "" if is_uri(config.checkpoint) else (
+                    "; on a multi-node cluster give --checkpoint a storage URI (s3://...) that every node reads")
+                self._error = f"{err}{hint}"
+            else:
+                if self._policy.name != config.agent_name:
+                    self._error = (f"the checkpoint {config.checkpoint} now holds the policy {self._policy.name}, not "
+                                   f"{config.agent_name} (the one this collection plays); name a checkpoint, not a run "
+                                   f"folder that is still training")
 
     def _count(self, frames: int, episodes: int) -> None:
         with self._lock:
@@ -254,11 +267,12 @@ class Collector:
         with self._lock:
             return self._frames, self._episodes
 
-    def status(self) -> tuple[int, int, str]:
-        """Frames and episodes so far, and the node this actor runs on (the driver watches for lost nodes)."""
+    def status(self) -> tuple[int, int, str, str | None]:
+        """Frames and episodes so far, the node this actor runs on (the driver watches for lost nodes), and why
+        it cannot collect (its policy did not load on this node), else None."""
         import ray
 
-        return (*self.progress(), ray.get_runtime_context().get_node_id())
+        return (*self.progress(), ray.get_runtime_context().get_node_id(), self._error)
 
     def pid(self) -> int:
         return os.getpid()
@@ -583,6 +597,8 @@ def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest,
                     continue
                 if kind == "ping":
                     member.ping = None
+                    if result[3] is not None:
+                        raise ConfigError(f"collector {member.name} on node {result[2][:12]} cannot collect: {result[3]}")
                     member.counts, member.node, member.ready = result[:2], result[2], True
                 else:
                     shard: ShardInfo = result

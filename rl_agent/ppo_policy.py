@@ -5,19 +5,30 @@ Every checkpoint of `genie agent train` holds `policy/weights.pt` (a plain torch
 and `genie agent eval` load only these: fast, no env runners, no Ray CPUs to deadlock on (`Algorithm.from_checkpoint`
 asks for its env runners' CPUs and hangs when collectors hold them all). RLlib's own checkpoint beside it is for
 resuming training; checkpoints made before the policy folder existed still load through RLlib's pickles.
+
+A checkpoint may be a storage URI (s3://..., file://...): on a cluster the collectors run on other nodes than the
+trainer, so a folder on the head's disk is invisible to them. `local_checkpoint` mirrors the policy the URI names
+(a run folder's latest complete checkpoint) into a node-local temp folder, loaded and then removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+import pyarrow.fs as pafs
 
 from rl_agent.agents import AgentOutput
 from rl_agent.coinrun_env import FRAME_SHAPE, NUM_ACTIONS, ConfigError
+from rl_agent.store.location import RemoteFolder, is_uri
+
+_NOT_FOUND = pafs.FileType.NotFound
 
 MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"  # RLlib's (legacy loading)
 POLICY_SUBDIR = "policy"
@@ -29,6 +40,41 @@ def checkpoints_of(run_dir: Path) -> list[Path]:
     """A run folder's complete checkpoints (those with their `.complete` marker), oldest first."""
     root = Path(run_dir) / "checkpoints"
     return sorted(p for p in root.glob("iter_*") if (p / ".complete").exists()) if root.is_dir() else []
+
+
+def remote_checkpoint(uri: str) -> str:
+    """The URI of the checkpoint `uri` names: a run folder's latest complete one, else `uri` itself."""
+    folder = RemoteFolder(uri)
+    if folder.kind() == _NOT_FOUND:
+        raise ConfigError(f"checkpoint {uri} does not exist; train one with `genie agent train --out {uri}`")
+    if folder.kind("checkpoints") != _NOT_FOUND:
+        complete = [n for n in folder.folders("checkpoints")
+                    if n.startswith("iter_") and folder.exists(f"checkpoints/{n}/.complete")]
+        if not complete:
+            raise ConfigError(f"run folder {uri} has no complete checkpoint yet; let `genie agent train` save one")
+        return f"{folder.uri}/checkpoints/{complete[-1]}"
+    return folder.uri
+
+
+@contextlib.contextmanager
+def local_checkpoint(checkpoint: str | Path) -> Iterator[Path]:
+    """A local path holding `checkpoint`: itself, or for a URI a temp mirror of its policy (removed afterwards).
+
+    Only the policy folder travels (weights and description, a few MB), not RLlib's state for resuming.
+    """
+    if not is_uri(checkpoint):
+        yield Path(checkpoint)
+        return
+    folder = RemoteFolder(remote_checkpoint(str(checkpoint)))
+    staging = Path(tempfile.mkdtemp(prefix="genie-policy-"))
+    try:
+        if folder.exists(f"{POLICY_SUBDIR}/{DESCRIPTION_FILE}"):
+            folder.download_tree(POLICY_SUBDIR, staging / POLICY_SUBDIR)
+        else:  # a policy folder itself, or an RLlib checkpoint made before policy folders existed
+            folder.download_tree("", staging)
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def resolve_module_dir(checkpoint: str | Path) -> Path:
@@ -134,8 +180,9 @@ class PPOAgent:
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.module, module_dir = load_module(checkpoint)
-        self.name = f"ppo:{checkpoint_id(module_dir)}"
+        with local_checkpoint(checkpoint) as local:
+            self.module, module_dir = load_module(local)
+            self.name = f"ppo:{checkpoint_id(module_dir)}"
 
     def act(self, obs: np.ndarray, rng: np.random.Generator) -> AgentOutput:  # obs: (E, H, W, C) uint8
         import torch

@@ -5,14 +5,20 @@ policy alone in `policy/` for collectors and eval; the last few kept), `curve.cs
 `random_reference.json` (the random agent's return on the same kind of levels) and wandb's
 offline files. Running the same command again into the same folder resumes from the latest
 checkpoint; the curve rows after that checkpoint are dropped so they are not counted twice.
+
+The run folder may be a storage URI (s3://..., file://...), so collectors on other nodes can load its checkpoints:
+training then runs in a local staging folder (resuming from the URI's latest checkpoint, downloaded), and every
+checkpoint is uploaded with its `.complete` marker last, so a reader never takes a half-uploaded one.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,7 @@ from rl_agent.capacity import ensure_resources, format_resources
 from rl_agent.ppo_config import PPOSettings, build_ppo_config, cluster_gpus, learner_bundles
 from rl_agent.ppo_learner import BATCH_EXPLAINED_VAR
 from rl_agent.ppo_policy import POLICY_SUBDIR, checkpoints_of, save_policy
+from rl_agent.store.location import RemoteFolder, is_uri
 
 DEFAULT_MODULE = "default_policy"
 CURVE_FIELDS = ["iteration", "env_steps", "episode_return_mean", "episode_len_mean", "episodes", "env_steps_per_s",
@@ -31,8 +38,8 @@ CURVE_FIELDS = ["iteration", "env_steps", "episode_return_mean", "episode_len_me
 
 @dataclass
 class TrainSummary:
-    out_dir: Path
-    checkpoint: Path
+    out_dir: Path | str  # a URI when trained into one
+    checkpoint: Path | str
     iterations: int
     env_steps: int
     wall_seconds: float
@@ -92,14 +99,14 @@ def _save_checkpoint(algo, run_dir: Path, iteration: int, state: dict[str, Any],
     return path
 
 
-def _start_wandb(run_dir: Path, settings: PPOSettings, resume: bool):
+def _start_wandb(run_dir: Path, settings: PPOSettings, resume: bool, identity: str):
     try:
         import wandb
 
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_SILENT", "true")
         return wandb.init(project="genie-redux", job_type="agent", dir=str(run_dir), config=settings.to_dict(),
-                          name=run_dir.name, id=f"agent-{abs(hash(str(run_dir.resolve()))) % 10**10}",
+                          name=run_dir.name, id=f"agent-{int(hashlib.sha256(identity.encode()).hexdigest()[:10], 16) % 10**10}",
                           resume="allow" if resume else None, reinit=True)
     except Exception as err:  # wandb is a convenience: never let it stop training
         print(f"warning: wandb disabled ({err})")
@@ -108,18 +115,69 @@ def _start_wandb(run_dir: Path, settings: PPOSettings, resume: bool):
 
 def train_agent(settings: PPOSettings, run_dir: str | Path, show_progress: bool = True,
                 random_reference: float | None = None) -> TrainSummary:
-    """Train (or resume) PPO until `settings.total_env_steps`. Ray must be initialised."""
+    """Train (or resume) PPO until `settings.total_env_steps` into a folder or storage URI. Ray must be initialised."""
+    if not is_uri(run_dir):
+        local = Path(run_dir).absolute()  # RLlib reads checkpoint paths as URIs: a relative one has "empty scheme"
+        return _train(settings, local, show_progress, random_reference, str(local), None)
+    remote = RemoteFolder(str(run_dir))
+    staging = Path(tempfile.mkdtemp(prefix="genie-agent-")) / (remote.path.rsplit("/", 1)[-1] or "run")
+    try:
+        staging.mkdir()
+        remote.makedirs()  # fails here, before training, when the URI cannot be written
+        _download_run(remote, staging)
+        summary = _train(settings, staging, show_progress, random_reference, remote.uri,
+                         lambda checkpoint: _upload_run(remote, staging, checkpoint, settings.keep_checkpoints))
+        _upload_run(remote, staging, None, settings.keep_checkpoints)
+        if (staging / "wandb").is_dir():
+            remote.upload_tree(staging / "wandb", "wandb")
+        name = Path(summary.checkpoint).name if summary.checkpoint is not None else None
+        return TrainSummary(remote.uri, f"{remote.uri}/checkpoints/{name}" if name else None, summary.iterations,
+                            summary.env_steps, summary.wall_seconds, summary.last_return)
+    finally:
+        shutil.rmtree(staging.parent, ignore_errors=True)
+
+
+RUN_FILES = ("settings.json", "random_reference.json", "curve.csv", "reward_curve.png")
+
+
+def _download_run(remote: RemoteFolder, staging: Path) -> None:
+    """What resuming needs from a run at a URI: its small files and its latest complete checkpoint."""
+    for name in RUN_FILES:
+        if remote.exists(name):
+            remote.download(name, staging)
+    complete = [n for n in remote.folders("checkpoints") if remote.exists(f"checkpoints/{n}/.complete")]
+    if complete:
+        remote.download_tree(f"checkpoints/{complete[-1]}", staging / "checkpoints" / complete[-1])
+
+
+def _upload_run(remote: RemoteFolder, staging: Path, checkpoint: Path | None, keep: int) -> None:
+    """Upload the small files and `checkpoint` (its `.complete` marker last); drop all but `keep` checkpoints there."""
+    for name in RUN_FILES:
+        if (staging / name).is_file():
+            remote.upload(staging / name, name)
+    if checkpoint is None:
+        return
+    target = f"checkpoints/{checkpoint.name}"
+    remote.remove_tree(target)  # a half-uploaded one of a crashed run
+    remote.upload_tree(checkpoint, target, last=".complete")
+    complete = [n for n in remote.folders("checkpoints") if remote.exists(f"checkpoints/{n}/.complete")]
+    for old in complete[:-keep]:
+        remote.remove_tree(f"checkpoints/{old}")
+
+
+def _train(settings: PPOSettings, run_dir: Path, show_progress: bool, random_reference: float | None,
+           identity: str, on_checkpoint) -> TrainSummary:
+    """`train_agent` in a local folder; `on_checkpoint(path)` after each checkpoint (the upload to a URI)."""
     import torch
     from tqdm import tqdm
 
-    run_dir = Path(run_dir).absolute()  # RLlib reads checkpoint paths as URIs: a relative one has "empty scheme"
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_path = run_dir / "settings.json"
     if settings_path.exists():
         previous = json.loads(settings_path.read_text())
         changed = sorted(k for k in previous if k != "total_env_steps" and previous[k] != settings.to_dict().get(k))
         if changed:
-            raise ConfigError(f"{run_dir} holds a run with different settings ({', '.join(changed)}); "
+            raise ConfigError(f"{identity} holds a run with different settings ({', '.join(changed)}); "
                               f"use another --out or the same preset (only total_env_steps may grow)")
     settings_path.write_text(json.dumps(settings.to_dict(), indent=1))
     if settings.torch_threads:
@@ -143,7 +201,7 @@ def train_agent(settings: PPOSettings, run_dir: str | Path, show_progress: bool 
         print(f"resuming {run_dir} from {existing[-1].name} ({env_steps:,} env steps)")
     curve_path = run_dir / "curve.csv"
     rows = _read_curve(curve_path, iteration)
-    run = _start_wandb(run_dir, settings, resume=bool(existing))
+    run = _start_wandb(run_dir, settings, resume=bool(existing), identity=identity)
     bar = tqdm(total=settings.total_env_steps, initial=env_steps, unit="step", desc="PPO", disable=not show_progress,
                dynamic_ncols=True)
     start = time.monotonic()
@@ -167,6 +225,8 @@ def train_agent(settings: PPOSettings, run_dir: str | Path, show_progress: bool 
             if iteration % settings.checkpoint_every == 0 or env_steps >= settings.total_env_steps:
                 state = {"iteration": iteration, "env_steps": env_steps, "wall_seconds": wall}
                 checkpoint = _save_checkpoint(algo, run_dir, iteration, state, settings)
+                if on_checkpoint is not None:
+                    on_checkpoint(checkpoint)
     finally:
         bar.close()
         algo.stop()

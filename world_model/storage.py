@@ -16,14 +16,11 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from rl_agent.store.location import is_uri  # one definition for both packages (world_model imports rl_agent)
+
 
 class StorageError(RuntimeError):
     """A path or URI cannot be read or written; the message names it and says what to check."""
-
-
-def is_uri(location: str | os.PathLike) -> bool:
-    """True for 'scheme://...' (including file://), False for plain local paths."""
-    return "://" in str(location)
 
 
 def resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
@@ -130,3 +127,21 @@ def local_copy(location: str | os.PathLike, refresh: bool = False) -> Path:
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     os.replace(staging, target)
     return target
+
+
+def local_dataset(location: str | os.PathLike) -> Path:
+    """A local folder holding the dataset at `location` (a folder is itself; a URI is mirrored).
+
+    The mirror of a URI is reused while its manifest.json is the one at the URI (a listed shard is never
+    rewritten under its name), and made again when the dataset changed (extended, repaired) since.
+    """
+    if not is_uri(location):
+        return Path(location)  # the dataset readers say what is wrong with a bad folder
+    manifest = join(location, "manifest.json")
+    if not is_file(manifest):
+        raise StorageError(f"{location}: no manifest.json there; not a genie-redux dataset "
+                           f"(make one with `genie collect --out {location}`)")
+    mirror = local_copy(location)
+    if not (mirror / "manifest.json").is_file() or (mirror / "manifest.json").read_bytes() != read_bytes(manifest):
+        mirror = local_copy(location, refresh=True)
+    return mirror

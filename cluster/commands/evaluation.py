@@ -10,7 +10,8 @@ ORDER = 40
 
 
 def register(commands) -> None:
-    from cluster.arguments import non_negative_float, non_negative_int, positive_float, positive_int
+    from cluster.arguments import (local_path, non_negative_float, non_negative_int, output_file, positive_float,
+                                   positive_int, storage_location)
     from cluster.cli import add_address
 
     evaluate = commands.add_parser(
@@ -36,10 +37,10 @@ def register(commands) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    evaluate.add_argument("--model", required=True,
+    evaluate.add_argument("--model", required=True, type=storage_location,
                           help="run folder of `genie train tokenizer|lam|dynamics` (its best checkpoint) or a .pt checkpoint")
-    evaluate.add_argument("--data", required=True, help="test set folder or URI, e.g. data/basic-test or data/diverse-test")
-    evaluate.add_argument("--out", default=None,
+    evaluate.add_argument("--data", required=True, type=storage_location, help="test set folder or URI, e.g. data/basic-test or data/diverse-test")
+    evaluate.add_argument("--out", default=None, type=storage_location,
                           help="output folder or URI (default: <model run>/eval/<data name>, or ./eval-<data name>)")
     evaluate.add_argument("--context", type=positive_int, default=2, help="real frames the model starts from")
     evaluate.add_argument("--horizon", type=positive_int, default=10, help="frames predicted after the context")
@@ -62,6 +63,8 @@ def register(commands) -> None:
                           help="windows whose real game is replayed and forked RIGHT vs LEFT (0 = skip)")
     evaluate.add_argument("--fork-steps", type=positive_int, default=4, help="frames of each fork (k)")
     evaluate.add_argument("--inception-weights", default=None,
+                          type=local_path("the Inception weights are read from this machine's disk: download the file "
+                                          "here (on a cluster, into the image every node runs)"),
                           help="local TorchScript Inception (e.g. inception-2015-12-05.pt) for FID; without it FID is skipped")
     evaluate.add_argument("--samples", type=non_negative_int, default=4, help="episodes drawn as GIFs and PNG strips")
     evaluate.add_argument("--checkpoint", default="best", choices=["best", "latest"], help="which checkpoint of a run folder")
@@ -80,8 +83,9 @@ def register(commands) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    report.add_argument("dirs", nargs="+", metavar="RUN_OR_EVAL_DIR", help="evaluation folders or run folders")
-    report.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
+    report.add_argument("dirs", nargs="+", metavar="RUN_OR_EVAL_DIR", type=storage_location,
+                        help="evaluation folders or run folders (or storage URIs of them)")
+    report.add_argument("--out", type=output_file, default=None, help="also write the table to this Markdown file")
     report.set_defaults(handler=run_report)
 
 
@@ -124,10 +128,13 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from world_model.evaluation.report import find_results, load_results, report_table
 
-    table = report_table(load_results(find_results(args.dirs)))
+    from world_model import storage
+
+    # an evaluation at a URI is mirrored (afresh: it may have been evaluated again since)
+    dirs = [storage.local_copy(d, refresh=True) if storage.is_uri(d) else d for d in args.dirs]
+    table = report_table(load_results(find_results(dirs)))
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table)
         print(f"table: {args.out}")
     return 0

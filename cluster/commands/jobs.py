@@ -36,7 +36,10 @@ def register(commands) -> None:
         "submit", help="run a stage (collect, train, eval, pipeline, ...) as a Ray job on a cluster",
         description=SUBMIT_DESCRIPTION, epilog=SUBMIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_address(submit)
-    submit.add_argument("--working-dir", type=str, default=None,
+    from cluster.arguments import local_path
+
+    submit.add_argument("--working-dir", default=None,
+                        type=local_path("--working-dir is a source checkout on this machine, uploaded with the job"),
                         help="upload this genie-redux checkout with the job instead of using the installed package")
     submit.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment variable for the job (repeatable), e.g. --env WANDB_MODE=online")

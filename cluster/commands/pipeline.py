@@ -30,6 +30,7 @@ checkpoints in a bucket instead, run the stages with `genie submit` and storage 
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.arguments import LOCAL_FILE, local_path
     from cluster.cli import add_address
 
     pipeline = commands.add_parser("pipeline", help="the whole study in one resumable command, ending in a report",
@@ -37,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     pipeline.add_argument("--out", required=True, type=run_folder,
                           help="run folder of the study (created; the same again resumes)")
     pipeline.add_argument("--preset", default="tiny", help="tiny (2-core laptop), small (one GPU), paper (GPU cluster)")
-    pipeline.add_argument("--preset-file", default=None, help="your own preset YAML (overrides --preset)")
+    pipeline.add_argument("--preset-file", default=None, type=local_path(LOCAL_FILE), help="your own preset YAML (overrides --preset)")
     pipeline.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                           help="override a preset field, e.g. --set pipeline.train_workers=1 (repeatable)")
     pipeline.add_argument("--stages", default=None,
@@ -51,11 +52,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_folder(text: str) -> Path:
     """--out: a folder path; a storage URI is refused here, before anything starts (Path would mangle it)."""
-    if "://" in text:
-        raise argparse.ArgumentTypeError(
-            f"{text} is a storage URI; genie pipeline keeps its run in a folder (on a cluster, one every node sees, "
-            f"e.g. an NFS/EFS mount). For a bucket, run the stages with `genie submit` and --out/--data URIs")
-    return Path(text)
+    from cluster.arguments import local_path
+
+    folder = local_path("genie pipeline keeps its run in a folder (on a cluster, one every node sees, e.g. an NFS/EFS "
+                        "mount). For a bucket, run the stages with `genie submit` and --out/--data URIs")(text)
+    return Path(folder)
+
+
+run_folder.path_kind = "local"  # type: ignore[attr-defined]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,14 +27,15 @@ safety: binds to 127.0.0.1 unless --host says otherwise, and then answers only t
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import non_negative_float, non_negative_int, output_file, port, positive_float, positive_int
+    from cluster.arguments import (non_negative_float, non_negative_int, output_file, port, positive_float, positive_int,
+                                   storage_location)
     from cluster.cli import add_address
     from cluster.play.actions import DREAM_HELP
 
     play = commands.add_parser("play", help="play the world model in a browser (Ray Serve); prints the URL",
                                description=PLAY_DESCRIPTION, formatter_class=_Formatter)
-    play.add_argument("--model", required=True, help="dynamics run folder of `genie train dynamics` or its checkpoint")
-    play.add_argument("--data", type=Path, default=None,
+    play.add_argument("--model", required=True, type=storage_location, help="dynamics run folder of `genie train dynamics` or its checkpoint")
+    play.add_argument("--data", type=storage_location, default=None,
                       help="data set whose test episodes (else all) can be start frames; without it: fresh Procgen levels")
     play.add_argument("--port", type=port, default=8000, help="HTTP port (default 8000)")
     play.add_argument("--host", default="127.0.0.1",
@@ -66,13 +67,13 @@ def register(commands: argparse._SubParsersAction) -> None:
             "(the start frame first). Runs in-process: no Ray, no browser.", DREAM_HELP)),
         formatter_class=_Formatter,
     )
-    dream.add_argument("--model", required=True, help="dynamics run folder of `genie train dynamics` or its checkpoint")
+    dream.add_argument("--model", required=True, type=storage_location, help="dynamics run folder of `genie train dynamics` or its checkpoint")
     dream.add_argument("--actions", required=True, help="one letter (or digit, or comma-separated id) per frame; see above")
     dream.add_argument("--out", type=output_file, default=Path("dream.gif"), help="GIF to write (default dream.gif)")
     dream.add_argument("--start", default="fresh", help="'fresh' (Procgen level --level-seed), 'test' (a random test "
                                                          "episode of --data) or 'episode:ID[@STEP]'")
     dream.add_argument("--level-seed", type=non_negative_int, default=0, help="level of a fresh start (default 0)")
-    dream.add_argument("--data", type=Path, default=None, help="data set for --start test / episode:ID")
+    dream.add_argument("--data", type=storage_location, default=None, help="data set for --start test / episode:ID")
     dream.add_argument("--steps", type=positive_int, default=None, help="MaskGIT steps per frame (default: the model's, 25)")
     dream.add_argument("--temperature", type=non_negative_float, default=None, help="sampling temperature (default: the model's)")
     dream.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed: the same seed gives the same dream (default 0)")

@@ -27,17 +27,18 @@ Wherever a checkpoint is asked for, a run folder works too (its best checkpoint)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import non_negative_float, non_negative_int, positive_float, positive_int
+    from cluster.arguments import (LOCAL_FILE, local_path, non_negative_float, non_negative_int, positive_float,
+                                   positive_int, storage_location)
     from cluster.cli import add_address
 
     train = commands.add_parser("train", help="train the tokenizer, LAM or dynamics with Ray Train",
                                 description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("stage", choices=["tokenizer", "lam", "dynamics"], help="which stage to train")
-    train.add_argument("--data", required=True,
+    train.add_argument("--data", required=True, type=storage_location,
                        help="dataset folder(s) or URI(s), comma-separated; split 'train' trains, split 'val' validates")
-    train.add_argument("--out", required=True, help="run folder or URI (created; the same one again resumes)")
+    train.add_argument("--out", required=True, type=storage_location, help="run folder or URI (created; the same one again resumes)")
     train.add_argument("--preset", default="tiny", help="tiny (2-core laptop), small (one GPU), paper (GPU cluster)")
-    train.add_argument("--preset-file", default=None, help="your own preset YAML (overrides --preset)")
+    train.add_argument("--preset-file", default=None, type=local_path(LOCAL_FILE), help="your own preset YAML (overrides --preset)")
     train.add_argument("--set", action="append", default=[], metavar="world_model.FIELD=VALUE",
                        help="override a preset field, e.g. --set world_model.optim.lr=0.001 "
                             "or --set world_model.tokenizer.encoder.dim=128 (repeatable)")
@@ -50,9 +51,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--batch", type=positive_int, default=None, help="global batch of windows per step (default: preset)")
     train.add_argument("--micro-batch", type=positive_int, default=None,
                        help="windows per worker per forward pass; smaller than the share = gradient accumulation")
-    train.add_argument("--init", default=None, help="fine-tune from this run/checkpoint of the same stage (fresh optimiser)")
-    train.add_argument("--tokenizer", default=None, help="dynamics: the tokenizer run/checkpoint whose tokens it models")
-    train.add_argument("--lam", default=None, help="dynamics with --actions latent: the LAM run/checkpoint")
+    train.add_argument("--init", default=None, type=storage_location, help="fine-tune from this run/checkpoint of the same stage (fresh optimiser)")
+    train.add_argument("--tokenizer", default=None, type=storage_location, help="dynamics: the tokenizer run/checkpoint whose tokens it models")
+    train.add_argument("--lam", default=None, type=storage_location, help="dynamics with --actions latent: the LAM run/checkpoint")
     train.add_argument("--actions", choices=["true", "latent"], default="true",
                        help="dynamics conditioning: 'true' = the agent's actions (GenieRedux-G), 'latent' = LAM (GenieRedux)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="seed of initial weights, windows and masks")

@@ -38,19 +38,25 @@ resumes an interrupted sweep: finished and early-stopped trials are not run agai
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import non_negative_float, non_negative_int, positive_float, positive_int
+    from cluster.arguments import (LOCAL_FILE, local_path, non_negative_float, non_negative_int, positive_float,
+                                   positive_int, storage_location)
     from cluster.cli import add_address
 
     tune = commands.add_parser("tune", help="sweep model sizes of a stage with Ray Tune (ASHA), table + scaling plot",
                                description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     tune.add_argument("stage", choices=["tokenizer", "lam", "dynamics"], help="which stage to sweep")
-    tune.add_argument("--data", required=True, help="dataset folder(s), comma-separated (split 'val' validates)")
-    tune.add_argument("--out", default=None, help="sweep folder (default: sweeps/<stage>); the same one again resumes")
-    tune.add_argument("--space", default=None, help="YAML search space (see above)")
+    tune.add_argument("--data", required=True, type=storage_location,
+                      help="dataset folder(s) or URI(s), comma-separated (split 'val' validates)")
+    tune.add_argument("--out", default=None,
+                      type=local_path("genie tune keeps its sweep (Ray Tune's state, the trial run folders) in a folder: "
+                                      "on a cluster, one every node mounts (NFS/EFS)"),
+                      help="sweep folder (default: sweeps/<stage>); the same one again resumes")
+    tune.add_argument("--space", default=None, type=local_path(LOCAL_FILE), help="YAML search space (see above)")
     tune.add_argument("--preset-sweep", default=None, metavar="NAMES",
                       help="comma-separated base presets, one set of trials each, e.g. tiny,small")
     tune.add_argument("--preset", default="tiny", help="base preset of the trials when there is no --preset-sweep")
-    tune.add_argument("--preset-file", default=None, help="your own preset YAML as the base (instead of --preset)")
+    tune.add_argument("--preset-file", default=None, type=local_path(LOCAL_FILE),
+                      help="your own preset YAML as the base (instead of --preset)")
     tune.add_argument("--set", action="append", default=[], metavar="world_model.FIELD=VALUE",
                       help="override a preset field in every trial, e.g. --set world_model.train.val_windows=64")
     tune.add_argument("--samples", type=positive_int, default=1, help="trials per grid point (draws of the distributions)")
@@ -71,8 +77,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="CPUs Ray reserves per Train worker")
     tune.add_argument("--max-concurrent", type=positive_int, default=None,
                       help="trials at once (default: as many as the cluster's CPUs/GPUs hold)")
-    tune.add_argument("--tokenizer", default=None, help="dynamics: the tokenizer run/checkpoint")
-    tune.add_argument("--lam", default=None, help="dynamics with --actions latent: the LAM run/checkpoint")
+    tune.add_argument("--tokenizer", default=None, type=storage_location, help="dynamics: the tokenizer run/checkpoint")
+    tune.add_argument("--lam", default=None, type=storage_location, help="dynamics with --actions latent: the LAM run/checkpoint")
     tune.add_argument("--actions", choices=["true", "latent"], default="true", help="dynamics conditioning")
     tune.add_argument("--no-wandb", action="store_true", help="no wandb logs in the trial run folders")
     add_address(tune)

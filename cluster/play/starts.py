@@ -69,6 +69,9 @@ class EpisodeStarts:
     """Starts from a dataset: the test split when it has one (the paper's held-out levels), else every episode."""
 
     def __init__(self, root) -> None:
+        from world_model.storage import local_dataset
+
+        root = local_dataset(root)  # a URI: mirrored on this node (a Serve replica may run on any node)
         try:
             self.store = EpisodeStore(root, split="test")
             self.split = "test"

@@ -1,4 +1,4 @@
-"""A dataset folder on shared storage (`s3://`, `gs://`, `file://`, ... URIs), for collection on a cluster.
+"""A dataset or run folder on shared storage (`s3://`, `gs://`, `file://`, ... URIs), for collection on a cluster.
 
 Why: on a cluster, collectors run on many machines and the next stage on yet another, so the dataset
 must live where every node sees it. Collectors write each shard to a local staging folder on their own
@@ -44,7 +44,42 @@ class RemoteFolder:
         return self.uri
 
     def _full(self, name: str) -> str:
-        return f"{self.path}/{name}"
+        return f"{self.path}/{name}" if name else self.path
+
+    def folders(self, name: str = "") -> list[str]:
+        """Names of the folders directly inside `name` (a path below this folder); none if it does not exist."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self._full(name), allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+    def kind(self, name: str = "") -> pafs.FileType:
+        """What is at `name` below this folder (the folder itself for ""): File, Directory or NotFound."""
+        return self.fs.get_file_info(self._full(name)).type
+
+    def download_tree(self, name: str, local_dir: Path) -> Path:
+        """Copy the folder `name` (below this one; "" for all of it) into `local_dir`, recursively."""
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(self._full(name), str(local_dir), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        return Path(local_dir)
+
+    def upload_tree(self, local_dir: Path, name: str, last: str | None = None) -> None:
+        """Copy the local folder `local_dir` to `name` below this folder; the file `last` (a completion marker)
+        goes up after all the others, so a reader that trusts the marker never sees a partial folder."""
+        files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+        files.sort(key=lambda p: p.name == last)
+        try:
+            for file in files:
+                target = self._full(f"{name}/{file.relative_to(local_dir).as_posix()}")
+                self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+                pafs.copy_files(str(file), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        except OSError as err:
+            raise DatasetError(f"{self.uri}/{name}: upload failed ({err}); check the URI and your credentials") from err
+
+    def remove_tree(self, name: str) -> None:
+        try:
+            self.fs.delete_dir(self._full(name))
+        except FileNotFoundError:
+            pass
 
     def makedirs(self) -> None:
         try:

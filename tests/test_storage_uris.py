@@ -1,0 +1,142 @@
+"""Storage URIs on every path argument, and PPO checkpoints on shared storage (a file:// URI stands in for S3)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from cluster.cli import build_parser, main
+
+URI = "s3://bucket/x"
+# string options that are not paths (names, addresses, lists of names, ...)
+NOT_PATHS = {"address", "preset", "set", "names", "agent", "stages", "host", "token", "job_id", "stage", "stage_args",
+             "modes", "start", "env", "preset_sweep", "actions"}
+
+
+def leaf_parsers(parser: argparse.ArgumentParser, name: str = "genie"):
+    """Every command that runs (`genie data stats`, ...), with its parser."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield name, parser
+    for action in subs:
+        for sub_name, sub in action.choices.items():
+            yield from leaf_parsers(sub, f"{name} {sub_name}")
+
+
+def path_arguments():
+    """(command, option, action) of every argument that takes a path, found by its type."""
+    found = []
+    for command, parser in leaf_parsers(build_parser()):
+        for action in parser._actions:
+            if action.nargs == 0 or action.choices or isinstance(action, argparse._HelpAction):
+                continue
+            kind = getattr(action.type, "path_kind", None)
+            assert action.type is not None or action.dest in NOT_PATHS, (
+                f"{command} {action.dest}: a string argument without a type; a path needs storage_location or local_path")
+            assert action.type not in (str, __import__("pathlib").Path), f"{command} {action.dest}: bare {action.type}"
+            if kind is not None:
+                found.append((command, (action.option_strings or [action.dest])[0], action))
+    return found
+
+
+def test_every_path_argument_keeps_a_uri_intact_or_refuses_it_in_one_line():
+    kept, refused = set(), set()
+    for command, option, action in path_arguments():
+        try:
+            value = action.type(URI)
+        except argparse.ArgumentTypeError as err:
+            assert action.type.path_kind == "local" and "storage URI" in str(err) and "\n" not in str(err)
+            refused.add(f"{command} {option}")
+        else:
+            assert value == URI, f"{command} {option} turned {URI} into {value!r}"
+            kept.add(f"{command} {option}")
+    # the commands of issue 15 that mangled URIs now keep them
+    assert {"genie agent train --out", "genie datasets make --out", "genie data verify dir", "genie data stats dir",
+            "genie data compare dir_a", "genie play --data", "genie collect --checkpoint", "genie agent eval --checkpoint",
+            "genie train --data", "genie eval --out"} <= kept
+    # what only this machine uses is refused (figures, preset files, a checkout to upload, folders of local state)
+    assert {"genie data stats --plot", "genie agent train --preset-file", "genie submit --working-dir",
+            "genie pipeline --out", "genie tune --out"} <= refused
+
+
+def test_a_refused_uri_ends_the_command_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "compare", "a", "b", "--plot", "s3://bucket/compare.png"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--plot" in err and "local path" in err
+
+
+@pytest.fixture(scope="module")
+def agent_uri(ray_cluster, tmp_path_factory) -> str:
+    """A tiny PPO run trained straight into a file:// URI (S3's stand-in): nothing of it stays on local disk."""
+    from rl_agent.ppo_config import PPOSettings
+    from rl_agent.ppo_training import train_agent
+    from tests.test_agent import TINY
+
+    uri = f"file://{tmp_path_factory.mktemp('bucket')}/runs/agent"
+    summary = train_agent(PPOSettings(total_env_steps=128, keep_checkpoints=1, **TINY), uri, show_progress=False)
+    assert summary.out_dir == uri and str(summary.checkpoint).startswith(f"{uri}/checkpoints/iter_")
+    return uri
+
+
+def test_ppo_checkpoints_go_to_a_uri_and_resume_from_it(agent_uri):
+    from pathlib import Path
+
+    from rl_agent.ppo_config import PPOSettings
+    from rl_agent.ppo_training import train_agent
+    from tests.test_agent import TINY
+
+    run = Path(agent_uri.removeprefix("file://"))
+    assert {"settings.json", "curve.csv", "reward_curve.png"} <= {p.name for p in run.iterdir()}
+    first = [p.name for p in (run / "checkpoints").iterdir()]
+    assert first == ["iter_000001"] and (run / "checkpoints" / first[0] / ".complete").exists()
+    summary = train_agent(PPOSettings(total_env_steps=300, keep_checkpoints=1, **TINY), agent_uri, show_progress=False)
+    assert summary.iterations == 2  # resumed after iteration 1 (4 envs x 64 steps), not from scratch
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["iter_000002"]  # the older one dropped there
+
+
+def test_collectors_load_a_ppo_checkpoint_from_a_uri(ray_cluster, agent_uri, tmp_path):
+    from rl_agent.collection import collect_dataset
+    from rl_agent.ppo_policy import PPOAgent
+    from rl_agent.store.verify import verify_dataset
+    from tests.conftest import small_config
+
+    config = small_config(agent="ppo", checkpoint=agent_uri, episodes=2, max_episode_frames=30, workers=1)
+    assert config.checkpoint == agent_uri  # stays a URI: each collector mirrors it on its own node
+    manifest = collect_dataset(config, f"file://{tmp_path}/data", show_progress=False)
+    assert sum(len(s.episodes) for s in manifest.shards) == 2 and verify_dataset(tmp_path / "data").episodes == 2
+    assert config.agent_name == PPOAgent(agent_uri).name  # `genie agent eval --checkpoint URI` loads the same policy
+
+
+def test_a_collector_that_cannot_read_the_checkpoint_stops_the_collection_at_once(ray_cluster, agent_uri, tmp_path):
+    """What a collector on another node meets with a checkpoint on the head's disk: one clear error, no 300 s wait."""
+    import shutil
+
+    from rl_agent.coinrun_env import ConfigError
+    from rl_agent.collection import collect_dataset
+    from tests.conftest import small_config
+
+    local = tmp_path / "agent"
+    shutil.copytree(agent_uri.removeprefix("file://"), local)
+    config = small_config(agent="ppo", checkpoint=str(local), episodes=2, max_episode_frames=30, workers=1)
+    config.start_timeout_s = 3600.0
+    shutil.rmtree(local)  # gone for the collectors, as the head's disk is for other nodes
+    with pytest.raises(ConfigError, match="cannot collect: checkpoint .* does not exist.*storage URI"):
+        collect_dataset(config, tmp_path / "data", show_progress=False)
+
+
+def test_data_commands_read_a_dataset_uri(small_dataset, tmp_path, capsys):
+    uri = f"file://{small_dataset}"
+    assert main(["data", "verify", uri]) == 0
+    assert f"OK {uri}: 3 shards, 10 episodes" in capsys.readouterr().out
+    assert main(["data", "stats", uri, "--plot", str(tmp_path / "stats.png"), "--progress-episodes", "2"]) == 0
+    assert "episodes" in capsys.readouterr().out and (tmp_path / "stats.png").is_file()
+    (small_dataset / "manifest.json").rename(tmp_path / "manifest.json")
+    try:
+        assert main(["data", "verify", uri]) == 1
+        err = capsys.readouterr().err
+        assert "missing manifest" in err and uri in err and "remote" not in err  # names the URI, not the mirror
+    finally:
+        (tmp_path / "manifest.json").rename(small_dataset / "manifest.json")
