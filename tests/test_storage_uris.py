@@ -140,3 +140,30 @@ def test_data_commands_read_a_dataset_uri(small_dataset, tmp_path, capsys):
         assert "missing manifest" in err and uri in err and "remote" not in err  # names the URI, not the mirror
     finally:
         (tmp_path / "manifest.json").rename(small_dataset / "manifest.json")
+
+
+def test_compare_and_play_starts_read_a_dataset_uri(small_dataset, tmp_path, capsys):
+    from cluster.play.starts import EpisodeStarts
+
+    uri = f"file://{small_dataset}"
+    assert main(["data", "compare", uri, str(small_dataset), "--plot", str(tmp_path / "c.png"),
+                 "--progress-episodes", "2"]) == 0
+    assert (tmp_path / "c.png").is_file()
+    assert len(EpisodeStarts(uri)) == len(EpisodeStarts(small_dataset)) > 0  # `genie play --data URI`, on any node
+
+
+def test_a_dataset_mirror_is_reused_until_the_dataset_changes(small_dataset, tmp_path):
+    import shutil
+
+    from world_model.storage import local_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    first = local_dataset(f"file://{data}")
+    assert local_dataset(f"file://{data}") == first and (first / "manifest.json").read_bytes() == (
+        data / "manifest.json").read_bytes()
+    mark = first / "kept.txt"
+    mark.write_text("the same mirror")
+    (data / "manifest.json").write_text((data / "manifest.json").read_text() + "\n")  # extended, repaired, ...
+    again = local_dataset(f"file://{data}")
+    assert (again / "manifest.json").read_bytes() == (data / "manifest.json").read_bytes() and not (again / "kept.txt").exists()
