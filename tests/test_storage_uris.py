@@ -97,17 +97,19 @@ def test_ppo_checkpoints_go_to_a_uri_and_resume_from_it(agent_uri):
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["iter_000002"]  # the older one dropped there
 
 
-def test_collectors_load_a_ppo_checkpoint_from_a_uri(ray_cluster, agent_uri, tmp_path):
-    from rl_agent.collection import collect_dataset
+def test_collectors_load_a_ppo_checkpoint_from_a_uri(ray_cluster, agent_uri, tmp_path, capsys):
     from rl_agent.ppo_policy import PPOAgent
+    from rl_agent.store.manifest import Manifest
     from rl_agent.store.verify import verify_dataset
-    from tests.conftest import small_config
 
-    config = small_config(agent="ppo", checkpoint=agent_uri, episodes=2, max_episode_frames=30, workers=1)
-    assert config.checkpoint == agent_uri  # stays a URI: each collector mirrors it on its own node
-    manifest = collect_dataset(config, f"file://{tmp_path}/data", show_progress=False)
-    assert sum(len(s.episodes) for s in manifest.shards) == 2 and verify_dataset(tmp_path / "data").episodes == 2
-    assert config.agent_name == PPOAgent(agent_uri).name  # `genie agent eval --checkpoint URI` loads the same policy
+    data = f"file://{tmp_path}/data"
+    assert main(["collect", "--agent", "ppo", "--checkpoint", agent_uri, "--episodes", "2", "--workers", "1",
+                 "--envs-per-worker", "2", "--max-episode-frames", "30", "--out", data, "--no-progress"]) == 0
+    assert verify_dataset(tmp_path / "data").episodes == 2
+    settings = next(iter(Manifest.load(tmp_path / "data").collections.values()))
+    assert f"ppo:{settings['checkpoint_id']}" == PPOAgent(agent_uri).name  # each collector mirrored the same policy
+    assert main(["agent", "eval", "--checkpoint", agent_uri, "--episodes", "2", "--no-progress"]) == 0
+    assert "random (2 levels)" in capsys.readouterr().out
 
 
 def test_a_collector_that_cannot_read_the_checkpoint_stops_the_collection_at_once(ray_cluster, agent_uri, tmp_path):
