@@ -208,6 +208,20 @@ def test_the_loss_and_teacher_forcing_read_out_only_what_they_score_and_equal_th
         torch.testing.assert_close(teacher_forced[:, k - 1], model(masked_k, actions)[:, k])
 
 
+def test_maskgit_draws_tokens_from_the_softmax_of_the_logits():
+    """The sampler's inverse-CDF draw: frequencies over 40k draws (fixed seed) match softmax(logits), every id
+    reachable, none out of range, and a near-certain id is (nearly) always drawn."""
+    from world_model.dynamics import _sample_categorical
+
+    logits = torch.tensor([2.0, 0.0, -1.0, 1.0, -30.0, 0.5])  # (V,)
+    ids = _sample_categorical(logits.expand(40_000, -1), torch.Generator().manual_seed(0))  # (40000,)
+    assert ids.min() >= 0 and ids.max() < 6
+    frequencies = torch.bincount(ids, minlength=6).float() / ids.numel()
+    torch.testing.assert_close(frequencies, logits.softmax(-1), atol=0.01, rtol=0.0)
+    certain = _sample_categorical(torch.tensor([[0.0, 40.0, 0.0]]).expand(1000, -1), torch.Generator().manual_seed(1))
+    assert (certain == 1).all()
+
+
 # ---- conditioning --------------------------------------------------------------------------------
 def test_genie_redux_g_prediction_depends_on_the_action():
     torch.manual_seed(0)
