@@ -199,3 +199,41 @@ def _capture(errors, fn, *args, **kwargs):
         fn(*args, **kwargs)
     except BaseException as err:  # noqa: BLE001 - reported by the test
         errors.append(err)
+
+
+# ---- the decoded-frame cache ---------------------------------------------------------------------
+def _frames_of_every_episode(store):
+    return [store.window(e, 0, int(store.lengths[e]))[0] for e in range(len(store))]
+
+
+def test_the_decoded_cache_keeps_under_its_cap_evicting_the_least_recently_used_and_cleans_stale_temps(
+        small_dataset, tmp_path, monkeypatch):
+    """GENIE_CACHE_MAX_GB caps the cache: the least recently used shards go first, never one the reader holds;
+    temporaries left by killed decodes (over an hour old) are removed, a live decode's are not; windows stay exact."""
+    from rl_agent.store.reader import EpisodeStore
+
+    cache = tmp_path / "cache"
+    expected = _frames_of_every_episode(EpisodeStore(small_dataset, cache_dir=tmp_path / "reference"))
+    sizes = sorted(p.stat().st_size for p in (tmp_path / "reference").glob("*.npy"))
+    assert len(sizes) >= 3, "the test needs at least three shards"
+    cache.mkdir()
+    stale, live = cache / ".dead.0badc0de.npy", cache / ".busy.1234abcd.npy"
+    stale.write_bytes(b"x"), live.write_bytes(b"x")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    old_unrelated = cache / f"{'0' * 64}.npy"
+    old_unrelated.write_bytes(b"\0" * sizes[0])
+    os.utime(old_unrelated, (time.time() - 60, time.time() - 60))
+    cap = sum(sizes) + 64  # every shard of the set fits; the unrelated one must make way
+    monkeypatch.setenv("GENIE_CACHE_MAX_GB", str(cap / (1 << 30)))
+    store = EpisodeStore(small_dataset, cache_dir=cache)
+    assert all((a == b).all() for a, b in zip(_frames_of_every_episode(store), expected))
+    assert not stale.exists() and live.exists()
+    assert not old_unrelated.exists(), "the least recently used shard was not evicted"
+    assert sum(p.stat().st_size for p in cache.glob("[!.]*.npy")) <= cap
+    # a cap below what one reader holds at once: it says what to do instead of thrashing or crashing
+    monkeypatch.setenv("GENIE_CACHE_MAX_GB", str(sizes[-1] / 2 / (1 << 30)))
+    with pytest.raises(DatasetError, match="no room for .* GENIE_CACHE_MAX_GB"):
+        _frames_of_every_episode(EpisodeStore(small_dataset, cache_dir=tmp_path / "small"))
+    monkeypatch.setenv("GENIE_CACHE_MAX_GB", "lots")
+    with pytest.raises(DatasetError, match="GENIE_CACHE_MAX_GB must be a number"):
+        _frames_of_every_episode(EpisodeStore(small_dataset, cache_dir=tmp_path / "bad"))

@@ -154,18 +154,37 @@ def test_compare_and_play_starts_read_a_dataset_uri(small_dataset, tmp_path, cap
     assert len(EpisodeStarts(uri)) == len(EpisodeStarts(small_dataset)) > 0  # `genie play --data URI`, on any node
 
 
-def test_a_dataset_mirror_is_reused_until_the_dataset_changes(small_dataset, tmp_path):
+def test_a_dataset_mirror_follows_the_remote_manifest_fetching_only_new_shards(small_dataset, tmp_path):
+    """Extended at its URI, a dataset's mirror gets the new shards alone (the ones it holds stay, untouched) and
+    the new manifest; two processes' worth of mirroring at once on one node both end with a whole mirror."""
     import shutil
+    from concurrent.futures import ThreadPoolExecutor
 
+    from rl_agent.store.manifest import Manifest
+    from rl_agent.store.reader import EpisodeStore
     from world_model.storage import local_dataset
 
     data = tmp_path / "data"
     shutil.copytree(small_dataset, data)
-    first = local_dataset(f"file://{data}")
-    assert local_dataset(f"file://{data}") == first and (first / "manifest.json").read_bytes() == (
-        data / "manifest.json").read_bytes()
-    mark = first / "kept.txt"
-    mark.write_text("the same mirror")
-    (data / "manifest.json").write_text((data / "manifest.json").read_text() + "\n")  # extended, repaired, ...
-    again = local_dataset(f"file://{data}")
-    assert (again / "manifest.json").read_bytes() == (data / "manifest.json").read_bytes() and not (again / "kept.txt").exists()
+    full_manifest = (data / "manifest.json").read_bytes()
+    manifest = Manifest.load(data)
+    later = manifest.drop_shard(manifest.shards[-1].file)  # the dataset before its last shard was collected
+    manifest.save()
+    uri = f"file://{data}"
+    first = local_dataset(uri)
+    assert local_dataset(uri) == first and not (first / later.file).exists()
+    held = {s.file: (first / s.file).stat().st_ino for s in manifest.shards}
+    episodes_before = len(EpisodeStore(first))
+
+    (data / "manifest.json").write_bytes(full_manifest)  # extended at the URI
+    again = local_dataset(uri)
+    assert again == first and (again / "manifest.json").read_bytes() == full_manifest
+    assert {f: (again / f).stat().st_ino for f in held} == held, "a shard the mirror held was fetched again"
+    assert (again / later.file).stat().st_size == later.bytes
+    assert len(EpisodeStore(again)) == episodes_before + len(later.episodes)
+
+    fresh = f"file://{shutil.copytree(small_dataset, tmp_path / 'other')}"
+    with ThreadPoolExecutor(2) as pool:
+        mirrors = list(pool.map(local_dataset, [fresh, fresh]))
+    assert mirrors[0] == mirrors[1] and len(EpisodeStore(mirrors[0])) == len(EpisodeStore(small_dataset))
+    assert not [p for p in mirrors[0].rglob(".*") if p.is_file()], "a temporary file was left in the mirror"

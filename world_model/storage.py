@@ -3,17 +3,20 @@
 A multi-node cluster needs data, checkpoints and results on storage every node sees, and a
 laptop has only its disk; every command takes either (DESIGN §8). pyarrow's filesystems do the
 I/O, so any URI pyarrow understands works. Remote inputs are mirrored once into a local cache
-(keyed by the URI), because training reads windows at random and memory-maps decoded shards.
+(keyed by the URI; a dataset's mirror follows its remote manifest: `local_dataset`), because training
+reads windows at random and memory-maps decoded shards.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from rl_agent.store.location import is_uri  # one definition for both packages (world_model imports rl_agent)
@@ -130,18 +133,46 @@ def local_copy(location: str | os.PathLike, refresh: bool = False) -> Path:
 
 
 def local_dataset(location: str | os.PathLike) -> Path:
-    """A local folder holding the dataset at `location` (a folder is itself; a URI is mirrored).
+    """A local folder holding the dataset at `location` (a folder is itself; a URI is mirrored on this node).
 
-    The mirror of a URI is reused while its manifest.json is the one at the URI (a listed shard is never
-    rewritten under its name), and made again when the dataset changed (extended, repaired) since.
+    The mirror is kept by the remote manifest's content, not by the URI alone: when the dataset at the URI
+    was extended or repaired since, the shards the manifest now lists that the mirror lacks (or holds at
+    another size) are fetched, and nothing else; the manifest is replaced last. Nothing is ever deleted and
+    every file arrives under a temporary name and is renamed into place, so two processes mirroring at once
+    on one node (two training workers) never remove or half-read each other's files, and a reader that
+    loaded the older manifest keeps reading the shards it lists (a listed shard's content never changes).
     """
     if not is_uri(location):
         return Path(location)  # the dataset readers say what is wrong with a bad folder
-    manifest = join(location, "manifest.json")
-    if not is_file(manifest):
+    manifest_uri = join(location, "manifest.json")
+    if not is_file(manifest_uri):
         raise StorageError(f"{location}: no manifest.json there; not a genie-redux dataset "
                            f"(make one with `genie collect --out {location}`)")
-    mirror = local_copy(location)
-    if not (mirror / "manifest.json").is_file() or (mirror / "manifest.json").read_bytes() != read_bytes(manifest):
-        mirror = local_copy(location, refresh=True)
+    remote_manifest = read_bytes(manifest_uri)
+    mirror = remote_cache_dir() / "datasets" / hashlib.sha256(str(location).encode()).hexdigest()[:16]
+    local_manifest = mirror / "manifest.json"
+    if local_manifest.is_file() and local_manifest.read_bytes() == remote_manifest:
+        return mirror
+    try:
+        shards = [(str(s["file"]), int(s["bytes"])) for s in json.loads(remote_manifest).get("shards", [])]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise StorageError(f"{manifest_uri}: unreadable manifest ({err}); run `genie data verify {location}`") from err
+    fs, root = resolve(location)
+    for file, size in shards:
+        target = mirror / file
+        if target.is_file() and target.stat().st_size == size:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+        try:
+            pafs.copy_files(f"{root}/{file}", str(staging), source_filesystem=fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+        except (OSError, pa.ArrowException) as err:
+            staging.unlink(missing_ok=True)
+            raise StorageError(f"{location}/{file}: listed in the manifest but cannot be fetched ({err}); "
+                               f"run `genie data repair {location}`") from err
+        os.replace(staging, target)
+    staging = local_manifest.with_name(f".manifest.json.{uuid.uuid4().hex[:8]}")
+    staging.write_bytes(remote_manifest)
+    os.replace(staging, local_manifest)
     return mirror

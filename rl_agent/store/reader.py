@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from rl_agent.coinrun_env import FRAME_SHAPE
+from rl_agent.store.decoded_cache import DecodedCache, cache_cap_bytes
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.manifest import EpisodeInfo, Manifest, ShardInfo
 from rl_agent.store.schema import frames_of
@@ -141,14 +142,19 @@ class EpisodeStore:
         if not path.is_file():
             raise DatasetError(f"{path}: shard listed in the manifest is missing; run `genie data repair {path.parent}`")
         batches = None
-        cache_file = self.cache_dir / f"{shard.sha256}.npy"
-        if not cache_file.is_file():
+        cache = DecodedCache(self.cache_dir, cache_cap_bytes())
+        cache_file = cache.path(shard.sha256)
+        if cache_file.is_file():
+            cache.touch(cache_file)
+        else:
             if file_sha256(path) != shard.sha256:
                 raise DatasetError(f"{path}: checksum differs from the manifest (damaged shard); run `genie data repair {path.parent}`")
             batches = self._read(path)
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            shape = (shard.rows,) + FRAME_SHAPE
+            cache.make_room(int(np.prod(shape)) + 128, keep={f"{key}.npy" for key in self._decoded})  # + the .npy header
             temp = self.cache_dir / f".{shard.sha256}.{uuid.uuid4().hex[:8]}.npy"
-            out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=(shard.rows,) + FRAME_SHAPE)
+            out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=shape)
+            cache.allocate(temp)
             row = 0
             for batch in batches:
                 out[row : row + batch.num_rows] = frames_of(batch)

@@ -39,7 +39,7 @@ class EvaluationOutput:
 
 def open_test_set(data: str, split: str | None) -> EpisodeStore:
     """The test set's episodes (a dataset folder, or a URI mirrored locally once)."""
-    return EpisodeStore(storage.local_copy(data), split=split)
+    return EpisodeStore(storage.local_dataset(data), split=split)
 
 
 def data_description(store: EpisodeStore, data: str, split: str | None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ HOLDOUT_EVERY = 20  # without a 'val' split, every 20th episode (by id hash) val
 
 def open_stores(locations: list[str]) -> tuple[EpisodeStore, EpisodeStore, str]:
     """Training and validation stores of the datasets, plus a note on where validation comes from."""
-    roots = [storage.local_copy(location) for location in locations]
+    roots = [storage.local_dataset(location) for location in locations]
     train = EpisodeStore(roots, split="train")
     try:
         return train, EpisodeStore(roots, split="val"), "the datasets' 'val' split"
