@@ -183,6 +183,17 @@ def test_a_dataset_mirror_follows_the_remote_manifest_fetching_only_new_shards(s
     assert (again / later.file).stat().st_size == later.bytes
     assert len(EpisodeStore(again)) == episodes_before + len(later.episodes)
 
+    # a shard made again at the same size with other bytes (a repair, a re-collection): fetched again by checksum
+    import json
+    shard = data / later.file
+    changed = bytearray(shard.read_bytes())
+    changed[-1] ^= 0xFF
+    shard.write_bytes(bytes(changed))
+    listed = json.loads(full_manifest)
+    next(s for s in listed["shards"] if s["file"] == later.file)["sha256"] = "f" * 64
+    (data / "manifest.json").write_text(json.dumps(listed))
+    assert (local_dataset(uri) / later.file).read_bytes() == bytes(changed)
+
     fresh = f"file://{shutil.copytree(small_dataset, tmp_path / 'other')}"
     with ThreadPoolExecutor(2) as pool:
         mirrors = list(pool.map(local_dataset, [fresh, fresh]))

@@ -326,7 +326,7 @@ def _sample_categorical(logits: torch.Tensor, generator: torch.Generator | None)
     """
     cdf = logits.softmax(-1).cumsum(-1)  # (..., V)
     uniform = torch.rand(*logits.shape[:-1], 1, generator=generator, device=logits.device)  # (..., 1)
-    ids = torch.searchsorted(cdf, uniform * cdf[..., -1:]).squeeze(-1)  # (...)
+    ids = torch.searchsorted(cdf, uniform * cdf[..., -1:], right=True).squeeze(-1)  # (...): never an id of probability 0
     return ids.clamp(max=logits.shape[-1] - 1)
 
 

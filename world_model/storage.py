@@ -140,7 +140,8 @@ def local_dataset(location: str | os.PathLike) -> Path:
     another size) are fetched, and nothing else; the manifest is replaced last. Nothing is ever deleted and
     every file arrives under a temporary name and is renamed into place, so two processes mirroring at once
     on one node (two training workers) never remove or half-read each other's files, and a reader that
-    loaded the older manifest keeps reading the shards it lists (a listed shard's content never changes).
+    loaded the older manifest keeps reading the shards it lists. A shard is fetched again when its checksum changed
+(repaired), and a manifest replaced while shards were fetched is mirrored again, up to three times.
     """
     if not is_uri(location):
         return Path(location)  # the dataset readers say what is wrong with a bad folder
@@ -148,31 +149,41 @@ def local_dataset(location: str | os.PathLike) -> Path:
     if not is_file(manifest_uri):
         raise StorageError(f"{location}: no manifest.json there; not a genie-redux dataset "
                            f"(make one with `genie collect --out {location}`)")
-    remote_manifest = read_bytes(manifest_uri)
     mirror = remote_cache_dir() / "datasets" / hashlib.sha256(str(location).encode()).hexdigest()[:16]
+    mirror.mkdir(parents=True, exist_ok=True)
     local_manifest = mirror / "manifest.json"
-    if local_manifest.is_file() and local_manifest.read_bytes() == remote_manifest:
-        return mirror
-    try:
-        shards = [(str(s["file"]), int(s["bytes"])) for s in json.loads(remote_manifest).get("shards", [])]
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise StorageError(f"{manifest_uri}: unreadable manifest ({err}); run `genie data verify {location}`") from err
     fs, root = resolve(location)
-    for file, size in shards:
-        target = mirror / file
-        if target.is_file() and target.stat().st_size == size:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-        try:
-            pafs.copy_files(f"{root}/{file}", str(staging), source_filesystem=fs,
-                            destination_filesystem=pafs.LocalFileSystem())
-        except (OSError, pa.ArrowException) as err:
-            staging.unlink(missing_ok=True)
-            raise StorageError(f"{location}/{file}: listed in the manifest but cannot be fetched ({err}); "
-                               f"run `genie data repair {location}`") from err
-        os.replace(staging, target)
-    staging = local_manifest.with_name(f".manifest.json.{uuid.uuid4().hex[:8]}")
-    staging.write_bytes(remote_manifest)
-    os.replace(staging, local_manifest)
-    return mirror
+    for _ in range(3):  # a manifest replaced while its shards were fetched: fetch against the new one
+        remote_manifest = read_bytes(manifest_uri)
+        if local_manifest.is_file() and local_manifest.read_bytes() == remote_manifest:
+            return mirror
+        held = _listed_shards(local_manifest.read_bytes(), local_manifest) if local_manifest.is_file() else {}
+        for file, (size, sha256) in _listed_shards(remote_manifest, manifest_uri).items():
+            target = mirror / file
+            if held.get(file) == (size, sha256) and target.is_file() and target.stat().st_size == size:
+                continue  # the same shard as the one this mirror holds (a repaired one has another checksum)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+            try:
+                pafs.copy_files(f"{root}/{file}", str(staging), source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            except (OSError, pa.ArrowException) as err:
+                staging.unlink(missing_ok=True)
+                raise StorageError(f"{location}/{file}: listed in the manifest but cannot be fetched ({err}); "
+                                   f"run `genie data repair {location}`") from err
+            os.replace(staging, target)
+        if read_bytes(manifest_uri) == remote_manifest:
+            staging = local_manifest.with_name(f".manifest.json.{uuid.uuid4().hex[:8]}")
+            staging.write_bytes(remote_manifest)
+            os.replace(staging, local_manifest)
+            return mirror
+    raise StorageError(f"{location}: its manifest kept changing while it was mirrored (a collection writing into it?); "
+                       f"run again once it is done")
+
+
+def _listed_shards(manifest: bytes, where: object) -> dict[str, tuple[int, str]]:
+    """A manifest's shards: file -> (bytes, sha256)."""
+    try:
+        return {str(s["file"]): (int(s["bytes"]), str(s["sha256"])) for s in json.loads(manifest).get("shards", [])}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise StorageError(f"{where}: unreadable manifest ({err}); run `genie data verify` on the dataset") from err

@@ -7,8 +7,9 @@ the process with SIGBUS, far from the cause. So before decoding, the cache
    shard takes seconds),
 2. evicts the least recently used decoded shards while the cache would exceed its cap
    (`$GENIE_CACHE_MAX_GB`, none by default) or the disk would keep less than 256 MiB free
-   (shards this process reads are never evicted; evicting a file another process has mapped is
-   safe on POSIX: its mapping lives on, only the name goes),
+   (shards this process has mapped are never evicted by it; evicting a file another process has
+   mapped is safe on POSIX: its mapping lives on, only the name goes, and its blocks are freed
+   when that process lets go, so on a full disk such an eviction frees the name, not yet the space),
 3. allocates the file's blocks up front (`posix_fallocate`), so a disk that fills anyway fails here,
    as a DatasetError that says what to do, and not later as a SIGBUS.
 A shard counts as used when it is decoded or opened (its mtime is touched).
@@ -27,6 +28,19 @@ from rl_agent.store.errors import DatasetError
 STALE_TEMP_SECONDS = 3600.0
 FREE_MARGIN_BYTES = 256 << 20  # keep 256 MiB free beside the cache
 GIB = 1 << 30
+
+
+# decoded shards this process has memory-mapped (file names), whichever store mapped them: never evicted by it
+MAPPED_HERE: set[str] = set()
+
+
+def _remove(path: Path) -> bool:
+    """Delete a cache file; False when it cannot be (another user's file in a shared cache, a read-only folder)."""
+    try:
+        path.unlink(missing_ok=True)
+        return True
+    except OSError:
+        return False
 
 
 def cache_cap_bytes() -> int | None:
@@ -74,10 +88,13 @@ class DecodedCache:
             path = Path(entry.path)
             if path.suffix != ".npy" or not entry.is_file():
                 continue
-            stat = entry.stat()
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue  # renamed into place or evicted by another process since the listing
             if is_temporary(path):
                 if now - stat.st_mtime > STALE_TEMP_SECONDS:
-                    path.unlink(missing_ok=True)
+                    _remove(path)
                 continue
             decoded.append((stat.st_mtime, stat.st_size, path))
         decoded.sort()  # oldest use first
@@ -90,9 +107,8 @@ class DecodedCache:
         for _, file_size, path in decoded:
             if fits():
                 return
-            if path.name in keep:
+            if path.name in keep or path.name in MAPPED_HERE or not _remove(path):
                 continue
-            path.unlink(missing_ok=True)
             used -= file_size
         if not fits():
             free = shutil.disk_usage(self.folder).free

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from rl_agent.coinrun_env import FRAME_SHAPE
-from rl_agent.store.decoded_cache import DecodedCache, cache_cap_bytes
+from rl_agent.store.decoded_cache import MAPPED_HERE, DecodedCache, cache_cap_bytes
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.manifest import EpisodeInfo, Manifest, ShardInfo
 from rl_agent.store.schema import frames_of
@@ -144,25 +144,23 @@ class EpisodeStore:
         batches = None
         cache = DecodedCache(self.cache_dir, cache_cap_bytes())
         cache_file = cache.path(shard.sha256)
-        if cache_file.is_file():
-            cache.touch(cache_file)
-        else:
-            if file_sha256(path) != shard.sha256:
-                raise DatasetError(f"{path}: checksum differs from the manifest (damaged shard); run `genie data repair {path.parent}`")
-            batches = self._read(path)
-            shape = (shard.rows,) + FRAME_SHAPE
-            cache.make_room(int(np.prod(shape)) + 128, keep={f"{key}.npy" for key in self._decoded})  # + the .npy header
-            temp = self.cache_dir / f".{shard.sha256}.{uuid.uuid4().hex[:8]}.npy"
-            out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=shape)
-            cache.allocate(temp)
-            row = 0
-            for batch in batches:
-                out[row : row + batch.num_rows] = frames_of(batch)
-                row += batch.num_rows
-            out.flush()
-            del out
-            os.replace(temp, cache_file)
-        frames = np.load(cache_file, mmap_mode="r")
+        for attempt in range(2):  # another process may evict the file between finding and mapping it: decode again
+            if cache_file.is_file():
+                cache.touch(cache_file)
+            else:
+                if batches is None:
+                    if file_sha256(path) != shard.sha256:
+                        raise DatasetError(f"{path}: checksum differs from the manifest (damaged shard); run `genie data repair {path.parent}`")
+                    batches = self._read(path)
+                self._write_decoded(cache, cache_file, shard, batches)
+            try:
+                frames = np.load(cache_file, mmap_mode="r")
+                break
+            except FileNotFoundError:
+                if attempt:
+                    raise DatasetError(f"{cache_file}: the decoded shard keeps disappearing (another process evicting "
+                                       f"it?); give this run its own GENIE_CACHE_DIR") from None
+        MAPPED_HERE.add(cache_file.name)
         if frames.shape != (shard.rows,) + FRAME_SHAPE:
             raise DatasetError(f"{cache_file}: decoded cache has shape {frames.shape}; delete it and retry")
         if batches is None:
@@ -170,6 +168,21 @@ class EpisodeStore:
         actions = np.concatenate([b.column("action").to_numpy() for b in batches]).astype(np.int8)
         offsets = np.concatenate([[0], np.cumsum([b.num_rows for b in batches])]).astype(np.int64)
         return _DecodedShard(frames=frames, actions=actions, batch_offsets=offsets)
+
+    def _write_decoded(self, cache: DecodedCache, cache_file: Path, shard: ShardInfo, batches: list[pa.RecordBatch]) -> None:
+        """Decode a shard's frames into the cache under a temporary name, then rename it into place."""
+        shape = (shard.rows,) + FRAME_SHAPE
+        cache.make_room(int(np.prod(shape)) + 128, keep={f"{key}.npy" for key in self._decoded})  # + the .npy header
+        temp = self.cache_dir / f".{shard.sha256}.{uuid.uuid4().hex[:8]}.npy"
+        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=shape)
+        cache.allocate(temp)
+        row = 0
+        for batch in batches:
+            out[row : row + batch.num_rows] = frames_of(batch)
+            row += batch.num_rows
+        out.flush()
+        del out
+        os.replace(temp, cache_file)
 
     @staticmethod
     def _read(path: Path, columns: list[str] | None = None) -> list[pa.RecordBatch]:
