@@ -135,6 +135,8 @@ def test_versions_are_pinned_to_the_project_and_storage_is_a_parameter():
     torch_pin = next(re.search(r"==([\d.]+)", d).group(1) for d in project["dependencies"] if d.startswith("torch"))
     setup = " ".join(config["setup_commands"])
     assert f'"genie-redux=={project["version"]}"' in setup, "cluster.yaml installs another genie-redux version"
+    # a wheel rebuilt at the same version must replace the installed one (pip would call it already satisfied)
+    assert re.search(rf"--force-reinstall \S*genie-dist/genie_redux-{re.escape(project['version'])}-\*\.whl", setup)
     assert f"torch=={torch_pin} --index-url https://download.pytorch.org/whl/cu" in setup, "not the CUDA build of torch"
     images = [config["docker"]["head_image"], config["docker"]["worker_image"],
               config["available_node_types"]["gpu"]["docker"]["worker_image"]]
