@@ -140,8 +140,8 @@ def local_dataset(location: str | os.PathLike) -> Path:
     another size) are fetched, and nothing else; the manifest is replaced last. Nothing is ever deleted and
     every file arrives under a temporary name and is renamed into place, so two processes mirroring at once
     on one node (two training workers) never remove or half-read each other's files, and a reader that
-    loaded the older manifest keeps reading the shards it lists. A shard is fetched again when its checksum changed
-(repaired), and a manifest replaced while shards were fetched is mirrored again, up to three times.
+    loaded the older manifest keeps reading the shards it lists. A shard is fetched again when its checksum
+    changed (repaired), and a manifest replaced while shards were fetched is mirrored again, up to three times.
     """
     if not is_uri(location):
         return Path(location)  # the dataset readers say what is wrong with a bad folder
@@ -173,9 +173,7 @@ def local_dataset(location: str | os.PathLike) -> Path:
                                    f"run `genie data repair {location}`") from err
             os.replace(staging, target)
         if read_bytes(manifest_uri) == remote_manifest:
-            staging = local_manifest.with_name(f".manifest.json.{uuid.uuid4().hex[:8]}")
-            staging.write_bytes(remote_manifest)
-            os.replace(staging, local_manifest)
+            write_bytes_atomic(local_manifest, remote_manifest)
             return mirror
     raise StorageError(f"{location}: its manifest kept changing while it was mirrored (a collection writing into it?); "
                        f"run again once it is done")

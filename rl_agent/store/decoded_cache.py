@@ -78,8 +78,8 @@ class DecodedCache:
         except OSError:
             pass  # a read-only cache still serves; it is just not reordered
 
-    def make_room(self, size: int, keep: set[str]) -> None:
-        """Clean stale temporaries, then evict least recently used shards (never those in `keep`, file names)
+    def make_room(self, size: int) -> None:
+        """Clean stale temporaries, then evict least recently used shards (never one this process has mapped)
         until `size` more bytes fit under the cap and leave the margin free; DatasetError when they cannot."""
         self.folder.mkdir(parents=True, exist_ok=True)
         now = time.time()
@@ -107,7 +107,7 @@ class DecodedCache:
         for _, file_size, path in decoded:
             if fits():
                 return
-            if path.name in keep or path.name in MAPPED_HERE or not _remove(path):
+            if path.name in MAPPED_HERE or not _remove(path):
                 continue
             used -= file_size
         if not fits():

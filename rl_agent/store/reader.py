@@ -172,7 +172,7 @@ class EpisodeStore:
     def _write_decoded(self, cache: DecodedCache, cache_file: Path, shard: ShardInfo, batches: list[pa.RecordBatch]) -> None:
         """Decode a shard's frames into the cache under a temporary name, then rename it into place."""
         shape = (shard.rows,) + FRAME_SHAPE
-        cache.make_room(int(np.prod(shape)) + 128, keep={f"{key}.npy" for key in self._decoded})  # + the .npy header
+        cache.make_room(int(np.prod(shape)) + 128)  # + the .npy header
         temp = self.cache_dir / f".{shard.sha256}.{uuid.uuid4().hex[:8]}.npy"
         out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=shape)
         cache.allocate(temp)
