@@ -77,6 +77,10 @@ VARIANTS: dict[str, dict] = {
     "all_untied": {"dynamics": {**TINY_BEST, "tie_embeddings": False, "token_init": "random"}},
     "all_wide": {"dynamics": {**TINY_BEST, "transformer": dict(dim=96, heads=4)}},
     "all_adaln": {"dynamics": {**TINY_BEST, "action_conditioning": "adaptive_norm"}},
+    "all_cfg": {"dynamics": {**TINY_BEST, "action_dropout": 0.1}},
+    "all_cfg25": {"dynamics": {**TINY_BEST, "action_dropout": 0.25}},
+    "all_lr6e-3": {"dynamics": TINY_BEST, "optim": dict(lr=6e-3, min_lr=6e-4)},
+    "all_cfg_lr6e-3": {"dynamics": {**TINY_BEST, "action_dropout": 0.1}, "optim": dict(lr=6e-3, min_lr=6e-4)},
 }
 
 
@@ -253,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts", type=int, default=32, help="of which rolled out autoregressively (0: none)")
     parser.add_argument("--maskgit-steps", type=int, default=4)
     parser.add_argument("--forks", type=int, default=24, help="windows per test set forked RIGHT x4 / LEFT x4 (0: none)")
+    parser.add_argument("--guidance", default="1", help="comma-separated guidance scales at which rollouts and forks "
+                        "are scored (values other than 1 need a variant trained with action_dropout)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--out", default=None, help="JSON results (appended per variant)")
@@ -270,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         score_at = (0,)  # refused just below, with the list as given
     if any(not 0 < x < args.steps for x in score_at):
         parser.error(f"--score-at must list steps between 1 and --steps ({args.steps}), got {args.score_at}")
+    try:
+        guidance = [float(x) for x in args.guidance.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--guidance takes comma-separated numbers, got {args.guidance!r}")
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     preset = load_preset(args.preset)
@@ -298,18 +308,25 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown variant {name!r}; --list shows them")
         dynamics, optim = build(preset, tokenizer, VARIANTS[name], args.seed)
         world = WorldModel(tokenizer, dynamics)
+        trained = dynamics.config
         for steps_done, seconds in train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps, score_at):
-            for test, (frames, acts) in tests.items():
-                metrics = score(world, frames, acts, context, args.rollouts, horizon, args.maskgit_steps, args.seed)
-                if test in fork_sets:
-                    metrics.update(fork_score(world, fork_sets[test], args.maskgit_steps, args.seed))
-                record = {"variant": name, "test": test, "steps": steps_done, "schedule_steps": args.steps, "batch": batch,
-                          "train_seconds": seconds, "seed": args.seed, **{k: list(v) for k, v in metrics.items()}}
-                records.append(record)
-                print(_row(record), flush=True)
-                if args.out:
-                    with open(args.out, "a") as handle:
-                        handle.write(json.dumps(record) + "\n")
+            for scale in guidance:
+                if scale != 1.0 and trained.action_dropout == 0:
+                    continue  # never learnt a frame without its key: nothing to guide by
+                dynamics.config = dataclasses.replace(trained, guidance=scale)
+                for test, (frames, acts) in tests.items():
+                    metrics = score(world, frames, acts, context, args.rollouts, horizon, args.maskgit_steps, args.seed)
+                    if test in fork_sets:
+                        metrics.update(fork_score(world, fork_sets[test], args.maskgit_steps, args.seed))
+                    record = {"variant": name, "test": test, "steps": steps_done, "schedule_steps": args.steps,
+                              "batch": batch, "guidance": scale, "train_seconds": seconds, "seed": args.seed,
+                              **{k: list(v) for k, v in metrics.items()}}
+                    records.append(record)
+                    print(_row(record), flush=True)
+                    if args.out:
+                        with open(args.out, "a") as handle:
+                            handle.write(json.dumps(record) + "\n")
+            dynamics.config = trained
     return 0
 
 
@@ -319,7 +336,7 @@ def _row(r: dict) -> str:
             return "-"
         mean, half = r[key]
         return f"{mean:.{digits}f} ± {half:.{digits}f}"
-    return (f"| {r['variant']} | {r['test']} | {r['steps']} | {f('tf_acc', 3)} (copy {r['copy_acc'][0]:.3f}) | {f('tf_psnr')} "
+    return (f"| {r['variant']} | {r['test']} | {r['steps']} | g {r.get('guidance', 1.0):g} | {f('tf_acc', 3)} (copy {r['copy_acc'][0]:.3f}) | {f('tf_psnr')} "
             f"(copy {r['copy_psnr'][0]:.2f}, ceiling {r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | action nats {f('action_nats', 3)} | "
             f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | "
             f"carry: {f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | forks {f('fork_score')} | {r['train_seconds']:.0f} s |")

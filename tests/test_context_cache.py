@@ -139,3 +139,76 @@ def test_adaptive_norm_starts_as_input_conditioning_and_then_uses_the_action_in_
         assert not torch.allclose(plain(tokens, actions), adaptive(tokens, actions), atol=1e-3)
     with pytest.raises(Exception, match="action_conditioning"):
         DynamicsConfig(action_conditioning="cross_attention")
+
+
+def guided(model, scale, dropout=0.1):
+    import dataclasses
+    model.config = dataclasses.replace(model.config, action_dropout=dropout, guidance=scale)
+    return model
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+@pytest.mark.parametrize("context", [1, 3])
+def test_guided_sampling_is_the_same_with_and_without_the_context_cache(conditioning, context):
+    model = guided(random_dynamics(conditioning), 3.0)
+    tokens, actions = random_tokens(3, context), random_actions(conditioning, 3, context)
+    samples = [model.sample_next_frame(tokens, actions, steps=4, temperature=1.0,
+                                       generator=torch.Generator().manual_seed(7), context_cache=cache)
+               for cache in (True, False)]  # (B, h, w) each
+    assert torch.equal(samples[0], samples[1])
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_guidance_contrasts_the_new_frame_with_and_without_its_key(conditioning):
+    """l_none + g (l_key - l_none), where l_none is the window with only the new frame's action replaced by
+    "no action"; g = 0 samples as if the key were unknown, g = 1 as plain MaskGIT."""
+    model = random_dynamics(conditioning)
+    tokens, actions = random_tokens(2, 2), random_actions(conditioning, 2, 2)
+    keyless_actions = actions.clone()
+    with torch.no_grad():
+        frame = torch.full((2, 1, 8, 8), model.mask_id)
+        keyed = model(torch.cat([tokens, frame], 1), actions)[:, -1]  # (B, h, w, V)
+        dropped = torch.tensor([[False, True]]).expand(2, 2)  # (B, Tc): the new frame's key only
+        none = model.readout(model.hidden_states(torch.cat([tokens, frame], 1), keyless_actions, dropped)[:, -1], tokens[:, -1])
+    assert not torch.allclose(keyed, none, atol=1e-4), "the key must reach the new frame"
+    draws = {}
+    for scale, logits in ((0.0, none), (1.0, keyed), (2.5, none + 2.5 * (keyed - none))):
+        guided(model, scale)
+        draws[scale] = model.sample_next_frame(tokens, actions, steps=1, temperature=0.0)  # (B, h, w): argmax
+        assert torch.equal(draws[scale], logits.argmax(-1)), scale
+
+
+def test_action_dropout_trains_some_transitions_without_their_key():
+    model = guided(random_dynamics("ground_truth"), 1.0, dropout=0.5).train()
+    drop = model.random_action_drop(64, 3, torch.device("cpu"), torch.Generator().manual_seed(0))  # (B, T-1)
+    assert 0.35 < drop.float().mean() < 0.65
+    tokens, actions = random_tokens(4, 4), random_actions("ground_truth", 4, 3)
+    with torch.no_grad():  # the same generator: the same mask; only the dropped keys differ
+        with_drop = model.compute_loss_on_tokens(tokens, actions, torch.Generator().manual_seed(0)).loss
+        guided(model, 1.0, dropout=0.0)
+        assert model.random_action_drop(64, 3, torch.device("cpu")) is None
+        without = model.compute_loss_on_tokens(tokens, actions, torch.Generator().manual_seed(0)).loss
+    assert not torch.isclose(with_drop, without)
+
+
+def test_guidance_without_action_dropout_is_refused():
+    from rl_agent.coinrun_env import ConfigError
+    with pytest.raises(ConfigError, match="action_dropout"):
+        DynamicsConfig(guidance=2.0)
+
+
+def test_a_world_model_refuses_a_guidance_scale_its_dynamics_never_learnt():
+    from rl_agent.coinrun_env import ConfigError
+    from world_model.generation import WorldModel
+
+    model = random_dynamics("ground_truth")  # action_dropout 0
+    world = WorldModel.__new__(WorldModel)
+    torch.nn.Module.__init__(world)
+    world.dynamics = model
+    world.use_guidance(None)
+    world.use_guidance(1.0)
+    with pytest.raises(ConfigError, match="action_dropout"):
+        world.use_guidance(2.0)
+    guided(model, 1.0)  # trained with action_dropout 0.1
+    world.use_guidance(2.0)
+    assert model.config.guidance == 2.0

@@ -136,8 +136,20 @@ class DynamicsConfig:
     # where the action enters: "input" adds it to every token of its frame once (the paper); "adaptive_norm" also
     # scales and shifts every block's normalised inputs by it (DiT's adaLN, zero-initialised: starts as "input")
     action_conditioning: Literal["input", "adaptive_norm"] = "input"
+    # classifier-free guidance on the key: training replaces this share of the transitions' actions by the
+    # "no action" vector, so the sampler can contrast a frame's logits with and without its key and follow
+    # logits_none + guidance * (logits_key - logits_none); guidance 1 = plain sampling (the paper)
+    action_dropout: float = 0.0
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.action_dropout < 1.0:
+            raise ConfigError(f"action_dropout must lie in [0, 1), got {self.action_dropout}")
+        if self.guidance < 0:
+            raise ConfigError(f"guidance must be >= 0 (1 = no guidance), got {self.guidance}")
+        if self.guidance != 1.0 and self.action_dropout == 0.0:
+            raise ConfigError(f"guidance {self.guidance} needs a dynamics trained with action_dropout > 0 (this one never "
+                              "learnt a frame without its key); use guidance 1, or train with e.g. action_dropout 0.1")
         if self.token_init not in ("random", "codebook"):
             raise ConfigError(f"token_init must be 'random' or 'codebook', got {self.token_init!r}")
         if self.spatial_positions not in ("none", "sincos", "learned"):

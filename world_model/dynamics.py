@@ -11,6 +11,11 @@ Training masks a ratio r ~ U(mask_ratio_min, 1) of the tokens of every frame 1..
 cross-entropy on the masked tokens. Sampling fills one frame in `steps` passes (cosine schedule):
 each pass samples every masked token at a temperature annealed linearly to 0, keeps the most
 confident ones and re-masks the rest; the last pass unmasks everything.
+
+Classifier-free guidance on the key (`action_dropout`, `guidance`; off in the paper): training gives a
+share of the transitions the "no action" vector instead of their action, and each sampling pass reads
+the new frame twice, with and without its key, and samples from l_none + g * (l_key - l_none). A key
+whose effect the model has learnt only weakly (a sub-patch scroll) then moves the dream g times as far.
 """
 
 from __future__ import annotations
@@ -72,8 +77,11 @@ class Dynamics(nn.Module):
         codes = torch.nn.functional.normalize(codebook.detach().float().cpu(), dim=-1)  # (V, D)
         self.token_embedding.weight[: self.config.vocab_size] = (codes @ projection).to(self.device)  # (V, d)
 
-    def frame_conditioning(self, actions: torch.Tensor, batch: int) -> torch.Tensor:
-        """Actions (B, T-1) ids or (B, T-1, D) latent codes -> per-frame conditioning (B, T, d)."""
+    def frame_conditioning(self, actions: torch.Tensor, batch: int, dropped: torch.Tensor | None = None) -> torch.Tensor:
+        """Actions (B, T-1) ids or (B, T-1, D) latent codes -> per-frame conditioning (B, T, d).
+
+        `dropped` (B, T-1) bool: transitions conditioned on the "no action" vector instead (guidance).
+        """
         if self.config.conditioning == "ground_truth":
             if actions.is_floating_point():
                 raise TypeError("GenieRedux-G dynamics takes integer environment action ids (B, T-1)")
@@ -82,6 +90,8 @@ class Dynamics(nn.Module):
             if not actions.is_floating_point():
                 raise TypeError("GenieRedux dynamics takes latent action codes (B, T-1, D); use lam.action_codes(ids)")
             embedded = self.action_embedding(actions.detach())  # (B, T-1, d): stop-gradient into the LAM
+        if dropped is not None:
+            embedded = torch.where(dropped.unsqueeze(-1), self.no_action.to(embedded.dtype), embedded)  # (B, T-1, d)
         first = self.no_action.expand(batch, 1, -1)  # (B, 1, d)
         return torch.cat([first, embedded], dim=1)  # (B, T, d)
 
@@ -94,12 +104,13 @@ class Dynamics(nn.Module):
         previous = previous_frames(tokens, self.mask_id) if previous is None else previous  # (B, T, h, w)
         return self.readout(self.hidden_states(tokens, actions), previous)
 
-    def hidden_states(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T, h, w) and the T-1 actions -> the transformer's output (B, T, h, w, d), before the readout."""
+    def hidden_states(self, tokens: torch.Tensor, actions: torch.Tensor, dropped: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (B, T, h, w) and the T-1 actions (`dropped` (B, T-1): those replaced by "no action") -> the
+        transformer's output (B, T, h, w, d), before the readout."""
         b, t = tokens.shape[:2]
         if actions.shape[1] != t - 1:
             raise ValueError(f"{t} frames need {t - 1} actions, got {actions.shape[1]}")
-        conditioning = self.frame_conditioning(actions, b)  # (B, T, d)
+        conditioning = self.frame_conditioning(actions, b, dropped)  # (B, T, d)
         return self.transformer(self.embed(tokens, conditioning), self.block_conditioning(conditioning))
 
     def block_conditioning(self, conditioning: torch.Tensor) -> torch.Tensor | None:
@@ -159,12 +170,20 @@ class Dynamics(nn.Module):
         first = torch.zeros(b, 1, n, dtype=torch.bool, device=tokens.device)  # (B, 1, N)
         return rearrange(torch.cat([first, later], dim=1), "b t (h w) -> b t h w", h=h)  # (B, T, h, w)
 
+    def random_action_drop(self, batch: int, transitions: int, device: torch.device,
+                           generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Which transitions (B, T-1) train without their action (guidance's "no key"); None when none do."""
+        if self.config.action_dropout <= 0:
+            return None
+        return torch.rand(batch, transitions, generator=generator, device=device) < self.config.action_dropout
+
     def compute_loss_on_tokens(
         self, tokens: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
     ) -> LossOutput:
         """Cross-entropy on the masked tokens of frames 1..T-1. tokens (B, T, h, w), actions (B, T-1[, D])."""
         mask = self.random_mask(tokens, generator)  # (B, T, h, w)
-        hidden = self.hidden_states(tokens.masked_fill(mask, self.mask_id), actions)  # (B, T, h, w, d)
+        dropped = self.random_action_drop(tokens.shape[0], tokens.shape[1] - 1, tokens.device, generator)  # (B, T-1) | None
+        hidden = self.hidden_states(tokens.masked_fill(mask, self.mask_id), actions, dropped)  # (B, T, h, w, d)
         # the readout sees each frame's real predecessor, as in sampling, where the frames before are known
         masked_logits = self.readout(hidden[mask], previous_frames(tokens, self.mask_id)[mask])  # (M, V)
         masked_targets = tokens[mask]  # (M,)
@@ -217,6 +236,7 @@ class Dynamics(nn.Module):
         frame) -> tokens (B, h, w) of frame T, after exactly `steps` passes (None: self.context_cache)."""
         steps = self.config.sampling_steps if steps is None else int(steps)
         temperature = self.config.temperature if temperature is None else float(temperature)
+        guidance = self.config.guidance
         if steps < 1:
             raise ValueError(f"MaskGIT needs at least 1 step, got {steps}")
         b, t, h, w = tokens.shape
@@ -231,6 +251,12 @@ class Dynamics(nn.Module):
         use_cache = self.context_cache if context_cache is None else context_cache
         new_frame_logits = self.cached_new_frame_logits if use_cache else self.recomputed_new_frame_logits
         logits_of = new_frame_logits(context, context_actions)  # ids (B, 1, h, w) -> logits (B, h, w, V)
+        if guidance != 1.0:
+            keyed, keyless = logits_of, new_frame_logits(context, context_actions, drop_last=True)
+
+            def logits_of(frame: torch.Tensor) -> torch.Tensor:  # guided: l_none + g * (l_key - l_none)
+                none = keyless(frame)  # (B, h, w, V)
+                return none + guidance * (keyed(frame) - none)
 
         frame = torch.full((b, n), self.mask_id, dtype=torch.long, device=tokens.device)  # (B, N)
         for step in range(steps):
@@ -250,21 +276,31 @@ class Dynamics(nn.Module):
         return frame.view(b, h, w)  # (B, h, w)
 
     def recomputed_new_frame_logits(
-        self, context: torch.Tensor, actions: torch.Tensor
+        self, context: torch.Tensor, actions: torch.Tensor, drop_last: bool = False
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The uncached pass: ids (B, 1, h, w) of the frame after `context` (B, Tc, h, w), whose Tc actions
-        (B, Tc[, D]) lead into context[1:] and the new frame -> its logits (B, h, w, V), from the whole window."""
+        (B, Tc[, D]) lead into context[1:] and the new frame -> its logits (B, h, w, V), from the whole window.
+        `drop_last`: the new frame gets "no action" instead of its key (guidance's other reading)."""
+        dropped = None
+        if drop_last:
+            dropped = torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)  # (B, Tc)
+            dropped[:, -1] = True
+
         def logits_of(frame: torch.Tensor) -> torch.Tensor:
-            hidden = self.hidden_states(torch.cat([context, frame], dim=1), actions)[:, -1]  # (B, h, w, d)
+            hidden = self.hidden_states(torch.cat([context, frame], dim=1), actions, dropped)[:, -1]  # (B, h, w, d)
             return self.readout(hidden, context[:, -1])  # (B, h, w, V)
         return logits_of
 
     def cached_new_frame_logits(
-        self, context: torch.Tensor, actions: torch.Tensor
+        self, context: torch.Tensor, actions: torch.Tensor, drop_last: bool = False
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """recomputed_new_frame_logits's function, but the context goes through the transformer once, here:
         each pass then runs only the new frame's (B, 1, h, w) tokens through the blocks."""
-        conditioning = self.frame_conditioning(actions, context.shape[0])  # (B, Tc+1, d)
+        dropped = None
+        if drop_last:
+            dropped = torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)  # (B, Tc)
+            dropped[:, -1] = True
+        conditioning = self.frame_conditioning(actions, context.shape[0], dropped)  # (B, Tc+1, d)
         cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]),
                                          self.block_conditioning(conditioning[:, :-1]))  # per block, what frame Tc needs
         new_conditioning = conditioning[:, -1:]  # (B, 1, d): the action into the new frame

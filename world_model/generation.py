@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from einops import repeat
@@ -26,6 +28,12 @@ class WorldModel(nn.Module):
         if dynamics.config.conditioning == "latent" and lam is None:
             raise ValueError("a GenieRedux (latent-action) dynamics needs its LAM to turn latent action ids into codes")
         self.tokenizer, self.dynamics, self.lam = tokenizer, dynamics, lam
+
+    def use_guidance(self, guidance: float | None) -> None:
+        """Sample with classifier-free guidance on the key at this scale (None: the model's own; 1: none).
+        A dynamics trained without action dropout refuses any scale but 1 (ConfigError says why)."""
+        if guidance is not None:
+            self.dynamics.config = dataclasses.replace(self.dynamics.config, guidance=float(guidance))
 
     def action_inputs(self, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Action ids (B, A) -> what the dynamics takes: ids (B, A) or latent codes (B, A, D)."""

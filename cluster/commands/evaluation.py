@@ -47,6 +47,9 @@ def register(commands) -> None:
     evaluate.add_argument("--maskgit-steps", type=positive_int, default=25, help="MaskGIT passes per generated frame")
     evaluate.add_argument("--temperature", type=non_negative_float, default=None,
                           help="initial sampling temperature, annealed to 0 (default: the model's own)")
+    evaluate.add_argument("--guidance", type=non_negative_float, default=None,
+                          help="classifier-free guidance on the key: each frame follows l_none + g (l_key - l_none); "
+                               "1 = none; needs a dynamics trained with action_dropout > 0 (default: the model's own)")
     evaluate.add_argument("--episodes", type=positive_int, default=None, help="test episodes to evaluate (default: all)")
     evaluate.add_argument("--split", default=None, choices=["train", "val", "test"],
                           help="only this split of --data (default: every episode; named test sets are all 'test')")
@@ -105,7 +108,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     config = EvalConfig(
         model=args.model, data=args.data, context=args.context, horizon=args.horizon, maskgit_steps=args.maskgit_steps,
-        temperature=args.temperature, episodes=args.episodes, split=args.split, workers=args.workers,
+        temperature=args.temperature, guidance=args.guidance, episodes=args.episodes, split=args.split, workers=args.workers,
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
         device="cuda" if args.gpus_per_worker > 0 else "cpu", batch_size=args.batch_size, seed=args.seed,
         delta_t=args.delta_t, modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),

@@ -76,6 +76,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     dream.add_argument("--data", type=storage_location, default=None, help="data set for --start test / episode:ID")
     dream.add_argument("--steps", type=positive_int, default=None, help="MaskGIT steps per frame (default: the model's, 25)")
     dream.add_argument("--temperature", type=non_negative_float, default=None, help="sampling temperature (default: the model's)")
+    dream.add_argument("--guidance", type=non_negative_float, default=None,
+                       help="classifier-free guidance on the key (1 = none; needs a dynamics trained with action_dropout; "
+                            "default: the model's)")
     dream.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed: the same seed gives the same dream (default 0)")
     dream.add_argument("--fps", type=positive_float, default=10.0, help="GIF frame rate (default 10)")
     dream.add_argument("--scale", type=positive_int, default=4, help="GIF upscaling factor, nearest neighbour (default 4)")
@@ -153,7 +156,7 @@ def run_dream(args: argparse.Namespace) -> int:
     from cluster.play.dream import DreamConfig, dream
 
     config = DreamConfig(start=args.start, level_seed=args.level_seed, steps=args.steps, temperature=args.temperature,
-                         seed=args.seed, fps=args.fps, scale=args.scale, side_by_side=args.side_by_side)
+                         guidance=args.guidance, seed=args.seed, fps=args.fps, scale=args.scale, side_by_side=args.side_by_side)
     started = time.perf_counter()
     result = dream(args.model, args.actions, args.out, config, args.data)
     print(f"dream: {len(result.actions)} frames from {result.source} in {time.perf_counter() - started:.1f}s -> {result.path}")

@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, type=storage_location,
                        help="dataset folder(s) or URI(s), comma-separated; split 'train' trains, split 'val' validates")
     train.add_argument("--out", required=True, type=storage_location, help="run folder or URI (created; the same one again resumes)")
-    train.add_argument("--preset", default="tiny", help="tiny (2-core laptop), small (one GPU), paper (GPU cluster)")
+    train.add_argument("--preset", default="tiny", help="tiny (2-core laptop, minutes), laptop (2 cores, under 2 h), small (one GPU), paper (GPU cluster)")
     train.add_argument("--preset-file", default=None, type=local_path(LOCAL_FILE), help="your own preset YAML (overrides --preset)")
     train.add_argument("--set", action="append", default=[], metavar="world_model.FIELD=VALUE",
                        help="override a preset field, e.g. --set world_model.optim.lr=0.001 "

@@ -28,6 +28,7 @@ class DreamConfig:
     level_seed: int = 0  # the level of a fresh start
     steps: int | None = None  # MaskGIT steps per frame (None: the model's own)
     temperature: float | None = None
+    guidance: float | None = None  # classifier-free guidance on the key (None: the model's own; 1: none)
     seed: int = 0  # sampling seed: the same seed gives the same dream
     fps: float = 10.0
     scale: int = 4
@@ -73,6 +74,7 @@ def dream(model: str | os.PathLike, actions: str, out: str | os.PathLike, config
     from world_model.runs import load_world_model
 
     loaded = load_world_model(model)
+    loaded.model.use_guidance(config.guidance)
     stepper = Stepper(loaded.model)
     ids = parse_dream_actions(actions, loaded.conditioning, stepper.num_actions)
     steps = config.steps or loaded.model.dynamics.config.sampling_steps

@@ -37,6 +37,7 @@ class EvalConfig:
     horizon: int = 10  # frames predicted after the context (the paper: 10)
     maskgit_steps: int = 25  # MaskGIT passes per generated frame (the paper: 25)
     temperature: float | None = None  # initial sampling temperature; None = the model's config
+    guidance: float | None = None  # classifier-free guidance on the key (1 = none); None = the model's config
     episodes: int | None = None  # test episodes to evaluate (None = all long enough)
     split: str | None = None  # only this split of the test set (None = every episode)
     workers: int = 2  # Ray actors evaluating batches in parallel

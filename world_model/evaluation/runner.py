@@ -140,6 +140,8 @@ def evaluate(config: EvalConfig, out: str | Path | None = None) -> dict[str, Any
 def run_evaluation(config: EvalConfig) -> EvaluationOutput:
     start = time.monotonic()
     model = load_model_under_test(config.model, "cpu", config.prefer)  # in the driver: clear errors before Ray starts
+    if model.world is not None:
+        model.world.use_guidance(config.guidance)  # a scale the model cannot take is refused here, before Ray starts
     store = open_test_set(config.data, config.split)
     overlap = check_level_overlap(model.run_info, store.manifests[0], config.split)
     for manifest in store.manifests[1:]:
@@ -171,7 +173,9 @@ def summarize(config: EvalConfig, model: ModelUnderTest, data: dict[str, Any], o
     tag = {
         "model": model.name, "checkpoint": model.checkpoint, "data": data["location"], "data_name": data["name"],
         "context": config.context, "horizon": config.horizon,
-        "maskgit_steps": config.maskgit_steps if is_world else None, "seed": config.seed, "episodes": len(records),
+        "maskgit_steps": config.maskgit_steps if is_world else None,
+        "guidance": model.world.dynamics.config.guidance if is_world and model.world is not None else None,
+        "seed": config.seed, "episodes": len(records),
     }
     modes = list(config.modes) if is_world else ["reconstruction"]
     metrics: list[dict[str, Any]] = []

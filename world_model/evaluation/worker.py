@@ -244,6 +244,8 @@ class EvalWorker:
         torch.set_num_threads(max(1, torch_threads))
         self.config = config
         self.model = load_model_under_test(config.model, config.device, config.prefer)
+        if self.model.world is not None:
+            self.model.world.use_guidance(config.guidance)
         self.inception = InceptionFeatures(config.inception_weights, config.device) if config.inception_weights else None
 
     def evaluate(self, batch: Batch) -> dict[str, Any]:
