@@ -18,6 +18,10 @@ from typing import Any
 from rl_agent.coinrun_env import CoinRunConfig, ConfigError, dataclass_from_dict
 
 
+# settings that only say where the learner runs, not what it learns: a run may resume with others (on a GPU cluster)
+PLACEMENT_SETTINGS = ("num_gpus_per_learner", "num_learners")
+
+
 @dataclass
 class PPOSettings:
     total_env_steps: int = 25_000_000

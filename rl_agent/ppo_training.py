@@ -26,7 +26,7 @@ from typing import Any
 
 from rl_agent.coinrun_env import ConfigError
 from rl_agent.capacity import ensure_resources, format_resources
-from rl_agent.ppo_config import PPOSettings, build_ppo_config, cluster_gpus, learner_bundles
+from rl_agent.ppo_config import PLACEMENT_SETTINGS, PPOSettings, build_ppo_config, cluster_gpus, learner_bundles
 from rl_agent.ppo_learner import BATCH_EXPLAINED_VAR
 from rl_agent.ppo_policy import POLICY_SUBDIR, checkpoints_of, save_policy
 from rl_agent.store.location import RemoteFolder, is_uri
@@ -175,10 +175,12 @@ def _train(settings: PPOSettings, run_dir: Path, show_progress: bool, random_ref
     settings_path = run_dir / "settings.json"
     if settings_path.exists():
         previous = json.loads(settings_path.read_text())
-        changed = sorted(k for k in previous if k != "total_env_steps" and previous[k] != settings.to_dict().get(k))
+        free = ("total_env_steps", *PLACEMENT_SETTINGS)  # may change between a run and its resumption
+        changed = sorted(k for k in previous if k not in free and previous[k] != settings.to_dict().get(k))
         if changed:
             raise ConfigError(f"{identity} holds a run with different settings ({', '.join(changed)}); "
-                              f"use another --out or the same preset (only total_env_steps may grow)")
+                              f"use another --out or the same preset (only total_env_steps may grow, and the "
+                              f"learner's GPUs may change)")
     settings_path.write_text(json.dumps(settings.to_dict(), indent=1))
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)

@@ -87,13 +87,14 @@ def test_a_stage_without_its_inputs_is_refused_before_anything_runs(ray_cluster,
     assert not (tmp_path / "fresh" / "models").exists()
 
 
-def test_run_folder_is_made_absolute_and_a_storage_uri_is_refused_before_anything_starts(tmp_path):
+def test_run_folder_is_made_absolute_and_a_storage_uri_is_kept_as_given(tmp_path):
     """The README's demo passes a relative --out (RLlib takes checkpoint paths as URIs and refused a relative
-    one); a bucket URI would be mangled into a local folder named 's3:', so it is refused with what to do."""
+    one); a bucket URI is the run folder itself (stages and records go through the storage layer), never turned
+    into a local folder named 's3:' (tests/test_pipeline_uris.py runs stages on a file:// URI)."""
     from cluster.pipeline.runner import make_context
 
-    assert make_context(Path("runs/tiny"), "tiny", None, []).run == Path.cwd() / "runs" / "tiny"
-    refused = subprocess.run([sys.executable, "-m", "cluster.cli", "pipeline", "--out", "s3://bucket/runs/small"],
-                             capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "genie submit" in refused.stderr and "Traceback" not in refused.stderr
+    assert make_context(Path("runs/tiny"), "tiny", None, []).run == str(Path.cwd() / "runs" / "tiny")
+    context = make_context("s3://bucket/runs/small/", "small", None, [])
+    assert context.run == "s3://bucket/runs/small"
+    assert context.path("pipeline/agent.json") == "s3://bucket/runs/small/pipeline/agent.json"
     assert not Path("s3:").exists()

@@ -54,10 +54,10 @@ def test_every_path_argument_keeps_a_uri_intact_or_refuses_it_in_one_line():
     # the commands of issue 15 that mangled URIs now keep them
     assert {"genie agent train --out", "genie datasets make --out", "genie data verify dir", "genie data stats dir",
             "genie data compare dir_a", "genie play --data", "genie collect --checkpoint", "genie agent eval --checkpoint",
-            "genie train --data", "genie eval --out"} <= kept
+            "genie train --data", "genie eval --out", "genie pipeline --out"} <= kept
     # what only this machine uses is refused (figures, preset files, a checkout to upload, folders of local state)
     assert {"genie data stats --plot", "genie agent train --preset-file", "genie submit --working-dir",
-            "genie pipeline --out", "genie tune --out"} <= refused
+            "genie tune --out"} <= refused
 
 
 def test_a_refused_uri_ends_the_command_in_one_line(capsys):
@@ -92,7 +92,9 @@ def test_ppo_checkpoints_go_to_a_uri_and_resume_from_it(agent_uri):
     assert {"settings.json", "curve.csv", "reward_curve.png"} <= {p.name for p in run.iterdir()}
     first = [p.name for p in (run / "checkpoints").iterdir()]
     assert first == ["iter_000001"] and (run / "checkpoints" / first[0] / ".complete").exists()
-    summary = train_agent(PPOSettings(total_env_steps=300, keep_checkpoints=1, **TINY), agent_uri, show_progress=False)
+    # resumed with the learner placed explicitly (as `genie pipeline --gpus-per-learner` does): placement may change
+    summary = train_agent(PPOSettings(total_env_steps=300, keep_checkpoints=1, num_gpus_per_learner=0, **TINY), agent_uri,
+                          show_progress=False)
     assert summary.iterations == 2  # resumed after iteration 1 (4 envs x 64 steps), not from scratch
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["iter_000002"]  # the older one dropped there
 

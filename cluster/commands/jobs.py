@@ -21,6 +21,7 @@ examples:
   ray up cluster.yaml && ray dashboard cluster.yaml     # forwards http://127.0.0.1:8265
   genie submit collect --agent random --episodes 20000 --workers 64 --out '$GENIE_STORAGE/data/random'
   genie submit --no-wait train tokenizer --data '$GENIE_STORAGE/data/random' --out '$GENIE_STORAGE/runs/tok' --preset paper
+  genie submit pipeline --preset small --out '$GENIE_STORAGE/runs/small' --gpus-per-worker 1   # the whole study
   genie jobs list
 """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 ORDER = 10
 
@@ -22,25 +21,40 @@ continues where it stopped. --stages runs a subset (names, groups, or prefixes s
 
   genie pipeline --preset tiny --out runs/tiny                 # a 2-core laptop, <= 20 minutes
   genie pipeline --preset tiny --out runs/tiny --stages report  # rebuild only the report
-  genie pipeline --preset small --out /mnt/shared/runs/small --address auto   # on a cluster
 
-RUN is a folder path; on a cluster, one every node sees (an NFS/EFS mount). To keep data and
-checkpoints in a bucket instead, run the stages with `genie submit` and storage URIs (README).
+RUN is a folder or a storage URI (s3://bucket/runs/small, gs://..., file:///abs/path): every stage
+and the pipeline's own records read and write it through the storage layer, so on a cluster, where
+stages run on other nodes, give a URI every node reaches (or a shared NFS/EFS mount). On a GPU
+cluster, --gpus-per-worker puts each world-model training worker and each evaluation worker on GPUs
+(the PPO learner takes a GPU by itself when the cluster has one; --gpus-per-learner decides instead):
+
+  genie submit pipeline --preset small --out '$GENIE_STORAGE/runs/small' --gpus-per-worker 1
+
+GPUs are not part of what a stage is: a study started on CPUs continues on GPUs (and back), reusing
+every finished stage, and a stage that stopped midway resumes from its checkpoint on the new GPUs.
 """
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import LOCAL_FILE, local_path
+    from cluster.arguments import LOCAL_FILE, local_path, non_negative_float, storage_location
     from cluster.cli import add_address
 
     pipeline = commands.add_parser("pipeline", help="the whole study in one resumable command, ending in a report",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pipeline.add_argument("--out", required=True, type=run_folder,
-                          help="run folder of the study (created; the same again resumes)")
+    pipeline.add_argument("--out", required=True, type=storage_location,
+                          help="run folder or storage URI of the study, e.g. runs/tiny or s3://bucket/runs/small "
+                               "(created; the same again resumes)")
     pipeline.add_argument("--preset", default="tiny", help="tiny (2-core laptop), small (one GPU), paper (GPU cluster)")
     pipeline.add_argument("--preset-file", default=None, type=local_path(LOCAL_FILE), help="your own preset YAML (overrides --preset)")
     pipeline.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                           help="override a preset field, e.g. --set pipeline.train_workers=1 (repeatable)")
+    pipeline.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, metavar="N",
+                          help="GPUs of each world-model training worker (pipeline.train_workers of them per stage) "
+                               "and of each evaluation worker, whose model then runs on cuda; fractions share a GPU "
+                               "(0.5). Default 0: CPUs. Refused up front when the Ray cluster can never provide them")
+    pipeline.add_argument("--gpus-per-learner", type=non_negative_float, default=None, metavar="N",
+                          help="GPUs of the PPO learner (agent stage); 0 = learn on CPUs in the driver. Default: the "
+                               "preset's num_gpus_per_learner, else 1 when the cluster has or can start a GPU")
     pipeline.add_argument("--stages", default=None,
                           help="comma-separated subset: stage names (e.g. tokenizer, data:basic-test), groups "
                                "(agent, data, train, finetune, eval, report) or prefixes (eval)")
@@ -50,37 +64,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     pipeline.set_defaults(handler=run)
 
 
-def run_folder(text: str) -> Path:
-    """--out: a folder path; a storage URI is refused here, before anything starts (Path would mangle it)."""
-    from cluster.arguments import local_path
-
-    folder = local_path("genie pipeline keeps its run in a folder (on a cluster, one every node sees, e.g. an NFS/EFS "
-                        "mount). For a bucket, run the stages with `genie submit` and --out/--data URIs")(text)
-    return Path(folder)
-
-
-run_folder.path_kind = "local"  # type: ignore[attr-defined]
-
-
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from cluster.pipeline.plan import build_plan
+    from cluster.pipeline.plan import PipelineResources, build_plan
     from cluster.pipeline.runner import format_outcomes, is_done, make_context, run_pipeline
     from cluster.ray_session import ray_session
     from rl_agent.store.lock import folder_lock
+    from world_model.storage import join
 
+    resources = PipelineResources(gpus_per_worker=args.gpus_per_worker, gpus_per_learner=args.gpus_per_learner)
     context = make_context(args.out, None if args.preset_file else args.preset, args.preset_file, list(args.set),
-                           show_progress=not args.no_progress)
+                           show_progress=not args.no_progress, resources=resources)
     wanted = [s.strip() for s in args.stages.split(",")] if args.stages else None
     if args.list:
         for stage in build_plan(context):
             print(f"{'done ' if is_done(context, stage) else 'to do'}  {stage.name:28s} needs {', '.join(stage.needs) or '-'}")
         return 0
     began = time.monotonic()
-    with folder_lock(args.out, "genie pipeline"), ray_session(args.address):  # one pipeline per folder
+    with folder_lock(context.run, "genie pipeline"), ray_session(args.address):  # one pipeline per folder
         outcomes = run_pipeline(context, wanted)
     print(format_outcomes(outcomes))
-    print(f"pipeline finished in {(time.monotonic() - began) / 60:.1f} min. Report: {args.out / 'report.html'} "
-          f"(and {args.out / 'report.md'})")
+    print(f"pipeline finished in {(time.monotonic() - began) / 60:.1f} min. Report: {join(context.run, 'report.html')} "
+          f"(and {join(context.run, 'report.md')})")
     return 0

@@ -3,48 +3,77 @@
 Each action is itself resumable (PPO resumes from its last checkpoint, collection completes
 missing shards, training resumes from Ray Train's latest checkpoint), so a pipeline killed in the
 middle of a stage loses at most the work since that stage's last checkpoint.
+
+Every location is `context.path(...)`: a local path or a storage URI, which each of these functions
+takes as the single commands do. The GPUs come from `context.resources`, never from a stage's config.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.pipeline.plan import MODELS, PipelineContext, Stage
+
+if TYPE_CHECKING:  # imported where used: `genie --help` stays free of torch
+    from rl_agent.ppo_config import PPOSettings
+    from world_model.evaluation.config import EvalConfig
+    from world_model.training.job import TrainJob
 
 
 def train_agent(context: PipelineContext, stage: Stage) -> dict[str, Any]:
     from rl_agent.agent_eval import evaluate_agent
-    from rl_agent.ppo_config import PPOSettings
     from rl_agent.ppo_training import train_agent as train
 
-    settings = PPOSettings.from_dict(dict(context.sections.get("agent", {})))
+    settings = agent_settings(context)
     reference = evaluate_agent("random", 64, seed=12345, env=settings.env).returns.mean()
     summary = train(settings, context.path("agent"), show_progress=context.show_progress, random_reference=float(reference))
     return {"env_steps": summary.env_steps, "iterations": summary.iterations, "last_return": summary.last_return,
             "random_reference_return": float(reference)}
 
 
+def agent_settings(context: PipelineContext) -> "PPOSettings":
+    """The preset's PPO settings, the learner on --gpus-per-learner GPUs when given (else the preset's choice,
+    else RLlib's learner on a GPU when the cluster has or can start one)."""
+    from rl_agent.ppo_config import PPOSettings
+
+    values = dict(context.sections.get("agent", {}))
+    if context.resources.gpus_per_learner is not None:
+        values["num_gpus_per_learner"] = context.resources.gpus_per_learner
+    return PPOSettings.from_dict(values)
+
+
 def make_dataset(context: PipelineContext, stage: Stage) -> dict[str, Any]:
     from rl_agent.collection import CollectConfig, collect_dataset
     from rl_agent.named_datasets import dataset_config, named_dataset
     from rl_agent.store.stats import compute_stats
+    from world_model import storage
 
     name = stage.config["name"]
     data = context.sections.get("data", {})
     spec = named_dataset(name)
     base = CollectConfig(workers=int(data.get("workers", 2)), episodes_per_shard=int(data.get("episodes_per_shard", 128)))
-    checkpoint = str(context.path("agent")) if spec.agent == "ppo" else None
+    checkpoint = context.path("agent") if spec.agent == "ppo" else None
     config = dataset_config(name, int(data.get(spec.preset_count) or 1), checkpoint, base)
     out = context.path(f"data/{name}")
     collect_dataset(config, out, show_progress=context.show_progress)
-    stats = compute_stats(out, progress_episodes=int(data.get("progress_episodes", 200)))
+    stats = compute_stats(storage.local_dataset(out), progress_episodes=int(data.get("progress_episodes", 200)))
     return {"episodes": stats.episodes, "frames": stats.frames}
 
 
 def train_model(context: PipelineContext, stage: Stage) -> dict[str, Any]:
-    from world_model.training.job import TrainJob
     from world_model.training.trainer import run_training
+
+    result = run_training(train_job(context, stage), show_progress=context.show_progress)
+    print(result.summary())
+    return {"first_val": result.first_val, "last_val": result.last_val, "frames_per_s": result.frames_per_s,
+            "steps": result.steps}
+
+
+def train_job(context: PipelineContext, stage: Stage) -> "TrainJob":
+    """The `genie train` run of a train/finetune stage: inputs from the stages it needs, each worker on
+    --gpus-per-worker GPUs."""
+    from world_model.training.job import TrainJob
 
     name, ta = stage.name.removesuffix("-ta"), stage.name.endswith("-ta")
     stage_name, conditioning = MODELS[name]
@@ -52,42 +81,49 @@ def train_model(context: PipelineContext, stage: Stage) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
     for need in stage.needs:
         if need.startswith("tokenizer") and stage_name == "dynamics":
-            inputs["tokenizer"] = str(context.path(f"models/{need}"))
+            inputs["tokenizer"] = context.path(f"models/{need}")
         elif need.startswith("lam") and stage_name == "dynamics":
-            inputs["lam"] = str(context.path(f"models/{need}"))
+            inputs["lam"] = context.path(f"models/{need}")
     if ta:
-        inputs["init"] = str(context.path(f"models/{name}"))
-    job = TrainJob(
+        inputs["init"] = context.path(f"models/{name}")
+    return TrainJob(
         stage=stage_name,
-        data=[str(context.path("data/agent-train" if ta else "data/random-train"))],
-        out=str(context.path(f"models/{stage.name}")),
+        data=[context.path("data/agent-train" if ta else "data/random-train")],
+        out=context.path(f"models/{stage.name}"),
         preset=context.preset_name or "tiny",
         preset_file=context.preset_file,
         overrides=[*context.overrides, *settings.overrides],
         workers=settings.train_workers,
+        gpus_per_worker=context.resources.gpus_per_worker,
         steps=stage.config["steps"],
         actions=conditioning or "true",
         **inputs,
     )
-    result = run_training(job, show_progress=context.show_progress)
-    print(result.summary())
-    return {"first_val": result.first_val, "last_val": result.last_val, "frames_per_s": result.frames_per_s,
-            "steps": result.steps}
 
 
 def evaluate_model(context: PipelineContext, stage: Stage) -> dict[str, Any]:
-    from world_model.evaluation.config import EvalConfig
+    from world_model import storage
     from world_model.evaluation.runner import copy_last_frame_baseline, evaluate
 
     _, model, test_set = stage.name.split(":")
-    settings = dict(stage.config["eval"])
-    config = EvalConfig(model=str(context.path(f"models/{model}")), data=str(context.path(f"data/{test_set}")),
-                        show_progress=context.show_progress, **settings)
+    config = eval_config(context, stage)
     out = context.path(f"eval/{model}/{test_set}")
-    results = evaluate(config, out)
+    evaluate(config, out)
     baseline = copy_last_frame_baseline(config.data, config.context, config.horizon, config.episodes, config.seed)
-    (out / "copy_last_frame.json").write_text(json.dumps(baseline, indent=1))
-    return {"results": str(out / "results.json")}
+    storage.write_bytes_atomic(storage.join(out, "copy_last_frame.json"), json.dumps(baseline, indent=1).encode())
+    return {"results": storage.join(out, "results.json")}
+
+
+def eval_config(context: PipelineContext, stage: Stage) -> "EvalConfig":
+    """The evaluation of an `eval:MODEL:TEST_SET` stage: the preset's settings, each worker on
+    --gpus-per-worker GPUs (then its model on cuda)."""
+    from world_model.evaluation.config import EvalConfig
+
+    _, model, test_set = stage.name.split(":")
+    gpus = context.resources.gpus_per_worker
+    return EvalConfig(model=context.path(f"models/{model}"), data=context.path(f"data/{test_set}"),
+                      show_progress=context.show_progress, gpus_per_worker=gpus, device="cuda" if gpus > 0 else "cpu",
+                      **dict(stage.config["eval"]))
 
 
 def write_report(context: PipelineContext, stage: Stage) -> dict[str, Any]:

@@ -8,6 +8,11 @@
 A stage's key is a hash of its own config and the keys of the stages it needs, so changing the
 agent's settings re-runs the agent, the data it played and everything trained on that data,
 while the random-agent branch is reused. Stages are plain functions over a `PipelineContext`.
+
+Where a stage runs (GPUs per training/evaluation worker, the PPO learner's GPUs: `PipelineResources`) is
+not part of any key: the same study on GPUs is the same study, so a run started on a laptop may be
+continued on a GPU cluster. The run folder may be a storage URI (s3://, gs://, file://...): every stage
+reads and writes through `world_model.storage`, and so do the pipeline's own records.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from rl_agent.coinrun_env import ConfigError
+from rl_agent.ppo_config import PLACEMENT_SETTINGS  # where the PPO learner runs: left out of the agent's key
 
 GROUPS = ("agent", "data", "train", "finetune", "eval", "report")
 TEST_SETS = ("basic-test", "diverse-test")
@@ -27,6 +32,9 @@ EVAL_VERSION = 2  # bump when evaluation's numbers change (2: LAM ids read from 
 
 # name in the plan -> (stage, conditioning): the four world-model components of the paper
 MODELS = {"tokenizer": ("tokenizer", None), "lam": ("lam", None), "genie-g": ("dynamics", "true"), "genie": ("dynamics", "latent")}
+# EvalConfig fields the pipeline sets itself: pipeline.eval may set the others
+EVAL_SET_BY_PIPELINE = {"model": "the pipeline", "data": "the pipeline", "show_progress": "--no-progress",
+                        "gpus_per_worker": "--gpus-per-worker", "device": "--gpus-per-worker"}
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,39 @@ class PipelineSettings:
                                   f"or a model ({', '.join(MODELS)})")
         if "genie" in settings.models and "lam" not in settings.models:
             raise ConfigError("the GenieRedux model ('genie') needs the LAM ('lam') in pipeline.models")
+        _check_eval_fields(settings.eval)
         return settings
+
+
+def _check_eval_fields(values: dict[str, Any]) -> None:
+    """pipeline.eval holds EvalConfig fields; refused here, not as a TypeError hours later in the first evaluation."""
+    from world_model.evaluation.config import EvalConfig
+
+    for name in values:
+        if name in EVAL_SET_BY_PIPELINE:
+            raise ConfigError(f"pipeline.eval.{name} is set by {EVAL_SET_BY_PIPELINE[name]}, not in the preset; "
+                              f"remove it (e.g. `genie pipeline --gpus-per-worker 1` puts each evaluation worker on a GPU)")
+        if name not in EvalConfig.__dataclass_fields__:
+            known = sorted(set(EvalConfig.__dataclass_fields__) - set(EVAL_SET_BY_PIPELINE))
+            raise ConfigError(f"unknown pipeline.eval field {name!r}; known: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class PipelineResources:
+    """Where the stages run, from `genie pipeline`'s options; never part of a stage's key (see the module doc).
+
+    Recorded in each stage's record, so a reused stage that ran on other resources says so.
+    """
+
+    gpus_per_worker: float = 0.0  # each world-model training worker and each evaluation worker
+    gpus_per_learner: float | None = None  # the PPO learner; None = the preset's, else 1 when the cluster has a GPU
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_worker < 0 or (self.gpus_per_learner or 0) < 0:
+            raise ConfigError("--gpus-per-worker and --gpus-per-learner must be >= 0")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gpus_per_worker": self.gpus_per_worker, "gpus_per_learner": self.gpus_per_learner}
 
 
 @dataclass
@@ -83,7 +123,7 @@ class Stage:
 
 @dataclass
 class PipelineContext:
-    run: Path
+    run: str  # the run folder: an absolute local path or a storage URI (s3://..., file://...)
     sections: dict[str, Any]  # the whole preset (agent, data, world_model, pipeline)
     preset_label: str
     preset_name: str | None
@@ -91,9 +131,13 @@ class PipelineContext:
     overrides: list[str]
     settings: PipelineSettings
     show_progress: bool = True
+    resources: PipelineResources = field(default_factory=PipelineResources)
 
-    def path(self, relative: str) -> Path:
-        return self.run / relative
+    def path(self, relative: str) -> str:
+        """`relative` below the run folder, as a path or URI the storage layer (and every stage) takes."""
+        from world_model import storage
+
+        return storage.join(self.run, relative)
 
 
 def stage_key(config: dict[str, Any], upstream: list[str]) -> str:
@@ -111,9 +155,8 @@ def build_plan(context: PipelineContext) -> list[Stage]:
 
     s, sections = context.settings, context.sections
     data = sections.get("data", {})
-    stages: list[Stage] = [
-        Stage("agent", "agent", [], ["agent/curve.csv"], {"agent": sections.get("agent", {})}, actions.train_agent),
-    ]
+    agent = {k: v for k, v in sections.get("agent", {}).items() if k not in PLACEMENT_SETTINGS}
+    stages: list[Stage] = [Stage("agent", "agent", [], ["agent/curve.csv"], {"agent": agent}, actions.train_agent)]
     for name, needs_agent in (("random-train", False), ("basic-test", False), ("agent-train", True), ("diverse-test", True)):
         stages.append(Stage(f"data:{name}", "data", ["agent"] if needs_agent else [], [f"data/{name}/manifest.json"],
                             {"data": data, "name": name}, actions.make_dataset))

@@ -2,6 +2,11 @@
 
 The report states every number with its scale (preset, steps, episodes, context, horizon, MaskGIT
 steps), the quality bars of the `tiny` study with pass/fail, and where each figure came from.
+
+Everything here reads and writes a local folder (matplotlib, PIL and the dataset readers need one). For a
+run at a storage URI, `build_report` first mirrors what the report reads into a temporary folder (records,
+evaluations, training curves; datasets through their per-node mirror), builds the report there and uploads
+it: the figures first, report.md and report.html last, each file atomically.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import math
 import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from cluster.pipeline.plan import PipelineContext
-from cluster.pipeline.runner import read_record
+from cluster.pipeline.plan import TEST_SETS, PipelineContext
+from cluster.pipeline.runner import STATE_DIR
+from world_model import storage
 from world_model.evaluation.metrics import mean_ci95
+
+DATA_SETS = ("random-train", "agent-train", *TEST_SETS)
+REPORT_FIGURES = "report_files"
 
 TOKENIZER_BAR_DB = 26.0
 FORKED_FUTURE_BAR = 0.75  # issue 14: each dream closer to its own real future in 3 of 4 comparisons (chance 0.5)
@@ -244,12 +254,66 @@ def environment() -> dict[str, str]:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none", "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def build_report(context: PipelineContext) -> dict[str, Path]:
+def build_report(context: PipelineContext) -> dict[str, str]:
+    """RUN/report.md and RUN/report.html; returns their locations (paths, or URIs for a run at a URI)."""
+    if not storage.is_uri(context.run):
+        write_report(context, Path(context.run), context.run)
+    else:
+        with tempfile.TemporaryDirectory(prefix="genie-report-") as temp:
+            local = mirror_for_report(context.run, Path(temp) / "run")
+            write_report(context, local, context.run)
+            upload_report(local, context.run)
+    return {"markdown": storage.join(context.run, "report.md"), "html": storage.join(context.run, "report.html")}
+
+
+def mirror_for_report(run: str, local: Path) -> Path:
+    """What the report reads of the run at the URI `run`, in the local folder `local` (in the run's layout):
+    the stage records, every evaluation (results, samples), each model's metrics.csv, the agent's reward
+    curve, and each data set as a link to its mirror on this node (`storage.local_dataset`)."""
+    import pyarrow.fs as pafs
+
+    from rl_agent.store.location import RemoteFolder
+
+    def fetch(relative: str) -> None:
+        target = local / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(storage.read_bytes(storage.join(run, relative)))
+
+    local.mkdir(parents=True, exist_ok=True)
+    for name in RemoteFolder(storage.join(run, STATE_DIR)).names():
+        if name.endswith(".json") and not name.startswith("."):  # not a write's temporary file
+            fetch(f"{STATE_DIR}/{name}")
+    remote = RemoteFolder(run)
+    if remote.kind("eval") == pafs.FileType.Directory:
+        remote.download_tree("eval", local / "eval")
+    for model in remote.folders("models"):
+        if remote.exists(f"models/{model}/metrics.csv"):
+            fetch(f"models/{model}/metrics.csv")
+    if remote.exists("agent/reward_curve.png"):
+        fetch("agent/reward_curve.png")
+    for name in DATA_SETS:
+        if remote.exists(f"data/{name}/manifest.json"):
+            (local / "data").mkdir(exist_ok=True)
+            (local / "data" / name).symlink_to(storage.local_dataset(storage.join(run, "data", name)))
+    return local
+
+
+def upload_report(local: Path, run: str) -> None:
+    """The report built in `local` to the run at `run`: its figures first, then report.md and report.html, so a
+    reader of the report never finds an image it links missing."""
+    for figure in sorted((local / REPORT_FIGURES).glob("*")):
+        storage.upload_file(figure, storage.join(run, REPORT_FIGURES, figure.name))
+    for name in ("report.md", "report.html"):
+        storage.upload_file(local / name, storage.join(run, name))
+
+
+def write_report(context: PipelineContext, run: Path, shown: str) -> dict[str, Path]:
+    """The report of the run in the local folder `run`; `shown`: the run's location as the report names it
+    (the URI, for a run mirrored here)."""
     from world_model.evaluation.report import find_results, load_results, report_table
 
-    run = context.run
-    figures = run / "report_files"
-    figures.mkdir(exist_ok=True)
+    figures = run / REPORT_FIGURES
+    figures.mkdir(parents=True, exist_ok=True)
     data_stats = _data_stats(run)
     bars = quality_bars(run, data_stats)
     md: list[str] = [f"# genie-redux study: preset `{context.preset_label}`", "",
@@ -279,6 +343,8 @@ def build_report(context: PipelineContext) -> dict[str, Path]:
         if path is not None and Path(path).is_file():
             md += [f"### {caption}", "", f"![{caption}]({Path(path).relative_to(run)})", ""]
     results = load_results(find_results([run / "eval"])) if (run / "eval").exists() else []
+    for entry in results:  # the table names each results.json where it is, not where this report read it
+        entry["_path"] = storage.join(shown, Path(entry["_path"]).relative_to(run).as_posix())
     if results:
         md += [report_table(results).replace("# Results in the paper's layout", "## Results in the paper's layout"), ""]
     md += _controllability(run)
@@ -286,7 +352,7 @@ def build_report(context: PipelineContext) -> dict[str, Path]:
     md += _dreams(run)
     md += ["## Stages and durations", "", "| stage | seconds | finished |", "|---|---|---|"]
     total = 0.0
-    for record_file in sorted((run / "pipeline").glob("*.json")):
+    for record_file in sorted((run / STATE_DIR).glob("*.json")):
         if record_file.name == "preset.json":
             continue
         record = json.loads(record_file.read_text())
@@ -295,7 +361,7 @@ def build_report(context: PipelineContext) -> dict[str, Path]:
     md += ["", f"Sum of stage times: {total / 60:.1f} min.", "", "## Environment", "",
            "| | |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in environment().items()]
-    md += ["", f"Preset as run: `{run / 'pipeline' / 'preset.json'}`."]
+    md += ["", f"Preset as run: `{storage.join(shown, STATE_DIR, 'preset.json')}`."]
     text = "\n".join(md) + "\n"
     (run / "report.md").write_text(text)
     (run / "report.html").write_text(markdown_to_html(text, run))
@@ -306,7 +372,7 @@ def _data_stats(run: Path) -> dict[str, Any] | None:
     from rl_agent.store.stats import compute_stats
 
     stats = {}
-    for name in ("random-train", "agent-train", "basic-test", "diverse-test"):
+    for name in DATA_SETS:
         root = run / "data" / name
         if (root / "manifest.json").is_file():
             stats[name] = compute_stats(root, progress_episodes=100).summary()

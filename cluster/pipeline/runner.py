@@ -1,23 +1,25 @@
 """Run a plan: skip stages whose outputs exist with the same key, run the rest in order, record each.
 
-The record of a finished stage is `RUN/pipeline/<stage>.json` (its key, seconds, what it returned),
-written after the stage succeeds; a killed pipeline therefore re-runs only the unfinished stage
-(which itself resumes) and everything after it.
+The record of a finished stage is `RUN/pipeline/<stage>.json` (its key, seconds, what it returned, the
+resources it ran on), written after the stage succeeds; a killed pipeline therefore re-runs only the
+unfinished stage (which itself resumes) and everything after it. RUN may be a storage URI: records,
+outputs and preset.json are read and written through `world_model.storage` (each write atomic).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rl_agent.coinrun_env import ConfigError
-from cluster.pipeline.plan import PipelineContext, PipelineSettings, Stage, build_plan, select
+from cluster.pipeline.plan import PipelineContext, PipelineResources, PipelineSettings, Stage, build_plan, select
+from world_model import storage
 
 STATE_DIR = "pipeline"
+GPU_GROUPS = ("train", "finetune", "eval")  # the stages --gpus-per-worker places
 
 
 @dataclass
@@ -27,44 +29,50 @@ class StageOutcome:
     seconds: float
 
 
-def record_path(run: Path, name: str) -> Path:
-    return run / STATE_DIR / f"{name.replace(':', '__')}.json"
+def record_path(run: str, name: str) -> str:
+    return storage.join(run, STATE_DIR, f"{name.replace(':', '__')}.json")
 
 
-def read_record(run: Path, name: str) -> dict[str, Any] | None:
+def read_record(run: str, name: str) -> dict[str, Any] | None:
+    """A finished stage's record; None when there is none or it is unreadable (the stage then runs again)."""
     path = record_path(run, name)
-    if not path.is_file():
+    if not storage.is_file(path):
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        return json.loads(storage.read_bytes(path))
+    except (json.JSONDecodeError, UnicodeDecodeError, storage.StorageError):
         return None
 
 
 def is_done(context: PipelineContext, stage: Stage) -> bool:
     record = read_record(context.run, stage.name)
-    return bool(record and record.get("key") == stage.key and all(context.path(o).exists() for o in stage.outputs))
+    return bool(record and record.get("key") == stage.key and all(storage.exists(context.path(o)) for o in stage.outputs))
 
 
 def write_record(context: PipelineContext, stage: Stage, seconds: float, info: dict[str, Any]) -> None:
-    path = record_path(context.run, stage.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps({"stage": stage.name, "key": stage.key, "seconds": seconds, "info": info,
-                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1, default=str))
-    os.replace(temp, path)
+    record = {"stage": stage.name, "key": stage.key, "seconds": seconds, "info": info,
+              "resources": context.resources.to_json(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    storage.write_bytes_atomic(record_path(context.run, stage.name), json.dumps(record, indent=1, default=str).encode())
 
 
-def make_context(run: Path, preset: str | None, preset_file: str | None, overrides: list[str],
-                 show_progress: bool = True) -> PipelineContext:
+def run_location(run: str | Path) -> str:
+    """The run folder as every stage and worker takes it: a URI as given, a local path made absolute
+    (RLlib reads checkpoint paths as URIs, and workers run in other folders)."""
+    text = str(run)
+    return text.rstrip("/") if storage.is_uri(text) else str(Path(text).expanduser().absolute())
+
+
+def make_context(run: str | Path, preset: str | None, preset_file: str | None, overrides: list[str],
+                 show_progress: bool = True, resources: PipelineResources | None = None) -> PipelineContext:
     from cluster.presets import load_preset
 
     sections = load_preset(preset, preset_file, overrides)
     settings = PipelineSettings.from_dict(sections.get("pipeline"))
     label = preset_file or preset or "tiny"
-    return PipelineContext(run=Path(run).absolute(), sections=sections, preset_label=label, preset_name=None if preset_file else (preset or "tiny"),
-                           preset_file=preset_file, overrides=[o for o in overrides if o.startswith("world_model.")],
-                           settings=settings, show_progress=show_progress)
+    return PipelineContext(run=run_location(run), sections=sections, preset_label=label,
+                           preset_name=None if preset_file else (preset or "tiny"), preset_file=preset_file,
+                           overrides=[o for o in overrides if o.startswith("world_model.")], settings=settings,
+                           show_progress=show_progress, resources=resources or PipelineResources())
 
 
 def run_pipeline(context: PipelineContext, wanted: list[str] | None = None) -> list[StageOutcome]:
@@ -73,19 +81,22 @@ def run_pipeline(context: PipelineContext, wanted: list[str] | None = None) -> l
     chosen = select(plan, wanted)
     chosen_names = {s.name for s in chosen}
     by_name = {s.name: s for s in plan}
-    context.run.mkdir(parents=True, exist_ok=True)
-    (context.run / STATE_DIR).mkdir(exist_ok=True)
-    (context.run / STATE_DIR / "preset.json").write_text(json.dumps(context.sections, indent=1, default=str))
-    outcomes: list[StageOutcome] = []
     for stage in chosen:
         missing = [n for n in stage.needs if n not in chosen_names and not is_done(context, by_name[n])]
         if missing:
             raise ConfigError(f"stage {stage.name} needs {', '.join(missing)}, which have not run with this config; "
                               f"add them to --stages (or run without --stages)")
+    to_run = [s for s in chosen if not is_done(context, s)]
+    check_gpus(context, to_run)
+    storage.makedirs(context.path(STATE_DIR))  # fails here, before any stage, when RUN cannot be written
+    storage.write_bytes_atomic(context.path(f"{STATE_DIR}/preset.json"),
+                               json.dumps(context.sections, indent=1, default=str).encode())
+    outcomes: list[StageOutcome] = []
+    for stage in chosen:
         if is_done(context, stage):
-            record = read_record(context.run, stage.name)
+            record = read_record(context.run, stage.name) or {}
             outcomes.append(StageOutcome(stage.name, "reused", float(record.get("seconds", 0.0))))
-            print(f"[pipeline] {stage.name}: reused (done earlier with the same config)")
+            print(f"[pipeline] {stage.name}: reused (done earlier with the same config){placement_note(context, stage, record)}")
             continue
         print(f"[pipeline] {stage.name}: running", flush=True)
         began = time.monotonic()
@@ -95,6 +106,44 @@ def run_pipeline(context: PipelineContext, wanted: list[str] | None = None) -> l
         outcomes.append(StageOutcome(stage.name, "ran", seconds))
         print(f"[pipeline] {stage.name}: done in {seconds:.0f} s", flush=True)
     return outcomes
+
+
+def placement_note(context: PipelineContext, stage: Stage, record: dict[str, Any]) -> str:
+    """Why a reused stage is not re-run on the GPUs asked for now: said, not silent."""
+    before = record.get("resources") or PipelineResources().to_json()  # records from before --gpus-per-worker: CPUs
+    now = context.resources.to_json()
+    option = "gpus_per_learner" if stage.group == "agent" else "gpus_per_worker" if stage.group in GPU_GROUPS else None
+    if option is None or before.get(option) == now[option]:
+        return ""
+    flag = "--" + option.replace("_", "-")
+    return (f"; it ran with {flag} {_shown(before.get(option))}, not {_shown(now[option])}: "
+            f"GPUs change where a stage runs, not what it computes")
+
+
+def _shown(gpus: float | None) -> str:
+    return "auto" if gpus is None else f"{gpus:g}"
+
+
+def check_gpus(context: PipelineContext, stages: list[Stage]) -> None:
+    """--gpus-per-worker that the Ray cluster can never provide is refused before the first stage, not hours
+    later when the first training stage asks for it. Only checks: the GPU nodes start when a stage asks."""
+    gpus = context.resources.gpus_per_worker
+    groups = {s.group for s in stages}
+    if not gpus or not groups & set(GPU_GROUPS):
+        return
+    from rl_agent.capacity import cluster_capacity, format_resources
+
+    workers = max([context.settings.train_workers if groups & {"train", "finetune"} else 0,
+                   int(context.settings.eval.get("workers", 2)) if "eval" in groups else 0])
+    worker = {"CPU": 1.0, "GPU": float(gpus)}
+    capacity = cluster_capacity()
+    most = capacity.most().get("GPU", 0.0)
+    if not capacity.fits_one_node(worker) or most < gpus * workers:
+        raise ConfigError(f"--gpus-per-worker {gpus:g}: {workers} workers x {format_resources(worker)} need "
+                          f"{gpus * workers:g} GPUs, and this Ray cluster has or can start {most:g} "
+                          f"({capacity.describe_types()}); run on a GPU cluster (`genie submit pipeline ...`, or "
+                          f"--address), use fewer workers (pipeline.train_workers, the workers of pipeline.eval), or "
+                          f"leave out --gpus-per-worker to run on CPUs")
 
 
 def format_outcomes(outcomes: list[StageOutcome]) -> str:
