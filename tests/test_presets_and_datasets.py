@@ -63,3 +63,18 @@ def test_pipeline_steps_take_a_models_own_entry_over_its_stages_and_refuse_unkno
     assert stages["genie-g"].config["steps"] == sections["pipeline"]["steps"]["dynamics"]
     with pytest.raises(ConfigError, match="genei"):
         PipelineSettings.from_dict({"steps": {"tokenizer": 1, "lam": 1, "dynamics": 1, "genei": 1}})
+
+
+def test_one_pipeline_table_field_overridden_keeps_the_others(tmp_path):
+    """`--set pipeline.eval.workers=1` on a preset without a pipeline section changes one field, not the table."""
+    from cluster.pipeline.plan import PipelineSettings
+    from cluster.pipeline.runner import make_context
+
+    defaults = PipelineSettings()
+    settings = PipelineSettings.from_dict({"eval": {"workers": 1}, "steps": {"dynamics": 7}})
+    assert settings.eval == {**defaults.eval, "workers": 1}
+    assert settings.steps == {**defaults.steps, "dynamics": 7}
+    context = make_context(tmp_path, "small", None, ["pipeline.eval.workers=1"])
+    assert context.settings.eval["workers"] == 1 and context.settings.eval["maskgit_steps"] == defaults.eval["maskgit_steps"]
+    with pytest.raises(ConfigError, match="table"):
+        PipelineSettings.from_dict({"eval": 3})

@@ -61,6 +61,12 @@ class PipelineSettings:
         for name in ("ta", "models", "eval_sets", "overrides"):
             if name in values:
                 values[name] = tuple(values[name] or ())
+        defaults = cls()
+        for name in ("steps", "ta_steps", "eval"):  # tables merge over the defaults: `--set pipeline.eval.workers=1`
+            if name in values:                      # changes one field, not the whole table
+                if not isinstance(values[name], dict):
+                    raise ConfigError(f"pipeline.{name} must be a table of fields, got {values[name]!r}")
+                values[name] = {**getattr(defaults, name), **values[name]}
         settings = cls(**values)
         for model in (*settings.models, *settings.ta):
             if model not in MODELS:
