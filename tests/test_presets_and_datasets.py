@@ -13,7 +13,7 @@ from rl_agent.ppo_config import PPOSettings
 
 def test_presets_load_and_build_valid_agent_settings():
     assert {"tiny", "small", "paper"} <= set(known_presets())
-    for name in ("tiny", "small", "paper"):
+    for name in ("tiny", "laptop", "small", "paper"):
         settings = PPOSettings.from_dict(load_preset(name)["agent"])
         assert settings.train_batch_size % settings.minibatches == 0
     paper = PPOSettings.from_dict(load_preset("paper")["agent"])

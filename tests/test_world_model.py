@@ -316,6 +316,42 @@ def test_dead_codes_are_restarted_from_batch_vectors_only_when_enabled():
             assert usages[-1] <= 2 / 8
 
 
+def test_the_on_device_restart_moves_exactly_the_dead_codes_onto_batch_vectors():
+    """The accelerator's restart (no read-back of which codes are dead) follows the CPU path's rule."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(QuantizerConfig(codebook_size=8, code_dim=4, dead_code_window=3)).train()
+    data = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)  # (N, D)
+    vq.steps_unused.copy_(torch.tensor([0, 3, 1, 5, 2, 3, 0, 0]))
+    before = vq.codebook.detach().clone()
+    vq._restart_dead_codes_on_device(data)
+    dead = torch.tensor([False, True, False, True, False, True, False, False])
+    assert torch.equal(vq.codebook.detach()[~dead], before[~dead]), "live codes must not move"
+    moved = torch.nn.functional.normalize(vq.codebook.detach()[dead], dim=-1)
+    assert ((moved @ data.t()).max(dim=1).values > 0.99).all(), "dead codes go onto batch vectors"
+    assert vq.steps_unused[dead].eq(0).all() and int(vq.restarted_codes) == 3
+
+
+def test_training_metrics_stay_on_the_device_until_read_once():
+    """compute_loss and the optimiser hand back unread tensors (a float() per metric per step waits for a GPU);
+    read_metrics turns them into floats with one transfer, and the public train_step still returns floats."""
+    from world_model.outputs import mean_metrics, read_metrics
+
+    for model in (tiny_tokenizer(),):
+        output = model.compute_loss(random_video())
+        tensors = [key for key, value in output.metrics.items() if isinstance(value, torch.Tensor)]
+        assert {"loss", "mse", "psnr", "codebook_usage"} <= set(tensors)
+        assert all(not output.metrics[key].requires_grad for key in tensors)
+        read = read_metrics(output.metrics)
+        assert list(read) == list(output.metrics) and all(isinstance(v, float) for v in read.values())
+    from world_model.config import OptimConfig
+
+    optimization = Optimization(model, OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=1, total_steps=10))
+    update = optimization.step(model.compute_loss(random_video()).loss)
+    assert isinstance(update["grad_norm"], torch.Tensor) and isinstance(update["lr"], float)
+    assert mean_metrics({"a": [torch.tensor(1.0), torch.tensor(3.0)], "lr": [0.5, 1.5]}) == {"a": 2.0, "lr": 1.0}
+    assert all(isinstance(v, float) for v in train_step(model, optimization, random_video()).values())
+
+
 # ---- checkpoints, optimiser, presets -------------------------------------------------------------
 def test_checkpoint_round_trip_rebuilds_the_model_without_its_config(tmp_path):
     torch.manual_seed(0)
@@ -370,11 +406,11 @@ def test_presets_and_unknown_preset_error():
     assert (paper.tokenizer.quantizer.codebook_size, paper.tokenizer.quantizer.code_dim, paper.tokenizer.frames) == (1024, 32, 16)
     assert (paper.dynamics.transformer.depth, paper.dynamics.transformer.dim, paper.dynamics.sampling_steps) == (12, 512, 25)
     assert paper.lam.num_actions == 7
-    for name in ("tiny", "small", "paper"):
+    for name in ("tiny", "laptop", "small", "paper"):
         preset = load_preset(name)
         assert preset.dynamics.vocab_size == preset.tokenizer.quantizer.codebook_size
         assert preset.dynamics.grid == preset.tokenizer.grid
-    with pytest.raises(ConfigError, match="known presets: paper, small, tiny"):
+    with pytest.raises(ConfigError, match="known presets: laptop, paper, small, tiny"):
         load_preset("huge")
 
 

@@ -189,10 +189,10 @@ class Dynamics(nn.Module):
         masked_targets = tokens[mask]  # (M,)
         loss = F.cross_entropy(masked_logits, masked_targets)
         accuracy = (masked_logits.argmax(-1) == masked_targets).float().mean()
-        return LossOutput(loss, {
-            "loss": float(loss.detach()),
-            "masked_token_accuracy": float(accuracy),
-            "mask_fraction": float(mask[:, 1:].float().mean()),
+        return LossOutput(loss, {  # unread tensors: outputs.read_metrics
+            "loss": loss.detach(),
+            "masked_token_accuracy": accuracy.detach(),
+            "mask_fraction": mask[:, 1:].float().mean(),
         })
 
     # ---- evaluation and sampling ---------------------------------------------------------

@@ -119,14 +119,14 @@ class LatentActionModel(nn.Module):
         loss = mse + actions.loss
         copy_psnr = psnr(frames[:, :-1], target)  # predicting "nothing changes", the baseline to beat
         return LossOutput(loss, {
-            "loss": float(loss.detach()),
-            "mse": float(mse.detach()),
-            "vq_loss": float(actions.loss.detach()),
-            "psnr": float(psnr(predicted.detach(), target)),
-            "copy_last_frame_psnr": float(copy_psnr),
-            "action_usage": float(actions.usage),
-            "action_perplexity": float(actions.perplexity),
-            "restarted_codes": float(self.quantizer.restarted_codes),
+            "loss": loss.detach(),
+            "mse": mse.detach(),
+            "vq_loss": actions.loss.detach(),
+            "psnr": psnr(predicted.detach(), target),
+            "copy_last_frame_psnr": copy_psnr,
+            "action_usage": actions.usage,
+            "action_perplexity": actions.perplexity,
+            "restarted_codes": self.quantizer.restarted_codes,
         })
 
 

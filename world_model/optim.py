@@ -57,7 +57,7 @@ class Optimization:
         loss.backward()
         return self.apply_gradients()
 
-    def apply_gradients(self) -> dict[str, float]:
+    def apply_gradients(self) -> dict[str, torch.Tensor | float]:
         """Clip the gradients already accumulated in `.grad`, update with this step's LR, clear them.
 
         Split from `step` so a distributed loop can accumulate several backward passes first.
@@ -70,7 +70,7 @@ class Optimization:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
-        return {"grad_norm": float(grad_norm), "lr": used_lr}
+        return {"grad_norm": grad_norm.detach(), "lr": used_lr}  # the norm unread (no wait for the device)
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "step_count": self.step_count}

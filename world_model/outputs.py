@@ -1,4 +1,9 @@
-"""What every stage's `compute_loss` returns, so one generic train/eval step serves all three."""
+"""What every stage's `compute_loss` returns, so one generic train/eval step serves all three.
+
+Metrics stay detached tensors on the model's device until someone reads them: `float()` on a CUDA
+tensor waits for the GPU, and one such wait per metric per step starves it (issue 15.12). The
+training loop reads them at its log steps only, all in one transfer (`read_metrics`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,31 @@ from dataclasses import dataclass, field
 
 import torch
 
+Metric = torch.Tensor | float  # a detached 0-d tensor (any device) or a plain number
+
 
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # () the scalar to minimise
-    metrics: dict[str, float] = field(default_factory=dict)  # detached numbers for logging
+    metrics: dict[str, Metric] = field(default_factory=dict)  # detached, unread: read_metrics turns them into floats
+
+
+def read_metrics(metrics: dict[str, Metric]) -> dict[str, float]:
+    """Metrics -> plain floats, with one device-to-host transfer for all the tensors together."""
+    tensors = {key: value for key, value in metrics.items() if isinstance(value, torch.Tensor)}
+    out = {key: float(value) for key, value in metrics.items() if not isinstance(value, torch.Tensor)}
+    if tensors:
+        values = torch.stack([value.detach().float().reshape(()) for value in tensors.values()]).tolist()
+        out.update(zip(tensors, values))
+    return {key: out[key] for key in metrics}  # the caller's order
+
+
+def mean_metrics(history: dict[str, list[Metric]]) -> dict[str, float]:
+    """The mean of each metric over the steps since the last log (lists of tensors or floats), read once."""
+    means: dict[str, Metric] = {}
+    for key, values in history.items():
+        if values and all(isinstance(v, torch.Tensor) for v in values):
+            means[key] = torch.stack([v.detach().float().reshape(()) for v in values]).mean()
+        else:
+            means[key] = sum(float(v) for v in values) / max(len(values), 1)
+    return read_metrics(means)

@@ -19,7 +19,7 @@ from world_model.dynamics import Dynamics
 from world_model.frames import to_long, to_unit_float
 from world_model.lam import LatentActionModel
 from world_model.optim import Optimization
-from world_model.outputs import LossOutput
+from world_model.outputs import LossOutput, read_metrics
 from world_model.tokenizer import Tokenizer
 
 Batch = tuple[np.ndarray, np.ndarray]  # frames (B, T, H, W, C) uint8, actions (B, T-1) int8
@@ -89,7 +89,7 @@ def train_step(model: nn.Module, optimization: Optimization, batch: Batch) -> di
     """One optimiser step on one batch; returns the stage's metrics plus grad norm and LR."""
     model.train()
     output = model.compute_loss(batch)
-    return {**output.metrics, **optimization.step(output.loss)}
+    return read_metrics({**output.metrics, **optimization.step(output.loss)})
 
 
 @torch.no_grad()
@@ -101,5 +101,5 @@ def eval_step(model: nn.Module, batch: Batch) -> dict[str, float]:
     if isinstance(model, DynamicsStage):
         tokens, actions = model.inputs(batch)
         logits = model.dynamics.teacher_forced_logits(tokens, actions)  # (B, T-1, h, w, V)
-        metrics["teacher_forced_accuracy"] = float((logits.argmax(-1) == tokens[:, 1:]).float().mean())
-    return metrics
+        metrics["teacher_forced_accuracy"] = (logits.argmax(-1) == tokens[:, 1:]).float().mean()
+    return read_metrics(metrics)

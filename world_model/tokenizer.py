@@ -89,11 +89,11 @@ class Tokenizer(nn.Module):
         mse = F.mse_loss(reconstruction, frames)
         loss = mse + quantized.loss
         return LossOutput(loss, {
-            "loss": float(loss.detach()),
-            "mse": float(mse.detach()),
-            "vq_loss": float(quantized.loss.detach()),
-            "psnr": float(psnr(reconstruction.detach(), frames)),
-            "codebook_usage": float(quantized.usage),
-            "perplexity": float(quantized.perplexity),
-            "restarted_codes": float(self.quantizer.restarted_codes),
+            "loss": loss.detach(),
+            "mse": mse.detach(),
+            "vq_loss": quantized.loss.detach(),
+            "psnr": psnr(reconstruction.detach(), frames),
+            "codebook_usage": quantized.usage,
+            "perplexity": quantized.perplexity,
+            "restarted_codes": self.quantizer.restarted_codes,
         })

@@ -44,7 +44,8 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("steps_unused", torch.zeros(config.codebook_size, dtype=torch.long))  # (K,)
         # set once the codebook has been seeded from the first training batch (k-means-style data init)
         self.register_buffer("initialized", torch.tensor(False))  # ()
-        self.restarted_codes = 0  # codes restarted by the last forward (a metric)
+        self.restarted_codes: int | torch.Tensor = 0  # codes restarted by the last forward (a metric)
+        self._seen_initialized = False  # `initialized` read once True, never again: reading it waits for the device
 
     def normalized_codebook(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)  # (K, D)
@@ -56,8 +57,10 @@ class VectorQuantizer(nn.Module):
     def forward(self, inputs: torch.Tensor) -> QuantizerOutput:
         # inputs: (..., D)
         flat = F.normalize(inputs.reshape(-1, inputs.shape[-1]), dim=-1)  # (N, D)
-        if self.training and not bool(self.initialized):
-            self._seed_from(flat.detach())
+        if self.training and not self._seen_initialized:
+            if not bool(self.initialized):
+                self._seed_from(flat.detach())
+            self._seen_initialized = True
         codes = self.normalized_codebook()  # (K, D)
         ids = (flat.detach() @ codes.t()).argmax(dim=-1)  # (N,) highest cosine similarity
         chosen = codes[ids]  # (N, D)
@@ -84,11 +87,18 @@ class VectorQuantizer(nn.Module):
         self.codebook.data.copy_(F.normalize(vectors[picks] + 0.01 * torch.randn_like(vectors[picks]), dim=-1))
         self.initialized.fill_(True)
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._seen_initialized = False  # loaded weights bring their own `initialized`
+        super()._load_from_state_dict(*args, **kwargs)
+
     @torch.no_grad()
     def _restart_dead_codes(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
         # ids: (N,); vectors: (N, D) unit-norm encoder outputs of this batch
         used = torch.bincount(ids, minlength=self.config.codebook_size) > 0  # (K,)
         self.steps_unused.add_(1).masked_fill_(used, 0)
+        if vectors.is_cuda:
+            self._restart_dead_codes_on_device(vectors)
+            return
         dead = (self.steps_unused >= self.config.dead_code_window).nonzero().flatten()  # (n_dead,)
         self.restarted_codes = int(dead.numel())
         if dead.numel() == 0:
@@ -97,3 +107,15 @@ class VectorQuantizer(nn.Module):
         noise = 0.01 * torch.randn_like(vectors[picks])  # (n_dead, D): restarted codes must not coincide
         self.codebook.data[dead] = F.normalize(vectors[picks] + noise, dim=-1)
         self.steps_unused[dead] = 0
+
+    @torch.no_grad()
+    def _restart_dead_codes_on_device(self, vectors: torch.Tensor) -> None:
+        """_restart_dead_codes without reading anything back: a replacement is drawn for every code and kept
+        where the code is dead (the CPU path's `nonzero` and its count wait for an accelerator every step).
+        The same rule, another draw of random numbers."""
+        dead = self.steps_unused >= self.config.dead_code_window  # (K,)
+        picks = torch.randint(0, vectors.shape[0], (self.config.codebook_size,), device=vectors.device)  # (K,)
+        fresh = F.normalize(vectors[picks] + 0.01 * torch.randn_like(vectors[picks]), dim=-1)  # (K, D)
+        self.codebook.data.copy_(torch.where(dead.unsqueeze(-1), fresh.to(self.codebook.dtype), self.codebook.data))
+        self.steps_unused.masked_fill_(dead, 0)
+        self.restarted_codes = dead.sum()  # () unread

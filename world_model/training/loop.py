@@ -36,6 +36,7 @@ from world_model import storage
 from world_model.checkpoint import save_checkpoint
 from world_model.frames import psnr, to_unit_float
 from world_model.optim import Optimization
+from world_model.outputs import Metric, mean_metrics
 from world_model.runs import BEST, LATEST
 from world_model.steps import DynamicsStage, eval_step
 from world_model.token_cache import (
@@ -142,7 +143,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if start == 0:
         channel.send({"kind": "val", "step": 0, **validate(stage, val_store, val_mine, length, micro, job.seed, world, autocast)})
 
-    window_metrics: dict[str, list[float]] = defaultdict(list)
+    window_metrics: dict[str, list[Metric]] = defaultdict(list)  # unread tensors until the next log step
     interval_start, interval_frames = time.perf_counter(), 0
     for step in range(start, total):
         if job.inject_failure_at == step and rank == world - 1:
@@ -173,7 +174,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         if done % preset.train.log_every == 0 or done == total:
             elapsed = time.perf_counter() - interval_start
-            record = {key: float(np.mean(values)) for key, values in window_metrics.items()}
+            record = mean_metrics(window_metrics)  # the one read of this interval's metrics from the device
             channel.send({"kind": "train", "step": done, **record, "frames_per_s": interval_frames / max(elapsed, 1e-9)})
             window_metrics.clear()
             interval_start, interval_frames = time.perf_counter(), 0
