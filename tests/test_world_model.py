@@ -266,6 +266,21 @@ def test_dynamics_stage_trains_only_the_dynamics():
     assert "teacher_forced_accuracy" in eval_step(stage, random_video())
 
 
+def test_validation_decodes_the_teacher_forced_pass_it_scores():
+    """eval_step(decode=True): accuracy and PSNR from one teacher-forced pass, equal to decoding it separately."""
+    from world_model.frames import psnr, to_unit_float
+
+    torch.manual_seed(0)
+    stage = DynamicsStage(tiny_dynamics(), tiny_tokenizer()).eval()
+    video = random_video()
+    metrics = eval_step(stage, video, decode=True)
+    tokens, actions = stage.inputs(video)
+    predicted = stage.dynamics.teacher_forced_logits(tokens, actions).argmax(-1)  # (B, T-1, h, w)
+    expected = psnr(stage.tokenizer.detokenize(predicted).float(), to_unit_float(video[0][:, 1:], predicted.device))
+    assert metrics["teacher_forced_psnr"] == pytest.approx(float(expected), rel=1e-5)
+    assert "teacher_forced_psnr" not in eval_step(stage, video)
+
+
 def test_mask_ratio_lies_in_half_to_one_and_frame_zero_is_never_masked():
     model = tiny_dynamics()
     mask = model.random_mask(torch.zeros(64, 4, 8, 8, dtype=torch.long), torch.Generator().manual_seed(0))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from world_model.dynamics import Dynamics
-from world_model.frames import to_long, to_unit_float
+from world_model.frames import psnr, to_long, to_unit_float
 from world_model.lam import LatentActionModel
 from world_model.optim import Optimization
 from world_model.outputs import LossOutput, read_metrics
@@ -93,13 +93,17 @@ def train_step(model: nn.Module, optimization: Optimization, batch: Batch) -> di
 
 
 @torch.no_grad()
-def eval_step(model: nn.Module, batch: Batch) -> dict[str, float]:
+def eval_step(model: nn.Module, batch: Batch, decode: bool = False) -> dict[str, float]:
     """The stage's loss and metrics in eval mode (no codebook restarts, no gradient); dynamics adds
-    teacher-forced next-frame token accuracy (one pass, argmax, every token of the frame masked)."""
+    teacher-forced next-frame token accuracy (one pass, argmax, every token of the frame masked) and, with
+    `decode` and a batch of frames, the PSNR of those predicted frames decoded (from the same pass)."""
     model.eval()
     metrics = dict(model.compute_loss(batch).metrics)
     if isinstance(model, DynamicsStage):
         tokens, actions = model.inputs(batch)
-        logits = model.dynamics.teacher_forced_logits(tokens, actions)  # (B, T-1, h, w, V)
-        metrics["teacher_forced_accuracy"] = (logits.argmax(-1) == tokens[:, 1:]).float().mean()
+        predicted = model.dynamics.teacher_forced_logits(tokens, actions).argmax(-1)  # (B, T-1, h, w)
+        metrics["teacher_forced_accuracy"] = (predicted == tokens[:, 1:]).float().mean()
+        if decode and not isinstance(batch, TokenBatch):
+            decoded = model.tokenizer.detokenize(predicted)  # (B, T-1, H, W, C)
+            metrics["teacher_forced_psnr"] = psnr(decoded.float(), to_unit_float(batch[0][:, 1:], decoded.device))
     return read_metrics(metrics)

@@ -34,7 +34,6 @@ from torch import nn
 
 from world_model import storage
 from world_model.checkpoint import save_checkpoint
-from world_model.frames import psnr, to_unit_float
 from world_model.optim import Optimization
 from world_model.outputs import Metric, mean_metrics
 from world_model.runs import BEST, LATEST
@@ -256,9 +255,7 @@ def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: 
     for begin in range(0, len(episodes), micro):
         frames, actions = store.windows(episodes[begin:begin + micro], starts[begin:begin + micro], length)
         with autocast:
-            metrics = eval_step(stage, (frames, actions))
-            if isinstance(stage, DynamicsStage):
-                metrics["teacher_forced_psnr"] = _teacher_forced_psnr(stage, frames, actions)
+            metrics = eval_step(stage, (frames, actions), decode=True)  # dynamics: one teacher-forced pass for both
         for key, value in metrics.items():
             sums[key] += value * len(frames)
         count += len(frames)
@@ -270,14 +267,6 @@ def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: 
     if world > 1 and dist.is_initialized():
         dist.all_reduce(totals)
     return {f"val_{key}": float(totals[i + 1] / max(totals[0], 1)) for i, key in enumerate(keys)}
-
-
-def _teacher_forced_psnr(stage: DynamicsStage, frames: np.ndarray, actions: np.ndarray) -> float:
-    """PSNR of frames 1..T-1 decoded from the dynamics' one-pass argmax tokens (real frames as context)."""
-    tokens, action_inputs = stage.inputs((frames, actions))
-    predicted = stage.dynamics.teacher_forced_logits(tokens, action_inputs).argmax(-1)  # (B, T-1, h, w)
-    decoded = stage.tokenizer.detokenize(predicted)  # (B, T-1, H, W, C)
-    return float(psnr(decoded.float(), to_unit_float(frames[:, 1:], decoded.device)))
 
 
 @torch.no_grad()
