@@ -54,6 +54,9 @@ step train-dynamics-bf16 genie train dynamics --data "$work/data" --out "$work/d
   "${TRAIN[@]}"
 step train-dynamics-fp32 genie train dynamics --data "$work/data" --out "$work/dynamics-fp32" \
   --tokenizer "$work/tokenizer" "${TRAIN[@]}" --no-bf16
+# torch.compile of the DDP-wrapped step, and the key dropped for guidance (action_dropout) on the device
+step train-dynamics-compile-guided genie train dynamics --data "$work/data" --out "$work/dynamics-guided" \
+  --tokenizer "$work/tokenizer" "${TRAIN[@]}" --compile --set world_model.dynamics.action_dropout=0.1
 if [ "$gpus" -ge 2 ]; then
   step train-tokenizer-ddp-2gpu genie train tokenizer --data "$work/data" --out "$work/tokenizer-ddp" \
     "${TRAIN[@]}" --workers 2  # the last --workers wins
@@ -63,6 +66,8 @@ fi
 step eval-tokenizer genie eval --model "$work/tokenizer" --out "$work/eval-tokenizer" "${EVAL[@]}"
 step eval-lam genie eval --model "$work/lam" --out "$work/eval-lam" "${EVAL[@]}"
 step eval-dynamics genie eval --model "$work/dynamics" --out "$work/eval-dynamics" "${EVAL[@]}" --control-steps 2
+step eval-dynamics-guided genie eval --model "$work/dynamics-guided" --out "$work/eval-dynamics-guided" "${EVAL[@]}" \
+  --control-steps 2 --guidance 2
 step ppo-learner-on-gpu genie agent train --preset tiny --steps 2048 --gpus-per-learner 1 --no-progress \
   --out "$work/agent"
 step play-stepper-on-gpu "$PY" - "$work/dynamics" <<'EOF'

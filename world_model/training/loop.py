@@ -123,10 +123,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         stage.load_state_dict(state["model"])
         optimization.load_state_dict(state["optimization"])
         start, best = int(state["step"]), float(state["best_val_loss"])
-    wrapped: nn.Module = StageLoss(stage)
-    if job.compile:
-        wrapped = torch.compile(wrapped)
-    model = ray.train.torch.prepare_model(wrapped, parallel_strategy_kwargs={"find_unused_parameters": False})
+    model = ray.train.torch.prepare_model(StageLoss(stage), parallel_strategy_kwargs={"find_unused_parameters": False})
+    if job.compile:  # the DDP-wrapped module: dynamo then splits the graph at DDP's gradient buckets
+        model = torch.compile(model)
     cache = _token_cache(job, preset.train.token_cache, stage, train_store, (total - start) * plan.batch * length, device,
                          context, rank, world, channel)
     latent = job.conditioning == "latent"
