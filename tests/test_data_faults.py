@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 
@@ -237,3 +238,19 @@ def test_the_decoded_cache_keeps_under_its_cap_evicting_the_least_recently_used_
     monkeypatch.setenv("GENIE_CACHE_MAX_GB", "lots")
     with pytest.raises(DatasetError, match="GENIE_CACHE_MAX_GB must be a number"):
         _frames_of_every_episode(EpisodeStore(small_dataset, cache_dir=tmp_path / "bad"))
+
+
+def test_one_worker_per_node_decodes_every_shard_and_the_others_only_map_them(small_dataset, tmp_path, monkeypatch):
+    """What training's local rank 0 does before the others open the same data (issue 15.11)."""
+    from rl_agent.store.reader import EpisodeStore
+
+    cache = tmp_path / "cache"
+    preparer = EpisodeStore(small_dataset, cache_dir=cache)
+    shards = {ref.shard.sha256 for ref in preparer.episodes}
+    assert preparer.decode_all() == len(shards)
+    assert {p.stem for p in cache.rglob("*.npy")} >= shards
+    monkeypatch.setattr(EpisodeStore, "_write_decoded", lambda *a, **k: pytest.fail("a shard was decoded twice"))
+    other = EpisodeStore(small_dataset, cache_dir=cache)
+    for episode in range(len(other)):
+        frames, _ = other.window(episode, 0, 2)
+        assert np.array_equal(frames, preparer.window(episode, 0, 2)[0])

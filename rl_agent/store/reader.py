@@ -131,6 +131,15 @@ class EpisodeStore:
             frames[i], actions[i] = self.window(int(episode), int(start), length)
         return frames, actions
 
+    def decode_all(self) -> int:
+        """Decode every shard this store reads into the decoded cache now, as each one's first touch would later;
+        returns how many shards. One process per node does this before training so the node's other workers only
+        map the files (they share the cache folder) instead of each decoding the same shards at their first steps."""
+        shards = {ref.shard.sha256: ref for ref in self.episodes}
+        for ref in shards.values():
+            self._shard(ref)
+        return len(shards)
+
     # ---- decoding cache ------------------------------------------------------------------
     def _shard(self, ref: EpisodeRef) -> _DecodedShard:
         key = ref.shard.sha256

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from rl_agent.store.reader import EpisodeStore
 from world_model import storage
 from world_model.checkpoint import save_checkpoint
 from world_model.optim import Optimization
@@ -107,7 +108,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     preset = job.load_preset()
     optim_config = job.optim(preset)
     total = optim_config.total_steps
-    train_store, val_store, _ = open_stores(job.data)
+    train_store, val_store = _open_stores_once_per_node(job, context.get_local_rank(), world)
     length = job.window_length(preset)
     plan = WindowPlan(job.global_batch(preset), length, world, job.seed)
     micro, accumulation = job.micro(preset), job.accumulation(preset)
@@ -191,6 +192,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _report_checkpoint(job, preset.name, stage, export_model, optimization, done, best, rank, val_record)
             channel.send({"kind": "checkpoint", "step": done})
     channel.send({"kind": "done", "step": total})
+
+
+def _open_stores_once_per_node(job: TrainJob, local_rank: int, world: int) -> tuple[EpisodeStore, EpisodeStore]:
+    """The training and validation stores, prepared by one worker per node: local rank 0 mirrors datasets at
+    storage URIs and, for a stage that reads frames at every step (tokenizer, LAM), decodes every shard into the
+    node's cache; the node's other workers wait and then find both done, instead of each downloading the data
+    and decoding the same shards inside their first steps. A dynamics run trains on its token cache, whose
+    builder decodes what it encodes."""
+    if local_rank == 0:
+        train_store, val_store, _ = open_stores(job.data)
+        if job.stage != "dynamics":
+            train_store.decode_all()
+            val_store.decode_all()
+    if world > 1 and dist.is_initialized():
+        dist.barrier()  # every node's preparer is done
+    if local_rank == 0:
+        return train_store, val_store
+    train_store, val_store, _ = open_stores(job.data)
+    return train_store, val_store
 
 
 def _token_cache(job: TrainJob, mode: bool | str, stage: nn.Module, store, frames_to_encode: int, device: torch.device,
