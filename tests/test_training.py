@@ -90,6 +90,28 @@ def test_the_windows_of_a_step_do_not_depend_on_the_number_of_workers(tmp_path):
 
 
 # ---- distribution -----------------------------------------------------------------------------
+def test_reading_ahead_gives_each_step_its_own_windows_and_surfaces_read_errors():
+    from world_model.training.windows import StepPrefetcher
+
+    reads = []
+
+    def fetch(step):
+        reads.append(step)
+        if step == 3:
+            raise ValueError("shard 3 is damaged")
+        return np.full((2, 4), step, dtype=np.int16), np.full((2, 3), step, dtype=np.int8)
+
+    prefetcher = StepPrefetcher(fetch)
+    for step in range(3):
+        inputs, actions = prefetcher.get(step, step + 1)
+        assert isinstance(inputs, torch.Tensor) and inputs.dtype == torch.int16
+        assert int(inputs.unique()) == step and int(actions.unique()) == step
+    assert reads[:4] == [0, 1, 2, 3], "each step is read once, the next one ahead"
+    with pytest.raises(ValueError, match="damaged"):
+        prefetcher.get(3, None)
+    prefetcher.close()
+
+
 def test_two_workers_and_accumulation_give_the_same_step_as_one_process(ray_cluster, train_data, tmp_path):
     """Global batch 4: 1 worker x 4 == 2 workers x 2 (DDP) == 1 worker x 4 micro batches of 1."""
     config = load_preset("tiny").tokenizer

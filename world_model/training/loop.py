@@ -45,7 +45,7 @@ from world_model.token_cache import (
 from world_model.training.job import TrainJob
 from world_model.training.samples import sample_png
 from world_model.training.stages import StageLoss, build_stage
-from world_model.training.windows import WindowPlan, open_stores, validation_positions
+from world_model.training.windows import StepPrefetcher, WindowPlan, open_stores, validation_positions
 from world_model.vq import VectorQuantizer
 
 STATE_FILE = "state.pt"  # inside each Ray Train checkpoint: model, optimiser, step, best validation loss
@@ -142,16 +142,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if start == 0:
         channel.send({"kind": "val", "step": 0, **validate(stage, val_store, val_mine, length, micro, job.seed, world, autocast)})
 
+    if cache is not None:
+        def fetch(step: int) -> tuple[np.ndarray, np.ndarray]:  # (B/W, T, h, w) ids, (B/W, T-1) action ids
+            return plan.worker_tokens(cache, train_store, step, rank, latent)
+    else:
+        def fetch(step: int) -> tuple[np.ndarray, np.ndarray]:  # (B/W, T, H, W, C) frames, (B/W, T-1) actions
+            return plan.worker_batch(train_store, step, rank)
+    prefetcher = StepPrefetcher(fetch, pin_memory=device.type == "cuda")
     window_metrics: dict[str, list[Metric]] = defaultdict(list)  # unread tensors until the next log step
     interval_start, interval_frames = time.perf_counter(), 0
     for step in range(start, total):
         if job.inject_failure_at == step and rank == world - 1:
             _fail_once(job)
         torch.manual_seed(step_seed(job.seed, step, rank))
-        if cache is not None:
-            inputs, actions = plan.worker_tokens(cache, train_store, step, rank, latent)  # (B/W, T, h, w), (B/W, T-1)
-        else:
-            inputs, actions = plan.worker_batch(train_store, step, rank)  # (B/W, T, H, W, C), (B/W, T-1)
+        inputs, actions = prefetcher.get(step, step + 1 if step + 1 < total else None)  # step+1 read meanwhile
         model.train()
         for i in range(accumulation):
             part = slice(i * micro, (i + 1) * micro)
@@ -159,8 +163,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             sync = model.no_sync() if (world > 1 and not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
             with sync:
                 with autocast:
-                    loss, metrics = model(torch.from_numpy(inputs[part]).to(device), torch.from_numpy(actions[part]).to(device),
-                                          tokens=cache is not None)
+                    loss, metrics = model(inputs[part].to(device, non_blocking=True),
+                                          actions[part].to(device, non_blocking=True), tokens=cache is not None)
                 (loss / accumulation).backward()
             for key, value in metrics.items():
                 window_metrics[key].append(value)
@@ -191,6 +195,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if done % preset.train.checkpoint_every == 0 or done == total:
             _report_checkpoint(job, preset.name, stage, export_model, optimization, done, best, rank, val_record)
             channel.send({"kind": "checkpoint", "step": done})
+    prefetcher.close()
     channel.send({"kind": "done", "step": total})
 
 

@@ -18,9 +18,12 @@ The dynamics may read the same windows as token ids from the run's token cache i
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.reader import EpisodeStore
@@ -88,3 +91,32 @@ def validation_positions(store: EpisodeStore, count: int, length: int, seed: int
     """A fixed set of validation windows, the same at every validation (less noise between points)."""
     rng = np.random.default_rng([seed, 0xA11])
     return store.sample_positions(rng, count, length)
+
+
+class StepPrefetcher:
+    """Reads step s+1's windows on a background thread while step s trains, as tensors (pinned for a GPU's
+    non-blocking copy): gathering windows from memory maps and, on a GPU, the host-to-device copy then overlap
+    the model's work instead of stalling it between steps. The windows of a step depend only on the step
+    (WindowPlan), so reading ahead changes no result. One thread owns `fetch`'s store while the loop runs.
+    """
+
+    def __init__(self, fetch: Callable[[int], tuple[np.ndarray, np.ndarray]], pin_memory: bool = False) -> None:
+        self.fetch, self.pin_memory = fetch, pin_memory
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="windows")
+        self._ahead: dict[int, Future] = {}
+
+    def get(self, step: int, next_step: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and actions of `step` (read ahead if asked for before); starts reading `next_step`."""
+        future = self._ahead.pop(step, None) or self._pool.submit(self._load, step)
+        if next_step is not None and next_step not in self._ahead:
+            self._ahead[next_step] = self._pool.submit(self._load, next_step)
+        return future.result()  # a DatasetError of the read surfaces here, in the loop
+
+    def _load(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, actions = (torch.from_numpy(np.ascontiguousarray(a)) for a in self.fetch(step))
+        if self.pin_memory:
+            inputs, actions = inputs.pin_memory(), actions.pin_memory()
+        return inputs, actions
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
