@@ -52,7 +52,11 @@ def test_pipeline_runs_every_stage_and_writes_the_report(study):
         assert heading in report, heading
     # every quality bar is stated with a number, whether it passes or not
     bars = report.split("## Quality bars")[1].split("##")[0]
-    assert len(re.findall(r"\| (PASS|FAIL) \|", bars)) == 7, bars  # 5 + ΔtPSNR by effect + forked futures
+    # 5 + ΔtPSNR by effect + forked futures, then frame 1 above copying and RIGHT/LEFT enacted for both models
+    assert len(re.findall(r"\| (PASS|FAIL) \|", bars)) == 11, bars
+    for model in ("GenieRedux-G", "GenieRedux-G-TA"):
+        assert re.search(rf"\| {model}: frame 1 above copy-last-frame on every test set \| (PASS|FAIL) \| basic ", bars), model
+        assert re.search(rf"\| {model}: RIGHT and LEFT enacted in most windows \(Diverse\) \| (PASS|FAIL) \| RIGHT \d+%", bars), model
     html = (out / "report.html").read_text()
     images = re.findall(r"src=['\"]data:image/(png|gif);base64,([A-Za-z0-9+/=]+)['\"]", html)
     assert len(images) >= 4, "the HTML report carries its plots and dreams inline (self-contained)"

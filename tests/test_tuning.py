@@ -1,5 +1,6 @@
 """genie tune: bad search spaces refused before any trial; a tiny ASHA sweep on CPU writes its table, best preset
-and plot and leaves no Train placement group reserved."""
+and plot and leaves no Train placement group reserved; a sweep into a storage URI keeps everything there, carries what
+the driver needs from a trial in the trial's results (not in files on its node), and resumes from the URI."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def test_space_grid_times_samples_and_lr_keeps_min_lr_ratio(tmp_path):
 def test_tiny_asha_sweep_writes_table_best_preset_and_plot(train_data, tmp_path):
     import ray
 
-    from tuning.sweep import TRIALS_FOLDER, run_sweep
+    from tuning.sweep import ACTOR_KEY, GROUPS_KEY, RUN_KEY, TRIALS_FOLDER, TUNE_NAME, run_sweep
     from world_model.config import load_preset
 
     # two sizes x two learning rates; lr 1e-5 barely moves in 12 steps, so ASHA should stop it at a rung
@@ -89,15 +90,22 @@ def test_tiny_asha_sweep_writes_table_best_preset_and_plot(train_data, tmp_path)
     assert Path(result.plot).stat().st_size > 10_000
     assert list(Path(tmp_path / "sweep" / "tune").rglob("events.out.tfevents*"))  # TensorBoard per trial
     leftover = reserved_placement_groups(ray, within_s=30, ignore=before)
-    recorded = {r["trial"]: recorded_groups(tmp_path / "sweep" / TRIALS_FOLDER / r["trial"]) for r in rows}
-    assert not leftover, f"placement groups the sweep left reserved: {leftover}; the trials recorded {recorded}"
+    reported = {r["trial"]: reported_results(tmp_path / "sweep" / TUNE_NAME / r["trial"]) for r in rows}
+    assert not leftover, f"placement groups the sweep left reserved: {leftover}; the trials reported " + str(
+        {trial: [line.get(GROUPS_KEY) for line in lines] for trial, lines in reported.items()})
+    for row in rows:  # what the driver needs from a trial came in its results: its run folder, actor and groups
+        lines = reported[row["trial"]]
+        assert lines and all(line[RUN_KEY] == str(tmp_path / "sweep" / TRIALS_FOLDER / row["trial"]) for line in lines)
+        assert row["run"] == lines[-1][RUN_KEY]
+        assert all(line[ACTOR_KEY] and line[GROUPS_KEY].split() for line in lines), lines
 
 
-def recorded_groups(trial_folder: Path) -> list[str] | None:
-    from tuning.sweep import PLACEMENT_GROUPS_FILE
+def reported_results(tune_trial_folder: Path) -> list[dict]:
+    """Every result a trial reported, as Tune stored it (result.json in the trial's Tune folder on the storage)."""
+    import json
 
-    file = trial_folder / PLACEMENT_GROUPS_FILE
-    return file.read_text().split() if file.is_file() else None
+    file = tune_trial_folder / "result.json"
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.is_file() else []
 
 
 def reserved_placement_groups(ray, within_s: float, ignore: set) -> list:
@@ -162,10 +170,11 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_cluster, tra
     assert len(rows) == 2 and all(r["status"] == "finished" and int(r["steps"]) == 6 for r in rows), rows
 
 
-def test_an_ended_trials_placement_groups_are_released_only_once_it_and_its_actors_are_dead(ray_cluster, tmp_path):
+def test_an_ended_trials_placement_groups_are_released_only_once_it_and_its_actors_are_dead(ray_cluster):
     """Tune calls on_trial_complete before it stops the trial; removing the group then would make the trial's
     live Train controller restart in a new group nobody records. The release waits until the trial's actor
-    and the actors it owns (here a detached stand-in for the controller, so it can outlive its owner) are dead."""
+    and the actors it owns (here a detached stand-in for the controller, so it can outlive its owner) are dead.
+    Both ids come from the trial's last reported result, as Tune hands it to the driver (no file is read)."""
     import time
     from types import SimpleNamespace
 
@@ -173,7 +182,7 @@ def test_an_ended_trials_placement_groups_are_released_only_once_it_and_its_acto
     from ray.util.placement_group import placement_group
 
     from tuning.space import TrialSpec
-    from tuning.sweep import PLACEMENT_GROUPS_FILE, TRIAL_ACTOR_FILE, TRIALS_FOLDER, ReleaseTrialResources
+    from tuning.sweep import ACTOR_KEY, GROUPS_KEY, ReleaseTrialResources
 
     @ray.remote(num_cpus=0)
     class Controller:
@@ -182,22 +191,19 @@ def test_an_ended_trials_placement_groups_are_released_only_once_it_and_its_acto
 
     @ray.remote(num_cpus=0)
     class Trial:
-        def start(self, folder: str):
+        def start(self):
             self.controller = Controller.options(lifetime="detached").remote()
             ray.get(self.controller.ping.remote())
-            (Path(folder) / TRIAL_ACTOR_FILE).write_text(ray.get_runtime_context().get_actor_id())
-            return self.controller
+            return ray.get_runtime_context().get_actor_id(), self.controller
 
     group = placement_group([{"CPU": 0.01}])
     ray.get(group.ready(), timeout=60)
     spec = TrialSpec(index=7, preset="tiny", preset_file=False, values={}, overrides=[], seed=0)
-    folder = tmp_path / TRIALS_FOLDER / spec.name
-    folder.mkdir(parents=True)
-    (folder / PLACEMENT_GROUPS_FILE).write_text(f"{group.id.hex()}\n")
     trial_actor = Trial.remote()
-    controller = ray.get(trial_actor.start.remote(str(folder)))
-    trial = SimpleNamespace(trial_id="t7", config={"trial": spec.to_dict()})
-    release = ReleaseTrialResources(str(tmp_path))
+    actor_id, controller = ray.get(trial_actor.start.remote())
+    trial = SimpleNamespace(trial_id="t7", config={"trial": spec.to_dict()},
+                            last_result={"step": 3, ACTOR_KEY: actor_id, GROUPS_KEY: group.id.hex()})
+    release = ReleaseTrialResources()
 
     def state_after_steps(seconds: float) -> str:
         deadline = time.monotonic() + seconds
@@ -215,3 +221,57 @@ def test_an_ended_trials_placement_groups_are_released_only_once_it_and_its_acto
     ray.kill(controller)
     assert state_after_steps(30) == "REMOVED"
     assert not release.ended
+
+
+def test_sweep_into_a_storage_uri_keeps_everything_there_and_resumes_from_it(ray_cluster, train_data, tmp_path):
+    """`genie tune --out file://...` (S3's stand-in): Tune's experiment, the trial's run folder, the table, best preset
+    and plot are all at the URI; the trial's results carry its run folder (at the URI), its actor and its Train
+    placement groups, which are released; the same command again restores the sweep from the URI (Tuner.restore)
+    without starting the finished trial again. `--data` is relative to the command's folder (trials run elsewhere)."""
+    import json
+    import subprocess
+    import sys
+
+    import ray
+
+    from tuning.sweep import ACTOR_KEY, ATTEMPTS_FILE, GROUPS_KEY, RUN_KEY, SWEEP_FILE, TRIALS_FOLDER, TUNE_NAME
+    from world_model.config import load_preset
+
+    space = tmp_path / "space.yaml"
+    space.write_text("width: 16\nheads: 2\ndepth: 1\n")
+    bucket = tmp_path / "bucket"
+    uri = f"file://{bucket}/sweep"
+    command = [sys.executable, "-m", "cluster.cli", "tune", "tokenizer", "--data", train_data.name, "--space",
+               str(space), "--out", uri, "--budget-steps", "6", "--val-every", "3", "--scheduler", "none",
+               "--max-concurrent", "1", "--no-wandb", "--address", ray_cluster, *[f"--set={o}" for o in FAST]]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "PYTHONPATH": str(repo)}
+    before = set(ray.util.placement_group_table())
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=train_data.parent, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    sweep = bucket / "sweep"
+    run = f"{uri}/{TRIALS_FOLDER}/trial-000"
+    assert {"results.csv", "results.md", "best_preset.yaml", "scaling.png", SWEEP_FILE, TUNE_NAME,
+            TRIALS_FOLDER} <= {p.name for p in sweep.iterdir()}
+    assert (sweep / TRIALS_FOLDER / "trial-000" / "latest.pt").is_file()  # the Train run went to the URI
+    assert (sweep / TUNE_NAME / "tuner.pkl").is_file()
+    rows = list(csv.DictReader(open(sweep / "results.csv")))
+    assert len(rows) == 1 and rows[0]["status"] == "finished" and int(rows[0]["steps"]) == 6, rows
+    assert rows[0]["run"] == run
+    reported = reported_results(sweep / TUNE_NAME / "trial-000")
+    steps = [line["step"] for line in reported]
+    assert steps == sorted(steps) and {3, 6} <= set(steps), steps  # every validation, with its step
+    assert all(line[RUN_KEY] == run and line[ACTOR_KEY] and line[GROUPS_KEY].split() for line in reported), reported
+    assert load_preset(None, str(sweep / "best_preset.yaml")).tokenizer.encoder.dim == 16
+    assert f"{uri}/best_preset.yaml (copy it to this machine" in first.stdout, first.stdout[-2000:]
+    leftover = reserved_placement_groups(ray, within_s=30, ignore=before)
+    assert not leftover, f"placement groups the sweep left reserved: {leftover}"
+    attempts = (sweep / TRIALS_FOLDER / "trial-000" / ATTEMPTS_FILE).read_text()
+    assert json.loads((sweep / SWEEP_FILE).read_text())["config"]["data"] == [str(train_data)]
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=train_data.parent, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "(resumed)" in again.stdout, again.stdout[-3000:]
+    assert (sweep / TRIALS_FOLDER / "trial-000" / ATTEMPTS_FILE).read_text() == attempts  # not started again
+    assert list(csv.DictReader(open(sweep / "results.csv"))) == rows

@@ -1,14 +1,17 @@
 """What a sweep leaves behind: the trial table (CSV + Markdown), the best config as a preset file,
 and a scaling plot (validation metric vs parameters and vs compute), as in Genie's scaling study.
 
-Everything is read back from Tune's results (each trial's reported validations), so a resumed
-sweep's table covers the trials of every run of the command, not only the last one.
+Everything is read back from Tune's results (each trial's reported validations, with its run folder),
+so a resumed sweep's table covers the trials of every run of the command, not only the last one, and
+nothing is read from a trial's node. The files are made in a local temporary folder and then written
+to the sweep folder through `world_model.storage`, so the sweep folder may be a storage URI.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 import yaml
 
 from tuning.space import TrialSpec
+from world_model import storage
 
 TABLE_CSV = "results.csv"
 TABLE_MD = "results.md"
@@ -27,7 +31,7 @@ COLUMNS = ["trial", "preset", "config", "parameters", "steps", "best_metric", "b
 
 def trial_rows(sweep, trials: list[TrialSpec], grid) -> tuple[list[dict[str, Any]], dict[int, Any]]:
     """One row per trial (sorted best first) and each trial's reported history (a DataFrame or None)."""
-    from tuning.sweep import trial_job
+    from tuning.sweep import RUN_KEY, trial_job
 
     by_index = {spec.index: spec for spec in trials}
     key, better = sweep.metric_key, (min if sweep.mode == "min" else max)
@@ -52,6 +56,7 @@ def trial_rows(sweep, trials: list[TrialSpec], grid) -> tuple[list[dict[str, Any
             row.update(best_metric=float(best_row[key]), best_step=int(best_row["step"]),
                        compute_at_best=float(best_row["compute"]), final_metric=float(values[-1]),
                        steps=int(frame["step"].max()))
+        row["run"] = last.get(RUN_KEY) or row["run"]  # where the trial trained, as it reported it
         row["frames_per_s"] = round(float(last.get("frames_per_s", 0.0)), 1)
         row["wall_s"] = round(float(last.get("wall_s", 0.0)), 1)
         if result.error is not None:
@@ -80,24 +85,32 @@ def _base_row(spec: TrialSpec, job) -> dict[str, Any]:
 
 
 def write_results(sweep, trials: list[TrialSpec], grid) -> dict[str, Any]:
-    out = Path(sweep.out)
+    """Write the table, best preset and plot into the sweep folder (a path or a storage URI); their locations."""
+    out = sweep.out
     rows, histories = trial_rows(sweep, trials, grid)
-    with open(out / TABLE_CSV, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / TABLE_MD).write_text(markdown_table(sweep, rows))
-    best = next((r for r in rows if r["best_metric"] != "" and not str(r["status"]).startswith("error")), None)
-    best_preset = None
-    summary = None
-    if best is not None:
-        spec = next(s for s in trials if s.name == best["trial"])
-        best_preset = str(write_best_preset(sweep, spec, best, out / BEST_PRESET))
-        summary = {"trial": best["trial"], "config": f"preset={best['preset']} {best['config']}",
-                   "metric": sweep.metric_key, "value": best["best_metric"], "step": best["best_step"]}
-    plot = scaling_plot(sweep, trials, rows, histories, out / PLOT)
-    return {"table_csv": str(out / TABLE_CSV), "table_md": str(out / TABLE_MD), "best_preset": best_preset,
-            "plot": plot, "best": summary}
+    with tempfile.TemporaryDirectory(prefix="genie-sweep-") as folder:
+        local = Path(folder)
+        with open(local / TABLE_CSV, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        (local / TABLE_MD).write_text(markdown_table(sweep, rows))
+        best = next((r for r in rows if r["best_metric"] != "" and not str(r["status"]).startswith("error")), None)
+        summary = None
+        written = [TABLE_CSV, TABLE_MD]
+        if best is not None:
+            spec = next(s for s in trials if s.name == best["trial"])
+            write_best_preset(sweep, spec, best, local / BEST_PRESET, storage.join(out, BEST_PRESET))
+            written.append(BEST_PRESET)
+            summary = {"trial": best["trial"], "config": f"preset={best['preset']} {best['config']}",
+                       "metric": sweep.metric_key, "value": best["best_metric"], "step": best["best_step"]}
+        if scaling_plot(sweep, trials, rows, histories, local / PLOT) is not None:
+            written.append(PLOT)
+        for name in written:  # each one atomically under its final name (a reader never sees half a table)
+            storage.upload_file(local / name, storage.join(out, name))
+    return {"table_csv": storage.join(out, TABLE_CSV), "table_md": storage.join(out, TABLE_MD),
+            "best_preset": storage.join(out, BEST_PRESET) if BEST_PRESET in written else None,
+            "plot": storage.join(out, PLOT) if PLOT in written else None, "best": summary}
 
 
 def markdown_table(sweep, rows: list[dict[str, Any]]) -> str:
@@ -115,19 +128,23 @@ def markdown_table(sweep, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_best_preset(sweep, spec: TrialSpec, row: dict[str, Any], path: Path) -> Path:
-    """The winning trial's full preset (base file + --set + its values) as a file `genie train --preset-file` takes."""
+def write_best_preset(sweep, spec: TrialSpec, row: dict[str, Any], path: Path, final: str | None = None) -> Path:
+    """The winning trial's full preset (base file + --set + its values) as a file `genie train --preset-file` takes,
+    written at the local `path`; `final` is where it will be uploaded (named in its header), default `path`."""
     from cluster.presets import load_preset as load_preset_file
     from world_model.config import load_preset
 
     sections = load_preset_file(None if spec.preset_file else spec.preset, spec.preset if spec.preset_file else None,
                                 [*sweep.overrides, *spec.overrides])
+    final = final or str(path)
+    train_with = Path(final).name if storage.is_uri(final) else final  # --preset-file reads a local copy
     header = (f"# Best trial of the {sweep.stage} sweep in {sweep.out} ({time.strftime('%Y-%m-%d %H:%M')}):\n"
               f"#   {spec.name}: preset {row['preset']}, {row['config']}\n"
               f"#   best {sweep.metric_key} {row['best_metric']:.4f} at step {row['best_step']} of a "
               f"{row['steps']}-step trial; {int(row['parameters']):,} parameters.\n"
               f"# optim.total_steps is the base preset's: the trials ran --budget-steps. Train it with\n"
-              f"#   genie train {sweep.stage} --preset-file {path} --data ... --out ...\n")
+              f"#   genie train {sweep.stage} --preset-file {train_with} --data ... --out ...\n"
+              + (f"# after copying {final} to this machine.\n" if train_with != final else ""))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(header + yaml.safe_dump(sections, sort_keys=False, default_flow_style=None))
     load_preset(None, str(tmp))  # what we write must load

@@ -11,14 +11,23 @@ Every validation of a trial is forwarded to Tune (`run_training(on_record=...)` 
 `ray.tune.report`) with `step` as the time axis, so ASHA compares trials at equal optimiser steps,
 and with `params`, `frames_seen` and `compute` (= params x frames seen) for the scaling plot.
 
+Shared storage: OUT is a folder or a storage URI (s3://, file://, ...); on a cluster it must be one every
+node sees, because a trial and its Train workers run on any node. Tune's experiment lives at `OUT/tune`
+(`RunConfig(storage_path=OUT)`), the trials' run folders at `OUT/trials/`, and every file a trial or the
+driver reads or writes goes through `world_model.storage`. What the driver needs from a running trial
+(its Tune actor, its Train placement groups, its run folder) travels in the trial's reported results
+(`tune.report` -> `trial.last_result`), never in files, so nothing depends on which node wrote what.
+
 Resume: the sweep folder keeps Tune's experiment (`OUT/tune`) and `sweep.json`; the same command
-again restores it (`Tuner.restore`): finished and early-stopped trials are not run again, an
-interrupted trial resumes from its run folder's latest Train checkpoint.
+again restores it (`Tuner.restore`, also from a URI): finished and early-stopped trials are not run
+again, an interrupted trial resumes from its run folder's latest Train checkpoint.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import time
@@ -28,6 +37,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from world_model import storage
 from world_model.config import ConfigError, Preset
 from tuning.space import SearchSpace, TrialSpec
 
@@ -35,9 +45,12 @@ TRIAL_CPUS = 0.1  # the Tune function itself: it only waits on its Train run and
 TUNE_NAME = "tune"  # Tune's experiment folder inside the sweep folder
 TRIALS_FOLDER = "trials"  # run folders of the trials
 SWEEP_FILE = "sweep.json"
-PLACEMENT_GROUPS_FILE = "placement_groups.txt"  # a trial's Train placement groups (to release)
-TRIAL_ACTOR_FILE = "trial_actor.txt"  # the Tune actor running the trial (its groups are released once it is dead)
+TRIAL_STATE_FILE = "tune_trial.json"  # inside a trial's run folder: wall time of its earlier attempts
 ATTEMPTS_FILE = "attempts.log"  # inside a trial's run folder: one line per start of its Tune function
+# carried in every result a trial reports (what the driver needs from it, whichever node it runs on)
+RUN_KEY = "run_folder"  # the trial's training run folder (under OUT, on the sweep's storage)
+ACTOR_KEY = "trial_actor_id"  # the Tune actor running the trial (its groups are released once it is dead)
+GROUPS_KEY = "placement_groups"  # the Train placement groups of this attempt, space-separated hex ids
 METRICS = {"loss": "val_loss", "psnr": "val_psnr"}
 SCHEDULERS = ("asha", "none")
 
@@ -48,7 +61,7 @@ class SweepConfig:
 
     stage: str
     data: list[str]
-    out: str  # the sweep folder (local)
+    out: str  # the sweep folder: a path or a storage URI every node sees
     space: str | None = None  # YAML search space file
     presets: list[str] = field(default_factory=lambda: ["tiny"])  # base preset of the trials (--preset-sweep)
     preset_file: str | None = None  # a user's preset file as the single base (instead of presets)
@@ -71,6 +84,10 @@ class SweepConfig:
     wandb: bool = True
 
     def __post_init__(self) -> None:
+        # trials run in Tune's working folder for them (and on any node): every local path they read is absolute
+        self.data = [_absolute(d) for d in self.data]
+        self.tokenizer, self.lam, self.preset_file, self.space = (
+            _absolute(p) if p else p for p in (self.tokenizer, self.lam, self.preset_file, self.space))
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.metric not in METRICS:
@@ -109,6 +126,11 @@ class SweepConfig:
                 "scheduler": self.scheduler, "metric": self.metric_key, "budget_steps": self.budget_steps,
                 "grace_steps": self.grace_steps, "reduction_factor": self.reduction_factor,
                 "tokenizer": self.tokenizer, "lam": self.lam, "actions": self.actions}
+
+
+def _absolute(location: str) -> str:
+    """A local path made absolute (against this process's folder); a storage URI as given."""
+    return str(location) if storage.is_uri(location) else str(Path(location).expanduser().resolve())
 
 
 # ---- trials --------------------------------------------------------------------------------------
@@ -151,7 +173,7 @@ def trial_job(sweep: SweepConfig, spec: TrialSpec):
     steps = sweep.budget_steps or preset.optim.total_steps
     val_every = sweep.val_every or max(1, min(preset.train.val_every, steps // 8))
     return TrainJob(
-        stage=sweep.stage, data=list(sweep.data), out=str(Path(sweep.out) / TRIALS_FOLDER / spec.name),
+        stage=sweep.stage, data=list(sweep.data), out=storage.join(sweep.out, TRIALS_FOLDER, spec.name),
         preset=spec.preset if not spec.preset_file else "tiny", preset_file=spec.preset if spec.preset_file else None,
         overrides=[*base, f"world_model.train.val_every={val_every}"], workers=sweep.workers,
         gpus_per_worker=sweep.gpus_per_trial / sweep.workers, cpus_per_worker=sweep.cpus_per_worker,
@@ -184,7 +206,12 @@ def parameter_count(job) -> int:
 
 # ---- the Tune function -----------------------------------------------------------------------------
 def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
-    """One trial: train its stage into its run folder, reporting each validation to Tune."""
+    """One trial: train its stage into its run folder, reporting each validation to Tune.
+
+    Runs on any node: it reads and writes its run folder only through `world_model.storage` (the sweep's
+    shared storage), and keeps what the driver must know (its actor, its placement groups, its run folder)
+    in each result it reports.
+    """
     import ray
     from ray import tune
 
@@ -196,8 +223,9 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     preset = job.load_preset()
     params = spec.params
     frames_per_step = job.global_batch(preset) * job.window_length(preset)
-    Path(job.out).mkdir(parents=True, exist_ok=True)
-    (Path(job.out) / TRIAL_ACTOR_FILE).write_text(ray.get_runtime_context().get_actor_id() or "")
+    storage.makedirs(job.out)
+    actor = ray.get_runtime_context().get_actor_id() or ""
+    groups: list[str] = []  # this attempt's Train placement groups, in the order its worker groups started
     wall = _previous_wall(job.out)
     began = time.monotonic()
     state = {"frames_per_s": 0.0}
@@ -208,30 +236,29 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
         seen = step * frames_per_step
         wall_s = wall + time.monotonic() - began
         tune.report({"step": step, **metrics, "params": params, "frames_seen": seen, "compute": float(params) * seen,
-                     "frames_per_s": state["frames_per_s"], "wall_s": wall_s})
-        _write_json(Path(job.out) / "tune_trial.json", {"wall_s": wall_s, "step": step, "finished": False})
+                     "frames_per_s": state["frames_per_s"], "wall_s": wall_s,
+                     RUN_KEY: job.out, ACTOR_KEY: actor, GROUPS_KEY: " ".join(groups)})
+        _write_json(storage.join(job.out, TRIAL_STATE_FILE), {"wall_s": wall_s, "step": step, "finished": False})
 
     def forward(record: dict[str, Any]) -> None:
         if record.get("kind") == "start" and record.get("placement_group"):
-            with open(Path(job.out) / PLACEMENT_GROUPS_FILE, "a") as groups:
-                groups.write(f"{record['placement_group']}\n")
+            if record["placement_group"] not in groups:
+                groups.append(str(record["placement_group"]))
         elif record.get("kind") == "train":
             state["frames_per_s"] = float(record.get("frames_per_s", 0.0))
         elif record.get("kind") == "val":
             report(record)
 
-    with open(Path(job.out) / ATTEMPTS_FILE, "a") as log:
-        log.write(f"{time.strftime('%H:%M:%S')} start\n")
+    _append_line(storage.join(job.out, ATTEMPTS_FILE), f"{time.strftime('%H:%M:%S')} start")
     try:
         result = run_training(job, show_progress=False, on_record=forward)
     finally:
-        remove_placement_groups(job.out)
-    with open(Path(job.out) / ATTEMPTS_FILE, "a") as log:
-        log.write(f"{time.strftime('%H:%M:%S')} {'already done' if result.already_done else 'trained'}\n")
+        remove_placement_groups(groups)
+    _append_line(storage.join(job.out, ATTEMPTS_FILE),
+                 f"{time.strftime('%H:%M:%S')} {'already done' if result.already_done else 'trained'}")
     if result.already_done:  # finished before an interruption Tune had not recorded yet: report its validations
-        import csv
-
-        rows = list(csv.DictReader(open(Path(job.out) / METRICS_FILE)))
+        text = storage.read_bytes(storage.join(job.out, METRICS_FILE)).decode()
+        rows = list(csv.DictReader(io.StringIO(text)))
         fps = [float(r["frames_per_s"]) for r in rows if r.get("kind") == "train" and r.get("frames_per_s")]
         state["frames_per_s"] = sorted(fps)[len(fps) // 2] if fps else 0.0
         for row in rows:
@@ -239,27 +266,32 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
                 report({k: v for k, v in row.items() if k == "step" or (k.startswith("val_") and v not in ("", None))})
     else:
         state["frames_per_s"] = result.frames_per_s
-    _write_json(Path(job.out) / "tune_trial.json",
+    _write_json(storage.join(job.out, TRIAL_STATE_FILE),
                 {"wall_s": wall + time.monotonic() - began, "step": result.steps, "finished": True,
                  "frames_per_s": state["frames_per_s"]})
 
 
-def remove_placement_groups(run_folder: str) -> None:
-    """Remove the Train worker groups' placement groups a trial recorded, if they still exist.
+def reported_groups(result: dict[str, Any] | None) -> list[str]:
+    """The Train placement groups a trial's result carries (hex ids)."""
+    return str((result or {}).get(GROUPS_KEY) or "").split()
+
+
+def remove_placement_groups(group_ids) -> None:
+    """Remove the given Train worker groups' placement groups (hex ids) that still exist.
 
     Why: under Tune, Ray 2.60's Train V2 leaves a finished or stopped run's placement group reserved
     (ray-project/ray#54305), so each trial would keep its workers' CPUs/GPUs and later trials wait for
-    ever. Only the trial's own groups (reported by its rank 0) are touched, never another trial's.
+    ever. Only a trial's own groups (reported by its rank 0) are touched, never another trial's.
     """
     import ray
     from ray._raylet import PlacementGroupID
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    file = Path(run_folder) / PLACEMENT_GROUPS_FILE
-    if not file.is_file():
+    ids = sorted(set(group_ids))
+    if not ids:
         return
     table = ray.util.placement_group_table()
-    for hex_id in sorted(set(file.read_text().split())):
+    for hex_id in ids:
         if table.get(hex_id, {}).get("state") not in (None, "REMOVED"):
             try:
                 remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id))))
@@ -276,24 +308,24 @@ class ReleaseTrialResources(Callback):
     when it *asks* it to stop. Removing the group of a live Train controller makes it restart its workers
     (FailureConfig) in a fresh group that the dying trial never records, which then stays reserved for the
     rest of the driver's life (seen on a loaded 2-core CI machine). A dead controller creates nothing more.
+
+    The trial's actor and groups come from its last reported result (`ACTOR_KEY`, `GROUPS_KEY`), which Tune
+    hands the driver whichever node the trial ran on. A trial that never reported has no groups to release
+    here: one that ends by itself removes its own groups, and Tune stops a trial early only on a result.
     """
 
-    def __init__(self, out: str, settle_s: float = 10.0) -> None:
-        self.out = out
+    def __init__(self, settle_s: float = 10.0) -> None:
         self.settle_s = settle_s  # at the end of the sweep: how long to wait for the last trials to be gone
         self.ended: dict[str, Any] = {}  # trial id -> ended trial whose actors may still be alive
-
-    def _folder(self, trial) -> Path:
-        return Path(self.out) / TRIALS_FOLDER / TrialSpec.from_dict(trial.config["trial"]).name
 
     def _release_gone(self) -> None:
         if not self.ended:
             return
         gone = actor_gone_test()
         for trial_id, trial in list(self.ended.items()):
-            file = self._folder(trial) / TRIAL_ACTOR_FILE
-            if gone(file.read_text().strip() if file.is_file() else ""):
-                remove_placement_groups(str(self._folder(trial)))
+            result = trial.last_result or {}
+            if gone(str(result.get(ACTOR_KEY) or "")):
+                remove_placement_groups(reported_groups(result))
                 del self.ended[trial_id]
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -312,7 +344,7 @@ class ReleaseTrialResources(Callback):
             time.sleep(0.2)
             self._release_gone()
         for trial in self.ended.values():  # still not gone: release anyway, the sweep is over
-            remove_placement_groups(str(self._folder(trial)))
+            remove_placement_groups(reported_groups(trial.last_result))
         self.ended.clear()
 
 
@@ -336,16 +368,29 @@ def actor_gone_test():
 
 def _previous_wall(out: str) -> float:
     """Wall time earlier attempts of this trial spent (an interrupted sweep adds up across its runs)."""
+    location = storage.join(out, TRIAL_STATE_FILE)
     try:
-        return float(json.loads((Path(out) / "tune_trial.json").read_text())["wall_s"])
-    except (OSError, ValueError, KeyError):
+        if not storage.is_file(location):
+            return 0.0
+        return float(json.loads(storage.read_bytes(location))["wall_s"])
+    except (OSError, ValueError, KeyError, storage.StorageError):
         return 0.0
 
 
-def _write_json(path: Path, values: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(values, indent=1))
-    tmp.replace(path)
+def _write_json(location: str, values: dict[str, Any]) -> None:
+    storage.write_bytes_atomic(location, json.dumps(values, indent=1).encode())
+
+
+def _append_line(location: str, line: str) -> None:
+    """Add a line to a small log on storage (read and rewritten whole: object stores cannot append).
+    Only the trial's one running attempt writes its log."""
+    before = storage.read_bytes(location) if storage.is_file(location) else b""
+    storage.write_bytes_atomic(location, before + f"{line}\n".encode())
+
+
+def sweep_location(out: str) -> str:
+    """The sweep folder as Tune and the trials get it: a URI as given (no trailing slash), a path made absolute."""
+    return str(out).rstrip("/") if storage.is_uri(out) else str(Path(out).resolve())
 
 
 # ---- the sweep ---------------------------------------------------------------------------------------
@@ -367,12 +412,15 @@ class SweepResult:
         if self.best:
             lines.append(f"  best: {self.best['trial']} ({self.best['config']}) {self.best['metric']} "
                          f"{self.best['value']:.4f} at step {self.best['step']}")
-        if self.best_preset:
+        if self.best_preset and storage.is_uri(self.best_preset):
+            lines.append(f"  best config: {self.best_preset} (copy it to this machine, then train it with "
+                         f"`genie train --preset-file {Path(self.best_preset).name}`)")
+        elif self.best_preset:
             lines.append(f"  best config: {self.best_preset} (train it with `genie train --preset-file {self.best_preset}`)")
         if self.plot:
             lines.append(f"  scaling plot: {self.plot}")
-        lines.append(f"  trial runs: {Path(self.out) / TRIALS_FOLDER}; Tune logs (TensorBoard): "
-                     f"tensorboard --logdir {Path(self.out) / TUNE_NAME}")
+        lines.append(f"  trial runs: {storage.join(self.out, TRIALS_FOLDER)}; Tune logs (TensorBoard): "
+                     f"tensorboard --logdir {storage.join(self.out, TUNE_NAME)}")
         return "\n".join(lines)
 
 
@@ -412,20 +460,21 @@ def run_sweep(sweep: SweepConfig, verbose: int = 1) -> SweepResult:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save the experiment state often: resume loses little
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     began = time.monotonic()
-    out = Path(sweep.out).resolve()
-    sweep = dataclasses.replace(sweep, out=str(out))
+    out = sweep_location(sweep.out)
+    sweep = dataclasses.replace(sweep, out=out)
     trials = [dataclasses.replace(spec, params=parameter_count(trial_job(sweep, spec))) for spec in build_trials(sweep)]
     identity = sweep.identity(trials)
     _check_same_sweep(out, identity)
     check_resources(sweep)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / SWEEP_FILE, {"identity": identity, "config": sweep.to_dict()})
+    _warn_if_node_local(out)
+    storage.makedirs(out)
+    _write_json(storage.join(out, SWEEP_FILE), {"identity": identity, "config": sweep.to_dict()})
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep.to_dict()), {"CPU": TRIAL_CPUS})
-    experiment = out / TUNE_NAME
-    resumed = tune.Tuner.can_restore(str(experiment))
-    if resumed:
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    experiment = storage.join(out, TUNE_NAME)
+    resumed = tune.Tuner.can_restore(experiment)
+    if resumed:  # a local folder or a URI: Tune reads its experiment state through pyarrow either way
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         steps = {spec.index: trial_job(sweep, spec).total_steps() for spec in trials}
         if sweep.scheduler == "asha":
@@ -445,20 +494,33 @@ def run_sweep(sweep: SweepConfig, verbose: int = 1) -> SweepResult:
                                         max_concurrent_trials=concurrency(sweep),
                                         trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).name,
                                         trial_name_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).name),
-            run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(out), verbose=verbose,
+            run_config=tune.RunConfig(name=TUNE_NAME, storage_path=out, verbose=verbose,
                                       failure_config=tune.FailureConfig(max_failures=0),
-                                      callbacks=[ReleaseTrialResources(str(out))]),
+                                      callbacks=[ReleaseTrialResources()]),
         )
     grid = tuner.fit()
     files = write_results(sweep, trials, grid)
-    return SweepResult(str(out), len(trials), resumed, time.monotonic() - began, **files)
+    return SweepResult(out, len(trials), resumed, time.monotonic() - began, **files)
 
 
-def _check_same_sweep(out: Path, identity: dict[str, Any]) -> None:
-    file = out / SWEEP_FILE
-    if not file.is_file():
+def _warn_if_node_local(out: str) -> None:
+    """A local sweep folder on a cluster of several nodes works only if every node mounts it: say so once."""
+    import ray
+
+    if storage.is_uri(out):
         return
-    before = json.loads(file.read_text()).get("identity", {})
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1:
+        print(f"warning: --out {out} is a local folder and the cluster has {nodes} nodes: trials on other nodes "
+              f"write their run folders there on their own disks unless every node mounts it; give a folder every "
+              f"node mounts or a storage URI (s3://bucket/sweeps/...)", flush=True)
+
+
+def _check_same_sweep(out: str, identity: dict[str, Any]) -> None:
+    file = storage.join(out, SWEEP_FILE)
+    if not storage.is_file(file):
+        return
+    before = json.loads(storage.read_bytes(file)).get("identity", {})
     if before != identity:
         changed = sorted(k for k in identity if before.get(k) != identity[k])
         raise ConfigError(f"{out} holds a different sweep (differs in: {', '.join(changed)}); run the same command "

@@ -28,12 +28,19 @@ the global batch. Every trial is checked before any starts: an unknown field, a 
 heads that do not divide the width are refused naming the field. Both options combine (each preset
 of --preset-sweep x every point of --space).
 
+OUT is a folder or a storage URI (s3://bucket/sweeps/tok, gs://..., file://...). Trials run on any node
+of the cluster and write their run folders and Tune's trial logs into OUT, so on a cluster of several
+nodes give a URI (or a folder every node mounts); what the sweep needs from a trial travels in its Tune
+results, never in files on the trial's node.
+
 Outputs in OUT: results.csv and results.md (config, parameters, steps, best validation metric,
-frames/s, wall time, early stops), best_preset.yaml (use it with `genie train --preset-file`),
-scaling.png (metric vs parameters and vs compute = parameters x frames seen), tune/ (Tune's
-experiment with TensorBoard logs per trial: tensorboard --logdir OUT/tune) and wandb logs (offline
-unless WANDB_MODE says otherwise) in each trial's run folder. Running the same command again
-resumes an interrupted sweep: finished and early-stopped trials are not run again.
+frames/s, wall time, early stops), best_preset.yaml (use it with `genie train --preset-file`; copy
+it here first when OUT is a URI), scaling.png (metric vs parameters and vs compute = parameters x
+frames seen), tune/ (Tune's experiment with TensorBoard logs per trial: tensorboard --logdir
+OUT/tune) and wandb logs (offline unless WANDB_MODE says otherwise) in each trial's run folder
+(when OUT is a URI: in the trial's working folder on its node instead). Running the same command
+again, with the same OUT (a folder or a URI), resumes an interrupted sweep: finished and
+early-stopped trials are not run again.
 """
 
 
@@ -47,10 +54,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("stage", choices=["tokenizer", "lam", "dynamics"], help="which stage to sweep")
     tune.add_argument("--data", required=True, type=storage_location,
                       help="dataset folder(s) or URI(s), comma-separated (split 'val' validates)")
-    tune.add_argument("--out", default=None,
-                      type=local_path("genie tune keeps its sweep (Ray Tune's state, the trial run folders) in a folder: "
-                                      "on a cluster, one every node mounts (NFS/EFS)"),
-                      help="sweep folder (default: sweeps/<stage>); the same one again resumes")
+    tune.add_argument("--out", default=None, type=storage_location,
+                      help="sweep folder or storage URI (s3://bucket/sweeps/tok): Tune's experiment, the trials' run "
+                           "folders, the table, best preset and plot; on a cluster of several nodes, a URI or a folder "
+                           "every node mounts (default: sweeps/<stage>); the same one again resumes")
     tune.add_argument("--space", default=None, type=local_path(LOCAL_FILE), help="YAML search space (see above)")
     tune.add_argument("--preset-sweep", default=None, metavar="NAMES",
                       help="comma-separated base presets, one set of trials each, e.g. tiny,small")
