@@ -106,10 +106,10 @@ def test_reading_ahead_gives_each_step_its_own_windows_and_surfaces_read_errors(
         inputs, actions = prefetcher.get(step, step + 1)
         assert isinstance(inputs, torch.Tensor) and inputs.dtype == torch.int16
         assert int(inputs.unique()) == step and int(actions.unique()) == step
-    assert reads[:4] == [0, 1, 2, 3], "each step is read once, the next one ahead"
     with pytest.raises(ValueError, match="damaged"):
-        prefetcher.get(3, None)
+        prefetcher.get(3, None)  # read ahead by get(2, 3): its error surfaces here
     prefetcher.close()
+    assert reads == [0, 1, 2, 3], "each step is read once (when a read happens is the thread's business, not asserted)"
 
 
 def test_two_workers_and_accumulation_give_the_same_step_as_one_process(ray_cluster, train_data, tmp_path):
