@@ -331,6 +331,17 @@ def test_dead_codes_are_restarted_from_batch_vectors_only_when_enabled():
             assert usages[-1] <= 2 / 8
 
 
+def test_code_ids_under_bf16_autocast_equal_the_fp32_ids():
+    """Training under bf16 autocast and evaluation in fp32 must pick the same codes (issue 15.12)."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(QuantizerConfig(codebook_size=512, code_dim=8)).eval()
+    inputs = torch.randn(4096, 8)
+    plain = vq(inputs).ids
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = vq(inputs).ids
+    assert torch.equal(plain, autocast)
+
+
 def test_the_on_device_restart_moves_exactly_the_dead_codes_onto_batch_vectors():
     """The accelerator's restart (no read-back of which codes are dead) follows the CPU path's rule."""
     torch.manual_seed(0)

@@ -62,7 +62,10 @@ class VectorQuantizer(nn.Module):
                 self._seed_from(flat.detach())
             self._seen_initialized = True
         codes = self.normalized_codebook()  # (K, D)
-        ids = (flat.detach() @ codes.t()).argmax(dim=-1)  # (N,) highest cosine similarity
+        # the nearest code in fp32 even under bf16 autocast: bf16 similarities round close codes together, and a
+        # token id must not depend on whether training (bf16 on a GPU) or evaluation (fp32) computed it
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            ids = (flat.detach().float() @ codes.detach().float().t()).argmax(dim=-1)  # (N,) highest cosine similarity
         chosen = codes[ids]  # (N, D)
         codebook_loss = F.mse_loss(chosen, flat.detach())  # moves codes towards inputs
         commitment_loss = F.mse_loss(flat, chosen.detach())  # keeps inputs near their codes
