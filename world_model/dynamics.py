@@ -250,13 +250,13 @@ class Dynamics(nn.Module):
 
         use_cache = self.context_cache if context_cache is None else context_cache
         new_frame_logits = self.cached_new_frame_logits if use_cache else self.recomputed_new_frame_logits
-        logits_of = new_frame_logits(context, context_actions)  # ids (B, 1, h, w) -> logits (B, h, w, V)
+        read = new_frame_logits(context, context_actions)  # ids (B, 1, h, w) -> logits (B, h, w, V)
         if guidance != 1.0:
-            keyed, keyless = logits_of, new_frame_logits(context, context_actions, drop_last=True)
-
             def logits_of(frame: torch.Tensor) -> torch.Tensor:  # guided: l_none + g * (l_key - l_none)
-                none = keyless(frame)  # (B, h, w, V)
-                return none + guidance * (keyed(frame) - none)
+                none = read(frame, keyless=True)  # (B, h, w, V)
+                return none + guidance * (read(frame) - none)
+        else:
+            logits_of = read
 
         frame = torch.full((b, n), self.mask_id, dtype=torch.long, device=tokens.device)  # (B, N)
         for step in range(steps):
@@ -276,37 +276,35 @@ class Dynamics(nn.Module):
         return frame.view(b, h, w)  # (B, h, w)
 
     def recomputed_new_frame_logits(
-        self, context: torch.Tensor, actions: torch.Tensor, drop_last: bool = False
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        self, context: torch.Tensor, actions: torch.Tensor
+    ) -> Callable[..., torch.Tensor]:
         """The uncached pass: ids (B, 1, h, w) of the frame after `context` (B, Tc, h, w), whose Tc actions
         (B, Tc[, D]) lead into context[1:] and the new frame -> its logits (B, h, w, V), from the whole window.
-        `drop_last`: the new frame gets "no action" instead of its key (guidance's other reading)."""
-        dropped = None
-        if drop_last:
-            dropped = torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)  # (B, Tc)
-            dropped[:, -1] = True
+        With `keyless=True` the new frame gets "no action" instead of its key (guidance's other reading)."""
+        last_only = torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)  # (B, Tc)
+        last_only[:, -1] = True
 
-        def logits_of(frame: torch.Tensor) -> torch.Tensor:
-            hidden = self.hidden_states(torch.cat([context, frame], dim=1), actions, dropped)[:, -1]  # (B, h, w, d)
+        def logits_of(frame: torch.Tensor, keyless: bool = False) -> torch.Tensor:
+            window = torch.cat([context, frame], dim=1)  # (B, Tc+1, h, w)
+            hidden = self.hidden_states(window, actions, last_only if keyless else None)[:, -1]  # (B, h, w, d)
             return self.readout(hidden, context[:, -1])  # (B, h, w, V)
         return logits_of
 
     def cached_new_frame_logits(
-        self, context: torch.Tensor, actions: torch.Tensor, drop_last: bool = False
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        self, context: torch.Tensor, actions: torch.Tensor
+    ) -> Callable[..., torch.Tensor]:
         """recomputed_new_frame_logits's function, but the context goes through the transformer once, here:
-        each pass then runs only the new frame's (B, 1, h, w) tokens through the blocks."""
-        dropped = None
-        if drop_last:
-            dropped = torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)  # (B, Tc)
-            dropped[:, -1] = True
-        conditioning = self.frame_conditioning(actions, context.shape[0], dropped)  # (B, Tc+1, d)
+        each pass then runs only the new frame's (B, 1, h, w) tokens through the blocks (with or without its key:
+        the key changes only the new frame, so both readings share the context's cache)."""
+        conditioning = self.frame_conditioning(actions, context.shape[0])  # (B, Tc+1, d)
         cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]),
                                          self.block_conditioning(conditioning[:, :-1]))  # per block, what frame Tc needs
-        new_conditioning = conditioning[:, -1:]  # (B, 1, d): the action into the new frame
+        keyed = conditioning[:, -1:]  # (B, 1, d): the action into the new frame
+        no_key = self.no_action.to(keyed.dtype).expand_as(keyed)  # (B, 1, d): what a dropped key is trained with
         previous = context[:, -1:]  # (B, 1, h, w): the new frame's predecessor
 
-        def logits_of(frame: torch.Tensor) -> torch.Tensor:
+        def logits_of(frame: torch.Tensor, keyless: bool = False) -> torch.Tensor:
+            new_conditioning = no_key if keyless else keyed  # (B, 1, d)
             hidden = self.transformer.forward_new_frame(self.embed(frame, new_conditioning), cache,
                                                         self.block_conditioning(new_conditioning))  # (B, 1, h, w, d)
             return self.readout(hidden, previous)[:, 0]  # (B, h, w, V)

@@ -98,12 +98,13 @@ def eval_step(model: nn.Module, batch: Batch, decode: bool = False) -> dict[str,
     teacher-forced next-frame token accuracy (one pass, argmax, every token of the frame masked) and, with
     `decode` and a batch of frames, the PSNR of those predicted frames decoded (from the same pass)."""
     model.eval()
-    metrics = dict(model.compute_loss(batch).metrics)
-    if isinstance(model, DynamicsStage):
-        tokens, actions = model.inputs(batch)
-        predicted = model.dynamics.teacher_forced_logits(tokens, actions).argmax(-1)  # (B, T-1, h, w)
-        metrics["teacher_forced_accuracy"] = (predicted == tokens[:, 1:]).float().mean()
-        if decode and not isinstance(batch, TokenBatch):
-            decoded = model.tokenizer.detokenize(predicted)  # (B, T-1, H, W, C)
-            metrics["teacher_forced_psnr"] = psnr(decoded.float(), to_unit_float(batch[0][:, 1:], decoded.device))
+    if not isinstance(model, DynamicsStage):
+        return read_metrics(model.compute_loss(batch).metrics)
+    tokens, actions = model.inputs(batch)  # encoded once, for the loss and the teacher-forced pass
+    metrics = dict(model.dynamics.compute_loss_on_tokens(tokens, actions).metrics)
+    predicted = model.dynamics.teacher_forced_logits(tokens, actions).argmax(-1)  # (B, T-1, h, w)
+    metrics["teacher_forced_accuracy"] = (predicted == tokens[:, 1:]).float().mean()
+    if decode and not isinstance(batch, TokenBatch):
+        decoded = model.tokenizer.detokenize(predicted)  # (B, T-1, H, W, C)
+        metrics["teacher_forced_psnr"] = psnr(decoded.float(), to_unit_float(batch[0][:, 1:], decoded.device))
     return read_metrics(metrics)
