@@ -138,7 +138,7 @@ def first_frame_bars(run: Path) -> list[Bar]:
     it was evaluated on: the dream starts from the game, not from a blur of it."""
     bars = []
     for model, name in WORLD_MODELS.items():
-        sets = {s: load_eval(run, model, s) for s in ("basic-test", "diverse-test")}
+        sets = {s: load_eval(run, model, s) for s in TEST_SETS}
         sets = {s: r for s, r in sets.items() if r}
         if not sets:
             continue
