@@ -10,6 +10,7 @@ through `genie submit` / `genie jobs` (Jobs API) and Ray's state API over HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -77,8 +78,12 @@ class LoopbackCluster:
 
     def crash_worker(self) -> None:
         """The collector machine vanishes (a spot reclaim, a kernel panic): every process of that node gets
-        SIGKILL at once, and the GCS finds out by missed health checks, as on a real cluster."""
-        os.killpg(self.worker.pid, signal.SIGKILL)
+        SIGKILL at once, and the GCS finds out by missed health checks, as on a real cluster. Every process of the
+        node's session, not only its process group: the raylet starts each worker (the collectors) in a process
+        group of its own, and a collector left running would finish its shards as if nothing had happened."""
+        for pid in _session_members(self.worker.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.worker.wait()
         self.worker = None
 
@@ -126,6 +131,17 @@ class LoopbackCluster:
         env = {k: v for k, v in self.env.items() if k not in ("GENIE_STORAGE",)}
         return subprocess.run([sys.executable, "-m", "cluster.cli", *args], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=timeout)
+
+
+def _session_members(session: int) -> list[int]:
+    """Pids of every live process in a session (what `ray start` and everything it started share)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getsid(int(entry)) == session:
+                    members.append(int(entry))
+    return members
 
 
 def _terminate(process: subprocess.Popen | None) -> None:
@@ -263,6 +279,11 @@ def test_a_submitted_tiny_training_run_checkpoints_into_shared_storage(cluster, 
     assert load_checkpoint(latest, "tokenizer").step == 20
 
 
+def committed_shards(folder: Path) -> list[str]:
+    """Names of the whole shards in a dataset folder (temporaries start with a dot)."""
+    return sorted(p.name for p in folder.glob("*.arrow") if not p.name.startswith(".")) if folder.is_dir() else []
+
+
 def test_losing_the_collector_node_mid_collection_finishes_on_the_head_without_duplicates(cluster, submitted_collection):
     """The job goes on: collectors of the lost node are replaced by collectors asking for plain CPUs, which
     run on the remaining node; every episode is there once, and re-submitting adds nothing."""
@@ -276,15 +297,17 @@ def test_losing_the_collector_node_mid_collection_finishes_on_the_head_without_d
                            env={k: v for k, v in cluster.env.items() if k != "GENIE_STORAGE"},
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lost_node = cluster.collector_node_id()
+    # Only the collector node runs collectors (the head has no `collector` resource), so the moment its first shard
+    # is committed the other 15 are still to be made there: the node goes then, and replacements must take them
+    # over. Watching the folder (not the state API, which answers in seconds) keeps this independent of timing:
+    # a shard of up to 500 frames takes far longer than one look at the folder.
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and job.poll() is None:  # stop the node once collectors run on it (on it:
-        # a new collector alive on the head only would let the node go with nothing to replace)
-        if any(a["state"] == "ALIVE" and a["actor_id"] not in earlier and a["node_id"] == lost_node
-               for a in cluster.collector_actors()):
-            break
-        time.sleep(0.5)
-    assert job.poll() is None, f"the collection ended before the node could be stopped:\n{job.communicate()[0][-4000:]}"
+    while time.monotonic() < deadline and job.poll() is None and not committed_shards(out):
+        time.sleep(0.02)
+    done = committed_shards(out)
     cluster.crash_worker()
+    assert job.poll() is None, f"the collection ended before the node could be stopped:\n{job.communicate()[0][-4000:]}"
+    assert 1 <= len(done) < 16, done
     output, _ = job.communicate(timeout=300)
     assert job.returncode == 0, output[-5000:]
     replacements = re.findall(r"a replacement asks for ([^\n;]+)", output)
