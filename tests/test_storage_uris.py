@@ -200,3 +200,91 @@ def test_a_dataset_mirror_follows_the_remote_manifest_fetching_only_new_shards(s
         mirrors = list(pool.map(local_dataset, [fresh, fresh]))
     assert mirrors[0] == mirrors[1] and len(EpisodeStore(mirrors[0])) == len(EpisodeStore(small_dataset))
     assert not [p for p in mirrors[0].rglob(".*") if p.is_file()], "a temporary file was left in the mirror"
+
+
+# ---- model and run-folder mirrors ---------------------------------------------------------------------
+def _tiny_tokenizer():
+    import torch
+
+    from world_model.config import QuantizerConfig, TokenizerConfig, TransformerConfig
+    from world_model.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    block = TransformerConfig(dim=32, depth=1, heads=4, mlp_ratio=2.0)
+    return Tokenizer(TokenizerConfig(patch=8, frames=4, encoder=block, decoder=block,
+                                     quantizer=QuantizerConfig(codebook_size=32, code_dim=8)))
+
+
+def test_a_model_retrained_at_its_uri_is_fetched_again(tmp_path):
+    """A model file given as a URI is mirrored by what the remote file is (size, modification time), not by its URI
+    alone: retrained at the same URI, the next command loads the new model, not the mirror's old copy."""
+    import os
+
+    from world_model.checkpoint import load_checkpoint, save_checkpoint
+    from world_model.evaluation.models import detect_stage
+    from world_model.runs import resolve_checkpoint
+
+    model = _tiny_tokenizer()
+    remote = save_checkpoint(tmp_path / "run" / "best.pt", model, "tiny", step=10)
+    uri = f"file://{remote}"
+    first = resolve_checkpoint(uri, "tokenizer")
+    assert load_checkpoint(first, "tokenizer").step == 10 and detect_stage(uri) == "tokenizer"
+    held = first.stat().st_ino
+    assert resolve_checkpoint(uri, "tokenizer").stat().st_ino == held, "an unchanged model was fetched again"
+
+    mtime = remote.stat().st_mtime_ns
+    save_checkpoint(remote, model, "tiny", step=20)  # retrained: the same URI, another checkpoint
+    os.utime(remote, ns=(mtime + 10**9, mtime + 10**9))  # a second later (coarse clocks may stamp both writes alike)
+    again = resolve_checkpoint(uri, "tokenizer")
+    assert load_checkpoint(again, "tokenizer").step == 20, "the mirror kept the model the URI held before"
+    assert not [p for p in again.parent.iterdir() if p.name.startswith(".")], "a temporary file was left in the mirror"
+
+
+def test_refreshing_a_run_folder_mirror_never_removes_a_file_another_reader_uses(tmp_path):
+    """Two processes on one node refresh the mirror of a run folder (its latest.pt rewritten meanwhile) while a
+    third reads from it: every read finds its file, whole (a refresh fetches changed files under temporary names
+    and renames them into place; it never removes the folder)."""
+    import threading
+
+    from world_model import storage
+
+    run = tmp_path / "run"
+    (run / "ray" / "checkpoint_000001").mkdir(parents=True)
+    (run / "run.json").write_text('{"stage": "tokenizer"}')
+    (run / "ray" / "checkpoint_000001" / "model.pt").write_bytes(b"m" * 4096)
+    versions = [bytes([65 + i]) * 65536 for i in range(4)]
+    (run / "latest.pt").write_bytes(versions[0])
+    uri = f"file://{run}"
+    mirror = storage.local_copy(uri, refresh=True)
+    done, errors = threading.Event(), []
+
+    def refresh(offset: int) -> None:
+        try:
+            for i in range(40):
+                storage.write_bytes_atomic(run / "latest.pt", versions[(i + offset) % len(versions)])
+                assert storage.local_copy(uri, refresh=True) == mirror
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                assert (mirror / "latest.pt").read_bytes() in versions, "a half-fetched latest.pt was read"
+                assert (mirror / "run.json").read_text() and (mirror / "ray" / "checkpoint_000001" / "model.pt").is_file()
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    reader = threading.Thread(target=read)
+    refreshers = [threading.Thread(target=refresh, args=(k,)) for k in (1, 2)]
+    reader.start()
+    for thread in refreshers:
+        thread.start()
+    for thread in refreshers:
+        thread.join()
+    done.set()
+    reader.join()
+    assert not errors, errors
+    final = storage.local_copy(uri, refresh=True)
+    assert (final / "latest.pt").read_bytes() == (run / "latest.pt").read_bytes()
+    (run / "ray" / "checkpoint_000001" / "model.pt").unlink()  # removed at the source (Ray keeps only the newest)
+    assert not (storage.local_copy(uri, refresh=True) / "ray" / "checkpoint_000001" / "model.pt").exists()

@@ -2,9 +2,10 @@
 
 A multi-node cluster needs data, checkpoints and results on storage every node sees, and a
 laptop has only its disk; every command takes either (DESIGN §8). pyarrow's filesystems do the
-I/O, so any URI pyarrow understands works. Remote inputs are mirrored once into a local cache
-(keyed by the URI; a dataset's mirror follows its remote manifest: `local_dataset`), because training
-reads windows at random and memory-maps decoded shards.
+I/O, so any URI pyarrow understands works. Remote inputs are mirrored into a node-local cache, because
+training reads windows at random and memory-maps decoded shards. A mirror follows its remote: a file by
+its size and modification time (`local_copy`), a dataset by its manifest (`local_dataset`); files arrive
+under temporary names and are renamed into place, and no mirror folder is ever removed while in use.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -98,10 +99,11 @@ def remote_cache_dir() -> Path:
 
 
 def local_copy(location: str | os.PathLike, refresh: bool = False) -> Path:
-    """A local path holding `location`: the path itself when local, else a cached mirror of the URI.
+    """A local path holding `location`: the path itself when local, else a node-local mirror of the URI.
 
-    Folders are mirrored whole (a dataset's manifest and shards, a run folder); files singly.
-    `refresh` re-downloads (a run folder that is still being written).
+    A file is checked against the remote on every call and fetched again when it changed there (a model
+    retrained at the same URI), by `_mirror_file`. A folder (a run folder, an evaluation) is mirrored file by
+    file when it has no mirror yet, or with `refresh` (a folder still being written): see `_mirror_folder`.
     """
     text = str(location)
     if not is_uri(text):
@@ -114,22 +116,89 @@ def local_copy(location: str | os.PathLike, refresh: bool = False) -> Path:
     if info.type == pafs.FileType.NotFound:
         raise StorageError(f"{text}: nothing at this URI; check the bucket/path and your credentials")
     target = remote_cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16] / Path(path).name
-    if target.exists() and not refresh:
-        return target
-    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-    staging.parent.mkdir(parents=True, exist_ok=True)
     if info.type == pafs.FileType.File:
-        pafs.copy_files(path, str(staging), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    else:
-        staging.mkdir()
-        pafs.copy_files(path, str(staging), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    if target.exists() and not refresh:  # another process on this node mirrored it meanwhile
-        shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
-        return target
-    if target.exists():
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    os.replace(staging, target)
+        _mirror_file(fs, info, target, text)
+    elif refresh or not target.is_dir():
+        _mirror_folder(fs, path, target, text)
     return target
+
+
+MIRROR_TEMP_SUFFIX = ".mirror-part"  # a file being fetched into a mirror (never read, never synced away)
+
+
+def _is_current(local: Path, info: pafs.FileInfo) -> bool:
+    """Whether a mirrored file is the remote one now: the same size, and stamped with the remote's mtime.
+
+    Size and modification time are what pyarrow reports for every store (no ETag or checksum), so a mirrored
+    file carries the remote's mtime as its own (`_mirror_file` sets it). A remote without mtimes: never current.
+    """
+    try:
+        stat = local.stat()
+    except FileNotFoundError:
+        return False
+    return info.mtime_ns is not None and stat.st_size == info.size and stat.st_mtime_ns == info.mtime_ns
+
+
+def _mirror_file(fs: pafs.FileSystem, info: pafs.FileInfo, target: Path, uri: str) -> None:
+    """Fetch the remote file `info` to `target` unless the mirror holds it already.
+
+    It arrives under a temporary name and is renamed into place: a process reading the old copy keeps it
+    (its open file lives on), one opening the name gets the old or the new file whole, never a part. The
+    remote's mtime stamped on it is the one listed before the fetch: a file replaced at the remote meanwhile
+    is fetched again next time, never taken for current with an older content.
+    """
+    if _is_current(target, info):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{MIRROR_TEMP_SUFFIX}")
+    try:
+        pafs.copy_files(info.path, str(staging), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        if info.mtime_ns is not None:
+            os.utime(staging, ns=(info.mtime_ns, info.mtime_ns))
+        os.replace(staging, target)
+    except (OSError, pa.ArrowException) as err:
+        staging.unlink(missing_ok=True)
+        raise StorageError(f"{uri}: cannot be fetched to {target} ({err}); check the URI, your credentials "
+                           f"and the free space on this node") from err
+    except BaseException:
+        staging.unlink(missing_ok=True)  # Ctrl-C: nothing half-fetched stays
+        raise
+
+
+def _mirror_folder(fs: pafs.FileSystem, root: str, target: Path, uri: str) -> None:
+    """Bring the mirror folder `target` up to the remote folder `root`, file by file, in place.
+
+    Changed and new files are fetched (`_mirror_file`: atomically), unchanged ones stay, and only files gone
+    from the remote are removed from the mirror (each alone; a process that has one open keeps reading it).
+    The folder itself is never removed or swapped, so two processes on one node refreshing it at once, or one
+    refreshing it while another reads from it, never take a file from each other.
+    """
+    prefix = root.rstrip("/") + "/"
+    try:
+        listing = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except (OSError, pa.ArrowException) as err:
+        raise StorageError(f"{uri}: cannot list the folder ({err}); check the URI and your credentials") from err
+    remote = {info.path[len(prefix):]: info for info in listing
+              if info.type == pafs.FileType.File and info.path.startswith(prefix)}
+    target.mkdir(parents=True, exist_ok=True)
+    for name, info in list(remote.items()):
+        try:
+            _mirror_file(fs, info, target / name, join(uri, name))
+        except StorageError:
+            if fs.get_file_info(info.path).type != pafs.FileType.NotFound:
+                raise
+            remote.pop(name)  # gone since the listing (a writer's temporary renamed into place): not mirrored
+    stale_before = time.time() - 3600  # a fetch of one file takes far less; older temporaries were killed mid-fetch
+    for local in target.rglob("*"):
+        name = local.relative_to(target).as_posix()
+        try:
+            if local.name.endswith(MIRROR_TEMP_SUFFIX):
+                if local.stat().st_mtime < stale_before:
+                    local.unlink(missing_ok=True)
+            elif name not in remote and local.is_file():
+                local.unlink(missing_ok=True)  # gone at the remote (a checkpoint Ray dropped, a lost shard)
+        except FileNotFoundError:
+            continue  # renamed into place or removed by another process since the listing
 
 
 def local_dataset(location: str | os.PathLike) -> Path:
