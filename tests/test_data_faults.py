@@ -254,3 +254,35 @@ def test_one_worker_per_node_decodes_every_shard_and_the_others_only_map_them(sm
     for episode in range(len(other)):
         frames, _ = other.window(episode, 0, 2)
         assert np.array_equal(frames, preparer.window(episode, 0, 2)[0])
+
+
+def test_a_full_disk_stops_decoding_in_one_line_and_leaves_no_temporary(small_dataset, tmp_path, monkeypatch):
+    """The decoded cache on a disk with too little room: refused before writing (the free-space check), or, when
+    the disk fills anyway, by allocating the file's blocks (posix_fallocate, ENOSPC): either way one line that says
+    to free space or where GENIE_CACHE_DIR should point, no temporary file left, and no SIGBUS later."""
+    import errno
+
+    from rl_agent.store.reader import EpisodeStore
+
+    monkeypatch.delenv("GENIE_CACHE_MAX_GB", raising=False)
+    usage = type(shutil.disk_usage(tmp_path))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(total=1 << 40, used=(1 << 40) - (1 << 20), free=1 << 20))
+    cache = tmp_path / "little-room"
+    with pytest.raises(DatasetError) as little_room:
+        EpisodeStore(small_dataset, cache_dir=cache).window(0, 0, 2)
+    assert not list(cache.iterdir()), "something was written into a cache without room"
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(total=1 << 40, used=0, free=1 << 40))
+
+    def disk_fills(fd, offset, length):  # the check passed, then another process took the space
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", disk_fills, raising=False)
+    cache = tmp_path / "filled"
+    with pytest.raises(DatasetError) as filled:
+        EpisodeStore(small_dataset, cache_dir=cache).window(0, 0, 2)
+    assert not list(cache.iterdir()), f"left behind: {list(cache.iterdir())}"
+    for caught in (little_room, filled):
+        message = str(caught.value)
+        assert "\n" not in message and str(cache.parent) in message, message
+        assert "free space" in message and "GENIE_CACHE_DIR" in message, message

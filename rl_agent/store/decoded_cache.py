@@ -112,14 +112,19 @@ class DecodedCache:
             used -= file_size
         if not fits():
             free = shutil.disk_usage(self.folder).free
+            capped = self.max_bytes is not None and used + size > self.max_bytes
             cap = f", cap {self.max_bytes / GIB:.1f} GB (GENIE_CACHE_MAX_GB)" if self.max_bytes is not None else ""
+            todo = ("raise GENIE_CACHE_MAX_GB, or point GENIE_CACHE_DIR at a larger disk" if capped else
+                    f"free space on that disk (it must keep {FREE_MARGIN_BYTES >> 20} MiB free), "
+                    f"or point GENIE_CACHE_DIR at a larger one")
             raise DatasetError(
                 f"the decoded-frame cache {self.folder} has no room for a {size / GIB:.2f} GB shard "
-                f"({free / GIB:.1f} GB free on its disk, {used / GIB:.1f} GB held by shards in use{cap}): "
-                f"point GENIE_CACHE_DIR at a larger disk, or raise GENIE_CACHE_MAX_GB")
+                f"({free / GIB:.1f} GB free on its disk, {used / GIB:.1f} GB held by shards in use{cap}): {todo}")
 
     def allocate(self, path: Path) -> None:
-        """Reserve every block of a freshly created file, so a full disk fails now and not on first read."""
+        """Reserve every block of a freshly created file, so a full disk fails now and not on first read.
+
+        The caller removes the file when this raises (it is a temporary, never renamed into place then)."""
         if not hasattr(os, "posix_fallocate"):
             return  # not on this OS (macOS): the free-space check above is all there is
         try:
@@ -128,6 +133,7 @@ class DecodedCache:
         except OSError as err:
             if err.errno not in (errno.ENOSPC, errno.EDQUOT):
                 return  # a filesystem that cannot reserve blocks (e.g. ZFS): nothing more to check
-            path.unlink(missing_ok=True)
-            raise DatasetError(f"{path}: cannot allocate the decoded shard ({err.strerror}); free space on that disk "
-                               f"or point GENIE_CACHE_DIR at a larger one") from err
+            size = os.stat(path).st_size
+            raise DatasetError(
+                f"the decoded-frame cache {self.folder} filled up while a {size / GIB:.2f} GB shard was decoded into it "
+                f"({err.strerror}): free space on that disk, or point GENIE_CACHE_DIR at a larger one") from err

@@ -183,15 +183,19 @@ class EpisodeStore:
         shape = (shard.rows,) + FRAME_SHAPE
         cache.make_room(int(np.prod(shape)) + 128)  # + the .npy header
         temp = self.cache_dir / f".{shard.sha256}.{uuid.uuid4().hex[:8]}.npy"
-        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=shape)
-        cache.allocate(temp)
-        row = 0
-        for batch in batches:
-            out[row : row + batch.num_rows] = frames_of(batch)
-            row += batch.num_rows
-        out.flush()
-        del out
-        os.replace(temp, cache_file)
+        try:
+            out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=shape)
+            cache.allocate(temp)
+            row = 0
+            for batch in batches:
+                out[row : row + batch.num_rows] = frames_of(batch)
+                row += batch.num_rows
+            out.flush()
+            del out
+            os.replace(temp, cache_file)
+        except BaseException:
+            temp.unlink(missing_ok=True)  # a full disk, Ctrl-C: no temporary waits an hour for the next cleanup
+            raise
 
     @staticmethod
     def _read(path: Path, columns: list[str] | None = None) -> list[pa.RecordBatch]:
