@@ -78,3 +78,22 @@ def test_one_pipeline_table_field_overridden_keeps_the_others(tmp_path):
     assert context.settings.eval["workers"] == 1 and context.settings.eval["maskgit_steps"] == defaults.eval["maskgit_steps"]
     with pytest.raises(ConfigError, match="table"):
         PipelineSettings.from_dict({"eval": 3})
+
+
+def test_ta_replay_trains_the_named_ta_stages_on_both_training_sets_and_changes_only_their_keys(tmp_path):
+    """`pipeline.ta_replay: [genie-g]`: GenieRedux-G-TA trains on the agent's and the random agent's data (in that
+    order), its key and its evaluations' keys change, and every other stage (the TA tokenizer's included) is kept."""
+    from cluster.pipeline.actions import train_job
+    from cluster.pipeline.plan import PipelineSettings, build_plan
+    from cluster.pipeline.runner import make_context
+
+    plain = {st.name: st for st in build_plan(make_context(tmp_path, "tiny", None, []))}
+    context = make_context(tmp_path, "tiny", None, ["pipeline.ta_replay=[genie-g]"])
+    replay = {st.name: st for st in build_plan(context)}
+    assert train_job(context, replay["genie-g-ta"]).data == [str(tmp_path / "data" / "agent-train"),
+                                                              str(tmp_path / "data" / "random-train")]
+    assert train_job(context, replay["tokenizer-ta"]).data == [str(tmp_path / "data" / "agent-train")]
+    changed = {name for name in plain if plain[name].key != replay[name].key}
+    assert changed == {"genie-g-ta", *[n for n in plain if n.startswith("eval:genie-g-ta:")], "report"}, changed
+    with pytest.raises(ConfigError, match="ta_replay"):
+        PipelineSettings.from_dict({"ta": ["genie"], "ta_replay": ["genie-g"]})

@@ -88,7 +88,7 @@ def train_job(context: PipelineContext, stage: Stage) -> "TrainJob":
         inputs["init"] = context.path(f"models/{name}")
     return TrainJob(
         stage=stage_name,
-        data=[context.path("data/agent-train" if ta else "data/random-train")],
+        data=[context.path(f"data/{need.removeprefix('data:')}") for need in stage.needs if need.startswith("data:")],
         out=context.path(f"models/{stage.name}"),
         preset=context.preset_name or "tiny",
         preset_file=context.preset_file,

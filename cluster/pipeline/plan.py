@@ -46,6 +46,9 @@ class PipelineSettings:
     ta_steps: dict[str, int] = field(default_factory=lambda: {"tokenizer": 150, "lam": 100, "dynamics": 200})
     ta: tuple[str, ...] = ("tokenizer", "lam", "genie-g", "genie")  # components fine-tuned on the agent's data
     models: tuple[str, ...] = ("tokenizer", "lam", "genie-g", "genie")  # components trained at all
+    # components whose TA stage trains on the random agent's training data too (replay): the paper's TA uses the
+    # agent's data alone, and the fine-tuned dynamics then forgets the random agent's states (the Basic test set)
+    ta_replay: tuple[str, ...] = ()
     eval: dict[str, Any] = field(default_factory=lambda: {"episodes": 32, "context": 2, "horizon": 10,
                                                            "maskgit_steps": 8, "workers": 2})
     eval_sets: tuple[str, ...] = TEST_SETS
@@ -58,7 +61,7 @@ class PipelineSettings:
         unknown = set(values) - known
         if unknown:
             raise ConfigError(f"unknown pipeline field(s) {sorted(unknown)}; known: {sorted(known)}")
-        for name in ("ta", "models", "eval_sets", "overrides"):
+        for name in ("ta", "models", "ta_replay", "eval_sets", "overrides"):
             if name in values:
                 values[name] = tuple(values[name] or ())
         defaults = cls()
@@ -68,9 +71,12 @@ class PipelineSettings:
                     raise ConfigError(f"pipeline.{name} must be a table of fields, got {values[name]!r}")
                 values[name] = {**getattr(defaults, name), **values[name]}
         settings = cls(**values)
-        for model in (*settings.models, *settings.ta):
+        for model in (*settings.models, *settings.ta, *settings.ta_replay):
             if model not in MODELS:
                 raise ConfigError(f"unknown pipeline model {model!r}; known: {', '.join(MODELS)}")
+        if set(settings.ta_replay) - set(settings.ta):
+            raise ConfigError(f"pipeline.ta_replay names {sorted(set(settings.ta_replay) - set(settings.ta))}, which "
+                              f"pipeline.ta does not fine-tune; replay applies to TA stages only")
         for test_set in settings.eval_sets:
             if test_set not in TEST_SETS:
                 raise ConfigError(f"unknown test set {test_set!r}; known: {', '.join(TEST_SETS)}")
@@ -151,6 +157,11 @@ def stage_key(config: dict[str, Any], upstream: list[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def ta_datasets(name: str, settings: PipelineSettings) -> list[str]:
+    """The data stages a component's TA stage trains on: the agent's, plus the random agent's with replay."""
+    return ["data:agent-train", *(["data:random-train"] if name in settings.ta_replay else [])]
+
+
 def model_dir(name: str, ta: bool) -> str:
     return f"models/{name}{'-ta' if ta else ''}"
 
@@ -172,7 +183,7 @@ def build_plan(context: PipelineContext) -> list[Stage]:
             if ta and name not in s.ta:
                 continue
             stage, conditioning = MODELS[name]
-            needs = ["data:agent-train" if ta else "data:random-train"]
+            needs = ta_datasets(name, s) if ta else ["data:random-train"]
             if ta:
                 needs.append(model_dir(name, False).split("/")[1])
             if stage == "dynamics":
