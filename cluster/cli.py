@@ -184,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test-levels", action="store_true", help="draw levels from the held-out test range")
     evaluate.add_argument("--json", type=output_file, default=None, help="also write the numbers to this JSON file")
     evaluate.add_argument("--no-progress", action="store_true")
+    export = agent_commands.add_parser(
+        "export",
+        help="convert an RLlib checkpoint you trust (no policy/ folder) into the tensor-only policy every command loads",
+        description=(
+            "Collection, `genie agent eval` and the pipeline load a checkpoint's policy/ folder (weights read with "
+            "torch.load(weights_only=True), and a JSON description) and refuse a checkpoint that holds only RLlib's "
+            "pickled module: unpickling runs whatever code the file holds. This command unpickles such a checkpoint "
+            "once, on your word that you trust where it came from, and writes its policy/ folder beside it."
+        ),
+    )
+    export.add_argument("checkpoint", type=local_path("the checkpoint is converted on this machine: copy it here, "
+                                                      "export it, and upload it again"),
+                        help="run folder of `genie agent train` (its latest checkpoint) or a checkpoint folder")
 
     datasets = commands.add_parser("datasets", help="the paper's four data sets, by name",
                                    description="Make the paper's data sets by name.")
@@ -364,6 +377,15 @@ def run_agent_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_agent_export(args: argparse.Namespace) -> int:
+    from rl_agent.ppo_policy import export_policy
+
+    folder = export_policy(args.checkpoint)
+    print(f"policy (tensors only) in {folder}; `genie agent eval --checkpoint {args.checkpoint}` and "
+          f"`genie collect --agent ppo --checkpoint {args.checkpoint}` load it from now on")
+    return 0
+
+
 def run_datasets_make(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
     from rl_agent.collection import CollectConfig, collect_dataset
@@ -403,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2 if isinstance(err, (ConfigError,)) else 1
     handlers = {"collect": run_collect, ("data", "verify"): run_verify, ("data", "repair"): run_repair, ("data", "stats"): run_stats,
                 ("data", "compare"): run_compare, ("agent", "train"): run_agent_train,
-                ("agent", "eval"): run_agent_eval, ("datasets", "make"): run_datasets_make}
+                ("agent", "eval"): run_agent_eval, ("agent", "export"): run_agent_export,
+                ("datasets", "make"): run_datasets_make}
     sub = {"data": "data_command", "agent": "agent_command", "datasets": "datasets_command"}
     key = (args.command, getattr(args, sub[args.command])) if args.command in sub else args.command
     try:

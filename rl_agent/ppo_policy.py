@@ -4,7 +4,9 @@ Every checkpoint of `genie agent train` holds `policy/weights.pt` (a plain torch
 `torch.load(weights_only=True)`: no pickle runs) and `policy/policy.json` (the network's description). Collectors
 and `genie agent eval` load only these: fast, no env runners, no Ray CPUs to deadlock on (`Algorithm.from_checkpoint`
 asks for its env runners' CPUs and hangs when collectors hold them all). RLlib's own checkpoint beside it is for
-resuming training; checkpoints made before the policy folder existed still load through RLlib's pickles.
+resuming training only. A checkpoint without a policy folder (made before it existed, or elsewhere) is refused:
+RLlib loads its module by unpickling, which runs whatever code the file holds. `genie agent export` converts one
+the user trusts, once (`export_policy`).
 
 A checkpoint may be a storage URI (s3://..., file://...): on a cluster the collectors run on other nodes than the
 trainer, so a folder on the head's disk is invisible to them. `local_checkpoint` mirrors the policy the URI names
@@ -66,19 +68,28 @@ def local_checkpoint(checkpoint: str | Path) -> Iterator[Path]:
         yield Path(checkpoint)
         return
     folder = RemoteFolder(remote_checkpoint(str(checkpoint)))
+    if folder.exists(f"{POLICY_SUBDIR}/{DESCRIPTION_FILE}"):
+        subdir = POLICY_SUBDIR
+    elif folder.exists(DESCRIPTION_FILE):
+        subdir = ""  # a policy folder itself
+    else:  # nothing of a pickle-only checkpoint is even fetched
+        raise ConfigError(f"{folder.uri} holds no {POLICY_SUBDIR}/{DESCRIPTION_FILE}: not a checkpoint of `genie agent "
+                          f"train`, or {_PICKLE_ONLY} If you trust where it came from, copy it to this machine, run "
+                          f"`genie agent export` on it and upload it again")
     staging = Path(tempfile.mkdtemp(prefix="genie-policy-"))
     try:
-        if folder.exists(f"{POLICY_SUBDIR}/{DESCRIPTION_FILE}"):
-            folder.download_tree(POLICY_SUBDIR, staging / POLICY_SUBDIR)
-        else:  # a policy folder itself, or an RLlib checkpoint made before policy folders existed
-            folder.download_tree("", staging)
+        folder.download_tree(subdir, staging / subdir if subdir else staging)
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def resolve_module_dir(checkpoint: str | Path) -> Path:
-    """Accept a run folder (its latest checkpoint), an RLlib checkpoint, or its module folder."""
+_PICKLE_ONLY = ("an RLlib checkpoint without genie-redux's tensor-only policy (made before it existed, or elsewhere): "
+                "its module is a pickle, and loading a pickle runs whatever code it holds.")
+
+
+def checkpoint_folder(checkpoint: str | Path) -> Path:
+    """The checkpoint folder a local path names: a run folder's latest complete checkpoint, else the path itself."""
     path = Path(checkpoint)
     if not path.exists():
         raise ConfigError(f"checkpoint {path} does not exist; train one with `genie agent train --out DIR`")
@@ -87,18 +98,52 @@ def resolve_module_dir(checkpoint: str | Path) -> Path:
         if not complete:
             raise ConfigError(f"run folder {path} has no complete checkpoint yet; let `genie agent train` save one")
         path = complete[-1]
+    return path
+
+
+def resolve_module_dir(checkpoint: str | Path) -> Path:
+    """The tensor-only policy folder of a run folder (its latest checkpoint), a checkpoint, or a policy folder.
+
+    A checkpoint that holds only RLlib's pickled module is refused here, before anything loads it, with the
+    command that converts one the user trusts."""
+    path = checkpoint_folder(checkpoint)
     if (path / POLICY_SUBDIR / DESCRIPTION_FILE).exists():
         return path / POLICY_SUBDIR
     if (path / DESCRIPTION_FILE).exists():
         return path
+    if rllib_module_dir(path) is not None:
+        raise ConfigError(f"{checkpoint} is {_PICKLE_ONLY} If you trust where it came from, convert it once: "
+                          f"`genie agent export {checkpoint}`")
+    raise ConfigError(
+        f"{checkpoint} is not a PPO checkpoint of genie-redux (no {POLICY_SUBDIR}/{DESCRIPTION_FILE}); pass a run "
+        f"folder of `genie agent train` or one of its checkpoints/iter_* folders"
+    )
+
+
+def rllib_module_dir(path: Path) -> Path | None:
+    """RLlib's module folder inside a checkpoint folder (or the module folder itself); None when there is none."""
     if (path / MODULE_SUBDIR).is_dir():
         return path / MODULE_SUBDIR
     if (path / "class_and_ctor_args.pkl").exists():
         return path
-    raise ConfigError(
-        f"{checkpoint} is not an RLlib PPO checkpoint (no {MODULE_SUBDIR}); pass a run folder of "
-        f"`genie agent train` or one of its checkpoints/iter_* folders"
-    )
+    return None
+
+
+def export_policy(checkpoint: str | Path) -> Path:
+    """Convert a checkpoint holding only RLlib's pickled module into a tensor-only policy folder beside it.
+
+    This unpickles the module (it runs the checkpoint's code): only for a checkpoint the user trusts, on their
+    word (`genie agent export`). Afterwards every command loads the tensors alone. Returns the policy folder."""
+    folder = checkpoint_folder(checkpoint)
+    if (folder / POLICY_SUBDIR / DESCRIPTION_FILE).exists() or (folder / DESCRIPTION_FILE).exists():
+        return resolve_module_dir(folder)  # tensor-only already: nothing to unpickle
+    module_dir = rllib_module_dir(folder)
+    if module_dir is None:
+        raise ConfigError(f"{checkpoint} is not an RLlib PPO checkpoint (no {MODULE_SUBDIR}); pass a run folder of "
+                          f"`genie agent train` or one of its checkpoints/iter_* folders")
+    module, shape, actions = _load_rllib_module(module_dir)
+    _check_coinrun_policy(module, shape, actions, checkpoint)
+    return save_policy(module.state_dict(), dict(module.model_config or {}), folder / POLICY_SUBDIR)
 
 
 def checkpoint_id(module_dir: Path) -> str:
@@ -146,23 +191,25 @@ def _load_policy_folder(folder: Path):
 
 
 def load_module(checkpoint: str | Path):
-    """The policy network of a checkpoint, checked to be a CoinRun policy (64x64x3 frames, 15 actions)."""
+    """The policy network of a checkpoint (tensors only, no pickle), checked to be a CoinRun policy."""
     module_dir = resolve_module_dir(checkpoint)
-    if (module_dir / DESCRIPTION_FILE).exists():
-        module, shape, actions = _load_policy_folder(module_dir)
-    else:
-        module, shape, actions = _load_rllib_module(module_dir)
+    module, shape, actions = _load_policy_folder(module_dir)
+    _check_coinrun_policy(module, shape, actions, checkpoint)
+    module.eval()
+    return module, module_dir
+
+
+def _check_coinrun_policy(module: Any, shape: tuple, actions: int | None, checkpoint: str | Path) -> None:
+    """A policy for CoinRun's 64x64x3 frames and 15 actions, with genie-redux's network."""
     if shape != FRAME_SHAPE or actions != NUM_ACTIONS:
         raise ConfigError(f"{checkpoint} was trained for observations {shape} and {actions} actions; "
                           f"CoinRun needs {FRAME_SHAPE} frames and {NUM_ACTIONS} actions")
     if not hasattr(module, "policy_and_value"):
         raise ConfigError(f"{checkpoint} holds a {type(module).__name__}, not genie-redux's ImpalaCNNModule")
-    module.eval()
-    return module, module_dir
 
 
 def _load_rllib_module(module_dir: Path):
-    """Checkpoints older than the policy folder: RLlib's pickled module (prints RLlib's deprecation notice)."""
+    """RLlib's pickled module (it runs the pickle's code): for `export_policy` alone, on the user's word."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     try:

@@ -118,7 +118,7 @@ def test_bad_checkpoints_are_refused_clearly(tmp_path):
         load_module(tmp_path / "missing")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "weights.bin").write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="not an RLlib PPO checkpoint"):
+    with pytest.raises(ConfigError, match="not a PPO checkpoint of genie-redux"):
         load_module(tmp_path / "junk")
     import gymnasium as gym
 
@@ -127,8 +127,71 @@ def test_bad_checkpoints_are_refused_clearly(tmp_path):
     other = ImpalaCNNModule(observation_space=gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
                             action_space=gym.spaces.Discrete(15), model_config={"channels": [8], "hidden": 16})
     other.save_to_path(str(tmp_path / "other"))
+    with pytest.raises(ConfigError, match="genie agent export"):
+        load_module(tmp_path / "other")  # RLlib's pickle alone: not loaded
+    from rl_agent.ppo_policy import export_policy
+
     with pytest.raises(ConfigError, match=r"trained for observations \(32, 32, 3\)"):
-        load_module(tmp_path / "other")
+        export_policy(tmp_path / "other")  # trusted, loaded, and still not a CoinRun policy
+    assert not (tmp_path / "other" / "policy").exists()
+
+
+class _RunsCodeWhenUnpickled:
+    """What a hostile checkpoint's pickle may hold: unpickling it creates `marker` (any code could run instead)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_checkpoint_that_only_rllibs_pickles_hold_is_refused_unread(tmp_path, capsys):
+    """collect --agent ppo, agent eval and the pipeline load tensors alone: a checkpoint holding only a pickle (RLlib's
+    module format) is refused before it is read, in one line that names the opt-in (`genie agent export`)."""
+    import pickle
+
+    from cluster.cli import main
+    from rl_agent.ppo_policy import MODULE_SUBDIR
+
+    marker = tmp_path / "the pickle ran"
+    checkpoint = tmp_path / "foreign"
+    (checkpoint / MODULE_SUBDIR).mkdir(parents=True)
+    (checkpoint / MODULE_SUBDIR / "class_and_ctor_args.pkl").write_bytes(pickle.dumps(_RunsCodeWhenUnpickled(marker)))
+    for refused in (checkpoint, checkpoint / MODULE_SUBDIR):
+        with pytest.raises(ConfigError, match=f"genie agent export {refused}"):
+            load_module(refused)
+        with pytest.raises(ConfigError, match="genie agent export"):
+            PPOAgent(refused)
+        with pytest.raises(ConfigError, match="genie agent export"):
+            small_config(agent="ppo", checkpoint=str(refused))  # collection: refused before any collector starts
+    assert main(["agent", "eval", "--checkpoint", str(checkpoint), "--episodes", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pickle" in err and "genie agent export" in err, err
+    assert not marker.exists(), "the checkpoint's pickle ran"
+    # the opt-in does run it (so the refusal above is what kept the marker away), and still refuses the non-policy
+    assert main(["agent", "export", str(checkpoint)]) == 2
+    assert marker.exists() and "cannot load the policy" in capsys.readouterr().err
+
+
+def test_an_rllib_checkpoint_the_user_trusts_is_exported_once_and_then_loads_from_tensors(trained_run, tmp_path, capsys):
+    """`genie agent export` turns a checkpoint made before policy folders existed into one: the same network."""
+    import shutil
+
+    from cluster.cli import main
+
+    old = shutil.copytree(checkpoints_of(trained_run)[-1], tmp_path / "old" / "iter_000001",
+                          ignore=shutil.ignore_patterns("policy"))
+    with pytest.raises(ConfigError, match="genie agent export"):
+        load_module(old)
+    assert main(["agent", "export", str(old)]) == 0
+    assert "genie agent eval" in capsys.readouterr().out
+    exported, folder = load_module(old)
+    original, _ = load_module(trained_run)
+    assert folder == old / "policy"
+    frames = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(exported.policy_and_value(frames), original.policy_and_value(frames)))
 
 
 def test_ppo_agent_needs_a_checkpoint():
