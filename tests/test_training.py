@@ -239,18 +239,25 @@ def test_wandb_rejoins_the_same_run_from_another_process(tmp_path):
 
 
 # ---- damaged data -------------------------------------------------------------------------------
-def test_a_lost_shard_is_refused_before_any_worker_starts(ray_cluster, train_data, tmp_path, capsys):
+@pytest.mark.parametrize("damage", ["lost", "cut short"])
+def test_a_lost_shard_is_refused_before_any_worker_starts(ray_cluster, train_data, tmp_path, capsys, damage):
+    """A listed shard missing, or there at another size than the manifest's (a copy cut short): one line naming it
+    and `genie data repair`, before Ray Train starts (no retries, no traceback from inside a worker)."""
     data = tmp_path / "data"
     shutil.copytree(train_data, data, ignore=shutil.ignore_patterns(".genie-lock"))
     lost = sorted(p.name for p in data.glob("*.arrow"))[-1]
-    (data / lost).unlink()
+    if damage == "lost":
+        (data / lost).unlink()
+    else:
+        os.truncate(data / lost, (data / lost).stat().st_size // 2)
     out = tmp_path / "run"
     argv = ["train", "tokenizer", "--data", str(data), "--out", str(out), "--steps", "2", "--no-wandb", "--no-progress",
             "--max-failures", "0"]
     assert genie(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and lost in err and f"genie data repair {data}" in err, err
-    assert not (out / "ray").exists(), "Ray Train started on a dataset with a missing shard"
+    assert ("missing" if damage == "lost" else "cut short") in err, err
+    assert not (out / "ray").exists(), f"Ray Train started on a dataset with a {damage} shard"
 
 
 def test_a_data_error_inside_a_worker_reaches_the_user_as_one_line(ray_cluster, train_data, tmp_path, capsys):
