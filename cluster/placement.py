@@ -1,11 +1,12 @@
 """Where each stage's Ray work runs, decided from what the cluster offers, so the same command fits a
 laptop, a static cluster and `ray up cluster.yaml`.
 
-- Collectors ask for the custom resource `collector` when an alive node advertises it (the collector
-  node type of cluster.yaml), so they land on cheap CPU machines, never on GPU machines, and queue
-  there for the autoscaler; without it (a laptop) they ask for plain CPUs. The rule lives with the
-  collectors (`rl_agent.collection.collector_placement`, since `rl_agent` imports nothing from here)
-  and is re-exported below.
+- Collectors ask for the custom resource `collector` when a running node or a node type of the
+  autoscaler advertises it (the collector type of cluster.yaml, at min_workers 0), so they land on
+  cheap CPU machines, never on GPU machines, and their pending requests make the autoscaler launch
+  collector nodes; without it (a laptop) they ask for plain CPUs. The rule lives with the collectors
+  (`rl_agent.collection.collector_placement`, since `rl_agent` imports nothing from here) and is
+  re-exported below.
 - Training and sweeps use GPUs when the cluster has any or its autoscaler can start some: `use_gpu()`.
   Call it where the command is launched (the CLI) and pass the answer into the training config, so models
   never ask how they run.

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from rl_agent.agents import check_agent_spec, make_agent
+from rl_agent.capacity import Capacity, NodeType, cluster_capacity, format_resources, node_types, pending_summary
 from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, ConfigError, derive_seed
 from rl_agent.recorder import Episode, EpisodeRecorder
 from rl_agent.store.errors import DatasetError
@@ -55,20 +56,26 @@ class Placement:
     def options(self) -> dict[str, Any]:
         return {"num_cpus": self.num_cpus, "resources": dict(self.resources)}
 
+    def bundle(self) -> dict[str, float]:
+        return {"CPU": self.num_cpus, **dict(self.resources)}
+
     def describe(self) -> str:
         return f"CPU={self.num_cpus:g}" + "".join(f", {k}={v:g}" for k, v in self.resources)
 
 
-def collector_placement(cpus_per_worker: float, resources: dict[str, float] | None = None) -> Placement:
-    """Collectors ask for one unit of the `collector` resource (plus their CPUs) when an alive node
-    advertises it, so they run on the cluster's cheap CPU nodes and the autoscaler adds collector nodes
-    for them; elsewhere (a laptop, a cluster without collector nodes) they ask for CPUs only.
-    Evaluated whenever collectors are started, so it follows nodes that come and go. Ray must be up."""
+def collector_placement(cpus_per_worker: float, resources: dict[str, float] | None = None,
+                        types: list[NodeType] | None = None) -> Placement:
+    """Collectors ask for one unit of the `collector` resource (plus their CPUs) when a running node
+    advertises it or a node type of the autoscaler (`types`) does, so they run on the cluster's cheap CPU
+    nodes, never on GPU nodes, and their pending requests make the autoscaler launch collector nodes even
+    from zero; elsewhere (a laptop, a cluster without collector nodes) they ask for CPUs only.
+    `resources` and `types` default to the live cluster's (Ray must be up)."""
     if resources is None:
         import ray
 
-        resources = ray.cluster_resources()
-    if resources.get(COLLECTOR_RESOURCE, 0) >= 1:
+        resources, types = ray.cluster_resources(), node_types()
+    launchable = any(t.resources.get(COLLECTOR_RESOURCE, 0) >= 1 and t.max_workers > 0 for t in types or [])
+    if launchable or resources.get(COLLECTOR_RESOURCE, 0) >= 1:
         return Placement(cpus_per_worker, ((COLLECTOR_RESOURCE, 1.0),))
     return Placement(cpus_per_worker)
 
@@ -268,8 +275,8 @@ class Collector:
             return self._frames, self._episodes
 
     def status(self) -> tuple[int, int, str, str | None]:
-        """Frames and episodes so far, the node this actor runs on (the driver watches for lost nodes), and why
-        it cannot collect (its policy did not load on this node), else None."""
+        """Frames and episodes so far, the node this actor runs on (named in the driver's messages), and why it
+        cannot collect (its policy did not load on this node), else None."""
         import ray
 
         return (*self.progress(), ray.get_runtime_context().get_node_id(), self._error)
@@ -395,8 +402,7 @@ class _Member:
     actor: Any
     name: str
     placement: Placement
-    born: float
-    ready: bool = False  # answered a status call: it is scheduled and constructed
+    ready: bool = False  # answered a status call: it was scheduled and its constructor ran
     node: str | None = None  # node it last reported
     counts: tuple[int, int] = (0, 0)
     plan: ShardPlan | None = None
@@ -406,38 +412,139 @@ class _Member:
 
 
 class _CollectorPool:
-    """Collector actors that get shards as they become ready, and are replaced when their node is lost.
+    """Collector actors that get shards as they start; Ray restarts them when they or their node fail.
 
-    Why not a fixed set: on a cluster, collectors wait for resources (the autoscaler adds collector
-    nodes in minutes) and nodes disappear (spot, failures). A shard goes only to an actor that has
-    started; a shard whose actor's node died goes back to the queue and a replacement actor asks for
-    whatever the cluster offers now (see `collector_placement`). Shards are deterministic, so a shard
-    collected twice is the same file, and only the driver lists it in the manifest, once.
+    Why shards go to started actors only: on a cluster, collectors wait for resources (the autoscaler adds
+    collector nodes in minutes), and a shard given to a waiting actor would wait with it while others idle.
+
+    Failures are Ray's to handle: an actor is restarted (`max_restarts`) wherever its request fits, on the same
+    node after a crash, on another or a newly launched one after its node is lost, and its calls are retried
+    there (`max_task_retries`), so a shard in flight is made again by the restarted actor. On an autoscaling
+    cluster the request holds `collector`, so a restart waiting for a node is demand that makes the autoscaler
+    launch one. The driver steps in only where Ray cannot:
+    - an actor Ray gave up on (restarts used up) is replaced, and its shard goes back to the queue;
+    - an actor whose constructor raised ends the collection with its message (a replacement would raise too);
+    - on a cluster without an autoscaler, an actor asking for `collector` once no node offers it (the collector
+      nodes were lost) would wait forever: it is replaced by one asking for what the cluster offers now.
+    Shards are deterministic, so a shard collected twice is the same file, and only the driver lists it in the
+    manifest, once.
     """
 
-    PING_EVERY_S = 1.0
-    NODE_CHECK_EVERY_S = 2.0
+    PING_EVERY_S = 1.0  # status calls: readiness, progress counts, and a policy that did not load
+    PLACEMENT_CHECK_EVERY_S = 2.0
+    MAX_RESTARTS = 3  # per actor; each lost node costs one
 
-    def __init__(self, ray, config: CollectConfig, target: str, wanted: int) -> None:
-        self.ray, self.config, self.target, self.wanted = ray, config, target, wanted
+    def __init__(self, ray, config: CollectConfig, target: str) -> None:
+        self.ray, self.config, self.target = ray, config, target
         self.run_id = uuid.uuid4().hex[:8]
         self.spawned = 0
         self.members: list[_Member] = []
+        self.types: list[NodeType] | None = None  # the autoscaler's node types, read once in start()
+        self.last_answer = time.monotonic()  # when a collector last answered: the start timeout counts from it
+        self.last_check = 0.0  # of replace_stranded
+
+    def placement(self) -> Placement:
+        return collector_placement(self.config.cpus_per_worker, self.ray.cluster_resources(), self.types)
+
+    def start(self, workers: int) -> None:
+        """Start `workers` collectors. A request that no node can ever hold is refused here, at once, rather
+        than after the start timeout."""
+        capacity = cluster_capacity()
+        self.types = capacity.node_types
+        placement = self.placement()
+        if not capacity.fits_one_node(placement.bundle()):
+            nodes = ", ".join(format_resources(n) for n in capacity.nodes) or "none"
+            raise ConfigError(
+                f"each collector asks for {format_resources(placement.bundle())}, which no node can ever hold (running "
+                f"nodes: {nodes}; node types: {capacity.describe_types()}): lower --cpus-per-worker")
+        if dict(placement.resources).get(COLLECTOR_RESOURCE) and not capacity.running.get(COLLECTOR_RESOURCE):
+            print(f"note: no collector node runs yet; the collectors ask for {placement.describe()} each, so the "
+                  f"autoscaler launches collector nodes for them", flush=True)
+        for _ in range(workers):
+            self.spawn()
+        self.last_answer = time.monotonic()
 
     def spawn(self) -> _Member:
-        placement = collector_placement(self.config.cpus_per_worker)
+        placement = self.placement()
         name = f"{COLLECTOR_NAME_PREFIX}{self.config.collection}-{self.run_id}-{self.spawned}"
         self.spawned += 1
         actor = (self.ray.remote(Collector)
-                 .options(**placement.options(), max_concurrency=2, max_restarts=3, max_task_retries=3,
-                          name=name, namespace=COLLECTOR_NAMESPACE)
+                 .options(**placement.options(), max_concurrency=2, max_restarts=self.MAX_RESTARTS,
+                          max_task_retries=-1, name=name, namespace=COLLECTOR_NAMESPACE)  # -1: while it restarts
                  .remote(self.config, self.target))
-        member = _Member(actor, name, placement, time.monotonic())
+        member = _Member(actor, name, placement)
         self.members.append(member)
         return member
 
+    def busy(self) -> bool:
+        return any(m.plan is not None for m in self.members)
+
+    def assign(self, queue: "deque[ShardPlan]") -> None:
+        for member in self.members:
+            if member.ready and member.plan is None and queue:
+                member.plan = queue.popleft()
+                member.work = member.actor.collect.remote(member.plan)
+
+    def finished_shards(self, queue: "deque[ShardPlan]", timeout: float = 0.5) -> list[tuple[_Member, ShardInfo]]:
+        """Wait up to `timeout` s for the collectors' calls; return the shards made meanwhile, with their makers."""
+        self._ping()
+        refs = {m.ping: (m, "status") for m in self.members if m.ping is not None}
+        refs.update({m.work: (m, "shard") for m in self.members if m.work is not None})
+        ready, _ = self.ray.wait(list(refs), num_returns=1, timeout=timeout) if refs else ([], [])
+        if ready:
+            ready, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        shards = []
+        for ref in ready:
+            member, kind = refs[ref]
+            if member not in self.members:
+                continue  # replaced meanwhile
+            try:
+                result = self.ray.get(ref)
+            except self.ray.exceptions.RayActorError as err:
+                self._lost(member, err, queue)
+                continue
+            self.last_answer = time.monotonic()
+            if kind == "status":
+                self._record_status(member, result)
+            else:
+                member.plan = member.work = None
+                shards.append((member, result))
+        return shards
+
+    def _ping(self) -> None:
+        now = time.monotonic()
+        for m in self.members:
+            if m.ping is None and now - m.pinged >= self.PING_EVERY_S:
+                m.ping, m.pinged = m.actor.status.remote(), now
+
+    def _record_status(self, member: _Member, status: tuple[int, int, str, str | None]) -> None:
+        member.ping = None
+        frames, episodes, node, error = status
+        if error is not None:
+            raise ConfigError(f"collector {member.name} on node {node[:12]} cannot collect: {error}")
+        member.counts, member.node, member.ready = (frames, episodes), node, True
+
+    def _lost(self, member: _Member, err: Exception, queue: "deque[ShardPlan]") -> None:
+        if getattr(err, "actor_init_failed", False):
+            raise ConfigError(f"collector {member.name} could not start: {err}")
+        if isinstance(err, self.ray.exceptions.ActorDiedError):
+            self.drop(member, f"died {self.MAX_RESTARTS + 1} times; Ray restarts it no more", queue)
+        else:
+            self.drop(member, f"is unreachable ({type(err).__name__})", queue)
+
+    def replace_stranded(self, queue: "deque[ShardPlan]") -> None:
+        """Replace collectors that ask for a resource no node offers now or can ever offer (checked every few
+        seconds): without an autoscaler, a lost collector node leaves its actors' restarts pending for good."""
+        now = time.monotonic()
+        if now - self.last_check < self.PLACEMENT_CHECK_EVERY_S:
+            return
+        self.last_check = now
+        most = Capacity(running=dict(self.ray.cluster_resources()), node_types=self.types).most()
+        for member in [m for m in self.members if any(most.get(k, 0.0) < v for k, v in m.placement.resources)]:
+            self.drop(member, f"waits for {member.placement.describe()}, which no node offers any more", queue)
+
     def drop(self, member: _Member, why: str, queue: "deque[ShardPlan]") -> None:
-        """Stop a lost collector, give its shard back to the queue, start a replacement."""
+        """Stop a collector, give its shard back to the queue, start a replacement."""
         self.ray.kill(member.actor, no_restart=True)
         self.members.remove(member)
         if member.plan is not None:
@@ -451,6 +558,56 @@ class _CollectorPool:
         """Stop every collector; their resources return to Ray within seconds."""
         for member in self.members:
             self.ray.kill(member.actor, no_restart=True)
+
+    def frames_and_episodes(self) -> tuple[int, int]:
+        """What the current actors counted since they started (a restarted or replaced actor's counts are gone)."""
+        return sum(m.counts[0] for m in self.members), sum(m.counts[1] for m in self.members)
+
+
+class _Waiting:
+    """What the user sees while collectors wait for resources: notes, and the start timeout.
+
+    The timeout counts from the last answer of any collector, so it fires only when none runs for that long,
+    not while the autoscaler launches nodes within it or while a lost node's collectors restart elsewhere."""
+
+    REPORT_EVERY_S = 30.0
+    PARTIAL_NOTE_AFTER_S = 10.0
+
+    def __init__(self, ray, config: CollectConfig, pool: _CollectorPool) -> None:
+        self.ray, self.config, self.pool = ray, config, pool
+        self.start = self.last_report = time.monotonic()
+        self.noted_partial = False
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.pool.last_answer > self.config.start_timeout_s:
+            raise ConfigError(
+                f"no collector could start for {self.config.start_timeout_s:g}s: each asks for {self._asks()} and the "
+                f"cluster has {self._resources()}{self._autoscaler()}; free the cluster, lower --cpus-per-worker, "
+                f"or add nodes")
+        members = self.pool.members
+        waiting = sum(not m.ready for m in members)
+        if not waiting:
+            return
+        if waiting < len(members) and not self.noted_partial and now - self.start > self.PARTIAL_NOTE_AFTER_S:
+            self.noted_partial = True
+            print(f"note: {waiting} of {len(members)} collectors are waiting for free resources "
+                  f"({self._asks()} each); the others do the work", flush=True)
+        elif waiting == len(members) and now - self.last_report >= self.REPORT_EVERY_S:
+            self.last_report = now
+            print(f"note: waiting {now - self.start:.0f} s for collectors to start: each asks for {self._asks()} and "
+                  f"the cluster has {self._resources()}{self._autoscaler()}", flush=True)
+
+    def _asks(self) -> str:
+        return self.pool.members[0].placement.describe() if self.pool.members else "?"
+
+    def _resources(self) -> str:
+        return f"{_describe(self.ray.available_resources())} free of {_describe(self.ray.cluster_resources())}"
+
+    def _autoscaler(self) -> str:
+        if self.pool.types is None:
+            return " (no autoscaler)"
+        return f" (autoscaler: {pending_summary()})"
 
 
 def _cleanup_temp_files(config: CollectConfig, out_dir: Path | None, remote: RemoteFolder | None) -> None:
@@ -567,89 +724,42 @@ def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest,
     from tqdm import tqdm
 
     queue = deque(plans)
-    pool = _CollectorPool(ray, config, target, min(config.workers, len(plans)))
-    for _ in range(pool.wanted):
-        pool.spawn()
-    done_frames, done_episodes = 0, 0
+    pool = _CollectorPool(ray, config, target)
     total = sum(p.episodes for p in plans)
     bar = tqdm(total=total, unit="ep", desc=f"collect {config.collection}", disable=not show_progress, dynamic_ncols=True)
-    start = last_working = time.monotonic()
-    last_node_check, noted_waiting = start, False
+    done_frames, done_episodes = 0, 0
+    start = time.monotonic()
     try:
-        while queue or any(m.plan is not None for m in pool.members):
-            now = time.monotonic()
-            for m in pool.members:
-                if m.ping is None and now - m.pinged >= pool.PING_EVERY_S:
-                    m.ping, m.pinged = m.actor.status.remote(), now
-            refs = {m.ping: (m, "ping") for m in pool.members if m.ping is not None}
-            refs.update({m.work: (m, "work") for m in pool.members if m.work is not None})
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5) if refs else ([], [])
-            if ready:
-                ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
-            for ref in ready:
-                member, kind = refs[ref]
-                if member not in pool.members:
-                    continue
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayActorError as err:
-                    pool.drop(member, f"is unreachable ({type(err).__name__}: died, or its node did)", queue)
-                    continue
-                if kind == "ping":
-                    member.ping = None
-                    if result[3] is not None:
-                        raise ConfigError(f"collector {member.name} on node {result[2][:12]} cannot collect: {result[3]}")
-                    member.counts, member.node, member.ready = result[:2], result[2], True
-                else:
-                    shard: ShardInfo = result
-                    if local_dir is not None and not (local_dir / shard.file).is_file():
-                        raise DatasetError(
-                            f"collector {member.name} on node {member.node} wrote {shard.file} to its own disk, which "
-                            f"this driver does not see: on a multi-node cluster give --out a storage URI (s3://...) "
-                            f"or a folder that every node mounts")
-                    manifest.add_shard(shard)
-                    save()
-                    done_frames += shard.rows
-                    done_episodes += len(shard.episodes)
-                    member.plan = member.work = None
-            now = time.monotonic()
-            if now - last_node_check >= pool.NODE_CHECK_EVERY_S:
-                last_node_check = now
-                dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
-                for member in [m for m in pool.members if m.node in dead]:
-                    pool.drop(member, f"lost its node {member.node[:12]}", queue)
-                current = collector_placement(config.cpus_per_worker)
-                for member in [m for m in pool.members if not m.ready and m.placement != current and now - m.born > 5]:
-                    pool.members.remove(member)  # waits for resources the cluster no longer has
-                    ray.kill(member.actor, no_restart=True)
-                    print(f"note: collector {member.name} waits for {member.placement.describe()}, which the cluster "
-                          f"no longer offers; a replacement asks for {pool.spawn().placement.describe()}", flush=True)
-            for member in pool.members:
-                if member.ready and member.plan is None and queue:
-                    member.plan = queue.popleft()
-                    member.work = member.actor.collect.remote(member.plan)
-            if any(m.ready for m in pool.members):
-                last_working = now
-            elif now - last_working > config.start_timeout_s:
-                raise ConfigError(
-                    f"no collector could start for {config.start_timeout_s:g}s: each asks for "
-                    f"{pool.members[0].placement.describe() if pool.members else '?'} and the cluster has "
-                    f"{_describe(ray.available_resources())} free of {_describe(ray.cluster_resources())}; "
-                    f"free the cluster, lower --cpus-per-worker, or add nodes")
-            waiting = sum(not m.ready for m in pool.members)
-            if waiting and not noted_waiting and now - start > 10 and any(m.ready for m in pool.members):
-                noted_waiting = True
-                print(f"note: {waiting} of {len(pool.members)} collectors are waiting for free resources "
-                      f"({pool.members[0].placement.describe()} each); the others do the work", flush=True)
-            elapsed = max(now - start, 1e-9)
-            # actors count since they started (shards done included); replaced actors' counts are gone
-            frames = max(done_frames, sum(m.counts[0] for m in pool.members))
-            bar.n = min(total, max(bar.n, done_episodes, sum(m.counts[1] for m in pool.members)))
-            bar.set_postfix(frames_s=f"{frames / elapsed:,.0f}", ep_s=f"{bar.n / elapsed:.1f}", refresh=False)
+        pool.start(min(config.workers, len(plans)))
+        waiting = _Waiting(ray, config, pool)
+        while queue or pool.busy():
+            for member, shard in pool.finished_shards(queue):
+                _check_visible(shard, member, local_dir)
+                manifest.add_shard(shard)
+                save()
+                done_frames += shard.rows
+                done_episodes += len(shard.episodes)
+            pool.replace_stranded(queue)
+            pool.assign(queue)
+            waiting.check()
+            frames, episodes = pool.frames_and_episodes()
+            elapsed = max(time.monotonic() - start, 1e-9)
+            bar.n = min(total, max(bar.n, done_episodes, episodes))
+            bar.set_postfix(frames_s=f"{max(done_frames, frames) / elapsed:,.0f}", ep_s=f"{bar.n / elapsed:.1f}",
+                            refresh=False)
             bar.refresh()
     finally:
         bar.close()
         pool.stop()
+
+
+def _check_visible(shard: ShardInfo, member: _Member, local_dir: Path | None) -> None:
+    """A local --out must be a folder the collectors' nodes share with the driver."""
+    if local_dir is not None and not (local_dir / shard.file).is_file():
+        raise DatasetError(
+            f"collector {member.name} on node {member.node} wrote {shard.file} to its own disk, which this driver "
+            f"does not see: on a multi-node cluster give --out a storage URI (s3://...) or a folder that every node "
+            f"mounts")
 
 
 def _describe(resources: dict[str, float]) -> str:

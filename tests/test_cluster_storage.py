@@ -8,6 +8,7 @@ import json
 import pytest
 
 from rl_agent.collection import COLLECTOR_RESOURCE, Placement, collect_dataset, collector_placement
+from rl_agent.capacity import NodeType
 from rl_agent.coinrun_env import ConfigError
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.location import RemoteFolder
@@ -59,6 +60,20 @@ def test_placement_follows_what_the_cluster_offers():
     on_cluster = collector_placement(0.5, {"CPU": 8.0, COLLECTOR_RESOURCE: 16.0})
     assert on_cluster.options() == {"num_cpus": 0.5, "resources": {COLLECTOR_RESOURCE: 1.0}}
     assert not use_gpu({"CPU": 8.0}) and not use_gpu({"CPU": 8.0, "GPU": 0.5}) and use_gpu({"GPU": 4.0})
+
+
+def test_placement_asks_for_collector_nodes_the_autoscaler_can_launch():
+    """On `ray up cluster.yaml` no collector node may run yet: asking for `collector` is what makes one start."""
+    collector, gpu = NodeType("collector", {"CPU": 2.0, COLLECTOR_RESOURCE: 2.0}, 2), NodeType("gpu", {"CPU": 2.0, "GPU": 1.0}, 2)
+    assert collector_placement(1.0, {"CPU": 0.0}, [gpu, collector]) == Placement(1.0, ((COLLECTOR_RESOURCE, 1.0),))
+    assert collector_placement(1.0, {"CPU": 0.0}, [gpu]) == Placement(1.0)  # no collector type: CPUs, wherever
+    assert collector_placement(1.0, {"CPU": 4.0}, [NodeType("collector", collector.resources, 0)]) == Placement(1.0)
+
+
+def test_collectors_no_node_can_hold_are_refused_at_once(ray_cluster, tmp_path):
+    with pytest.raises(ConfigError, match=r"each collector asks for \{CPU: 64\}, which no node can ever hold .*"
+                                          r"no autoscaler.*: lower --cpus-per-worker"):
+        collect_dataset(small_config(episodes=2, cpus_per_worker=64.0), tmp_path / "data", show_progress=False)
 
 
 def test_placement_reads_the_live_cluster(ray_cluster):
