@@ -1,8 +1,9 @@
-"""GPU requests on an autoscaling cluster whose GPU type is at min_workers 0, as on `ray up cluster.yaml`.
+"""GPU requests and collections on an autoscaling cluster whose node types are at min_workers 0, as on `ray up
+cluster.yaml`.
 
 The cluster is Ray's fake multi-node autoscaler (what `ray.cluster_utils.AutoscalingCluster` runs): a head with
-0 CPUs and a node type `gpu` with fake GPUs at min_workers 0, whose nodes the autoscaler starts as local
-raylets. It is started here as one `ray start --head --block` with its own port, token and --temp-dir instead
+0 CPUs, a node type `gpu` with fake GPUs and a node type `collector` with the `collector` resource, both at
+min_workers 0, whose nodes the autoscaler starts as local raylets. It is started here as one `ray start --head --block` with its own port, token and --temp-dir instead
 of `AutoscalingCluster.start()`, whose `ray stop --force` would kill every other Ray on this machine (the
 session's `ray_cluster` fixture included); the checks run in a child process, since this one may already be
 connected to that session.
@@ -50,7 +51,8 @@ def autoscaling_cluster():
     base = Path(tempfile.mkdtemp(prefix="genie-as-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     port = _free_port()
     config = fake_autoscaling_config(port, {
-        "gpu": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2}})
+        "gpu": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
+        "collector": {"resources": {"CPU": 2, "collector": 2}, "node_config": {}, "min_workers": 0, "max_workers": 2}})
     (base / "autoscaling.json").write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex + uuid.uuid4().hex, RAY_FAKE_CLUSTER="1",
@@ -120,7 +122,8 @@ def test_gpu_requests_start_a_min_workers_0_gpu_node_and_impossible_ones_are_ref
     assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-5000:] + \
         (autoscaling_cluster["base"] / "head.log").read_text()[-2000:]
     out = json.loads(lines[-1][len("RESULT "):])
-    assert out["types"] == [["gpu", {"CPU": 2.0, "GPU": 1.0}, 2]], out["types"]
+    assert out["types"] == [["gpu", {"CPU": 2.0, "GPU": 1.0}, 2], ["collector", {"CPU": 2.0, "collector": 2.0}, 2]], \
+        out["types"]
     # no GPU runs yet, but the autoscaler can start two: GPUs are used, two 1-GPU trials fit side by side
     assert out["gpus_before"] == 0 and out["use_gpu"] and out["concurrency"] == 2, out
     # what no node type can provide is refused before anything is launched, saying what the node types are
@@ -131,6 +134,54 @@ def test_gpu_requests_start_a_min_workers_0_gpu_node_and_impossible_ones_are_ref
     # a worker asking for a GPU is accepted: the autoscaler launches a `gpu` node and the check returns
     assert out["gpus_after"] >= 1 and out["gpu_nodes"] >= 1, out
     assert "asking the autoscaler for {CPU: 1, GPU: 1}" in result.stderr, result.stderr[-3000:]
+
+
+COLLECT = textwrap.dedent("""
+    import json, subprocess, sys, time
+    import ray
+    for _ in range(120):  # the head is starting
+        try:
+            ray.init(address=sys.argv[1], log_to_driver=False)
+            break
+        except ConnectionError:
+            time.sleep(0.5)
+    from ray._private.state import state
+
+    before = {n["NodeID"] for n in ray.nodes() if n["Resources"].get("collector")}
+    collect = subprocess.run([sys.executable, "-m", "cluster.cli", "collect", "--out", sys.argv[2], "--episodes", "8",
+                              "--seed", "5", "--max-episode-frames", "100", "--episodes-per-shard", "2",
+                              "--envs-per-worker", "2", "--workers", "2", "--no-progress", "--address", sys.argv[1]],
+                             capture_output=True, text=True, timeout=180)
+    nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes()}
+    collectors = [a for a in state.actor_table(None).values() if a["ActorClassName"] == "Collector"]
+    print("RESULT " + json.dumps({
+        "before": sorted(before), "returncode": collect.returncode, "output": collect.stdout + collect.stderr,
+        "collector_nodes": sorted({a["Address"]["NodeID"] for a in collectors}),
+        "node_resources": {n: {k: v for k, v in r.items() if k in ("CPU", "GPU", "collector")} for n, r in nodes.items()}}))
+""")
+
+
+def test_collect_scales_the_collector_type_up_from_zero(autoscaling_cluster, tmp_path):
+    """No collector node runs, the head has no CPUs, a `gpu` node may be up with free CPUs: the collectors ask for
+    `collector` anyway, and the autoscaler launches a collector node for them."""
+    from rl_agent.store.verify import verify_dataset
+
+    out = tmp_path / "data"
+    result = subprocess.run([sys.executable, "-c", COLLECT, autoscaling_cluster["address"], str(out)], cwd=REPO,
+                            env=autoscaling_cluster["env"], capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-5000:] + \
+        (autoscaling_cluster["base"] / "head.log").read_text()[-2000:]
+    res = json.loads(lines[-1][len("RESULT "):])
+    assert res["returncode"] == 0, res["output"][-5000:]
+    assert res["before"] == [], "a collector node ran before the collection asked for one"
+    assert "note: no collector node runs yet" in res["output"], res["output"][-3000:]
+    assert res["collector_nodes"], "no collector actor recorded"
+    for node in res["collector_nodes"]:  # on a node of the collector type, which the autoscaler started
+        assert res["node_resources"][node] == {"CPU": 2.0, "collector": 2.0}, res["node_resources"]
+    assert verify_dataset(out).episodes == 8
+    print("collect on the autoscaling cluster:", *[line for line in res["output"].splitlines() if line.startswith("note:")],
+          sep="\n  ")
 
 
 def test_without_an_autoscaler_only_the_running_nodes_count(ray_cluster):
