@@ -33,7 +33,7 @@ def test_cluster_yaml_passes_rays_schema_and_validator():
     assert prepared["head_node_type"] == "head" and types["head"]["max_workers"] == 0
     assert types["head"]["resources"] == {"CPU": 0}, "tasks and actors must not land on the head"
     assert types["collector"]["resources"]["collector"] >= 1 and "GPU" not in types["collector"]["resources"]
-    assert types["collector"]["min_workers"] >= 1, "the cluster must always advertise the collector resource"
+    assert types["collector"]["min_workers"] == 0, "collector nodes start when a collection asks for them"
     assert types["gpu"]["resources"]["GPU"] >= 1 and types["gpu"]["min_workers"] == 0
     assert types["gpu"]["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
     assert prepared["idle_timeout_minutes"] > 0
