@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from typing import Iterator
 
 
@@ -28,9 +29,43 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=None, log_to_driver=True)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+        return
+    with _restored_env(API_SERVER_VARIABLE):
+        port = _free_port()
+        # Every process of this instance (Ray Train's cleaner included) asks the State API of *this* instance:
+        # without an address Ray looks for the one running instance and fails ("Found multiple active Ray
+        # instances") when another command or test runs Ray on the same machine. Set before ray.init, so the
+        # raylet and every worker it starts inherit it.
+        os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=None, dashboard_host="127.0.0.1",
+                 dashboard_port=port, log_to_driver=True)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
+
+
+@contextlib.contextmanager
+def _restored_env(name: str) -> Iterator[None]:
+    """Leave the environment variable `name` as it was found (tests run several sessions in one process)."""
+    before = os.environ.get(name)
     try:
         yield
     finally:
-        ray.shutdown()
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
