@@ -76,6 +76,8 @@ VARIANTS: dict[str, dict] = {
     "all_no_positions": {"dynamics": {**TINY_BEST, "spatial_positions": "none"}},
     "all_untied": {"dynamics": {**TINY_BEST, "tie_embeddings": False, "token_init": "random"}},
     "all_wide": {"dynamics": {**TINY_BEST, "transformer": dict(dim=96, heads=4)}},
+    "all_w128": {"dynamics": {**TINY_BEST, "transformer": dict(dim=128, heads=4)}},
+    "all_deep4": {"dynamics": {**TINY_BEST, "transformer": dict(depth=4)}},
     "all_adaln": {"dynamics": {**TINY_BEST, "action_conditioning": "adaptive_norm"}},
     "all_cfg": {"dynamics": {**TINY_BEST, "action_dropout": 0.1}},
     "all_cfg25": {"dynamics": {**TINY_BEST, "action_dropout": 0.25}},
