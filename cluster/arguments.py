@@ -23,12 +23,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator, NoReturn
 
-def is_uri(text: str) -> bool:
-    """`rl_agent.store.location.is_uri`, imported when called: `genie --help` stays free of pyarrow."""
-    from rl_agent.store.location import is_uri as uri
-
-    return uri(text)
-
+from genie_common.uris import is_uri  # pyarrow-free: `genie --help` stays light
 
 # False while `genie submit` parses a stage's arguments: its output paths name files on the cluster, not here
 _LOCAL_OUTPUTS = contextvars.ContextVar("local_outputs", default=True)

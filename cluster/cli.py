@@ -14,8 +14,8 @@ from pathlib import Path
 
 from cluster.arguments import (LOCAL_FILE, GenieParser, check_output_file, fraction, local_path, non_negative_float,
                               non_negative_int, output_file, positive_float, positive_int, storage_location)
-from rl_agent.coinrun_env import DISTRIBUTION_MODES, CoinRunConfig, ConfigError
-from rl_agent.store.errors import DatasetError
+from genie_common.errors import ConfigError, DatasetError, StorageError
+from rl_agent.coinrun_env import DISTRIBUTION_MODES, CoinRunConfig
 
 EPILOG = """\
 typical flow:
@@ -263,8 +263,8 @@ def run_collect(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from genie_common import storage
     from rl_agent.store.verify import verify_dataset
-    from world_model import storage
 
     if not storage.is_uri(args.dir):
         report = verify_dataset(args.dir)
@@ -294,8 +294,8 @@ def run_repair(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    from genie_common import storage
     from rl_agent.store.stats import compute_stats, format_table, plot_stats
-    from world_model import storage
 
     if args.plot:
         plot = args.plot
@@ -317,8 +317,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from genie_common import storage
     from rl_agent.store.compare import compare, format_rows, plot_comparison
-    from world_model import storage
 
     rows, results = compare(storage.local_dataset(args.dir_a), storage.local_dataset(args.dir_b),
                             progress_episodes=args.progress_episodes)
@@ -335,10 +335,10 @@ def _preset(args: argparse.Namespace) -> dict:
 
 def run_agent_train(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
+    from genie_common.storage import join
     from rl_agent.agent_eval import evaluate_agent
     from rl_agent.ppo_config import PPOSettings
     from rl_agent.ppo_training import train_agent
-    from world_model.storage import join
 
     values = dict(_preset(args).get("agent", {}))
     for key, value in (("num_env_runners", args.env_runners), ("envs_per_runner", args.envs_per_runner),
@@ -388,9 +388,9 @@ def run_agent_export(args: argparse.Namespace) -> int:
 
 def run_datasets_make(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
+    from genie_common.storage import join
     from rl_agent.collection import CollectConfig, collect_dataset
     from rl_agent.named_datasets import dataset_config, named_dataset
-    from world_model.storage import join
 
     data = _preset(args).get("data", {})
     names = [n.strip() for n in args.names.split(",") if n.strip()]
@@ -409,10 +409,8 @@ def run_datasets_make(args: argparse.Namespace) -> int:
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by input (bad config, data, checkpoint, storage): printed as one line, no traceback."""
     from world_model.checkpoint import CheckpointError
-    from world_model.config import ConfigError as ModelConfigError
-    from world_model.storage import StorageError
 
-    return (ConfigError, ModelConfigError, DatasetError, CheckpointError, StorageError)
+    return (ConfigError, DatasetError, CheckpointError, StorageError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
-from rl_agent.coinrun_env import ConfigError
+from genie_common.errors import ConfigError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 STORAGE_VARIABLE = "GENIE_STORAGE"
@@ -119,7 +119,6 @@ def check_stage_args(stage: str, args: list[str]) -> None:
         raise JobError(f"`genie {stage} {shlex.join(args)}` does not parse (the line above says why); nothing was submitted") from None
     if getattr(parsed, "preset_file", None) is None and isinstance(getattr(parsed, "preset", None), str):
         from cluster.presets import load_preset  # a shipped preset and --set: the cluster runs this same version
-        from rl_agent.coinrun_env import ConfigError
 
         try:
             load_preset(parsed.preset, None, list(getattr(parsed, "set", None) or []))

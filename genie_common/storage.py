@@ -6,6 +6,12 @@ I/O, so any URI pyarrow understands works. Remote inputs are mirrored into a nod
 training reads windows at random and memory-maps decoded shards. A mirror follows its remote: a file by
 its size and modification time (`local_copy`), a dataset by its manifest (`local_dataset`); files arrive
 under temporary names and are renamed into place, and no mirror folder is ever removed while in use.
+
+`RemoteFolder` is one folder at a URI seen as a dataset or run folder (list, download, upload atomically,
+delete): on a cluster, collectors write each shard to a local staging folder on their own node and upload
+it under a hidden temp name, then move it to its final name (the temp-name convention of `genie_common.atomic`,
+so a crash leaves nothing that looks like a shard); the driver keeps the manifest in a local staging folder
+and uploads it after every change the same way.
 """
 
 from __future__ import annotations
@@ -20,11 +26,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from rl_agent.store.location import is_uri  # one definition for both packages (world_model imports rl_agent)
+from genie_common.atomic import temp_name
+from genie_common.errors import DatasetError, StorageError
+from genie_common.uris import is_uri, join
 
-
-class StorageError(RuntimeError):
-    """A path or URI cannot be read or written; the message names it and says what to check."""
+MANIFEST_NAME = "manifest.json"  # a dataset's manifest (`rl_agent.store.manifest`)
 
 
 def resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
@@ -36,12 +42,6 @@ def resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
         return pafs.FileSystem.from_uri(text)
     except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise StorageError(f"{text}: not a storage location pyarrow can open ({err})") from err
-
-
-def join(location: str | os.PathLike, *parts: str) -> str:
-    """`location/part/...` for paths and URIs alike."""
-    text = str(location).rstrip("/")
-    return "/".join([text, *parts])
 
 
 def exists(location: str | os.PathLike) -> bool:
@@ -76,7 +76,7 @@ def write_bytes_atomic(location: str | os.PathLike, data: bytes) -> None:
     fs, path = resolve(location)
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
-    temp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
+    temp = f"{parent}/{temp_name(path.rsplit('/', 1)[1])}"
     try:
         with fs.open_output_stream(temp) as stream:
             stream.write(data)
@@ -214,13 +214,13 @@ def local_dataset(location: str | os.PathLike) -> Path:
     """
     if not is_uri(location):
         return Path(location)  # the dataset readers say what is wrong with a bad folder
-    manifest_uri = join(location, "manifest.json")
+    manifest_uri = join(location, MANIFEST_NAME)
     if not is_file(manifest_uri):
-        raise StorageError(f"{location}: no manifest.json there; not a genie-redux dataset "
+        raise StorageError(f"{location}: no {MANIFEST_NAME} there; not a genie-redux dataset "
                            f"(make one with `genie collect --out {location}`)")
     mirror = remote_cache_dir() / "datasets" / hashlib.sha256(str(location).encode()).hexdigest()[:16]
     mirror.mkdir(parents=True, exist_ok=True)
-    local_manifest = mirror / "manifest.json"
+    local_manifest = mirror / MANIFEST_NAME
     fs, root = resolve(location)
     for _ in range(3):  # a manifest replaced while its shards were fetched: fetch against the new one
         remote_manifest = read_bytes(manifest_uri)
@@ -254,3 +254,108 @@ def _listed_shards(manifest: bytes, where: object) -> dict[str, tuple[int, str]]
         return {str(s["file"]): (int(s["bytes"]), str(s["sha256"])) for s in json.loads(manifest).get("shards", [])}
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise StorageError(f"{where}: unreadable manifest ({err}); run `genie data verify` on the dataset") from err
+
+
+class RemoteFolder:
+    """A folder given by a storage URI: list, download, upload atomically, delete."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri.rstrip("/")
+        try:
+            self.fs, self.path = pafs.FileSystem.from_uri(self.uri)
+        except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise DatasetError(f"{uri}: not a storage location pyarrow can open ({err}); "
+                               f"use a local path or a URI such as s3://bucket/folder") from err
+        self.path = self.path.rstrip("/")
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def _full(self, name: str) -> str:
+        return f"{self.path}/{name}" if name else self.path
+
+    def folders(self, name: str = "") -> list[str]:
+        """Names of the folders directly inside `name` (a path below this folder); none if it does not exist."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self._full(name), allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+    def kind(self, name: str = "") -> pafs.FileType:
+        """What is at `name` below this folder (the folder itself for ""): File, Directory or NotFound."""
+        return self.fs.get_file_info(self._full(name)).type
+
+    def download_tree(self, name: str, local_dir: Path) -> Path:
+        """Copy the folder `name` (below this one; "" for all of it) into `local_dir`, recursively."""
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(self._full(name), str(local_dir), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        return Path(local_dir)
+
+    def upload_tree(self, local_dir: Path, name: str, last: str | None = None) -> None:
+        """Copy the local folder `local_dir` to `name` below this folder; the file `last` (a completion marker)
+        goes up after all the others, so a reader that trusts the marker never sees a partial folder."""
+        files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+        files.sort(key=lambda p: p.name == last)
+        try:
+            for file in files:
+                target = self._full(f"{name}/{file.relative_to(local_dir).as_posix()}")
+                self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+                pafs.copy_files(str(file), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        except OSError as err:
+            raise DatasetError(f"{self.uri}/{name}: upload failed ({err}); check the URI and your credentials") from err
+
+    def remove_tree(self, name: str) -> None:
+        try:
+            self.fs.delete_dir(self._full(name))
+        except FileNotFoundError:
+            pass
+
+    def makedirs(self) -> None:
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+        except OSError as err:
+            raise DatasetError(f"{self.uri}: cannot create the dataset folder ({err}); check the URI and your "
+                               f"credentials (on a cluster: the nodes' instance profile)") from err
+
+    def names(self) -> list[str]:
+        """Names of the files directly inside the folder (none if it does not exist yet)."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
+    def size(self, name: str) -> int | None:
+        """Bytes of the file `name`, None when there is none."""
+        info = self.fs.get_file_info(self._full(name))
+        return info.size if info.type == pafs.FileType.File else None
+
+    def exists(self, name: str) -> bool:
+        return self.fs.get_file_info(self._full(name)).type == pafs.FileType.File
+
+    def download(self, name: str, local_dir: Path) -> Path:
+        target = Path(local_dir) / name
+        pafs.copy_files(self._full(name), str(target), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        return target
+
+    def upload(self, local_file: Path, name: str) -> None:
+        """Copy a local file under `name`, atomically: readers see the old object or the whole new one."""
+        temp = self._full(temp_name(name))
+        try:
+            pafs.copy_files(str(local_file), temp, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+            self.fs.move(temp, self._full(name))
+        except OSError as err:
+            raise DatasetError(f"{self.uri}/{name}: upload failed ({err}); check the URI and your credentials") from err
+
+    def remove(self, name: str) -> None:
+        try:
+            self.fs.delete_file(self._full(name))
+        except FileNotFoundError:
+            pass
+
+    def download_manifest(self, local_dir: Path) -> bool:
+        """Fetch manifest.json into `local_dir`; False when the dataset has none yet."""
+        if not self.exists(MANIFEST_NAME):
+            return False
+        self.download(MANIFEST_NAME, local_dir)
+        return True
+
+    def upload_manifest(self, local_dir: Path) -> None:
+        self.upload(Path(local_dir) / MANIFEST_NAME, MANIFEST_NAME)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl_agent.coinrun_env import ACTION_NAMES, NUM_ACTIONS, ConfigError
+from genie_common.errors import ConfigError
+from rl_agent.coinrun_env import ACTION_NAMES, NUM_ACTIONS
 
 KNOWN_AGENTS = ("random", "ppo")
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rl_agent.coinrun_env import ConfigError
+from genie_common.errors import ConfigError
 
 # Node types and pending launches are read from the v1 autoscaler's status record under this GCS key.
 AUTOSCALING_STATUS_KEY = "__autoscaling_status"

@@ -25,6 +25,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from genie_common.config import dataclass_from_dict  # re-exported: the agent's configs' loader
+from genie_common.errors import ConfigError  # re-exported: `rl_agent.coinrun_env.ConfigError` is the same class
+
 _MAX_STATE_SIZE = 2**20  # procgen.env.MAX_STATE_SIZE
 FRAME_SHAPE = (64, 64, 3)  # (H, W, C) uint8, Procgen's native resolution
 NUM_ACTIONS = 15
@@ -34,19 +37,6 @@ ACTION_NAMES = (
     "D", "A", "W", "S", "Q", "E",
 )
 DISTRIBUTION_MODES = ("easy", "hard", "extreme", "memory", "exploration")
-
-
-class ConfigError(ValueError):
-    """A user-supplied option is invalid; the message says which and what to do."""
-
-
-def dataclass_from_dict(cls, values: dict[str, Any], what: str):
-    """Build a config dataclass from a dict, refusing unknown keys by name (a typo must not pass silently)."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
-    return cls(**values)
 
 
 def derive_seed(*parts: int) -> int:

@@ -28,12 +28,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from genie_common.errors import ConfigError
+from genie_common.storage import RemoteFolder, is_uri
 from rl_agent.agents import check_agent_spec, make_agent
 from rl_agent.capacity import Capacity, NodeType, cluster_capacity, format_resources, node_types, pending_summary
-from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, ConfigError, derive_seed
+from rl_agent.coinrun_env import CoinRunConfig, CoinRunVecEnv, derive_seed
 from rl_agent.recorder import Episode, EpisodeRecorder
 from rl_agent.store.errors import DatasetError
-from rl_agent.store.location import RemoteFolder, is_uri
 from rl_agent.store.lock import folder_lock
 from rl_agent.store.manifest import SPLITS, Manifest, ShardInfo
 from rl_agent.store.schema import episode_batch

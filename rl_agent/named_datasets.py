@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from rl_agent.coinrun_env import CoinRunConfig, ConfigError
+from genie_common.errors import ConfigError
+from rl_agent.coinrun_env import CoinRunConfig
 from rl_agent.collection import CollectConfig
 
 LEVEL_RANGE = 1_000_000

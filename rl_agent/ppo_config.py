@@ -15,7 +15,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from rl_agent.coinrun_env import CoinRunConfig, ConfigError, dataclass_from_dict
+from genie_common.config import dataclass_from_dict
+from genie_common.errors import ConfigError
+from rl_agent.coinrun_env import CoinRunConfig
 
 
 # settings that only say where the learner runs, not what it learns: a run may resume with others (on a GPU cluster)

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rl_agent.coinrun_env import ConfigError
+from genie_common.atomic import atomic_path
+from genie_common.errors import ConfigError
+from genie_common.storage import RemoteFolder, is_uri
 from rl_agent.capacity import ensure_resources, format_resources
 from rl_agent.ppo_config import PLACEMENT_SETTINGS, PPOSettings, build_ppo_config, cluster_gpus, learner_bundles
 from rl_agent.ppo_learner import BATCH_EXPLAINED_VAR
 from rl_agent.ppo_policy import POLICY_SUBDIR, checkpoints_of, save_policy
-from rl_agent.store.location import RemoteFolder, is_uri
 
 DEFAULT_MODULE = "default_policy"
 CURVE_FIELDS = ["iteration", "env_steps", "episode_return_mean", "episode_len_mean", "episodes", "env_steps_per_s",
@@ -54,12 +55,10 @@ def _read_curve(path: Path, up_to_iteration: int) -> list[dict[str, Any]]:
 
 
 def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
-    temp = path.with_suffix(".tmp")
-    with open(temp, "w", newline="") as handle:
+    with atomic_path(path) as temp, open(temp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temp, path)
 
 
 def _row(result: dict[str, Any], iteration: int, env_steps: int, seconds: float, wall: float) -> dict[str, Any]:

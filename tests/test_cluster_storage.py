@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from rl_agent.collection import COLLECTOR_RESOURCE, Placement, collect_dataset, collector_placement
+from cluster.placement import use_gpu
+from genie_common.storage import RemoteFolder
 from rl_agent.capacity import NodeType
 from rl_agent.coinrun_env import ConfigError
+from rl_agent.collection import COLLECTOR_RESOURCE, Placement, collect_dataset, collector_placement
 from rl_agent.store.errors import DatasetError
-from rl_agent.store.location import RemoteFolder
 from rl_agent.store.manifest import Manifest
 from rl_agent.store.verify import verify_dataset
-from cluster.placement import use_gpu
 from tests.conftest import batches_by_id, batches_equal, small_config
 
 

@@ -13,8 +13,8 @@ import pytest
 from cluster.cli import main
 from cluster.pipeline.plan import PipelineResources, build_plan
 from cluster.pipeline.runner import make_context, read_record, run_pipeline, write_record
+from genie_common import storage
 from rl_agent.coinrun_env import ConfigError
-from world_model import storage
 
 # the reduced tiny study of tests/test_pipeline.py, with 2 random-agent training episodes of at most 60 frames
 OVERRIDES = ["data.random_train_episodes=2", "data.episodes_per_shard=2", "pipeline.train_workers=1",

@@ -161,9 +161,9 @@ def test_a_dataset_mirror_follows_the_remote_manifest_fetching_only_new_shards(s
     import shutil
     from concurrent.futures import ThreadPoolExecutor
 
+    from genie_common.storage import local_dataset
     from rl_agent.store.manifest import Manifest
     from rl_agent.store.reader import EpisodeStore
-    from world_model.storage import local_dataset
 
     data = tmp_path / "data"
     shutil.copytree(small_dataset, data)
@@ -246,7 +246,7 @@ def test_refreshing_a_run_folder_mirror_never_removes_a_file_another_reader_uses
     and renames them into place; it never removes the folder)."""
     import threading
 
-    from world_model import storage
+    from genie_common import storage
 
     run = tmp_path / "run"
     (run / "ray" / "checkpoint_000001").mkdir(parents=True)

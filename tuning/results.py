@@ -4,7 +4,7 @@ and a scaling plot (validation metric vs parameters and vs compute), as in Genie
 Everything is read back from Tune's results (each trial's reported validations, with its run folder),
 so a resumed sweep's table covers the trials of every run of the command, not only the last one, and
 nothing is read from a trial's node. The files are made in a local temporary folder and then written
-to the sweep folder through `world_model.storage`, so the sweep folder may be a storage URI.
+to the sweep folder through `genie_common.storage`, so the sweep folder may be a storage URI.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from genie_common import storage
+from genie_common.atomic import atomic_path
 from tuning.space import TrialSpec
-from world_model import storage
 
 TABLE_CSV = "results.csv"
 TABLE_MD = "results.md"
@@ -131,11 +132,10 @@ def markdown_table(sweep, rows: list[dict[str, Any]]) -> str:
 def write_best_preset(sweep, spec: TrialSpec, row: dict[str, Any], path: Path, final: str | None = None) -> Path:
     """The winning trial's full preset (base file + --set + its values) as a file `genie train --preset-file` takes,
     written at the local `path`; `final` is where it will be uploaded (named in its header), default `path`."""
-    from cluster.presets import load_preset as load_preset_file
-    from world_model.config import load_preset
+    from world_model.config import load_preset, load_preset_sections
 
-    sections = load_preset_file(None if spec.preset_file else spec.preset, spec.preset if spec.preset_file else None,
-                                [*sweep.overrides, *spec.overrides])
+    name, file = (None, spec.preset) if spec.preset_file else (spec.preset, None)
+    sections = load_preset_sections(name, file, [*sweep.overrides, *spec.overrides])
     final = final or str(path)
     train_with = Path(final).name if storage.is_uri(final) else final  # --preset-file reads a local copy
     header = (f"# Best trial of the {sweep.stage} sweep in {sweep.out} ({time.strftime('%Y-%m-%d %H:%M')}):\n"
@@ -145,10 +145,9 @@ def write_best_preset(sweep, spec: TrialSpec, row: dict[str, Any], path: Path, f
               f"# optim.total_steps is the base preset's: the trials ran --budget-steps. Train it with\n"
               f"#   genie train {sweep.stage} --preset-file {train_with} --data ... --out ...\n"
               + (f"# after copying {final} to this machine.\n" if train_with != final else ""))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + yaml.safe_dump(sections, sort_keys=False, default_flow_style=None))
-    load_preset(None, str(tmp))  # what we write must load
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(header + yaml.safe_dump(sections, sort_keys=False, default_flow_style=None))
+        load_preset(None, str(tmp))  # what we write must load
     return path
 
 

@@ -33,15 +33,8 @@ from typing import Any
 
 import yaml
 
-from world_model.config import (
-    STAGES,
-    DynamicsConfig,
-    LAMConfig,
-    OptimConfig,
-    TokenizerConfig,
-    TrainSettings,
-    ConfigError,
-)
+from genie_common.errors import ConfigError
+from world_model.config import STAGES, DynamicsConfig, LAMConfig, OptimConfig, TokenizerConfig, TrainSettings
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 MAX_TRIALS = 1000  # more is almost surely a typo in a grid (and would take days)

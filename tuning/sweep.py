@@ -14,7 +14,7 @@ and with `params`, `frames_seen` and `compute` (= params x frames seen) for the 
 Shared storage: OUT is a folder or a storage URI (s3://, file://, ...); on a cluster it must be one every
 node sees, because a trial and its Train workers run on any node. Tune's experiment lives at `OUT/tune`
 (`RunConfig(storage_path=OUT)`), the trials' run folders at `OUT/trials/`, and every file a trial or the
-driver reads or writes goes through `world_model.storage`. What the driver needs from a running trial
+driver reads or writes goes through `genie_common.storage`. What the driver needs from a running trial
 (its Tune actor, its Train placement groups, its run folder) travels in the trial's reported results
 (`tune.report` -> `trial.last_result`), never in files, so nothing depends on which node wrote what.
 
@@ -37,9 +37,10 @@ from typing import Any
 
 from ray.tune import Callback
 
-from world_model import storage
-from world_model.config import ConfigError, Preset
+from genie_common import storage
+from genie_common.errors import ConfigError
 from tuning.space import SearchSpace, TrialSpec
+from world_model.config import Preset
 
 TRIAL_CPUS = 0.1  # the Tune function itself: it only waits on its Train run and forwards metrics
 TUNE_NAME = "tune"  # Tune's experiment folder inside the sweep folder
@@ -208,7 +209,7 @@ def parameter_count(job) -> int:
 def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     """One trial: train its stage into its run folder, reporting each validation to Tune.
 
-    Runs on any node: it reads and writes its run folder only through `world_model.storage` (the sweep's
+    Runs on any node: it reads and writes its run folder only through `genie_common.storage` (the sweep's
     shared storage), and keeps what the driver must know (its actor, its placement groups, its run folder)
     in each result it reports.
     """

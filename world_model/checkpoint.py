@@ -8,7 +8,6 @@ Asking for one stage and finding another is refused with the command that makes 
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genie_common.atomic import atomic_path
 from world_model.config import STAGES, DynamicsConfig, LAMConfig, TokenizerConfig, config_from_dict, config_to_dict
 from world_model.dynamics import Dynamics
 from world_model.lam import LatentActionModel
@@ -74,16 +74,10 @@ def save_checkpoint(
         "step": int(step),
         "extra": extra or {},
     }
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)  # a failed write (full disk, Ctrl-C) leaves nothing behind
-        raise
+    with atomic_path(path) as temp, open(temp, "wb") as handle:  # a failed write leaves nothing behind
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)  # and the rename itself survives a power cut

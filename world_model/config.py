@@ -11,15 +11,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from genie_common.errors import ConfigError  # one error type for every bad option in the project
+from genie_common.presets import read_preset
+
 FRAME_SIZE = 64  # CoinRun frames are 64x64x3 (DESIGN §2)
 FRAME_CHANNELS = 3
 NUM_ENV_ACTIONS = 15  # Procgen's discrete action set
 
 STAGES = ("tokenizer", "lam", "dynamics")
 Conditioning = Literal["latent", "ground_truth"]
-
-
-from rl_agent.coinrun_env import ConfigError  # one error type for every bad option in the project
 
 
 @dataclass(frozen=True)
@@ -284,13 +284,42 @@ def load_preset(name: str | None = "tiny", path: str | None = None, overrides: l
     Presets are files (DESIGN §8): the same YAML holds the agent, data and world-model sections,
     so one `--preset`/`--preset-file` sizes a whole pipeline. Unknown names list the known ones.
     """
-    from cluster.presets import load_preset as load_preset_file
-
-    sections = load_preset_file(name, path, overrides)
+    sections = load_preset_sections(name, path, overrides)
     if "world_model" not in sections:
         raise ConfigError(f"preset {path or name!r} has no world_model: section")
     label = name if path is None else str(path)
     return preset_from_sections(label, sections["world_model"] or {})
+
+
+def load_preset_sections(name: str | None = None, path: str | None = None,
+                         overrides: list[str] | None = None) -> dict[str, Any]:
+    """Every section of a preset file (`genie_common.presets.read_preset`), each checked by `check_sections`."""
+    return read_preset(name, path, overrides, check=check_sections)
+
+
+def check_sections(values: dict[str, Any], source: str) -> None:
+    """Every section of a preset through its typed config (ConfigError naming the field), before anything runs."""
+    from rl_agent.named_datasets import NAMED_DATASETS
+    from rl_agent.ppo_config import PPOSettings
+
+    if values.get("world_model"):
+        preset_from_sections(source, values["world_model"])
+    if values.get("agent"):
+        try:
+            PPOSettings.from_dict(dict(values["agent"]))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"preset {source}: agent: {err}") from None
+        defaults = {f.name: f.default for f in dataclasses.fields(PPOSettings)}
+        for field_name, value in values["agent"].items():  # numbers and switches by their defaults' types
+            if isinstance(defaults.get(field_name), (bool, int, float)):
+                coerce_value("agent", field_name, defaults[field_name], value)
+    counts = {d.preset_count for d in NAMED_DATASETS.values()}
+    for field_name, value in (values.get("data") or {}).items():
+        if field_name not in counts | {"episodes_per_shard"}:
+            raise ConfigError(f"preset {source}: unknown data field {field_name!r}; "
+                              f"known: {sorted(counts | {'episodes_per_shard'})}")
+        if coerce_value("data", field_name, 1, value) < 1:
+            raise ConfigError(f"data.{field_name} must be at least 1, got {value!r}")
 
 
 # ---- dict round trip (for checkpoints and command-line overrides) -----------------------------

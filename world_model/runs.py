@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import torch
 
-from world_model import storage
+from genie_common import storage
 from world_model.checkpoint import CheckpointError, load_checkpoint, load_model
 from world_model.generation import WorldModel
 

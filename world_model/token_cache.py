@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -45,6 +44,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from genie_common.atomic import temp_name, write_atomic
 from rl_agent.store.reader import EpisodeStore
 from rl_agent.store.writer import file_sha256
 from world_model.frames import to_unit_float
@@ -86,7 +86,7 @@ RUN_CACHE_FOLDER = "token_cache"  # inside a dynamics run folder on a local path
 def run_cache_folder(out: str) -> Path:
     """Where a dynamics run keeps its token cache: in its run folder when that is a local path (deleted
     with the run); node-local, under the genie-redux cache, for a run on a storage URI (read at random)."""
-    from world_model import storage
+    from genie_common import storage
 
     if not storage.is_uri(out):
         return Path(out) / RUN_CACHE_FOLDER
@@ -288,7 +288,7 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
     was_training = [(m, m.training) for m in (tokenizer, lam) if m is not None]
     for model, _ in was_training:
         model.eval()  # frozen stages: no codebook restarts
-    temp = folder / f".{TOKENS_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    temp = folder / temp_name(TOKENS_FILE)
     episodes = []
     try:
         with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
@@ -317,9 +317,7 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
                 "vocab_size": tokenizer.config.quantizer.codebook_size, "latent": lam is not None,
                 "frames": sum(e["length"] for e in episodes), "episodes": episodes,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    temp_manifest = folder / f".{MANIFEST_FILE}.tmp-{uuid.uuid4().hex[:8]}"
-    temp_manifest.write_text(json.dumps(manifest, indent=1))
-    os.replace(temp_manifest, folder / MANIFEST_FILE)
+    write_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=1))
 
 
 def ensure_token_cache(folder: str | os.PathLike, tokenizer: Tokenizer, lam: LatentActionModel | None,

@@ -93,7 +93,7 @@ def register(commands) -> None:
 
 
 def _default_out(model: str, data: str) -> str:
-    from world_model import storage
+    from genie_common import storage
     from world_model.runs import read_run_info
 
     name = Path(str(data).rstrip("/")).name
@@ -131,7 +131,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from world_model.evaluation.report import find_results, load_results, report_table
 
-    from world_model import storage
+    from genie_common import storage
 
     # an evaluation at a URI is mirrored (afresh: it may have been evaluated again since)
     dirs = [storage.local_copy(d, refresh=True) if storage.is_uri(d) else d for d in args.dirs]

@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from cluster.pipeline.plan import PipelineResources, build_plan
     from cluster.pipeline.runner import format_outcomes, is_done, make_context, run_pipeline
     from cluster.ray_session import ray_session
+    from genie_common.storage import join
     from rl_agent.store.lock import folder_lock
-    from world_model.storage import join
 
     resources = PipelineResources(gpus_per_worker=args.gpus_per_worker, gpus_per_learner=args.gpus_per_learner)
     context = make_context(args.out, None if args.preset_file else args.preset, args.preset_file, list(args.set),

@@ -98,7 +98,7 @@ def run_play(args: argparse.Namespace) -> int:
     from cluster.play.server import APP_NAME, build_app
     from cluster.play.session import PlayConfig
     from cluster.ray_session import ray_session
-    from rl_agent.coinrun_env import ConfigError
+    from genie_common.errors import ConfigError
     from world_model.runs import load_world_model
 
     token, hosts = access_for(args.host, args.token)

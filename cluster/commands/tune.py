@@ -97,7 +97,7 @@ def sweep_from_args(args: argparse.Namespace, gpus_per_trial: float):
 
     presets = [p.strip() for p in (args.preset_sweep or "").split(",") if p.strip()] if args.preset_sweep else [args.preset]
     if args.preset_sweep and args.preset_file:
-        from world_model.config import ConfigError
+        from genie_common.errors import ConfigError
 
         raise ConfigError("--preset-sweep and --preset-file exclude each other (one is the base of the trials)")
     return SweepConfig(

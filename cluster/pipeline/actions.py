@@ -44,10 +44,10 @@ def agent_settings(context: PipelineContext) -> "PPOSettings":
 
 
 def make_dataset(context: PipelineContext, stage: Stage) -> dict[str, Any]:
+    from genie_common import storage
     from rl_agent.collection import CollectConfig, collect_dataset
     from rl_agent.named_datasets import dataset_config, named_dataset
     from rl_agent.store.stats import compute_stats
-    from world_model import storage
 
     name = stage.config["name"]
     data = context.sections.get("data", {})
@@ -102,7 +102,7 @@ def train_job(context: PipelineContext, stage: Stage) -> "TrainJob":
 
 
 def evaluate_model(context: PipelineContext, stage: Stage) -> dict[str, Any]:
-    from world_model import storage
+    from genie_common import storage
     from world_model.evaluation.runner import copy_last_frame_baseline, evaluate
 
     _, model, test_set = stage.name.split(":")

@@ -12,7 +12,7 @@ while the random-agent branch is reused. Stages are plain functions over a `Pipe
 Where a stage runs (GPUs per training/evaluation worker, the PPO learner's GPUs: `PipelineResources`) is
 not part of any key: the same study on GPUs is the same study, so a run started on a laptop may be
 continued on a GPU cluster. The run folder may be a storage URI (s3://, gs://, file://...): every stage
-reads and writes through `world_model.storage`, and so do the pipeline's own records.
+reads and writes through `genie_common.storage`, and so do the pipeline's own records.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rl_agent.coinrun_env import ConfigError
+from genie_common.errors import ConfigError
 from rl_agent.ppo_config import PLACEMENT_SETTINGS  # where the PPO learner runs: left out of the agent's key
 
 GROUPS = ("agent", "data", "train", "finetune", "eval", "report")
@@ -147,7 +147,7 @@ class PipelineContext:
 
     def path(self, relative: str) -> str:
         """`relative` below the run folder, as a path or URI the storage layer (and every stage) takes."""
-        from world_model import storage
+        from genie_common import storage
 
         return storage.join(self.run, relative)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from cluster.pipeline.plan import TEST_SETS, PipelineContext
 from cluster.pipeline.runner import STATE_DIR
-from world_model import storage
+from genie_common import storage
 from world_model.evaluation.metrics import mean_ci95
 
 DATA_SETS = ("random-train", "agent-train", *TEST_SETS)
@@ -312,7 +312,7 @@ def mirror_for_report(run: str, local: Path) -> Path:
     curve, and each data set as a link to its mirror on this node (`storage.local_dataset`)."""
     import pyarrow.fs as pafs
 
-    from rl_agent.store.location import RemoteFolder
+    from genie_common.storage import RemoteFolder
 
     def fetch(relative: str) -> None:
         target = local / relative

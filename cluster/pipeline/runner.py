@@ -3,7 +3,7 @@
 The record of a finished stage is `RUN/pipeline/<stage>.json` (its key, seconds, what it returned, the
 resources it ran on), written after the stage succeeds; a killed pipeline therefore re-runs only the
 unfinished stage (which itself resumes) and everything after it. RUN may be a storage URI: records,
-outputs and preset.json are read and written through `world_model.storage` (each write atomic).
+outputs and preset.json are read and written through `genie_common.storage` (each write atomic).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rl_agent.coinrun_env import ConfigError
 from cluster.pipeline.plan import PipelineContext, PipelineResources, PipelineSettings, Stage, build_plan, select
-from world_model import storage
+from genie_common import storage
+from genie_common.errors import ConfigError
 
 STATE_DIR = "pipeline"
 GPU_GROUPS = ("train", "finetune", "eval")  # the stages --gpus-per-worker places

@@ -8,7 +8,8 @@ no names: the player presses 1..K (or the buttons), and discovers what each one 
 
 from __future__ import annotations
 
-from rl_agent.coinrun_env import ACTION_NAMES, ConfigError
+from genie_common.errors import ConfigError
+from rl_agent.coinrun_env import ACTION_NAMES
 
 ACTION_ID = {name: i for i, name in enumerate(ACTION_NAMES)}
 NOOP = ACTION_ID["NOOP"]

@@ -17,7 +17,8 @@ from cluster.play.actions import parse_dream_actions
 from cluster.play.media import encode_gif, side_by_side
 from cluster.play.starts import EpisodeStarts, RealGames, Start, StartError, fresh_level
 from cluster.play.stepper import Stepper, StepInput
-from rl_agent.coinrun_env import ConfigError
+from genie_common.atomic import write_atomic
+from genie_common.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,5 @@ def dream(model: str | os.PathLike, actions: str, out: str | os.PathLike, config
     shown = [side_by_side(d, r) for d, r in zip(frames, real_frames)] if real is not None else frames
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(encode_gif(shown, config.fps, config.scale))
-    os.replace(temp, path)
+    write_atomic(path, encode_gif(shown, config.fps, config.scale))
     return Dream(np.stack(frames), np.stack(real_frames) if real is not None else None, ids, start.source, path)

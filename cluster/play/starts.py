@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rl_agent.coinrun_env import NUM_ACTIONS, CoinRunConfig, ConfigError, make_procgen, make_replay_env
+from genie_common.errors import ConfigError
+from rl_agent.coinrun_env import NUM_ACTIONS, CoinRunConfig, make_procgen, make_replay_env
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.reader import EpisodeStore
 
@@ -69,7 +70,7 @@ class EpisodeStarts:
     """Starts from a dataset: the test split when it has one (the paper's held-out levels), else every episode."""
 
     def __init__(self, root) -> None:
-        from world_model.storage import local_dataset
+        from genie_common.storage import local_dataset
 
         root = local_dataset(root)  # a URI: mirrored on this node (a Serve replica may run on any node)
         try:

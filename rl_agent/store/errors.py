@@ -1,5 +1,8 @@
-"""One exception type for every problem with a dataset on disk, so the CLI can print it and exit 1."""
+"""One exception type for every problem with a dataset on disk, so the CLI can print it and exit 1.
 
+Defined in `genie_common.errors` (storage raises it too); this name stays for the store's readers and writers.
+"""
 
-class DatasetError(Exception):
-    """A dataset is missing, damaged or inconsistent. The message names the file and what to do."""
+from genie_common.errors import DatasetError
+
+__all__ = ["DatasetError"]

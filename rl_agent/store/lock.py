@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from rl_agent.coinrun_env import ConfigError
+from genie_common.errors import ConfigError
 
 LOCK_NAME = ".genie-lock"
 LEASE_NAME = ".genie-lock.json"

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from genie_common.atomic import write_atomic
+from genie_common.storage import MANIFEST_NAME
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.schema import FORMAT_NAME, FORMAT_VERSION
 
-MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 
 
@@ -115,12 +115,7 @@ class Manifest:
             "collections": self.collections,
             "shards": [s.to_json() for s in sorted(self.shards, key=lambda s: (s.collection, s.index))],
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=self.root)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.root / MANIFEST_NAME)
+        write_atomic(self.root / MANIFEST_NAME, json.dumps(payload, indent=1), fsync=True)
 
     def _merge_from_disk(self) -> None:
         if not (self.root / MANIFEST_NAME).is_file():

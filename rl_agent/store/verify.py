@@ -146,7 +146,7 @@ def require_listed_shards(location: str | Path) -> int:
     cheap (no checksums), for commands about to read it. Returns the number of shards."""
     import tempfile
 
-    from rl_agent.store.location import RemoteFolder, is_uri
+    from genie_common.storage import RemoteFolder, is_uri
 
     if not is_uri(location):
         manifest = Manifest.load(location)

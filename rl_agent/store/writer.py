@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 from typing import Sequence
 
 import pyarrow as pa
 
+from genie_common.atomic import TEMP_MARKER, is_temp_file, temp_name  # the first two re-exported
 from rl_agent.store.manifest import EpisodeInfo, ShardInfo
 from rl_agent.store.schema import EPISODE_SCHEMA
 
 SHARD_SUFFIX = ".arrow"
-TEMP_MARKER = ".tmp-"
 COMPRESSION_LEVEL = 3
 
 
@@ -29,10 +28,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def is_temp_file(name: str) -> bool:
-    return name.startswith(".") and TEMP_MARKER in name
 
 
 def episode_info(batch: pa.RecordBatch, batch_index: int, split: str) -> EpisodeInfo:
@@ -58,7 +53,7 @@ class ShardWriter:
 
     def __init__(self, out_dir: Path, file_name: str, collection: str, index: int) -> None:
         self.out_dir, self.file_name, self.collection, self.index = out_dir, file_name, collection, index
-        self._temp = out_dir / f".{file_name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
+        self._temp = out_dir / temp_name(file_name)
         self._episodes: list[EpisodeInfo] = []
         self._rows = 0
         self._agent = ""

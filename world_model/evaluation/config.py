@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from world_model.config import ConfigError
+from genie_common.errors import ConfigError
 
 MODES = ("autoregressive", "teacher_forced")
 # GenieRedux-G controllability: which CoinRun actions are held, and where the agent should go

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from world_model.config import ConfigError
+from genie_common.errors import ConfigError
 
 FID_HOWTO = (
     "pass --inception-weights PATH to a local TorchScript Inception (e.g. StyleGAN2-ADA's "

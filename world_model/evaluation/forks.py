@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl_agent.coinrun_env import ACTION_NAMES, CoinRunConfig, ConfigError, make_replay_env
+from genie_common.errors import ConfigError
+from rl_agent.coinrun_env import ACTION_NAMES, CoinRunConfig, make_replay_env
 from rl_agent.store.reader import EpisodeStore
 from world_model.evaluation.episodes import Window
 

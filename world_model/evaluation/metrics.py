@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from world_model.config import ConfigError
+from genie_common.errors import ConfigError
 
 # MSE floor 1e-10 -> 100 dB, the same floor as world_model.frames.psnr (training's logged PSNR).
 # Identical frames have MSE 0 and an infinite PSNR; averaging an inf would make the mean inf, so

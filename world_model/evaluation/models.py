@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from genie_common import storage
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.manifest import MANIFEST_NAME, Manifest, ShardInfo
-from world_model import storage
 from world_model.checkpoint import CheckpointError, load_model
 from world_model.generation import WorldModel
 from world_model.runs import load_world_model, read_run_info, resolve_checkpoint, run_folder_of

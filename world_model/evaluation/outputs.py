@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from world_model import storage
+from genie_common import storage
 
 SCALE = 2  # samples are upscaled 2x (64 px frames are tiny on a screen)
 METRIC_LABELS = {"delta_psnr": "ΔtPSNR, paper (any other id)", "delta_psnr_effect": "ΔtPSNR, other effect",

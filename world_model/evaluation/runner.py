@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from genie_common import storage
 from rl_agent.store.reader import EpisodeStore
-from world_model import storage
 from world_model.evaluation.config import CONTROL_ACTIONS, FORK_ACTIONS, EvalConfig
 from world_model.evaluation.episodes import Window, read_windows, select_windows
 from world_model.evaluation.fid import FID_HOWTO, fid, file_sha256

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from world_model.config import STAGES, ConfigError, OptimConfig, Preset, config_to_dict, load_preset
+from genie_common.errors import ConfigError
+from world_model.config import STAGES, OptimConfig, Preset, config_to_dict, load_preset
 
 ACTIONS = ("latent", "true")
 
 
 def _absolute(location: str) -> str:
-    from world_model import storage
+    from genie_common import storage
 
     text = str(location)
     return text if storage.is_uri(text) else str(Path(text).expanduser().resolve())  # GenieRedux (LAM latent actions) or GenieRedux-G (the agent's true actions)

@@ -32,8 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from genie_common import storage
 from rl_agent.store.reader import EpisodeStore
-from world_model import storage
 from world_model.checkpoint import save_checkpoint
 from world_model.optim import Optimization
 from world_model.outputs import Metric, mean_metrics

@@ -8,7 +8,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from world_model import storage
+from genie_common import storage
 from world_model.checkpoint import CheckpointError, load_checkpoint, load_model
 from world_model.config import Preset
 from world_model.dynamics import Dynamics

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from genie_common import storage
+from genie_common.errors import ConfigError
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.lock import folder_lock
-from world_model import storage
 from world_model.checkpoint import CheckpointError, load_checkpoint
-from world_model.config import ConfigError
 from world_model.runs import FROZEN_LAM, FROZEN_TOKENIZER, LATEST, read_run_info, resolve_checkpoint, write_run_info
 from world_model.training.job import TrainJob
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from genie_common import storage
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.reader import EpisodeStore
-from world_model import storage
 from world_model.steps import TokenBatch
 from world_model.token_cache import TokenCache
 
