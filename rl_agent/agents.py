@@ -6,21 +6,13 @@ An agent maps a batch of frames to a batch of actions; `name` is what the episod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from genie_common.errors import ConfigError
+from rl_agent.agent_output import AgentOutput  # re-exported: the agents' output type
 from rl_agent.coinrun_env import ACTION_NAMES, NUM_ACTIONS
 
 KNOWN_AGENTS = ("random", "ppo")
-
-
-@dataclass
-class AgentOutput:
-    actions: np.ndarray  # (E,) int64
-    logp: np.ndarray | None = None  # (E,) float32, the policy's log-probability of each action
-    value: np.ndarray | None = None  # (E,) float32, the value estimate
 
 
 class RandomAgent:

@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 
 from genie_common.errors import ConfigError
 from genie_common.storage import RemoteFolder, is_uri
-from rl_agent.agents import AgentOutput
+from rl_agent.agent_output import AgentOutput
 from rl_agent.coinrun_env import FRAME_SHAPE, NUM_ACTIONS
 
 _NOT_FOUND = pafs.FileType.NotFound

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl_agent.agents import AgentOutput
+from rl_agent.agent_output import AgentOutput
 from rl_agent.coinrun_env import VecStep
 from rl_agent.store.schema import NO_ACTION
 

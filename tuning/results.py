@@ -21,6 +21,8 @@ import yaml
 from genie_common import storage
 from genie_common.atomic import atomic_path
 from tuning.space import TrialSpec
+from tuning.trials import RUN_KEY, SweepConfig, trial_job
+from world_model.config import load_preset, load_preset_sections
 
 TABLE_CSV = "results.csv"
 TABLE_MD = "results.md"
@@ -30,10 +32,8 @@ COLUMNS = ["trial", "preset", "config", "parameters", "steps", "best_metric", "b
            "frames_per_s", "wall_s", "compute_at_best", "status", "run"]
 
 
-def trial_rows(sweep, trials: list[TrialSpec], grid) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+def trial_rows(sweep: SweepConfig, trials: list[TrialSpec], grid) -> tuple[list[dict[str, Any]], dict[int, Any]]:
     """One row per trial (sorted best first) and each trial's reported history (a DataFrame or None)."""
-    from tuning.sweep import RUN_KEY, trial_job
-
     by_index = {spec.index: spec for spec in trials}
     key, better = sweep.metric_key, (min if sweep.mode == "min" else max)
     rows, histories = [], {}
@@ -85,7 +85,7 @@ def _base_row(spec: TrialSpec, job) -> dict[str, Any]:
     return row
 
 
-def write_results(sweep, trials: list[TrialSpec], grid) -> dict[str, Any]:
+def write_results(sweep: SweepConfig, trials: list[TrialSpec], grid) -> dict[str, Any]:
     """Write the table, best preset and plot into the sweep folder (a path or a storage URI); their locations."""
     out = sweep.out
     rows, histories = trial_rows(sweep, trials, grid)
@@ -114,7 +114,7 @@ def write_results(sweep, trials: list[TrialSpec], grid) -> dict[str, Any]:
             "plot": storage.join(out, PLOT) if PLOT in written else None, "best": summary}
 
 
-def markdown_table(sweep, rows: list[dict[str, Any]]) -> str:
+def markdown_table(sweep: SweepConfig, rows: list[dict[str, Any]]) -> str:
     metric = sweep.metric_key
     header = ["trial", "preset", "config", "parameters", "steps", f"best {metric}", "at step", "frames/s", "wall s", "status"]
     lines = [f"# Sweep of {sweep.stage} ({len(rows)} trials, scheduler {sweep.scheduler}, best {metric} "
@@ -129,11 +129,10 @@ def markdown_table(sweep, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_best_preset(sweep, spec: TrialSpec, row: dict[str, Any], path: Path, final: str | None = None) -> Path:
+def write_best_preset(sweep: SweepConfig, spec: TrialSpec, row: dict[str, Any], path: Path,
+                      final: str | None = None) -> Path:
     """The winning trial's full preset (base file + --set + its values) as a file `genie train --preset-file` takes,
     written at the local `path`; `final` is where it will be uploaded (named in its header), default `path`."""
-    from world_model.config import load_preset, load_preset_sections
-
     name, file = (None, spec.preset) if spec.preset_file else (spec.preset, None)
     sections = load_preset_sections(name, file, [*sweep.overrides, *spec.overrides])
     final = final or str(path)
@@ -151,7 +150,7 @@ def write_best_preset(sweep, spec: TrialSpec, row: dict[str, Any], path: Path, f
     return path
 
 
-def scaling_plot(sweep, trials: list[TrialSpec], rows: list[dict[str, Any]], histories: dict[int, Any],
+def scaling_plot(sweep: SweepConfig, trials: list[TrialSpec], rows: list[dict[str, Any]], histories: dict[int, Any],
                  path: Path) -> str | None:
     """Best validation metric vs parameters, and validation curves vs compute (params x frames seen)."""
     import matplotlib

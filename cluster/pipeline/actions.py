@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from cluster.pipeline.plan import MODELS, PipelineContext, Stage
+from cluster.pipeline.context import MODELS, PipelineContext, Stage
 
 if TYPE_CHECKING:  # imported where used: `genie --help` stays free of torch
     from rl_agent.ppo_config import PPOSettings

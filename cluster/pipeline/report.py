@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.pipeline.plan import TEST_SETS, PipelineContext
-from cluster.pipeline.runner import STATE_DIR
+from cluster.pipeline.context import STATE_DIR, TEST_SETS, PipelineContext
 from genie_common import storage
 from world_model.evaluation.metrics import mean_ci95
 

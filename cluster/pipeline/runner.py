@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.pipeline.plan import PipelineContext, PipelineResources, PipelineSettings, Stage, build_plan, select
+from cluster.pipeline.context import STATE_DIR, PipelineContext, PipelineResources, PipelineSettings, Stage
+from cluster.pipeline.plan import build_plan, select
 from genie_common import storage
 from genie_common.errors import ConfigError
 
-STATE_DIR = "pipeline"
 GPU_GROUPS = ("train", "finetune", "eval")  # the stages --gpus-per-worker places
 
 
