@@ -19,4 +19,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 export GENIE_REQUIRE_BROWSER=1  # the browser test fails, not skips, when it cannot run
-exec .venv/bin/python -m pytest "$@"
+# Two pytest workers, one test file each at a time (a file's module fixtures, such as its Ray cluster, stay in one
+# worker): many tests wait on Ray (nodes starting, health checks, jobs), so two keep both cores busy.
+# GENIE_TEST_WORKERS=0 runs them one by one in this process.
+exec .venv/bin/python -m pytest -n "${GENIE_TEST_WORKERS:-2}" --dist loadfile "$@"
