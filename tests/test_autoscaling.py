@@ -77,7 +77,8 @@ def autoscaling_cluster():
         shutil.rmtree(base, ignore_errors=True)
 
 
-CHECKS = textwrap.dedent("""
+# the child's first lines: join the fake cluster given as argv[1] once its head answers
+CONNECT = textwrap.dedent("""
     import json, sys, time
     import ray
     for _ in range(120):  # the head is starting
@@ -86,6 +87,9 @@ CHECKS = textwrap.dedent("""
             break
         except ConnectionError:
             time.sleep(0.5)
+""")
+
+CHECKS = CONNECT + textwrap.dedent("""
     from cluster.placement import cluster_capacity, use_gpu
     from rl_agent.coinrun_env import ConfigError
     from tuning.sweep import SweepConfig, check_resources, concurrency
@@ -136,15 +140,8 @@ def test_gpu_requests_start_a_min_workers_0_gpu_node_and_impossible_ones_are_ref
     assert "asking the autoscaler for {CPU: 1, GPU: 1}" in result.stderr, result.stderr[-3000:]
 
 
-COLLECT = textwrap.dedent("""
-    import json, subprocess, sys, time
-    import ray
-    for _ in range(120):  # the head is starting
-        try:
-            ray.init(address=sys.argv[1], log_to_driver=False)
-            break
-        except ConnectionError:
-            time.sleep(0.5)
+COLLECT = CONNECT + textwrap.dedent("""
+    import subprocess
     from ray._private.state import state
 
     before = {n["NodeID"] for n in ray.nodes() if n["Resources"].get("collector")}
