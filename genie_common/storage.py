@@ -149,19 +149,26 @@ def _mirror_file(fs: pafs.FileSystem, info: pafs.FileInfo, target: Path, uri: st
     """
     if _is_current(target, info):
         return
+    try:
+        _fetch_into_place(fs, info.path, target, info.mtime_ns)
+    except (OSError, pa.ArrowException) as err:
+        raise StorageError(f"{uri}: cannot be fetched to {target} ({err}); check the URI, your credentials "
+                           f"and the free space on this node") from err
+
+
+def _fetch_into_place(fs: pafs.FileSystem, remote_path: str, target: Path, mtime_ns: int | None = None) -> None:
+    """Copy a remote file to `target` under a temporary name, then rename it into place (stamped with `mtime_ns`
+    when given): a reader of the old copy keeps it, one opening the name gets a whole file. A failed or
+    interrupted fetch leaves nothing behind; its error (OSError, ArrowException) is the caller's to word."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{MIRROR_TEMP_SUFFIX}")
     try:
-        pafs.copy_files(info.path, str(staging), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-        if info.mtime_ns is not None:
-            os.utime(staging, ns=(info.mtime_ns, info.mtime_ns))
+        pafs.copy_files(remote_path, str(staging), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        if mtime_ns is not None:
+            os.utime(staging, ns=(mtime_ns, mtime_ns))
         os.replace(staging, target)
-    except (OSError, pa.ArrowException) as err:
-        staging.unlink(missing_ok=True)
-        raise StorageError(f"{uri}: cannot be fetched to {target} ({err}); check the URI, your credentials "
-                           f"and the free space on this node") from err
     except BaseException:
-        staging.unlink(missing_ok=True)  # Ctrl-C: nothing half-fetched stays
+        staging.unlink(missing_ok=True)  # an error or Ctrl-C: nothing half-fetched stays
         raise
 
 
@@ -231,16 +238,11 @@ def local_dataset(location: str | os.PathLike) -> Path:
             target = mirror / file
             if held.get(file) == (size, sha256) and target.is_file() and target.stat().st_size == size:
                 continue  # the same shard as the one this mirror holds (a repaired one has another checksum)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
             try:
-                pafs.copy_files(f"{root}/{file}", str(staging), source_filesystem=fs,
-                                destination_filesystem=pafs.LocalFileSystem())
+                _fetch_into_place(fs, f"{root}/{file}", target)
             except (OSError, pa.ArrowException) as err:
-                staging.unlink(missing_ok=True)
                 raise StorageError(f"{location}/{file}: listed in the manifest but cannot be fetched ({err}); "
                                    f"run `genie data repair {location}`") from err
-            os.replace(staging, target)
         if read_bytes(manifest_uri) == remote_manifest:
             write_bytes_atomic(local_manifest, remote_manifest)
             return mirror
