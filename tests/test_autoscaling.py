@@ -190,3 +190,37 @@ def test_without_an_autoscaler_only_the_running_nodes_count(ray_cluster):
     ensure_resources([{"CPU": 1}] * 2, "2 workers", "use fewer")  # the session cluster's 4 CPUs hold them
     with pytest.raises(ConfigError, match=r"1 workers need \{CPU: 1, GPU: 1\}; .* no autoscaler .*: drop --gpus"):
         ensure_resources([{"CPU": 1, "GPU": 1}], "1 workers", "drop --gpus-per-worker")
+
+
+TRAIN = CONNECT + textwrap.dedent("""
+    import subprocess
+
+    train = subprocess.run([sys.executable, "-m", "cluster.cli", "train", "tokenizer", "--data", sys.argv[2],
+                            "--out", sys.argv[3], "--preset", "tiny", "--steps", "2", "--workers", "1",
+                            "--gpus-per-worker", "1", "--max-failures", "0", "--no-wandb", "--no-progress",
+                            "--address", sys.argv[1]], capture_output=True, text=True, timeout=240)
+    gpu_nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
+    print("RESULT " + json.dumps({"returncode": train.returncode, "output": train.stdout + train.stderr,
+                                  "gpu_nodes": gpu_nodes}))
+""")
+
+
+def test_a_gpu_training_run_gets_a_gpu_node_and_refuses_to_train_on_its_cpu(autoscaling_cluster, train_data, tmp_path):
+    """`genie train --gpus-per-worker 1` on a cluster whose GPU type is at min_workers 0 is not refused: the autoscaler
+    starts a `gpu` node and the worker lands on it. Its GPU is Ray's fake one and this torch a CPU build, as on a GPU
+    node whose setup installed the wrong wheel: Ray Train's NCCL setup fails there, and the user reads what to do in
+    one line, not a traceback that says to resume."""
+    result = subprocess.run([sys.executable, "-c", TRAIN, autoscaling_cluster["address"], str(train_data),
+                             str(tmp_path / "run")], cwd=REPO, env=autoscaling_cluster["env"], capture_output=True,
+                            text=True, timeout=300)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-5000:]
+    res = json.loads(lines[-1][len("RESULT "):])
+    assert res["gpu_nodes"], "no gpu node was started for the training worker"
+    assert res["returncode"] != 0, res["output"][-3000:]
+    assert "asked for 1 GPU(s) each, but the torch on their nodes is a CPU-only build" in res["output"], \
+        res["output"][-4000:]
+    errors = [line for line in res["output"].splitlines() if line.startswith("genie: error:")]
+    assert len(errors) == 1 and "install torch's CUDA build" in errors[0], res["output"][-4000:]
+    assert "run the same command again" not in res["output"], res["output"][-4000:]
+    assert not (tmp_path / "run" / "best.pt").exists()

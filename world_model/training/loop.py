@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from genie_common import storage
+from genie_common.errors import ConfigError
 from rl_agent.store.reader import EpisodeStore
 from world_model.checkpoint import save_checkpoint
 from world_model.optim import Optimization
@@ -103,6 +104,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(job.threads_per_worker)
     device = ray.train.torch.get_device()
+    check_worker_device(job.gpus_per_worker, device)
     channel = MetricChannel(config.get("queue"), rank)
 
     preset = job.load_preset()
@@ -197,6 +199,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             channel.send({"kind": "checkpoint", "step": done})
     prefetcher.close()
     channel.send({"kind": "done", "step": total})
+
+
+def check_worker_device(gpus_per_worker: float, device: torch.device) -> None:
+    """Refuse a GPU worker that would train on its CPU: Ray hands out GPUs as a resource (a node's `GPU` count,
+    CUDA_VISIBLE_DEVICES), whatever torch can use, and Ray Train's `get_device()` quietly falls back to the CPU, so a
+    node with a CPU-only torch or a broken driver would train hours slower with nothing said."""
+    if gpus_per_worker <= 0 or device.type == "cuda":
+        return
+    build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
+    raise ConfigError(
+        f"Ray gave this training worker {gpus_per_worker:g} GPU(s) (CUDA_VISIBLE_DEVICES="
+        f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}) but {build} sees no CUDA device: install torch's CUDA build "
+        f"and an NVIDIA driver on the GPU nodes (cluster.yaml's setup_commands), or train on CPUs without --gpus-per-worker")
 
 
 def _open_stores_once_per_node(job: TrainJob, local_rank: int, world: int) -> tuple[EpisodeStore, EpisodeStore]:

@@ -335,7 +335,7 @@ def _train_holding_lock(job: TrainJob, show_progress: bool, on_record) -> TrainR
     thread.join()
     ray.kill(queue.actor)
     if failure:
-        user_error = _user_error_of(failure[0])
+        user_error = _user_error_of(failure[0]) or _gpu_setup_error_of(failure[0], job)
         if user_error is not None:
             raise user_error from None
         raise RuntimeError(f"training failed: {failure[0]}; run the same command again to resume from the latest "
@@ -356,6 +356,22 @@ def _user_error_of(failure: BaseException) -> Exception | None:
                 message = str(error.args[0]) if error.args else str(error)
                 return kind(message.strip().splitlines()[0] if message.strip() else type(error).__name__)
     return None
+
+
+def _gpu_setup_error_of(failure: BaseException, job: TrainJob) -> ConfigError | None:
+    """GPU workers whose torch cannot run NCCL, as what to do rather than a traceback with resume advice.
+
+    Ray Train sets up NCCL, its backend whenever workers ask for GPUs, before the training loop runs (so before the
+    loop's own device check, `check_worker_device`): a node whose torch is a CPU-only build fails there."""
+    if job.gpus_per_worker <= 0:
+        return None
+    texts = [str(failure)] + [str(error) for error in getattr(failure, "worker_failures", {}).values()]
+    if not any("NCCL built in" in text for text in texts):
+        return None
+    return ConfigError(
+        f"the training workers asked for {job.gpus_per_worker:g} GPU(s) each, but the torch on their nodes is a "
+        f"CPU-only build (\"Distributed package doesn't have NCCL built in\"): install torch's CUDA build on the GPU "
+        f"nodes (cluster.yaml's setup_commands), or train on CPUs without --gpus-per-worker")
 
 
 def _check_resources(job: TrainJob) -> None:
