@@ -224,3 +224,35 @@ def test_a_gpu_training_run_gets_a_gpu_node_and_refuses_to_train_on_its_cpu(auto
     assert len(errors) == 1 and "install torch's CUDA build" in errors[0], res["output"][-4000:]
     assert "run the same command again" not in res["output"], res["output"][-4000:]
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+TUNE = CONNECT + textwrap.dedent("""
+    import subprocess
+
+    tune = subprocess.run([sys.executable, "-m", "cluster.cli", "tune", "tokenizer", "--data", sys.argv[2],
+                           "--out", sys.argv[3], "--preset-sweep", "tiny", "--budget-steps", "2", "--val-every", "1",
+                           "--scheduler", "none", "--gpus-per-trial", "1", "--workers", "1", "--no-wandb",
+                           "--address", sys.argv[1]], capture_output=True, text=True, timeout=240)
+    gpu_nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
+    print("RESULT " + json.dumps({"returncode": tune.returncode, "output": tune.stdout + tune.stderr,
+                                  "gpu_nodes": gpu_nodes}))
+""")
+
+
+def test_a_gpu_sweep_gets_a_gpu_node_and_its_trials_say_what_their_node_lacks(autoscaling_cluster, train_data, tmp_path):
+    """`genie tune --gpus-per-trial 1` with trials on shared storage (a file:// URI standing in for S3): not refused,
+    the autoscaler starts a `gpu` node for the trial, and a trial that cannot use its GPU is reported with why."""
+    out = f"file://{tmp_path / 'sweep'}"
+    result = subprocess.run([sys.executable, "-c", TUNE, autoscaling_cluster["address"], str(train_data), out],
+                            cwd=REPO, env=autoscaling_cluster["env"], capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-5000:]
+    res = json.loads(lines[-1][len("RESULT "):])
+    assert res["gpu_nodes"], "no gpu node was started for the trial"
+    assert res["returncode"] == 1, res["output"][-4000:]
+    # the summary names the failed trial and why, in one line (not Ray's `ray::ImplicitFunc.train()` wrapper)
+    assert "1 of 1 trials failed" in res["output"], res["output"][-4000:]
+    failed = [line.strip() for line in res["output"].splitlines() if line.strip().startswith("trial-000: ")]
+    assert failed and "the torch on their nodes is a CPU-only build" in failed[0], res["output"][-4000:]
+    table = (tmp_path / "sweep" / "results.md").read_text()
+    assert "error: the training workers asked for 1 GPU(s) each" in table, table

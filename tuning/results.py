@@ -61,7 +61,7 @@ def trial_rows(sweep: SweepConfig, trials: list[TrialSpec], grid) -> tuple[list[
         row["frames_per_s"] = round(float(last.get("frames_per_s", 0.0)), 1)
         row["wall_s"] = round(float(last.get("wall_s", 0.0)), 1)
         if result.error is not None:
-            row["status"] = f"error: {str(result.error).splitlines()[0][:120]}"
+            row["status"] = f"error: {trial_error_message(result.error)[:300]}"
         elif row["steps"] == "":
             row["status"] = "no result"
         elif int(row["steps"]) < total:
@@ -75,6 +75,20 @@ def trial_rows(sweep: SweepConfig, trials: list[TrialSpec], grid) -> tuple[list[
     ranked = [r for r in rows if r["best_metric"] != ""]
     ranked.sort(key=lambda r: r["best_metric"], reverse=sweep.mode == "max")
     return ranked + [r for r in rows if r["best_metric"] == ""], histories
+
+
+def trial_error_message(error: BaseException) -> str:
+    """What went wrong in a trial, in one line: the trial's own exception, not Ray's wrapper around it (whose first
+    line is only `ray::ImplicitFunc.train() (pid=...)`)."""
+    cause = error
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:  # RayTaskError wraps the real one
+        cause = cause.cause
+    text = str(cause.args[0]) if isinstance(cause, BaseException) and cause.args and isinstance(cause.args[0], str) \
+        else str(cause)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(cause).__name__
+    return lines[0] if cause is not error else lines[-1]  # a wrapper's text ends with the cause's "Type: message"
 
 
 def _base_row(spec: TrialSpec, job) -> dict[str, Any]:
@@ -109,7 +123,8 @@ def write_results(sweep: SweepConfig, trials: list[TrialSpec], grid) -> dict[str
             written.append(PLOT)
         for name in written:  # each one atomically under its final name (a reader never sees half a table)
             storage.upload_file(local / name, storage.join(out, name))
-    return {"table_csv": storage.join(out, TABLE_CSV), "table_md": storage.join(out, TABLE_MD),
+    errors = [f"{r['trial']}: {str(r['status'])[len('error: '):]}" for r in rows if str(r["status"]).startswith("error")]
+    return {"table_csv": storage.join(out, TABLE_CSV), "table_md": storage.join(out, TABLE_MD), "errors": errors,
             "best_preset": storage.join(out, BEST_PRESET) if BEST_PRESET in written else None,
             "plot": storage.join(out, PLOT) if PLOT in written else None, "best": summary}
 

@@ -31,7 +31,7 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +254,7 @@ class SweepResult:
     best_preset: str | None
     plot: str | None
     best: dict[str, Any] | None
+    errors: list[str] = field(default_factory=list)  # "trial-NNN: what went wrong", one per failed trial
 
     def summary(self) -> str:
         lines = [f"sweep: {self.trials} trials in {self.wall_s:.0f} s" + (" (resumed)" if self.resumed else ""),
@@ -270,6 +271,9 @@ class SweepResult:
             lines.append(f"  scaling plot: {self.plot}")
         lines.append(f"  trial runs: {storage.join(self.out, TRIALS_FOLDER)}; Tune logs (TensorBoard): "
                      f"tensorboard --logdir {storage.join(self.out, TUNE_NAME)}")
+        if self.errors:
+            lines.append(f"  {len(self.errors)} of {self.trials} trials failed (the same command again retries them):")
+            lines.extend(f"    {error}" for error in self.errors)
         return "\n".join(lines)
 
 

@@ -125,4 +125,4 @@ def run_tune(args: argparse.Namespace) -> int:
         gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if use_gpu() else 0.0)
         result = run_sweep(sweep_from_args(args, gpus))
     print(result.summary())
-    return 0
+    return 1 if result.errors else 0  # a failed trial fails the command, as a failed `genie train` does
