@@ -66,6 +66,8 @@ fi
 step eval-tokenizer genie eval --model "$work/tokenizer" --out "$work/eval-tokenizer" "${EVAL[@]}"
 step eval-lam genie eval --model "$work/lam" --out "$work/eval-lam" "${EVAL[@]}"
 step eval-dynamics genie eval --model "$work/dynamics" --out "$work/eval-dynamics" "${EVAL[@]}" --control-steps 2
+step eval-dynamics-fp32 genie eval --model "$work/dynamics" --out "$work/eval-dynamics-fp32" "${EVAL[@]}" --control-steps 2 \
+  --no-bf16
 step eval-dynamics-guided genie eval --model "$work/dynamics-guided" --out "$work/eval-dynamics-guided" "${EVAL[@]}" \
   --control-steps 2 --guidance 2
 step ppo-learner-on-gpu genie agent train --preset tiny --steps 2048 --gpus-per-learner 1 --no-progress \
@@ -81,18 +83,20 @@ from cluster.play.stepper import StepInput, Stepper
 from world_model.runs import load_world_model
 
 loaded = load_world_model(sys.argv[1], map_location="cuda")
-stepper = Stepper(loaded.model)
 assert loaded.model.dynamics.device.type == "cuda", loaded.model.dynamics.device
-frames = np.random.default_rng(0).integers(0, 256, (stepper.context_frames, 64, 64, 3), dtype=np.uint8)
-tokens = list(stepper.encode(frames))
-generator = torch.Generator(device="cuda").manual_seed(0)
-for action in (1, 5):
-    context = np.stack(tokens[-stepper.context_frames:])
-    actions = np.array([0] * (len(context) - 1) + [action])
-    out = stepper.step([StepInput(context, actions, 2, 1.0)], generator)[0]
-    tokens.append(out.tokens)
-frame = stepper.decode(np.stack(tokens[-stepper.context_frames:]))
-print("stepper frames", np.asarray(out.frame).shape, "decoded", frame.shape)
+frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+for bf16 in (True, False):  # bfloat16 autocast (play's default on GPUs) and float32 with TF32 matmuls
+    stepper = Stepper(loaded.model, bf16=bf16)
+    tokens = list(stepper.encode(frames[-stepper.context_frames:]))
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for action in (1, 5):
+        context = np.stack(tokens[-stepper.context_frames:])
+        actions = np.array([0] * (len(context) - 1) + [action])
+        out = stepper.step([StepInput(context, actions, 2, 1.0)], generator)[0]
+        tokens.append(out.tokens)
+    frame = stepper.decode(np.stack(tokens[-stepper.context_frames:]))
+    assert out.frame.dtype == np.uint8 and frame.dtype == np.uint8
+    print("stepper bf16" if bf16 else "stepper fp32", "frames", np.asarray(out.frame).shape, "decoded", frame.shape)
 EOF
 
 echo "gpu_check: $passed passed, ${#failed[@]} failed in $((SECONDS - began)) s${failed:+: ${failed[*]}}"

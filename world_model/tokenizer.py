@@ -74,8 +74,9 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def detokenize(self, ids: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T, h, w) -> frames (B, T, H, W, C) float clamped to [0, 1]."""
-        return self.decode(self.quantizer.lookup(ids)).clamp(0.0, 1.0)
+        """Token ids (B, T, h, w) -> frames (B, T, H, W, C) float32 clamped to [0, 1] (float32 under bf16 autocast
+        too: carried patches keep the previous frame's exact pixels, and metrics read these frames)."""
+        return self.decode(self.quantizer.lookup(ids)).float().clamp(0.0, 1.0)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
         # frames: (B, T, H, W, C) float in [0, 1]

@@ -56,6 +56,8 @@ def register(commands) -> None:
     evaluate.add_argument("--workers", type=positive_int, default=2, help="Ray actors evaluating batches in parallel")
     evaluate.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="Ray CPUs (and torch threads) per worker")
     evaluate.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, help="GPUs per worker (then the model runs on cuda)")
+    evaluate.add_argument("--no-bf16", action="store_true",
+                          help="on GPUs, run the model in float32 (TF32 matmuls) instead of bfloat16 autocast; metrics are float32 either way")
     evaluate.add_argument("--batch-size", type=positive_int, default=4, help="episodes per batch (part of what --seed fixes)")
     evaluate.add_argument("--seed", type=non_negative_int, default=0, help="picks episodes, windows, sampling noise and counterfactual actions")
     evaluate.add_argument("--delta-t", type=positive_int, default=4, help="ΔtPSNR is measured at this predicted frame")
@@ -110,7 +112,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model=args.model, data=args.data, context=args.context, horizon=args.horizon, maskgit_steps=args.maskgit_steps,
         temperature=args.temperature, guidance=args.guidance, episodes=args.episodes, split=args.split, workers=args.workers,
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-        device="cuda" if args.gpus_per_worker > 0 else "cpu", batch_size=args.batch_size, seed=args.seed,
+        device="cuda" if args.gpus_per_worker > 0 else "cpu", bf16=not args.no_bf16, batch_size=args.batch_size, seed=args.seed,
         delta_t=args.delta_t, modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
         control_steps=args.control_steps, forks=args.forks, fork_steps=args.fork_steps,
         inception_weights=args.inception_weights, samples=args.samples,

@@ -16,6 +16,7 @@ import torch
 
 from world_model.frames import to_uint8
 from world_model.generation import WorldModel
+from world_model.precision import inference_precision
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,9 @@ class StepOutput:
 class Stepper:
     """Wraps a `WorldModel` for play: token contexts in, next tokens + frames out, one batch per call."""
 
-    def __init__(self, model: WorldModel) -> None:
+    def __init__(self, model: WorldModel, bf16: bool = True) -> None:
         self.model = model.eval()
+        self.bf16 = bf16  # on CUDA: bfloat16 autocast (world_model/precision.py); on a CPU float32
         self.context_frames = max(1, model.dynamics.config.frames - 1)  # what the dynamics attends to
         self.decode_frames = max(1, model.tokenizer.config.frames)  # window the causal decoder sees
 
@@ -54,14 +56,16 @@ class Stepper:
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (T, H, W, C) of one clip -> token ids (T, h, w) int16."""
-        ids = self.model.tokenizer.tokenize(np.array(frames, dtype=np.uint8)[None])[0]  # (T, h, w); a writable copy
+        with self._precision():
+            ids = self.model.tokenizer.tokenize(np.array(frames, dtype=np.uint8)[None])[0]  # (T, h, w); a writable copy
         return ids.cpu().numpy().astype(np.int16)
 
     @torch.no_grad()
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """Token ids (T, h, w) of one clip -> uint8 frames (T, H, W, C)."""
         ids = torch.as_tensor(tokens.astype(np.int64), device=self.model.dynamics.device)[None]  # (1, T, h, w)
-        return to_uint8(self.model.tokenizer.detokenize(ids))[0].cpu().numpy()
+        with self._precision():
+            return to_uint8(self.model.tokenizer.detokenize(ids))[0].cpu().numpy()
 
     @torch.no_grad()
     def step(self, inputs: list[StepInput], generator: torch.Generator | None = None) -> list[StepOutput]:
@@ -76,10 +80,14 @@ class Stepper:
             key = (min(len(item.tokens), self.context_frames), item.steps, item.temperature, item.seed)
             groups.setdefault(key, []).append(i)
         for (length, steps, temperature, seed), members in groups.items():
-            group = self._step_group([inputs[i] for i in members], length, steps, temperature, seed, generator)
+            with self._precision():
+                group = self._step_group([inputs[i] for i in members], length, steps, temperature, seed, generator)
             for i, out in zip(members, group):
                 outputs[i] = out
         return outputs  # type: ignore[return-value]
+
+    def _precision(self):
+        return inference_precision(self.model.dynamics.device, self.bf16)
 
     def _check(self, item: StepInput) -> None:
         if item.tokens.ndim != 3 or len(item.tokens) < 1:

@@ -44,6 +44,7 @@ class EvalConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     device: str = "cpu"  # where each worker runs its model ("cuda" with gpus_per_worker > 0)
+    bf16: bool = True  # on CUDA: the model under bfloat16 autocast (TF32 otherwise); metrics in float32; CPU: float32
     batch_size: int = 4  # episodes per batch; batches are fixed by seed, not by the number of workers
     seed: int = 0  # picks the episodes, their windows, the sampling noise and the counterfactual actions
     delta_t: int = 4  # ΔtPSNR is measured at the t-th predicted frame

@@ -23,6 +23,7 @@ from world_model.evaluation.metrics import (
 from world_model.evaluation.models import ModelUnderTest, load_model_under_test
 from world_model.evaluation.registration import agent_motion, path_motion
 from world_model.frames import to_uint8
+from world_model.precision import inference_precision
 
 
 @dataclass
@@ -252,6 +253,7 @@ class EvalWorker:
         # arrays from Ray's object store are read-only views; torch wants writable memory
         batch = dataclasses.replace(batch, frames=np.array(batch.frames), actions=np.array(batch.actions),
                                     forks=None if batch.forks is None else np.array(batch.forks))
-        result = evaluate_batch(self.model, batch, self.config, self.inception)
+        with inference_precision(self.config.device, self.config.bf16):
+            result = evaluate_batch(self.model, batch, self.config, self.inception)
         result["batch"] = batch.index  # results come back out of order
         return result
