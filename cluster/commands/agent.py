@@ -1,0 +1,129 @@
+"""`genie agent train|eval|export`: the PPO explorer (RLlib) that plays the agent's data sets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+ORDER = 3
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.arguments import (local_path, non_negative_float, non_negative_int, output_file, positive_int,
+                                   storage_location)
+    from cluster.cli import add_address, add_preset
+
+    agent = commands.add_parser("agent", help="train and evaluate the PPO explorer (RLlib)",
+                                description="The trained explorer: PPO with an IMPALA-CNN policy, on RLlib's new API stack.")
+    agent_commands = agent.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
+    train = agent_commands.add_parser(
+        "train",
+        help="train PPO on CoinRun; resumes when run again into the same --out",
+        description=(
+            "Train PPO (RLlib) on CoinRun with the preset's settings (the `agent:` section of the preset file). "
+            "Shows return, episode length and env steps/s; checkpoints every `checkpoint_every` iterations and at the "
+            "end; writes OUT/curve.csv and OUT/reward_curve.png (with the random agent's return as a reference); logs "
+            "to wandb (offline unless WANDB_MODE says otherwise). The same command again resumes from the last checkpoint."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument("--out", required=True, type=storage_location,
+                       help="run folder or storage URI (s3://..., file://...: collectors on every node read its checkpoints)")
+    add_preset(train)
+    train.add_argument("--env-runners", type=non_negative_int, default=None, help="RLlib env runners (0 = sample in the driver)")
+    train.add_argument("--envs-per-runner", type=positive_int, default=None, help="CoinRun games per env runner")
+    train.add_argument("--steps", type=positive_int, default=None, help="total env steps (overrides the preset)")
+    train.add_argument("--gpus-per-learner", type=non_negative_float, default=None,
+                       help="GPUs of the PPO learner, a remote actor then (it lands on a GPU node, which the autoscaler "
+                            "starts); 0 = learn on CPUs in the driver. Default: the preset's num_gpus_per_learner, else "
+                            "1 when the cluster has or can start a GPU")
+    train.add_argument("--no-progress", action="store_true")
+    add_address(train)
+    train.set_defaults(handler=run_agent_train)
+    evaluate = agent_commands.add_parser(
+        "eval",
+        help="mean return, success, length and level progress with 95%% CIs, beside the random and blind agents on the same levels",
+        description=(
+            "Play the first episode of --episodes fresh levels with the trained policy, the uniform random agent and a "
+            "blind agent that only presses RIGHT and RIGHT+UP (the same levels for all three) and print mean return, "
+            "success rate, episode length and level progress with 95%% confidence intervals."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    evaluate.add_argument("--checkpoint", required=True, type=storage_location, help="run folder of `genie agent train` or a checkpoint")
+    evaluate.add_argument("--episodes", type=positive_int, default=512, help="levels to play (one episode each)")
+    evaluate.add_argument("--seed", type=non_negative_int, default=0, help="chooses the levels")
+    evaluate.add_argument("--distribution-mode", default="easy", choices=["easy", "hard"])
+    evaluate.add_argument("--test-levels", action="store_true", help="draw levels from the held-out test range")
+    evaluate.add_argument("--json", type=output_file, default=None, help="also write the numbers to this JSON file")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(handler=run_agent_eval)
+    export = agent_commands.add_parser(
+        "export",
+        help="convert an RLlib checkpoint you trust (no policy/ folder) into the tensor-only policy every command loads",
+        description=(
+            "Collection, `genie agent eval` and the pipeline load a checkpoint's policy/ folder (weights read with "
+            "torch.load(weights_only=True), and a JSON description) and refuse a checkpoint that holds only RLlib's "
+            "pickled module: unpickling runs whatever code the file holds. This command unpickles such a checkpoint "
+            "once, on your word that you trust where it came from, and writes its policy/ folder beside it."
+        ),
+    )
+    export.add_argument("checkpoint", type=local_path("the checkpoint is converted on this machine: copy it here, "
+                                                      "export it, and upload it again"),
+                        help="run folder of `genie agent train` (its latest checkpoint) or a checkpoint folder")
+    export.set_defaults(handler=run_agent_export)
+
+
+def run_agent_train(args: argparse.Namespace) -> int:
+    from cluster.cli import preset_of
+    from cluster.ray_session import ray_session
+    from genie_common.storage import join
+    from rl_agent.agent_eval import evaluate_agent
+    from rl_agent.ppo_config import PPOSettings
+    from rl_agent.ppo_training import train_agent
+
+    values = dict(preset_of(args).get("agent", {}))
+    for key, value in (("num_env_runners", args.env_runners), ("envs_per_runner", args.envs_per_runner),
+                       ("total_env_steps", args.steps), ("num_gpus_per_learner", args.gpus_per_learner)):
+        if value is not None:
+            values[key] = value
+    settings = PPOSettings.from_dict(values)
+    reference = evaluate_agent("random", 64, seed=12345, env=settings.env).returns.mean()
+    with ray_session(args.address):
+        summary = train_agent(settings, args.out, show_progress=not args.no_progress, random_reference=float(reference))
+    print(f"trained {summary.env_steps:,} env steps in {summary.iterations} iterations ({summary.wall_seconds / 60:.1f} min); "
+          f"checkpoint {summary.checkpoint}; curve {join(args.out, 'curve.csv')}, plot {join(args.out, 'reward_curve.png')}. "
+          f"Next: genie agent eval --checkpoint {args.out}")
+    return 0
+
+
+def run_agent_eval(args: argparse.Namespace) -> int:
+    from rl_agent.agent_eval import evaluate_agent, format_comparison
+    from rl_agent.coinrun_env import CoinRunConfig
+    from rl_agent.named_datasets import env_for_levels
+    from rl_agent.ppo_policy import PPOAgent
+
+    agent = PPOAgent(args.checkpoint, torch_threads=None)
+    env = CoinRunConfig(distribution_mode=args.distribution_mode)
+    if args.test_levels:
+        env = env_for_levels(test=True, env=env)
+    show = not args.no_progress
+    results = [evaluate_agent(agent, args.episodes, args.seed, env, show_progress=show),
+               evaluate_agent("random", args.episodes, args.seed, env, show_progress=show),
+               evaluate_agent("blind", args.episodes, args.seed, env, show_progress=show)]
+    print(format_comparison(results))
+    if args.json:
+        payload = {r.agent: {k: {"mean": m, "ci95": h} for k, (m, h) in r.summary().items()} for r in results}
+        payload["levels"] = {"episodes": args.episodes, "seed": args.seed, "env": env.to_dict()}
+        args.json.write_text(json.dumps(payload, indent=1))
+        print(f"numbers: {args.json}")
+    return 0
+
+
+def run_agent_export(args: argparse.Namespace) -> int:
+    from rl_agent.ppo_policy import export_policy
+
+    folder = export_policy(args.checkpoint)
+    print(f"policy (tensors only) in {folder}; `genie agent eval --checkpoint {args.checkpoint}` and "
+          f"`genie collect --agent ppo --checkpoint {args.checkpoint}` load it from now on")
+    return 0

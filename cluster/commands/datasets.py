@@ -1,0 +1,56 @@
+"""`genie datasets make`: the paper's four data sets, collected by name."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 4
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from cluster.arguments import positive_int, storage_location
+    from cluster.cli import add_address, add_preset
+
+    datasets = commands.add_parser("datasets", help="the paper's four data sets, by name",
+                                   description="Make the paper's data sets by name.")
+    datasets_commands = datasets.add_subparsers(dest="datasets_command", metavar="SUBCOMMAND", required=True)
+    make = datasets_commands.add_parser(
+        "make",
+        help="collect random-train, agent-train, basic-test and diverse-test (disjoint train/test levels)",
+        description=(
+            "Collect the paper's data sets into OUT/<name>: random-train (random agent) and agent-train (PPO agent) on "
+            "training levels [0, 1e6), basic-test (random agent) and diverse-test (PPO agent) on test levels "
+            "[1e6, 2e6). Episode counts come from the preset's `data:` section. Resumable like `genie collect`."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    make.add_argument("--out", required=True, type=storage_location, help="parent folder or storage URI of the data sets")
+    make.add_argument("--names", default="random-train,agent-train,basic-test,diverse-test",
+                      help="comma-separated data sets to make")
+    make.add_argument("--checkpoint", default=None, type=storage_location, help="the PPO agent (needed for agent-train and diverse-test)")
+    make.add_argument("--workers", type=positive_int, default=2)
+    make.add_argument("--no-progress", action="store_true")
+    add_preset(make)
+    add_address(make)
+    make.set_defaults(handler=run_datasets_make)
+
+
+def run_datasets_make(args: argparse.Namespace) -> int:
+    from cluster.cli import preset_of
+    from cluster.ray_session import ray_session
+    from genie_common.storage import join
+    from rl_agent.collection import CollectConfig, collect_dataset
+    from rl_agent.named_datasets import dataset_config, named_dataset
+
+    data = preset_of(args).get("data", {})
+    names = [n.strip() for n in args.names.split(",") if n.strip()]
+    base = CollectConfig(workers=args.workers, episodes_per_shard=int(data.get("episodes_per_shard", 128)))
+    configs = {n: dataset_config(n, int(data.get(named_dataset(n).preset_count) or 1), args.checkpoint, base)
+               for n in names}
+    with ray_session(args.address):
+        for name, config in configs.items():
+            print(f"{name}: {named_dataset(name).description}, {config.episodes} episodes")
+            collect_dataset(config, join(args.out, name), show_progress=not args.no_progress)
+    out = args.out.rstrip("/")
+    print(f"data sets in {out}: {', '.join(names)}. Next: genie data compare {out}/basic-test {out}/diverse-test")
+    return 0
