@@ -2,7 +2,10 @@
 
 Two interchangeable paths compute the same function: PyTorch's fused
 `scaled_dot_product_attention` (used for training and sampling) and an explicit
-softmax(QK^T / sqrt(d) + bias) V, kept so the benchmark can measure what the fused kernel buys.
+softmax(QK^T / sqrt(dh) + bias) V, kept so the benchmark can measure what the fused kernel buys.
+
+Shapes: N sequences (a frame's positions, or a position's frames), L their length (Lp cached before them, S keys),
+d model width, nh heads of width dh (d = nh * dh).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def causal_alibi_bias(length: int, slopes: torch.Tensor) -> torch.Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    """Self-attention on (N, L, C) sequences; `bias` (heads, L, L) is added to the attention logits."""
+    """Self-attention on (N, L, d) sequences; `bias` (heads, L, L) is added to the attention logits."""
 
     def __init__(self, dim: int, heads: int, implementation: str = "sdpa") -> None:
         super().__init__()
@@ -39,13 +42,13 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        # x: (N, L, C)
-        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)  # 3 x (N, h, L, d)
+        # x: (N, L, d)
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)  # 3 x (N, nh, L, dh)
         if self.implementation == "sdpa":
-            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, h, L, d)
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, nh, L, dh)
         else:
-            mixed = naive_attention(q, k, v, bias)  # (N, h, L, d)
-        return self.out(rearrange(mixed, "n h l d -> n l (h d)"))  # (N, L, C)
+            mixed = naive_attention(q, k, v, bias)  # (N, nh, L, dh)
+        return self.out(rearrange(mixed, "n h l d -> n l (h d)"))  # (N, L, d)
 
     def forward_with_past(
         self, x: torch.Tensor, bias: torch.Tensor | None = None,
@@ -56,22 +59,22 @@ class MultiHeadAttention(nn.Module):
         position to a context whose keys were computed once (a KV cache). Without `past`, the same
         output as forward(x, bias).
 
-        x: (N, L, C); past: 2 x (N, h, Lp, d); bias: (h, L, Lp+L) -> (N, L, C) and 2 x (N, h, Lp+L, d)
+        x: (N, L, d); past: 2 x (N, nh, Lp, dh); bias: (nh, L, Lp+L) -> (N, L, d) and 2 x (N, nh, Lp+L, dh)
         """
-        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)  # 3 x (N, h, L, d)
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)  # 3 x (N, nh, L, dh)
         if past is not None:
-            k = torch.cat([past[0], k], dim=2)  # (N, h, Lp+L, d)
-            v = torch.cat([past[1], v], dim=2)  # (N, h, Lp+L, d)
+            k = torch.cat([past[0], k], dim=2)  # (N, nh, Lp+L, dh)
+            v = torch.cat([past[1], v], dim=2)  # (N, nh, Lp+L, dh)
         if self.implementation == "sdpa":
-            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, h, L, d)
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, nh, L, dh)
         else:
-            mixed = naive_attention(q, k, v, bias)  # (N, h, L, d)
-        return self.out(rearrange(mixed, "n h l d -> n l (h d)")), (k, v)  # (N, L, C), 2 x (N, h, Lp+L, d)
+            mixed = naive_attention(q, k, v, bias)  # (N, nh, L, dh)
+        return self.out(rearrange(mixed, "n h l d -> n l (h d)")), (k, v)  # (N, L, d), 2 x (N, nh, Lp+L, dh)
 
 
 def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """softmax(QK^T / sqrt(d) + bias) V, written out. q: (N, h, L, d), k, v: (N, h, S, d) -> (N, h, L, d)."""
+    """softmax(QK^T / sqrt(dh) + bias) V, written out. q: (N, nh, L, dh), k, v: (N, nh, S, dh) -> (N, nh, L, dh)."""
     logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (N, h, L, S)
     if bias is not None:
         logits = logits + bias  # bias (h, L, S) broadcasts over N
-    return logits.softmax(dim=-1) @ v  # (N, h, L, d)
+    return logits.softmax(dim=-1) @ v  # (N, nh, L, dh)

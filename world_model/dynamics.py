@@ -16,6 +16,9 @@ Classifier-free guidance on the key (`action_dropout`, `guidance`; off in the pa
 share of the transitions the "no action" vector instead of their action, and each sampling pass reads
 the new frame twice, with and without its key, and samples from l_none + g * (l_key - l_none). A key
 whose effect the model has learnt only weakly (a sub-patch scroll) then moves the dream g times as far.
+
+Shapes: B batch, T frames (Tc context), h x w token grid, d model width, V vocabulary (the tokenizer's codes; id V
+is "masked"), D latent-action width, M masked positions a loss scores, N positions of a frame (h*w).
 """
 
 from __future__ import annotations

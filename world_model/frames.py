@@ -2,6 +2,8 @@
 
 The episode store hands out uint8 numpy arrays; every model converts inside, so callers never
 decide the scaling and the metric definitions (DESIGN §4) live in one place.
+
+Shapes: B batch, T frames, H x W x C pixels, channels last as stored.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The encoder sees frames 0..t+1 (causal ST-transformer) and summarises frame t+1'
 one vector, quantised to one of a few codes (7 by default); the decoder must rebuild frame t+1
 from frame t plus that code. With so few codes the cheapest thing to store is what changed
 because of the agent, i.e. its action (Genie). Loss: MSE on frames 1..T-1 + VQ loss.
+
+Shapes: B batch, T frames, F the LAM's window (its training length), H x W x C pixels, p patch side, h x w token
+grid, d model width, D latent-action code width.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Frames <-> non-overlapping square patches, the token grid of the ST models."""
+"""Frames <-> non-overlapping square patches, the token grid of the ST models.
+
+Shapes: B batch, T frames, H x W x C pixels, p patch side, h x w = H/p x W/p patches.
+"""
 
 from __future__ import annotations
 

@@ -27,6 +27,8 @@ LAM's, of each dataset manifest's bytes and of the episode list), the shapes and
 size and sha256. It is written last, both files atomically (temp name + rename), and everything
 is checked when the cache is opened: a cache of another tokenizer, LAM or dataset is stale, a
 truncated or altered file is damaged; `ensure_token_cache` rebuilds either, saying why in one line.
+
+Shapes: L frames of an episode, N windows, T frames of a window, h x w token grid, H x W x C pixels.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ saw in training: measured on a tiny model, one-pass token accuracy fell from 0.4
 autoregressive PSNR collapsed after 2 frames. Per-frame tokens are the same wherever the frame
 sits. The paper's windows (16 frames) hold context + horizon (2 + 10), so `paper` keeps the
 temporal encoder.
+
+Shapes: B batch, T frames, H x W x C pixels, p patch side, h x w = H/p x W/p token grid, d model width, D code width.
 """
 
 from __future__ import annotations

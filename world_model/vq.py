@@ -5,6 +5,8 @@ cosine similarity, code vectors cannot drift in norm, and more of the codebook s
 (ViT-VQGAN; GenieRedux). Why restarts: codes that no input picks get no gradient and stay dead
 for ever; re-seeding them from current encoder outputs puts them back where the data is. The
 restart can be switched off (`restart_dead_codes=False`) to study the plain quantiser.
+
+Shapes: N vectors to quantise, D their width, K codes.
 """
 
 from __future__ import annotations
