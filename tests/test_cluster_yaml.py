@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -228,3 +229,24 @@ def test_readmes_worker_role_reaches_the_bucket_and_nothing_else(tmp_path):
     profile = next(c for c in calls if c[:2] == ["iam", "create-instance-profile"])
     names = {t["node_config"].get("IamInstanceProfile", {}).get("Name") for t in _config()["available_node_types"].values()}
     assert names == {None, profile[profile.index("--instance-profile-name") + 1]}, "workers use the profile made here"
+
+
+def test_gpu_nodes_keep_their_caches_on_the_instance_store(tmp_path):
+    """The decoded-shard cache (12 KB a frame, ~100-200 GB at paper scale) goes to the GPU node's NVMe instance store:
+    the host mounts it at /mnt/nvme with a marker, the GPU container sees it, and Ray starts with GENIE_CACHE_DIR there
+    only when the marker is present (a collector node, or a GPU type without a store, keeps the default)."""
+    config = _validate(_config())
+    assert "-v /mnt/nvme:/mnt/nvme" in config["available_node_types"]["gpu"]["docker"]["worker_run_options"]
+    assert "docker" not in config["available_node_types"]["collector"]
+    mount = next(c for c in config["initialization_commands"] if "/mnt/nvme" in c)
+    assert "Instance Storage" in mount and ".instance-store" in mount and mount.rstrip().endswith("true")
+    start = " ".join(config["worker_start_ray_commands"])
+    assert "if [ -e /mnt/nvme/.instance-store ]; then export GENIE_CACHE_DIR=/mnt/nvme/genie-redux/decoded; fi" in start
+    # the command runs as written: with the marker it exports the cache folder, without it leaves it unset
+    line = start[start.index("if [ -e"):start.index("fi;") + 3].replace("/mnt/nvme", str(tmp_path))
+    for marker in (False, True):
+        if marker:
+            (tmp_path / ".instance-store").touch()
+        shown = subprocess.run(["bash", "-c", f"unset GENIE_CACHE_DIR; {line} echo \"${{GENIE_CACHE_DIR:-unset}}\""],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert shown == (f"{tmp_path}/genie-redux/decoded" if marker else "unset"), shown
