@@ -154,3 +154,23 @@ def check_output_file(path: Path) -> None:
         raise argparse.ArgumentTypeError(f"the folder {folder} does not exist; create it first (mkdir -p {folder})")
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{path} cannot be written (no permission)")
+
+
+def add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto'); default: RAY_ADDRESS, else a local Ray instance")
+
+
+def add_preset(parser: argparse.ArgumentParser) -> None:
+    """--preset, --preset-file and --set of the commands that read a preset's `agent:` or `data:` section."""
+    parser.add_argument("--preset", default="tiny", help="tiny (2-core laptop, minutes), laptop (2 cores, under 2 h), small (one GPU), paper (GPU cluster)")
+    parser.add_argument("--preset-file", type=local_path(LOCAL_FILE), default=None, help="your own preset YAML (overrides --preset)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one preset field, e.g. --set agent.lr=0.001 (repeatable)")
+
+
+def preset_of(args: argparse.Namespace) -> dict:
+    """The preset that `add_preset`'s options name, with their overrides."""
+    from cluster.presets import load_preset
+
+    return load_preset(args.preset, args.preset_file, args.set)

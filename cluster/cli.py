@@ -2,8 +2,8 @@
 
 Each subcommand is a thin shell over a plain function that takes a typed config and paths,
 so the CLI, the pipeline, Ray jobs and Tune trials all run the same code. The command groups live in
-`cluster.commands`, one module each; this module builds the parser from them, holds the options several
-groups share, and runs the chosen command's handler, turning user errors into one line and an exit code.
+`cluster.commands`, one module each (the options several groups share are in `cluster.arguments`); this module
+builds the parser from them and runs the chosen command's handler, turning user errors into one line and an exit code.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cluster.arguments import LOCAL_FILE, GenieParser, local_path
+from cluster.arguments import GenieParser
 from genie_common.errors import ConfigError, DatasetError, StorageError
 
 EPILOG = """\
@@ -28,26 +28,6 @@ typical flow:
 Every command that uses Ray starts a local Ray instance unless --address (or RAY_ADDRESS)
 names a cluster to join. Run `genie COMMAND --help` for the options of each command.
 """
-
-
-def add_address(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default=None,
-                        help="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto'); default: RAY_ADDRESS, else a local Ray instance")
-
-
-def add_preset(parser: argparse.ArgumentParser) -> None:
-    """--preset, --preset-file and --set of the commands that read a preset's `agent:` or `data:` section."""
-    parser.add_argument("--preset", default="tiny", help="tiny (2-core laptop, minutes), laptop (2 cores, under 2 h), small (one GPU), paper (GPU cluster)")
-    parser.add_argument("--preset-file", type=local_path(LOCAL_FILE), default=None, help="your own preset YAML (overrides --preset)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override one preset field, e.g. --set agent.lr=0.001 (repeatable)")
-
-
-def preset_of(args: argparse.Namespace) -> dict:
-    """The preset that `add_preset`'s options name, with their overrides."""
-    from cluster.presets import load_preset
-
-    return load_preset(args.preset, args.preset_file, args.set)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ ORDER = 3
 def register(commands: argparse._SubParsersAction) -> None:
     from cluster.arguments import (local_path, non_negative_float, non_negative_int, output_file, positive_int,
                                    storage_location)
-    from cluster.cli import add_address, add_preset
+    from cluster.arguments import add_address, add_preset
 
     agent = commands.add_parser("agent", help="train and evaluate the PPO explorer (RLlib)",
                                 description="The trained explorer: PPO with an IMPALA-CNN policy, on RLlib's new API stack.")
@@ -75,7 +75,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_agent_train(args: argparse.Namespace) -> int:
-    from cluster.cli import preset_of
+    from cluster.arguments import preset_of
     from cluster.ray_session import ray_session
     from genie_common.storage import join
     from rl_agent.agent_eval import evaluate_agent

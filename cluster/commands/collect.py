@@ -10,7 +10,7 @@ ORDER = 1
 
 def register(commands: argparse._SubParsersAction) -> None:
     from cluster.arguments import fraction, non_negative_int, positive_float, positive_int, storage_location
-    from cluster.cli import add_address
+    from cluster.arguments import add_address
     from rl_agent.coinrun_env import DISTRIBUTION_MODES
 
     collect = commands.add_parser(

@@ -14,7 +14,7 @@ ORDER = 2
 
 def register(commands: argparse._SubParsersAction) -> None:
     from cluster.arguments import non_negative_int, output_file, positive_int, storage_location
-    from cluster.cli import add_address
+    from cluster.arguments import add_address
 
     data = commands.add_parser("data", help="check and describe datasets", description="Check and describe episode datasets.")
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

@@ -9,7 +9,7 @@ ORDER = 4
 
 def register(commands: argparse._SubParsersAction) -> None:
     from cluster.arguments import positive_int, storage_location
-    from cluster.cli import add_address, add_preset
+    from cluster.arguments import add_address, add_preset
 
     datasets = commands.add_parser("datasets", help="the paper's four data sets, by name",
                                    description="Make the paper's data sets by name.")
@@ -36,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_datasets_make(args: argparse.Namespace) -> int:
-    from cluster.cli import preset_of
+    from cluster.arguments import preset_of
     from cluster.ray_session import ray_session
     from genie_common.storage import join
     from rl_agent.collection import CollectConfig, collect_dataset

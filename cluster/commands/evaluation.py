@@ -12,7 +12,7 @@ ORDER = 40
 def register(commands) -> None:
     from cluster.arguments import (local_path, non_negative_float, non_negative_int, output_file, positive_float,
                                    positive_int, storage_location)
-    from cluster.cli import add_address
+    from cluster.arguments import add_address
 
     evaluate = commands.add_parser(
         "eval",
