@@ -19,9 +19,24 @@ LONGEST_FILES = ("test_training.py", "test_world_model_learning.py", "test_tunin
                  "test_play_server.py", "test_evaluation.py", "test_ppo_learner.py")
 
 
+# Fixtures that start Ray or a Ray cluster (directly or through the fixtures they use): a test that uses one is an
+# integration test. So are the tests of these files, which start Ray, clusters or whole `genie` commands themselves.
+RAY_FIXTURES = {"ray_cluster", "autoscaling_cluster", "cluster"}
+INTEGRATION_FILES = {"test_cluster_jobs.py", "test_autoscaling.py", "test_pipeline.py", "test_tuning.py",
+                     "test_play_server.py", "test_data_faults.py", "test_cli_help.py", "test_bad_input.py"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: starts Ray, a cluster or a whole `genie` command (minutes); "
+                                       "`pytest -m 'not integration'` runs the unit tests alone")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
+    for item in items:
+        if item.path.name in INTEGRATION_FILES or RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session", autouse=True)
