@@ -41,19 +41,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rl_agent.store.reader import EpisodeStore  # noqa: E402
-from world_model.checkpoint import load_model  # noqa: E402
-from world_model.config import OptimConfig, config_from_dict, config_to_dict, load_preset  # noqa: E402
-from world_model.dynamics import Dynamics  # noqa: E402
-from world_model.evaluation.config import FORK_ACTIONS  # noqa: E402
-from world_model.evaluation.episodes import select_windows  # noqa: E402
-from world_model.evaluation.forks import real_forks  # noqa: E402
-from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins, mean_ci95, psnr_per_frame  # noqa: E402
-from world_model.evaluation.rollouts import effect_classes, forked_dreams, replace_action_by_effect  # noqa: E402
-from rl_agent.coinrun_env import ACTION_NAMES  # noqa: E402
-from world_model.generation import WorldModel, carry_unchanged  # noqa: E402
-from world_model.optim import Optimization  # noqa: E402
-from world_model.runs import resolve_checkpoint  # noqa: E402
+from rl_agent.store.reader import EpisodeStore
+from world_model.checkpoint import load_model
+from world_model.config import OptimConfig, config_from_dict, config_to_dict, load_preset
+from world_model.dynamics import Dynamics
+from world_model.evaluation.config import FORK_ACTIONS
+from world_model.evaluation.episodes import select_windows
+from world_model.evaluation.forks import real_forks
+from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins, mean_ci95, psnr_per_frame
+from world_model.evaluation.rollouts import effect_classes, forked_dreams, replace_action_by_effect
+from rl_agent.coinrun_env import ACTION_NAMES
+from world_model.generation import WorldModel, carry_unchanged
+from world_model.optim import Optimization
+from world_model.runs import resolve_checkpoint
 
 TINY_BEST = dict(token_init="codebook", tie_embeddings=True, copy_bias=3.0, spatial_positions="learned",
                  last_frame_mask_share=0.5)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
 import torch
 
 
@@ -48,7 +47,6 @@ def build_models(preset, store, actions: str):
     GenieRedux, and a fresh dynamics: what `genie train dynamics` builds at the preset's sizes."""
     from world_model.dynamics import Dynamics
     from world_model.lam import LatentActionModel
-    from world_model.steps import DynamicsStage
     from world_model.tokenizer import Tokenizer
     from world_model.training.job import TrainJob
     from world_model.training.stages import dynamics_config

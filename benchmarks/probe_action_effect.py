@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rl_agent.coinrun_env import ACTION_NAMES, CoinRunConfig, make_replay_env  # noqa: E402
-from world_model.evaluation.metrics import mean_ci95  # noqa: E402
-from world_model.runs import load_world_model  # noqa: E402
+from rl_agent.coinrun_env import ACTION_NAMES, CoinRunConfig, make_replay_env
+from world_model.evaluation.metrics import mean_ci95
+from world_model.runs import load_world_model
 
 
 def step(env, action: int) -> tuple[np.ndarray, bool]:

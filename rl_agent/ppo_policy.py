@@ -186,7 +186,7 @@ def _load_policy_folder(folder: Path):
         net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     except ConfigError:
         raise
-    except Exception as err:  # noqa: BLE001 - a missing key, a bad file, a shape mismatch: all "unusable"
+    except Exception as err:  # a missing key, a bad file, a shape mismatch: all "unusable"
         raise ConfigError(f"cannot load the policy in {folder}: {type(err).__name__}: {err}") from err
     return net, net.frame_shape, net.num_actions
 
@@ -215,7 +215,7 @@ def _load_rllib_module(module_dir: Path):
 
     try:
         module = RLModule.from_checkpoint(str(module_dir.absolute()))  # RLlib takes paths as URIs: absolute only
-    except Exception as err:  # noqa: BLE001 - RLlib raises many kinds; all mean "unusable checkpoint"
+    except Exception as err:  # RLlib raises many kinds; all mean "unusable checkpoint"
         raise ConfigError(f"cannot load the policy in {module_dir}: {type(err).__name__}: {err}") from err
     return module, tuple(getattr(module.observation_space, "shape", ()) or ()), getattr(module.action_space, "n", None)
 

@@ -107,7 +107,7 @@ def _start_wandb(run_dir: Path, settings: PPOSettings, resume: bool, identity: s
         return wandb.init(project="genie-redux", job_type="agent", dir=str(run_dir), config=settings.to_dict(),
                           name=run_dir.name, id=f"agent-{int(hashlib.sha256(identity.encode()).hexdigest()[:10], 16) % 10**10}",
                           resume="allow" if resume else None, reinit=True)
-    except Exception as err:  # wandb is a convenience: never let it stop training
+    except Exception as err:  # noqa: BLE001 - wandb is a convenience: never let it stop training
         print(f"warning: wandb disabled ({err})")
         return None
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import torch
 from rl_agent.coinrun_env import ACTION_NAMES, CoinRunConfig, make_replay_env
 from rl_agent.store.manifest import Manifest
 from rl_agent.store.reader import EpisodeStore
-from world_model.evaluation import EvalConfig, evaluate
+from world_model.evaluation import EvalConfig
 from world_model.evaluation.config import ACTION_EFFECTS, FORK_ACTIONS
 from world_model.evaluation.episodes import select_windows
 from world_model.evaluation.forks import real_forks
@@ -30,7 +29,7 @@ from world_model.evaluation.runner import replay_forks
 from world_model.evaluation.worker import Batch, evaluate_batch, reconstruct_windowed
 from world_model.generation import WorldModel
 from world_model.runs import export_world_model
-from tests.test_evaluation import quick, tiny_dynamics, tiny_tokenizer
+from tests.test_evaluation import tiny_dynamics, tiny_tokenizer
 
 torch.set_num_threads(1)
 RIGHT, LEFT = ACTION_NAMES.index("RIGHT"), ACTION_NAMES.index("LEFT")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import shutil
 from pathlib import Path
 

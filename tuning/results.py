@@ -10,7 +10,6 @@ to the sweep folder through `genie_common.storage`, so the sweep folder may be a
 from __future__ import annotations
 
 import csv
-import math
 import tempfile
 import time
 from pathlib import Path

@@ -95,7 +95,7 @@ def load_checkpoint(path: str | os.PathLike, stage: str, map_location: str | tor
         raise CheckpointError(f"{path}: no such checkpoint; make one with `genie train {stage}`")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+    except Exception as err:  # any unreadable file gets the same clear message
         raise CheckpointError(f"{path}: not a readable world-model checkpoint ({err})") from err
     if not isinstance(payload, dict) or "stage" not in payload:
         raise CheckpointError(f"{path}: not a world-model checkpoint (no stage recorded)")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from genie_common.atomic import TEMP_MARKER, is_temp_file, temp_name  # the first two re-exported
+from genie_common.atomic import TEMP_MARKER, is_temp_file, temp_name  # noqa: F401 - the first two re-exported
 from rl_agent.store.manifest import EpisodeInfo, ShardInfo
 from rl_agent.store.schema import EPISODE_SCHEMA
 

@@ -82,7 +82,7 @@ class InceptionFeatures:
             raise ConfigError(f"{path}: no Inception weights file there; {FID_HOWTO}")
         try:
             self.module = torch.jit.load(str(path), map_location=device).eval()
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets one clear message
+        except Exception as err:  # any unreadable file gets one clear message
             raise ConfigError(f"{path}: not a TorchScript module ({err}); {FID_HOWTO}") from err
         self.device = torch.device(device)
         self._takes_return_features = True

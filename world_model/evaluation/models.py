@@ -20,7 +20,7 @@ from torch import nn
 from genie_common import storage
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.manifest import MANIFEST_NAME, Manifest, ShardInfo
-from world_model.checkpoint import CheckpointError, load_model
+from world_model.checkpoint import CheckpointError
 from world_model.generation import WorldModel
 from world_model.runs import load_world_model, read_run_info, resolve_checkpoint, run_folder_of
 
@@ -57,7 +57,7 @@ def checkpoint_stage(path: str | os.PathLike) -> str:
     """The stage a checkpoint file records (without building its model)."""
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+    except Exception as err:  # any unreadable file gets the same clear message
         raise CheckpointError(f"{path}: not a readable world-model checkpoint ({err})") from err
     if not isinstance(payload, dict) or "stage" not in payload:
         raise CheckpointError(f"{path}: not a world-model checkpoint (no stage recorded)")
