@@ -117,7 +117,9 @@ def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], acti
     rng = np.random.default_rng(seed)
     lengths = np.array([len(t) for t in tokens])
     counts = np.maximum(lengths - length + 1, 0)
-    optimization = Optimization(dynamics, dataclasses.replace(optim, total_steps=steps, warmup_steps=min(optim.warmup_steps, steps - 1)))
+    optimization = Optimization(dynamics,
+                                dataclasses.replace(optim, total_steps=steps,
+                                                    warmup_steps=min(optim.warmup_steps, steps - 1)))
     generator = torch.Generator().manual_seed(seed)
     dynamics.train()
     start = time.perf_counter()
@@ -125,8 +127,10 @@ def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], acti
     for step in range(1, steps + 1):
         episodes = rng.choice(len(tokens), size=batch, p=counts / counts.sum())
         starts = rng.integers(0, counts[episodes])
-        window = torch.from_numpy(np.stack([tokens[e][s: s + length] for e, s in zip(episodes, starts)]).astype(np.int64))  # (B, T, h, w)
-        acts = torch.from_numpy(np.stack([actions[e][s: s + length - 1] for e, s in zip(episodes, starts)]).astype(np.int64))  # (B, T-1)
+        chosen = list(zip(episodes, starts))
+        window = torch.from_numpy(np.stack([tokens[e][s: s + length] for e, s in chosen]).astype(np.int64))
+        acts = torch.from_numpy(np.stack([actions[e][s: s + length - 1] for e, s in chosen]).astype(np.int64))
+        # window (B, T, h, w), acts (B, T-1)
         optimization.step(dynamics.compute_loss_on_tokens(window, acts, generator).loss)
         if step in pause_at or step == steps:
             seconds += time.perf_counter() - start
@@ -172,7 +176,8 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
     tf_psnr = psnr_per_frame(predicted.clamp(0, 1), target).numpy()
     out = {
         "tf_acc": ci((ids == tokens[:, -1]).float().mean((1, 2)).numpy()),
-        "acc_gain": ci(((ids == tokens[:, -1]).float().mean((1, 2)) - (tokens[:, -2] == tokens[:, -1]).float().mean((1, 2))).numpy()),
+        "acc_gain": ci(((ids == tokens[:, -1]).float().mean((1, 2))
+                        - (tokens[:, -2] == tokens[:, -1]).float().mean((1, 2))).numpy()),
         "copy_acc": ci((tokens[:, -2] == tokens[:, -1]).float().mean((1, 2)).numpy()),
         "tf_psnr": ci(tf_psnr),
         "copy_psnr": ci(psnr_per_frame(last, target).numpy()),
@@ -181,7 +186,8 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
         "action_nats": ci(action_nats.numpy()),
         "delta_psnr": ci(tf_psnr - psnr_per_frame(predicted_other.clamp(0, 1), target).numpy()),
         "tf_psnr_carry": ci(psnr_per_frame(carried.clamp(0, 1), target).numpy()),
-        "recon_psnr_carry": ci(psnr_per_frame(carry_unchanged(reconstruction, last, tokens[:, -1], tokens[:, -2]).clamp(0, 1), target).numpy()),
+        "recon_psnr_carry": ci(psnr_per_frame(
+            carry_unchanged(reconstruction, last, tokens[:, -1], tokens[:, -2]).clamp(0, 1), target).numpy()),
         "gain_carry": ci(psnr_per_frame(carried.clamp(0, 1), target).numpy() - psnr_per_frame(last, target).numpy()),
     }
     if rollout_windows:
@@ -190,7 +196,8 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
         plain = dynamics.config
         dynamics.config = dataclasses.replace(plain, carry_unchanged=True)
         carried = world.generate(frames[:n, :context], actions[:n, : context - 1 + horizon], horizon,
-                                 steps=maskgit_steps, generator=torch.Generator().manual_seed(seed))  # (n, horizon, H, W, C)
+                                 steps=maskgit_steps,
+                                 generator=torch.Generator().manual_seed(seed))  # (n, horizon, H, W, C)
         dynamics.config = dataclasses.replace(plain, carry_unchanged=False)
         dream = world.generate(frames[:n, :context], actions[:n, : context - 1 + horizon], horizon,
                                steps=maskgit_steps, generator=generator)  # (n, horizon, H, W, C)
@@ -200,14 +207,15 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
         ar = psnr_per_frame(dream.clamp(0, 1), truth).numpy()  # (n, horizon)
         cp = psnr_per_frame(copy, truth).numpy()  # (n, horizon)
         arc = psnr_per_frame(carried.clamp(0, 1), truth).numpy()  # (n, horizon)
-        out.update({"ar_carry_1": ci(arc[:, 0]), "ar_carry_10": ci(arc[:, -1]), "ar_carry_gain_all": ci((arc - cp).mean(1)),
-                    "ar_carry_gain_1": ci(arc[:, 0] - cp[:, 0])})
+        out.update({"ar_carry_1": ci(arc[:, 0]), "ar_carry_10": ci(arc[:, -1]),
+                    "ar_carry_gain_all": ci((arc - cp).mean(1)), "ar_carry_gain_1": ci(arc[:, 0] - cp[:, 0])})
         out.update({"ar_psnr_1": ci(ar[:, 0]), "ar_copy_1": ci(cp[:, 0]), "ar_psnr_10": ci(ar[:, -1]),
                     "ar_copy_10": ci(cp[:, -1]), "ar_gain_all": ci((ar - cp).mean(1))})
     return out
 
 
-def fork_set(store: EpisodeStore, count: int, context: int, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fork_set(store: EpisodeStore, count: int, context: int, steps: int,
+             seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Up to `count` test windows whose real game forks (RIGHT xk vs LEFT xk): context frames (N, c, H, W, C),
     context actions (N, c-1), real futures (N, F, k, H, W, C)."""
     frames, acts, forks = [], [], []
@@ -223,10 +231,12 @@ def fork_set(store: EpisodeStore, count: int, context: int, steps: int, seed: in
 
 
 @torch.no_grad()
-def fork_score(world: WorldModel, forks: tuple[np.ndarray, np.ndarray, np.ndarray], maskgit_steps: int, seed: int) -> dict:
+def fork_score(world: WorldModel, forks: tuple[np.ndarray, np.ndarray, np.ndarray], maskgit_steps: int,
+               seed: int) -> dict:
     frames, acts, real = forks
     dreams = forked_dreams(world, frames, torch.from_numpy(acts.astype(np.int64)), real,
-                           [ACTION_NAMES.index(n) for n in FORK_ACTIONS], maskgit_steps, None, seed)  # (N, F, k, H, W, C)
+                           [ACTION_NAMES.index(n) for n in FORK_ACTIONS], maskgit_steps, None,
+                           seed)  # (N, F, k, H, W, C)
     score, _ = forked_future_wins(forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy())  # (N,)
     return {"fork_score": ci(score)}
 
@@ -258,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=256, help="held-out windows per test set")
     parser.add_argument("--rollouts", type=int, default=32, help="of which rolled out autoregressively (0: none)")
     parser.add_argument("--maskgit-steps", type=int, default=4)
-    parser.add_argument("--forks", type=int, default=24, help="windows per test set forked RIGHT x4 / LEFT x4 (0: none)")
+    parser.add_argument("--forks", type=int, default=24,
+                        help="windows per test set forked RIGHT x4 / LEFT x4 (0: none)")
     parser.add_argument("--guidance", default="1", help="comma-separated guidance scales at which rollouts and forks "
                         "are scored (values other than 1 need a variant trained with action_dropout)")
     parser.add_argument("--threads", type=int, default=2)
@@ -298,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     actions = [train_store.window(e, 0, int(train_store.lengths[e]))[1] for e in range(len(train_store))]
     print(f"tokenized {sum(len(t) for t in tokens)} training frames in {time.perf_counter() - start:.0f} s", flush=True)
     context, horizon = 2, 10
-    tests = {name: held_out_windows(EpisodeStore(str(run / "data" / folder)), args.windows, context + horizon, args.seed)
+    tests = {name: held_out_windows(EpisodeStore(str(run / "data" / folder)), args.windows, context + horizon,
+                                    args.seed)
              for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))}
     fork_sets = {name: fork_set(EpisodeStore(str(run / "data" / folder)), args.forks, context, 4, args.seed)
                  for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
@@ -311,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         dynamics, optim = build(preset, tokenizer, VARIANTS[name], args.seed)
         world = WorldModel(tokenizer, dynamics)
         trained = dynamics.config
-        for steps_done, seconds in train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps, score_at):
+        for steps_done, seconds in train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps,
+                                         score_at):
             for scale in guidance:
                 if scale != 1.0 and trained.action_dropout == 0:
                     continue  # never learnt a frame without its key: nothing to guide by
@@ -338,10 +351,12 @@ def _row(r: dict) -> str:
             return "-"
         mean, half = r[key]
         return f"{mean:.{digits}f} ± {half:.{digits}f}"
-    return (f"| {r['variant']} | {r['test']} | {r['steps']} | g {r.get('guidance', 1.0):g} | {f('tf_acc', 3)} (copy {r['copy_acc'][0]:.3f}) | {f('tf_psnr')} "
-            f"(copy {r['copy_psnr'][0]:.2f}, ceiling {r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | action nats {f('action_nats', 3)} | "
-            f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | "
-            f"carry: {f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | forks {f('fork_score')} | {r['train_seconds']:.0f} s |")
+    return (f"| {r['variant']} | {r['test']} | {r['steps']} | g {r.get('guidance', 1.0):g} | {f('tf_acc', 3)} (copy "
+            f"{r['copy_acc'][0]:.3f}) | {f('tf_psnr')} (copy {r['copy_psnr'][0]:.2f}, ceiling "
+            f"{r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | action nats {f('action_nats', 3)} | "
+            f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | carry: "
+            f"{f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | forks "
+            f"{f('fork_score')} | {r['train_seconds']:.0f} s |")
 
 
 if __name__ == "__main__":

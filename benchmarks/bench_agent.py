@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=256)
-    parser.add_argument("--checkpoint", default=None, help="a trained run to collect with (default: the one trained here)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a trained run to collect with (default: the one trained here)")
     args = parser.parse_args()
 
     import ray
@@ -55,11 +56,13 @@ def main() -> None:
         share = sample / (sample + learn)
         print(f"PPO ({args.preset}: {settings.num_env_runners} runners x {settings.envs_per_runner} envs, batch "
               f"{settings.train_batch_size}, {settings.epochs} epochs, channels {list(settings.channels)}): "
-              f"{steps / wall:,.0f} env steps/s; per iteration sampling {sample:.1f}s ({share:.0%}), learning {learn:.1f}s ({1 - share:.0%})")
+              f"{steps / wall:,.0f} env steps/s; per iteration sampling {sample:.1f}s ({share:.0%}), learning "
+              f"{learn:.1f}s ({1 - share:.0%})")
 
         rates = {}
         for agent in ("random", "ppo"):
-            config = CollectConfig(agent=agent, checkpoint=checkpoint if agent == "ppo" else None, episodes=args.episodes,
+            config = CollectConfig(agent=agent, checkpoint=checkpoint if agent == "ppo" else None,
+                                   episodes=args.episodes,
                                    episodes_per_shard=max(1, args.episodes // 4), envs_per_shard=16, workers=2)
             start = time.perf_counter()
             manifest = collect_dataset(config, scratch / agent, show_progress=False)

@@ -70,9 +70,11 @@ def main() -> None:
     size = sum(s.bytes for s in manifest.shards)
     collect_fps = frames / collect_seconds
     verified_fps = frames / (collect_seconds + verify_seconds)
-    print(f"genie collect, {args.workers} workers x {args.envs_per_worker} envs: {frames:,} frames in {collect_seconds:.1f}s "
-          f"= {collect_fps:,.0f} frames/s written; with verify {verified_fps:,.0f} frames/s; {size / frames:,.0f} B/frame")
-    print(f"RATIO collect/bare = {collect_fps / bare:.2f}x   (collect+verify)/bare = {verified_fps / bare:.2f}x   target >= 0.5x")
+    print(f"genie collect, {args.workers} workers x {args.envs_per_worker} envs: {frames:,} frames in "
+          f"{collect_seconds:.1f}s = {collect_fps:,.0f} frames/s written; with verify {verified_fps:,.0f} frames/s; "
+          f"{size / frames:,.0f} B/frame")
+    print(f"RATIO collect/bare = {collect_fps / bare:.2f}x   (collect+verify)/bare = {verified_fps / bare:.2f}x   "
+          "target >= 0.5x")
     shutil.rmtree(out.parent, ignore_errors=True)
 
 

@@ -62,8 +62,8 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start, out  # seconds, (B, horizon, H, W, C)
 
-    print(f"preset {args.preset}, {args.device}, {args.threads} threads: batch {args.batch_size}, context {args.context}, "
-          f"horizon {args.horizon} ({frames} frames per rollout), fastest of {args.repeats}")
+    print(f"preset {args.preset}, {args.device}, {args.threads} threads: batch {args.batch_size}, context "
+          f"{args.context}, horizon {args.horizon} ({frames} frames per rollout), fastest of {args.repeats}")
     rollout(1, True)  # warm-up (allocator, kernels)
     for steps in args.steps:
         rates, outputs = {}, {}

@@ -53,12 +53,14 @@ def main() -> None:
 
     def whole() -> tuple[torch.Tensor, list[torch.Tensor]]:
         factual = rollouts.autoregressive(world, frames, ids, c, h, steps, None, 7)
-        others = [rollouts.counterfactual_frame(world, frames, ids, c, t, steps, None, 7, np.random.default_rng(s), by)[0]
+        others = [rollouts.counterfactual_frame(world, frames, ids, c, t, steps, None, 7,
+                                                np.random.default_rng(s), by)[0]
                   for s, by in versions]
         return factual, others
 
     def branched() -> tuple[torch.Tensor, list[torch.Tensor]]:
-        changed = [rollouts.counterfactual_ids(world, ids, c - 2 + t, np.random.default_rng(s), by) for s, by in versions]
+        changed = [rollouts.counterfactual_ids(world, ids, c - 2 + t, np.random.default_rng(s), by)
+                   for s, by in versions]
         return rollouts.autoregressive_with_counterfactuals(world, frames, ids, changed, c, h, t, steps, None, 7)
 
     print(f"preset {args.preset}, {args.threads} thread(s): batch {args.batch_size}, context {c}, horizon {h}, "
@@ -72,7 +74,8 @@ def main() -> None:
             outputs[name] = run()
             times[name].append(time.perf_counter() - start)
     for name in times:
-        print(f"{name:8s}: {min(times[name]):.2f} s per batch ({h + len(versions) * (t if name == 'whole' else 1)} frames dreamt)")
+        print(f"{name:8s}: {min(times[name]):.2f} s per batch ({h + len(versions) * (t if name == 'whole' else 1)} "
+              "frames dreamt)")
     same = torch.equal(outputs["whole"][0], outputs["branched"][0]) and all(
         torch.allclose(a, b, atol=1e-6) for a, b in zip(outputs["whole"][1], outputs["branched"][1]))
     print(f"branching speed-up {min(times['whole']) / min(times['branched']):.2f}x; identical frames: {same}")

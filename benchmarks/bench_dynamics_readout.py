@@ -28,7 +28,8 @@ from world_model.config import load_preset
 from world_model.dynamics import Dynamics, _sample_categorical, previous_frames
 
 
-def full_readout_loss(model: Dynamics, tokens: torch.Tensor, actions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def full_readout_loss(model: Dynamics, tokens: torch.Tensor, actions: torch.Tensor,
+                      generator: torch.Generator) -> torch.Tensor:
     """The baseline: logits of every position (B, T, h, w, V), then the masked ones."""
     mask = model.random_mask(tokens, generator)  # (B, T, h, w)
     logits = model(tokens.masked_fill(mask, model.mask_id), actions, previous_frames(tokens, model.mask_id))
@@ -55,7 +56,8 @@ def timed(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8, help="training windows per step (tiny's global batch)")
-    parser.add_argument("--sample-batch", type=int, default=16, help="rollouts sampled at once (eval's 4 held actions x 4)")
+    parser.add_argument("--sample-batch", type=int, default=16,
+                        help="rollouts sampled at once (eval's 4 held actions x 4)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per setting (the fastest counts)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1, as each training/eval worker)")
     args = parser.parse_args()
@@ -96,10 +98,10 @@ def main() -> None:
     print(f"tiny dynamics, {args.threads} thread(s)")
     print(f"training step (batch {args.batch}): full readout {train_base:.3f} s, masked readout {train_ours:.3f} s "
           f"-> {train_base / train_ours:.2f}x")
-    print(f"one draw over ({args.sample_batch}, {grid * grid}, {config.vocab_size}) logits: Gumbel-max {draw_base * 1e3:.1f} ms, "
-          f"inverse CDF {draw_ours * 1e3:.1f} ms -> {draw_base / draw_ours:.2f}x")
-    print(f"one generated frame (4 MaskGIT passes, batch {args.sample_batch}): {frame:.3f} s with the inverse-CDF draw; "
-          f"the Gumbel draw would add ~{3 * (draw_base - draw_ours):.3f} s (3 of the 4 passes draw; "
+    print(f"one draw over ({args.sample_batch}, {grid * grid}, {config.vocab_size}) logits: Gumbel-max "
+          f"{draw_base * 1e3:.1f} ms, inverse CDF {draw_ours * 1e3:.1f} ms -> {draw_base / draw_ours:.2f}x")
+    print(f"one generated frame (4 MaskGIT passes, batch {args.sample_batch}): {frame:.3f} s with the "
+          f"inverse-CDF draw; the Gumbel draw would add ~{3 * (draw_base - draw_ours):.3f} s (3 of the 4 passes draw; "
           f"{(frame + 3 * (draw_base - draw_ours)) / frame:.2f}x)")
 
 

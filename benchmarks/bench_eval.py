@@ -65,7 +65,8 @@ def main() -> None:
             episodes = len(results[workers]["episodes"])
             rates[workers] = episodes / seconds
             print(f"workers={workers}: {episodes} episodes in {seconds:.1f}s = {rates[workers]:.3f} episodes/s "
-                  f"(context {args.context}, horizon {args.horizon}, MaskGIT {args.maskgit_steps}, batch {args.batch_size})")
+                  f"(context {args.context}, horizon {args.horizon}, MaskGIT {args.maskgit_steps}, batch "
+                  f"{args.batch_size})")
     finally:
         ray.shutdown()
     same = results[1]["metrics"] == results[2]["metrics"]

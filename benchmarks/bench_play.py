@@ -4,8 +4,8 @@ model's play step directly in this process, with the overhead ratio (target <= 2
 
 Both sides do the same work: the served sessions run without the real game beside the dream (that
 is a feature with its own cost, not Serve's). Both use the same number of torch threads. The model
-is untrained (speed does not depend on the weights). With CUDA (`--device cuda`) it measures frames/s at `--preset paper` on the GPU instead of
-CPU `tiny` (Genie ran at about 1 frame/s; real time is >= 15).
+is untrained (speed does not depend on the weights). With CUDA (`--device cuda`) it measures frames/s
+at `--preset paper` on the GPU instead of CPU `tiny` (Genie ran at about 1 frame/s; real time is >= 15).
 
     python benchmarks/bench_play.py [--presses 12] [--threads 1] [--preset tiny] [--device cpu]
 """
@@ -86,7 +86,8 @@ def served_latencies(base: str, steps: int, presses: int, seed: int) -> list[flo
     return times
 
 
-def paired_latencies(stepper: Stepper, base: str, steps: int, presses: int, context: np.ndarray) -> tuple[list[float], list[float]]:
+def paired_latencies(stepper: Stepper, base: str, steps: int, presses: int,
+                     context: np.ndarray) -> tuple[list[float], list[float]]:
     """Direct and served key presses alternated one by one, so both see the same machine load."""
     direct, served = DirectPlayer(stepper, steps, context), ServedPlayer(base, steps, seed=3)
     pairs = [(direct.press(), served.press()) for _ in range(presses + 2)][2:]
@@ -133,8 +134,8 @@ def main() -> None:
 
     from cluster.play.server import APP_NAME, build_app
 
-    run = export_world_model(tempfile.mkdtemp(prefix="bench-play-") + "/run", model.tokenizer.cpu(), model.dynamics.cpu(),
-                             preset=args.preset)
+    run = export_world_model(tempfile.mkdtemp(prefix="bench-play-") + "/run", model.tokenizer.cpu(),
+                             model.dynamics.cpu(), preset=args.preset)
     model.to(args.device)
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
     try:
@@ -143,13 +144,14 @@ def main() -> None:
         config = PlayConfig(model_cpus=1, torch_threads=args.threads, model_gpus=1 if args.device == "cuda" else 0)
         serve.run(build_app(str(run), config), name=APP_NAME, route_prefix="/")
         base = f"http://127.0.0.1:{port}"
-        print(f"\n{'MaskGIT steps':>13} | {'direct ms':>9} | {'Serve ms':>8} | {'overhead':>8} | {'frames/s served':>15}")
+        print(f"\n{'MaskGIT steps':>13} | {'direct ms':>9} | {'Serve ms':>8} | {'overhead':>8} | "
+              f"{'frames/s served':>15}")
         for s in STEP_COUNTS:
             direct_times, served_times = paired_latencies(stepper, base, s, args.presses, context)
             d, v = statistics.median(direct_times), statistics.median(served_times)
             print(f"{s:>13} | {1000 * d:9.1f} | {1000 * v:8.1f} | {100 * (v - d) / d:7.1f}% | {1 / v:15.2f}")
-        print("\noverhead = (Serve - direct) / direct, medians of one key press (one frame), the two alternated press by "
-              "press; target <= 20%")
+        print("\noverhead = (Serve - direct) / direct, medians of one key press (one frame), the two "
+              "alternated press by press; target <= 20%")
         for sessions in (2, 4):
             fps = concurrent_fps(base, sessions, 8, max(4, args.presses // 2))
             print(f"{sessions} players at once, 8 steps: {fps:.2f} frames/s per player, {sessions * fps:.2f} in total")

@@ -73,7 +73,8 @@ class PlainPPO:
         batch = {name: torch.from_numpy(array.reshape(T * E, *array.shape[2:])[keep]) for name, array in
                  {"obs": frames[:T], "actions": actions, "logp": logp, "values": values, "targets": targets,
                   "advantages": advantages}.items()}
-        batch["advantages"] = (batch["advantages"] - batch["advantages"].mean()) / batch["advantages"].std().clamp_min(1e-4)
+        advantages = batch["advantages"]
+        batch["advantages"] = (advantages - advantages.mean()) / advantages.std().clamp_min(1e-4)
         size = len(batch["obs"]) // s.minibatches
         for _ in range(s.epochs):
             order = torch.from_numpy(self.rng.permutation(len(batch["obs"])))
@@ -125,8 +126,10 @@ def main() -> None:
     print(f"preset {args.preset}: {settings.envs_per_runner} envs x {settings.rollout_length} steps, "
           f"{settings.epochs} epochs x {settings.minibatches} minibatches, torch threads {torch.get_num_threads()}, "
           f"{args.rounds} rounds")
-    print(f"RLlib PPO (genie agent train): {rate['rllib']:7.1f} env steps/s ({steps['rllib']} steps, {seconds['rllib']:.1f} s)")
-    print(f"plain PyTorch PPO loop:        {rate['plain']:7.1f} env steps/s ({steps['plain']} steps, {seconds['plain']:.1f} s)")
+    print(f"RLlib PPO (genie agent train): {rate['rllib']:7.1f} env steps/s ({steps['rllib']} steps, "
+          f"{seconds['rllib']:.1f} s)")
+    print(f"plain PyTorch PPO loop:        {rate['plain']:7.1f} env steps/s ({steps['plain']} steps, "
+          f"{seconds['plain']:.1f} s)")
     print(f"ratio RLlib / plain: {rate['rllib'] / rate['plain']:.2f}x (goal >= 0.9x)")
 
 

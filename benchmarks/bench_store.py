@@ -75,7 +75,8 @@ def main() -> None:
 
     # --- baseline: the same frames in one RAM array
     start = time.perf_counter()
-    all_frames = np.concatenate([store.episode_frames(i) for i in range(len(store))])  # (N, H, W, C), also warms the cache
+    # (N, H, W, C), also warms the cache
+    all_frames = np.concatenate([store.episode_frames(i) for i in range(len(store))])
     cold_decode_fps = frames_total / (time.perf_counter() - start)
     offsets = np.concatenate([[0], np.cumsum(store.lengths)])
     rows = offsets[episodes] + starts
@@ -128,7 +129,8 @@ def main() -> None:
         start = time.perf_counter()
         write(target)
         seconds = time.perf_counter() - start
-        print(f"bytes/frame     {name}: {os.path.getsize(target) / frames_total:,.0f} B  (write {frames_total / seconds:,.0f} frames/s)")
+        print(f"bytes/frame     {name}: {os.path.getsize(target) / frames_total:,.0f} B  (write "
+              f"{frames_total / seconds:,.0f} frames/s)")
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
     if args.data is None:

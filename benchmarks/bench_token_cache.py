@@ -36,7 +36,8 @@ def collect(out: Path, episodes: int) -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         config = CollectConfig(agent="random", episodes=episodes, seed=5, episodes_per_shard=16, envs_per_shard=8,
-                               workers=2, env=CoinRunConfig(max_episode_frames=200), val_fraction=0.1, test_fraction=0.0)
+                               workers=2, env=CoinRunConfig(max_episode_frames=200), val_fraction=0.1,
+                               test_fraction=0.0)
         collect_dataset(config, out, show_progress=False)
     finally:
         ray.shutdown()
@@ -98,7 +99,8 @@ def main() -> None:
     store = open_stores([str(data)])[0]
     length = preset.dynamics.frames
     print(f"data: {data} ({len(store)} training episodes, {store.num_frames:,} frames); preset tiny: batch "
-          f"{preset.batch_size} windows of {length} frames; {args.threads} torch thread(s); {torch.get_num_threads()} used")
+          f"{preset.batch_size} windows of {length} frames; {args.threads} torch thread(s); "
+          f"{torch.get_num_threads()} used")
     store.episode_frames(0)  # decode the shards (the store's own cache), as a run does before it starts
     for episode in range(len(store)):
         store.episode_frames(episode)
@@ -130,8 +132,10 @@ def main() -> None:
         print(f"\n{name}")
         print(f"  building the cache: {build_s:.1f} s for {store.num_frames:,} frames "
               f"({store.num_frames / build_s:,.0f} frames/s, once per run)")
-        print(f"  from frames:     {frames_speed:7.1f} windows/s  (turns: {', '.join(f'{s:.1f}' for s in speeds['frames'])})")
-        print(f"  from the cache:  {cache_speed:7.1f} windows/s  (turns: {', '.join(f'{s:.1f}' for s in speeds['cache'])})")
+        print(f"  from frames:     {frames_speed:7.1f} windows/s  (turns: "
+              f"{', '.join(f'{s:.1f}' for s in speeds['frames'])})")
+        print(f"  from the cache:  {cache_speed:7.1f} windows/s  (turns: "
+              f"{', '.join(f'{s:.1f}' for s in speeds['cache'])})")
         print(f"  ratio cache / frames: {cache_speed / frames_speed:.2f}x; the cache pays for itself after "
               f"~{build_s / max(1e-9, plan.batch / frames_speed - plan.batch / cache_speed):.0f} steps")
 

@@ -29,8 +29,8 @@ def collect(out: Path, episodes: int) -> None:
     from rl_agent.coinrun_env import CoinRunConfig
     from rl_agent.collection import CollectConfig, collect_dataset
 
-    config = CollectConfig(agent="random", episodes=episodes, seed=5, episodes_per_shard=16, envs_per_shard=8, workers=2,
-                           env=CoinRunConfig(max_episode_frames=200), val_fraction=0.1, test_fraction=0.0)
+    config = CollectConfig(agent="random", episodes=episodes, seed=5, episodes_per_shard=16, envs_per_shard=8,
+                           workers=2, env=CoinRunConfig(max_episode_frames=200), val_fraction=0.1, test_fraction=0.0)
     collect_dataset(config, out, show_progress=False)
 
 
@@ -144,10 +144,12 @@ def main() -> None:
     print(f"\n{args.stage} at tiny, global batch {args.batch} windows of {length} frames, CPU, 1 thread per worker")
     print(f"loader:  per-worker loader {delivered:10,.0f} windows/s vs model consumption {consumed:8,.1f} windows/s "
           f"-> {delivered / consumed:,.0f}x headroom")
-    print(f"         Ray Data pipeline {via_ray_data:10,.0f} windows/s -> per-worker loader is {delivered / via_ray_data:.1f}x faster")
+    print(f"         Ray Data pipeline {via_ray_data:10,.0f} windows/s -> per-worker loader is "
+          f"{delivered / via_ray_data:.1f}x faster")
     print(f"overhead: bare train step {bare:8.1f} frames/s; Ray Train 1 worker {one:8.1f} frames/s "
           f"-> Ray Train overhead {100 * (1 - one / bare):+.1f}% (target <= 10%)")
-    print(f"scaling: Ray Train 2 workers {two:8.1f} frames/s vs 1 worker {one:8.1f} -> {two / one:.2f}x (target >= 1.6x)")
+    print(f"scaling: Ray Train 2 workers {two:8.1f} frames/s vs 1 worker {one:8.1f} -> {two / one:.2f}x "
+          "(target >= 1.6x)")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ def main() -> None:
     for name, make_model, length in (
         ("tokenizer", lambda: tokenizer, preset.tokenizer.frames),
         ("lam", lambda: lam, preset.lam.frames),
-        ("dynamics (GenieRedux-G)", lambda: DynamicsStage(dynamics, tokenizer), preset.dynamics.frames),  # freezes the tokenizer
+        # freezes the tokenizer
+        ("dynamics (GenieRedux-G)", lambda: DynamicsStage(dynamics, tokenizer), preset.dynamics.frames),
     ):
         fps = train_throughput(make_model(), preset, length, args.steps, rng)
         print(f"train {name:24s} {fps:8.1f} frames/s   peak RSS so far {peak_rss_mb():7.0f} MB")
@@ -92,7 +93,8 @@ def main() -> None:
         start = time.perf_counter()
         world.generate(context, all_actions, horizon, steps=steps)
         speeds[steps] = preset.batch_size * horizon / (time.perf_counter() - start)
-        print(f"generate {steps:2d} MaskGIT steps  {speeds[steps]:8.2f} frames/s (batch {preset.batch_size}, horizon {horizon})")
+        print(f"generate {steps:2d} MaskGIT steps  {speeds[steps]:8.2f} frames/s (batch {preset.batch_size}, "
+              f"horizon {horizon})")
     print(f"ratio 8 steps / 25 steps: {speeds[8] / speeds[25]:.2f}x")
 
     timings = {}

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         log_p = {}
         with torch.no_grad():
             for key in (right, left):
-                keys = torch.tensor([actions[len(actions) - (context - 1):] + [key]]) if context > 1 else torch.tensor([[key]])
+                keys = (torch.tensor([actions[len(actions) - (context - 1):] + [key]]) if context > 1
+                        else torch.tensor([[key]]))
                 logits_of = dynamics.recomputed_new_frame_logits(ids[:1, :context], world.action_inputs(keys))
                 masked = torch.full((1, 1, *ids.shape[-2:]), dynamics.mask_id)
                 log_p[key] = logits_of(masked)[0].log_softmax(-1)  # (h, w, V)
@@ -101,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         margin = (own(right, real_right) - own(left, real_right) + own(left, real_left) - own(right, real_left)) / 2
         rows.setdefault("tokens_differ", []).append(float(differ.float().mean()))
         rows.setdefault("tokens_changed", []).append(float((real_right != ids[0, context - 1]).float().mean()))
-        rows.setdefault("argmax_differs", []).append(float((log_p[right].argmax(-1) != log_p[left].argmax(-1)).float().mean()))
+        differs = (log_p[right].argmax(-1) != log_p[left].argmax(-1)).float().mean()
+        rows.setdefault("argmax_differs", []).append(float(differs))
         if differ.any():
             rows.setdefault("action_nats", []).append(float(margin[differ].mean()))
-    print(f"{args.model} of {args.run}: {args.states} real states (levels {args.first_level}..{level - 1}), context {context}")
+    print(f"{args.model} of {args.run}: {args.states} real states (levels {args.first_level}..{level - 1}), "
+          f"context {context}")
     for name, values in rows.items():
         mean, half = mean_ci95(values)
         print(f"{name:16s} {mean:8.3f} ± {half:.3f}")

@@ -108,7 +108,8 @@ storage_location.path_kind = "storage"  # type: ignore[attr-defined]  (tests fin
 
 
 def local_path(instead: str) -> Callable[[str], str]:
-    """A path only this machine uses, kept as given; a URI is refused with `instead`, the line that says what to give."""
+    """A path only this machine uses, kept as given; a URI is refused with `instead`, the line that says what to
+    give."""
 
     def parse(text: str) -> str:
         if is_uri(text):
@@ -158,13 +159,17 @@ def check_output_file(path: Path) -> None:
 
 def add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
-                        help="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto'); default: RAY_ADDRESS, else a local Ray instance")
+                        help="Ray cluster to join (e.g. 127.0.0.1:6379 or 'auto'); default: RAY_ADDRESS, else a local "
+                             "Ray instance")
 
 
 def add_preset(parser: argparse.ArgumentParser) -> None:
     """--preset, --preset-file and --set of the commands that read a preset's `agent:` or `data:` section."""
-    parser.add_argument("--preset", default="tiny", help="tiny (2-core laptop, minutes), laptop (2 cores, under 2 h), small (one GPU), paper (GPU cluster)")
-    parser.add_argument("--preset-file", type=local_path(LOCAL_FILE), default=None, help="your own preset YAML (overrides --preset)")
+    parser.add_argument("--preset", default="tiny",
+                        help="tiny (2-core laptop, minutes), laptop (2 cores, under 2 h), small (one GPU), paper "
+                             "(GPU cluster)")
+    parser.add_argument("--preset-file", type=local_path(LOCAL_FILE), default=None,
+                        help="your own preset YAML (overrides --preset)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one preset field, e.g. --set agent.lr=0.001 (repeatable)")
 

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
           f"Ray at {os.environ.get('RAY_ADDRESS', '(none)')}", flush=True)
     if expected and installed != expected:
         print(f"warning: the cluster runs genie-redux {installed}, the job was submitted from {expected}; "
-              f"rebuild the wheel and `ray up cluster.yaml` again, or submit with --working-dir", file=sys.stderr, flush=True)
+              f"rebuild the wheel and `ray up cluster.yaml` again, or submit with --working-dir", file=sys.stderr,
+              flush=True)
     from cluster.cli import main as genie
 
     return genie(argv)

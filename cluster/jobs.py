@@ -116,7 +116,8 @@ def check_stage_args(stage: str, args: list[str]) -> None:
     except SystemExit as exit_:
         if exit_.code == 0:  # --help was asked for and printed
             raise JobError(f"--help is for `genie {stage} --help` on your machine; nothing was submitted") from None
-        raise JobError(f"`genie {stage} {shlex.join(args)}` does not parse (the line above says why); nothing was submitted") from None
+        raise JobError(f"`genie {stage} {shlex.join(args)}` does not parse (the line above says why); nothing "
+                       "was submitted") from None
     if getattr(parsed, "preset_file", None) is None and isinstance(getattr(parsed, "preset", None), str):
         from cluster.presets import load_preset  # a shipped preset and --set: the cluster runs this same version
 

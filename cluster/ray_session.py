@@ -3,12 +3,9 @@
 Without `--address` (or `RAY_ADDRESS`) an embedded local Ray instance starts and stops with
 the command; with it, the command joins that cluster as a driver.
 
-The local instance runs Ray's dashboard (~1 s more to start; `include_dashboard=None` starts it
-since ray[default] is installed, and a dashboard that fails to start does not fail the command):
-besides showing the run at the printed address, it serves the State API that Ray Train's PlacementGroupCleaner polls for every
-training run. Without it the cleaner never learns that its run ended, so it neither frees a crashed
-run's workers nor exits, and it printed "Failed to query Ray Train Controller actor state" about
-twice a second for the whole run (517 of the tiny study's 687 log lines).
+The local instance runs Ray's dashboard (`include_dashboard=None` starts it since ray[default] is
+installed; one that fails to start does not fail the command): it serves the State API that Ray Train's
+PlacementGroupCleaner polls, without which a crashed run's workers are never freed.
 """
 
 from __future__ import annotations

@@ -301,7 +301,8 @@ class RemoteFolder:
             for file in files:
                 target = self._full(f"{name}/{file.relative_to(local_dir).as_posix()}")
                 self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-                pafs.copy_files(str(file), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+                pafs.copy_files(str(file), target, source_filesystem=pafs.LocalFileSystem(),
+                                destination_filesystem=self.fs)
         except OSError as err:
             raise DatasetError(f"{self.uri}/{name}: upload failed ({err}); check the URI and your credentials") from err
 
@@ -341,7 +342,8 @@ class RemoteFolder:
         """Copy a local file under `name`, atomically: readers see the old object or the whole new one."""
         temp = self._full(temp_name(name))
         try:
-            pafs.copy_files(str(local_file), temp, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+            pafs.copy_files(str(local_file), temp, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)
             self.fs.move(temp, self._full(name))
         except OSError as err:
             raise DatasetError(f"{self.uri}/{name}: upload failed ({err}); check the URI and your credentials") from err

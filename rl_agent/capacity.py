@@ -66,7 +66,8 @@ class Capacity:
     def describe_types(self) -> str:
         if not self.node_types:
             return "no autoscaler (only the running nodes)"
-        return "; ".join(f"{t.name} {format_resources(t.resources)} x{t.max_workers if t.max_workers < UNLIMITED else 'any'}"
+        return "; ".join(f"{t.name} {format_resources(t.resources)} "
+                         f"x{t.max_workers if t.max_workers < UNLIMITED else 'any'}"
                          for t in self.node_types)
 
 
@@ -198,25 +199,27 @@ def ensure_resources(bundles: list[dict[str, float]], what: str, hint: str, *, t
         return capacity
     if capacity.node_types is None:
         missing = short(capacity.running) or sorted({k for b in bundles for k in b})
-        raise ConfigError(f"{what} need {format_resources(need)}; the Ray cluster has {format_resources(capacity.running)} and no autoscaler "
-                          f"to add nodes (short of {', '.join(missing)}): {hint}")
+        raise ConfigError(f"{what} need {format_resources(need)}; the Ray cluster has "
+                          f"{format_resources(capacity.running)} and no autoscaler to add nodes (short of "
+                          f"{', '.join(missing)}): {hint}")
     unplaceable = [b for b in bundles if not capacity.fits_one_node(b)]
     if unplaceable:
         raise ConfigError(f"{what}: no node can ever hold {format_resources(unplaceable[0])} (node types: "
                           f"{capacity.describe_types()}): {hint}")
     if short(capacity.most()):
-        raise ConfigError(f"{what} need {format_resources(need)}, more than every node type at its max_workers provides "
-                          f"({format_resources(capacity.most())}; node types: {capacity.describe_types()}): {hint}")
-    log(f"{what}: the cluster has {format_resources(capacity.running)}; asking the autoscaler for {format_resources(need)} "
-        f"(node types: {capacity.describe_types()})")
+        raise ConfigError(f"{what} need {format_resources(need)}, more than every node type at its "
+                          f"max_workers provides ({format_resources(capacity.most())}; node types: "
+                          f"{capacity.describe_types()}): {hint}")
+    log(f"{what}: the cluster has {format_resources(capacity.running)}; asking the autoscaler for "
+        f"{format_resources(need)} (node types: {capacity.describe_types()})")
     request_resources(bundles=bundles)
     began = last_report = time.monotonic()
     try:
         while short(ray.cluster_resources()):
             now = time.monotonic()
             if timeout_s is not None and now - began > timeout_s:
-                raise ConfigError(f"{what}: the autoscaler did not provide {format_resources(need)} within {timeout_s:g} s "
-                                  f"({pending_summary()}); see `ray status` and the autoscaler log "
+                raise ConfigError(f"{what}: the autoscaler did not provide {format_resources(need)} within "
+                                  f"{timeout_s:g} s ({pending_summary()}); see `ray status` and the autoscaler log "
                                   f"(`ray exec cluster.yaml 'tail -n 100 /tmp/ray/session_latest/logs/monitor.*'`)")
             if now - last_report >= report_every_s:
                 log(f"waiting {now - began:.0f} s for {format_resources(need)}: the cluster has "

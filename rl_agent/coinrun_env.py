@@ -79,7 +79,8 @@ class CoinRunConfig:
     def from_dict(cls, values: dict[str, Any]) -> "CoinRunConfig":
         return dataclass_from_dict(cls, values, "CoinRun option")
 
-    def procgen_kwargs(self, rand_seed: int, num_levels: int | None = None, start_level: int | None = None) -> dict[str, Any]:
+    def procgen_kwargs(self, rand_seed: int, num_levels: int | None = None,
+                       start_level: int | None = None) -> dict[str, Any]:
         return dict(
             env_name="coinrun",
             distribution_mode=self.distribution_mode,
@@ -150,7 +151,8 @@ class VecStep:
     reward: np.ndarray  # (E,) float32: reward for the action just taken
     terminated: np.ndarray  # (E,) bool: the episode ended in the game (coin or death); its end frame is never shown
     truncated: np.ndarray  # (E,) bool: the episode hit max_episode_frames; its last frame is in final_obs
-    final_obs: dict[int, np.ndarray] = field(default_factory=dict)  # slot -> (H, W, C) last frame of a truncated episode
+    # slot -> (H, W, C) last frame of a truncated episode
+    final_obs: dict[int, np.ndarray] = field(default_factory=dict)
     level_complete: np.ndarray | None = None  # (E,) bool: for terminated slots, whether the coin was reached
 
 

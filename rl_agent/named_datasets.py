@@ -49,7 +49,8 @@ def named_dataset(name: str) -> NamedDataset:
     return NAMED_DATASETS[name]
 
 
-def dataset_config(name: str, episodes: int, checkpoint: str | None, base: CollectConfig | None = None) -> CollectConfig:
+def dataset_config(name: str, episodes: int, checkpoint: str | None,
+                   base: CollectConfig | None = None) -> CollectConfig:
     """The collection settings of a named data set; `base` supplies workers, shard size and env options."""
     spec = named_dataset(name)
     if spec.agent == "ppo" and not checkpoint:
@@ -57,7 +58,8 @@ def dataset_config(name: str, episodes: int, checkpoint: str | None, base: Colle
     base = base or CollectConfig()
     return dataclasses.replace(
         base, agent=spec.agent, checkpoint=checkpoint if spec.agent == "ppo" else None, checkpoint_id=None,
-        episodes=episodes, seed=spec.seed, split="test" if spec.test else "auto", env=env_for_levels(spec.test, base.env),
+        episodes=episodes, seed=spec.seed, split="test" if spec.test else "auto",
+        env=env_for_levels(spec.test, base.env),
         val_fraction=0.0 if spec.test else base.val_fraction, test_fraction=0.0,
     )
 

@@ -58,7 +58,8 @@ class PPOSettings:
         if isinstance(self.env, dict):
             self.env = CoinRunConfig.from_dict(self.env)
         self.channels = tuple(self.channels)
-        for name in ("total_env_steps", "envs_per_runner", "rollout_length", "epochs", "minibatches", "hidden", "checkpoint_every"):
+        for name in ("total_env_steps", "envs_per_runner", "rollout_length", "epochs", "minibatches", "hidden",
+                     "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"agent setting {name} must be at least 1, got {getattr(self, name)}")
         if self.num_env_runners < 0:

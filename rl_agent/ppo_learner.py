@@ -191,7 +191,8 @@ class PPO2TorchLearner(PPOTorchLearner):
 
     def compute_loss_for_module(self, *, module_id, config, batch: dict[str, Any], fwd_out: dict[str, Any]):
         if config.use_kl_loss:
-            raise ValueError("PPO2TorchLearner has no KL penalty (ppo2 has none): build the config with use_kl_loss=False")
+            raise ValueError("PPO2TorchLearner has no KL penalty (ppo2 has none): build the config with "
+                             "use_kl_loss=False")
         module = self.module[module_id].unwrapped()
         if Columns.LOSS_MASK in batch:  # RLlib's artificial bootstrap step of each episode is masked out
             mask = batch[Columns.LOSS_MASK]
@@ -204,7 +205,8 @@ class PPO2TorchLearner(PPOTorchLearner):
         dist = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         ratio = torch.exp(dist.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP])  # (B,)
         advantages = batch[Postprocessing.ADVANTAGES]
-        surrogate = torch.min(advantages * ratio, advantages * torch.clamp(ratio, 1 - config.clip_param, 1 + config.clip_param))
+        surrogate = torch.min(advantages * ratio,
+                              advantages * torch.clamp(ratio, 1 - config.clip_param, 1 + config.clip_param))
         entropy = dist.entropy()
         values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))  # (B,)
         targets = batch[Postprocessing.VALUE_TARGETS]

@@ -1,10 +1,10 @@
 """`genie agent train`: RLlib PPO on CoinRun with checkpoints, resume, a learning-curve CSV/PNG and wandb.
 
 The run folder holds everything: `checkpoints/iter_NNNNNN/` (RLlib checkpoints, for resuming, each with the
-policy alone in `policy/` for collectors and eval; the last few kept), `curve.csv` (one row per training iteration), `reward_curve.png`, `settings.json`,
-`random_reference.json` (the random agent's return on the same kind of levels) and wandb's
-offline files. Running the same command again into the same folder resumes from the latest
-checkpoint; the curve rows after that checkpoint are dropped so they are not counted twice.
+policy alone in `policy/` for collectors and eval; the last few kept), `curve.csv` (one row per training
+iteration), `reward_curve.png`, `settings.json`, `random_reference.json` (the random agent's return on the
+same kind of levels) and wandb's offline files. Running the same command again into the same folder resumes
+from the latest checkpoint; the curve rows after that checkpoint are dropped so they are not counted twice.
 
 The run folder may be a storage URI (s3://..., file://...), so collectors on other nodes can load its checkpoints:
 training then runs in a local staging folder (resuming from the URI's latest checkpoint, downloaded), and every
@@ -105,7 +105,8 @@ def _start_wandb(run_dir: Path, settings: PPOSettings, resume: bool, identity: s
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_SILENT", "true")
         return wandb.init(project="genie-redux", job_type="agent", dir=str(run_dir), config=settings.to_dict(),
-                          name=run_dir.name, id=f"agent-{int(hashlib.sha256(identity.encode()).hexdigest()[:10], 16) % 10**10}",
+                          name=run_dir.name,
+                          id=f"agent-{int(hashlib.sha256(identity.encode()).hexdigest()[:10], 16) % 10**10}",
                           resume="allow" if resume else None, reinit=True)
     except Exception as err:  # noqa: BLE001 - wandb is a convenience: never let it stop training
         print(f"warning: wandb disabled ({err})")

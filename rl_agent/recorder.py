@@ -37,7 +37,8 @@ class EpisodeRecorder:
     does after consuming the episodes. `capacity` is the longest possible episode (the frame cap).
     """
 
-    def __init__(self, first_obs: np.ndarray, level_seeds: np.ndarray, capacity: int) -> None:  # first_obs: (E, H, W, C)
+    # first_obs: (E, H, W, C)
+    def __init__(self, first_obs: np.ndarray, level_seeds: np.ndarray, capacity: int) -> None:
         num_envs = len(first_obs)
         self.frames = np.empty((num_envs, capacity) + first_obs.shape[1:], dtype=np.uint8)  # (E, cap, H, W, C)
         self.actions = np.empty((num_envs, capacity), dtype=np.int64)
@@ -88,6 +89,7 @@ class EpisodeRecorder:
             terminated=terminated,
             truncated=not terminated,
             level_seed=int(self.level_seeds[slot]),
-            logp=np.append(self.logp[slot, : length - 1], np.float32(np.nan)) if with_policy else None,  # no action on the last row
+            # no action on the last row
+            logp=np.append(self.logp[slot, : length - 1], np.float32(np.nan)) if with_policy else None,
             value=self.value[slot, :length] if with_policy else None,
         )

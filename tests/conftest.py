@@ -61,7 +61,8 @@ def batches_by_id(root) -> dict:
     from rl_agent.store.writer import read_shard_batches
 
     manifest = Manifest.load(root)
-    return {b.column("episode_id")[0].as_py(): b for s in manifest.shards for b in read_shard_batches(manifest.root / s.file)}
+    return {b.column("episode_id")[0].as_py(): b
+            for s in manifest.shards for b in read_shard_batches(manifest.root / s.file)}
 
 
 def batches_equal(a, b) -> bool:

@@ -94,7 +94,8 @@ def test_ppo_collection_replays_exactly_and_is_deterministic(ray_cluster, traine
     config = small_config(agent="ppo", checkpoint=str(trained_run), episodes=4, max_episode_frames=60)
     first, second = tmp_path / "a", tmp_path / "b"
     collect_dataset(config, first, show_progress=False)
-    collect_dataset(small_config(agent="ppo", checkpoint=str(trained_run), episodes=4, max_episode_frames=60, workers=1),
+    collect_dataset(small_config(agent="ppo", checkpoint=str(trained_run), episodes=4, max_episode_frames=60,
+                                 workers=1),
                     second, show_progress=False)
     assert verify_dataset(first).episodes == 4
     env = CoinRunConfig(max_episode_frames=60)
@@ -174,7 +175,8 @@ def test_a_checkpoint_that_only_rllibs_pickles_hold_is_refused_unread(tmp_path, 
     assert marker.exists() and "cannot load the policy" in capsys.readouterr().err
 
 
-def test_an_rllib_checkpoint_the_user_trusts_is_exported_once_and_then_loads_from_tensors(trained_run, tmp_path, capsys):
+def test_an_rllib_checkpoint_the_user_trusts_is_exported_once_and_then_loads_from_tensors(
+        trained_run, tmp_path, capsys):
     """`genie agent export` turns a checkpoint made before policy folders existed into one: the same network."""
     import shutil
 
@@ -191,7 +193,8 @@ def test_an_rllib_checkpoint_the_user_trusts_is_exported_once_and_then_loads_fro
     assert folder == old / "policy"
     frames = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(exported.policy_and_value(frames), original.policy_and_value(frames)))
+        assert all(torch.equal(a, b) for a, b in zip(exported.policy_and_value(frames),
+                                                     original.policy_and_value(frames)))
 
 
 def test_ppo_agent_needs_a_checkpoint():
@@ -220,7 +223,8 @@ def test_the_blind_agent_presses_only_right_and_right_jump():
     assert {ACTION_NAMES[a] for a in actions} == {"RIGHT", "RIGHT+UP"}
     # never looking, it still beats the random agent on the same levels
     env = CoinRunConfig(max_episode_frames=200)
-    assert evaluate_agent("blind", 24, seed=1, env=env).returns.mean() > evaluate_agent("random", 24, seed=1, env=env).returns.mean()
+    blind, random_agent = (evaluate_agent(agent, 24, seed=1, env=env).returns.mean() for agent in ("blind", "random"))
+    assert blind > random_agent
 
 
 def test_evaluation_uses_the_same_levels_for_every_agent():

@@ -3,10 +3,10 @@ cluster.yaml`.
 
 The cluster is Ray's fake multi-node autoscaler (what `ray.cluster_utils.AutoscalingCluster` runs): a head with
 0 CPUs, a node type `gpu` with fake GPUs and a node type `collector` with the `collector` resource, both at
-min_workers 0, whose nodes the autoscaler starts as local raylets. It is started here as one `ray start --head --block` with its own port, token and --temp-dir instead
-of `AutoscalingCluster.start()`, whose `ray stop --force` would kill every other Ray on this machine (the
-session's `ray_cluster` fixture included); the checks run in a child process, since this one may already be
-connected to that session.
+min_workers 0, whose nodes the autoscaler starts as local raylets. It is started here as one
+`ray start --head --block` with its own port, token and --temp-dir instead of `AutoscalingCluster.start()`,
+whose `ray stop --force` would kill every other Ray on this machine (the session's `ray_cluster` fixture
+included); the checks run in a child process, since this one may already be connected to that session.
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ COLLECT = CONNECT + textwrap.dedent("""
     print("RESULT " + json.dumps({
         "before": sorted(before), "returncode": collect.returncode, "output": collect.stdout + collect.stderr,
         "collector_nodes": sorted({a["Address"]["NodeID"] for a in collectors}),
-        "node_resources": {n: {k: v for k, v in r.items() if k in ("CPU", "GPU", "collector")} for n, r in nodes.items()}}))
+        "node_resources": {n: {k: v for k, v in r.items() if k in ("CPU", "GPU", "collector")}
+                           for n, r in nodes.items()}}))
 """)
 
 
@@ -177,8 +178,8 @@ def test_collect_scales_the_collector_type_up_from_zero(autoscaling_cluster, tmp
     for node in res["collector_nodes"]:  # on a node of the collector type, which the autoscaler started
         assert res["node_resources"][node] == {"CPU": 2.0, "collector": 2.0}, res["node_resources"]
     assert verify_dataset(out).episodes == 8
-    print("collect on the autoscaling cluster:", *[line for line in res["output"].splitlines() if line.startswith("note:")],
-          sep="\n  ")
+    print("collect on the autoscaling cluster:",
+          *[line for line in res["output"].splitlines() if line.startswith("note:")], sep="\n  ")
 
 
 def test_without_an_autoscaler_only_the_running_nodes_count(ray_cluster):
@@ -239,7 +240,8 @@ TUNE = CONNECT + textwrap.dedent("""
 """)
 
 
-def test_a_gpu_sweep_gets_a_gpu_node_and_its_trials_say_what_their_node_lacks(autoscaling_cluster, train_data, tmp_path):
+def test_a_gpu_sweep_gets_a_gpu_node_and_its_trials_say_what_their_node_lacks(autoscaling_cluster, train_data,
+                                                                              tmp_path):
     """`genie tune --gpus-per-trial 1` with trials on shared storage (a file:// URI standing in for S3): not refused,
     the autoscaler starts a `gpu` node for the trial, and a trial that cannot use its GPU is reported with why."""
     out = f"file://{tmp_path / 'sweep'}"

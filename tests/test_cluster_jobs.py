@@ -254,7 +254,8 @@ def test_a_job_from_a_working_dir_can_be_followed_and_stopped(cluster):
     stopped = cluster.genie("jobs", "stop", "genie-stop-me", "--address", cluster.address)
     assert stopped.returncode == 0 and "STOPPED" in stopped.stdout, stopped.stdout + stopped.stderr
     log = cluster.genie("jobs", "logs", "genie-stop-me", "--address", cluster.address).stdout
-    assert re.search(rf"code in {re.escape(str(cluster.temp_dir))}/\S*working_dir", log), log[:3000]  # the uploaded copy
+    # the uploaded copy
+    assert re.search(rf"code in {re.escape(str(cluster.temp_dir))}/\S*working_dir", log), log[:3000]
     listed = cluster.genie("jobs", "list", "--address", cluster.address).stdout
     assert any(line.startswith("genie-stop-me") and "STOPPED" in line for line in listed.splitlines()), listed
     deadline = time.monotonic() + 60
@@ -268,14 +269,15 @@ def test_a_submitted_tiny_training_run_checkpoints_into_shared_storage(cluster, 
         pytest.skip("genie train is not available")
     assert submitted_collection[0].returncode == 0
     result = cluster.genie("submit", "train", "tokenizer", "--data", "$GENIE_STORAGE/data/random",
-                           "--out", "$GENIE_STORAGE/runs/tokenizer", "--preset", "tiny", "--steps", "20", "--workers", "1",
-                           "--batch", "2", "--set", "world_model.train.val_windows=4", "--no-wandb", "--no-progress",
-                           "--address", cluster.address, timeout=400)
+                           "--out", "$GENIE_STORAGE/runs/tokenizer", "--preset", "tiny", "--steps", "20",
+                           "--workers", "1", "--batch", "2", "--set", "world_model.train.val_windows=4", "--no-wandb",
+                           "--no-progress", "--address", cluster.address, timeout=400)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     from world_model.checkpoint import load_checkpoint
 
     latest = cluster.shared / "runs" / "tokenizer" / "latest.pt"
-    assert latest.is_file(), sorted(p.name for p in latest.parent.iterdir()) if latest.parent.exists() else "no run folder"
+    assert latest.is_file(), (sorted(p.name for p in latest.parent.iterdir()) if latest.parent.exists()
+                              else "no run folder")
     assert load_checkpoint(latest, "tokenizer").step == 20
 
 
@@ -284,7 +286,8 @@ def committed_shards(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.arrow") if not p.name.startswith(".")) if folder.is_dir() else []
 
 
-def test_losing_the_collector_node_mid_collection_finishes_on_the_head_without_duplicates(cluster, submitted_collection):
+def test_losing_the_collector_node_mid_collection_finishes_on_the_head_without_duplicates(
+        cluster, submitted_collection):
     """The job goes on: collectors of the lost node are replaced by collectors asking for plain CPUs, which
     run on the remaining node; every episode is there once, and re-submitting adds nothing."""
     assert submitted_collection[0].returncode == 0

@@ -64,7 +64,8 @@ def test_placement_follows_what_the_cluster_offers():
 
 def test_placement_asks_for_collector_nodes_the_autoscaler_can_launch():
     """On `ray up cluster.yaml` no collector node may run yet: asking for `collector` is what makes one start."""
-    collector, gpu = NodeType("collector", {"CPU": 2.0, COLLECTOR_RESOURCE: 2.0}, 2), NodeType("gpu", {"CPU": 2.0, "GPU": 1.0}, 2)
+    collector = NodeType("collector", {"CPU": 2.0, COLLECTOR_RESOURCE: 2.0}, 2)
+    gpu = NodeType("gpu", {"CPU": 2.0, "GPU": 1.0}, 2)
     assert collector_placement(1.0, {"CPU": 0.0}, [gpu, collector]) == Placement(1.0, ((COLLECTOR_RESOURCE, 1.0),))
     assert collector_placement(1.0, {"CPU": 0.0}, [gpu]) == Placement(1.0)  # no collector type: CPUs, wherever
     assert collector_placement(1.0, {"CPU": 4.0}, [NodeType("collector", collector.resources, 0)]) == Placement(1.0)

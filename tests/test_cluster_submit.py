@@ -24,7 +24,8 @@ def test_arguments_reach_the_stage_unchanged_and_genie_storage_expands_on_the_cl
             "--checkpoint", "${GENIE_STORAGE}/runs/agent"]
     result = _words_on_the_cluster(args, "s3://bucket/genie")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["--out", "s3://bucket/genie/data/random train", "--set", "a.b=it's $HOME; `x`",
+    assert result.stdout.splitlines() == ["--out", "s3://bucket/genie/data/random train",
+                                          "--set", "a.b=it's $HOME; `x`",
                                           "--data=s3://bucket/genie", "--checkpoint", "s3://bucket/genie/runs/agent"]
 
 
@@ -58,7 +59,8 @@ def test_addresses_and_paths_get_clear_messages(monkeypatch):
         job_server_address("10.0.0.1:6379")
     with pytest.raises(JobError, match="letters, digits"):
         SubmitRequest(stage="collect", submission_id="my job")
-    remote = path_warnings(["--out", "data/x", "--data=/mnt/d", "--checkpoint", "s3://b/c", "--out", "$GENIE_STORAGE/y"],
+    remote = path_warnings(["--out", "data/x", "--data=/mnt/d", "--checkpoint", "s3://b/c",
+                            "--out", "$GENIE_STORAGE/y"],
                            "http://head:8265")
     assert len(remote) == 2 and "--out data/x" in remote[0] and "--data /mnt/d" in remote[1]
     assert len(path_warnings(["--out", "/shared/x", "--data", "rel"], "http://127.0.0.1:8265")) == 1

@@ -41,11 +41,13 @@ def test_cluster_yaml_passes_rays_schema_and_validator():
 
 
 @pytest.mark.parametrize("breakage, message", [
-    (lambda c: c.__setitem__("idle_timout_minutes", c.pop("idle_timeout_minutes")), "'idle_timout_minutes' was unexpected"),
+    (lambda c: c.__setitem__("idle_timout_minutes", c.pop("idle_timeout_minutes")),
+     "'idle_timout_minutes' was unexpected"),
     (lambda c: c["available_node_types"]["gpu"].__setitem__("min_worker", 1), "'min_worker' was unexpected"),
     (lambda c: c["available_node_types"]["gpu"]["resources"].__setitem__("GPU", 0.5), "0.5 is not of type 'integer'"),
     (lambda c: c.__setitem__("head_node_type", "ray.head.default"), "head_node_type` must be one of"),
-    (lambda c: c["available_node_types"]["collector"].__setitem__("min_workers", 100), "smaller than the sum of `min_workers`"),
+    (lambda c: c["available_node_types"]["collector"].__setitem__("min_workers", 100),
+     "smaller than the sum of `min_workers`"),
 ], ids=["typo-top-level-key", "typo-node-type-key", "fractional-gpu", "wrong-head-node-type", "min-above-max"])
 def test_broken_variants_are_rejected(breakage, message):
     config = _config()
@@ -101,14 +103,16 @@ def test_limit_ssh_makes_a_group_ray_leaves_alone(tmp_path):
 
     fake = tmp_path / "bin" / "aws"
     fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done >> "$(dirname "$0")/calls"; echo >> "$(dirname "$0")/calls"\n'
-                    'case "$*" in *describe-vpcs*) echo vpc-0abc;; *create-security-group*) echo sg-0123456789abcdef0;; esac\n')
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done >> "$(dirname "$0")/calls"; echo >> '
+                    '"$(dirname "$0")/calls"\ncase "$*" in *describe-vpcs*) echo vpc-0abc;; '
+                    '*create-security-group*) echo sg-0123456789abcdef0;; esac\n')
     fake.chmod(0o755)
     config = tmp_path / "cluster.yaml"
     config.write_text((REPO / "cluster.yaml").read_text())
     env = dict(os.environ, PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     script = str(REPO / "scripts" / "limit_ssh.sh")
-    wide = subprocess.run(["bash", script, "0.0.0.0/0", str(config)], env=env, capture_output=True, text=True, timeout=30)
+    wide = subprocess.run(["bash", script, "0.0.0.0/0", str(config)], env=env, capture_output=True, text=True,
+                          timeout=30)
     assert wide.returncode == 2 and "wider than a /8" in wide.stderr and not (fake.parent / "calls").exists()
     result = subprocess.run(["bash", script, "203.0.113.7/32", str(config)], env=env, capture_output=True, text=True,
                             timeout=30)
@@ -185,7 +189,8 @@ def test_pin_amis_writes_the_newest_image_of_each_family(tmp_path):
     assert "--region us-west-2" in (fake.parent / "calls").read_text()
     types = _validate(yaml.safe_load(config.read_text()))["available_node_types"]
     assert types["gpu"]["node_config"]["ImageId"] == "ami-0123456789abcdef0"
-    assert types["head"]["node_config"]["ImageId"] == types["collector"]["node_config"]["ImageId"] == "ami-0fedcba9876543210"
+    assert (types["head"]["node_config"]["ImageId"] == types["collector"]["node_config"]["ImageId"]
+            == "ami-0fedcba9876543210")
 
 
 def test_readmes_worker_role_reaches_the_bucket_and_nothing_else(tmp_path):
@@ -227,7 +232,8 @@ def test_readmes_worker_role_reaches_the_bucket_and_nothing_else(tmp_path):
     assert passes == [{"Effect": "Allow", "Action": "iam:PassRole",
                        "Resource": "arn:aws:iam::123456789012:role/genie-redux-worker"}]
     profile = next(c for c in calls if c[:2] == ["iam", "create-instance-profile"])
-    names = {t["node_config"].get("IamInstanceProfile", {}).get("Name") for t in _config()["available_node_types"].values()}
+    names = {t["node_config"].get("IamInstanceProfile", {}).get("Name")
+             for t in _config()["available_node_types"].values()}
     assert names == {None, profile[profile.index("--instance-profile-name") + 1]}, "workers use the profile made here"
 
 

@@ -103,7 +103,8 @@ def test_rerun_is_a_no_op_and_larger_episode_count_extends(ray_cluster, tmp_path
     collect_dataset(small_config(episodes=9), out, show_progress=False)
     manifest = Manifest.load(out)
     assert manifest.num_episodes == 9
-    assert all(shas[f] == s.sha256 for s in manifest.shards for f in [s.file] if f in shas), "existing shards were rewritten"
+    assert all(shas[f] == s.sha256 for s in manifest.shards for f in [s.file] if f in shas), \
+        "existing shards were rewritten"
     assert verify_dataset(out).episodes == 9
 
 

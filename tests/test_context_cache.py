@@ -17,7 +17,8 @@ CONDITIONINGS = ["ground_truth", "latent"]
 
 def random_dynamics(conditioning, seed=0, frames=4, action_conditioning="input"):
     torch.manual_seed(seed)
-    config = DynamicsConfig(vocab_size=32, grid=8, frames=frames, transformer=TransformerConfig(dim=32, depth=2, heads=4, mlp_ratio=2.0),
+    config = DynamicsConfig(vocab_size=32, grid=8, frames=frames,
+                            transformer=TransformerConfig(dim=32, depth=2, heads=4, mlp_ratio=2.0),
                             conditioning=conditioning, latent_action_dim=8, sampling_steps=4,
                             action_conditioning=action_conditioning)
     model = Dynamics(config).eval()
@@ -118,7 +119,8 @@ def test_cached_sampling_runs_under_bf16_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         cached = model.cached_new_frame_logits(tokens, actions)(frame)  # (B, h, w, V)
         whole = model.recomputed_new_frame_logits(tokens, actions)(frame)
-        sample = model.sample_next_frame(tokens, actions, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(0))
+        sample = model.sample_next_frame(tokens, actions, steps=4, temperature=1.0,
+                                         generator=torch.Generator().manual_seed(0))
     assert cached.dtype == whole.dtype == torch.bfloat16
     assert torch.allclose(cached.float(), whole.float(), atol=0.1)
     assert sample.shape == (2, 8, 8) and ((sample >= 0) & (sample < 32)).all()
@@ -131,7 +133,8 @@ def test_adaptive_norm_starts_as_input_conditioning_and_then_uses_the_action_in_
     adaptive = random_dynamics("ground_truth", action_conditioning="adaptive_norm")
     for block in adaptive.transformer.blocks:
         torch.nn.init.zeros_(block.modulation.weight)
-    adaptive.load_state_dict({**plain.state_dict(), **{k: v for k, v in adaptive.state_dict().items() if "modulation" in k}})
+    adaptive.load_state_dict({**plain.state_dict(),
+                              **{k: v for k, v in adaptive.state_dict().items() if "modulation" in k}})
     tokens, actions = random_tokens(2, 3), random_actions("ground_truth", 2, 2)
     with torch.no_grad():
         assert torch.allclose(plain(tokens, actions), adaptive(tokens, actions), atol=1e-6)
@@ -169,7 +172,8 @@ def test_guidance_contrasts_the_new_frame_with_and_without_its_key(conditioning)
         frame = torch.full((2, 1, 8, 8), model.mask_id)
         keyed = model(torch.cat([tokens, frame], 1), actions)[:, -1]  # (B, h, w, V)
         dropped = torch.tensor([[False, True]]).expand(2, 2)  # (B, Tc): the new frame's key only
-        none = model.readout(model.hidden_states(torch.cat([tokens, frame], 1), keyless_actions, dropped)[:, -1], tokens[:, -1])
+        none = model.readout(model.hidden_states(torch.cat([tokens, frame], 1), keyless_actions, dropped)[:, -1],
+                             tokens[:, -1])
     assert not torch.allclose(keyed, none, atol=1e-4), "the key must reach the new frame"
     draws = {}
     for scale, logits in ((0.0, none), (1.0, keyed), (2.5, none + 2.5 * (keyed - none))):

@@ -59,7 +59,9 @@ def test_killed_collector_actor_is_restarted_and_the_data_is_whole(ray_cluster, 
 
 
 def _whole_shards(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.suffix == ".arrow" and not p.name.startswith(".")] if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.suffix == ".arrow" and not p.name.startswith(".")]
 
 
 def _temp_shards(folder: Path) -> list[Path]:

@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _collector_pids() -> list[int]:
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(COLLECTOR_NAME_PREFIX)]
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith(COLLECTOR_NAME_PREFIX)]
     return [ray.get(ray.get_actor(n, namespace=COLLECTOR_NAMESPACE).pid.remote(), timeout=30) for n in names]
 
 
@@ -46,7 +47,8 @@ def _copy_dataset(source: Path, target: Path) -> Path:
 
 
 # ---- two writers -------------------------------------------------------------------------------------
-def test_a_second_collect_into_a_busy_folder_is_refused_and_the_first_finishes(ray_cluster, small_dataset, tmp_path, capsys):
+def test_a_second_collect_into_a_busy_folder_is_refused_and_the_first_finishes(ray_cluster, small_dataset, tmp_path,
+                                                                               capsys):
     out = tmp_path / "busy"
     errors: list[BaseException] = []
     first = threading.Thread(target=_capture, args=(errors, collect_dataset, small_config(workers=1), out),
@@ -266,7 +268,8 @@ def test_a_full_disk_stops_decoding_in_one_line_and_leaves_no_temporary(small_da
 
     monkeypatch.delenv("GENIE_CACHE_MAX_GB", raising=False)
     usage = type(shutil.disk_usage(tmp_path))
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(total=1 << 40, used=(1 << 40) - (1 << 20), free=1 << 20))
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: usage(total=1 << 40, used=(1 << 40) - (1 << 20), free=1 << 20))
     cache = tmp_path / "little-room"
     with pytest.raises(DatasetError) as little_room:
         EpisodeStore(small_dataset, cache_dir=cache).window(0, 0, 2)

@@ -15,7 +15,8 @@ from rl_agent.store.errors import DatasetError
 from rl_agent.store.manifest import Manifest
 from rl_agent.store.reader import EpisodeStore
 from world_model.checkpoint import save_checkpoint
-from world_model.config import ConfigError, DynamicsConfig, LAMConfig, QuantizerConfig, TokenizerConfig, TransformerConfig
+from world_model.config import (ConfigError, DynamicsConfig, LAMConfig, QuantizerConfig, TokenizerConfig,
+                                TransformerConfig)
 from world_model.dynamics import Dynamics
 from world_model.evaluation import EvalConfig, copy_last_frame_baseline, evaluate
 from world_model.evaluation.fid import GaussianFit, InceptionFeatures, fid, fit_gaussian, frechet_distance
@@ -61,7 +62,8 @@ def world_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def latent_run(tmp_path_factory) -> Path:
-    return export_world_model(tmp_path_factory.mktemp("runs") / "latent", tiny_tokenizer(), tiny_dynamics("latent"), tiny_lam())
+    return export_world_model(tmp_path_factory.mktemp("runs") / "latent", tiny_tokenizer(), tiny_dynamics("latent"),
+                              tiny_lam())
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,8 @@ def test_psnr_and_ssim_agree_with_scikit_image_on_random_and_real_frames(real_fr
     rng = np.random.default_rng(0)
     random_a = rng.random((3, 64, 64, 3))
     random_b = np.clip(random_a + rng.normal(0, 0.1, random_a.shape), 0, 1)
-    noisy_real = np.clip(real_frames.astype(np.int16) + rng.integers(-20, 21, real_frames.shape), 0, 255).astype(np.uint8)
+    noise = rng.integers(-20, 21, real_frames.shape)
+    noisy_real = np.clip(real_frames.astype(np.int16) + noise, 0, 255).astype(np.uint8)
     pairs = [(random_a, random_b), (real_frames[:-1], real_frames[1:]), (noisy_real, real_frames)]
     for prediction, target in pairs:
         ours_psnr = psnr_per_frame(prediction, target).numpy()
@@ -93,9 +96,11 @@ def test_psnr_and_ssim_agree_with_scikit_image_on_random_and_real_frames(real_fr
         for i in range(len(p)):
             if np.array_equal(p[i], t[i]):
                 continue
-            assert ours_psnr[i] == pytest.approx(skimage_metrics.peak_signal_noise_ratio(t[i], p[i], data_range=1.0), abs=1e-6)
+            assert ours_psnr[i] == pytest.approx(skimage_metrics.peak_signal_noise_ratio(t[i], p[i], data_range=1.0),
+                                                 abs=1e-6)
             expected = skimage_metrics.structural_similarity(
-                t[i], p[i], data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+                t[i], p[i], data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                use_sample_covariance=False)
             assert ours_ssim[i] == pytest.approx(expected, abs=1e-6)
 
 
@@ -159,7 +164,8 @@ class _TinyFeatures(torch.nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
-def test_fid_is_skipped_with_a_message_without_weights_and_computed_with_a_local_file(ray_cluster, small_dataset, world_run, tmp_path):
+def test_fid_is_skipped_with_a_message_without_weights_and_computed_with_a_local_file(
+        ray_cluster, small_dataset, world_run, tmp_path):
     with pytest.raises(ConfigError, match="no Inception weights file"):
         InceptionFeatures(tmp_path / "missing.pt")
     results = evaluate(quick(world_run, small_dataset, modes=("teacher_forced",), control_steps=0))
@@ -269,7 +275,8 @@ def test_a_test_set_sharing_levels_with_the_training_data_is_refused(ray_cluster
 
 
 # ---- tokenizer, LAM, latent world model ----------------------------------------------------------------
-def test_tokenizer_lam_and_genie_redux_runs_are_evaluated_by_their_stage(ray_cluster, small_dataset, latent_run, tmp_path):
+def test_tokenizer_lam_and_genie_redux_runs_are_evaluated_by_their_stage(ray_cluster, small_dataset, latent_run,
+                                                                         tmp_path):
     tokenizer_file = save_checkpoint(tmp_path / "tok.pt", tiny_tokenizer(), "tiny")
     lam_file = save_checkpoint(tmp_path / "lam.pt", tiny_lam(), "tiny")
     tok = evaluate(quick(tokenizer_file, small_dataset, episodes=2))

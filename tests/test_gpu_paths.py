@@ -13,7 +13,8 @@ def test_evaluation_and_play_copy_tensors_to_the_cpu_before_numpy():
     tensor raises, so every tensor leaves the device with `.cpu()` first (a no-op on a CPU run, so CPU tests
     cannot catch a missing one)."""
     bare = []
-    for path in sorted([*(REPO / "world_model" / "evaluation").glob("*.py"), *(REPO / "cluster" / "play").glob("*.py")]):
+    for path in sorted([*(REPO / "world_model" / "evaluation").glob("*.py"),
+                        *(REPO / "cluster" / "play").glob("*.py")]):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
             for match in re.finditer(r"\.numpy\(\)", code):
@@ -32,7 +33,8 @@ def test_gpu_check_skips_cleanly_without_a_gpu():
         import pytest
 
         pytest.skip("a GPU is here: run scripts/gpu_check.sh itself")
-    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0 and "SKIPPED: no CUDA GPU" in result.stdout, result.stdout + result.stderr
 
 

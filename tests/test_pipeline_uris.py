@@ -96,7 +96,8 @@ def test_gpus_reach_training_evaluation_and_the_learner_but_no_stage_key(tmp_pat
 
     cpus = uri_context(tmp_path)
     gpus = uri_context(tmp_path, PipelineResources(gpus_per_worker=1, gpus_per_learner=0.5),
-                       overrides=[*OVERRIDES, "agent.num_gpus_per_learner=1"])  # the preset's learner GPUs: no key either
+                       overrides=[*OVERRIDES,
+                                  "agent.num_gpus_per_learner=1"])  # the preset's learner GPUs: no key either
     plan = build_plan(gpus)
     assert {s.name: s.key for s in plan} == {s.name: s.key for s in build_plan(cpus)}
     trained = [s for s in plan if s.group in ("train", "finetune")]
@@ -119,13 +120,15 @@ def test_gpus_reach_training_evaluation_and_the_learner_but_no_stage_key(tmp_pat
 
 
 def test_gpus_the_cluster_cannot_provide_are_refused_before_anything_runs(ray_cluster, tmp_path):
-    context = make_context(tmp_path / "run", "tiny", None, list(OVERRIDES), resources=PipelineResources(gpus_per_worker=1))
+    context = make_context(tmp_path / "run", "tiny", None, list(OVERRIDES),
+                           resources=PipelineResources(gpus_per_worker=1))
     with pytest.raises(ConfigError, match=r"--gpus-per-worker 1: .*has or can start 0.*leave out --gpus-per-worker"):
         run_pipeline(context)
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("field, message", [("gpus_per_worker", "--gpus-per-worker"), ("maskgits", "unknown pipeline.eval")])
+@pytest.mark.parametrize("field, message",
+                         [("gpus_per_worker", "--gpus-per-worker"), ("maskgits", "unknown pipeline.eval")])
 def test_pipeline_eval_refuses_what_the_command_sets_and_typos(tmp_path, field, message):
     with pytest.raises(ConfigError, match=message):
         make_context(tmp_path, "tiny", None, [f"pipeline.eval.{field}=1"])

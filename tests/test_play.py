@@ -41,7 +41,8 @@ def run_dirs(tmp_path_factory):
     runs = {}
     for kind, latent in (("ground_truth", False), ("latent", True)):
         model = tiny_model(latent)
-        runs[kind] = export_world_model(tmp_path_factory.mktemp(kind) / "run", model.tokenizer, model.dynamics, model.lam)
+        runs[kind] = export_world_model(tmp_path_factory.mktemp(kind) / "run", model.tokenizer, model.dynamics,
+                                        model.lam)
     return runs
 
 
@@ -183,7 +184,8 @@ def test_step_equals_world_model_generate(latent):
     expected = model.generate(frames[None], actions[None], horizon=1, steps=3,
                               generator=torch.Generator().manual_seed(4))  # (1, 1, H, W, C)
     out = stepper.step([StepInput(stepper.encode(frames), actions, 3, model.dynamics.config.temperature,
-                                  previous_frame=frames[-1])],  # the frame shown last: play composes on it as generate does
+                                  # the frame shown last: play composes on it as generate does
+                                  previous_frame=frames[-1])],
                        torch.Generator().manual_seed(4))[0]
     assert out.frame.shape == (64, 64, 3) and out.frame.dtype == np.uint8
     assert np.abs(out.frame.astype(int) - (expected[0, 0].numpy() * 255).round()).max() <= 1
@@ -230,9 +232,10 @@ def test_genie_dream_writes_the_gif(run_dirs, tmp_path, capsys):
 def test_genie_dream_errors(run_dirs, tmp_path, capsys):
     from cluster.cli import main
 
-    assert main(["dream", "--model", str(run_dirs["ground_truth"]), "--actions", "RZX", "--out", str(tmp_path / "x.gif")]) == 2
+    gif = str(tmp_path / "x.gif")
+    assert main(["dream", "--model", str(run_dirs["ground_truth"]), "--actions", "RZX", "--out", gif]) == 2
     assert "unknown letter 'X'" in capsys.readouterr().err
-    assert main(["dream", "--model", str(tmp_path / "missing"), "--actions", "R", "--out", str(tmp_path / "x.gif")]) == 1
+    assert main(["dream", "--model", str(tmp_path / "missing"), "--actions", "R", "--out", gif]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
     assert main(["dream", "--model", str(run_dirs["ground_truth"]), "--actions", "R", "--start", "test",
                  "--out", str(tmp_path / "x.gif")]) == 2
@@ -274,8 +277,9 @@ def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "cluster.cli", "play", "--model", str(run_dirs["ground_truth"]), "--host", "0.0.0.0",
-               "--port", str(port), "--model-cpus", "0.5", "--torch-threads", "1", "--steps", "1", "--address", ray_cluster]
+    command = [sys.executable, "-m", "cluster.cli", "play", "--model", str(run_dirs["ground_truth"]),
+               "--host", "0.0.0.0", "--port", str(port), "--model-cpus", "0.5", "--torch-threads", "1", "--steps", "1",
+               "--address", ray_cluster]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: queue.Queue = queue.Queue()

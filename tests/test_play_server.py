@@ -50,7 +50,8 @@ def server(ray_cluster, small_dataset, tmp_path_factory):
     runs = {}
     for name, latent in (("g", False), ("latent", True)):
         model = tiny_model(latent)
-        runs[name] = export_world_model(tmp_path_factory.mktemp(name) / "run", model.tokenizer, model.dynamics, model.lam)
+        runs[name] = export_world_model(tmp_path_factory.mktemp(name) / "run", model.tokenizer, model.dynamics,
+                                        model.lam)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run_many([  # deployed together: their replicas start side by side
@@ -102,7 +103,8 @@ def test_info_and_page(server):
     assert info["name"] == "GenieRedux-G" and info["num_actions"] == 15 and info["action_labels"][7] == "RIGHT"
     assert set(info["starts"]) == {"fresh", "test", "episode"} and info["episodes"]
     page = requests.get(server, timeout=30)
-    assert page.status_code == 200 and "<canvas id=\"dream\"" in page.text and "http" not in page.text.split("<script>")[1][:200]
+    assert page.status_code == 200 and "<canvas id=\"dream\"" in page.text
+    assert "http" not in page.text.split("<script>")[1][:200]
     latent = requests.get(f"{server}/latent/api/info", timeout=30).json()
     assert latent["name"] == "GenieRedux" and latent["num_actions"] == 7 and latent["action_labels"][0] == "latent 0"
 
@@ -163,7 +165,8 @@ def test_two_sessions_are_isolated_and_batched(server):
     assert final_a["frame"] == results[0][-1]["frame"] and final_b["frame"] == results[1][-1]["frame"]
     assert final_a["real_frame"] != final_b["real_frame"]
     sizes = guarded(server, "get", "/api/stats").json()["batch_sizes"]
-    assert sizes[len(before):] == [2, 2, 2], f"each step of one session should share its batch with the other's: {sizes}"
+    assert sizes[len(before):] == [2, 2, 2], \
+        f"each step of one session should share its batch with the other's: {sizes}"
 
 
 def test_recording_gives_a_gif(server):
@@ -197,7 +200,8 @@ def test_upload_a_frame(server):
     ("post", "/api/sessions", {"json": {"start": "moon"}}, 422, "start"),
     ("post", "/api/sessions", {"json": {"seed": -3}}, 422, "seed"),
     ("post", "/api/sessions", {"json": {"steps": 1000}}, 400, "MaskGIT steps must lie in 1..64"),
-    ("post", "/api/sessions", {"data": "{not json", "headers": {"Content-Type": "application/json"}}, 422, "bad request"),
+    ("post", "/api/sessions", {"data": "{not json", "headers": {"Content-Type": "application/json"}}, 422,
+     "bad request"),
     ("post", "/api/sessions/upload", {"data": b"\x89PNG\r\n\x1a\n" + b"x" * 70_000,
                                       "headers": {"Content-Type": "image/png"}}, 413, "upload of 70008 bytes exceeds"),
     ("post", "/api/sessions/upload?temperature=1e9", {"data": b"x", "headers": {"Content-Type": "image/png"}}, 422,
@@ -206,7 +210,8 @@ def test_upload_a_frame(server):
      "temperature"),
     ("post", "/api/sessions/upload?steps=0", {"data": b"x", "headers": {"Content-Type": "image/png"}}, 422, "steps"),
     ("post", "/api/sessions/upload", {"data": b"GIF89a", "headers": {"Content-Type": "image/gif"}}, 415, "PNG"),
-    ("post", "/api/sessions/upload", {"data": b"not a png", "headers": {"Content-Type": "image/png"}}, 415, "not a PNG"),
+    ("post", "/api/sessions/upload", {"data": b"not a png", "headers": {"Content-Type": "image/png"}}, 415,
+     "not a PNG"),
 ])
 def test_bad_requests_get_clear_4xx(server, method, path, kwargs, status, message):
     response = getattr(requests, method)(f"{server}{path}", timeout=30, **kwargs)
@@ -236,7 +241,8 @@ def test_streamed_upload_is_cut_at_the_limit(server):
 def test_bad_step_requests(server):
     sid = new_session(server, seed=6)["session"]
     unknown = post(f"{server}/api/sessions/{sid}/step", json={"action": 15})
-    assert unknown.status_code == 400 and "unknown action 15" in unknown.json()["error"] and "RIGHT+UP" in unknown.json()["error"]
+    error = unknown.json()["error"]
+    assert unknown.status_code == 400 and "unknown action 15" in error and "RIGHT+UP" in error
     assert post(f"{server}/api/sessions/{sid}/step", json={"action": "right"}).status_code == 422
     assert post(f"{server}/api/sessions/{sid}/step", json={"action": 7, "count": 99}).status_code == 400
     assert post(f"{server}/api/sessions/{sid}/step", json={"action": 7, "steps": 0}).status_code == 422
@@ -375,11 +381,13 @@ def test_play_in_headless_chromium(server):
             for key in ("d", " "):
                 expected = int(page.inner_text("#counter")) + 1
                 page.keyboard.press(key)
-                page.wait_for_function(f"document.getElementById('counter').textContent === '{expected}'", timeout=60_000)
+                page.wait_for_function(f"document.getElementById('counter').textContent === '{expected}'",
+                                       timeout=60_000)
             page.click("#record")
             page.wait_for_selector("#download:not([hidden])", timeout=60_000)
             href = page.get_attribute("#download", "href")
-            gif_bytes = bytes(page.evaluate("async (u) => Array.from(new Uint8Array(await (await fetch(u)).arrayBuffer()))", href))
+            gif_bytes = bytes(page.evaluate("async (u) => Array.from(new Uint8Array(await (await "
+                                            "fetch(u)).arrayBuffer()))", href))
             with Image.open(io.BytesIO(gif_bytes)) as gif:
                 assert gif.format == "GIF" and gif.n_frames == 3  # the frame at the start of the recording + 2
             # step back with Backspace, then the MaskGIT control is honoured by the next step

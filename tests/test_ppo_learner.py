@@ -41,7 +41,8 @@ def _batch(size: int = 8, seed: int = 0, old_logits: torch.Tensor | None = None)
 def _loss(learner, config, batch):
     module = learner.module["default_policy"]
     fwd_out = module.forward_train(batch)
-    return learner.compute_loss_for_module(module_id="default_policy", config=config.get_config_for_module("default_policy"),
+    return learner.compute_loss_for_module(module_id="default_policy",
+                                           config=config.get_config_for_module("default_policy"),
                                            batch=batch, fwd_out=fwd_out)
 
 

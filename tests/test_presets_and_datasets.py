@@ -47,7 +47,8 @@ def test_data_compare_prints_both_datasets(small_dataset, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(small_dataset, other)
     plot = tmp_path / "cmp.png"
-    assert main(["data", "compare", str(small_dataset), str(other), "--plot", str(plot), "--progress-episodes", "4"]) == 0
+    assert main(["data", "compare", str(small_dataset), str(other), "--plot", str(plot),
+                 "--progress-episodes", "4"]) == 0
     text = capsys.readouterr().out
     assert "action entropy" in text and "frame diversity" in text and plot.stat().st_size > 0
 
@@ -75,7 +76,8 @@ def test_one_pipeline_table_field_overridden_keeps_the_others(tmp_path):
     assert settings.eval == {**defaults.eval, "workers": 1}
     assert settings.steps == {**defaults.steps, "dynamics": 7}
     context = make_context(tmp_path, "small", None, ["pipeline.eval.workers=1"])
-    assert context.settings.eval["workers"] == 1 and context.settings.eval["maskgit_steps"] == defaults.eval["maskgit_steps"]
+    assert context.settings.eval["workers"] == 1
+    assert context.settings.eval["maskgit_steps"] == defaults.eval["maskgit_steps"]
     with pytest.raises(ConfigError, match="table"):
         PipelineSettings.from_dict({"eval": 3})
 

@@ -33,7 +33,8 @@ def path_arguments():
                 continue
             kind = getattr(action.type, "path_kind", None)
             assert action.type is not None or action.dest in NOT_PATHS, (
-                f"{command} {action.dest}: a string argument without a type; a path needs storage_location or local_path")
+                f"{command} {action.dest}: a string argument without a type; a path needs storage_location "
+                "or local_path")
             assert action.type not in (str, __import__("pathlib").Path), f"{command} {action.dest}: bare {action.type}"
             if kind is not None:
                 found.append((command, (action.option_strings or [action.dest])[0], action))
@@ -53,7 +54,8 @@ def test_every_path_argument_keeps_a_uri_intact_or_refuses_it_in_one_line():
             kept.add(f"{command} {option}")
     # the commands of issue 15 that mangled URIs now keep them
     assert {"genie agent train --out", "genie datasets make --out", "genie data verify dir", "genie data stats dir",
-            "genie data compare dir_a", "genie play --data", "genie collect --checkpoint", "genie agent eval --checkpoint",
+            "genie data compare dir_a", "genie play --data", "genie collect --checkpoint",
+            "genie agent eval --checkpoint",
             "genie train --data", "genie eval --out", "genie pipeline --out", "genie tune --out"} <= kept
     # what only this machine uses is refused (figures, preset files, a checkout to upload)
     assert {"genie data stats --plot", "genie agent train --preset-file", "genie submit --working-dir"} <= refused
@@ -92,8 +94,8 @@ def test_ppo_checkpoints_go_to_a_uri_and_resume_from_it(agent_uri):
     first = [p.name for p in (run / "checkpoints").iterdir()]
     assert first == ["iter_000001"] and (run / "checkpoints" / first[0] / ".complete").exists()
     # resumed with the learner placed explicitly (as `genie pipeline --gpus-per-learner` does): placement may change
-    summary = train_agent(PPOSettings(total_env_steps=300, keep_checkpoints=1, num_gpus_per_learner=0, **TINY), agent_uri,
-                          show_progress=False)
+    summary = train_agent(PPOSettings(total_env_steps=300, keep_checkpoints=1, num_gpus_per_learner=0, **TINY),
+                          agent_uri, show_progress=False)
     assert summary.iterations == 2  # resumed after iteration 1 (4 envs x 64 steps), not from scratch
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["iter_000002"]  # the older one dropped there
 
@@ -270,7 +272,8 @@ def test_refreshing_a_run_folder_mirror_never_removes_a_file_another_reader_uses
         try:
             while not done.is_set():
                 assert (mirror / "latest.pt").read_bytes() in versions, "a half-fetched latest.pt was read"
-                assert (mirror / "run.json").read_text() and (mirror / "ray" / "checkpoint_000001" / "model.pt").is_file()
+                assert (mirror / "run.json").read_text()
+                assert (mirror / "ray" / "checkpoint_000001" / "model.pt").is_file()
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
 

@@ -173,7 +173,8 @@ def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, bu
     assert losses[0]["loss"] == pytest.approx(losses[1]["loss"], rel=1e-6, abs=1e-7), losses
     assert losses[0]["masked_token_accuracy"] == losses[1]["masked_token_accuracy"]
     after = [dict(m.dynamics.named_parameters()) for m in (stage, twin)]
-    assert all(torch.allclose(after[0][k], after[1][k], atol=1e-6) for k in after[0]), "the steps moved the weights apart"
+    assert all(torch.allclose(after[0][k], after[1][k], atol=1e-6) for k in after[0]), \
+        "the steps moved the weights apart"
 
 
 def train_loss(run: Path) -> list[float]:
@@ -181,7 +182,8 @@ def train_loss(run: Path) -> list[float]:
         return [float(row["loss"]) for row in csv.DictReader(handle) if row["kind"] == "train"]
 
 
-def test_genie_train_dynamics_reads_the_cache_and_trains_as_from_frames(ray_cluster, train_data, models, tmp_path, capsys):
+def test_genie_train_dynamics_reads_the_cache_and_trains_as_from_frames(ray_cluster, train_data, models, tmp_path,
+                                                                        capsys):
     tokenizer, _, _ = models
     checkpoint = save_checkpoint(tmp_path / "tokenizer.pt", tokenizer, "tiny")
     data = tmp_path / "data"  # the first shard alone (4 episodes): the run encodes ~300 frames, not ~2000

@@ -51,7 +51,8 @@ def write_indexed_dataset(root: Path, lengths: list[int]) -> None:
             frames[..., 0] = np.arange(length, dtype=np.uint8)[:, None, None]  # step index
             frames[..., 1] = episode  # episode index
             actions = np.array([(7 * step + episode) % 15 for step in range(length - 1)] + [NO_ACTION])
-            batch = episode_batch(f"ep{episode}", frames, actions, np.zeros(length, np.float32), True, False, episode, "random")
+            batch = episode_batch(f"ep{episode}", frames, actions, np.zeros(length, np.float32), True, False, episode,
+                                  "random")
             writer.write_episode(batch, "train")
         manifest.add_shard(writer.commit())
     manifest.save()
@@ -74,7 +75,8 @@ def test_windows_never_cross_episodes_and_actions_stay_aligned(tmp_path):
                 steps, episode = window[:, 0, 0, 0].astype(int), int(window[0, 0, 0, 1])
                 assert (window[:, 0, 0, 1] == episode).all(), "a window crossed an episode boundary"
                 assert (np.diff(steps) == 1).all(), "frames of a window are not consecutive"
-                assert [int(a) for a in acts] == [(7 * s + episode) % 15 for s in steps[:-1]], "action i must follow frame i"
+                assert [int(a) for a in acts] == [(7 * s + episode) % 15 for s in steps[:-1]], \
+                    "action i must follow frame i"
                 seen_starts.add((episode, int(steps[0])))
     assert len(seen_starts) == sum(max(0, n - 3) for n in [5, 9, 4, 30, 6]), "every valid window is reachable"
 
@@ -125,8 +127,10 @@ def test_two_workers_and_accumulation_give_the_same_step_as_one_process(ray_clus
     runs = {
         "one": job([train_data], tmp_path / "one", steps=1, batch_size=4, init=str(init)),
         # the two-worker run also reads and writes through storage URIs
-        "two": job([f"file://{train_data}"], f"file://{tmp_path / 'two'}", steps=1, batch_size=4, init=str(init), workers=2),
-        "accumulated": job([train_data], tmp_path / "accumulated", steps=1, batch_size=4, init=str(init), micro_batch=1),
+        "two": job([f"file://{train_data}"], f"file://{tmp_path / 'two'}", steps=1, batch_size=4, init=str(init),
+                   workers=2),
+        "accumulated": job([train_data], tmp_path / "accumulated", steps=1, batch_size=4, init=str(init),
+                           micro_batch=1),
     }
     states = {}
     for name, train_job in runs.items():
@@ -137,7 +141,8 @@ def test_two_workers_and_accumulation_give_the_same_step_as_one_process(ray_clus
     assert moved > 1e-4, "the step must change the weights for the comparison to mean anything"
     for other in ("two", "accumulated"):
         worst = max(float((states["one"][k].float() - states[other][k].float()).abs().max()) for k in before)
-        assert worst < 1e-5 * max(1.0, moved) + 1e-6, f"{other}: parameters differ by {worst} (the step moved them {moved})"
+        assert worst < 1e-5 * max(1.0, moved) + 1e-6, \
+            f"{other}: parameters differ by {worst} (the step moved them {moved})"
 
 
 def test_decoder_only_fine_tuning_keeps_every_token_id_and_trains_the_decoder(ray_cluster, train_data, tmp_path):
@@ -154,7 +159,8 @@ def test_decoder_only_fine_tuning_keeps_every_token_id_and_trains_the_decoder(ra
     before = load_checkpoint(init, "tokenizer").model_state
     frozen = [k for k in before if k.split(".")[0] in ("patch_embedding", "encoder", "to_code", "quantizer")]
     assert frozen and all(torch.equal(before[k], tuned[k]) for k in frozen), "the encoder or codebook moved"
-    assert any(not torch.equal(before[k], tuned[k]) for k in before if k.startswith("decoder.")), "the decoder did not train"
+    assert any(not torch.equal(before[k], tuned[k]) for k in before if k.startswith("decoder.")), \
+        "the decoder did not train"
 
 
 # ---- fault tolerance and resumption ---------------------------------------------------------------
@@ -185,7 +191,8 @@ def test_a_killed_driver_is_resumed_by_running_the_same_command(ray_cluster, tra
     deadline = time.monotonic() + 240
     while not (out / "latest.pt").exists() and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.5)
-    assert (out / "latest.pt").exists(), driver.communicate()[0] if driver.poll() is not None else "no checkpoint in time"
+    assert (out / "latest.pt").exists(), \
+        driver.communicate()[0] if driver.poll() is not None else "no checkpoint in time"
     os.killpg(driver.pid, signal.SIGSTOP)  # frozen, still holding the run folder: a second trainer is refused
     second = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert second.returncode == 2, second.stdout + second.stderr
@@ -229,13 +236,16 @@ def test_wandb_rejoins_the_same_run_from_another_process(tmp_path):
 
     train_job = TrainJob(stage="tokenizer", data=[str(tmp_path / "data")], out=str(tmp_path / "run"))
     started = subprocess.run([sys.executable, "-c", (
-        "import sys; from world_model.training.job import TrainJob; from world_model.training.trainer import _start_wandb\n"
-        f"run = _start_wandb(TrainJob(stage='tokenizer', data=[{str(tmp_path / 'data')!r}], out={str(tmp_path / 'run')!r}))\n"
+        "import sys; from world_model.training.job import TrainJob; from world_model.training.trainer import "
+        "_start_wandb\n"
+        f"run = _start_wandb(TrainJob(stage='tokenizer', data=[{str(tmp_path / 'data')!r}], "
+        f"out={str(tmp_path / 'run')!r}))\n"
         "print(run.id); run.finish()")],
         capture_output=True, text=True, timeout=120, env={**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "1"},
         cwd=Path(__file__).resolve().parents[1])
     assert started.returncode == 0, started.stderr
-    assert started.stdout.strip().splitlines()[-1] == wandb_run_id(train_job), "a resumed run would start a new wandb run"
+    assert started.stdout.strip().splitlines()[-1] == wandb_run_id(train_job), \
+        "a resumed run would start a new wandb run"
 
 
 # ---- damaged data -------------------------------------------------------------------------------
@@ -308,7 +318,8 @@ def test_lam_and_both_dynamics_train_end_to_end(ray_cluster, train_data, trained
                                tokenizer=str(tokenizer_run), actions="true"), show_progress=False)
     _assert_learned(genie_g, tmp_path / "genie-g")
     genie = run_training(job([train_data], tmp_path / "genie", stage="dynamics", steps=10,
-                             tokenizer=str(tokenizer_run), lam=str(tmp_path / "lam"), actions="latent"), show_progress=False)
+                             tokenizer=str(tokenizer_run), lam=str(tmp_path / "lam"), actions="latent"),
+                             show_progress=False)
     _assert_learned(genie, tmp_path / "genie")
     from world_model.runs import load_world_model
 
@@ -317,7 +328,8 @@ def test_lam_and_both_dynamics_train_end_to_end(ray_cluster, train_data, trained
     assert load_world_model(tmp_path / "genie-g").name == "GenieRedux-G"
 
 
-def test_fine_tuning_with_init_starts_from_the_base_weights_with_a_fresh_optimiser(ray_cluster, train_data, trained_tokenizer, tmp_path):
+def test_fine_tuning_with_init_starts_from_the_base_weights_with_a_fresh_optimiser(
+        ray_cluster, train_data, trained_tokenizer, tmp_path):
     base, _ = trained_tokenizer
     result = run_training(job([train_data], tmp_path / "ta", steps=2, init=str(base)), show_progress=False)
     base_psnr = load_checkpoint(base / "best.pt", "tokenizer").extra["val"]["val_psnr"]
@@ -331,12 +343,16 @@ def test_bad_training_input_is_refused_with_what_to_do(ray_cluster, train_data, 
     cases = [
         (["train", "tokenizer", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "a")], "genie collect"),
         ([*base, "--out", str(tmp_path / "b")], "--tokenizer"),
-        ([*base, "--out", str(tmp_path / "c"), "--tokenizer", str(tokenizer_run), "--actions", "latent"], "genie train lam"),
+        ([*base, "--out", str(tmp_path / "c"), "--tokenizer", str(tokenizer_run), "--actions", "latent"],
+         "genie train lam"),
         ([*base, "--out", str(tmp_path / "d"), "--tokenizer", str(tokenizer_run), "--actions", "latent",
           "--lam", str(tokenizer_run)], "'tokenizer' run, but a 'lam' checkpoint"),
-        (["train", "tokenizer", "--data", str(train_data), "--out", str(tmp_path / "e"), "--workers", "3"], "divisible by --workers"),
-        (["train", "tokenizer", "--data", str(train_data), "--out", str(tokenizer_run), "--steps", "7"], "different tokenizer run"),
-        (["train", "tokenizer", "--data", str(train_data), "--out", str(tmp_path / "f"), "--preset", "huge"], "known presets"),
+        (["train", "tokenizer", "--data", str(train_data), "--out", str(tmp_path / "e"), "--workers", "3"],
+         "divisible by --workers"),
+        (["train", "tokenizer", "--data", str(train_data), "--out", str(tokenizer_run), "--steps", "7"],
+         "different tokenizer run"),
+        (["train", "tokenizer", "--data", str(train_data), "--out", str(tmp_path / "f"), "--preset", "huge"],
+         "known presets"),
         (["train", "tokenizer", "--data", str(train_data), "--out", str(tmp_path / "g"), "--set",
           "world_model.tokenizer.encoder.heads=3"], "not divisible by heads"),
     ]

@@ -183,7 +183,8 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
     contexts, context_actions, forks = [], [], []
     for e in held_out:
         for s in range(0, int(store.lengths[e]) - 6, 7):
-            real = real_forks(store, Window(e, store.episodes[e].episode.id, s, int(store.episodes[e].episode.level_seed)),
+            real = real_forks(store,
+                              Window(e, store.episodes[e].episode.id, s, int(store.episodes[e].episode.level_seed)),
                               2, 4, FORK_ACTIONS)
             if real.frames is not None:
                 frames, acts = store.window(e, s, 2)

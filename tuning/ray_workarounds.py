@@ -106,7 +106,8 @@ def actor_gone_test():
     from ray._private import state
 
     table = state.actors()  # actor id -> info
-    owners = {(a["OwnerAddress"]["IPAddress"], a["OwnerAddress"]["Port"]) for a in table.values() if a["State"] != "DEAD"}
+    owners = {(a["OwnerAddress"]["IPAddress"], a["OwnerAddress"]["Port"])
+              for a in table.values() if a["State"] != "DEAD"}
 
     def gone(actor_id: str) -> bool:
         info = table.get(actor_id)

@@ -122,7 +122,8 @@ def write_results(sweep: SweepConfig, trials: list[TrialSpec], grid) -> dict[str
             written.append(PLOT)
         for name in written:  # each one atomically under its final name (a reader never sees half a table)
             storage.upload_file(local / name, storage.join(out, name))
-    errors = [f"{r['trial']}: {str(r['status'])[len('error: '):]}" for r in rows if str(r["status"]).startswith("error")]
+    errors = [f"{r['trial']}: {str(r['status'])[len('error: '):]}"
+              for r in rows if str(r["status"]).startswith("error")]
     return {"table_csv": storage.join(out, TABLE_CSV), "table_md": storage.join(out, TABLE_MD), "errors": errors,
             "best_preset": storage.join(out, BEST_PRESET) if BEST_PRESET in written else None,
             "plot": storage.join(out, PLOT) if PLOT in written else None, "best": summary}
@@ -130,7 +131,8 @@ def write_results(sweep: SweepConfig, trials: list[TrialSpec], grid) -> dict[str
 
 def markdown_table(sweep: SweepConfig, rows: list[dict[str, Any]]) -> str:
     metric = sweep.metric_key
-    header = ["trial", "preset", "config", "parameters", "steps", f"best {metric}", "at step", "frames/s", "wall s", "status"]
+    header = ["trial", "preset", "config", "parameters", "steps", f"best {metric}", "at step", "frames/s", "wall s",
+              "status"]
     lines = [f"# Sweep of {sweep.stage} ({len(rows)} trials, scheduler {sweep.scheduler}, best {metric} "
              f"{'lowest' if sweep.mode == 'min' else 'highest'} first)", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

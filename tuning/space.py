@@ -81,7 +81,8 @@ def field_type(path: str) -> type:
     cls: Any = SECTIONS[parts[0]]
     for i, part in enumerate(parts[1:], start=1):
         if not dataclasses.is_dataclass(cls):
-            raise ConfigError(f"search space field {path!r} is unknown: {'.'.join(parts[:i])} is a value, not a section")
+            raise ConfigError(
+                f"search space field {path!r} is unknown: {'.'.join(parts[:i])} is a value, not a section")
         hints = typing.get_type_hints(cls)
         if part not in hints:
             raise ConfigError(f"search space field {path!r} is unknown: {cls.__name__} "
@@ -165,7 +166,8 @@ class SearchSpace:
     def from_file(cls, path: str | Path, stage: str) -> "SearchSpace":
         file = Path(path)
         if not file.is_file():
-            raise ConfigError(f"--space {file}: no such file (a YAML mapping of field: values, see `genie tune --help`)")
+            raise ConfigError(
+                f"--space {file}: no such file (a YAML mapping of field: values, see `genie tune --help`)")
         try:
             values = yaml.safe_load(file.read_text())
         except yaml.YAMLError as err:
@@ -270,9 +272,11 @@ def parse_dimension(name: str, spec: Any, stage: str) -> Dimension:
         distribution = chosen[0]
         args = spec[distribution]
         if not isinstance(args, list) or not args:
-            raise ConfigError(f"search space field {name!r}: {distribution} takes a list, e.g. {{{distribution}: [1, 2]}}")
+            raise ConfigError(f"search space field {name!r}: {distribution} takes a list, e.g. "
+                              f"{{{distribution}: [1, 2]}}")
         if distribution == "choice":
-            return Dimension(name, tuple(paths), distribution="choice", args=tuple(check_value(v, "choice") for v in args))
+            return Dimension(name, tuple(paths), distribution="choice",
+                             args=tuple(check_value(v, "choice") for v in args))
         if len(args) != 2:
             raise ConfigError(f"search space field {name!r}: {distribution} takes [low, high], got {args}")
         if distribution == "randint" and kind is not int:

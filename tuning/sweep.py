@@ -76,7 +76,8 @@ class SweepResult:
             lines.append(f"  best config: {self.best_preset} (copy it to this machine, then train it with "
                          f"`genie train --preset-file {Path(self.best_preset).name}`)")
         elif self.best_preset:
-            lines.append(f"  best config: {self.best_preset} (train it with `genie train --preset-file {self.best_preset}`)")
+            lines.append(f"  best config: {self.best_preset} (train it with `genie train --preset-file "
+                         f"{self.best_preset}`)")
         if self.plot:
             lines.append(f"  scaling plot: {self.plot}")
         lines.append(f"  trial runs: {storage.join(self.out, TRIALS_FOLDER)}; Tune logs (TensorBoard): "
@@ -111,6 +112,11 @@ def check_resources(sweep: SweepConfig) -> None:
     ensure_resources([{"CPU": TRIAL_CPUS}] + [worker] * sweep.workers,
                      f"one trial ({sweep.workers} workers x {format_resources(worker)} + {TRIAL_CPUS} CPU)",
                      "use fewer --workers, a smaller --cpus-per-worker, or --gpus-per-trial 0 to sweep on CPUs")
+
+
+def _trial_name(trial) -> str:
+    """A trial's folder and display name: its TrialSpec's name."""
+    return TrialSpec.from_dict(trial.config["trial"]).name
 
 
 def run_sweep(sweep: SweepConfig, verbose: int = 1) -> SweepResult:
@@ -153,8 +159,8 @@ def run_sweep(sweep: SweepConfig, verbose: int = 1) -> SweepResult:
             param_space=space,
             tune_config=tune.TuneConfig(metric=sweep.metric_key, mode=sweep.mode, scheduler=scheduler, num_samples=1,
                                         max_concurrent_trials=concurrency(sweep),
-                                        trial_dirname_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).name,
-                                        trial_name_creator=lambda trial: TrialSpec.from_dict(trial.config["trial"]).name),
+                                        trial_dirname_creator=_trial_name,
+                                        trial_name_creator=_trial_name),
             run_config=tune.RunConfig(name=TUNE_NAME, storage_path=out, verbose=verbose,
                                       failure_config=tune.FailureConfig(max_failures=0),
                                       callbacks=[ReleaseTrialResources()]),

@@ -43,7 +43,8 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         # x: (N, L, d)
-        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)  # 3 x (N, nh, L, dh)
+        # 3 x (N, nh, L, dh)
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
         if self.implementation == "sdpa":
             mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, nh, L, dh)
         else:
@@ -61,7 +62,8 @@ class MultiHeadAttention(nn.Module):
 
         x: (N, L, d); past: 2 x (N, nh, Lp, dh); bias: (nh, L, Lp+L) -> (N, L, d) and 2 x (N, nh, Lp+L, dh)
         """
-        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)  # 3 x (N, nh, L, dh)
+        # 3 x (N, nh, L, dh)
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (N, nh, Lp+L, dh)
             v = torch.cat([past[1], v], dim=2)  # (N, nh, Lp+L, dh)

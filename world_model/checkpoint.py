@@ -100,7 +100,8 @@ def load_checkpoint(path: str | os.PathLike, stage: str, map_location: str | tor
     if not isinstance(payload, dict) or "stage" not in payload:
         raise CheckpointError(f"{path}: not a world-model checkpoint (no stage recorded)")
     if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {payload.get('format_version')}, this code reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{path}: checkpoint format {payload.get('format_version')}, this code reads "
+                              f"{FORMAT_VERSION}")
     found = payload["stage"]
     if found != stage:
         raise CheckpointError(

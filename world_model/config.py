@@ -59,7 +59,8 @@ class QuantizerConfig:
 
     def __post_init__(self) -> None:
         if self.codebook_size < 1 or self.code_dim < 1:
-            raise ConfigError(f"codebook_size and code_dim must be positive, got {self.codebook_size} and {self.code_dim}")
+            raise ConfigError(f"codebook_size and code_dim must be positive, got {self.codebook_size} and "
+                              f"{self.code_dim}")
 
 
 @dataclass(frozen=True)
@@ -148,14 +149,17 @@ class DynamicsConfig:
         if self.guidance < 0:
             raise ConfigError(f"guidance must be >= 0 (1 = no guidance), got {self.guidance}")
         if self.guidance != 1.0 and self.action_dropout == 0.0:
-            raise ConfigError(f"guidance {self.guidance} needs a dynamics trained with action_dropout > 0 (this one never "
+            raise ConfigError(f"guidance {self.guidance} needs a dynamics trained with action_dropout > 0 "
+                              "(this one never "
                               "learnt a frame without its key); use guidance 1, or train with e.g. action_dropout 0.1")
         if self.token_init not in ("random", "codebook"):
             raise ConfigError(f"token_init must be 'random' or 'codebook', got {self.token_init!r}")
         if self.spatial_positions not in ("none", "sincos", "learned"):
-            raise ConfigError(f"spatial_positions must be 'none', 'sincos' or 'learned', got {self.spatial_positions!r}")
+            raise ConfigError(
+                f"spatial_positions must be 'none', 'sincos' or 'learned', got {self.spatial_positions!r}")
         if self.action_conditioning not in ("input", "adaptive_norm"):
-            raise ConfigError(f"action_conditioning must be 'input' or 'adaptive_norm', got {self.action_conditioning!r}")
+            raise ConfigError("action_conditioning must be 'input' or 'adaptive_norm', got "
+                              f"{self.action_conditioning!r}")
         if not 0.0 <= self.last_frame_mask_share <= 1.0:
             raise ConfigError(f"last_frame_mask_share must lie in [0, 1], got {self.last_frame_mask_share}")
         if self.conditioning not in ("latent", "ground_truth"):
@@ -242,12 +246,14 @@ class Preset:
             config = getattr(self, stage)
             if (config.image_size, config.channels) != (FRAME_SIZE, FRAME_CHANNELS):
                 raise ConfigError(f"{stage}.image_size {config.image_size} and channels {config.channels} must be "
-                                  f"{FRAME_SIZE} and {FRAME_CHANNELS}: CoinRun frames are {FRAME_SIZE}x{FRAME_SIZE} RGB")
+                                  f"{FRAME_SIZE} and {FRAME_CHANNELS}: "
+                                  f"CoinRun frames are {FRAME_SIZE}x{FRAME_SIZE} RGB")
         if self.dynamics.vocab_size != self.tokenizer.quantizer.codebook_size:
             raise ConfigError(f"dynamics.vocab_size {self.dynamics.vocab_size} must equal the tokenizer's "
                               f"quantizer.codebook_size {self.tokenizer.quantizer.codebook_size}")
         if self.dynamics.grid != self.tokenizer.grid:
-            raise ConfigError(f"dynamics.grid {self.dynamics.grid} must equal the tokenizer's image_size // patch = {self.tokenizer.grid}")
+            raise ConfigError(f"dynamics.grid {self.dynamics.grid} must equal the tokenizer's image_size // patch = "
+                              f"{self.tokenizer.grid}")
 
     def optim_for(self, stage: str) -> OptimConfig:
         """The optimiser of one stage: `optim` with that stage's `stage_optim` fields over it."""

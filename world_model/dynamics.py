@@ -80,7 +80,8 @@ class Dynamics(nn.Module):
         codes = torch.nn.functional.normalize(codebook.detach().float().cpu(), dim=-1)  # (V, D)
         self.token_embedding.weight[: self.config.vocab_size] = (codes @ projection).to(self.device)  # (V, d)
 
-    def frame_conditioning(self, actions: torch.Tensor, batch: int, dropped: torch.Tensor | None = None) -> torch.Tensor:
+    def frame_conditioning(self, actions: torch.Tensor, batch: int,
+                           dropped: torch.Tensor | None = None) -> torch.Tensor:
         """Actions (B, T-1) ids or (B, T-1, D) latent codes -> per-frame conditioning (B, T, d).
 
         `dropped` (B, T-1) bool: transitions conditioned on the "no action" vector instead (guidance).
@@ -98,7 +99,8 @@ class Dynamics(nn.Module):
         first = self.no_action.expand(batch, 1, -1)  # (B, 1, d)
         return torch.cat([first, embedded], dim=1)  # (B, T, d)
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor,
+                previous: torch.Tensor | None = None) -> torch.Tensor:
         """Token ids (B, T, h, w) (mask_id where masked) and actions for the T-1 transitions -> logits (B, T, h, w, V).
 
         `previous` (B, T, h, w): each frame's predecessor ids for the readout; default the input's own frames
@@ -107,7 +109,8 @@ class Dynamics(nn.Module):
         previous = previous_frames(tokens, self.mask_id) if previous is None else previous  # (B, T, h, w)
         return self.readout(self.hidden_states(tokens, actions), previous)
 
-    def hidden_states(self, tokens: torch.Tensor, actions: torch.Tensor, dropped: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor, actions: torch.Tensor,
+                      dropped: torch.Tensor | None = None) -> torch.Tensor:
         """Token ids (B, T, h, w) and the T-1 actions (`dropped` (B, T-1): those replaced by "no action") -> the
         transformer's output (B, T, h, w, d), before the readout."""
         b, t = tokens.shape[:2]
@@ -162,7 +165,8 @@ class Dynamics(nn.Module):
         low = self.config.mask_ratio_min
         ratio = low + (1.0 - low) * torch.rand(b, t - 1, 1, generator=generator, device=tokens.device)  # (B, T-1, 1)
         count = torch.ceil(ratio * n).clamp(1, n)  # (B, T-1, 1) tokens to mask per frame
-        ranks = torch.rand(b, t - 1, n, generator=generator, device=tokens.device).argsort(-1).argsort(-1)  # (B, T-1, N)
+        # (B, T-1, N)
+        ranks = torch.rand(b, t - 1, n, generator=generator, device=tokens.device).argsort(-1).argsort(-1)
         later = ranks < count  # (B, T-1, N): a uniformly random subset of `count` positions
         share = self.config.last_frame_mask_share
         if share > 0 and t > 2:
@@ -185,7 +189,8 @@ class Dynamics(nn.Module):
     ) -> LossOutput:
         """Cross-entropy on the masked tokens of frames 1..T-1. tokens (B, T, h, w), actions (B, T-1[, D])."""
         mask = self.random_mask(tokens, generator)  # (B, T, h, w)
-        dropped = self.random_action_drop(tokens.shape[0], tokens.shape[1] - 1, tokens.device, generator)  # (B, T-1) | None
+        # (B, T-1) | None
+        dropped = self.random_action_drop(tokens.shape[0], tokens.shape[1] - 1, tokens.device, generator)
         hidden = self.hidden_states(tokens.masked_fill(mask, self.mask_id), actions, dropped)  # (B, T, h, w, d)
         # the readout sees each frame's real predecessor, as in sampling, where the frames before are known
         masked_logits = self.readout(hidden[mask], previous_frames(tokens, self.mask_id)[mask])  # (M, V)
@@ -201,7 +206,8 @@ class Dynamics(nn.Module):
     # ---- evaluation and sampling ---------------------------------------------------------
     @torch.no_grad()
     def teacher_forced_logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """One pass, teacher forced: logits (B, T-1, h, w, V) of frame k from the real frames 0..k-1, frame k fully masked.
+        """One pass, teacher forced: logits (B, T-1, h, w, V) of frame k from the real frames 0..k-1, frame k fully
+        masked.
 
         Causality makes frames after k irrelevant to frame k, so the T-1 cases are T-1 copies of
         the window with one frame masked each, stacked into one batch (one forward call).
@@ -249,7 +255,8 @@ class Dynamics(nn.Module):
         # keep the last frames-1 frames, so context + new frame is the training window length
         keep = max(1, self.config.frames - 1)
         context = tokens[:, -keep:]  # (B, Tc, h, w)
-        context_actions = actions[:, -context.shape[1]:]  # (B, Tc[, D]): actions into context[1:] and into the new frame
+        # (B, Tc[, D]): actions into context[1:] and into the new frame
+        context_actions = actions[:, -context.shape[1]:]
 
         use_cache = self.context_cache if context_cache is None else context_cache
         new_frame_logits = self.cached_new_frame_logits if use_cache else self.recomputed_new_frame_logits
@@ -301,7 +308,8 @@ class Dynamics(nn.Module):
         the key changes only the new frame, so both readings share the context's cache)."""
         conditioning = self.frame_conditioning(actions, context.shape[0])  # (B, Tc+1, d)
         cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]),
-                                         self.block_conditioning(conditioning[:, :-1]))  # per block, what frame Tc needs
+                                         # per block, what frame Tc needs
+                                         self.block_conditioning(conditioning[:, :-1]))
         keyed = conditioning[:, -1:]  # (B, 1, d): the action into the new frame
         no_key = self.no_action.to(keyed.dtype).expand_as(keyed)  # (B, 1, d): what a dropped key is trained with
         previous = context[:, -1:]  # (B, 1, h, w): the new frame's predecessor
@@ -328,11 +336,13 @@ class Dynamics(nn.Module):
         (B, Tc-1+horizon[, D]) -> tokens (B, horizon, h, w) of the generated frames."""
         tc = context.shape[1]
         if actions.shape[1] != tc - 1 + horizon:
-            raise ValueError(f"{tc} context frames and horizon {horizon} need {tc - 1 + horizon} actions, got {actions.shape[1]}")
+            raise ValueError(f"{tc} context frames and horizon {horizon} need {tc - 1 + horizon} actions, got "
+                             f"{actions.shape[1]}")
         frames = context  # (B, Tc, h, w)
         for i in range(horizon):
             known = frames.shape[1]
-            new = self.sample_next_frame(frames, actions[:, :known], steps, temperature, generator, context_cache)  # (B, h, w)
+            # (B, h, w)
+            new = self.sample_next_frame(frames, actions[:, :known], steps, temperature, generator, context_cache)
             frames = torch.cat([frames, new.unsqueeze(1)], dim=1)  # (B, known+1, h, w)
         return frames[:, tc:]  # (B, horizon, h, w)
 
@@ -363,7 +373,8 @@ def _sample_categorical(logits: torch.Tensor, generator: torch.Generator | None)
     """
     cdf = logits.softmax(-1).cumsum(-1)  # (..., V)
     uniform = torch.rand(*logits.shape[:-1], 1, generator=generator, device=logits.device)  # (..., 1)
-    ids = torch.searchsorted(cdf, uniform * cdf[..., -1:], right=True).squeeze(-1)  # (...): never an id of probability 0
+    # (...): never an id of probability 0
+    ids = torch.searchsorted(cdf, uniform * cdf[..., -1:], right=True).squeeze(-1)
     return ids.clamp(max=logits.shape[-1] - 1)
 
 

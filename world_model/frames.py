@@ -27,7 +27,9 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
 
 def to_long(actions: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
     """Action ids (int8 from the store, or any int) -> int64 tensor."""
-    return torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions, device=device).long()
+    if not isinstance(actions, torch.Tensor):
+        actions = np.asarray(actions)
+    return torch.as_tensor(actions, device=device).long()
 
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -64,11 +64,13 @@ class WorldModel(nn.Module):
         return self.show(context_frames, context, generated)
 
     @torch.no_grad()
-    def show(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    def show(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor,
+             generated: torch.Tensor) -> torch.Tensor:
         """What a player sees of generated tokens (B, n, h, w) after the context (frames (B, Tc, H, W, C), their
         tokens (B, Tc, h, w)): frames (B, n, H, W, C) in [0, 1], each rendered on the one shown before it."""
         decoded = self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])  # (B, n, H, W, C)
-        shown, previous = to_unit_float(context_frames[:, -1], self.dynamics.device), context[:, -1]  # the last real frame
+        # the last real frame
+        shown, previous = to_unit_float(context_frames[:, -1], self.dynamics.device), context[:, -1]
         frames = []
         for i in range(generated.shape[1]):
             shown = self.render(decoded[:, i], shown, generated[:, i], previous)  # (B, H, W, C)
@@ -90,11 +92,13 @@ class WorldModel(nn.Module):
         """Frames `first`.. of token ids (B, T, h, w), each decoded as the last frame of a window of at
         most the tokenizer's training length (its causal decoder never saw longer ones): (B, T-first, H, W, C)."""
         window = max(1, self.tokenizer.config.frames)
-        frames = [self.tokenizer.detokenize(tokens[:, max(0, k + 1 - window): k + 1])[:, -1] for k in range(first, tokens.shape[1])]
+        frames = [self.tokenizer.detokenize(tokens[:, max(0, k + 1 - window): k + 1])[:, -1]
+                  for k in range(first, tokens.shape[1])]
         return torch.stack(frames, dim=1)  # (B, T-first, H, W, C)
 
 
-def carry_unchanged(decoded: torch.Tensor, previous: torch.Tensor, tokens: torch.Tensor, previous_tokens: torch.Tensor) -> torch.Tensor:
+def carry_unchanged(decoded: torch.Tensor, previous: torch.Tensor, tokens: torch.Tensor,
+                    previous_tokens: torch.Tensor) -> torch.Tensor:
     """Frames (B, H, W, C) where every patch whose token equals the previous frame's token keeps the previous
     frame's pixels (B, H, W, C), as a video codec's skip blocks do: what the dynamics leaves unchanged
     stays pixel-exact instead of passing through the tokenizer's lossy decoder again.

@@ -123,14 +123,17 @@ def load_world_model(
     lam = None
     if dynamics_ckpt.config.conditioning == "latent":
         if not (run / FROZEN_LAM).is_file():
-            raise CheckpointError(f"{run}: GenieRedux dynamics without its {FROZEN_LAM}; retrain with `genie train dynamics --actions latent --lam ...`")
+            raise CheckpointError(f"{run}: GenieRedux dynamics without its {FROZEN_LAM}; retrain with `genie train "
+                                  "dynamics --actions latent --lam ...`")
         lam = load_model(run / FROZEN_LAM, "lam", map_location)
     dynamics = dynamics_ckpt.build_model().to(map_location).eval()
     model = WorldModel(tokenizer, dynamics, lam).eval()
-    return LoadedWorldModel(model, dynamics_ckpt.config.conditioning, dynamics_file, dynamics_ckpt.preset, dynamics_ckpt.step)
+    return LoadedWorldModel(model, dynamics_ckpt.config.conditioning, dynamics_file, dynamics_ckpt.preset,
+                            dynamics_ckpt.step)
 
 
-def export_world_model(run: str | os.PathLike, tokenizer, dynamics, lam=None, preset: str = "tiny", step: int = 0) -> Path:
+def export_world_model(run: str | os.PathLike, tokenizer, dynamics, lam=None, preset: str = "tiny",
+                       step: int = 0) -> Path:
     """Write a minimal dynamics run folder from in-memory models (tests, scripts, conversions)."""
     from world_model.checkpoint import save_checkpoint
 

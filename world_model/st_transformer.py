@@ -93,7 +93,8 @@ class STBlock(nn.Module):
             return y
         return y * (1.0 + mods[2 * sublayer + 1]) + mods[2 * sublayer]
 
-    def forward(self, x: torch.Tensor, temporal_bias: torch.Tensor, conditioning: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temporal_bias: torch.Tensor,
+                conditioning: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, T, h, w, d); temporal_bias: (heads, T, T) with -inf above the diagonal; conditioning (B, T, d) or None
         return self.prefill(x, temporal_bias, conditioning, keep=False)[0]
 
@@ -107,13 +108,16 @@ class STBlock(nn.Module):
         peg_past = None
         if keep:
             missing = x.new_zeros(b, max(0, 2 - t), h, w, c)  # the PEG's zero padding before frame 0
-            peg_past = torch.cat([missing, x[:, -2:]], dim=1)  # (B, 2, h, w, d): this block's inputs of the last 2 frames
+            # (B, 2, h, w, d): this block's inputs of the last 2 frames
+            peg_past = torch.cat([missing, x[:, -2:]], dim=1)
         x = x + self.peg(x)  # (B, T, h, w, d)
 
-        per_frame = rearrange(self.normalised(self.spatial_norm, x, mods, 0), "b t h w c -> (b t) (h w) c")  # (B*T, h*w, d)
+        # (B*T, h*w, d)
+        per_frame = rearrange(self.normalised(self.spatial_norm, x, mods, 0), "b t h w c -> (b t) (h w) c")
         x = x + rearrange(self.spatial_attention(per_frame), "(b t) (h w) c -> b t h w c", b=b, h=h)
 
-        per_position = rearrange(self.normalised(self.temporal_norm, x, mods, 1), "b t h w c -> (b h w) t c")  # (B*h*w, T, d)
+        # (B*h*w, T, d)
+        per_position = rearrange(self.normalised(self.temporal_norm, x, mods, 1), "b t h w c -> (b h w) t c")
         if keep:
             mixed, keys_values = self.temporal_attention.forward_with_past(per_position, temporal_bias)  # (B*h*w, T, d)
         else:
@@ -133,11 +137,14 @@ class STBlock(nn.Module):
         window = torch.cat([cache.peg_past, x], dim=1)  # (B, 3, h, w, d): the PEG's whole kernel in time
         x = x + self.peg(window)[:, -1:]  # (B, 1, h, w, d): the last output sees exactly past 2 frames + this one
 
-        per_frame = rearrange(self.normalised(self.spatial_norm, x, mods, 0), "b t h w c -> (b t) (h w) c")  # (B, h*w, d)
+        # (B, h*w, d)
+        per_frame = rearrange(self.normalised(self.spatial_norm, x, mods, 0), "b t h w c -> (b t) (h w) c")
         x = x + rearrange(self.spatial_attention(per_frame), "(b t) (h w) c -> b t h w c", b=b, h=h)
 
-        per_position = rearrange(self.normalised(self.temporal_norm, x, mods, 1), "b t h w c -> (b h w) t c")  # (B*h*w, 1, d)
-        mixed, _ = self.temporal_attention.forward_with_past(per_position, temporal_bias, cache.keys_values)  # (B*h*w, 1, d)
+        # (B*h*w, 1, d)
+        per_position = rearrange(self.normalised(self.temporal_norm, x, mods, 1), "b t h w c -> (b h w) t c")
+        # (B*h*w, 1, d)
+        mixed, _ = self.temporal_attention.forward_with_past(per_position, temporal_bias, cache.keys_values)
         x = x + rearrange(mixed, "(b h w) t c -> b t h w c", b=b, h=h, w=w)
 
         return x + self.mlp(self.normalised(self.mlp_norm, x, mods, 2))  # (B, 1, h, w, d)
@@ -185,7 +192,8 @@ class STTransformer(nn.Module):
             blocks.append(cache)
         return ContextCache(context.shape[1], blocks)
 
-    def forward_new_frame(self, x: torch.Tensor, cache: ContextCache, conditioning: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_new_frame(self, x: torch.Tensor, cache: ContextCache,
+                          conditioning: torch.Tensor | None = None) -> torch.Tensor:
         """One frame (B, 1, h, w, d) after the cached context (and its conditioning (B, 1, d)) -> its output
         (B, 1, h, w, d), equal to forward(cat(context, x))[:, -1:] at a fraction of the cost."""
         bias = causal_alibi_bias(cache.frames + 1, self.slopes)[:, -1:].to(x.dtype)  # (heads, 1, Tc+1): the last row

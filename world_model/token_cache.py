@@ -282,7 +282,8 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST_FILE).unlink(missing_ok=True)  # from here until the new manifest lands there is no cache
     grid = tokenizer.config.grid
-    fields = [pa.field("tokens", pa.list_(id_type(tokenizer.config.quantizer.codebook_size), grid * grid), nullable=False),
+    fields = [pa.field("tokens", pa.list_(id_type(tokenizer.config.quantizer.codebook_size), grid * grid),
+                       nullable=False),
               pa.field("action", pa.int8(), nullable=False)]
     if lam is not None:
         fields.append(pa.field("latent", pa.int8(), nullable=False))
@@ -297,7 +298,8 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
             for index, ref in enumerate(store.episodes):
                 frames, actions = store.window(index, 0, int(store.lengths[index]))  # (L, H, W, C), (L-1,)
                 ids = episode_ids(tokenizer, frames).reshape(len(frames), grid * grid)  # (L, h*w)
-                columns = [pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1), schema.field("tokens").type.value_type),
+                columns = [pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1),
+                                                                      schema.field("tokens").type.value_type),
                                                              grid * grid),
                            pa.array(np.append(actions, NO_ID).astype(np.int8))]
                 if lam is not None:

@@ -14,7 +14,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     from cluster.arguments import add_address, add_preset
 
     agent = commands.add_parser("agent", help="train and evaluate the PPO explorer (RLlib)",
-                                description="The trained explorer: PPO with an IMPALA-CNN policy, on RLlib's new API stack.")
+                                description="The trained explorer: PPO with an IMPALA-CNN policy, on RLlib's "
+                                            "new API stack.")
     agent_commands = agent.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
     train = agent_commands.add_parser(
         "train",
@@ -23,26 +24,30 @@ def register(commands: argparse._SubParsersAction) -> None:
             "Train PPO (RLlib) on CoinRun with the preset's settings (the `agent:` section of the preset file). "
             "Shows return, episode length and env steps/s; checkpoints every `checkpoint_every` iterations and at the "
             "end; writes OUT/curve.csv and OUT/reward_curve.png (with the random agent's return as a reference); logs "
-            "to wandb (offline unless WANDB_MODE says otherwise). The same command again resumes from the last checkpoint."
+            "to wandb (offline unless WANDB_MODE says otherwise). The same command again resumes from the "
+            "last checkpoint."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument("--out", required=True, type=storage_location,
-                       help="run folder or storage URI (s3://..., file://...: collectors on every node read its checkpoints)")
+                       help="run folder or storage URI (s3://..., file://...: collectors on every node read its "
+                            "checkpoints)")
     add_preset(train)
-    train.add_argument("--env-runners", type=non_negative_int, default=None, help="RLlib env runners (0 = sample in the driver)")
+    train.add_argument("--env-runners", type=non_negative_int, default=None,
+                       help="RLlib env runners (0 = sample in the driver)")
     train.add_argument("--envs-per-runner", type=positive_int, default=None, help="CoinRun games per env runner")
     train.add_argument("--steps", type=positive_int, default=None, help="total env steps (overrides the preset)")
     train.add_argument("--gpus-per-learner", type=non_negative_float, default=None,
-                       help="GPUs of the PPO learner, a remote actor then (it lands on a GPU node, which the autoscaler "
-                            "starts); 0 = learn on CPUs in the driver. Default: the preset's num_gpus_per_learner, else "
-                            "1 when the cluster has or can start a GPU")
+                       help="GPUs of the PPO learner, a remote actor then (it lands on a GPU node, which "
+                            "the autoscaler starts); 0 = learn on CPUs in the driver. Default: the preset's "
+                            "num_gpus_per_learner, else 1 when the cluster has or can start a GPU")
     train.add_argument("--no-progress", action="store_true")
     add_address(train)
     train.set_defaults(handler=run_agent_train)
     evaluate = agent_commands.add_parser(
         "eval",
-        help="mean return, success, length and level progress with 95%% CIs, beside the random and blind agents on the same levels",
+        help="mean return, success, length and level progress with 95%% CIs, beside the random and blind agents on "
+             "the same levels",
         description=(
             "Play the first episode of --episodes fresh levels with the trained policy, the uniform random agent and a "
             "blind agent that only presses RIGHT and RIGHT+UP (the same levels for all three) and print mean return, "
@@ -50,7 +55,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    evaluate.add_argument("--checkpoint", required=True, type=storage_location, help="run folder of `genie agent train` or a checkpoint")
+    evaluate.add_argument("--checkpoint", required=True, type=storage_location,
+                          help="run folder of `genie agent train` or a checkpoint")
     evaluate.add_argument("--episodes", type=positive_int, default=512, help="levels to play (one episode each)")
     evaluate.add_argument("--seed", type=non_negative_int, default=0, help="chooses the levels")
     evaluate.add_argument("--distribution-mode", default="easy", choices=["easy", "hard"])
@@ -60,7 +66,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(handler=run_agent_eval)
     export = agent_commands.add_parser(
         "export",
-        help="convert an RLlib checkpoint you trust (no policy/ folder) into the tensor-only policy every command loads",
+        help="convert an RLlib checkpoint you trust (no policy/ folder) into the tensor-only policy every command "
+             "loads",
         description=(
             "Collection, `genie agent eval` and the pipeline load a checkpoint's policy/ folder (weights read with "
             "torch.load(weights_only=True), and a JSON description) and refuse a checkpoint that holds only RLlib's "
@@ -91,9 +98,10 @@ def run_agent_train(args: argparse.Namespace) -> int:
     reference = evaluate_agent("random", 64, seed=12345, env=settings.env).returns.mean()
     with ray_session(args.address):
         summary = train_agent(settings, args.out, show_progress=not args.no_progress, random_reference=float(reference))
-    print(f"trained {summary.env_steps:,} env steps in {summary.iterations} iterations ({summary.wall_seconds / 60:.1f} min); "
-          f"checkpoint {summary.checkpoint}; curve {join(args.out, 'curve.csv')}, plot {join(args.out, 'reward_curve.png')}. "
-          f"Next: genie agent eval --checkpoint {args.out}")
+    print(f"trained {summary.env_steps:,} env steps in {summary.iterations} iterations "
+          f"({summary.wall_seconds / 60:.1f} min); checkpoint {summary.checkpoint}; curve "
+          f"{join(args.out, 'curve.csv')}, plot {join(args.out, 'reward_curve.png')}. Next: genie agent eval "
+          f"--checkpoint {args.out}")
     return 0
 
 

@@ -25,32 +25,45 @@ def register(commands: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    collect.add_argument("--out", required=True, type=storage_location, help="dataset folder or storage URI (s3://..., file://...), created if missing")
+    collect.add_argument("--out", required=True, type=storage_location,
+                         help="dataset folder or storage URI (s3://..., file://...), created if missing")
     collect.add_argument("--agent", default="random",
                          help="who plays: 'random' (uniform over the 15 actions) or 'ppo' (needs --checkpoint)")
     collect.add_argument("--checkpoint", default=None, type=storage_location,
-                         help="for --agent ppo: a run folder of `genie agent train` (its latest checkpoint) or a checkpoint")
-    collect.add_argument("--episodes", type=positive_int, default=64, help="episodes the collection should hold in total")
+                         help="for --agent ppo: a run folder of `genie agent train` (its latest checkpoint) or "
+                              "a checkpoint")
+    collect.add_argument("--episodes", type=positive_int, default=64,
+                         help="episodes the collection should hold in total")
     collect.add_argument("--workers", type=positive_int, default=2, help="collector actors running in parallel")
-    collect.add_argument("--seed", type=non_negative_int, default=0, help="seed of levels and actions; names the collection")
+    collect.add_argument("--seed", type=non_negative_int, default=0,
+                         help="seed of levels and actions; names the collection")
     collect.add_argument("--split", default="auto", choices=["train", "val", "test", "auto"],
                          help="split of every episode; 'auto' assigns by a hash of the episode id")
-    collect.add_argument("--val-fraction", type=fraction, default=0.05, help="share of episodes in 'val' for --split auto")
-    collect.add_argument("--test-fraction", type=fraction, default=0.05, help="share of episodes in 'test' for --split auto")
-    collect.add_argument("--distribution-mode", default="easy", choices=[m for m in DISTRIBUTION_MODES if m != "exploration"],
-                         help="Procgen difficulty")
-    collect.add_argument("--max-episode-frames", type=positive_int, default=500, help="frame cap per episode, recorded as truncation")
-    collect.add_argument("--num-levels", type=non_negative_int, default=0, help="number of distinct levels (0 = unlimited)")
-    collect.add_argument("--start-level", type=non_negative_int, default=0, help="first level seed when --num-levels > 0")
+    collect.add_argument("--val-fraction", type=fraction, default=0.05,
+                         help="share of episodes in 'val' for --split auto")
+    collect.add_argument("--test-fraction", type=fraction, default=0.05,
+                         help="share of episodes in 'test' for --split auto")
+    collect.add_argument("--distribution-mode", default="easy",
+                         choices=[m for m in DISTRIBUTION_MODES if m != "exploration"], help="Procgen difficulty")
+    collect.add_argument("--max-episode-frames", type=positive_int, default=500,
+                         help="frame cap per episode, recorded as truncation")
+    collect.add_argument("--num-levels", type=non_negative_int, default=0,
+                         help="number of distinct levels (0 = unlimited)")
+    collect.add_argument("--start-level", type=non_negative_int, default=0,
+                         help="first level seed when --num-levels > 0")
     collect.add_argument("--no-backgrounds", action="store_true", help="plain backgrounds instead of Procgen's images")
-    collect.add_argument("--sticky-prob", type=fraction, default=0.0, help="probability the random agent repeats its last action")
+    collect.add_argument("--sticky-prob", type=fraction, default=0.0,
+                         help="probability the random agent repeats its last action")
     collect.add_argument("--episodes-per-shard", type=positive_int, default=128,
                          help="episodes per shard file; a shard is one collector's unit of work, so use a smaller "
                               "value to spread a small collection over all workers")
-    collect.add_argument("--envs-per-worker", type=positive_int, default=16, help="Procgen games each collector steps at once")
-    collect.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="Ray CPUs reserved by each collector")
+    collect.add_argument("--envs-per-worker", type=positive_int, default=16,
+                         help="Procgen games each collector steps at once")
+    collect.add_argument("--cpus-per-worker", type=positive_float, default=1.0,
+                         help="Ray CPUs reserved by each collector")
     collect.add_argument("--verify", action="store_true",
-                         help="also checksum the shards already listed (always: existence and size); bad ones are made again")
+                         help="also checksum the shards already listed (always: existence and size); bad ones "
+                              "are made again")
     collect.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(collect)
     collect.set_defaults(handler=run_collect)

@@ -16,7 +16,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     from cluster.arguments import non_negative_int, output_file, positive_int, storage_location
     from cluster.arguments import add_address
 
-    data = commands.add_parser("data", help="check and describe datasets", description="Check and describe episode datasets.")
+    data = commands.add_parser("data", help="check and describe datasets",
+                               description="Check and describe episode datasets.")
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     verify = data_commands.add_parser(
         "verify",
@@ -39,7 +40,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         ),
     )
     repair.add_argument("dir", type=storage_location, help="dataset folder or storage URI")
-    repair.add_argument("--checkpoint", default=None, type=storage_location, help="the PPO agent that played its PPO collections")
+    repair.add_argument("--checkpoint", default=None, type=storage_location,
+                        help="the PPO agent that played its PPO collections")
     repair.add_argument("--workers", type=positive_int, default=2, help="collector actors running in parallel")
     repair.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(repair)
@@ -57,20 +59,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     stats.add_argument("dir", type=storage_location, help="dataset folder or storage URI")
     stats.add_argument("--plot", type=output_file, default=None,
-                       help="PNG path (default: DIR-stats.png beside the dataset folder, which stays as it is; for a URI, <name>-stats.png here)")
-    stats.add_argument("--progress-episodes", type=non_negative_int, default=200, help="episodes sampled for level progress")
+                       help="PNG path (default: DIR-stats.png beside the dataset folder, which stays as it is; for a "
+                            "URI, <name>-stats.png here)")
+    stats.add_argument("--progress-episodes", type=non_negative_int, default=200,
+                       help="episodes sampled for level progress")
     stats.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     stats.set_defaults(handler=run_stats)
     compare = data_commands.add_parser(
         "compare",
         help="two datasets side by side: return, success, length, level progress, action entropy, frame diversity",
-        description="Compare the diversity of two datasets (e.g. random agent vs PPO agent) as a table and a PNG figure.",
+        description="Compare the diversity of two datasets (e.g. random agent vs PPO agent) as a table and "
+                    "a PNG figure.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     compare.add_argument("dir_a", type=storage_location, help="dataset folder or storage URI")
     compare.add_argument("dir_b", type=storage_location, help="dataset folder or storage URI")
     compare.add_argument("--plot", type=output_file, default=Path("compare.png"), help="PNG path")
-    compare.add_argument("--progress-episodes", type=non_negative_int, default=200, help="episodes sampled for level progress")
+    compare.add_argument("--progress-episodes", type=non_negative_int, default=200,
+                         help="episodes sampled for level progress")
     compare.set_defaults(handler=run_compare)
 
 
@@ -88,7 +94,8 @@ def run_verify(args: argparse.Namespace) -> int:
             raise DatasetError(str(err).replace(str(mirror), args.dir.rstrip("/"))) from None
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"OK {report.root if not storage.is_uri(args.dir) else args.dir}: {report.shards} shards, {report.episodes} episodes, {report.frames:,} frames verified")
+    print(f"OK {report.root if not storage.is_uri(args.dir) else args.dir}: {report.shards} shards, {report.episodes} "
+          f"episodes, {report.frames:,} frames verified")
     return 0
 
 
@@ -113,7 +120,8 @@ def run_stats(args: argparse.Namespace) -> int:
     if args.plot:
         plot = args.plot
     elif storage.is_uri(args.dir):
-        plot = Path(f"{args.dir.rstrip('/').rsplit('/', 1)[-1]}-stats.png")  # a figure is written here, not to the bucket
+        # a figure is written here, not to the bucket
+        plot = Path(f"{args.dir.rstrip('/').rsplit('/', 1)[-1]}-stats.png")
     else:
         plot = Path(args.dir).resolve().parent / f"{Path(args.dir).resolve().name}-stats.png"
     try:

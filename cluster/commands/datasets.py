@@ -24,10 +24,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    make.add_argument("--out", required=True, type=storage_location, help="parent folder or storage URI of the data sets")
+    make.add_argument("--out", required=True, type=storage_location,
+                      help="parent folder or storage URI of the data sets")
     make.add_argument("--names", default="random-train,agent-train,basic-test,diverse-test",
                       help="comma-separated data sets to make")
-    make.add_argument("--checkpoint", default=None, type=storage_location, help="the PPO agent (needed for agent-train and diverse-test)")
+    make.add_argument("--checkpoint", default=None, type=storage_location,
+                      help="the PPO agent (needed for agent-train and diverse-test)")
     make.add_argument("--workers", type=positive_int, default=2)
     make.add_argument("--no-progress", action="store_true")
     add_preset(make)

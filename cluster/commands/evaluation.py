@@ -31,14 +31,16 @@ def register(commands) -> None:
             "windows the real game is replayed to the end of the context and played RIGHT and LEFT for --fork-steps "
             "frames, the model dreams both from the same context, and the score is how often each dream is closer "
             "to its own real future than the other dream is (chance 0.5). Controllability: each action held for "
-            "--control-steps frames, the agent's motion measured by frame registration. A test set that shares a level with the model's training "
-            "data (run.json 'data') is refused. Results depend on --seed, not on --workers."
+            "--control-steps frames, the agent's motion measured by frame registration. A test set that shares a level "
+            "with the model's training data (run.json 'data') is refused. Results depend on --seed, not on --workers."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     evaluate.add_argument("--model", required=True, type=storage_location,
-                          help="run folder of `genie train tokenizer|lam|dynamics` (its best checkpoint) or a .pt checkpoint")
-    evaluate.add_argument("--data", required=True, type=storage_location, help="test set folder or URI, e.g. data/basic-test or data/diverse-test")
+                          help="run folder of `genie train tokenizer|lam|dynamics` (its best checkpoint) or a "
+                               ".pt checkpoint")
+    evaluate.add_argument("--data", required=True, type=storage_location,
+                          help="test set folder or URI, e.g. data/basic-test or data/diverse-test")
     evaluate.add_argument("--out", default=None, type=storage_location,
                           help="output folder or URI (default: <model run>/eval/<data name>, or ./eval-<data name>)")
     evaluate.add_argument("--context", type=positive_int, default=2, help="real frames the model starts from")
@@ -49,29 +51,38 @@ def register(commands) -> None:
     evaluate.add_argument("--guidance", type=non_negative_float, default=None,
                           help="classifier-free guidance on the key: each frame follows l_none + g (l_key - l_none); "
                                "1 = none; needs a dynamics trained with action_dropout > 0 (default: the model's own)")
-    evaluate.add_argument("--episodes", type=positive_int, default=None, help="test episodes to evaluate (default: all)")
+    evaluate.add_argument("--episodes", type=positive_int, default=None,
+                          help="test episodes to evaluate (default: all)")
     evaluate.add_argument("--split", default=None, choices=["train", "val", "test"],
                           help="only this split of --data (default: every episode; named test sets are all 'test')")
     evaluate.add_argument("--workers", type=positive_int, default=2, help="Ray actors evaluating batches in parallel")
-    evaluate.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="Ray CPUs (and torch threads) per worker")
-    evaluate.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, help="GPUs per worker (then the model runs on cuda)")
+    evaluate.add_argument("--cpus-per-worker", type=positive_float, default=1.0,
+                          help="Ray CPUs (and torch threads) per worker")
+    evaluate.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
+                          help="GPUs per worker (then the model runs on cuda)")
     evaluate.add_argument("--no-bf16", action="store_true",
-                          help="on GPUs, run the model in float32 (TF32 matmuls) instead of bfloat16 autocast; metrics are float32 either way")
-    evaluate.add_argument("--batch-size", type=positive_int, default=4, help="episodes per batch (part of what --seed fixes)")
-    evaluate.add_argument("--seed", type=non_negative_int, default=0, help="picks episodes, windows, sampling noise and counterfactual actions")
+                          help="on GPUs, run the model in float32 (TF32 matmuls) instead of bfloat16 autocast; metrics "
+                               "are float32 either way")
+    evaluate.add_argument("--batch-size", type=positive_int, default=4,
+                          help="episodes per batch (part of what --seed fixes)")
+    evaluate.add_argument("--seed", type=non_negative_int, default=0,
+                          help="picks episodes, windows, sampling noise and counterfactual actions")
     evaluate.add_argument("--delta-t", type=positive_int, default=4, help="ΔtPSNR is measured at this predicted frame")
     evaluate.add_argument("--modes", default="autoregressive,teacher_forced",
                           help="comma-separated rollout modes: autoregressive, teacher_forced")
-    evaluate.add_argument("--control-steps", type=non_negative_int, default=3, help="frames each action is held for controllability (0 = skip)")
+    evaluate.add_argument("--control-steps", type=non_negative_int, default=3,
+                          help="frames each action is held for controllability (0 = skip)")
     evaluate.add_argument("--forks", type=non_negative_int, default=6,
                           help="windows whose real game is replayed and forked RIGHT vs LEFT (0 = skip)")
     evaluate.add_argument("--fork-steps", type=positive_int, default=4, help="frames of each fork (k)")
     evaluate.add_argument("--inception-weights", default=None,
                           type=local_path("the Inception weights are read from this machine's disk: download the file "
                                           "here (on a cluster, into the image every node runs)"),
-                          help="local TorchScript Inception (e.g. inception-2015-12-05.pt) for FID; without it FID is skipped")
+                          help="local TorchScript Inception (e.g. inception-2015-12-05.pt) for FID; without it "
+                               "FID is skipped")
     evaluate.add_argument("--samples", type=non_negative_int, default=4, help="episodes drawn as GIFs and PNG strips")
-    evaluate.add_argument("--checkpoint", default="best", choices=["best", "latest"], help="which checkpoint of a run folder")
+    evaluate.add_argument("--checkpoint", default="best", choices=["best", "latest"],
+                          help="which checkpoint of a run folder")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(evaluate)
     evaluate.set_defaults(handler=run_eval)
@@ -109,10 +120,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     config = EvalConfig(
         model=args.model, data=args.data, context=args.context, horizon=args.horizon, maskgit_steps=args.maskgit_steps,
-        temperature=args.temperature, guidance=args.guidance, episodes=args.episodes, split=args.split, workers=args.workers,
-        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-        device="cuda" if args.gpus_per_worker > 0 else "cpu", bf16=not args.no_bf16, batch_size=args.batch_size, seed=args.seed,
-        delta_t=args.delta_t, modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+        temperature=args.temperature, guidance=args.guidance, episodes=args.episodes, split=args.split,
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+        device="cuda" if args.gpus_per_worker > 0 else "cpu", bf16=not args.no_bf16, batch_size=args.batch_size,
+        seed=args.seed, delta_t=args.delta_t, modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
         control_steps=args.control_steps, forks=args.forks, fork_steps=args.fork_steps,
         inception_weights=args.inception_weights, samples=args.samples,
         prefer=args.checkpoint, show_progress=not args.no_progress,
@@ -124,8 +135,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
     print(markdown_table(results))
     timing = results["timing"]
-    print(f"{len(results['episodes'])} episodes in {timing['seconds']:.1f}s ({timing['episodes_per_second']:.2f} episodes/s). "
-          f"Outputs in {out}: results.json, results.md, psnr_over_horizon.png, samples/. Next: genie report {out}")
+    print(f"{len(results['episodes'])} episodes in {timing['seconds']:.1f}s ({timing['episodes_per_second']:.2f} "
+          f"episodes/s). Outputs in {out}: results.json, results.md, psnr_over_horizon.png, samples/. Next: genie "
+          f"report {out}")
     return 0
 
 

@@ -23,7 +23,7 @@ examples:
   genie submit --no-wait train tokenizer --data '$GENIE_STORAGE/data/random' --out '$GENIE_STORAGE/runs/tok' --preset paper
   genie submit pipeline --preset small --out '$GENIE_STORAGE/runs/small' --gpus-per-worker 1   # the whole study
   genie jobs list
-"""
+"""  # noqa: E501 - the example commands stay whole, to copy from --help
 
 
 def _add_address(parser: argparse.ArgumentParser) -> None:

@@ -45,7 +45,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="run folder or storage URI of the study, e.g. runs/tiny or s3://bucket/runs/small "
                                "(created; the same again resumes)")
     pipeline.add_argument("--preset", default="tiny", help="tiny (2-core laptop), small (one GPU), paper (GPU cluster)")
-    pipeline.add_argument("--preset-file", default=None, type=local_path(LOCAL_FILE), help="your own preset YAML (overrides --preset)")
+    pipeline.add_argument("--preset-file", default=None, type=local_path(LOCAL_FILE),
+                          help="your own preset YAML (overrides --preset)")
     pipeline.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                           help="override a preset field, e.g. --set pipeline.train_workers=1 (repeatable)")
     pipeline.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, metavar="N",
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     wanted = [s.strip() for s in args.stages.split(",")] if args.stages else None
     if args.list:
         for stage in build_plan(context):
-            print(f"{'done ' if is_done(context, stage) else 'to do'}  {stage.name:28s} needs {', '.join(stage.needs) or '-'}")
+            print(f"{'done ' if is_done(context, stage) else 'to do'}  {stage.name:28s} needs "
+                  f"{', '.join(stage.needs) or '-'}")
         return 0
     began = time.monotonic()
     with folder_lock(context.run, "genie pipeline"), ray_session(args.address):  # one pipeline per folder

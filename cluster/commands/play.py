@@ -27,16 +27,18 @@ safety: binds to 127.0.0.1 unless --host says otherwise, and then answers only t
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (non_negative_float, non_negative_int, output_file, port, positive_float, positive_int,
-                                   storage_location)
+    from cluster.arguments import (non_negative_float, non_negative_int, output_file, port, positive_float,
+                                   positive_int, storage_location)
     from cluster.arguments import add_address
     from cluster.play.actions import DREAM_HELP
 
     play = commands.add_parser("play", help="play the world model in a browser (Ray Serve); prints the URL",
                                description=PLAY_DESCRIPTION, formatter_class=_Formatter)
-    play.add_argument("--model", required=True, type=storage_location, help="dynamics run folder of `genie train dynamics` or its checkpoint")
+    play.add_argument("--model", required=True, type=storage_location,
+                      help="dynamics run folder of `genie train dynamics` or its checkpoint")
     play.add_argument("--data", type=storage_location, default=None,
-                      help="data set whose test episodes (else all) can be start frames; without it: fresh Procgen levels")
+                      help="data set whose test episodes (else all) can be start frames; without it: fresh "
+                           "Procgen levels")
     play.add_argument("--port", type=port, default=8000, help="HTTP port (default 8000)")
     play.add_argument("--host", default="127.0.0.1",
                       help="interface to bind (default 127.0.0.1, this machine only); 0.0.0.0 exposes the game to the "
@@ -44,18 +46,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     play.add_argument("--token", default=None,
                       help="the password every request must carry (at least 8 characters); required off loopback, "
                            "so a fresh one is made and printed when --host is not loopback and none is given")
-    play.add_argument("--rate", type=positive_float, default=20.0, help="requests per second a session may make (default 20; "
+    play.add_argument("--rate", type=positive_float, default=20.0,
+                      help="requests per second a session may make (default 20; "
                                                                "bursts of twice that)")
-    play.add_argument("--max-gif-frames", type=positive_int, default=256, help="frames a recording may hold (default 256)")
-    play.add_argument("--steps", type=positive_int, default=None, help="default MaskGIT steps per frame (default: the model's, 25)")
-    play.add_argument("--temperature", type=non_negative_float, default=None, help="sampling temperature (default: the model's)")
+    play.add_argument("--max-gif-frames", type=positive_int, default=256,
+                      help="frames a recording may hold (default 256)")
+    play.add_argument("--steps", type=positive_int, default=None,
+                      help="default MaskGIT steps per frame (default: the model's, 25)")
+    play.add_argument("--temperature", type=non_negative_float, default=None,
+                      help="sampling temperature (default: the model's)")
     play.add_argument("--max-sessions", type=positive_int, default=16, help="players at once (default 16)")
-    play.add_argument("--session-ttl", type=positive_float, default=900.0, help="idle seconds before a session expires (default 900)")
-    play.add_argument("--max-upload-kb", type=positive_int, default=256, help="largest accepted PNG upload (default 256)")
-    play.add_argument("--model-cpus", type=non_negative_float, default=1.0, help="Ray CPUs per model replica (default 1)")
-    play.add_argument("--gpus", type=non_negative_float, default=0.0, help="GPUs per model replica (runs the model on CUDA)")
+    play.add_argument("--session-ttl", type=positive_float, default=900.0,
+                      help="idle seconds before a session expires (default 900)")
+    play.add_argument("--max-upload-kb", type=positive_int, default=256,
+                      help="largest accepted PNG upload (default 256)")
+    play.add_argument("--model-cpus", type=non_negative_float, default=1.0,
+                      help="Ray CPUs per model replica (default 1)")
+    play.add_argument("--gpus", type=non_negative_float, default=0.0,
+                      help="GPUs per model replica (runs the model on CUDA)")
     play.add_argument("--replicas", type=positive_int, default=1, help="model replicas (e.g. one per GPU)")
-    play.add_argument("--torch-threads", type=non_negative_int, default=0, help="torch threads per replica (0: torch's default)")
+    play.add_argument("--torch-threads", type=non_negative_int, default=0,
+                      help="torch threads per replica (0: torch's default)")
     play.add_argument("--seed", type=non_negative_int, default=None, help="seed of the random starts")
     add_address(play)
     play.set_defaults(handler=run_play)
@@ -67,21 +78,27 @@ def register(commands: argparse._SubParsersAction) -> None:
             "(the start frame first). Runs in-process: no Ray, no browser.", DREAM_HELP)),
         formatter_class=_Formatter,
     )
-    dream.add_argument("--model", required=True, type=storage_location, help="dynamics run folder of `genie train dynamics` or its checkpoint")
-    dream.add_argument("--actions", required=True, help="one letter (or digit, or comma-separated id) per frame; see above")
+    dream.add_argument("--model", required=True, type=storage_location,
+                       help="dynamics run folder of `genie train dynamics` or its checkpoint")
+    dream.add_argument("--actions", required=True,
+                       help="one letter (or digit, or comma-separated id) per frame; see above")
     dream.add_argument("--out", type=output_file, default=Path("dream.gif"), help="GIF to write (default dream.gif)")
     dream.add_argument("--start", default="fresh", help="'fresh' (Procgen level --level-seed), 'test' (a random test "
                                                          "episode of --data) or 'episode:ID[@STEP]'")
     dream.add_argument("--level-seed", type=non_negative_int, default=0, help="level of a fresh start (default 0)")
     dream.add_argument("--data", type=storage_location, default=None, help="data set for --start test / episode:ID")
-    dream.add_argument("--steps", type=positive_int, default=None, help="MaskGIT steps per frame (default: the model's, 25)")
-    dream.add_argument("--temperature", type=non_negative_float, default=None, help="sampling temperature (default: the model's)")
+    dream.add_argument("--steps", type=positive_int, default=None,
+                       help="MaskGIT steps per frame (default: the model's, 25)")
+    dream.add_argument("--temperature", type=non_negative_float, default=None,
+                       help="sampling temperature (default: the model's)")
     dream.add_argument("--guidance", type=non_negative_float, default=None,
-                       help="classifier-free guidance on the key (1 = none; needs a dynamics trained with action_dropout; "
-                            "default: the model's)")
-    dream.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed: the same seed gives the same dream (default 0)")
+                       help="classifier-free guidance on the key (1 = none; needs a dynamics trained with "
+                            "action_dropout; default: the model's)")
+    dream.add_argument("--seed", type=non_negative_int, default=0,
+                       help="sampling seed: the same seed gives the same dream (default 0)")
     dream.add_argument("--fps", type=positive_float, default=10.0, help="GIF frame rate (default 10)")
-    dream.add_argument("--scale", type=positive_int, default=4, help="GIF upscaling factor, nearest neighbour (default 4)")
+    dream.add_argument("--scale", type=positive_int, default=4,
+                       help="GIF upscaling factor, nearest neighbour (default 4)")
     dream.add_argument("--side-by-side", action="store_true",
                        help="put the real game, fed the same actions, beside the dream (GenieRedux-G)")
     dream.set_defaults(handler=run_dream)
@@ -121,7 +138,8 @@ def run_play(args: argparse.Namespace) -> int:
             from rl_agent.capacity import ensure_resources, format_resources
 
             replica = {"CPU": args.model_cpus, "GPU": args.gpus}
-            ensure_resources([replica] * args.replicas, f"{args.replicas} model replica(s) x {format_resources(replica)}",
+            ensure_resources([replica] * args.replicas,
+                             f"{args.replicas} model replica(s) x {format_resources(replica)}",
                              "drop --gpus to play on CPUs, or use fewer --replicas")
         serve.start(http_options={"host": args.host, "port": args.port})
         bound = _serve_address()
@@ -132,7 +150,8 @@ def run_play(args: argparse.Namespace) -> int:
         url = play_url(args.host, args.port, token)
         if hosts is None:
             print(f"genie play: listening on {args.host}:{args.port}, reachable from the network; every request needs "
-                  f"the token{'' if args.token else ' (made now)'}, so share this URL only with your players", flush=True)
+                  f"the token{'' if args.token else ' (made now)'}, so share this URL only with your players",
+                  flush=True)
         print(f"genie play: {loaded.name} ({loaded.preset}, step {loaded.step}) at {url} (Ctrl-C to stop)", flush=True)
         try:
             while True:
@@ -156,8 +175,10 @@ def run_dream(args: argparse.Namespace) -> int:
     from cluster.play.dream import DreamConfig, dream
 
     config = DreamConfig(start=args.start, level_seed=args.level_seed, steps=args.steps, temperature=args.temperature,
-                         guidance=args.guidance, seed=args.seed, fps=args.fps, scale=args.scale, side_by_side=args.side_by_side)
+                         guidance=args.guidance, seed=args.seed, fps=args.fps, scale=args.scale,
+                         side_by_side=args.side_by_side)
     started = time.perf_counter()
     result = dream(args.model, args.actions, args.out, config, args.data)
-    print(f"dream: {len(result.actions)} frames from {result.source} in {time.perf_counter() - started:.1f}s -> {result.path}")
+    print(f"dream: {len(result.actions)} frames from {result.source} in {time.perf_counter() - started:.1f}s -> "
+          f"{result.path}")
     return 0

@@ -23,7 +23,7 @@ again resumes from the latest checkpoint (also after a crash or Ctrl-C); a faile
 from it automatically (--max-failures). The global batch (--batch) does not depend on --workers: each
 worker takes its share, with gradient accumulation when --micro-batch is smaller.
 Wherever a checkpoint is asked for, a run folder works too (its best checkpoint).
-"""
+"""  # noqa: E501 - the example commands stay whole, to copy from --help
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,31 +36,44 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("stage", choices=["tokenizer", "lam", "dynamics"], help="which stage to train")
     train.add_argument("--data", required=True, type=storage_location,
                        help="dataset folder(s) or URI(s), comma-separated; split 'train' trains, split 'val' validates")
-    train.add_argument("--out", required=True, type=storage_location, help="run folder or URI (created; the same one again resumes)")
-    train.add_argument("--preset", default="tiny", help="tiny (2-core laptop, minutes), laptop (2 cores, under 2 h), small (one GPU), paper (GPU cluster)")
-    train.add_argument("--preset-file", default=None, type=local_path(LOCAL_FILE), help="your own preset YAML (overrides --preset)")
+    train.add_argument("--out", required=True, type=storage_location,
+                       help="run folder or URI (created; the same one again resumes)")
+    train.add_argument("--preset", default="tiny",
+                       help="tiny (2-core laptop, minutes), laptop (2 cores, under 2 h), small (one GPU), paper "
+                            "(GPU cluster)")
+    train.add_argument("--preset-file", default=None, type=local_path(LOCAL_FILE),
+                       help="your own preset YAML (overrides --preset)")
     train.add_argument("--set", action="append", default=[], metavar="world_model.FIELD=VALUE",
                        help="override a preset field, e.g. --set world_model.optim.lr=0.001 "
                             "or --set world_model.tokenizer.encoder.dim=128 (repeatable)")
     train.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers (DDP processes)")
-    train.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, help="GPUs per worker (0 = train on CPUs)")
+    train.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
+                       help="GPUs per worker (0 = train on CPUs)")
     train.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="CPUs Ray reserves per worker")
     train.add_argument("--threads-per-worker", type=positive_int, default=None,
                        help="torch threads per worker (default: CPUs per worker, at least 1)")
-    train.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default: the preset's total_steps)")
-    train.add_argument("--batch", type=positive_int, default=None, help="global batch of windows per step (default: preset)")
+    train.add_argument("--steps", type=positive_int, default=None,
+                       help="optimiser steps (default: the preset's total_steps)")
+    train.add_argument("--batch", type=positive_int, default=None,
+                       help="global batch of windows per step (default: preset)")
     train.add_argument("--micro-batch", type=positive_int, default=None,
                        help="windows per worker per forward pass; smaller than the share = gradient accumulation")
-    train.add_argument("--init", default=None, type=storage_location, help="fine-tune from this run/checkpoint of the same stage (fresh optimiser)")
-    train.add_argument("--tokenizer", default=None, type=storage_location, help="dynamics: the tokenizer run/checkpoint whose tokens it models")
-    train.add_argument("--lam", default=None, type=storage_location, help="dynamics with --actions latent: the LAM run/checkpoint")
+    train.add_argument("--init", default=None, type=storage_location,
+                       help="fine-tune from this run/checkpoint of the same stage (fresh optimiser)")
+    train.add_argument("--tokenizer", default=None, type=storage_location,
+                       help="dynamics: the tokenizer run/checkpoint whose tokens it models")
+    train.add_argument("--lam", default=None, type=storage_location,
+                       help="dynamics with --actions latent: the LAM run/checkpoint")
     train.add_argument("--actions", choices=["true", "latent"], default="true",
-                       help="dynamics conditioning: 'true' = the agent's actions (GenieRedux-G), 'latent' = LAM (GenieRedux)")
+                       help="dynamics conditioning: 'true' = the agent's actions (GenieRedux-G), 'latent' = LAM "
+                            "(GenieRedux)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="seed of initial weights, windows and masks")
     train.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on GPUs)")
     train.add_argument("--no-bf16", action="store_true", help="train in float32 on GPUs (default: bf16 autocast)")
-    train.add_argument("--max-failures", type=non_negative_int, default=3, help="worker-group restarts from the latest checkpoint")
-    train.add_argument("--no-wandb", action="store_true", help="no wandb logging (default: offline unless WANDB_MODE is set)")
+    train.add_argument("--max-failures", type=non_negative_int, default=3,
+                       help="worker-group restarts from the latest checkpoint")
+    train.add_argument("--no-wandb", action="store_true",
+                       help="no wandb logging (default: offline unless WANDB_MODE is set)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(train)
     train.set_defaults(handler=run_train)

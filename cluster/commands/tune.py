@@ -66,7 +66,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="your own preset YAML as the base (instead of --preset)")
     tune.add_argument("--set", action="append", default=[], metavar="world_model.FIELD=VALUE",
                       help="override a preset field in every trial, e.g. --set world_model.train.val_windows=64")
-    tune.add_argument("--samples", type=positive_int, default=1, help="trials per grid point (draws of the distributions)")
+    tune.add_argument("--samples", type=positive_int, default=1,
+                      help="trials per grid point (draws of the distributions)")
     tune.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws; sample k trains with seed+k")
     tune.add_argument("--scheduler", choices=["asha", "none"], default="asha",
                       help="asha: stop trials behind at equal steps; none: every trial runs its budget")
@@ -75,9 +76,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--budget-steps", type=positive_int, default=None,
                       help="optimiser steps per trial (the schedule ends there); default: the preset's total_steps")
     tune.add_argument("--val-every", type=positive_int, default=None,
-                      help="steps between validations (ASHA's decision points); default: budget/8, at most the preset's")
-    tune.add_argument("--grace-steps", type=positive_int, default=None, help="ASHA: no trial stops before (default: first validation)")
-    tune.add_argument("--reduction-factor", type=positive_int, default=2, help="ASHA: keep 1/factor of the trials at each rung")
+                      help="steps between validations (ASHA's decision points); default: budget/8, at most the "
+                           "preset's")
+    tune.add_argument("--grace-steps", type=positive_int, default=None,
+                      help="ASHA: no trial stops before (default: first validation)")
+    tune.add_argument("--reduction-factor", type=positive_int, default=2,
+                      help="ASHA: keep 1/factor of the trials at each rung")
     tune.add_argument("--gpus-per-trial", type=non_negative_float, default=None,
                       help="GPUs per trial, shared by its workers (default: 1 when the cluster has GPUs, else 0)")
     tune.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers per trial")
@@ -85,7 +89,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--max-concurrent", type=positive_int, default=None,
                       help="trials at once (default: as many as the cluster's CPUs/GPUs hold)")
     tune.add_argument("--tokenizer", default=None, type=storage_location, help="dynamics: the tokenizer run/checkpoint")
-    tune.add_argument("--lam", default=None, type=storage_location, help="dynamics with --actions latent: the LAM run/checkpoint")
+    tune.add_argument("--lam", default=None, type=storage_location,
+                      help="dynamics with --actions latent: the LAM run/checkpoint")
     tune.add_argument("--actions", choices=["true", "latent"], default="true", help="dynamics conditioning")
     tune.add_argument("--no-wandb", action="store_true", help="no wandb logs in the trial run folders")
     add_address(tune)
@@ -95,7 +100,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def sweep_from_args(args: argparse.Namespace, gpus_per_trial: float):
     from tuning.sweep import SweepConfig
 
-    presets = [p.strip() for p in (args.preset_sweep or "").split(",") if p.strip()] if args.preset_sweep else [args.preset]
+    presets = ([p.strip() for p in (args.preset_sweep or "").split(",") if p.strip()] if args.preset_sweep
+               else [args.preset])
     if args.preset_sweep and args.preset_file:
         from genie_common.errors import ConfigError
 

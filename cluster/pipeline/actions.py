@@ -27,7 +27,8 @@ def train_agent(context: PipelineContext, stage: Stage) -> dict[str, Any]:
 
     settings = agent_settings(context)
     reference = evaluate_agent("random", 64, seed=12345, env=settings.env).returns.mean()
-    summary = train(settings, context.path("agent"), show_progress=context.show_progress, random_reference=float(reference))
+    summary = train(settings, context.path("agent"), show_progress=context.show_progress,
+                    random_reference=float(reference))
     return {"env_steps": summary.env_steps, "iterations": summary.iterations, "last_return": summary.last_return,
             "random_reference_return": float(reference)}
 
@@ -52,7 +53,8 @@ def make_dataset(context: PipelineContext, stage: Stage) -> dict[str, Any]:
     name = stage.config["name"]
     data = context.sections.get("data", {})
     spec = named_dataset(name)
-    base = CollectConfig(workers=int(data.get("workers", 2)), episodes_per_shard=int(data.get("episodes_per_shard", 128)))
+    base = CollectConfig(workers=int(data.get("workers", 2)),
+                         episodes_per_shard=int(data.get("episodes_per_shard", 128)))
     checkpoint = context.path("agent") if spec.agent == "ppo" else None
     config = dataset_config(name, int(data.get(spec.preset_count) or 1), checkpoint, base)
     out = context.path(f"data/{name}")

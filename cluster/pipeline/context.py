@@ -18,7 +18,8 @@ REPORT_VERSION = 2  # bump when the report's content changes: finished studies t
 EVAL_VERSION = 2  # bump when evaluation's numbers change (2: LAM ids read from windows of the LAM's length)
 
 # name in the plan -> (stage, conditioning): the four world-model components of the paper
-MODELS = {"tokenizer": ("tokenizer", None), "lam": ("lam", None), "genie-g": ("dynamics", "true"), "genie": ("dynamics", "latent")}
+MODELS = {"tokenizer": ("tokenizer", None), "lam": ("lam", None), "genie-g": ("dynamics", "true"),
+          "genie": ("dynamics", "latent")}
 # EvalConfig fields the pipeline sets itself: pipeline.eval may set the others
 EVAL_SET_BY_PIPELINE = {"model": "the pipeline", "data": "the pipeline", "show_progress": "--no-progress",
                         "gpus_per_worker": "--gpus-per-worker", "device": "--gpus-per-worker"}
@@ -85,7 +86,8 @@ def _check_eval_fields(values: dict[str, Any]) -> None:
     for name in values:
         if name in EVAL_SET_BY_PIPELINE:
             raise ConfigError(f"pipeline.eval.{name} is set by {EVAL_SET_BY_PIPELINE[name]}, not in the preset; "
-                              f"remove it (e.g. `genie pipeline --gpus-per-worker 1` puts each evaluation worker on a GPU)")
+                              "remove it (e.g. `genie pipeline --gpus-per-worker 1` puts each evaluation "
+                              "worker on a GPU)")
         if name not in EvalConfig.__dataclass_fields__:
             known = sorted(set(EvalConfig.__dataclass_fields__) - set(EVAL_SET_BY_PIPELINE))
             raise ConfigError(f"unknown pipeline.eval field {name!r}; known: {', '.join(known)}")

@@ -52,7 +52,8 @@ def build_plan(context: PipelineContext) -> list[Stage]:
     data = sections.get("data", {})
     agent = {k: v for k, v in sections.get("agent", {}).items() if k not in PLACEMENT_SETTINGS}
     stages: list[Stage] = [Stage("agent", "agent", [], ["agent/curve.csv"], {"agent": agent}, actions.train_agent)]
-    for name, needs_agent in (("random-train", False), ("basic-test", False), ("agent-train", True), ("diverse-test", True)):
+    for name, needs_agent in (("random-train", False), ("basic-test", False), ("agent-train", True),
+                              ("diverse-test", True)):
         stages.append(Stage(f"data:{name}", "data", ["agent"] if needs_agent else [], [f"data/{name}/manifest.json"],
                             {"data": data, "name": name}, actions.make_dataset))
     world = {k: v for k, v in sections.get("world_model", {}).items()}
@@ -81,7 +82,8 @@ def build_plan(context: PipelineContext) -> list[Stage]:
                                 [f"eval/{model}/{test_set}/results.json"], {"eval": s.eval, "version": EVAL_VERSION},
                                 actions.evaluate_model))
     evals = [st.name for st in stages if st.group == "eval"]
-    stages.append(Stage("report", "report", [*[st.name for st in stages if st.group in ("agent", "data")], *trained, *evals],
+    stages.append(Stage("report", "report",
+                        [*[st.name for st in stages if st.group in ("agent", "data")], *trained, *evals],
                         ["report.md", "report.html"], {"version": REPORT_VERSION}, actions.write_report))
     keys: dict[str, str] = {}
     for stage in stages:
@@ -98,7 +100,8 @@ def select(stages: list[Stage], wanted: list[str] | None) -> list[Stage]:
     for stage in stages:
         if any(w == stage.name or w == stage.group or stage.name.startswith(f"{w}:") for w in wanted):
             chosen.append(stage)
-    unknown = [w for w in wanted if not any(w == st.name or w == st.group or st.name.startswith(f"{w}:") for st in stages)]
+    unknown = [w for w in wanted
+               if not any(w == st.name or w == st.group or st.name.startswith(f"{w}:") for st in stages)]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; stages: {', '.join(st.name for st in stages)}; "
                           f"groups: {', '.join(GROUPS)}")

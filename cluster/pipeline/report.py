@@ -27,9 +27,10 @@ from genie_common import storage
 
 __all__ = ["REPORT_FIGURES", "build_report", "mirror_for_report", "upload_report", "write_report",
            # re-exported: the names `cluster.pipeline.report` has always offered, now at home in the modules above
-           "DELTA_VERSIONS", "FORKED_FUTURE_BAR", "HELD_KEYS", "TOKENIZER_BAR_DB", "WORLD_MODELS", "Bar", "enacted_bars",
-           "first_frame_bars", "headline_psnr", "load_eval", "mean_ci", "metric", "paired_gains", "quality_bars",
-           "DATA_SETS", "environment", "example_frames", "plot_horizon", "plot_training_curves", "markdown_to_html"]
+           "DELTA_VERSIONS", "FORKED_FUTURE_BAR", "HELD_KEYS", "TOKENIZER_BAR_DB", "WORLD_MODELS", "Bar",
+           "enacted_bars", "first_frame_bars", "headline_psnr", "load_eval", "mean_ci", "metric", "paired_gains",
+           "quality_bars", "DATA_SETS", "environment", "example_frames", "plot_horizon", "plot_training_curves",
+           "markdown_to_html"]
 
 REPORT_FIGURES = "report_files"
 

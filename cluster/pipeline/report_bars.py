@@ -19,7 +19,8 @@ from world_model.evaluation.metrics import mean_ci95
 
 TOKENIZER_BAR_DB = 26.0
 FORKED_FUTURE_BAR = 0.75  # issue 14: each dream closer to its own real future in 3 of 4 comparisons (chance 0.5)
-DELTA_VERSIONS = {"delta_psnr": "paper's counterfactual, any other id", "delta_psnr_effect": "counterfactual of another effect"}
+DELTA_VERSIONS = {"delta_psnr": "paper's counterfactual, any other id",
+                  "delta_psnr_effect": "counterfactual of another effect"}
 WORLD_MODELS = {"genie-g": "GenieRedux-G", "genie-g-ta": "GenieRedux-G-TA", "genie": "GenieRedux"}
 HELD_KEYS = ("RIGHT", "LEFT")  # issue 14: the keys that scroll CoinRun, enacted in most windows
 
@@ -66,7 +67,8 @@ def quality_bars(run: Path, data_stats: dict[str, Any] | None) -> list[Bar]:
     """Every bar of the study, in the report's order; a stage that did not run leaves its bars n/a, not missing."""
     bars = []
     if data_stats:
-        random_p, agent_p = data_stats["random-train"]["level_progress_mean"], data_stats["agent-train"]["level_progress_mean"]
+        random_p = data_stats["random-train"]["level_progress_mean"]
+        agent_p = data_stats["agent-train"]["level_progress_mean"]
         bars.append(Bar("agent's data beats the random agent's on level progress", agent_p > random_p,
                         f"agent-train {agent_p:.2f} vs random-train {random_p:.2f} screens"))
     else:
@@ -87,8 +89,9 @@ def quality_bars(run: Path, data_stats: dict[str, Any] | None) -> list[Bar]:
             mean, half = mean_ci(deltas)
             bars.append(Bar(f"GenieRedux-G: ΔtPSNR ({version}) > 0 with its 95% CI above zero",
                             bool(mean - half > 0) if deltas else None,
-                            f"ΔtPSNR (t={results['settings']['delta_t']}) = {mean:.2f} ± {half:.2f} dB over {len(deltas)} "
-                            f"episodes ({model})" if deltas else "not measured (an evaluation from before issue 14?)"))
+                            f"ΔtPSNR (t={results['settings']['delta_t']}) = {mean:.2f} ± {half:.2f} dB over "
+                            f"{len(deltas)} episodes ({model})" if deltas else "not measured (an evaluation from "
+                                                                               "before issue 14?)"))
         forked = results.get("forked_futures") or {}
         name = f"GenieRedux-G: forked-future score >= {FORKED_FUTURE_BAR} (chance 0.5)"
         if "score" in forked:
@@ -100,11 +103,13 @@ def quality_bars(run: Path, data_stats: dict[str, Any] | None) -> list[Bar]:
         ours = results["per_step"]["autoregressive"]["psnr"][-1]
         baseline = results["per_step"].get("copy_last_frame", {}).get("psnr", [math.nan])[-1]
         bars.append(Bar("GenieRedux-G: prediction PSNR above copy-last-frame at the horizon", bool(ours > baseline),
-                        f"frame {results['settings']['horizon']}: {ours:.2f} dB vs copy-last-frame {baseline:.2f} dB ({model})"))
+                        f"frame {results['settings']['horizon']}: {ours:.2f} dB vs copy-last-frame {baseline:.2f} "
+                        f"dB ({model})"))
     else:
         for version in DELTA_VERSIONS.values():
             bars.append(Bar(f"GenieRedux-G: ΔtPSNR ({version}) > 0 with its 95% CI above zero", None, "not evaluated"))
-        bars.append(Bar(f"GenieRedux-G: forked-future score >= {FORKED_FUTURE_BAR} (chance 0.5)", None, "not evaluated"))
+        bars.append(Bar(f"GenieRedux-G: forked-future score >= {FORKED_FUTURE_BAR} (chance 0.5)", None,
+                        "not evaluated"))
         bars.append(Bar("GenieRedux-G: prediction PSNR above copy-last-frame at the horizon", None, "not evaluated"))
     bars += first_frame_bars(run) + enacted_bars(run)
     base_results, ta_results = load_eval(run, "genie-g", "diverse-test"), load_eval(run, "genie-g-ta", "diverse-test")
@@ -115,8 +120,9 @@ def quality_bars(run: Path, data_stats: dict[str, Any] | None) -> list[Bar]:
     else:
         gains = paired_gains(base_results, ta_results)
         gain, half = mean_ci(gains)
-        bars.append(Bar(name, bool(gain - half > 0), f"TA {ta:.2f} dB vs Base {base:.2f} dB: {gain:+.2f} ± {half:.2f} dB "
-                                                      f"per episode over {len(gains)} episodes"))
+        bars.append(Bar(name, bool(gain - half > 0),
+                        f"TA {ta:.2f} dB vs Base {base:.2f} dB: {gain:+.2f} ± {half:.2f} dB "
+                        f"per episode over {len(gains)} episodes"))
     return bars
 
 

@@ -42,7 +42,8 @@ def report_markdown(preset_label: str, run: Path, shown: str, images: list[tuple
                "|---|---|---|---|---|---|---|"]
         for name, stats in data_stats.items():
             md.append(f"| {name} | {stats['episodes']} | {stats['frames']:,} | {stats['return_mean']:.2f} | "
-                      f"{100 * stats['success_rate']:.0f}% | {stats['level_progress_mean']:.2f} | {stats['length_mean']:.0f} |")
+                      f"{100 * stats['success_rate']:.0f}% | {stats['level_progress_mean']:.2f} | "
+                      f"{stats['length_mean']:.0f} |")
         md.append("")
     for caption, path in images:
         if path is not None and Path(path).is_file():
@@ -92,7 +93,8 @@ def environment() -> dict[str, str]:
         pass
     return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
             "procgen": procgen_version, "cpu": cpu, "cpus": str(os.cpu_count()),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none", "date": time.strftime("%Y-%m-%d %H:%M")}
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+            "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def _data_stats(run: Path) -> dict[str, Any] | None:
@@ -117,7 +119,8 @@ def _controllability(run: Path) -> list[str]:
             lines += [f"## Controllability per action ({model}, {results['data']['name']})", "",
                       f"Each action held for {control['steps']} frames from the same context; motion of the agent "
                       f"estimated by frame registration, relative to holding NOOP ({control['convention']}).", "",
-                      "| action | expected | enacted | dominant | motion vs NOOP (dx, dy px) |", "|---|---|---|---|---|"]
+                      "| action | expected | enacted | dominant | motion vs NOOP (dx, dy px) |",
+                      "|---|---|---|---|---|"]
             for name, row in control["actions"].items():
                 moved = row.get("mean_motion_vs_noop_px")
                 enacted = "" if row["enacted"] is None else f"{100 * row['enacted']:.0f}%"
@@ -150,14 +153,14 @@ def _forked_futures(run: Path) -> list[str]:
     if not rows:
         return []
     return ["## Does the dream obey the keys?", "",
-            "Forked futures: from one real context the real game is replayed and played RIGHT and LEFT; the model dreams "
-            "both (GenieRedux-G from the true actions, GenieRedux from the latent actions its LAM infers from each real "
-            "fork); the score is how often each dream is closer to its own real future than the other dream is "
-            "(chance 0.5). ΔtPSNR (dB, 95% CI): the paper's counterfactual (any other action id) and one of another "
-            "effect class (GenieRedux: latent ids have no known effect, —). The sample sheets show both forks, real "
-            "and dreamt.", "",
-            "| model | test set | forked-future score | ΔtPSNR, paper | ΔtPSNR, other effect |", "|---|---|---|---|---|",
-            *rows, ""]
+            "Forked futures: from one real context the real game is replayed and played RIGHT and LEFT; the "
+            "model dreams both (GenieRedux-G from the true actions, GenieRedux from the latent actions its LAM infers "
+            "from each real fork); the score is how often each dream is closer to its own real future than the "
+            "other dream is (chance 0.5). ΔtPSNR (dB, 95% CI): the paper's counterfactual (any other action id) and "
+            "one of another effect class (GenieRedux: latent ids have no known effect, —). The sample sheets show both "
+            "forks, real and dreamt.", "",
+            "| model | test set | forked-future score | ΔtPSNR, paper | ΔtPSNR, other effect |",
+            "|---|---|---|---|---|", *rows, ""]
 
 
 def _dreams(run: Path) -> list[str]:

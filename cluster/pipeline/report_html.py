@@ -1,4 +1,5 @@
-"""The report's Markdown as one self-contained HTML page: rendered by Python-Markdown (tables extension), images inlined.
+"""The report's Markdown as one self-contained HTML page: rendered by Python-Markdown (tables extension), images
+inlined.
 
 Why a library: the report's Markdown (tables, headings, inline code, emphasis, images) is rendered the way any
 Markdown viewer renders report.md. Why inlined: report.html is one file to send or open anywhere, so every image it

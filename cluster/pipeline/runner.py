@@ -46,7 +46,8 @@ def read_record(run: str, name: str) -> dict[str, Any] | None:
 
 def is_done(context: PipelineContext, stage: Stage) -> bool:
     record = read_record(context.run, stage.name)
-    return bool(record and record.get("key") == stage.key and all(storage.exists(context.path(o)) for o in stage.outputs))
+    return bool(record and record.get("key") == stage.key
+                and all(storage.exists(context.path(o)) for o in stage.outputs))
 
 
 def write_record(context: PipelineContext, stage: Stage, seconds: float, info: dict[str, Any]) -> None:
@@ -96,7 +97,8 @@ def run_pipeline(context: PipelineContext, wanted: list[str] | None = None) -> l
         if is_done(context, stage):
             record = read_record(context.run, stage.name) or {}
             outcomes.append(StageOutcome(stage.name, "reused", float(record.get("seconds", 0.0))))
-            print(f"[pipeline] {stage.name}: reused (done earlier with the same config){placement_note(context, stage, record)}")
+            print(f"[pipeline] {stage.name}: reused (done earlier with the same "
+                  f"config){placement_note(context, stage, record)}")
             continue
         print(f"[pipeline] {stage.name}: running", flush=True)
         began = time.monotonic()

@@ -128,7 +128,8 @@ class AccessGuard:
             status, message = refused
             body = json.dumps({"error": message}).encode()
             await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
             return None
         if not token_from_query(query, token):

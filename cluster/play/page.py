@@ -21,7 +21,8 @@ PAGE = r"""<!doctype html>
   .screens { display: flex; gap: 16px; margin: 10px 0; }
   figure { margin: 0; } figcaption { font-size: 12px; color: #aaa; text-align: center; }
   canvas { image-rendering: pixelated; background: #000; border: 1px solid #333; }
-  button { background: #2c3140; color: #eee; border: 1px solid #4a5268; padding: 5px 10px; border-radius: 4px; cursor: pointer; }
+  button { background: #2c3140; color: #eee; border: 1px solid #4a5268; padding: 5px 10px; border-radius: 4px;
+           cursor: pointer; }
   button:disabled { opacity: .4; cursor: default; } button.on { background: #a33; }
   .stat { font-variant-numeric: tabular-nums; } .muted { color: #999; font-size: 12px; }
   #status { min-height: 1.2em; color: #f88; } #actions button { font-size: 11px; padding: 3px 6px; }
@@ -33,14 +34,16 @@ PAGE = r"""<!doctype html>
 <div class="row">
   <label>start <select id="start"></select></label>
   <label id="seedbox">level seed <input id="seed" type="number" min="0" placeholder="random"></label>
-  <label id="episodebox" hidden>episode <select id="episode"></select> step <input id="epstep" type="number" min="0" value="0"></label>
+  <label id="episodebox" hidden>episode <select id="episode"></select>
+    step <input id="epstep" type="number" min="0" value="0"></label>
   <label id="realbox"><input id="real" type="checkbox" checked> real game beside the dream</label>
   <button id="new">New game</button>
   <label class="muted">or upload a 64x64 PNG <input id="upload" type="file" accept="image/png"></label>
 </div>
 <div class="screens">
   <figure><canvas id="dream" width="384" height="384"></canvas><figcaption>dream (world model)</figcaption></figure>
-  <figure id="realfig" hidden><canvas id="realcanvas" width="384" height="384"></canvas><figcaption id="realcap">real game (same actions)</figcaption></figure>
+  <figure id="realfig" hidden><canvas id="realcanvas" width="384" height="384"></canvas>
+    <figcaption id="realcap">real game (same actions)</figcaption></figure>
 </div>
 <div class="row">
   frame <b class="stat" id="counter">0</b>
@@ -49,7 +52,8 @@ PAGE = r"""<!doctype html>
   &middot; action <span class="stat" id="lastaction">-</span>
 </div>
 <div class="row">
-  <label>MaskGIT steps <input id="steps" type="range" min="1" max="64" value="25"> <b class="stat" id="stepsval">25</b></label>
+  <label>MaskGIT steps <input id="steps" type="range" min="1" max="64" value="25">
+    <b class="stat" id="stepsval">25</b></label>
   <label>frames per key <input id="count" type="number" min="1" max="16" value="1"></label>
   <label><input id="continuous" type="checkbox"> continuous</label>
   <label>target fps <input id="targetfps" type="number" min="1" max="60" value="15"></label>
@@ -92,7 +96,8 @@ function draw(canvas, b64) {
   const size = Math.round(Math.sqrt(bytes.length / 3));
   const image = new ImageData(size, size);
   for (let i = 0, j = 0; i < bytes.length; i += 3, j += 4) {
-    image.data[j] = bytes[i]; image.data[j + 1] = bytes[i + 1]; image.data[j + 2] = bytes[i + 2]; image.data[j + 3] = 255;
+    image.data[j] = bytes[i]; image.data[j + 1] = bytes[i + 1]; image.data[j + 2] = bytes[i + 2];
+    image.data[j + 3] = 255;
   }
   const small = document.createElement("canvas"); small.width = size; small.height = size;
   small.getContext("2d").putImageData(image, 0, 0);
@@ -203,12 +208,15 @@ let lastLatent = 0;
 
 const GAME_KEYS = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", " ", "a", "d", "w", "s"];
 document.addEventListener("keydown", (event) => {
-  if (!info || event.target.tagName === "INPUT" && event.target.type !== "range" && event.target.type !== "checkbox" || event.target.tagName === "SELECT") return;
+  const typing = event.target.tagName === "INPUT" && event.target.type !== "range" && event.target.type !== "checkbox";
+  if (!info || typing || event.target.tagName === "SELECT") return;
   const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
   if (key === "Backspace") { event.preventDefault(); sessionCall("/back"); return; }
   if (info.conditioning === "latent") {
     const n = parseInt(key);
-    if (n >= 1 && n <= info.num_actions) { event.preventDefault(); lastLatent = n - 1; if (!$("continuous").checked) step(n - 1); }
+    if (n >= 1 && n <= info.num_actions) {
+      event.preventDefault(); lastLatent = n - 1; if (!$("continuous").checked) step(n - 1);
+    }
     return;
   }
   if (!GAME_KEYS.includes(key)) return;
@@ -216,7 +224,9 @@ document.addEventListener("keydown", (event) => {
   held.add(key);
   if (!$("continuous").checked) step(currentAction());
 });
-document.addEventListener("keyup", (event) => { held.delete(event.key.length === 1 ? event.key.toLowerCase() : event.key); });
+document.addEventListener("keyup", (event) => {
+  held.delete(event.key.length === 1 ? event.key.toLowerCase() : event.key);
+});
 window.addEventListener("blur", () => held.clear());
 
 async function init() {
@@ -226,7 +236,8 @@ async function init() {
   $("stepsval").textContent = $("steps").value;
   $("count").max = info.limits.max_frames_per_request;
   for (const start of info.starts) {
-    const label = { fresh: "fresh Procgen level", test: "random " + info.data_split + " episode", episode: "chosen episode" }[start];
+    const label = { fresh: "fresh Procgen level", test: "random " + info.data_split + " episode",
+                    episode: "chosen episode" }[start];
     $("start").add(new Option(label, start));
   }
   for (const id of info.episodes) $("episode").add(new Option(id, id));
@@ -239,7 +250,8 @@ async function init() {
     $("actions").appendChild(button);
   }
   $("help").textContent = info.conditioning === "latent"
-    ? "Keys 1.." + info.num_actions + " are the " + info.num_actions + " latent actions the LAM found. Backspace steps back."
+    ? "Keys 1.." + info.num_actions + " are the " + info.num_actions
+      + " latent actions the LAM found. Backspace steps back."
     : "Arrows or WASD move, Up / W / Space jump; keys combine (Right+Up = jump right). Backspace steps back.";
   $("start").addEventListener("change", () => {
     $("seedbox").hidden = $("start").value !== "fresh"; $("episodebox").hidden = $("start").value !== "episode";

@@ -104,7 +104,8 @@ class NewSession(BaseModel):
 
 
 class StepRequest(BaseModel):
-    action: int = Field(..., ge=0, lt=2**31 - 1, description="CoinRun action id 0..14 (GenieRedux-G) or latent action 0..K-1 (GenieRedux)")
+    action: int = Field(..., ge=0, lt=2**31 - 1,
+                        description="CoinRun action id 0..14 (GenieRedux-G) or latent action 0..K-1 (GenieRedux)")
     count: int = Field(1, ge=1, lt=2**31 - 1, description="frames to generate with this action")
     steps: int | None = Field(None, ge=1, description="MaskGIT steps (default: the session's)")
 
@@ -141,7 +142,8 @@ async def _validation_error(_: Request, err: RequestValidationError) -> JSONResp
 class PlayIngress:
     """The page and the JSON API; owns every session (so exactly one replica)."""
 
-    def __init__(self, model: DeploymentHandle, config: PlayConfig, data: str | None = None, seed: int | None = None) -> None:
+    def __init__(self, model: DeploymentHandle, config: PlayConfig, data: str | None = None,
+                 seed: int | None = None) -> None:
         self.model = model
         self.config = config
         self.sessions = SessionStore(config)
@@ -228,9 +230,11 @@ class PlayIngress:
         info = await self.model_info()
         if not 0 <= body.action < info["num_actions"]:
             raise SessionError(400, f"unknown action {body.action}: this {info['name']} model takes actions "
-                                    f"0..{info['num_actions'] - 1} ({', '.join(action_labels(info['conditioning'], info['num_actions']))})")
+                                    f"0..{info['num_actions'] - 1} "
+                                    f"({', '.join(action_labels(info['conditioning'], info['num_actions']))})")
         if body.count > self.config.max_frames_per_request:
-            raise SessionError(400, f"count {body.count} exceeds {self.config.max_frames_per_request} frames per request")
+            raise SessionError(400,
+                               f"count {body.count} exceeds {self.config.max_frames_per_request} frames per request")
         steps = session.steps if body.steps is None else self._checked_steps(body.steps)
         session.steps = steps
         began = time.perf_counter()
@@ -310,8 +314,10 @@ class PlayIngress:
             if body.start == "test":
                 return await loop.run_in_executor(None, self.starts.random, self.rng, info["context_frames"])
             if not body.episode:
-                raise SessionError(400, "start 'episode' needs an episode id ('episode': ...); GET /api/info lists some")
-            return await loop.run_in_executor(None, self.starts.episode, body.episode, body.step, info["context_frames"])
+                raise SessionError(400,
+                                   "start 'episode' needs an episode id ('episode': ...); GET /api/info lists some")
+            return await loop.run_in_executor(None, self.starts.episode, body.episode, body.step,
+                                              info["context_frames"])
         except StartError as err:
             raise SessionError(400 if body.start != "episode" else 404, str(err)) from err
 
@@ -346,7 +352,8 @@ class PlayIngress:
         })
 
 
-def build_app(model: str, config: PlayConfig | None = None, data: str | os.PathLike | None = None, seed: int | None = None):
+def build_app(model: str, config: PlayConfig | None = None, data: str | os.PathLike | None = None,
+              seed: int | None = None):
     """The Serve application of `genie play`: the batched model behind the session-keeping ingress."""
     config = config or PlayConfig()
     model_server = WorldModelServer.options(

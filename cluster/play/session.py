@@ -98,7 +98,8 @@ class Session:
 
     def spend_request(self, now: float, rate_per_s: float, burst: int) -> bool:
         """Take one request from the session's allowance (a token bucket); False when it is spent."""
-        allowance = burst if self.allowance is None else min(burst, self.allowance + (now - self.last_used) * rate_per_s)
+        allowance = burst if self.allowance is None else min(burst,
+                                                             self.allowance + (now - self.last_used) * rate_per_s)
         self.allowance = allowance - 1 if allowance >= 1 else allowance
         return allowance >= 1
 
@@ -118,7 +119,8 @@ class Session:
         previous = self.actions[len(self.actions) - (len(tokens) - 1):] if len(tokens) > 1 else []
         return tokens, np.array([*previous, action], dtype=np.int64)  # (Tc,)
 
-    def push(self, tokens: np.ndarray, frame: np.ndarray, action: int, real_frame: np.ndarray | None, max_history: int) -> None:
+    def push(self, tokens: np.ndarray, frame: np.ndarray, action: int, real_frame: np.ndarray | None,
+             max_history: int) -> None:
         self.tokens.append(tokens)
         self.frames.append(frame)
         self.actions.append(int(action))
@@ -217,7 +219,8 @@ class SessionStore:
         self.expire()
         session = self._sessions.get(session_id)
         if session is None:
-            raise SessionError(404, f"unknown or expired session {session_id[:64]!r}; start a new one (POST /api/sessions)")
+            raise SessionError(404,
+                               f"unknown or expired session {session_id[:64]!r}; start a new one (POST /api/sessions)")
         now = self._clock()
         allowed = session.spend_request(now, self.config.rate_per_s, self.config.rate_burst)
         session.last_used = now

@@ -93,7 +93,8 @@ class Stepper:
         if item.tokens.ndim != 3 or len(item.tokens) < 1:
             raise ValueError(f"tokens must be (Tc, h, w) with Tc >= 1, got shape {item.tokens.shape}")
         if item.actions.shape != (len(item.tokens),):
-            raise ValueError(f"{len(item.tokens)} context frames need {len(item.tokens)} actions, got {item.actions.shape}")
+            raise ValueError(f"{len(item.tokens)} context frames need {len(item.tokens)} actions, got "
+                             f"{item.actions.shape}")
         if item.actions.min() < 0 or item.actions.max() >= self.num_actions:
             raise ValueError(f"actions must lie in [0, {self.num_actions}), got {item.actions.tolist()}")
         if item.steps < 1:
@@ -102,7 +103,8 @@ class Stepper:
     def _step_group(self, items: list[StepInput], length: int, steps: int, temperature: float, seed: int | None,
                     generator: torch.Generator | None) -> list[StepOutput]:
         device = self.model.dynamics.device
-        tokens = torch.as_tensor(np.stack([it.tokens[-length:] for it in items]).astype(np.int64), device=device)  # (B, Tc, h, w)
+        # (B, Tc, h, w)
+        tokens = torch.as_tensor(np.stack([it.tokens[-length:] for it in items]).astype(np.int64), device=device)
         actions = np.stack([it.actions[-length:] for it in items])  # (B, Tc)
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))

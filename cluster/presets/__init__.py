@@ -19,7 +19,8 @@ from genie_common.presets import PRESET_DIR, SECTIONS, known_presets
 __all__ = ["PRESET_DIR", "SECTIONS", "known_presets", "load_preset"]
 
 
-def load_preset(name: str | None = None, path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def load_preset(name: str | None = None, path: str | Path | None = None,
+                overrides: list[str] | None = None) -> dict[str, Any]:
     """`world_model.config.load_preset_sections`: imported when called, `genie --help` stays light."""
     from world_model.config import load_preset_sections
 

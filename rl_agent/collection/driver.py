@@ -99,7 +99,8 @@ def _run_collectors(ray, config: CollectConfig, target: str, manifest: Manifest,
     queue = deque(plans)
     pool = CollectorPool(ray, config, target)
     total = sum(p.episodes for p in plans)
-    bar = tqdm(total=total, unit="ep", desc=f"collect {config.collection}", disable=not show_progress, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="ep", desc=f"collect {config.collection}", disable=not show_progress,
+               dynamic_ncols=True)
     done_frames, done_episodes = 0, 0
     start = time.monotonic()
     try:

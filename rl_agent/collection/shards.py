@@ -70,7 +70,8 @@ def adopt_shard(path: Path, config: CollectConfig) -> ShardInfo:
     """Describe a complete shard file that a killed run committed but did not list."""
     batches, sha = check_shard_file(path)
     index = int(path.stem.rsplit("-", 1)[1])
-    episodes = [episode_info(b, i, assign_split(b.column("episode_id")[0].as_py(), config)) for i, b in enumerate(batches)]
+    episodes = [episode_info(b, i, assign_split(b.column("episode_id")[0].as_py(), config))
+                for i, b in enumerate(batches)]
     return ShardInfo(
         file=path.name,
         collection=config.collection,

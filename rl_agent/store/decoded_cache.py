@@ -135,5 +135,6 @@ class DecodedCache:
                 return  # a filesystem that cannot reserve blocks (e.g. ZFS): nothing more to check
             size = os.stat(path).st_size
             raise DatasetError(
-                f"the decoded-frame cache {self.folder} filled up while a {size / GIB:.2f} GB shard was decoded into it "
-                f"({err.strerror}): free space on that disk, or point GENIE_CACHE_DIR at a larger one") from err
+                f"the decoded-frame cache {self.folder} filled up while a {size / GIB:.2f} GB shard was "
+                f"decoded into it ({err.strerror}): free space on that disk, or point GENIE_CACHE_DIR at a larger "
+                "one") from err

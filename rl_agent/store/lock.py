@@ -91,7 +91,8 @@ def _flock(folder: Path, command: str) -> Iterator[None]:
         except FileNotFoundError:
             continue  # a refused writer that had created the folder removed it just now
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: also refuses a second holder in this process
+            # per open file: also refuses a second holder in this process
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = _parse(os.pread(fd, 4096, 0))
             os.close(fd)

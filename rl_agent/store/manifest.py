@@ -86,11 +86,13 @@ class Manifest:
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetError(f"{path}: manifest is not valid JSON ({err}); restore it or re-collect the dataset") from err
+            raise DatasetError(
+                f"{path}: manifest is not valid JSON ({err}); restore it or re-collect the dataset") from err
         if data.get("format") != FORMAT_NAME:
             raise DatasetError(f"{path}: not a genie-redux episode manifest (format={data.get('format')!r})")
         if data.get("version") != FORMAT_VERSION:
-            raise DatasetError(f"{path}: manifest version {data.get('version')} is not supported (expected {FORMAT_VERSION})")
+            raise DatasetError(f"{path}: manifest version {data.get('version')} is not supported (expected "
+                               f"{FORMAT_VERSION})")
         try:
             shards = [ShardInfo.from_json(s) for s in data["shards"]]
         except (KeyError, TypeError) as err:

@@ -97,7 +97,8 @@ class EpisodeStore:
         """Frames (T, H, W, C) uint8 and actions (T-1,) int8 of one episode, copied out."""
         ref = self.episodes[episode]
         if start < 0 or start + length > ref.episode.length:
-            raise IndexError(f"window {start}..{start + length - 1} outside episode {ref.episode.id} of {ref.episode.length} frames")
+            raise IndexError(f"window {start}..{start + length - 1} outside episode {ref.episode.id} of "
+                             f"{ref.episode.length} frames")
         decoded = self._shard(ref)
         row = int(decoded.batch_offsets[ref.episode.batch]) + start
         frames = np.array(decoded.frames[row : row + length])  # (T, H, W, C)
@@ -149,7 +150,8 @@ class EpisodeStore:
 
     def _decode(self, path: Path, shard: ShardInfo) -> _DecodedShard:
         if not path.is_file():
-            raise DatasetError(f"{path}: shard listed in the manifest is missing; run `genie data repair {path.parent}`")
+            raise DatasetError(
+                f"{path}: shard listed in the manifest is missing; run `genie data repair {path.parent}`")
         batches = None
         cache = DecodedCache(self.cache_dir, cache_cap_bytes())
         cache_file = cache.path(shard.sha256)
@@ -159,7 +161,8 @@ class EpisodeStore:
             else:
                 if batches is None:
                     if file_sha256(path) != shard.sha256:
-                        raise DatasetError(f"{path}: checksum differs from the manifest (damaged shard); run `genie data repair {path.parent}`")
+                        raise DatasetError(f"{path}: checksum differs from the manifest (damaged shard); run `genie "
+                                           f"data repair {path.parent}`")
                     batches = self._read(path)
                 self._write_decoded(cache, cache_file, shard, batches)
             try:
@@ -178,7 +181,8 @@ class EpisodeStore:
         offsets = np.concatenate([[0], np.cumsum([b.num_rows for b in batches])]).astype(np.int64)
         return _DecodedShard(frames=frames, actions=actions, batch_offsets=offsets)
 
-    def _write_decoded(self, cache: DecodedCache, cache_file: Path, shard: ShardInfo, batches: list[pa.RecordBatch]) -> None:
+    def _write_decoded(self, cache: DecodedCache, cache_file: Path, shard: ShardInfo,
+                       batches: list[pa.RecordBatch]) -> None:
         """Decode a shard's frames into the cache under a temporary name, then rename it into place."""
         shape = (shard.rows,) + FRAME_SHAPE
         cache.make_room(int(np.prod(shape)) + 128)  # + the .npy header

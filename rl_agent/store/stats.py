@@ -101,11 +101,15 @@ def format_table(stats: DatasetStats) -> str:
         ("agents", ", ".join(f"{k} ({v})" for k, v in stats.agents.items())),
         ("frames", f"{stats.frames:,}"),
         ("bytes on disk / frame", f"{stats.bytes_per_frame:,.0f} B  ({stats.bytes_on_disk / 2**20:,.1f} MiB in all)"),
-        ("episode length", f"mean {stats.length_mean:.0f}, median {stats.length_median:.0f}, p10-p90 {stats.length_p10:.0f}-{stats.length_p90:.0f}"),
+        ("episode length",
+         f"mean {stats.length_mean:.0f}, median {stats.length_median:.0f}, p10-p90 "
+         f"{stats.length_p10:.0f}-{stats.length_p90:.0f}"),
         ("truncated at the cap", f"{stats.truncated_fraction:.1%}"),
         ("return", f"mean {stats.return_mean:.2f} ± {stats.return_std:.2f}"),
         ("success rate", f"{stats.success_rate:.1%}"),
-        ("level progress (screens)", f"mean {stats.level_progress_mean:.2f}, median {stats.level_progress_median:.2f}  (over {stats.level_progress_episodes} episodes)"),
+        ("level progress (screens)",
+         f"mean {stats.level_progress_mean:.2f}, median {stats.level_progress_median:.2f}  (over "
+         f"{stats.level_progress_episodes} episodes)"),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
@@ -130,7 +134,8 @@ def plot_stats(stats: DatasetStats, path: str | Path, title: str) -> Path:
     axes[1, 0].set_xticks(range(NUM_ACTIONS), ACTION_NAMES, rotation=60, fontsize=7)
     axes[1, 0].set(title="action histogram", ylabel="steps")
     axes[1, 1].hist(stats.level_progress, bins=20, color="tab:purple")
-    axes[1, 1].set(title=f"level progress (mean {stats.level_progress_mean:.2f} screens)", xlabel="furthest right, 64-px screens", ylabel="episodes")
+    axes[1, 1].set(title=f"level progress (mean {stats.level_progress_mean:.2f} screens)",
+                   xlabel="furthest right, 64-px screens", ylabel="episodes")
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)

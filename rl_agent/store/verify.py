@@ -51,10 +51,12 @@ def check_episode_batch(batch: pa.RecordBatch, where: str) -> None:
     terminated = batch.column("terminated").to_numpy(zero_copy_only=False)
     truncated = batch.column("truncated").to_numpy(zero_copy_only=False)
     if terminated[:-1].any() or truncated[:-1].any() or terminated[-1] == truncated[-1]:
-        raise DatasetError(f"{where}: episode {episode} must end with exactly one of terminated/truncated, on its last row only")
+        raise DatasetError(f"{where}: episode {episode} must end with exactly one of terminated/truncated, on its "
+                           "last row only")
     if len(batch.column("level_seed").unique()) != 1:
         raise DatasetError(f"{where}: episode {episode} changes level seed mid-episode")
-    if ("frame" in batch.schema.names and batch.column("frame").null_count) or not np.isfinite(batch.column("reward").to_numpy()).all():
+    missing_frames = "frame" in batch.schema.names and batch.column("frame").null_count
+    if missing_frames or not np.isfinite(batch.column("reward").to_numpy()).all():
         raise DatasetError(f"{where}: episode {episode} has missing frames or non-finite rewards")
 
 
@@ -89,7 +91,8 @@ def check_shard_file(path: Path, read_frames: bool = True) -> tuple[list[pa.Reco
 def check_listed_shards(manifest: Manifest, collection: str | None, size_of: Callable[[str], int | None],
                         sha_of: Callable[[str], str] | None = None) -> list[tuple[ShardInfo, str]]:
     """Listed shards (of one collection, or all) that are missing, of another size or (with `sha_of`) another
-    checksum, each with what is wrong (a phrase after "is"). `size_of(file)` is None for a missing file; local or remote alike."""
+    checksum, each with what is wrong (a phrase after "is"). `size_of(file)` is None for a missing file; local or
+    remote alike."""
     bad = []
     for shard in manifest.shards if collection is None else manifest.shards_of(collection):
         size = size_of(shard.file)
@@ -124,7 +127,8 @@ def verify_dataset(root: str | Path) -> VerifyReport:
         for batch, info in zip(batches, shard.episodes):
             episode_id = batch.column("episode_id")[0].as_py()
             if episode_id != info.id or batch.num_rows != info.length:
-                raise DatasetError(f"{path}: episode {episode_id} ({batch.num_rows} rows) does not match manifest entry {info.id} ({info.length})")
+                raise DatasetError(f"{path}: episode {episode_id} ({batch.num_rows} rows) does not match manifest "
+                                   f"entry {info.id} ({info.length})")
             if episode_id in seen_ids:
                 raise DatasetError(f"{path}: episode {episode_id} appears twice in the dataset")
             seen_ids.add(episode_id)
@@ -137,7 +141,8 @@ def verify_dataset(root: str | Path) -> VerifyReport:
             raise DatasetError(f"{path}: shard file not listed in the manifest; re-run the `genie collect` that "
                                f"made it (it adopts complete shards) or remove the file")
         if is_temp_file(path.name):
-            report.warnings.append(f"{path.name}: leftover temp file of an interrupted write (ignored; `genie collect` removes it)")
+            report.warnings.append(f"{path.name}: leftover temp file of an interrupted write (ignored; `genie "
+                                   "collect` removes it)")
     return report
 
 
@@ -151,12 +156,14 @@ def require_listed_shards(location: str | Path) -> int:
     if not is_uri(location):
         manifest = Manifest.load(location)
         root = manifest.root
-        bad = check_listed_shards(manifest, None, lambda name: (root / name).stat().st_size if (root / name).is_file() else None)
+        bad = check_listed_shards(manifest, None,
+                                  lambda name: (root / name).stat().st_size if (root / name).is_file() else None)
     else:
         remote = RemoteFolder(str(location))
         with tempfile.TemporaryDirectory(prefix="genie-manifest-") as staging:
             if not remote.download_manifest(Path(staging)):
-                raise DatasetError(f"{location}: no manifest.json; make the dataset with `genie collect --out {location}`")
+                raise DatasetError(f"{location}: no manifest.json; make the dataset with `genie collect "
+                                   f"--out {location}`")
             manifest = Manifest.load(staging)
         bad = check_listed_shards(manifest, None, remote.size)
     if bad:

@@ -5,7 +5,8 @@
     registration.py  agent motion between frames (the controllability check)
     models.py        what is evaluated (tokenizer / LAM / world model), its training data, level overlap
     episodes.py      which test windows are evaluated (from the seed)
-    rollouts.py      autoregressive, teacher-forced, counterfactual (ΔtPSNR, two versions), held-action and forked rollouts
+    rollouts.py      autoregressive, teacher-forced, counterfactual (ΔtPSNR, two versions), held-action and
+                     forked rollouts
     forks.py         forked futures' real half: the level replayed to a window's context, played RIGHT xk and LEFT xk
     worker.py        one batch of windows; the Ray actor
     runner.py        `evaluate(config)`: all batches on Ray, averaged; `copy_last_frame_baseline`

@@ -40,7 +40,8 @@ def fit_gaussian(features: np.ndarray) -> GaussianFit:
     if features.ndim != 2:
         raise ConfigError(f"features must be (N, D), got shape {features.shape}")
     if features.shape[0] < 2:
-        raise ConfigError(f"a covariance needs at least 2 feature vectors, got {features.shape[0]}; evaluate more episodes")
+        raise ConfigError(f"a covariance needs at least 2 feature vectors, got {features.shape[0]}; evaluate "
+                          "more episodes")
     return GaussianFit(features.mean(0), np.cov(features, rowvar=False), features.shape[0])
 
 

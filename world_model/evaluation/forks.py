@@ -60,7 +60,8 @@ def real_forks(store: EpisodeStore, window: Window, context: int, steps: int, ac
             if t > 0:
                 frame, ended = _act(env, int(recorded_actions[t - 1]))
                 if ended:
-                    return RealForks(None, f"the replay of level {window.level_seed} ended at step {t}, before the record did")
+                    return RealForks(None, f"the replay of level {window.level_seed} ended at step {t}, "
+                                           "before the record did")
             if not np.array_equal(frame, recorded[t]):
                 return RealForks(None, f"the replay of level {window.level_seed} differs from the recorded frame {t} "
                                        f"(env options not those of the collection?)")

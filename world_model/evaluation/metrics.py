@@ -110,10 +110,13 @@ def ssim_per_frame(prediction, target) -> torch.Tensor:
     p, t = _pair(prediction, target)
     height, width, channels = p.shape[-3:]
     if min(height, width) < 2 * SSIM_RADIUS + 1:
-        raise MetricInputError(f"SSIM needs frames of at least {2 * SSIM_RADIUS + 1}x{2 * SSIM_RADIUS + 1}, got {height}x{width}")
+        raise MetricInputError(f"SSIM needs frames of at least {2 * SSIM_RADIUS + 1}x{2 * SSIM_RADIUS + 1}, got "
+                               f"{height}x{width}")
     lead = p.shape[:-3]
-    planes_p = p.reshape(-1, height, width, channels).permute(0, 3, 1, 2).reshape(-1, 1, height, width)  # (N*C, 1, H, W)
-    planes_t = t.reshape(-1, height, width, channels).permute(0, 3, 1, 2).reshape(-1, 1, height, width)  # (N*C, 1, H, W)
+    # (N*C, 1, H, W)
+    planes_p = p.reshape(-1, height, width, channels).permute(0, 3, 1, 2).reshape(-1, 1, height, width)
+    # (N*C, 1, H, W)
+    planes_t = t.reshape(-1, height, width, channels).permute(0, 3, 1, 2).reshape(-1, 1, height, width)
     kernel = _gaussian_kernel(p.device)
     mu_p, mu_t = _filter(planes_p, kernel), _filter(planes_t, kernel)  # (N*C, 1, h, w)
     var_p = _filter(planes_p * planes_p, kernel) - mu_p * mu_p
@@ -160,7 +163,8 @@ def forked_future_psnr(dreams, real) -> torch.Tensor:
     d = as_unit_frames(dreams, "dreams")
     r = as_unit_frames(real, "real forks")
     if d.ndim != 6 or d.shape != r.shape:
-        raise MetricInputError(f"dreams and real forks must both be (N, F, k, H, W, C), got {tuple(d.shape)} and {tuple(r.shape)}")
+        raise MetricInputError(f"dreams and real forks must both be (N, F, k, H, W, C), got {tuple(d.shape)} and "
+                               f"{tuple(r.shape)}")
     n, forks = d.shape[:2]
     pairs = (n, forks, forks, *d.shape[2:])  # (N, F dream, F real, k, H, W, C)
     return psnr_per_frame(d.unsqueeze(2).expand(pairs), r.unsqueeze(1).to(d.device).expand(pairs))  # (N, F, F, k)

@@ -71,7 +71,8 @@ def detect_stage(location: str | os.PathLike) -> str:
         if storage.is_file(text):
             return checkpoint_stage(storage.local_copy(text))
         if not storage.exists(text):
-            raise CheckpointError(f"{text}: no such checkpoint or run folder; make one with `genie train tokenizer|lam|dynamics`")
+            raise CheckpointError(f"{text}: no such checkpoint or run folder; make one with `genie train "
+                                  "tokenizer|lam|dynamics`")
     except storage.StorageError as err:
         raise CheckpointError(str(err)) from err
     info = read_run_info(text)
@@ -91,7 +92,8 @@ def _run_info_near(location: str, checkpoint: Path) -> dict[str, Any] | None:
     return info
 
 
-def load_model_under_test(location: str | os.PathLike, device: str | torch.device = "cpu", prefer: str = "best") -> ModelUnderTest:
+def load_model_under_test(location: str | os.PathLike, device: str | torch.device = "cpu",
+                          prefer: str = "best") -> ModelUnderTest:
     """Load whatever `location` holds, ready for evaluation (eval mode, on `device`)."""
     text = str(location)
     stage = detect_stage(text)
@@ -239,9 +241,9 @@ def check_level_overlap(run_info: dict[str, Any] | None, test: Manifest, split: 
         if shared:
             example = ", ".join(str(s) for s in sorted(shared)[:5])
             raise DatasetError(
-                f"test set {test.root} shares {len(shared)} level(s) with the training data {location} (e.g. {example}); "
-                f"its numbers would measure memorisation. Evaluate on a test set collected on held-out levels, e.g. "
-                f"`genie datasets make --names basic-test,diverse-test` (levels [1e6, 2e6))"
+                f"test set {test.root} shares {len(shared)} level(s) with the training data {location} (e.g. "
+                f"{example}); its numbers would measure memorisation. Evaluate on a test set collected on held-out "
+                f"levels, e.g. `genie datasets make --names basic-test,diverse-test` (levels [1e6, 2e6))"
             )
     note = f"no level shared with the {len(locations)} data set(s) the model and the runs it builds on trained on"
     return OverlapCheck(True, note + "".join(f"; {n}" for n in notes))

@@ -32,9 +32,10 @@ def markdown_table(results: dict[str, Any]) -> str:
     lines = [
         f"# {model['name']} on {data['name']}",
         "",
-        f"- model: {model['location']} (checkpoint {model['checkpoint']}, preset {model['preset']}, step {model['step']}, "
-        f"variant {model.get('variant') or 'unknown'})",
-        f"- data: {data['location']} ({data.get('kind') or 'unknown kind'}, agents {', '.join(data.get('agents', []))})",
+        f"- model: {model['location']} (checkpoint {model['checkpoint']}, preset {model['preset']}, step "
+        f"{model['step']}, variant {model.get('variant') or 'unknown'})",
+        f"- data: {data['location']} ({data.get('kind') or 'unknown kind'}, "
+        f"agents {', '.join(data.get('agents', []))})",
         f"- context {settings['context']} frames, horizon {settings['horizon']} frames, MaskGIT steps "
         f"{settings['maskgit_steps'] if model['stage'] == 'dynamics' else 'n/a'}, seed {settings['seed']}, "
         f"{len(results['episodes'])} episodes",
@@ -57,8 +58,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines += ["", f"ΔtPSNR by effect class: not measured, {results['delta_psnr_effect_skipped']}."]
     forked = results.get("forked_futures")
     if forked:
-        lines += ["", f"## Forked futures ({' vs '.join(forked['forks'])}, k={forked['k']} frames, context {forked['context']})",
-                  "", f"Score: {forked['rule']}; chance {forked['chance']}. Dreams driven by {forked['dream_actions']}. "
+        lines += ["",
+                  f"## Forked futures ({' vs '.join(forked['forks'])}, k={forked['k']} frames, context "
+                  f"{forked['context']})",
+                  "",
+                  f"Score: {forked['rule']}; chance {forked['chance']}. Dreams driven by {forked['dream_actions']}. "
                   f"Real forks {forked['real_forks']}.", ""]
         if "score" in forked:
             per_frame = ", ".join(f"{v:.2f}" for v in forked["per_frame_score"])
@@ -75,7 +79,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines += ["", f"## Controllability ({control['steps']} frames per held action; {control['convention']})", ""]
         relative = control["relative_to"]
         lines += [f"| action | mean motion px (dx, dy) | {'vs ' + relative if relative else 'dominant'} | observed "
-                  f"({', '.join(control['actions'][next(iter(control['actions']))]['observed'])}) | expected | enacted | real 1-step px |",
+                  f"({', '.join(control['actions'][next(iter(control['actions']))]['observed'])}) | expected | enacted "
+                  "| real 1-step px |",
                   "|---|---|---|---|---|---|---|"]
         for name, row in control["actions"].items():
             motion = "({:+.2f}, {:+.2f})".format(*row["mean_motion_px"])
@@ -84,7 +89,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                           else "—")
             else:
                 versus = row["dominant"]
-            real = "({:+.2f}, {:+.2f})".format(*row["real_one_step_motion_px"]) if row["real_one_step_motion_px"] else "—"
+            motion = row["real_one_step_motion_px"]
+            real = "({:+.2f}, {:+.2f})".format(*motion) if motion else "—"
             observed = " / ".join(str(v) for v in row["observed"].values())
             lines.append(f"| {name} | {motion} | {versus} | {observed} | {row['expected'] or '—'} | "
                          f"{format_value(row['enacted'])} | {real} |")
@@ -113,8 +119,9 @@ def plot_over_horizon(results: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     s = results["settings"]
-    fig.suptitle(f"{results['model']['name']} on {results['data']['name']}: context {s['context']}, horizon {s['horizon']}, "
-                 f"MaskGIT {s['maskgit_steps'] if world else 'n/a'}, seed {s['seed']}, {len(results['episodes'])} episodes",
+    fig.suptitle(f"{results['model']['name']} on {results['data']['name']}: context {s['context']}, horizon "
+                 f"{s['horizon']}, MaskGIT {s['maskgit_steps'] if world else 'n/a'}, seed {s['seed']}, "
+                 f"{len(results['episodes'])} episodes",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -46,7 +46,8 @@ def find_results(locations: list[str | os.PathLike]) -> list[Path]:
         elif path.is_dir():
             inner = sorted(path.rglob("results.json"))
             if not inner:
-                raise DatasetError(f"{path}: no results.json in it or below; run `genie eval --out {path}/<name> ...` first")
+                raise DatasetError(f"{path}: no results.json in it or below; run `genie eval --out "
+                                   f"{path}/<name> ...` first")
             found += inner
         else:
             raise DatasetError(f"{path}: no such evaluation folder or results.json")
@@ -68,7 +69,8 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def headline_entry(results: dict[str, Any], metric: str) -> dict[str, Any] | None:
-    """The metrics entry a table cell shows: autoregressive for world models (what a player sees), reconstruction otherwise."""
+    """The metrics entry a table cell shows: autoregressive for world models (what a player sees), reconstruction
+    otherwise."""
     mode = "autoregressive" if results["model"]["stage"] == "dynamics" else "reconstruction"
     for m in results["metrics"]:
         if m["metric"] == metric and m["mode"] == mode:
@@ -131,14 +133,16 @@ def report_table(all_results: list[dict[str, Any]]) -> str:
             lines.append(f"| {name} | " + " | ".join(entries) + " |")
     lines += ["", "## Scale", "",
               f"Paper: {PAPER_SOURCE}.", "",
-              "| our evaluation | preset | training step | test set | episodes | context | horizon | MaskGIT steps | seed | file |",
+              "| our evaluation | preset | training step | test set | episodes | context | horizon | MaskGIT steps | "
+              "seed | file |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for results in all_results:
         model, data, s = results["model"], results["data"], results["settings"]
         label = f"{model['name']}{'-TA' if model.get('variant') == 'TA' else ''}"
         lines.append(f"| {label} | {model['preset']} | {model['step']} | {data['name']} ({data.get('kind') or '?'}) | "
                      f"{len(results['episodes'])} | {s['context']} | {s['horizon']} | "
-                     f"{s['maskgit_steps'] if model['stage'] == 'dynamics' else 'n/a'} | {s['seed']} | {results['_path']} |")
+                     f"{s['maskgit_steps'] if model['stage'] == 'dynamics' else 'n/a'} | {s['seed']} | "
+                     f"{results['_path']} |")
     if unknown_variant:
         lines += ["", "Shown as Base because their run.json names no training data (Base or TA unknown): "
                   + ", ".join(r["_path"] for r in unknown_variant)]

@@ -57,7 +57,8 @@ def autoregressive(
 
 
 @torch.no_grad()
-def teacher_forced(world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, horizon: int) -> torch.Tensor:
+def teacher_forced(world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int,
+                   horizon: int) -> torch.Tensor:
     """One-pass prediction of every frame k >= context from the *real* frames before it (B, horizon, H, W, C).
 
     Exactly the dynamics' training situation: the window of the last `frames` real frames ending at k
@@ -99,7 +100,8 @@ def effect_classes() -> np.ndarray:
     return np.array([names.index(ACTION_EFFECTS[name]) for name in ACTION_NAMES])
 
 
-def replace_action_by_effect(action_ids: torch.Tensor, index: int, effects: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+def replace_action_by_effect(action_ids: torch.Tensor, index: int, effects: np.ndarray,
+                             rng: np.random.Generator) -> torch.Tensor:
     """A copy of (B, A) action ids with column `index` replaced, per row, by an id drawn uniformly among
     those of a *different effect class* (`effects`: (V,) class per id), so the counterfactual always
     does something else (NOOP's eight twins and DOWN's never stand in for it)."""
@@ -115,8 +117,8 @@ def replace_action_by_effect(action_ids: torch.Tensor, index: int, effects: np.n
 
 @torch.no_grad()
 def autoregressive_with_counterfactuals(
-    world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, counterfactual_ids: list[torch.Tensor], context: int,
-    horizon: int, t: int, steps: int | None, temperature: float | None, seed: int,
+    world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, counterfactual_ids: list[torch.Tensor],
+    context: int, horizon: int, t: int, steps: int | None, temperature: float | None, seed: int,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """`autoregressive`'s rollout (B, horizon, H, W, C), and for each of `counterfactual_ids` (each (B, T-1), differing
     from `action_ids` only in the action into frame t) that rollout's frame t (B, H, W, C), exactly as
@@ -128,10 +130,12 @@ def autoregressive_with_counterfactuals(
     generator = seeded_generator(seed, dynamics.device)
     tokens = world.tokenizer.tokenize(frames[:, :context])  # (B, c, h, w)
     inputs = world.action_inputs(action_ids[:, : context - 1 + horizon])  # (B, c-1+horizon[, D])
-    before = dynamics.generate_tokens(tokens, inputs[:, : context - 2 + t], t - 1, steps, temperature, generator)  # (B, t-1, h, w)
+    # (B, t-1, h, w)
+    before = dynamics.generate_tokens(tokens, inputs[:, : context - 2 + t], t - 1, steps, temperature, generator)
     branch_point = generator.get_state()
     known = torch.cat([tokens, before], dim=1)  # (B, c+t-1, h, w)
-    after = dynamics.generate_tokens(known, inputs, horizon - t + 1, steps, temperature, generator)  # (B, horizon-t+1, h, w)
+    # (B, horizon-t+1, h, w)
+    after = dynamics.generate_tokens(known, inputs, horizon - t + 1, steps, temperature, generator)
     factual = world.show(frames[:, :context], tokens, torch.cat([before, after], dim=1))  # (B, horizon, H, W, C)
     # frame t is shown on frame t-1 as the factual rollout showed it (the last real frame when t = 1)
     shown_before = factual[:, t - 2] if t > 1 else frames[:, context - 1]  # (B, H, W, C)
@@ -152,7 +156,8 @@ def counterfactual_ids(world: WorldModel, action_ids: torch.Tensor, index: int, 
     only; latent ids have no known effects), else by any other id (the paper's version)."""
     if by_effect:
         if world.dynamics.config.conditioning == "latent":
-            raise ValueError("effect classes are CoinRun actions'; a latent-action model's counterfactual is any other latent id")
+            raise ValueError("effect classes are CoinRun actions'; a latent-action model's counterfactual is any "
+                             "other latent id")
         return replace_action_by_effect(action_ids, index, effect_classes(), rng)
     return replace_action(action_ids, index, action_vocabulary(world), rng)
 
@@ -187,7 +192,8 @@ def held_action_rollouts(
     held = action_ids[:, : context - 1 + length].repeat(len(actions), 1)  # (A*B, context-1+length)
     held[:, context - 1 :] = torch.as_tensor(actions, device=held.device).repeat_interleave(b).unsqueeze(1)
     context_frames = np.concatenate([frames[:, :context]] * len(actions))  # (A*B, context, H, W, C)
-    rollout = autoregressive(world, context_frames, held, context, length, steps, temperature, seed)  # (A*B, length, ...)
+    # (A*B, length, ...)
+    rollout = autoregressive(world, context_frames, held, context, length, steps, temperature, seed)
     return rollout.reshape(len(actions), b, *rollout.shape[1:])
 
 

@@ -67,13 +67,15 @@ def make_batches(store: EpisodeStore, windows: list[Window], config: EvalConfig,
         fork_frames = None
         if forked.any():
             shape = next(iter(forks.values())).shape  # (F, k, H, W, C)
-            fork_frames = np.stack([forks.get(lo + i, np.zeros(shape, np.uint8)) for i in range(len(part))])  # (B, F, k, ...)
+            # (B, F, k, ...)
+            fork_frames = np.stack([forks.get(lo + i, np.zeros(shape, np.uint8)) for i in range(len(part))])
         batches.append(Batch(index, [w.to_json() for w in part], frames, actions, batch_seed(config.seed, index), keep,
                              fork_frames, forked if forked.any() else None))
     return batches
 
 
-def replay_forks(store: EpisodeStore, windows: list[Window], config: EvalConfig) -> tuple[dict[int, np.ndarray], list[dict]]:
+def replay_forks(store: EpisodeStore, windows: list[Window],
+                 config: EvalConfig) -> tuple[dict[int, np.ndarray], list[dict]]:
     """The real forks of the first `config.forks` windows (seed order) that can be replayed, and every skip's reason.
 
     Bounded: windows are tried in order until `config.forks` have forks, so the cost is `forks` replays
@@ -103,7 +105,8 @@ def _run_batches(config: EvalConfig, batches: list[Batch]) -> list[dict[str, Any
         ray.init(include_dashboard=False, log_to_driver=True)
     try:
         workers = min(config.workers, len(batches))
-        if config.gpus_per_worker:  # on `ray up`, GPU nodes start at zero: ask the autoscaler, or refuse what none holds
+        # on `ray up`, GPU nodes start at zero: ask the autoscaler, or refuse what none holds
+        if config.gpus_per_worker:
             from rl_agent.capacity import ensure_resources, format_resources
 
             bundle = {"CPU": config.cpus_per_worker, "GPU": config.gpus_per_worker}
@@ -223,18 +226,20 @@ def summarize(config: EvalConfig, model: ModelUnderTest, data: dict[str, Any], o
 
 DELTA_VERSIONS = {
     "delta_psnr": "the paper's: the action into frame t replaced by a random different id",
-    "delta_psnr_effect": "the action into frame t replaced by a random action of another effect class (config.ACTION_EFFECTS)",
+    "delta_psnr_effect": "the action into frame t replaced by a random action of another effect class "
+                         "(config.ACTION_EFFECTS)",
 }
 
 
 def forked_futures_summary(config: EvalConfig, model: ModelUnderTest, records: list[dict[str, Any]],
-                           skips: list[dict[str, Any]], tag: dict[str, Any], metrics: list[dict[str, Any]]) -> dict[str, Any]:
+                           skips: list[dict[str, Any]], tag: dict[str, Any],
+                           metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean forked-future score with its 95% CI over the forked windows, what drove the dreams, and every skip."""
     scores = [r["forked_future"]["score"] for r in records if "forked_future" in r]
     info: dict[str, Any] = {
         "forks": list(FORK_ACTIONS), "k": config.fork_steps, "context": config.context, "chance": 0.5,
-        "rule": (f"per window, for each real fork, whether its own dream is closer (PSNR averaged over the {config.fork_steps} "
-                 f"frames) to that real future than the other fork's dream is; ties count 0.5"),
+        "rule": ("per window, for each real fork, whether its own dream is closer (PSNR averaged over the "
+                 f"{config.fork_steps} frames) to that real future than the other fork's dream is; ties count 0.5"),
         "dream_actions": ("latent actions inferred by the LAM from the context and each real fork (the paper's "
                           "latent-action protocol)" if model.conditioning == "latent" else "the true action ids, held"),
         "real_forks": "replayed from the recorded level and actions (DESIGN §2), checked byte for byte, then forked",
@@ -242,7 +247,8 @@ def forked_futures_summary(config: EvalConfig, model: ModelUnderTest, records: l
     }
     if not scores:
         info["skipped_reason"] = ("--forks 0" if config.forks == 0 else
-                                  "no window could be replayed and forked (see skipped)" if skips else "no window evaluated")
+                                  "no window could be replayed and forked (see skipped)" if skips else
+                                  "no window evaluated")
         return info
     mean, half = mean_ci95(scores)
     per_frame = np.array([r["forked_future"]["per_frame"] for r in records if "forked_future" in r]).mean(axis=0)
@@ -264,8 +270,8 @@ def _fid(config: EvalConfig, batch_results, modes, tag, metrics) -> dict[str, An
     if not config.inception_weights:
         return {"skipped": f"FID skipped: no Inception weights given; {FID_HOWTO}"}
     real = np.concatenate([b["features"]["real"] for b in batch_results])
-    info: dict[str, Any] = {"weights": str(config.inception_weights), "weights_sha256": file_sha256(config.inception_weights),
-                            "frames": int(real.shape[0])}
+    info: dict[str, Any] = {"weights": str(config.inception_weights),
+                            "weights_sha256": file_sha256(config.inception_weights), "frames": int(real.shape[0])}
     if real.shape[0] < 2:
         info["skipped"] = "FID needs at least 2 frames; evaluate more episodes"
         return info
@@ -273,7 +279,8 @@ def _fid(config: EvalConfig, batch_results, modes, tag, metrics) -> dict[str, An
         generated = np.concatenate([b["features"][mode] for b in batch_results])
         value = fid(real, generated)
         info[mode] = value
-        metrics.append({**tag, "metric": "fid", "mode": mode, "value": value, "inception": Path(config.inception_weights).name})
+        metrics.append({**tag, "metric": "fid", "mode": mode, "value": value,
+                        "inception": Path(config.inception_weights).name})
     return info
 
 
@@ -327,7 +334,8 @@ def copy_last_frame_baseline(data: str, context: int = 2, horizon: int = 10, epi
     The same windows `evaluate` scores with the same data, context, horizon, episodes and seed, so the
     two are directly comparable. Returns {"per_step": [horizon floats], "mean", "episodes", ...}.
     """
-    EvalConfig(model="", data=data, context=context, horizon=horizon, episodes=episodes, seed=seed, split=split)  # validates
+    # validates
+    EvalConfig(model="", data=data, context=context, horizon=horizon, episodes=episodes, seed=seed, split=split)
     store = open_test_set(data, split)
     windows = select_windows(store, context + horizon, episodes, seed)
     per_step = np.zeros(horizon)

@@ -34,7 +34,8 @@ class Batch:
     actions: np.ndarray  # (B, T-1) int8, the recorded actions
     seed: int  # sampling seed of this batch
     keep_frames: np.ndarray  # (B,) bool: return this window's frames for GIFs / strips
-    forks: np.ndarray | None = None  # (B, F, k, H, W, C) uint8: the real game's FORK_ACTIONS futures (zeros if not forked)
+    # (B, F, k, H, W, C) uint8: the real game's FORK_ACTIONS futures (zeros if not forked)
+    forks: np.ndarray | None = None
     forked: np.ndarray | None = None  # (B,) bool: this window's forks were replayed and are scored
 
 
@@ -58,7 +59,8 @@ def control_action_ids(model: ModelUnderTest) -> dict[str, int]:
     return {name: ACTION_NAMES.index(name) for name in CONTROL_ACTIONS}
 
 
-def evaluate_batch(model: ModelUnderTest, batch: Batch, config: EvalConfig, inception: InceptionFeatures | None) -> dict[str, Any]:
+def evaluate_batch(model: ModelUnderTest, batch: Batch, config: EvalConfig,
+                   inception: InceptionFeatures | None) -> dict[str, Any]:
     """Every per-episode number of one batch (lists, JSON-ready), FID features and sample frames."""
     with torch.no_grad():
         if model.stage == "tokenizer":
@@ -143,16 +145,20 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
     # ΔtPSNR at t: same context, same noise, only the action into frame t changed. Two versions: "delta_psnr",
     # the paper's counterfactual (any different id), and "delta_psnr_effect" (GenieRedux-G): an action of another
     # effect class, since 8 ids do nothing and DOWN's twins act alike (config.ACTION_EFFECTS)
-    versions = {"delta_psnr": (False, 1)} if model.conditioning == "latent" else {"delta_psnr": (False, 1), "delta_psnr_effect": (True, 3)}
+    versions = {"delta_psnr": (False, 1)}
+    if model.conditioning != "latent":
+        versions["delta_psnr_effect"] = (True, 3)
     index = c - 2 + config.delta_t
-    changed = {key: rollouts.counterfactual_ids(world, ids, index, np.random.default_rng([config.seed, batch.index, stream]), by_effect)
+    changed = {key: rollouts.counterfactual_ids(world, ids, index,
+                                                np.random.default_rng([config.seed, batch.index, stream]), by_effect)
                for key, (by_effect, stream) in versions.items()} if config.delta_t <= h else {}  # key -> (B, T-1)
     others: list[torch.Tensor] = []
     if changed:  # the counterfactuals branch off the factual rollout at frame t
         predictions["autoregressive"], others = rollouts.autoregressive_with_counterfactuals(
             world, batch.frames, ids, list(changed.values()), c, h, config.delta_t, steps, temperature, batch.seed)
     elif "autoregressive" in config.modes:
-        predictions["autoregressive"] = rollouts.autoregressive(world, batch.frames, ids, c, h, steps, temperature, batch.seed)
+        predictions["autoregressive"] = rollouts.autoregressive(world, batch.frames, ids, c, h, steps, temperature,
+                                                                batch.seed)
     if "teacher_forced" in config.modes:
         predictions["teacher_forced"] = rollouts.teacher_forced(world, batch.frames, ids, c, h)
     for mode in config.modes:
@@ -202,7 +208,8 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
     forked = np.flatnonzero(batch.forked) if batch.forked is not None else np.array([], dtype=int)
     for i in np.flatnonzero(batch.keep_frames):
         rows = {mode: np.concatenate([batch.frames[i, :c], _u8(predictions[mode][i])]) for mode in config.modes}
-        rows.update({f"hold {name}": np.concatenate([batch.frames[i, :c], _u8(frames[i])]) for name, frames in held.items()})
+        rows.update({f"hold {name}": np.concatenate([batch.frames[i, :c], _u8(frames[i])])
+                     for name, frames in held.items()})
         if dreams is not None and i in forked:  # the forks: real game and dream side by side
             j = int(np.flatnonzero(forked == i)[0])
             for f, name in enumerate(FORK_ACTIONS):
@@ -247,7 +254,8 @@ class EvalWorker:
         self.model = load_model_under_test(config.model, config.device, config.prefer)
         if self.model.world is not None:
             self.model.world.use_guidance(config.guidance)
-        self.inception = InceptionFeatures(config.inception_weights, config.device) if config.inception_weights else None
+        self.inception = (InceptionFeatures(config.inception_weights, config.device) if config.inception_weights
+                          else None)
 
     def evaluate(self, batch: Batch) -> dict[str, Any]:
         # arrays from Ray's object store are read-only views; torch wants writable memory
