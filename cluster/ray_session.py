@@ -1,4 +1,4 @@
-"""Start or join Ray the same way for every command (DESIGN §8).
+"""Start or join Ray the same way for every command (docs/design.md, 'Conventions').
 
 Without `--address` (or `RAY_ADDRESS`) an embedded local Ray instance starts and stops with
 the command; with it, the command joins that cluster as a driver.

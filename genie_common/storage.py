@@ -1,7 +1,7 @@
 """Local paths and storage URIs (`s3://`, `gs://`, `file://`, ...) behind one small interface.
 
 A multi-node cluster needs data, checkpoints and results on storage every node sees, and a
-laptop has only its disk; every command takes either (DESIGN §8). pyarrow's filesystems do the
+laptop has only its disk; every command takes either (docs/design.md, 'Conventions'). pyarrow's filesystems do the
 I/O, so any URI pyarrow understands works. Remote inputs are mirrored into a node-local cache, because
 training reads windows at random and memory-maps decoded shards. A mirror follows its remote: a file by
 its size and modification time (`local_copy`), a dataset by its manifest (`local_dataset`); files arrive

@@ -118,7 +118,8 @@ def make_procgen(num: int, config: CoinRunConfig, rand_seed: int, **overrides: A
 
 
 def make_replay_env(config: CoinRunConfig, level_seed: int):
-    """The env of the replay rule (DESIGN §2): exactly one level, `level_seed`, same options."""
+    """The env of the replay rule (docs/design.md, 'The episode record'): exactly one level, `level_seed`, same
+    options."""
     return make_procgen(1, config, rand_seed=0, num_levels=1, start_level=int(level_seed))
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 from genie_common.errors import ConfigError  # one error type for every bad option in the project
 from genie_common.presets import read_preset
 
-FRAME_SIZE = 64  # CoinRun frames are 64x64x3 (DESIGN §2)
+FRAME_SIZE = 64  # CoinRun frames are 64x64x3 (docs/design.md, 'The episode record')
 FRAME_CHANNELS = 3
 NUM_ENV_ACTIONS = 15  # Procgen's discrete action set
 
@@ -223,7 +223,8 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class Preset:
-    """A consistent size for every stage (DESIGN §1), read from `cluster/presets/<name>.yaml` (`world_model:`)."""
+    """A consistent size for every stage (docs/design.md, 'Presets'), read from `cluster/presets/<name>.yaml`
+    (`world_model:`)."""
 
     name: str
     tokenizer: TokenizerConfig
@@ -287,7 +288,7 @@ def preset_from_sections(name: str, sections: dict[str, Any]) -> Preset:
 def load_preset(name: str | None = "tiny", path: str | None = None, overrides: list[str] | None = None) -> Preset:
     """The world-model preset of a named preset file (or `path`), with `world_model.a.b=value` overrides.
 
-    Presets are files (DESIGN §8): the same YAML holds the agent, data and world-model sections,
+    Presets are files (docs/design.md, 'Conventions'): the same YAML holds the agent, data and world-model sections,
     so one `--preset`/`--preset-file` sizes a whole pipeline. Unknown names list the known ones.
     """
     sections = load_preset_sections(name, path, overrides)

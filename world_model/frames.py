@@ -1,7 +1,7 @@
 """Conversion of stored frames (uint8, HWC) to the models' float [0, 1] tensors and back, plus PSNR.
 
 The episode store hands out uint8 numpy arrays; every model converts inside, so callers never
-decide the scaling and the metric definitions (DESIGN §4) live in one place.
+decide the scaling and the metric definitions (docs/design.md, 'Metrics') live in one place.
 
 Shapes: B batch, T frames, H x W x C pixels, channels last as stored.
 """
@@ -33,6 +33,6 @@ def to_long(actions: np.ndarray | torch.Tensor, device: torch.device | str | Non
 
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over frames of 20 log10(1 / sqrt(MSE)) (DESIGN §4); inputs (..., H, W, C) in [0, 1]."""
+    """Mean over frames of 20 log10(1 / sqrt(MSE)) (docs/design.md, 'Metrics'); inputs (..., H, W, C) in [0, 1]."""
     mse = (prediction.clamp(0, 1) - target).pow(2).flatten(-3).mean(-1)  # (...) per frame
     return (-10.0 * torch.log10(mse.clamp(min=1e-10))).mean()

@@ -3,7 +3,7 @@
 Why weight decay on matrices only: decaying norms' gains, biases and (1-D) scales pulls them
 towards 0, which fights normalisation rather than regularising. Why the schedule ends exactly at
 the last step: a cosine shorter than training made the LR rise again in the official code
-(DESIGN §5); here the LR reaches `min_lr` at step `total_steps - 1` and stays there.
+(docs/design.md, 'Pitfalls'); here the LR reaches `min_lr` at step `total_steps - 1` and stays there.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ A run folder (local path or storage URI) holds:
     samples/          reconstruction / prediction images
     ray/              Ray Train's own checkpoints (model + optimiser + RNG + data position)
 
-Wherever a command takes a checkpoint, a run folder works too (DESIGN §8): `resolve_checkpoint`
+Wherever a command takes a checkpoint, a run folder works too (docs/design.md, 'Conventions'): `resolve_checkpoint`
 maps either to one `.pt` file. A dynamics run is a whole world model: `load_world_model` builds
 tokenizer + dynamics (+ LAM) from it.
 """

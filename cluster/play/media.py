@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image
 
-FRAME_SHAPE = (64, 64, 3)  # (H, W, C) uint8, CoinRun's frames (DESIGN §2)
+FRAME_SHAPE = (64, 64, 3)  # (H, W, C) uint8, CoinRun's frames (docs/design.md, 'The episode record')
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -3,7 +3,7 @@
 A start is a real CoinRun moment: the first frame of a fresh Procgen level, the start of a random
 test-set episode, or any step of a chosen episode (then the frames just before it, with the
 recorded actions between them, become the dream's context). Every start names its level seed, so
-the real game can be rebuilt beside the dream by the replay rule (DESIGN §2: a fresh env with
+the real game can be rebuilt beside the dream by the replay rule (docs/design.md, 'The episode record': a fresh env with
 `num_levels=1, start_level=seed`, fed the recorded actions, reproduces the episode exactly).
 
 The real game of every session runs in ONE shared Procgen env per set of env options: a session

@@ -1,4 +1,4 @@
-"""The episode store: Arrow shards plus a manifest (DESIGN §2).
+"""The episode store: Arrow shards plus a manifest (docs/design.md, 'The episode record').
 
 `schema` defines the record once; `writer` commits shards atomically; `manifest` lists them;
 `reader` serves T-frame windows; `verify` and `stats` check and describe a dataset.

@@ -48,7 +48,7 @@ class EpisodeStore:
     """Episodes of one or more dataset folders, optionally one split, with window access.
 
     A window of T frames starting at step t holds frames t..t+T-1 and actions t..t+T-2, so
-    action i sits between frame i and frame i+1 (DESIGN §2); windows never cross episodes.
+    action i sits between frame i and frame i+1 (docs/design.md, 'The episode record'); windows never cross episodes.
     """
 
     def __init__(

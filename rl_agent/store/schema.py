@@ -1,4 +1,4 @@
-"""The episode record (DESIGN §2), defined once for the writer, the reader and `verify`.
+"""The episode record (docs/design.md, 'The episode record'), defined once for the writer, the reader and `verify`.
 
 One row per step; an episode is one Arrow record batch, whole inside one shard.
 Alignment rule: o_{t+1} = env.step(a_t); the last row's action is -1. Procgen never shows the

@@ -1,4 +1,5 @@
-"""Evaluation of the tokenizer, the LAM and the world models, the way the papers measure them (DESIGN §4).
+"""Evaluation of the tokenizer, the LAM and the world models, the way the papers measure them
+(docs/design.md, 'Metrics').
 
     metrics.py       PSNR (identical frames capped explicitly), SSIM (data range 1), copy-last-frame baseline
     fid.py           Fréchet distance; FID from a local TorchScript Inception (never downloaded)

@@ -23,7 +23,7 @@ ACTION_EFFECTS = {
     "RIGHT+DOWN": "right", "RIGHT": "right", "RIGHT+UP": "right+up",
     "D": "still", "A": "still", "W": "still", "S": "still", "Q": "still", "E": "still",
 }
-# Forked futures: the two futures played from one real context (DESIGN §4)
+# Forked futures: the two futures played from one real context (docs/design.md, 'Metrics')
 FORK_ACTIONS = ("RIGHT", "LEFT")
 
 
@@ -53,7 +53,7 @@ class EvalConfig:
     # forked futures: windows whose real game is replayed and forked (RIGHT xk vs LEFT xk); the first ones
     # in seed order that replay. 6 of the tiny pipeline's 20 windows keep its evaluation time within ~10%
     forks: int = 6
-    fork_steps: int = 4  # k: frames of each fork (the DESIGN's k = 4)
+    fork_steps: int = 4  # k: frames of each fork (docs/design.md, 'Metrics': k = 4)
     inception_weights: str | None = None  # local TorchScript Inception for FID (None = FID skipped)
     samples: int = 4  # episodes whose frames are kept for GIFs / strips
     prefer: str = "best"  # checkpoint of a run folder: "best" or "latest"

@@ -1,9 +1,9 @@
 """Forked futures' real half: the real game played RIGHT xk and LEFT xk from a test window's context.
 
 Why a replay: the episode record holds only the one future its agent played. The state at the
-context's last frame is rebuilt by the replay rule (DESIGN §2: a fresh env with `num_levels=1,
-start_level=level_seed` and the manifest's env options, fed the recorded actions), checked byte for
-byte against the recorded frames, then forked: each fork restores that state and holds one action.
+context's last frame is rebuilt by the replay rule (docs/design.md, 'The episode record': a fresh env with
+`num_levels=1, start_level=level_seed` and the manifest's env options, fed the recorded actions), checked
+byte for byte against the recorded frames, then forked: each fork restores that state and holds one action.
 A window that cannot be replayed is skipped with the reason, never guessed at.
 """
 

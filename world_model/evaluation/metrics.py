@@ -1,4 +1,4 @@
-"""Per-frame image metrics (DESIGN §4): PSNR, SSIM, and the copy-last-frame baseline.
+"""Per-frame image metrics (docs/design.md, 'Metrics'): PSNR, SSIM, and the copy-last-frame baseline.
 
 Why our own implementation (checked against scikit-image in the tests): the metrics run inside
 Ray workers on batches of torch tensors, possibly on a GPU, and must not depend on a test-only
@@ -171,7 +171,8 @@ def forked_future_psnr(dreams, real) -> torch.Tensor:
 
 
 def forked_future_score(dreams, real) -> tuple[np.ndarray, np.ndarray]:
-    """How often each fork's dream is closer to its own real future than another fork's dream is (DESIGN §4).
+    """How often each fork's dream is closer to its own real future than another fork's dream is
+    (docs/design.md, 'Metrics').
 
     dreams, real: (N, F, k, H, W, C) -> per window (N,) and per frame (N, k) scores in [0, 1]; chance 0.5.
     Closeness is PSNR averaged over the k frames (the per-frame score compares frame j alone). Ties count

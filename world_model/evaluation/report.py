@@ -12,11 +12,11 @@ from typing import Any
 
 from rl_agent.store.errors import DatasetError
 
-# The paper's numbers, exactly as DESIGN §4 quotes them; every other cell of the paper's tables is
+# The paper's numbers, exactly as docs/design.md, 'Metrics' quotes them; every other cell of the paper's tables is
 # left empty here rather than filled from memory.
 PAPER_SOURCE = (
-    "GenieRedux (Savov et al., arXiv 2409.06445) result tables as quoted in DESIGN §4: Diverse Test Set "
-    "(1000 PPO-agent episodes), 2 context frames, 10 predicted frames, paper-size models"
+    "GenieRedux (Savov et al., arXiv 2409.06445) result tables as quoted in docs/design.md, 'Metrics': "
+    "Diverse Test Set (1000 PPO-agent episodes), 2 context frames, 10 predicted frames, paper-size models"
 )
 PAPER_RESULTS: dict[tuple[str, str, str], dict[str, float]] = {
     # (model, variant, test set) -> metric -> value
@@ -111,11 +111,11 @@ def report_table(all_results: list[dict[str, Any]]) -> str:
         cells[(results["model"]["name"], variant, kind)] = results  # a later evaluation of the same cell wins
     lines = ["# Results in the paper's layout", "",
              "Each cell: our number (the paper's number in parentheses where the paper's table is quoted in "
-             "DESIGN §4). World models: autoregressive rollout; tokenizer and LAM: reconstruction. ΔtPSNR twice: "
-             "the paper's counterfactual (any other action id) and one of another effect class (8 of CoinRun's 15 "
-             "ids do nothing; GenieRedux's latent ids have no known effect: —). Forked-future score: how often each "
-             "dream of the real game's RIGHT and LEFT futures from one context is closer to its own future than the "
-             "other dream is (chance 0.5). ± : 95% CI over windows.", ""]
+             "docs/design.md, 'Metrics'). World models: autoregressive rollout; tokenizer and LAM: reconstruction. "
+             "ΔtPSNR twice: the paper's counterfactual (any other action id) and one of another effect class (8 of "
+             "CoinRun's 15 ids do nothing; GenieRedux's latent ids have no known effect: —). Forked-future score: "
+             "how often each dream of the real game's RIGHT and LEFT futures from one context is closer to its own "
+             "future than the other dream is (chance 0.5). ± : 95% CI over windows.", ""]
     header = "| model | " + " | ".join(f"{s.capitalize()} {HEADERS[m]}" for s in TEST_SETS for m in METRICS) + " |"
     lines += [header, "|---" * (1 + len(TEST_SETS) * len(METRICS)) + "|"]
     for row in ROWS:

@@ -1,7 +1,7 @@
 """Predicted frames for evaluation: autoregressive rollouts, teacher-forced one-pass predictions,
 counterfactual actions (ΔtPSNR, two versions), held actions (controllability) and forked futures.
 
-Actions (DESIGN §4, the paper's protocol): *GenieRedux* is driven by the latent actions its LAM
+Actions (docs/design.md, 'Metrics', the paper's protocol): *GenieRedux* is driven by the latent actions its LAM
 infers from the ground-truth window (so the LAM sees the future it labels, as in the paper);
 *GenieRedux-G* by the recorded true actions. Both are then "action ids" for `WorldModel`.
 

@@ -171,7 +171,7 @@ def _per_step(records: list[dict[str, Any]], key: str, metric: str) -> list[floa
 def summarize(config: EvalConfig, model: ModelUnderTest, data: dict[str, Any], overlap: dict[str, Any],
               records: list[dict[str, Any]], batch_results: list[dict[str, Any]],
               fork_skips: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Averages over episodes, each metric tagged with what it was measured on (DESIGN §4)."""
+    """Averages over episodes, each metric tagged with what it was measured on (docs/design.md, 'Metrics')."""
     is_world = model.stage == "dynamics"
     tag = {
         "model": model.name, "checkpoint": model.checkpoint, "data": data["location"], "data_name": data["name"],
@@ -242,7 +242,8 @@ def forked_futures_summary(config: EvalConfig, model: ModelUnderTest, records: l
                  f"{config.fork_steps} frames) to that real future than the other fork's dream is; ties count 0.5"),
         "dream_actions": ("latent actions inferred by the LAM from the context and each real fork (the paper's "
                           "latent-action protocol)" if model.conditioning == "latent" else "the true action ids, held"),
-        "real_forks": "replayed from the recorded level and actions (DESIGN §2), checked byte for byte, then forked",
+        "real_forks": "replayed from the recorded level and actions (docs/design.md, 'The episode record'), checked "
+                      "byte for byte, then forked",
         "requested": config.forks, "windows": len(scores), "skipped": skips,
     }
     if not scores:
