@@ -62,7 +62,10 @@ def episode_batch(
     last[-1] = True
     flat = np.ascontiguousarray(frames).reshape(length * FRAME_BYTES)
     frame_array = pa.FixedSizeBinaryArray.from_buffers(pa.binary(FRAME_BYTES), length, [None, pa.py_buffer(flat)])
-    optional = lambda xs: pa.nulls(length, pa.float32()) if xs is None else pa.array(np.asarray(xs, np.float32))  # noqa: E731
+
+    def optional(xs):
+        return pa.nulls(length, pa.float32()) if xs is None else pa.array(np.asarray(xs, np.float32))
+
     columns = [
         pa.array([episode_id] * length, pa.string()),
         pa.array(np.arange(length, dtype=np.int32)),
