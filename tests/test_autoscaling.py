@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -58,15 +59,20 @@ def autoscaling_cluster():
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex + uuid.uuid4().hex, RAY_FAKE_CLUSTER="1",
                AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO),
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", WANDB_MODE="offline")
-    temp_dir = base / "ray"
+    (base / "shared").mkdir()
+    temp_dir, dashboard = base / "ray", _free_port()
+    # the head's processes (job drivers) see the shared storage, as cluster.yaml's `ray start` exports it
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--temp-dir", str(temp_dir),
          "--node-ip-address", "127.0.0.1", "--num-cpus", "0", "--autoscaling-config", str(base / "autoscaling.json"),
-         "--include-dashboard=false", "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port()),
+         "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+         "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port()),
          "--ray-client-server-port", str(_free_port())],
-        env=env, stdout=open(base / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        env={**env, "GENIE_STORAGE": f"file://{base / 'shared'}"}, stdout=open(base / "head.log", "w"),
+        stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield {"address": f"127.0.0.1:{port}", "env": env, "base": base, "head": head}
+        yield {"address": f"127.0.0.1:{port}", "env": env, "base": base, "head": head,
+               "jobs": f"http://127.0.0.1:{dashboard}"}
     finally:
         _terminate(head)
         for pid in _processes_using(temp_dir):  # the fake GPU nodes, started by the monitor, outlive the head
@@ -258,3 +264,28 @@ def test_a_gpu_sweep_gets_a_gpu_node_and_its_trials_say_what_their_node_lacks(au
     assert failed and "the torch on their nodes is a CPU-only build" in failed[0], res["output"][-4000:]
     table = (tmp_path / "sweep" / "results.md").read_text()
     assert "error: the training workers asked for 1 GPU(s) each" in table, table
+
+
+def test_a_submitted_collection_runs_on_collector_nodes_the_autoscaler_starts(autoscaling_cluster):
+    """`genie submit collect` as on a `ray up cluster.yaml` cluster: the job's driver on a head with no CPUs, the
+    output on shared storage through '$GENIE_STORAGE', the collectors on `collector` nodes the autoscaler starts."""
+    from rl_agent.store.verify import verify_dataset
+
+    base = autoscaling_cluster["base"]
+    for _ in range(120):  # the job server answers once the dashboard is up
+        probe = subprocess.run([sys.executable, "-m", "cluster.cli", "jobs", "list", "--address",
+                                autoscaling_cluster["jobs"]], cwd=REPO, env=autoscaling_cluster["env"],
+                               capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0:
+            break
+        time.sleep(1)
+    result = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "submit", "collect", "--agent", "random", "--episodes", "6",
+         "--seed", "7", "--max-episode-frames", "100", "--episodes-per-shard", "2", "--envs-per-worker", "2",
+         "--workers", "2", "--no-progress", "--out", "$GENIE_STORAGE/data/submitted",
+         "--address", autoscaling_cluster["jobs"]],
+        cwd=REPO, env=autoscaling_cluster["env"], capture_output=True, text=True, timeout=300)
+    head_log = (base / "head.log").read_text()[-2000:]
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:] + head_log
+    assert "SUCCEEDED" in result.stdout and "6 episodes" in result.stdout, result.stdout[-3000:]
+    assert verify_dataset(base / "shared" / "data" / "submitted").episodes == 6
