@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from genie_common.atomic import atomic_path
+from genie_common.config import differing_keys
 from genie_common.errors import ConfigError
 from genie_common.storage import RemoteFolder, is_uri
 from rl_agent.capacity import ensure_resources, format_resources
@@ -176,7 +177,8 @@ def _train(settings: PPOSettings, run_dir: Path, show_progress: bool, random_ref
     if settings_path.exists():
         previous = json.loads(settings_path.read_text())
         free = ("total_env_steps", *PLACEMENT_SETTINGS)  # may change between a run and its resumption
-        changed = sorted(k for k in previous if k not in free and previous[k] != settings.to_dict().get(k))
+        current = settings.to_dict()
+        changed = differing_keys(previous, {k: current.get(k) for k in previous}, ignore=free)  # a new setting is none
         if changed:
             raise ConfigError(f"{identity} holds a run with different settings ({', '.join(changed)}); "
                               f"use another --out or the same preset (only total_env_steps may grow, and the "

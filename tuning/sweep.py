@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from genie_common import storage
+from genie_common.config import differing_keys
 from genie_common.errors import ConfigError
 from tuning.ray_workarounds import (ACTOR_KEY, GROUPS_KEY, ReleaseTrialResources, actor_gone_test,
                                     remove_placement_groups, reported_groups)
@@ -189,6 +190,6 @@ def _check_same_sweep(out: str, identity: dict[str, Any]) -> None:
         return
     before = json.loads(storage.read_bytes(file)).get("identity", {})
     if before != identity:
-        changed = sorted(k for k in identity if before.get(k) != identity[k])
+        changed = differing_keys(before, identity)
         raise ConfigError(f"{out} holds a different sweep (differs in: {', '.join(changed)}); run the same command "
                           f"to resume it, or pass a new --out")

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from genie_common.config import check_known_fields
 from genie_common.errors import ConfigError  # one error type for every bad option in the project
 from genie_common.presets import read_preset
 
@@ -349,10 +350,8 @@ def _lists(value: Any) -> Any:
 
 def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
     """Rebuild a (nested) config dataclass; unknown keys are an error naming the known ones."""
+    check_known_fields(cls, values, f"{cls.__name__} field")
     known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(known)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         default = _field_default(known[name])

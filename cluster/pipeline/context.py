@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from genie_common.config import check_known_fields
 from genie_common.errors import ConfigError
 
 STATE_DIR = "pipeline"  # the pipeline's own records inside the run folder (one per stage, and preset.json)
@@ -45,10 +46,7 @@ class PipelineSettings:
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "PipelineSettings":
         values = dict(values or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown pipeline field(s) {sorted(unknown)}; known: {sorted(known)}")
+        check_known_fields(cls, values, "pipeline field")
         for name in ("ta", "models", "ta_replay", "eval_sets", "overrides"):
             if name in values:
                 values[name] = tuple(values[name] or ())

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from genie_common.config import differing_keys
 from genie_common.errors import ConfigError
 from genie_common.storage import RemoteFolder, is_uri
 from rl_agent.collection.config import CollectConfig, ShardPlan, plan_shards
@@ -100,7 +101,7 @@ def _claim_collection(manifest: Manifest, config: CollectConfig, where: str) -> 
     settings = config.data_settings()
     recorded = manifest.collections.get(config.collection)
     if recorded is not None and recorded != settings:
-        changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+        changed = differing_keys(recorded, settings)
         raise ConfigError(
             f"{where} already holds collection {config.collection!r} made with different settings "
             f"({', '.join(changed)}); use the same settings to extend it, another --seed, or another --out"
