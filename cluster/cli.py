@@ -2,8 +2,10 @@
 
 Each subcommand is a thin shell over a plain function that takes a typed config and paths,
 so the CLI, the pipeline, Ray jobs and Tune trials all run the same code. The command groups live in
-`cluster.commands`, one module each (the options several groups share are in `cluster.arguments`); this module
-builds the parser from them and runs the chosen command's handler, turning user errors into one line and an exit code.
+`cluster.commands`, one module each (the options several groups share are in `cluster.arguments`; a command whose
+settings are one typed config makes its options from the config's fields with `cluster.dataclass_options`); this
+module builds the parser from them and runs the chosen command's handler, turning user errors into one line and an
+exit code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Typed configs from plain dicts (presets, JSON records, command-line overrides)."""
+"""Typed configs from plain dicts (presets, JSON records, command-line overrides), and their fields that are
+command-line options (`option`)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,25 @@ def differing_keys(recorded: dict[str, Any], wanted: dict[str, Any], ignore: tup
     """The settings in which a run, collection or sweep recorded in a folder differs from the one asked for now
     (keys in either, sorted), for the "holds a ... with different settings (...)" refusals."""
     return sorted(k for k in set(recorded) | set(wanted) if k not in ignore and recorded.get(k) != wanted.get(k))
+
+
+RANGES = ("positive", "non_negative", "fraction")
+PATHS = ("storage",)
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, range: str | None = None,
+           choices: tuple[Any, ...] | None = None, path: str | None = None) -> Any:
+    """A dataclass field that documents itself and is a command-line option (`cluster.dataclass_options` reads it).
+
+    `help` says what the field means (`--help` prints it, with the default); `flag` names the option when it is not
+    `--field-name` (a bool field whose default is True is turned off by a flag `--no-...`, and its help says what that
+    flag does); `range` checks a number: 'positive' (a whole number >= 1, a real > 0), 'non_negative' (>= 0) or
+    'fraction' (in [0, 1]); `choices` lists the values allowed; `path='storage'` marks a local path or storage URI,
+    kept exactly as given. The default and the type come from the field itself.
+    """
+    if range is not None and range not in RANGES:
+        raise ValueError(f"range {range!r}: one of {RANGES}")
+    if path is not None and path not in PATHS:
+        raise ValueError(f"path {path!r}: one of {PATHS}")
+    given = {"help": help, "flag": flag, "range": range, "choices": choices, "path": path}
+    return dataclasses.field(default=default, metadata={k: v for k, v in given.items() if v is not None})

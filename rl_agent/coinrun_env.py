@@ -25,7 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from genie_common.config import dataclass_from_dict  # re-exported: the agent's configs' loader
+from genie_common.config import dataclass_from_dict, option  # the first re-exported: the agent's configs' loader
 from genie_common.errors import ConfigError  # re-exported: `rl_agent.coinrun_env.ConfigError` is the same class
 
 _MAX_STATE_SIZE = 2**20  # procgen.env.MAX_STATE_SIZE
@@ -51,11 +51,14 @@ class CoinRunConfig:
     Recorded in every dataset manifest: a replay of an episode must use the same options.
     """
 
-    distribution_mode: str = "easy"
-    max_episode_frames: int = 500  # the paper's cap; reaching it is recorded as truncation
-    num_levels: int = 0  # 0 = unlimited levels, drawn at random by Procgen
-    start_level: int = 0
-    use_backgrounds: bool = True
+    distribution_mode: str = option("easy", help="Procgen difficulty",
+                                    choices=tuple(m for m in DISTRIBUTION_MODES if m != "exploration"))
+    # the paper's cap: 500
+    max_episode_frames: int = option(500, help="frame cap per episode, recorded as truncation", range="positive")
+    # levels are drawn at random by Procgen
+    num_levels: int = option(0, help="number of distinct levels (0 = unlimited)", range="non_negative")
+    start_level: int = option(0, help="first level seed when --num-levels > 0", range="non_negative")
+    use_backgrounds: bool = option(True, help="plain backgrounds instead of Procgen's images", flag="--no-backgrounds")
     restrict_themes: bool = False
     use_monochrome_assets: bool = False
     center_agent: bool = True

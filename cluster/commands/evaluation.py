@@ -7,11 +7,16 @@ from pathlib import Path
 
 ORDER = 40
 
+# the fields of EvalConfig that are options of `genie eval`, in the order its help shows them (--out after --data)
+EVAL_OPTIONS = ("model", "data", "context", "horizon", "maskgit_steps", "temperature", "guidance", "episodes", "split",
+                "workers", "cpus_per_worker", "gpus_per_worker", "bf16", "batch_size", "seed", "delta_t", "modes",
+                "control_steps", "forks", "fork_steps", "inception_weights", "samples", "prefer", "show_progress")
+
 
 def register(commands) -> None:
-    from cluster.arguments import (local_path, non_negative_float, non_negative_int, output_file, positive_float,
-                                   positive_int, storage_location)
-    from cluster.arguments import add_address
+    from cluster.arguments import add_address, local_path, output_file, storage_location
+    from cluster.dataclass_options import add_options
+    from world_model.evaluation.config import EvalConfig
 
     evaluate = commands.add_parser(
         "eval",
@@ -36,54 +41,12 @@ def register(commands) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    evaluate.add_argument("--model", required=True, type=storage_location,
-                          help="run folder of `genie train tokenizer|lam|dynamics` (its best checkpoint) or a "
-                               ".pt checkpoint")
-    evaluate.add_argument("--data", required=True, type=storage_location,
-                          help="test set folder or URI, e.g. data/basic-test or data/diverse-test")
+    add_options(evaluate, EvalConfig, EVAL_OPTIONS[:2])
     evaluate.add_argument("--out", default=None, type=storage_location,
                           help="output folder or URI (default: <model run>/eval/<data name>, or ./eval-<data name>)")
-    evaluate.add_argument("--context", type=positive_int, default=2, help="real frames the model starts from")
-    evaluate.add_argument("--horizon", type=positive_int, default=10, help="frames predicted after the context")
-    evaluate.add_argument("--maskgit-steps", type=positive_int, default=25, help="MaskGIT passes per generated frame")
-    evaluate.add_argument("--temperature", type=non_negative_float, default=None,
-                          help="initial sampling temperature, annealed to 0 (default: the model's own)")
-    evaluate.add_argument("--guidance", type=non_negative_float, default=None,
-                          help="classifier-free guidance on the key: each frame follows l_none + g (l_key - l_none); "
-                               "1 = none; needs a dynamics trained with action_dropout > 0 (default: the model's own)")
-    evaluate.add_argument("--episodes", type=positive_int, default=None,
-                          help="test episodes to evaluate (default: all)")
-    evaluate.add_argument("--split", default=None, choices=["train", "val", "test"],
-                          help="only this split of --data (default: every episode; named test sets are all 'test')")
-    evaluate.add_argument("--workers", type=positive_int, default=2, help="Ray actors evaluating batches in parallel")
-    evaluate.add_argument("--cpus-per-worker", type=positive_float, default=1.0,
-                          help="Ray CPUs (and torch threads) per worker")
-    evaluate.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
-                          help="GPUs per worker (then the model runs on cuda)")
-    evaluate.add_argument("--no-bf16", action="store_true",
-                          help="on GPUs, run the model in float32 (TF32 matmuls) instead of bfloat16 autocast; metrics "
-                               "are float32 either way")
-    evaluate.add_argument("--batch-size", type=positive_int, default=4,
-                          help="episodes per batch (part of what --seed fixes)")
-    evaluate.add_argument("--seed", type=non_negative_int, default=0,
-                          help="picks episodes, windows, sampling noise and counterfactual actions")
-    evaluate.add_argument("--delta-t", type=positive_int, default=4, help="ΔtPSNR is measured at this predicted frame")
-    evaluate.add_argument("--modes", default="autoregressive,teacher_forced",
-                          help="comma-separated rollout modes: autoregressive, teacher_forced")
-    evaluate.add_argument("--control-steps", type=non_negative_int, default=3,
-                          help="frames each action is held for controllability (0 = skip)")
-    evaluate.add_argument("--forks", type=non_negative_int, default=6,
-                          help="windows whose real game is replayed and forked RIGHT vs LEFT (0 = skip)")
-    evaluate.add_argument("--fork-steps", type=positive_int, default=4, help="frames of each fork (k)")
-    evaluate.add_argument("--inception-weights", default=None,
-                          type=local_path("the Inception weights are read from this machine's disk: download the file "
-                                          "here (on a cluster, into the image every node runs)"),
-                          help="local TorchScript Inception (e.g. inception-2015-12-05.pt) for FID; without it "
-                               "FID is skipped")
-    evaluate.add_argument("--samples", type=non_negative_int, default=4, help="episodes drawn as GIFs and PNG strips")
-    evaluate.add_argument("--checkpoint", default="best", choices=["best", "latest"],
-                          help="which checkpoint of a run folder")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_options(evaluate, EvalConfig, EVAL_OPTIONS[2:], inception_weights=local_path(
+        "the Inception weights are read from this machine's disk: download the file here (on a cluster, into the "
+        "image every node runs)"))
     add_address(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
@@ -115,19 +78,11 @@ def _default_out(model: str, data: str) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from cluster.dataclass_options import config_from_args
     from cluster.ray_session import ray_session
     from world_model.evaluation import EvalConfig, evaluate
 
-    config = EvalConfig(
-        model=args.model, data=args.data, context=args.context, horizon=args.horizon, maskgit_steps=args.maskgit_steps,
-        temperature=args.temperature, guidance=args.guidance, episodes=args.episodes, split=args.split,
-        workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-        device="cuda" if args.gpus_per_worker > 0 else "cpu", bf16=not args.no_bf16, batch_size=args.batch_size,
-        seed=args.seed, delta_t=args.delta_t, modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
-        control_steps=args.control_steps, forks=args.forks, fork_steps=args.fork_steps,
-        inception_weights=args.inception_weights, samples=args.samples,
-        prefer=args.checkpoint, show_progress=not args.no_progress,
-    )
+    config = config_from_args(EvalConfig, args, EVAL_OPTIONS, device="cuda" if args.gpus_per_worker > 0 else "cpu")
     out = args.out or _default_out(args.model, args.data)
     with ray_session(args.address):
         results = evaluate(config, out=out)

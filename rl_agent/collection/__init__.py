@@ -22,16 +22,26 @@ One module per concern; this package re-exports what callers use:
 
 from __future__ import annotations
 
-from rl_agent.collection.actor import Collector
 from rl_agent.collection.config import CollectConfig, ShardPlan, assign_split, plan_shards, shard_file_name
-from rl_agent.collection.dataset import prepare_dataset, prepare_remote_dataset
-from rl_agent.collection.driver import collect_dataset, repair_dataset
-from rl_agent.collection.placement import (COLLECTOR_NAME_PREFIX, COLLECTOR_NAMESPACE, COLLECTOR_RESOURCE, Placement,
-                                           collector_placement)
-from rl_agent.collection.shards import adopt_shard, collect_shard, play_episodes
+
+# the rest (Ray, the store) is imported when first used: `genie --help` builds its options from CollectConfig alone
+_LAZY = {
+    "Collector": "actor", "prepare_dataset": "dataset", "prepare_remote_dataset": "dataset",
+    "collect_dataset": "driver", "repair_dataset": "driver", "COLLECTOR_NAME_PREFIX": "placement",
+    "COLLECTOR_NAMESPACE": "placement", "COLLECTOR_RESOURCE": "placement", "Placement": "placement",
+    "collector_placement": "placement", "adopt_shard": "shards", "collect_shard": "shards", "play_episodes": "shards",
+}
 
 __all__ = [
     "COLLECTOR_NAME_PREFIX", "COLLECTOR_NAMESPACE", "COLLECTOR_RESOURCE", "CollectConfig", "Collector", "Placement",
     "ShardPlan", "adopt_shard", "assign_split", "collect_dataset", "collect_shard", "collector_placement",
     "plan_shards", "play_episodes", "prepare_dataset", "prepare_remote_dataset", "repair_dataset", "shard_file_name",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

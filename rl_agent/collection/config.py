@@ -11,30 +11,39 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from genie_common.config import option
 from genie_common.errors import ConfigError
 from rl_agent.agents import check_agent_spec
 from rl_agent.coinrun_env import CoinRunConfig
-from rl_agent.store.manifest import SPLITS
-from rl_agent.store.writer import SHARD_SUFFIX
 
 
 @dataclass
 class CollectConfig:
     """What to collect. Fields that shape the data are recorded in the manifest and must match on resume."""
 
-    agent: str = "random"  # random | ppo
-    episodes: int = 64
-    seed: int = 0
-    split: str = "auto"  # train | val | test | auto (by a hash of the episode id)
-    val_fraction: float = 0.05  # used by split=auto
-    test_fraction: float = 0.05  # used by split=auto
-    sticky_prob: float = 0.0
-    episodes_per_shard: int = 128  # big shards waste less at a shard's end; small ones spread small jobs over workers
-    envs_per_shard: int = 16  # Procgen games stepped together by one collector
-    workers: int = 2  # collector actors (does not change the data)
-    cpus_per_worker: float = 1.0
+    agent: str = option("random", help="who plays: 'random' (uniform over the 15 actions) or 'ppo' (needs "
+                                       "--checkpoint)")
+    episodes: int = option(64, help="episodes the collection should hold in total", range="positive")
+    seed: int = option(0, help="seed of levels and actions; names the collection", range="non_negative")
+    split: str = option("auto", help="split of every episode; 'auto' assigns by a hash of the episode id",
+                        choices=("train", "val", "test", "auto"))
+    val_fraction: float = option(0.05, help="share of episodes in 'val' for --split auto", range="fraction")
+    test_fraction: float = option(0.05, help="share of episodes in 'test' for --split auto", range="fraction")
+    sticky_prob: float = option(0.0, help="probability the random agent repeats its last action", range="fraction")
+    # big shards waste less at a shard's end; small ones spread small jobs over workers
+    episodes_per_shard: int = option(128, help="episodes per shard file; a shard is one collector's unit of work, so "
+                                               "use a smaller value to spread a small collection over all workers",
+                                     range="positive")
+    # the flag keeps its older name, which users' scripts use
+    envs_per_shard: int = option(16, help="Procgen games each collector steps at once (sets envs_per_shard: the games "
+                                          "that play one shard; unlike --workers it shapes the data, so extending a "
+                                          "collection needs the same value)", flag="--envs-per-worker",
+                                 range="positive")
+    workers: int = option(2, help="collector actors running in parallel", range="positive")  # does not change the data
+    cpus_per_worker: float = option(1.0, help="Ray CPUs reserved by each collector", range="positive")
     env: CoinRunConfig = field(default_factory=CoinRunConfig)
-    checkpoint: str | None = None  # for agent=ppo: run folder or checkpoint of `genie agent train`
+    checkpoint: str | None = option(None, help="for --agent ppo: a run folder of `genie agent train` (its latest "
+                                               "checkpoint) or a checkpoint", path="storage")
     checkpoint_id: str | None = None  # content hash of the policy weights, filled in from `checkpoint`
     start_timeout_s: float = 300.0  # give up when no collector could start for this long (autoscalers take minutes)
 
@@ -49,6 +58,8 @@ class CollectConfig:
 
             with local_checkpoint(self.checkpoint) as local:  # a URI: mirrored here, and by each collector on its node
                 self.checkpoint_id = checkpoint_id(resolve_module_dir(local))
+        from rl_agent.store.manifest import SPLITS  # the store (pyarrow) when used: `genie --help` reads the fields
+
         if self.split not in SPLITS + ("auto",):
             raise ConfigError(f"unknown split {self.split!r}; choose train, val, test or auto")
         for name in ("episodes", "episodes_per_shard", "envs_per_shard", "workers"):
@@ -104,6 +115,8 @@ def plan_shards(existing: dict[int, int], total: int, per_shard: int) -> list[Sh
 
 def shard_file_name(collection: str, index: int) -> str:
     """The shard's file name: collection and index, so a shard made again lands on the same name."""
+    from rl_agent.store.writer import SHARD_SUFFIX
+
     return f"{collection}-{index:05d}{SHARD_SUFFIX}"
 
 

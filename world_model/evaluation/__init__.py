@@ -16,6 +16,14 @@
 """
 
 from world_model.evaluation.config import EvalConfig
-from world_model.evaluation.runner import copy_last_frame_baseline, evaluate, run_evaluation
 
 __all__ = ["EvalConfig", "copy_last_frame_baseline", "evaluate", "run_evaluation"]
+
+
+def __getattr__(name: str):
+    # the runner (torch, Ray) is imported when first used: `genie --help` builds its options from EvalConfig alone
+    if name in ("copy_last_frame_baseline", "evaluate", "run_evaluation"):
+        from world_model.evaluation import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from genie_common.config import option
 from genie_common.errors import ConfigError
 
 MODES = ("autoregressive", "teacher_forced")
@@ -31,33 +32,46 @@ FORK_ACTIONS = ("RIGHT", "LEFT")
 class EvalConfig:
     """One evaluation: a model (run folder or checkpoint) on a test set (dataset folder or URI)."""
 
-    model: str
-    data: str
-    context: int = 2  # real frames given to the model (the paper: 2)
-    horizon: int = 10  # frames predicted after the context (the paper: 10)
-    maskgit_steps: int = 25  # MaskGIT passes per generated frame (the paper: 25)
-    temperature: float | None = None  # initial sampling temperature; None = the model's config
-    guidance: float | None = None  # classifier-free guidance on the key (1 = none); None = the model's config
-    episodes: int | None = None  # test episodes to evaluate (None = all long enough)
-    split: str | None = None  # only this split of the test set (None = every episode)
-    workers: int = 2  # Ray actors evaluating batches in parallel
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
+    model: str = option(help="run folder of `genie train tokenizer|lam|dynamics` (its best checkpoint) or a .pt "
+                             "checkpoint", path="storage")
+    data: str = option(help="test set folder or URI, e.g. data/basic-test or data/diverse-test", path="storage")
+    context: int = option(2, help="real frames the model starts from", range="positive")  # the paper: 2
+    horizon: int = option(10, help="frames predicted after the context", range="positive")  # the paper: 10
+    maskgit_steps: int = option(25, help="MaskGIT passes per generated frame", range="positive")  # the paper: 25
+    temperature: float | None = option(None, help="initial sampling temperature, annealed to 0 (default: the model's "
+                                                  "own)", range="non_negative")
+    guidance: float | None = option(None, help="classifier-free guidance on the key: each frame follows l_none + g "
+                                               "(l_key - l_none); 1 = none; needs a dynamics trained with "
+                                               "action_dropout > 0 (default: the model's own)", range="non_negative")
+    episodes: int | None = option(None, help="test episodes to evaluate (default: all)", range="positive")
+    split: str | None = option(None, help="only this split of --data (default: every episode; named test sets are "
+                                          "all 'test')", choices=("train", "val", "test"))
+    workers: int = option(2, help="Ray actors evaluating batches in parallel", range="positive")
+    cpus_per_worker: float = option(1.0, help="Ray CPUs (and torch threads) per worker", range="positive")
+    gpus_per_worker: float = option(0.0, help="GPUs per worker (then the model runs on cuda)", range="non_negative")
     device: str = "cpu"  # where each worker runs its model ("cuda" with gpus_per_worker > 0)
-    bf16: bool = True  # on CUDA: the model under bfloat16 autocast (TF32 otherwise); metrics in float32; CPU: float32
-    batch_size: int = 4  # episodes per batch; batches are fixed by seed, not by the number of workers
-    seed: int = 0  # picks the episodes, their windows, the sampling noise and the counterfactual actions
-    delta_t: int = 4  # ΔtPSNR is measured at the t-th predicted frame
-    modes: tuple[str, ...] = MODES
-    control_steps: int = 3  # frames each action is held for the controllability check (0 = skip)
-    # forked futures: windows whose real game is replayed and forked (RIGHT xk vs LEFT xk); the first ones
-    # in seed order that replay. 6 of the tiny pipeline's 20 windows keep its evaluation time within ~10%
-    forks: int = 6
-    fork_steps: int = 4  # k: frames of each fork (docs/design.md, 'Metrics': k = 4)
-    inception_weights: str | None = None  # local TorchScript Inception for FID (None = FID skipped)
-    samples: int = 4  # episodes whose frames are kept for GIFs / strips
-    prefer: str = "best"  # checkpoint of a run folder: "best" or "latest"
-    show_progress: bool = True
+    # on CUDA: the model under bfloat16 autocast (TF32 otherwise); metrics in float32; CPU: float32
+    bf16: bool = option(True, help="on GPUs, run the model in float32 (TF32 matmuls) instead of bfloat16 autocast; "
+                                   "metrics are float32 either way", flag="--no-bf16")
+    # batches are fixed by seed, not by the number of workers
+    batch_size: int = option(4, help="episodes per batch (part of what --seed fixes)", range="positive")
+    seed: int = option(0, help="picks episodes, windows, sampling noise and counterfactual actions",
+                       range="non_negative")
+    delta_t: int = option(4, help="ΔtPSNR is measured at this predicted frame", range="positive")
+    modes: tuple[str, ...] = option(MODES, help="comma-separated rollout modes: " + ", ".join(MODES))
+    control_steps: int = option(3, help="frames each action is held for controllability (0 = skip)",
+                                range="non_negative")
+    # forked futures: the first windows in seed order that replay. 6 of the tiny pipeline's 20 windows keep its
+    # evaluation time within ~10%
+    forks: int = option(6, help="windows whose real game is replayed and forked RIGHT vs LEFT (0 = skip)",
+                        range="non_negative")
+    fork_steps: int = option(4, help="frames of each fork (k)", range="positive")  # docs/design.md, 'Metrics': k = 4
+    inception_weights: str | None = option(None, help="local TorchScript Inception (e.g. inception-2015-12-05.pt) "
+                                                      "for FID; without it FID is skipped")
+    samples: int = option(4, help="episodes drawn as GIFs and PNG strips", range="non_negative")
+    prefer: str = option("best", help="which checkpoint of a run folder", flag="--checkpoint",
+                         choices=("best", "latest"))
+    show_progress: bool = option(True, help="no progress bar", flag="--no-progress")
 
     def __post_init__(self) -> None:
         if self.context < 1:
