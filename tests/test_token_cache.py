@@ -191,7 +191,7 @@ def test_genie_train_dynamics_reads_the_cache_and_trains_as_from_frames(ray_clus
     manifest = Manifest.load(data)
     manifest.shards = manifest.shards[:1]
     manifest.save()
-    base = ["train", "dynamics", "--data", str(data), "--tokenizer", str(checkpoint), "--actions", "true",
+    base = ["train", "dynamics", "--data", str(data), "--tokenizer", str(checkpoint), "--actions", "ground_truth",
             "--steps", "3", "--workers", "2", "--batch", "4", "--no-progress", "--no-wandb",
             "--set", "world_model.train.log_every=1", "--set", "world_model.train.val_windows=4"]
     assert genie([*base, "--out", str(tmp_path / "cached"), "--set", "world_model.train.token_cache=true"]) == 0

@@ -12,7 +12,7 @@ Train one stage of the world model with Ray Train (DDP over --workers workers) o
 The stages build on each other, as in the paper:
   genie train tokenizer --data data/random-train --out runs/tokenizer
   genie train lam       --data data/random-train --out runs/lam
-  genie train dynamics  --data data/random-train --out runs/genie-g --tokenizer runs/tokenizer --actions true
+  genie train dynamics  --data data/random-train --out runs/genie-g --tokenizer runs/tokenizer --actions ground_truth
   genie train dynamics  --data data/random-train --out runs/genie   --tokenizer runs/tokenizer --lam runs/lam --actions latent
 and the TA variants fine-tune on the agent's data from the base runs (fresh optimiser):
   genie train tokenizer --data data/agent-train --out runs/tokenizer-ta --init runs/tokenizer
@@ -29,7 +29,7 @@ Wherever a checkpoint is asked for, a run folder works too (its best checkpoint)
 def register(commands: argparse._SubParsersAction) -> None:
     from cluster.arguments import (LOCAL_FILE, local_path, non_negative_float, non_negative_int, positive_float,
                                    positive_int, storage_location)
-    from cluster.arguments import add_address
+    from cluster.arguments import add_actions, add_address
 
     train = commands.add_parser("train", help="train the tokenizer, LAM or dynamics with Ray Train",
                                 description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,9 +64,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="dynamics: the tokenizer run/checkpoint whose tokens it models")
     train.add_argument("--lam", default=None, type=storage_location,
                        help="dynamics with --actions latent: the LAM run/checkpoint")
-    train.add_argument("--actions", choices=["true", "latent"], default="true",
-                       help="dynamics conditioning: 'true' = the agent's actions (GenieRedux-G), 'latent' = LAM "
-                            "(GenieRedux)")
+    add_actions(train, help="dynamics conditioning: 'ground_truth' = the agent's actions (GenieRedux-G), 'latent' = "
+                            "LAM (GenieRedux); 'true', the older word for ground_truth, is still accepted")
     train.add_argument("--seed", type=non_negative_int, default=0, help="seed of initial weights, windows and masks")
     train.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on GPUs)")
     train.add_argument("--no-bf16", action="store_true", help="train in float32 on GPUs (default: bf16 autocast)")
@@ -80,6 +79,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def job_from_args(args: argparse.Namespace):
+    from cluster.arguments import job_actions
     from world_model.training.job import TrainJob
 
     threads = args.threads_per_worker or max(1, int(args.cpus_per_worker))
@@ -88,7 +88,7 @@ def job_from_args(args: argparse.Namespace):
         preset=args.preset, preset_file=args.preset_file, overrides=list(args.set), workers=args.workers,
         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, threads_per_worker=threads,
         steps=args.steps, batch_size=args.batch, micro_batch=args.micro_batch, init=args.init,
-        tokenizer=args.tokenizer, lam=args.lam, actions=args.actions, seed=args.seed, compile=args.compile,
+        tokenizer=args.tokenizer, lam=args.lam, actions=job_actions(args.actions), seed=args.seed, compile=args.compile,
         bf16=not args.no_bf16, max_failures=args.max_failures, wandb=not args.no_wandb,
     )
 

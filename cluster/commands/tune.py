@@ -47,7 +47,7 @@ early-stopped trials are not run again.
 def register(commands: argparse._SubParsersAction) -> None:
     from cluster.arguments import (LOCAL_FILE, local_path, non_negative_float, non_negative_int, positive_float,
                                    positive_int, storage_location)
-    from cluster.arguments import add_address
+    from cluster.arguments import add_actions, add_address
 
     tune = commands.add_parser("tune", help="sweep model sizes of a stage with Ray Tune (ASHA), table + scaling plot",
                                description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,13 +91,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--tokenizer", default=None, type=storage_location, help="dynamics: the tokenizer run/checkpoint")
     tune.add_argument("--lam", default=None, type=storage_location,
                       help="dynamics with --actions latent: the LAM run/checkpoint")
-    tune.add_argument("--actions", choices=["true", "latent"], default="true", help="dynamics conditioning")
+    add_actions(tune, help="dynamics conditioning: 'ground_truth' = the agent's actions (GenieRedux-G), 'latent' = "
+                           "LAM (GenieRedux); 'true', the older word for ground_truth, is still accepted")
     tune.add_argument("--no-wandb", action="store_true", help="no wandb logs in the trial run folders")
     add_address(tune)
     tune.set_defaults(handler=run_tune)
 
 
 def sweep_from_args(args: argparse.Namespace, gpus_per_trial: float):
+    from cluster.arguments import job_actions
     from tuning.sweep import SweepConfig
 
     presets = ([p.strip() for p in (args.preset_sweep or "").split(",") if p.strip()] if args.preset_sweep
@@ -113,7 +115,7 @@ def sweep_from_args(args: argparse.Namespace, gpus_per_trial: float):
         budget_steps=args.budget_steps, val_every=args.val_every, grace_steps=args.grace_steps,
         reduction_factor=args.reduction_factor, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
         gpus_per_trial=gpus_per_trial, max_concurrent=args.max_concurrent, tokenizer=args.tokenizer, lam=args.lam,
-        actions=args.actions, wandb=not args.no_wandb,
+        actions=job_actions(args.actions), wandb=not args.no_wandb,
     )
 
 
