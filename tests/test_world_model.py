@@ -37,7 +37,8 @@ def tiny_dynamics(conditioning="ground_truth", steps=25):
 
 def random_video(batch=2, frames=4, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (batch, frames, 64, 64, 3), dtype=np.uint8), rng.integers(0, 15, (batch, frames - 1)).astype(np.int8)
+    video = rng.integers(0, 256, (batch, frames, 64, 64, 3), dtype=np.uint8)  # (B, T, H, W, C)
+    return video, rng.integers(0, 15, (batch, frames - 1)).astype(np.int8)  # actions (B, T-1)
 
 
 # ---- causality ----------------------------------------------------------------------------------
@@ -199,7 +200,8 @@ def test_the_loss_and_teacher_forcing_read_out_only_what_they_score_and_equal_th
     tokens, actions = torch.randint(0, 32, (2, 4, 8, 8)), torch.randint(0, 15, (2, 3))
     loss = model.compute_loss_on_tokens(tokens, actions, torch.Generator().manual_seed(1)).loss
     mask = model.random_mask(tokens, torch.Generator().manual_seed(1))  # (B, T, h, w): the same draw
-    whole = model(tokens.masked_fill(mask, model.mask_id), actions, previous_frames(tokens, model.mask_id))  # (B, T, h, w, V)
+    # (B, T, h, w, V)
+    whole = model(tokens.masked_fill(mask, model.mask_id), actions, previous_frames(tokens, model.mask_id))
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(whole[mask], tokens[mask]))
     teacher_forced = model.teacher_forced_logits(tokens, actions)  # (B, T-1, h, w, V)
     for k in range(1, 4):
@@ -257,7 +259,8 @@ def test_dynamics_stage_trains_only_the_dynamics():
     lam = LatentActionModel(dataclasses.replace(load_preset("tiny").lam, encoder=BLOCK, decoder=BLOCK,
                                                 quantizer=QuantizerConfig(codebook_size=7, code_dim=8)))
     stage = DynamicsStage(tiny_dynamics("latent"), tokenizer, lam)
-    before = {k: v.clone() for k, v in {**tokenizer.state_dict(), **{f"lam.{k}": v for k, v in lam.state_dict().items()}}.items()}
+    frozen = {**tokenizer.state_dict(), **{f"lam.{k}": v for k, v in lam.state_dict().items()}}
+    before = {k: v.clone() for k, v in frozen.items()}
     optimization = Optimization(stage, load_preset("tiny").optim)
     metrics = train_step(stage, optimization, random_video())
     after = {**tokenizer.state_dict(), **{f"lam.{k}": v for k, v in lam.state_dict().items()}}
@@ -320,7 +323,8 @@ def test_codebook_usage_and_perplexity_on_a_constructed_case():
 def test_dead_codes_are_restarted_from_batch_vectors_only_when_enabled():
     for restart in (True, False):
         torch.manual_seed(0)
-        vq = VectorQuantizer(QuantizerConfig(codebook_size=8, code_dim=4, restart_dead_codes=restart, dead_code_window=3)).train()
+        config = QuantizerConfig(codebook_size=8, code_dim=4, restart_dead_codes=restart, dead_code_window=3)
+        vq = VectorQuantizer(config).train()
         data = torch.nn.functional.normalize(torch.randn(2, 4), dim=-1).repeat(16, 1)  # only 2 distinct vectors
         usages = [float(vq(data + 0.001 * torch.randn_like(data)).usage) for _ in range(10)]
         codes = vq.normalized_codebook()
@@ -378,6 +382,46 @@ def test_training_metrics_stay_on_the_device_until_read_once():
     assert all(isinstance(v, float) for v in train_step(model, optimization, random_video()).values())
 
 
+
+def test_the_training_loops_step_in_micro_batches_equals_train_step_on_the_whole_batch():
+    """The Ray Train loop and train_step (tests, benchmarks) run one step function, `accumulated_step`: two
+    micro batches of 2 move the weights as one pass over the 4 windows does, and the loop's step hands back
+    unread tensors where train_step hands back floats."""
+    import copy
+
+    from world_model.config import OptimConfig
+    from world_model.outputs import read_metrics
+    from world_model.steps import StageLoss, accumulated_step
+    from world_model.training.loop import train_loop_per_worker
+
+    assert "accumulated_step" in train_loop_per_worker.__code__.co_names, "the training loop runs its own step"
+    torch.manual_seed(0)
+    config = tiny_tokenizer().config
+    config = dataclasses.replace(config, quantizer=dataclasses.replace(config.quantizer, restart_dead_codes=False))
+    whole = Tokenizer(config).train()
+    with torch.no_grad():  # seed the codebook from data once: no step then depends on which windows it sees
+        whole(torch.rand(2, 4, 64, 64, 3))
+    split, start = copy.deepcopy(whole), copy.deepcopy(whole.state_dict())
+    optim = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=1, total_steps=10)
+    frames, actions = random_video(batch=4)  # (4, 4, 64, 64, 3) uint8, (4, 3) int8
+    read = train_step(whole, Optimization(whole, optim), (frames, actions))
+    unread = accumulated_step(StageLoss(split), Optimization(split, optim), torch.from_numpy(frames),
+                              torch.from_numpy(actions), accumulation=2)
+    assert all(isinstance(v, float) for v in read.values())
+    assert isinstance(unread["loss"], torch.Tensor) and isinstance(unread["grad_norm"], torch.Tensor)
+    assert list(unread) == list(read)
+    for key in ("loss", "mse", "grad_norm", "lr"):
+        assert read_metrics(unread)[key] == pytest.approx(read[key], rel=1e-5)
+    after = split.state_dict()
+    moved = max(float((value - start[key]).abs().max()) for key, value in after.items() if value.is_floating_point())
+    assert moved > 1e-4, "the step must change the weights for the comparison to mean anything"
+    for key, value in whole.state_dict().items():
+        torch.testing.assert_close(after[key], value, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="equal micro batches"):
+        accumulated_step(StageLoss(split), Optimization(split, optim), torch.from_numpy(frames),
+                         torch.from_numpy(actions), accumulation=3)
+
+
 # ---- checkpoints, optimiser, presets -------------------------------------------------------------
 def test_checkpoint_round_trip_rebuilds_the_model_without_its_config(tmp_path):
     torch.manual_seed(0)
@@ -423,14 +467,17 @@ def test_weight_decay_applies_to_matrices_only_and_clip_is_10():
     assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim < 2 for p in plain["params"])
     assert plain["weight_decay"] == 0 and decayed["weight_decay"] == 1e-4
     optim = load_preset("paper").optim
-    assert (optim.lr, optim.betas, optim.weight_decay, optim.grad_clip, optim.min_lr) == (1e-4, (0.9, 0.99), 1e-4, 10.0, 5e-5)
+    assert (optim.lr, optim.betas, optim.weight_decay, optim.grad_clip, optim.min_lr) == (
+        1e-4, (0.9, 0.99), 1e-4, 10.0, 5e-5)
 
 
 def test_presets_and_unknown_preset_error():
     paper = load_preset("paper")
     assert (paper.tokenizer.encoder.dim, paper.tokenizer.encoder.depth, paper.tokenizer.decoder.depth) == (512, 8, 8)
-    assert (paper.tokenizer.quantizer.codebook_size, paper.tokenizer.quantizer.code_dim, paper.tokenizer.frames) == (1024, 32, 16)
-    assert (paper.dynamics.transformer.depth, paper.dynamics.transformer.dim, paper.dynamics.sampling_steps) == (12, 512, 25)
+    quantizer = paper.tokenizer.quantizer
+    assert (quantizer.codebook_size, quantizer.code_dim, paper.tokenizer.frames) == (1024, 32, 16)
+    dynamics = paper.dynamics
+    assert (dynamics.transformer.depth, dynamics.transformer.dim, dynamics.sampling_steps) == (12, 512, 25)
     assert paper.lam.num_actions == 7
     for name in ("tiny", "laptop", "small", "paper"):
         preset = load_preset(name)
@@ -473,7 +520,8 @@ def test_lam_reads_each_latent_action_from_a_window_of_its_training_length():
     assert torch.equal(ids, torch.stack([w[1].ids[:, -1] for w in windows], dim=1))
     assert torch.allclose(predicted, torch.stack([w[0][:, -1] for w in windows], dim=1), atol=1e-6)
     with torch.no_grad():
-        whole_frames, whole = lam(frames)  # one pass over all frames: encoder and decoder see more past than in training
+        # one pass over all frames: encoder and decoder see more past than in training
+        whole_frames, whole = lam(frames)
     assert torch.equal(ids[:, : span - 1], whole.ids[:, : span - 1])  # within the first window nothing changes
     assert not torch.allclose(predicted, whole_frames, atol=1e-4)  # beyond it the one pass differs
 
@@ -487,7 +535,8 @@ def _fast_dynamics(**options):
 def test_copy_gate_starts_as_a_logit_bonus_for_the_predecessors_token_only_where_it_is_known():
     torch.manual_seed(0)
     plain, copying = _fast_dynamics(), _fast_dynamics(copy_bias=3.0)
-    copying.load_state_dict({**plain.state_dict(), **{k: v for k, v in copying.state_dict().items() if k.startswith("copy_gate")}})
+    gate = {k: v for k, v in copying.state_dict().items() if k.startswith("copy_gate")}
+    copying.load_state_dict({**plain.state_dict(), **gate})
     tokens = torch.randint(0, 32, (2, 3, 8, 8))
     actions = torch.randint(0, 15, (2, 2))
     difference = copying(tokens, actions) - plain(tokens, actions)  # (B, T, h, w, V)
@@ -530,7 +579,8 @@ def test_carry_keeps_the_previous_frames_pixels_exactly_where_the_dream_keeps_th
     video, actions = random_video(batch=2, frames=4)
     dream = world.generate(video[:, :2], actions[:, :3], horizon=2, steps=2, temperature=0.0)  # (B, 2, H, W, C)
     context = tokenizer.tokenize(video[:, :2])
-    generated = world.dynamics.generate_tokens(context, torch.as_tensor(actions[:, :3]).long(), 2, 2, 0.0)  # the same tokens
+    # the same tokens
+    generated = world.dynamics.generate_tokens(context, torch.as_tensor(actions[:, :3]).long(), 2, 2, 0.0)
     kept = (generated[:, 0] == context[:, -1]).repeat_interleave(8, 1).repeat_interleave(8, 2)  # (B, H, W)
     last = torch.as_tensor(video[:, 1]).float() / 255.0
     assert kept.any() and torch.equal(dream[:, 0][kept], last[kept])
@@ -541,3 +591,4 @@ def test_carry_keeps_the_previous_frames_pixels_exactly_where_the_dream_keeps_th
     assert out[0, :, :8].eq(1).all() and out[0, :, 8:].eq(0).all()
     plain = WorldModel(tokenizer, _fast_dynamics().eval())
     assert torch.equal(plain.render(decoded[:, :, :, :], previous, new, old), decoded)
+

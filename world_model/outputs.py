@@ -30,12 +30,13 @@ def read_metrics(metrics: dict[str, Metric]) -> dict[str, float]:
     return {key: out[key] for key in metrics}  # the caller's order
 
 
+def mean_metric(values: list[Metric]) -> Metric:
+    """The mean of one metric's values, unread: a 0-d tensor when they are all tensors, else a float."""
+    if values and all(isinstance(v, torch.Tensor) for v in values):
+        return torch.stack([v.detach().float().reshape(()) for v in values]).mean()
+    return sum(float(v) for v in values) / max(len(values), 1)
+
+
 def mean_metrics(history: dict[str, list[Metric]]) -> dict[str, float]:
     """The mean of each metric over the steps since the last log (lists of tensors or floats), read once."""
-    means: dict[str, Metric] = {}
-    for key, values in history.items():
-        if values and all(isinstance(v, torch.Tensor) for v in values):
-            means[key] = torch.stack([v.detach().float().reshape(()) for v in values]).mean()
-        else:
-            means[key] = sum(float(v) for v in values) / max(len(values), 1)
-    return read_metrics(means)
+    return read_metrics({key: mean_metric(values) for key, values in history.items()})

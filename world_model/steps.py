@@ -1,14 +1,20 @@
-"""Single-process train and eval steps, the same for every stage.
+"""The train and eval steps, the same for every stage, in one process or under Ray Train.
 
 A stage is any module with `compute_loss(batch) -> LossOutput`, where `batch` is what
 `EpisodeStore.sample_windows` returns: frames (B, T, 64, 64, 3) uint8 and actions (B, T-1)
 int8. The dynamics also takes a `TokenBatch` (its frozen inputs already encoded, from the token
-cache, world_model/token_cache.py). Distribution, data loading and checkpoint plumbing (Ray
-Train) wrap these steps and add nothing to them.
+cache, world_model/token_cache.py).
+
+One training step, `accumulated_step` (= `forward_backward` + the optimiser update), is what the Ray
+Train workers run (world_model/training/loop.py) and what `train_step`, used by the tests and the
+benchmarks, runs too, so what they measure is what trains. Distribution, data loading, validation and
+checkpoint plumbing (Ray Train) wrap it and add nothing to it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import defaultdict
 from typing import NamedTuple
 
 import numpy as np
@@ -19,7 +25,7 @@ from world_model.dynamics import Dynamics
 from world_model.frames import psnr, to_long, to_unit_float
 from world_model.lam import LatentActionModel
 from world_model.optim import Optimization
-from world_model.outputs import LossOutput, read_metrics
+from world_model.outputs import LossOutput, Metric, mean_metric, read_metrics
 from world_model.tokenizer import Tokenizer
 
 Batch = tuple[np.ndarray, np.ndarray]  # frames (B, T, H, W, C) uint8, actions (B, T-1) int8
@@ -85,11 +91,72 @@ class DynamicsStage(nn.Module):
         return self.dynamics.compute_loss_on_tokens(tokens, actions)
 
 
-def train_step(model: nn.Module, optimization: Optimization, batch: Batch) -> dict[str, float]:
-    """One optimiser step on one batch; returns the stage's metrics plus grad norm and LR."""
+class StageLoss(nn.Module):
+    """Puts `compute_loss` behind `forward`, so DDP's hooks (gradient all-reduce) and torch.compile see each pass."""
+
+    def __init__(self, stage: nn.Module) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, inputs: torch.Tensor, actions: torch.Tensor,
+                tokens: bool = False) -> tuple[torch.Tensor, dict[str, Metric]]:
+        # inputs: frames (B, T, H, W, C) uint8, or with `tokens` the token cache's ids (B, T, h, w)
+        # actions: (B, T-1) int
+        output = self.stage.compute_loss(TokenBatch(inputs, actions) if tokens else (inputs, actions))
+        return output.loss, output.metrics
+
+
+def forward_backward(model: nn.Module, inputs: torch.Tensor, actions: torch.Tensor, *, accumulation: int = 1,
+                     tokens: bool = False,
+                     autocast: contextlib.AbstractContextManager | None = None) -> dict[str, Metric]:
+    """Accumulate into `.grad` the gradient of the batch's mean loss, in `accumulation` equal micro batches.
+
+    Each micro batch's loss is divided by `accumulation`, so the gradient is the same whatever the split; a DDP
+    model all-reduces once, after the last micro batch (`no_sync` before). `model` is a `StageLoss`, possibly
+    DDP-wrapped or compiled. Returns each metric's mean over the micro batches, unread (device tensors).
+    """
+    # inputs: frames (B, T, H, W, C) uint8 or, with `tokens`, ids (B, T, h, w); actions: (B, T-1); on any device
+    if accumulation < 1 or len(inputs) % accumulation:
+        raise ValueError(f"a batch of {len(inputs)} does not split into {accumulation} equal micro batches")
+    device = next(model.parameters()).device
+    autocast = contextlib.nullcontext() if autocast is None else autocast
+    micro = len(inputs) // accumulation
+    history: dict[str, list[Metric]] = defaultdict(list)
+    for i in range(accumulation):
+        part = slice(i * micro, (i + 1) * micro)
+        last = i == accumulation - 1
+        sync = model.no_sync() if not last and hasattr(model, "no_sync") else contextlib.nullcontext()
+        with sync:
+            with autocast:
+                loss, metrics = model(inputs[part].to(device, non_blocking=True),  # (micro, T, ...)
+                                      actions[part].to(device, non_blocking=True), tokens=tokens)  # (micro, T-1)
+            (loss / accumulation).backward()
+        for key, value in metrics.items():
+            history[key].append(value)
+    return {key: values[0] if len(values) == 1 else mean_metric(values) for key, values in history.items()}
+
+
+def accumulated_step(model: nn.Module, optimization: Optimization, inputs: torch.Tensor, actions: torch.Tensor, *,
+                     accumulation: int = 1, tokens: bool = False,
+                     autocast: contextlib.AbstractContextManager | None = None) -> dict[str, Metric]:
+    """One optimiser step on one batch: forward-backward in micro batches, then clip and update.
+
+    The step every trainer runs (Ray Train workers, `train_step`); returns the stage's metrics plus grad norm
+    and LR, unread, so a loop reads them once per log interval (`outputs.mean_metrics`), not once per step.
+    """
     model.train()
-    output = model.compute_loss(batch)
-    return read_metrics({**output.metrics, **optimization.step(output.loss)})
+    optimization.optimizer.zero_grad(set_to_none=True)
+    metrics = forward_backward(model, inputs, actions, accumulation=accumulation, tokens=tokens, autocast=autocast)
+    return {**metrics, **optimization.apply_gradients()}
+
+
+def train_step(model: nn.Module, optimization: Optimization, batch: Batch | TokenBatch) -> dict[str, float]:
+    """One optimiser step on one batch, in one pass, through the trainers' `accumulated_step`; returns the
+    stage's metrics plus grad norm and LR, read to floats."""
+    inputs, actions = (part if isinstance(part, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(part))
+                       for part in batch)  # (B, T, ...), (B, T-1): the arrays' own dtypes, on the CPU
+    return read_metrics(accumulated_step(StageLoss(model), optimization, inputs, actions,
+                                         tokens=isinstance(batch, TokenBatch)))
 
 
 @torch.no_grad()

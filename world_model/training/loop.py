@@ -4,8 +4,11 @@ One optimiser step = the global batch of windows of that step (`WindowPlan`), ea
 its share, forward/backward in micro batches with DDP's all-reduce only on the last one
 (`no_sync` before), loss divided by the number of micro batches: the gradient is the mean over
 the global batch whatever the worker count or accumulation, so the result equals one process
-with the whole batch (tested). Everything random in a step is seeded from (seed, step, rank),
-so a run resumed from a checkpoint at step s continues exactly as it would have.
+with the whole batch (tested). That step is `world_model.steps.accumulated_step`, the one the
+tests and benchmarks run through `train_step`; this loop adds the data, the codebook sync between
+workers, and logging, validation (`validate`) and checkpoints (`_report_checkpoint`) by step count.
+Everything random in a step is seeded from (seed, step, rank), so a run resumed from a checkpoint
+at step s continues exactly as it would have.
 
 The dynamics reads its windows from the run's token cache (world_model/token_cache.py: the
 frozen tokenizer's ids and the frozen LAM's latent ids, encoded once before the first step), the
@@ -16,7 +19,6 @@ frames: they are few.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -39,13 +41,13 @@ from world_model.checkpoint import save_checkpoint
 from world_model.optim import Optimization
 from world_model.outputs import Metric, mean_metrics
 from world_model.runs import BEST, LATEST
-from world_model.steps import DynamicsStage, eval_step
+from world_model.steps import DynamicsStage, StageLoss, accumulated_step, eval_step
 from world_model.token_cache import (
     TokenCache, TokenCacheError, cache_key, ensure_token_cache, run_cache_folder, unsupported_reason,
 )
 from world_model.training.job import TrainJob
 from world_model.training.samples import sample_png
-from world_model.training.stages import StageLoss, build_stage
+from world_model.training.stages import build_stage
 from world_model.training.windows import StepPrefetcher, WindowPlan, open_stores, validation_positions
 from world_model.vq import VectorQuantizer
 
@@ -129,7 +131,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(StageLoss(stage), parallel_strategy_kwargs={"find_unused_parameters": False})
     if job.compile:  # the DDP-wrapped module: dynamo then splits the graph at DDP's gradient buckets
         model = torch.compile(model)
-    cache = _token_cache(job, preset.train.token_cache, stage, train_store, (total - start) * plan.batch * length, device,
+    frames_to_encode = (total - start) * plan.batch * length
+    cache = _token_cache(job, preset.train.token_cache, stage, train_store, frames_to_encode, device,
                          context, rank, world, channel)
     latent = job.conditioning == "latent"
 
@@ -139,10 +142,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     channel.send({"kind": "start", "step": start, "total": total, "workers": world, "batch": plan.batch,
                   "micro_batch": micro, "accumulation": accumulation, "train_windows": train_store.num_windows(length),
                   "token_cache": cache is not None,
-                  # the worker group's placement group: a Tune trial removes it (Train V2 leaks it under Tune, ray#54305)
+                  # the worker group's placement group: a Tune trial removes it
+                  # (Train V2 leaks it under Tune, ray#54305)
                   "placement_group": ray.get_runtime_context().get_placement_group_id()})
     if start == 0:
-        channel.send({"kind": "val", "step": 0, **validate(stage, val_store, val_mine, length, micro, job.seed, world, autocast)})
+        first = validate(stage, val_store, val_mine, length, micro, job.seed, world, autocast)
+        channel.send({"kind": "val", "step": 0, **first})
 
     if cache is not None:
         def fetch(step: int) -> tuple[np.ndarray, np.ndarray]:  # (B/W, T, h, w) ids, (B/W, T-1) action ids
@@ -158,29 +163,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _fail_once(job)
         torch.manual_seed(step_seed(job.seed, step, rank))
         inputs, actions = prefetcher.get(step, step + 1 if step + 1 < total else None)  # step+1 read meanwhile
-        model.train()
-        for i in range(accumulation):
-            part = slice(i * micro, (i + 1) * micro)
-            last = i == accumulation - 1
-            sync = model.no_sync() if (world > 1 and not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
-            with sync:
-                with autocast:
-                    loss, metrics = model(inputs[part].to(device, non_blocking=True),
-                                          actions[part].to(device, non_blocking=True), tokens=cache is not None)
-                (loss / accumulation).backward()
-            for key, value in metrics.items():
-                window_metrics[key].append(value)
-        update = optimization.apply_gradients()
+        metrics = accumulated_step(model, optimization, inputs, actions, accumulation=accumulation,
+                                   tokens=cache is not None, autocast=autocast)
         _sync_quantizers(stage, world)
         done = step + 1
-        for key, value in update.items():
+        for key, value in metrics.items():
             window_metrics[key].append(value)
         interval_frames += plan.batch * length
 
         if done % preset.train.log_every == 0 or done == total:
             elapsed = time.perf_counter() - interval_start
             record = mean_metrics(window_metrics)  # the one read of this interval's metrics from the device
-            channel.send({"kind": "train", "step": done, **record, "frames_per_s": interval_frames / max(elapsed, 1e-9)})
+            frames_per_s = interval_frames / max(elapsed, 1e-9)
+            channel.send({"kind": "train", "step": done, **record, "frames_per_s": frames_per_s})
             window_metrics.clear()
             interval_start, interval_frames = time.perf_counter(), 0
         val_record = None
@@ -211,7 +206,8 @@ def check_worker_device(gpus_per_worker: float, device: torch.device) -> None:
     raise ConfigError(
         f"Ray gave this training worker {gpus_per_worker:g} GPU(s) (CUDA_VISIBLE_DEVICES="
         f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}) but {build} sees no CUDA device: install torch's CUDA build "
-        f"and an NVIDIA driver on the GPU nodes (cluster.yaml's setup_commands), or train on CPUs without --gpus-per-worker")
+        f"and an NVIDIA driver on the GPU nodes (cluster.yaml's setup_commands), "
+        f"or train on CPUs without --gpus-per-worker")
 
 
 def _open_stores_once_per_node(job: TrainJob, local_rank: int, world: int) -> tuple[EpisodeStore, EpisodeStore]:
@@ -262,8 +258,9 @@ def _token_cache(job: TrainJob, mode: bool | str, stage: nn.Module, store, frame
         if bool(everyone.item()):
             channel.note(f"token cache {folder}: verified, reused")
             return cache
-        channel.note(f"token cache off (auto): training from frames encodes {frames_to_encode:,} frames in this run's steps, "
-                     f"fewer than the {store.num_frames:,} a cache would encode first; train.token_cache=true builds one anyway")
+        channel.note(f"token cache off (auto): training from frames encodes {frames_to_encode:,} frames in this run's "
+                     f"steps, fewer than the {store.num_frames:,} a cache would encode first; "
+                     f"train.token_cache=true builds one anyway")
         return None
     builder = rank == 0 if not storage.is_uri(job.out) else context.get_local_rank() == 0
     cache = None
@@ -284,7 +281,8 @@ def _token_cache(job: TrainJob, mode: bool | str, stage: nn.Module, store, frame
 
 
 @torch.no_grad()
-def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: int, world: int, autocast) -> dict[str, float]:
+def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: int, world: int,
+             autocast) -> dict[str, float]:
     """Mean validation metrics over the fixed windows, all workers together (each its own part)."""
     rng_state = torch.get_rng_state()
     torch.manual_seed(step_seed(seed, -2, 0))  # the same dynamics masks at every validation
@@ -331,8 +329,8 @@ def _export(model: nn.Module, preset: str, step: int, location: str, extra: dict
         storage.upload_file(local, location)
 
 
-def _report_checkpoint(job: TrainJob, preset: str, stage: nn.Module, export_model: nn.Module, optimization: Optimization,
-                       step: int, best: float, rank: int, val_record: dict | None) -> None:
+def _report_checkpoint(job: TrainJob, preset: str, stage: nn.Module, export_model: nn.Module,
+                       optimization: Optimization, step: int, best: float, rank: int, val_record: dict | None) -> None:
     import ray.train
 
     metrics = {"step": step, **(val_record or {})}

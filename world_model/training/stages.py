@@ -14,7 +14,7 @@ from world_model.config import Preset
 from world_model.dynamics import Dynamics
 from world_model.lam import LatentActionModel
 from world_model.runs import FROZEN_LAM, FROZEN_TOKENIZER, resolve_checkpoint
-from world_model.steps import DynamicsStage, TokenBatch
+from world_model.steps import DynamicsStage
 from world_model.tokenizer import Tokenizer
 from world_model.training.job import TrainJob
 
@@ -42,7 +42,8 @@ def build_stage(job: TrainJob, preset: Preset, device: torch.device) -> tuple[nn
         if init is not None and job.stage == "tokenizer":
             # a fine-tuned tokenizer keeps what its ids mean: dynamics models read them, and a restarted code
             # hands its id to new content (TA fine-tuning with restarts left the TA dynamics a mere copier)
-            config = dataclasses.replace(config, quantizer=dataclasses.replace(config.quantizer, restart_dead_codes=False))
+            quantizer = dataclasses.replace(config.quantizer, restart_dead_codes=False)
+            config = dataclasses.replace(config, quantizer=quantizer)
         model = MODEL_CLASSES[job.stage](config)
         if init is not None:
             model.load_state_dict(init.model_state)
@@ -69,19 +70,6 @@ def build_stage(job: TrainJob, preset: Preset, device: torch.device) -> tuple[nn
         dynamics.init_token_embeddings(tokenizer.quantizer.normalized_codebook(), job.seed)
     dynamics = dynamics.to(device)
     return DynamicsStage(dynamics, tokenizer, lam).to(device), dynamics
-
-
-class StageLoss(nn.Module):
-    """Puts `compute_loss` behind `forward`, so DDP's hooks (gradient all-reduce) see every pass."""
-
-    def __init__(self, stage: nn.Module) -> None:
-        super().__init__()
-        self.stage = stage
-
-    def forward(self, inputs: torch.Tensor, actions: torch.Tensor, tokens: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-        # inputs: frames (B, T, H, W, C) uint8, or with `tokens` the token cache's ids (B, T, h, w); actions: (B, T-1) int
-        output = self.stage.compute_loss(TokenBatch(inputs, actions) if tokens else (inputs, actions))
-        return output.loss, output.metrics
 
 
 def freeze_encoder(tokenizer: Tokenizer) -> None:
