@@ -17,6 +17,8 @@ from typing import Any
 from genie_common.errors import ConfigError
 from world_model.config import STAGES, OptimConfig, Preset, config_to_dict, load_preset
 
+# GenieRedux (LAM latent actions) or GenieRedux-G (the agent's true actions; the CLI's `--actions ground_truth`,
+# recorded as "true" so runs made before the CLI's word changed still resume)
 ACTIONS = ("latent", "true")
 
 
@@ -24,7 +26,7 @@ def _absolute(location: str) -> str:
     from genie_common import storage
 
     text = str(location)
-    return text if storage.is_uri(text) else str(Path(text).expanduser().resolve())  # GenieRedux (LAM latent actions) or GenieRedux-G (the agent's true actions)
+    return text if storage.is_uri(text) else str(Path(text).expanduser().resolve())
 
 
 @dataclass
@@ -67,14 +69,14 @@ class TrainJob:
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0 or self.threads_per_worker < 1:
             raise ConfigError("--gpus-per-worker must be >= 0, --cpus-per-worker > 0, --threads-per-worker >= 1")
         if self.actions not in ACTIONS:
-            raise ConfigError(f"--actions must be one of {', '.join(ACTIONS)}, got {self.actions!r}")
+            raise ConfigError(f"--actions must be ground_truth or latent, got {self.actions!r}")
         if self.stage == "dynamics":
             if not self.tokenizer:
                 raise ConfigError("dynamics is trained on a tokenizer's tokens: pass --tokenizer RUN_OR_CKPT "
                                   "(made by `genie train tokenizer`)")
             if self.actions == "latent" and not self.lam:
                 raise ConfigError("--actions latent (GenieRedux) needs --lam RUN_OR_CKPT (made by `genie train lam`); "
-                                  "--actions true (GenieRedux-G) does not")
+                                  "--actions ground_truth (GenieRedux-G) does not")
         elif self.tokenizer or self.lam:
             raise ConfigError(f"--tokenizer/--lam are inputs of `genie train dynamics`, not of {self.stage}")
         for flag, value in (("--steps", self.steps), ("--batch", self.batch_size), ("--micro-batch", self.micro_batch)):

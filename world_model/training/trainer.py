@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genie_common import storage
+from genie_common.config import differing_keys
 from genie_common.errors import ConfigError
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.lock import folder_lock
@@ -48,7 +48,8 @@ class TrainResult:
 
     def summary(self) -> str:
         if self.already_done:
-            return f"{self.stage}: {self.out} already finished {self.steps} steps; nothing to do (best.pt, latest.pt are there)"
+            return (f"{self.stage}: {self.out} already finished {self.steps} steps; nothing to do "
+                    f"(best.pt, latest.pt are there)")
         parts = [f"{self.stage}: {self.steps} steps in {self.wall_s:.0f} s ({self.frames_per_s:,.0f} frames/s)"]
         if self.resumed_from:
             parts.append(f"resumed from step {self.resumed_from}")
@@ -80,7 +81,7 @@ def prepare_run(job: TrainJob) -> tuple[int, bool]:
     info = read_run_info(job.out)
     if info is not None:
         if info.get("identity") != identity:
-            changed = sorted(k for k in identity if info.get("identity", {}).get(k) != identity[k])
+            changed = differing_keys(info.get("identity", {}), identity)
             raise ConfigError(
                 f"{job.out} holds a different {info.get('stage')} run (differs in: {', '.join(changed)}); "
                 f"run the same command to resume it, or pass a new --out (use --init {job.out} to fine-tune from it)"
@@ -301,7 +302,8 @@ def _train_holding_lock(job: TrainJob, show_progress: bool, on_record) -> TrainR
         scaling_config=ScalingConfig(
             num_workers=job.workers,
             use_gpu=job.gpus_per_worker > 0,
-            resources_per_worker={"CPU": job.cpus_per_worker, **({"GPU": job.gpus_per_worker} if job.gpus_per_worker else {})},
+            resources_per_worker={"CPU": job.cpus_per_worker,
+                                  **({"GPU": job.gpus_per_worker} if job.gpus_per_worker else {})},
         ),
         run_config=RunConfig(
             name=RAY_RUN_NAME,
