@@ -9,9 +9,8 @@ ORDER = 3
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (local_path, non_negative_float, non_negative_int, output_file, positive_int,
-                                   storage_location)
-    from cluster.arguments import add_address, add_preset
+    from cluster.arguments import (add_address, add_preset, local_path, non_negative_float, non_negative_int,
+                                   output_file, positive_int, storage_location)
 
     agent = commands.add_parser("agent", help="train and evaluate the PPO explorer (RLlib)",
                                 description="The trained explorer: PPO with an IMPALA-CNN policy, on RLlib's "

@@ -13,8 +13,7 @@ ORDER = 2
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import non_negative_int, output_file, positive_int, storage_location
-    from cluster.arguments import add_address
+    from cluster.arguments import add_address, non_negative_int, output_file, positive_int, storage_location
 
     data = commands.add_parser("data", help="check and describe datasets",
                                description="Check and describe episode datasets.")

@@ -8,8 +8,7 @@ ORDER = 4
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import positive_int, storage_location
-    from cluster.arguments import add_address, add_preset
+    from cluster.arguments import add_address, add_preset, positive_int, storage_location
 
     datasets = commands.add_parser("datasets", help="the paper's four data sets, by name",
                                    description="Make the paper's data sets by name.")

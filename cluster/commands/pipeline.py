@@ -36,8 +36,7 @@ every finished stage, and a stage that stopped midway resumes from its checkpoin
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import LOCAL_FILE, local_path, non_negative_float, storage_location
-    from cluster.arguments import add_address
+    from cluster.arguments import LOCAL_FILE, add_address, local_path, non_negative_float, storage_location
 
     pipeline = commands.add_parser("pipeline", help="the whole study in one resumable command, ending in a report",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -27,9 +27,8 @@ safety: binds to 127.0.0.1 unless --host says otherwise, and then answers only t
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (non_negative_float, non_negative_int, output_file, port, positive_float,
+    from cluster.arguments import (add_address, non_negative_float, non_negative_int, output_file, port, positive_float,
                                    positive_int, storage_location)
-    from cluster.arguments import add_address
     from cluster.play.actions import DREAM_HELP
 
     play = commands.add_parser("play", help="play the world model in a browser (Ray Serve); prints the URL",

@@ -27,9 +27,8 @@ Wherever a checkpoint is asked for, a run folder works too (its best checkpoint)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (LOCAL_FILE, local_path, non_negative_float, non_negative_int, positive_float,
-                                   positive_int, storage_location)
-    from cluster.arguments import add_actions, add_address
+    from cluster.arguments import (LOCAL_FILE, add_actions, add_address, local_path, non_negative_float,
+                                   non_negative_int, positive_float, positive_int, storage_location)
 
     train = commands.add_parser("train", help="train the tokenizer, LAM or dynamics with Ray Train",
                                 description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

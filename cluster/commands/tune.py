@@ -45,9 +45,8 @@ early-stopped trials are not run again.
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (LOCAL_FILE, local_path, non_negative_float, non_negative_int, positive_float,
-                                   positive_int, storage_location)
-    from cluster.arguments import add_actions, add_address
+    from cluster.arguments import (LOCAL_FILE, add_actions, add_address, local_path, non_negative_float,
+                                   non_negative_int, positive_float, positive_int, storage_location)
 
     tune = commands.add_parser("tune", help="sweep model sizes of a stage with Ray Tune (ASHA), table + scaling plot",
                                description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
