@@ -40,6 +40,7 @@ from rl_agent.store.reader import EpisodeStore
 from world_model.checkpoint import save_checkpoint
 from world_model.optim import Optimization
 from world_model.outputs import Metric, mean_metrics
+from world_model.precision import use_fast_float32
 from world_model.runs import BEST, LATEST
 from world_model.steps import DynamicsStage, StageLoss, accumulated_step, eval_step
 from world_model.token_cache import (
@@ -107,6 +108,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(job.threads_per_worker)
     device = ray.train.torch.get_device()
     check_worker_device(job.gpus_per_worker, device)
+    use_fast_float32(device)  # TF32 for what runs in float32 (all of it with --no-bf16), as eval and play do
     channel = MetricChannel(config.get("queue"), rank)
 
     preset = job.load_preset()
