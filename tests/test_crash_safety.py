@@ -113,3 +113,35 @@ def _capture(errors, fn, *args, **kwargs):
         fn(*args, **kwargs)
     except Exception as err:  # noqa: BLE001 - reported by the test
         errors.append(err)
+
+
+def test_a_shard_that_crashes_every_collector_ends_the_collection_and_keeps_the_others(ray_cluster, tmp_path,
+                                                                                       monkeypatch):
+    """A shard whose making kills its process (a seed that crashes the game, a node too small for it) was handed
+    to replacement after replacement for ever; now the collection ends after MAX_SHARD_DEATHS collectors died on
+    it, says which shard and what to do, and the shards made meanwhile stay listed for a resume."""
+    from genie_common.errors import ConfigError
+    from rl_agent.collection.actor import Collector
+    from rl_agent.collection.pool import CollectorPool
+    from rl_agent.store.manifest import Manifest
+
+    class CrashesOnShardOne(Collector):  # a class of this test: Ray ships it by value to the worker
+        def collect(self, plan):
+            if plan.index == 1:
+                os._exit(3)  # the process dies as a segfault or the OOM killer would end it
+            return super().collect(plan)
+
+    monkeypatch.setattr(CollectorPool, "actor_class", CrashesOnShardOne)
+    monkeypatch.setattr(CollectorPool, "MAX_RESTARTS", 0)  # each death is final: the test needs no restart waits
+    out = tmp_path / "crashing-shard"
+    try:
+        collect_dataset(small_config(workers=1), out, show_progress=False)
+    except ConfigError as err:
+        message = str(err)
+    else:
+        raise AssertionError("the collection ended normally although shard 1 crashes every collector")
+    assert "shard 1 of" in message and f"ended {CollectorPool.MAX_SHARD_DEATHS} collectors" in message, message
+    assert "the same command collects the rest" in message, message
+    listed = {shard.index for shard in Manifest.load(out).shards}
+    assert listed == {0}, f"one collector makes the shards in order: 0 is made, 1 crashes, 2 waits; listed {listed}"
+    assert not _collector_handles(), "collectors left running after the collection ended"

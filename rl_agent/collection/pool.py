@@ -48,7 +48,10 @@ class CollectorPool:
     - an actor Ray gave up on (restarts used up) is replaced, and its shard goes back to the queue;
     - an actor whose constructor raised ends the collection with its message (a replacement would raise too);
     - on a cluster without an autoscaler, an actor asking for `collector` once no node offers it (the collector
-      nodes were lost) would wait forever: it is replaced by one asking for what the cluster offers now.
+      nodes were lost) would wait forever: it is replaced by one asking for what the cluster offers now;
+    - a shard whose collectors die every time they make it (a crash that its seeds cause, or a node too small for
+      it) would be replaced and retried forever: after `MAX_SHARD_DEATHS` collectors have died on it, the
+      collection ends with what happened (the shards made so far stay listed; the same command resumes).
     Shards are deterministic, so a shard collected twice is the same file, and only the driver lists it in the
     manifest, once.
     """
@@ -56,6 +59,8 @@ class CollectorPool:
     PING_EVERY_S = 1.0  # status calls: readiness, progress counts, and a policy that did not load
     PLACEMENT_CHECK_EVERY_S = 2.0
     MAX_RESTARTS = 3  # per actor; each lost node costs one
+    MAX_SHARD_DEATHS = 2  # collectors that may die (each after its MAX_RESTARTS) on one shard before giving up
+    actor_class: Any = Collector  # what spawn() starts (tests start a collector that crashes on purpose)
 
     def __init__(self, ray, config: CollectConfig, target: str) -> None:
         self.ray, self.config, self.target = ray, config, target
@@ -65,6 +70,7 @@ class CollectorPool:
         self.types: list[NodeType] | None = None  # the autoscaler's node types, read once in start()
         self.last_answer = time.monotonic()  # when a collector last answered: the start timeout counts from it
         self.last_check = 0.0  # of replace_stranded
+        self.shard_deaths: dict[int, int] = {}  # shard index -> collectors that died while making it
 
     def placement(self) -> Placement:
         return collector_placement(self.config.cpus_per_worker, self.ray.cluster_resources(), self.types)
@@ -91,7 +97,7 @@ class CollectorPool:
         placement = self.placement()
         name = f"{COLLECTOR_NAME_PREFIX}{self.config.collection}-{self.run_id}-{self.spawned}"
         self.spawned += 1
-        actor = (self.ray.remote(Collector)
+        actor = (self.ray.remote(self.actor_class)
                  .options(**placement.options(), max_concurrency=2, max_restarts=self.MAX_RESTARTS,
                           max_task_retries=-1, name=name, namespace=COLLECTOR_NAMESPACE)  # -1: while it restarts
                  .remote(self.config, self.target))
@@ -151,9 +157,25 @@ class CollectorPool:
         if getattr(err, "actor_init_failed", False):
             raise ConfigError(f"collector {member.name} could not start: {err}")
         if isinstance(err, self.ray.exceptions.ActorDiedError):
+            if member.plan is not None:
+                self._count_death(member, err)
             self.drop(member, f"died {self.MAX_RESTARTS + 1} times; Ray restarts it no more", queue)
         else:
             self.drop(member, f"is unreachable ({type(err).__name__})", queue)
+
+    def _count_death(self, member: Member, err: Exception) -> None:
+        """One more collector died making `member.plan`; end the collection when that shard has had its last."""
+        index = member.plan.index
+        self.shard_deaths[index] = deaths = self.shard_deaths.get(index, 0) + 1
+        if deaths >= self.MAX_SHARD_DEATHS:
+            self.ray.kill(member.actor, no_restart=True)
+            last = str(err).strip().splitlines()
+            raise ConfigError(
+                f"shard {index} of {self.config.collection} ended {deaths} collectors, each after "
+                f"{self.MAX_RESTARTS + 1} tries ({last[0] if last else type(err).__name__}): it crashes every process "
+                f"that makes it. Look for the cause in the collectors' logs (`ray logs` or /tmp/ray/session_latest/"
+                f"logs; out of memory: raise --cpus-per-worker or use larger nodes); the shards made so far are kept, "
+                f"and the same command collects the rest")
 
     def replace_stranded(self, queue: "deque[ShardPlan]") -> None:
         """Replace collectors that ask for a resource no node offers now or can ever offer (checked every few
