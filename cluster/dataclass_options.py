@@ -12,6 +12,10 @@ How a field becomes an option: `X | None` is an option of type X with default No
 checked by its `range` (cluster.arguments' parsers, one line and exit 2 when bad); `path='storage'` is a
 `storage_location`; `tuple[str, ...]` is a comma-separated list; a bool whose default is False is a switch that
 sets it, one whose default is True a `--no-...` switch that clears it; no default means a required option.
+
+Options that override a preset (`add_options(..., overriding="agent")`) default to the preset's value, not the
+field's: unless given they are absent from what was parsed, their help names the preset key they override, and
+`overrides_from_args` returns the ones given, to lay over the preset's section.
 """
 
 from __future__ import annotations
@@ -77,20 +81,28 @@ def _negated(field: dataclasses.Field, kind: type) -> bool:
     return kind is bool and _default(field) is True
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, names: Iterable[str],
+def add_options(parser: argparse.ArgumentParser, cls: type, names: Iterable[str], *, overriding: str | None = None,
                 **types_by_field: Callable[[str], Any]) -> None:
     """Add an option for each named field of the dataclass `cls`, in the order given. `types_by_field` replaces the
-    argparse type of a field where the command knows better (e.g. a `local_path` with its own reason)."""
+    argparse type of a field where the command knows better (e.g. a `local_path` with its own reason). With
+    `overriding` (a preset section, e.g. 'agent') each option overrides that section's value of its field: its
+    default is the preset's, and only a given option lands in the parsed values (see `overrides_from_args`)."""
     hints = typing.get_type_hints(cls)
     for field in _fields(cls, names):
         meta, kind, default, flag = field.metadata, _kind(hints[field.name]), _default(field), flag_of(field)
         options: dict[str, Any] = {"help": meta["help"]}
+        if overriding is not None:
+            if kind is bool:
+                raise TypeError(f"{cls.__name__}.{field.name}: a switch cannot override a preset (use --set)")
+            options["help"] += f" (default: the preset's {overriding}.{field.name})"
         if kind is bool:
             if _negated(field, kind) and not flag.startswith("--no-"):
                 raise TypeError(f"{cls.__name__}.{field.name} is on by default: its flag must be --no-...")
             options["action"] = "store_true"
         else:
-            if default is dataclasses.MISSING:
+            if overriding is not None:  # absent unless given, and no "(default: None)" in --help
+                options["default"] = argparse.SUPPRESS
+            elif default is dataclasses.MISSING:
                 options["required"] = True
             else:
                 options["default"] = ",".join(default) if kind is tuple and default is not None else default
@@ -114,3 +126,9 @@ def config_from_args(cls: type, args: argparse.Namespace, names: Iterable[str], 
         value = getattr(args, _dest(field))
         values[field.name] = not value if _negated(field, _kind(hints[field.name])) else value
     return cls(**values)
+
+
+def overrides_from_args(cls: type, args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """{field: value} for the options that `add_options(..., overriding=...)` added for `names` and that were given."""
+    given = vars(args)
+    return {field.name: given[_dest(field)] for field in _fields(cls, names) if _dest(field) in given}

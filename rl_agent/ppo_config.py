@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from genie_common.config import dataclass_from_dict
+from genie_common.config import dataclass_from_dict, option
 from genie_common.errors import ConfigError
 from rl_agent.coinrun_env import CoinRunConfig
 
@@ -26,9 +26,11 @@ PLACEMENT_SETTINGS = ("num_gpus_per_learner", "num_learners")
 
 @dataclass
 class PPOSettings:
-    total_env_steps: int = 25_000_000
-    num_env_runners: int = 8  # 0 = sample in the driver process (best on a 2-core laptop)
-    envs_per_runner: int = 8  # Procgen games stepped together in each env runner
+    total_env_steps: int = option(25_000_000, help="total env steps", flag="--steps", range="positive")
+    # 0 is best on a 2-core laptop
+    num_env_runners: int = option(8, help="RLlib env runners (0 = sample in the driver)", flag="--env-runners",
+                                  range="non_negative")
+    envs_per_runner: int = option(8, help="CoinRun games stepped together in each env runner", range="positive")
     rollout_length: int = 256  # steps per env per training batch
     epochs: int = 3
     minibatches: int = 8
@@ -47,7 +49,10 @@ class PPOSettings:
     blocks: int = 2
     checkpoint_every: int = 10  # training iterations between checkpoints
     keep_checkpoints: int = 3
-    num_gpus_per_learner: float | None = None  # None = 1 when the cluster has or can start a GPU, else 0
+    num_gpus_per_learner: float | None = option(
+        None, help="GPUs of the PPO learner, a remote actor then (it lands on a GPU node, which the autoscaler "
+                   "starts); 0 = learn on CPUs in the driver; unset (null): 1 when the cluster has or can start a GPU, "
+                   "else 0", flag="--gpus-per-learner", range="non_negative")
     num_learners: int | None = None  # None = 1 remote learner (on a GPU node) when it has GPUs, else 0 (in the driver)
     cpus_per_env_runner: float = 1.0
     torch_threads: int | None = None  # learner threads in the driver; None = torch's default

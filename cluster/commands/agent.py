@@ -7,10 +7,16 @@ import json
 
 ORDER = 3
 
+# the fields of PPOSettings that options of `genie agent train` override in the preset's `agent:` section
+AGENT_OPTIONS = ("num_env_runners", "envs_per_runner", "total_env_steps", "num_gpus_per_learner")
+
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (add_address, add_preset, local_path, non_negative_float, non_negative_int,
-                                   output_file, positive_int, storage_location)
+    from cluster.arguments import (add_address, add_preset, local_path, non_negative_int, output_file, positive_int,
+                                   storage_location)
+    from cluster.dataclass_options import add_options
+    from rl_agent.coinrun_env import CoinRunConfig
+    from rl_agent.ppo_config import PPOSettings
 
     agent = commands.add_parser("agent", help="train and evaluate the PPO explorer (RLlib)",
                                 description="The trained explorer: PPO with an IMPALA-CNN policy, on RLlib's "
@@ -32,15 +38,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="run folder or storage URI (s3://..., file://...: collectors on every node read its "
                             "checkpoints)")
     add_preset(train)
-    train.add_argument("--env-runners", type=non_negative_int, default=None,
-                       help="RLlib env runners (0 = sample in the driver)")
-    train.add_argument("--envs-per-runner", type=positive_int, default=None, help="CoinRun games per env runner")
-    train.add_argument("--steps", type=positive_int, default=None, help="total env steps (overrides the preset)")
-    train.add_argument("--gpus-per-learner", type=non_negative_float, default=None,
-                       help="GPUs of the PPO learner, a remote actor then (it lands on a GPU node, which "
-                            "the autoscaler starts); 0 = learn on CPUs in the driver. Default: the preset's "
-                            "num_gpus_per_learner, else 1 when the cluster has or can start a GPU")
-    train.add_argument("--no-progress", action="store_true")
+    add_options(train, PPOSettings, AGENT_OPTIONS, overriding="agent")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(train)
     train.set_defaults(handler=run_agent_train)
     evaluate = agent_commands.add_parser(
@@ -58,10 +57,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="run folder of `genie agent train` or a checkpoint")
     evaluate.add_argument("--episodes", type=positive_int, default=512, help="levels to play (one episode each)")
     evaluate.add_argument("--seed", type=non_negative_int, default=0, help="chooses the levels")
-    evaluate.add_argument("--distribution-mode", default="easy", choices=["easy", "hard"])
+    add_options(evaluate, CoinRunConfig, ["distribution_mode"])
     evaluate.add_argument("--test-levels", action="store_true", help="draw levels from the held-out test range")
     evaluate.add_argument("--json", type=output_file, default=None, help="also write the numbers to this JSON file")
-    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(handler=run_agent_eval)
     export = agent_commands.add_parser(
         "export",
@@ -80,20 +79,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=run_agent_export)
 
 
-def run_agent_train(args: argparse.Namespace) -> int:
+def agent_settings(args: argparse.Namespace):
+    """The PPOSettings of `genie agent train`: the preset's `agent:` section with the options given laid over it."""
     from cluster.arguments import preset_of
+    from cluster.dataclass_options import overrides_from_args
+    from rl_agent.ppo_config import PPOSettings
+
+    return PPOSettings.from_dict({**preset_of(args).get("agent", {}),
+                                  **overrides_from_args(PPOSettings, args, AGENT_OPTIONS)})
+
+
+def run_agent_train(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
     from genie_common.storage import join
     from rl_agent.agent_eval import evaluate_agent
-    from rl_agent.ppo_config import PPOSettings
     from rl_agent.ppo_training import train_agent
 
-    values = dict(preset_of(args).get("agent", {}))
-    for key, value in (("num_env_runners", args.env_runners), ("envs_per_runner", args.envs_per_runner),
-                       ("total_env_steps", args.steps), ("num_gpus_per_learner", args.gpus_per_learner)):
-        if value is not None:
-            values[key] = value
-    settings = PPOSettings.from_dict(values)
+    settings = agent_settings(args)
     reference = evaluate_agent("random", 64, seed=12345, env=settings.env).returns.mean()
     with ray_session(args.address):
         summary = train_agent(settings, args.out, show_progress=not args.no_progress, random_reference=float(reference))
@@ -105,13 +107,14 @@ def run_agent_train(args: argparse.Namespace) -> int:
 
 
 def run_agent_eval(args: argparse.Namespace) -> int:
+    from cluster.dataclass_options import config_from_args
     from rl_agent.agent_eval import evaluate_agent, format_comparison
     from rl_agent.coinrun_env import CoinRunConfig
     from rl_agent.named_datasets import env_for_levels
     from rl_agent.ppo_policy import PPOAgent
 
     agent = PPOAgent(args.checkpoint, torch_threads=None)
-    env = CoinRunConfig(distribution_mode=args.distribution_mode)
+    env = config_from_args(CoinRunConfig, args, ["distribution_mode"])
     if args.test_levels:
         env = env_for_levels(test=True, env=env)
     show = not args.no_progress

@@ -13,7 +13,9 @@ ORDER = 2
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import add_address, non_negative_int, output_file, positive_int, storage_location
+    from cluster.arguments import add_address, non_negative_int, output_file, storage_location
+    from cluster.dataclass_options import add_options
+    from rl_agent.collection.config import CollectConfig
 
     data = commands.add_parser("data", help="check and describe datasets",
                                description="Check and describe episode datasets.")
@@ -41,7 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     repair.add_argument("dir", type=storage_location, help="dataset folder or storage URI")
     repair.add_argument("--checkpoint", default=None, type=storage_location,
                         help="the PPO agent that played its PPO collections")
-    repair.add_argument("--workers", type=positive_int, default=2, help="collector actors running in parallel")
+    add_options(repair, CollectConfig, ["workers"])  # the collections' own setting: it shapes no data
     repair.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(repair)
     repair.set_defaults(handler=run_repair)

@@ -8,7 +8,9 @@ ORDER = 4
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import add_address, add_preset, positive_int, storage_location
+    from cluster.arguments import add_address, add_preset, storage_location
+    from cluster.dataclass_options import add_options
+    from rl_agent.collection.config import CollectConfig
 
     datasets = commands.add_parser("datasets", help="the paper's four data sets, by name",
                                    description="Make the paper's data sets by name.")
@@ -29,23 +31,32 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="comma-separated data sets to make")
     make.add_argument("--checkpoint", default=None, type=storage_location,
                       help="the PPO agent (needed for agent-train and diverse-test)")
-    make.add_argument("--workers", type=positive_int, default=2)
-    make.add_argument("--no-progress", action="store_true")
+    add_options(make, CollectConfig, ["workers"])
+    make.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_preset(make)
     add_address(make)
     make.set_defaults(handler=run_datasets_make)
+
+
+def base_config(args: argparse.Namespace, data: dict):
+    """What every data set of `genie datasets make` shares: --workers, and the shard size of the preset's `data:`."""
+    from cluster.dataclass_options import config_from_args
+    from rl_agent.collection import CollectConfig
+
+    return config_from_args(CollectConfig, args, ["workers"],
+                            episodes_per_shard=int(data.get("episodes_per_shard", CollectConfig.episodes_per_shard)))
 
 
 def run_datasets_make(args: argparse.Namespace) -> int:
     from cluster.arguments import preset_of
     from cluster.ray_session import ray_session
     from genie_common.storage import join
-    from rl_agent.collection import CollectConfig, collect_dataset
+    from rl_agent.collection import collect_dataset
     from rl_agent.named_datasets import dataset_config, named_dataset
 
     data = preset_of(args).get("data", {})
     names = [n.strip() for n in args.names.split(",") if n.strip()]
-    base = CollectConfig(workers=args.workers, episodes_per_shard=int(data.get("episodes_per_shard", 128)))
+    base = base_config(args, data)
     configs = {n: dataset_config(n, int(data.get(named_dataset(n).preset_count) or 1), args.checkpoint, base)
                for n in names}
     with ray_session(args.address):
