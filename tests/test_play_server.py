@@ -23,7 +23,7 @@ from cluster.play.session import PlayConfig
 from world_model.runs import export_world_model
 
 CHROMIUM = os.environ.get("GENIE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CONFIG = PlayConfig(steps=2, model_cpus=0.5, torch_threads=1, max_sessions=64, max_upload_bytes=64 * 1024)
+CONFIG = PlayConfig(steps=2, model_cpus=0.5, torch_threads=1, max_sessions=64, max_upload_kb=64)
 TOKEN = "test-token-0123456789"
 # as `genie play --host 0.0.0.0` configures it (any Host name, a token), with small limits to test them, and batches
 # that close only when full (2 steps) or after 60 s, so that concurrent steps of two sessions are batched

@@ -9,6 +9,12 @@ from pathlib import Path
 
 ORDER = 50
 
+# the fields of PlayConfig and DreamConfig that are options of `genie play` and `genie dream`, in the order their help
+# shows them (play: after --token; dream: --data after --level-seed)
+PLAY_OPTIONS = ("rate_per_s", "max_gif_frames", "steps", "temperature", "max_sessions", "ttl_s", "max_upload_kb",
+                "model_cpus", "model_gpus", "model_replicas", "torch_threads")
+DREAM_OPTIONS = ("start", "level_seed", "steps", "temperature", "guidance", "seed", "fps", "scale", "side_by_side")
+
 PLAY_DESCRIPTION = """\
 Serve a world model as a game in the browser. A Ray Serve application holds the model (batching
 the steps of concurrent players) and serves a page at the printed URL: start from a fresh Procgen
@@ -27,9 +33,10 @@ safety: binds to 127.0.0.1 unless --host says otherwise, and then answers only t
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (add_address, non_negative_float, non_negative_int, output_file, port, positive_float,
-                                   positive_int, storage_location)
+    from cluster.arguments import add_address, non_negative_int, output_file, port, storage_location
+    from cluster.dataclass_options import add_options
     from cluster.play.actions import DREAM_HELP
+    from cluster.play.config import DreamConfig, PlayConfig
 
     play = commands.add_parser("play", help="play the world model in a browser (Ray Serve); prints the URL",
                                description=PLAY_DESCRIPTION, formatter_class=_Formatter)
@@ -45,27 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     play.add_argument("--token", default=None,
                       help="the password every request must carry (at least 8 characters); required off loopback, "
                            "so a fresh one is made and printed when --host is not loopback and none is given")
-    play.add_argument("--rate", type=positive_float, default=20.0,
-                      help="requests per second a session may make (default 20; "
-                                                               "bursts of twice that)")
-    play.add_argument("--max-gif-frames", type=positive_int, default=256,
-                      help="frames a recording may hold (default 256)")
-    play.add_argument("--steps", type=positive_int, default=None,
-                      help="default MaskGIT steps per frame (default: the model's, 25)")
-    play.add_argument("--temperature", type=non_negative_float, default=None,
-                      help="sampling temperature (default: the model's)")
-    play.add_argument("--max-sessions", type=positive_int, default=16, help="players at once (default 16)")
-    play.add_argument("--session-ttl", type=positive_float, default=900.0,
-                      help="idle seconds before a session expires (default 900)")
-    play.add_argument("--max-upload-kb", type=positive_int, default=256,
-                      help="largest accepted PNG upload (default 256)")
-    play.add_argument("--model-cpus", type=non_negative_float, default=1.0,
-                      help="Ray CPUs per model replica (default 1)")
-    play.add_argument("--gpus", type=non_negative_float, default=0.0,
-                      help="GPUs per model replica (runs the model on CUDA)")
-    play.add_argument("--replicas", type=positive_int, default=1, help="model replicas (e.g. one per GPU)")
-    play.add_argument("--torch-threads", type=non_negative_int, default=0,
-                      help="torch threads per replica (0: torch's default)")
+    add_options(play, PlayConfig, PLAY_OPTIONS)
     play.add_argument("--seed", type=non_negative_int, default=None, help="seed of the random starts")
     add_address(play)
     play.set_defaults(handler=run_play)
@@ -82,29 +69,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     dream.add_argument("--actions", required=True,
                        help="one letter (or digit, or comma-separated id) per frame; see above")
     dream.add_argument("--out", type=output_file, default=Path("dream.gif"), help="GIF to write (default dream.gif)")
-    dream.add_argument("--start", default="fresh", help="'fresh' (Procgen level --level-seed), 'test' (a random test "
-                                                         "episode of --data) or 'episode:ID[@STEP]'")
-    dream.add_argument("--level-seed", type=non_negative_int, default=0, help="level of a fresh start (default 0)")
+    add_options(dream, DreamConfig, DREAM_OPTIONS[:2])
     dream.add_argument("--data", type=storage_location, default=None, help="data set for --start test / episode:ID")
-    dream.add_argument("--steps", type=positive_int, default=None,
-                       help="MaskGIT steps per frame (default: the model's, 25)")
-    dream.add_argument("--temperature", type=non_negative_float, default=None,
-                       help="sampling temperature (default: the model's)")
-    dream.add_argument("--guidance", type=non_negative_float, default=None,
-                       help="classifier-free guidance on the key (1 = none; needs a dynamics trained with "
-                            "action_dropout; default: the model's)")
-    dream.add_argument("--seed", type=non_negative_int, default=0,
-                       help="sampling seed: the same seed gives the same dream (default 0)")
-    dream.add_argument("--fps", type=positive_float, default=10.0, help="GIF frame rate (default 10)")
-    dream.add_argument("--scale", type=positive_int, default=4,
-                       help="GIF upscaling factor, nearest neighbour (default 4)")
-    dream.add_argument("--side-by-side", action="store_true",
-                       help="put the real game, fed the same actions, beside the dream (GenieRedux-G)")
+    add_options(dream, DreamConfig, DREAM_OPTIONS[2:])
     dream.set_defaults(handler=run_dream)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
+    """The description as written; each option's help ends with its default where it has one and does not say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.option_strings and not action.required and "default" not in text
+                and action.default is not None and action.default is not False and action.default != argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
 
 
 def run_play(args: argparse.Namespace) -> int:
@@ -112,21 +91,12 @@ def run_play(args: argparse.Namespace) -> int:
 
     from cluster.play.access import access_for, play_url
     from cluster.play.server import APP_NAME, build_app
-    from cluster.play.session import PlayConfig
     from cluster.ray_session import ray_session
     from genie_common.errors import ConfigError
     from world_model.runs import load_world_model
 
     token, hosts = access_for(args.host, args.token)
-    try:
-        config = PlayConfig(
-            max_sessions=args.max_sessions, ttl_s=args.session_ttl, max_upload_bytes=args.max_upload_kb * 1024,
-            steps=args.steps, temperature=args.temperature, model_cpus=args.model_cpus, model_gpus=args.gpus,
-            model_replicas=args.replicas, torch_threads=args.torch_threads, token=token, allowed_hosts=hosts,
-            rate_per_s=args.rate, rate_burst=max(1, int(2 * args.rate)), max_gif_frames=args.max_gif_frames,
-        )
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    config = play_config(args, token, hosts)
     loaded = load_world_model(args.model)  # fail here, with a clear message, rather than in a replica restart loop
     if args.data is not None:
         from cluster.play.starts import EpisodeStarts
@@ -162,6 +132,19 @@ def run_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def play_config(args: argparse.Namespace, token: str | None, hosts: tuple[str, ...] | None):
+    """The PlayConfig of `genie play`: its options, bursts of twice --rate, and the access `access_for` chose."""
+    from cluster.dataclass_options import config_from_args
+    from cluster.play.config import PlayConfig
+    from genie_common.errors import ConfigError
+
+    try:
+        return config_from_args(PlayConfig, args, PLAY_OPTIONS, rate_burst=max(1, int(2 * args.rate)), token=token,
+                                allowed_hosts=hosts)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
 def _serve_address() -> tuple[str, int]:
     """The host and port the cluster's Serve proxies actually bind."""
     from ray.serve.context import _get_global_client
@@ -171,11 +154,11 @@ def _serve_address() -> tuple[str, int]:
 
 
 def run_dream(args: argparse.Namespace) -> int:
-    from cluster.play.dream import DreamConfig, dream
+    from cluster.dataclass_options import config_from_args
+    from cluster.play.config import DreamConfig
+    from cluster.play.dream import dream
 
-    config = DreamConfig(start=args.start, level_seed=args.level_seed, steps=args.steps, temperature=args.temperature,
-                         guidance=args.guidance, seed=args.seed, fps=args.fps, scale=args.scale,
-                         side_by_side=args.side_by_side)
+    config = config_from_args(DreamConfig, args, DREAM_OPTIONS)
     started = time.perf_counter()
     result = dream(args.model, args.actions, args.out, config, args.data)
     print(f"dream: {len(result.actions)} frames from {result.source} in {time.perf_counter() - started:.1f}s -> "

@@ -10,4 +10,5 @@ Modules, one job each:
   server    the Ray Serve deployments: a batched model and a FastAPI ingress holding the sessions
   page      the self-contained HTML/JS page
   dream     `genie dream`: a scripted rollout written to a GIF
+  config    the settings of both (PlayConfig, DreamConfig), whose documented fields are their commands' options
 """

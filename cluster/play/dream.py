@@ -14,34 +14,11 @@ import numpy as np
 import torch
 
 from cluster.play.actions import parse_dream_actions
+from cluster.play.config import DreamConfig
 from cluster.play.media import encode_gif, side_by_side
 from cluster.play.starts import EpisodeStarts, RealGames, Start, StartError, fresh_level
 from cluster.play.stepper import Stepper, StepInput
 from genie_common.atomic import write_atomic
-from genie_common.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class DreamConfig:
-    """How to dream: where to start, sampling, and how the GIF looks."""
-
-    start: str = "fresh"  # "fresh" (a Procgen level), "test" (a random test episode of --data) or "episode:ID[@STEP]"
-    level_seed: int = 0  # the level of a fresh start
-    steps: int | None = None  # MaskGIT steps per frame (None: the model's own)
-    temperature: float | None = None
-    guidance: float | None = None  # classifier-free guidance on the key (None: the model's own; 1: none)
-    seed: int = 0  # sampling seed: the same seed gives the same dream
-    fps: float = 10.0
-    scale: int = 4
-    side_by_side: bool = False  # the real game fed the same actions beside the dream (GenieRedux-G only)
-
-    def __post_init__(self) -> None:
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"MaskGIT needs at least 1 step, got --steps {self.steps}")
-        if self.temperature is not None and self.temperature < 0:
-            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
-        if self.fps <= 0 or self.scale < 1:
-            raise ConfigError(f"--fps must be > 0 and --scale >= 1, got {self.fps} and {self.scale}")
 
 
 @dataclass

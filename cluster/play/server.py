@@ -30,8 +30,9 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster.play.access import AccessGuard
 from cluster.play.actions import action_labels
+from cluster.play.config import MAX_TEMPERATURE, PlayConfig
 from cluster.play.media import MediaError, encode_gif, frame_from_png, frame_to_b64
-from cluster.play.session import MAX_TEMPERATURE, PlayConfig, Session, SessionError, SessionStore
+from cluster.play.session import Session, SessionError, SessionStore
 from cluster.play.starts import EpisodeStarts, RealGames, Start, StartError, fresh_level, uploaded
 from cluster.play.stepper import Stepper, StepInput, StepOutput
 

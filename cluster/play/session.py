@@ -9,63 +9,14 @@ idle for `ttl_s` is dropped at the next request, and at most `max_sessions` exis
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from cluster.play.access import LOOPBACK_NAMES
+from cluster.play.config import PlayConfig
 from cluster.play.starts import RealGame, Start
-
-
-MAX_TEMPERATURE = 10.0  # the highest sampling temperature a request may ask for
-
-
-@dataclass(frozen=True)
-class PlayConfig:
-    """Limits and defaults of a play server (what `genie play` options set)."""
-
-    max_sessions: int = 16
-    ttl_s: float = 900.0  # idle seconds before a session expires
-    max_history: int = 512  # frames kept per session for step back and recording
-    max_upload_bytes: int = 256 * 1024  # a 64x64 PNG is ~5-15 KB
-    max_steps: int = 64  # MaskGIT steps a request may ask for
-    max_frames_per_request: int = 16  # frames one key press may generate
-    steps: int | None = None  # default MaskGIT steps (None: the model's own, 25 at every preset)
-    temperature: float | None = None  # default sampling temperature (None: the model's own)
-    gif_fps: float = 10.0
-    gif_scale: int = 4
-    max_gif_frames: int = 256  # a recording stops itself here; a GIF never holds more
-    rate_per_s: float = 20.0  # requests a session may make per second, sustained ...
-    rate_burst: int = 40  # ... and at once
-    # access (cluster/play/access.py): the token every request must carry (None: none needed) and the Host names
-    # answered (None: any; the default, loopback names, is right for a server bound to 127.0.0.1)
-    token: str | None = None
-    allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES
-    # model deployment
-    model_cpus: float = 1.0  # Ray CPUs held by each model replica
-    model_gpus: float = 0.0
-    model_replicas: int = 1
-    torch_threads: int = 0  # 0: torch's default
-    max_batch_size: int = 8  # concurrent step requests batched into one forward pass
-    batch_wait_s: float = 0.002  # how long a batch waits to fill; bounds the latency batching adds
-
-    def __post_init__(self) -> None:
-        for name in ("max_sessions", "max_history", "max_upload_bytes", "max_steps", "max_frames_per_request",
-                     "max_batch_size", "model_replicas", "gif_scale", "max_gif_frames", "rate_burst"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps is not None and not 1 <= self.steps <= self.max_steps:
-            raise ValueError(f"steps must lie in 1..{self.max_steps}, got {self.steps}")
-        if not self.rate_per_s > 0:
-            raise ValueError(f"rate_per_s must be positive, got {self.rate_per_s}")
-        if self.temperature is not None and not 0 <= self.temperature <= MAX_TEMPERATURE:
-            raise ValueError(f"temperature must lie in 0..{MAX_TEMPERATURE:g}, got {self.temperature}")
-        if self.token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{8,}", self.token):
-            raise ValueError("a token must have at least 8 characters, each a letter, digit or one of . _ ~ - "
-                             "(it travels in a URL and a cookie)")
 
 
 class SessionError(Exception):
