@@ -10,8 +10,9 @@ fields that are no options given by the command. Parsed values keep argparse's n
 
 How a field becomes an option: `X | None` is an option of type X with default None; a whole number or real is
 checked by its `range` (cluster.arguments' parsers, one line and exit 2 when bad); `path='storage'` is a
-`storage_location`; `tuple[str, ...]` is a comma-separated list; a bool whose default is False is a switch that
-sets it, one whose default is True a `--no-...` switch that clears it; no default means a required option.
+`storage_location`; `tuple[str, ...]` (or `list[str]`) is a comma-separated list (of `storage_location`s with
+`path='storage'`); a bool whose default is False is a switch that sets it, one whose default is True a `--no-...`
+switch that clears it; no default means a required option.
 
 Options that override a preset (`add_options(..., overriding="agent")`) default to the preset's value, not the
 field's: unless given they are absent from what was parsed, their help names the preset key they override, and
@@ -38,6 +39,11 @@ _RANGES: dict[tuple[type, str], Callable[[str], Any]] = {
 def comma_list(text: str) -> tuple[str, ...]:
     """`a, b,c` -> ('a', 'b', 'c') (empty items dropped)."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def storage_list(text: str) -> tuple[str, ...]:
+    """`a, s3://b/c` -> ('a', 's3://b/c'), each item checked as a `storage_location`."""
+    return tuple(storage_location(part) for part in comma_list(text))
 
 
 def flag_of(field: dataclasses.Field) -> str:
@@ -82,9 +88,10 @@ def _negated(field: dataclasses.Field, kind: type) -> bool:
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, names: Iterable[str], *, overriding: str | None = None,
-                **types_by_field: Callable[[str], Any]) -> None:
+                metavars: dict[str, str] | None = None, **types_by_field: Callable[[str], Any]) -> None:
     """Add an option for each named field of the dataclass `cls`, in the order given. `types_by_field` replaces the
-    argparse type of a field where the command knows better (e.g. a `local_path` with its own reason). With
+    argparse type of a field where the command knows better (e.g. a `local_path` with its own reason), `metavars`
+    the name --help gives a field's value (e.g. {'gpus_per_worker': 'N'}; default: the flag in capitals). With
     `overriding` (a preset section, e.g. 'agent') each option overrides that section's value of its field: its
     default is the preset's, and only a given option lands in the parsed values (see `overrides_from_args`)."""
     hints = typing.get_type_hints(cls)
@@ -105,26 +112,31 @@ def add_options(parser: argparse.ArgumentParser, cls: type, names: Iterable[str]
             elif default is dataclasses.MISSING:
                 options["required"] = True
             else:
-                options["default"] = ",".join(default) if kind is tuple and default is not None else default
+                options["default"] = ",".join(default) if kind in (tuple, list) and default is not None else default
             if field.name in types_by_field:
                 options["type"] = types_by_field[field.name]
+            elif kind in (tuple, list):
+                options["type"] = storage_list if meta.get("path") == "storage" else comma_list
             elif meta.get("path") == "storage":
                 options["type"] = storage_location
-            elif kind is tuple:
-                options["type"] = comma_list
             elif kind in (int, float):
                 options["type"] = _RANGES[(kind, meta["range"])] if "range" in meta else kind
             if "choices" in meta:
                 options["choices"] = list(meta["choices"])
+            if field.name in (metavars or {}):
+                options["metavar"] = metavars[field.name]
         parser.add_argument(flag, **options)
 
 
-def config_from_args(cls: type, args: argparse.Namespace, names: Iterable[str], **values: Any) -> Any:
-    """The dataclass `cls` from the options `add_options` added for `names`, plus `values` for its other fields."""
+def config_from_args(cls: type, args: argparse.Namespace, names: Iterable[str], /, **values: Any) -> Any:
+    """The dataclass `cls` from the options `add_options` added for `names`, plus `values` for its other fields (any
+    name, `args` too: the first three parameters are positional only)."""
     hints = typing.get_type_hints(cls)
     for field in _fields(cls, names):
-        value = getattr(args, _dest(field))
-        values[field.name] = not value if _negated(field, _kind(hints[field.name])) else value
+        value, kind = getattr(args, _dest(field)), _kind(hints[field.name])
+        if kind is list and value is not None:
+            value = list(value)  # parsed as a tuple
+        values[field.name] = not value if _negated(field, kind) else value
     return cls(**values)
 
 
