@@ -73,11 +73,14 @@ def windows_per_s(stage, optimization, next_batch, first_step: int, steps: int, 
 
 
 def main() -> None:
+    from cluster.arguments import conditioning
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="a dataset folder to read (default: collect a small one)")
     parser.add_argument("--episodes", type=int, default=32, help="episodes to collect without --data")
-    parser.add_argument("--actions", choices=["true", "latent", "both"], default="both",
-                        help="GenieRedux-G (true), GenieRedux (latent: the frame path also runs the LAM), or both")
+    parser.add_argument("--actions", type=conditioning, choices=["ground_truth", "latent", "both"], default="both",
+                        help="GenieRedux-G (ground_truth: the agent's actions), GenieRedux (latent: the frame path "
+                             "also runs the LAM), or both; 'true', the older word for ground_truth, is still accepted")
     parser.add_argument("--steps", type=int, default=20, help="train steps per turn")
     parser.add_argument("--turns", type=int, default=3, help="turns of each path, alternated")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a tiny Ray Train worker has 1)")
@@ -105,8 +108,8 @@ def main() -> None:
     for episode in range(len(store)):
         store.episode_frames(episode)
 
-    for actions in (["true", "latent"] if args.actions == "both" else [args.actions]):
-        name = "GenieRedux-G (true actions)" if actions == "true" else "GenieRedux (latent actions)"
+    for actions in (["ground_truth", "latent"] if args.actions == "both" else [args.actions]):
+        name = "GenieRedux-G (the agent's actions)" if actions == "ground_truth" else "GenieRedux (latent actions)"
         tokenizer, lam, dynamics = build_models(preset, store, actions)
         began = time.perf_counter()
         cache = ensure_token_cache(work / f"cache-{actions}", tokenizer, lam, store, progress=False,

@@ -182,25 +182,9 @@ def preset_of(args: argparse.Namespace) -> dict:
 
 
 def conditioning(text: str) -> str:
-    """The value of --actions in DynamicsConfig's words (`ground_truth`, `latent`); `true`, its older word, still
-    means ground_truth, with a one-line note."""
+    """The type of --actions (`genie train`, `genie tune`): DynamicsConfig's words (`ground_truth`, `latent`, the
+    field's choices); `true`, its older word, still means ground_truth, with a one-line note."""
     if text == "true":
         sys.stderr.write("genie: note: --actions true is deprecated; it means --actions ground_truth\n")
         return "ground_truth"
     return text
-
-
-def add_actions(parser: argparse.ArgumentParser, help: str) -> None:
-    """--actions of the commands that train a dynamics model: what it is conditioned on."""
-    import typing
-
-    from world_model.config import Conditioning
-
-    parser.add_argument("--actions", type=conditioning, choices=sorted(typing.get_args(Conditioning)),
-                        default="ground_truth", help=help)
-
-
-def job_actions(choice: str) -> str:
-    """--actions in the words of TrainJob and the sweep's trials, which record `true` for ground_truth (in run.json
-    and a sweep's trial list: a run or sweep resumes only when its record matches, so the word stays there)."""
-    return "true" if choice == "ground_truth" else choice

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cluster.arguments import GenieParser, job_actions
+from cluster.arguments import GenieParser
 from cluster.cli import build_parser
 from cluster.commands.collect import COLLECT_OPTIONS, ENV_OPTIONS
 from cluster.commands.evaluation import EVAL_OPTIONS
@@ -19,6 +19,7 @@ from genie_common.config import option
 from rl_agent.coinrun_env import CoinRunConfig
 from rl_agent.collection.config import CollectConfig
 from world_model.evaluation.config import EvalConfig
+from world_model.training.job import recorded_actions
 
 
 def test_the_defaults_of_genie_eval_and_genie_collect_are_the_configs_own():
@@ -104,8 +105,8 @@ def test_actions_speak_the_dynamics_config_words_and_true_is_an_alias(command, c
     with pytest.raises(SystemExit) as exit_:
         parse("--actions", "yes")
     assert exit_.value.code == 2 and "ground_truth" in capsys.readouterr().err
-    # TrainJob and the sweep's trials record ground truth as 'true' (run.json, trial lists): runs still resume
-    assert (job_actions("ground_truth"), job_actions("latent")) == ("true", "latent")
+    # TrainJob and SweepConfig record ground truth as 'true' (run.json, sweep.json): runs still resume
+    assert (recorded_actions("ground_truth"), recorded_actions("latent")) == ("true", "latent")
 
 
 def test_genie_help_imports_neither_torch_nor_pyarrow_nor_ray():

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genie_common import storage
+from genie_common.config import option
 from genie_common.errors import ConfigError
+from genie_common.uris import is_uri, join  # not storage: `genie --help` reads this module, pyarrow-free
 from tuning.space import SearchSpace, TrialSpec
 from world_model.config import Preset
+from world_model.training.job import ACTIONS, ACTIONS_HELP, known_actions, recorded_actions
 
 TRIALS_FOLDER = "trials"  # run folders of the trials
 RUN_KEY = "run_folder"  # in every result a trial reports: its training run folder (under OUT, on the sweep's storage)
@@ -23,35 +25,51 @@ SCHEDULERS = ("asha", "none")
 
 @dataclass
 class SweepConfig:
-    """One sweep: what is trained (stage, data, base presets, space), for how long, where, on what."""
+    """One sweep: what is trained (stage, data, base presets, space), for how long, where, on what. The fields that
+    are options of `genie tune` say so with their help (`genie_common.config.option`)."""
 
     stage: str
-    data: list[str]
-    out: str  # the sweep folder: a path or a storage URI every node sees
-    space: str | None = None  # YAML search space file
+    data: list[str] = option(help="dataset folder(s) or URI(s), comma-separated (split 'val' validates)",
+                             path="storage")
+    # the sweep folder: a path or a storage URI every node sees; None: sweeps/<stage>
+    out: str | None = option(None, help="sweep folder or storage URI (s3://bucket/sweeps/tok): Tune's experiment, the "
+                                        "trials' run folders, the table, best preset and plot; on a cluster of "
+                                        "several nodes, a URI or a folder every node mounts (default: "
+                                        "sweeps/<stage>); the same one again resumes", path="storage")
+    space: str | None = option(None, help="YAML search space (see above)")  # a local file
     presets: list[str] = field(default_factory=lambda: ["tiny"])  # base preset of the trials (--preset-sweep)
     preset_file: str | None = None  # a user's preset file as the single base (instead of presets)
     overrides: list[str] = field(default_factory=list)  # --set, applied to every trial before the space
-    samples: int = 1
-    seed: int = 0
-    scheduler: str = "asha"
-    metric: str = "loss"  # loss (val_loss, min) or psnr (val_psnr / val_teacher_forced_psnr, max)
-    budget_steps: int | None = None  # steps of every trial (ASHA's max_t); default: the preset's total_steps
-    val_every: int | None = None  # default: often enough for ASHA (8 validations per trial)
-    grace_steps: int | None = None  # ASHA: no trial stops before this step; default: the first validation
-    reduction_factor: int = 2
-    workers: int = 1  # Train workers per trial
-    cpus_per_worker: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None  # default: as many trials as the cluster's CPUs/GPUs hold
-    tokenizer: str | None = None  # dynamics
-    lam: str | None = None
-    actions: str = "true"
-    wandb: bool = True
+    samples: int = option(1, help="trials per grid point (draws of the distributions)", range="positive")
+    seed: int = option(0, help="seed of the draws; sample k trains with seed+k", range="non_negative")
+    scheduler: str = option("asha", help="asha: stop trials behind at equal steps; none: every trial runs its budget",
+                            choices=SCHEDULERS)
+    # loss (val_loss, min) or psnr (val_psnr / val_teacher_forced_psnr, max)
+    metric: str = option("loss", help="validation metric ASHA and the ranking use (psnr: teacher-forced PSNR for "
+                                      "dynamics)", choices=tuple(METRICS))
+    # steps of every trial (ASHA's max_t)
+    budget_steps: int | None = option(None, help="optimiser steps per trial (the schedule ends there); default: the "
+                                                 "preset's total_steps", range="positive")
+    val_every: int | None = option(None, help="steps between validations (ASHA's decision points); default: "
+                                              "budget/8, at most the preset's", range="positive")
+    grace_steps: int | None = option(None, help="ASHA: no trial stops before (default: first validation)",
+                                     range="positive")
+    reduction_factor: int = option(2, help="ASHA: keep 1/factor of the trials at each rung", range="positive")
+    workers: int = option(1, help="Ray Train workers per trial", range="positive")
+    cpus_per_worker: float = option(1.0, help="CPUs Ray reserves per Train worker", range="positive")
+    gpus_per_trial: float = 0.0  # `genie tune --gpus-per-trial`, whose default the cluster decides
+    max_concurrent: int | None = option(None, help="trials at once (default: as many as the cluster's CPUs/GPUs "
+                                                   "hold)", range="positive")
+    tokenizer: str | None = option(None, help="dynamics: the tokenizer run/checkpoint", path="storage")
+    lam: str | None = option(None, help="dynamics with --actions latent: the LAM run/checkpoint", path="storage")
+    actions: str = option("ground_truth", help=ACTIONS_HELP, choices=ACTIONS)  # 'true' (records) is ground_truth
+    wandb: bool = option(True, help="no wandb logs in the trial run folders", flag="--no-wandb")
 
     def __post_init__(self) -> None:
         # trials run in Tune's working folder for them (and on any node): every local path they read is absolute
         self.data = [_absolute(d) for d in self.data]
+        self.out = self.out or f"sweeps/{self.stage}"
+        self.actions = known_actions(self.actions)
         self.tokenizer, self.lam, self.preset_file, self.space = (
             _absolute(p) if p else p for p in (self.tokenizer, self.lam, self.preset_file, self.space))
         if self.scheduler not in SCHEDULERS:
@@ -68,6 +86,8 @@ class SweepConfig:
             raise ConfigError(f"--reduction-factor must be at least 2, got {self.reduction_factor}")
         if self.gpus_per_trial < 0 or self.workers < 1 or self.cpus_per_worker <= 0:
             raise ConfigError("--gpus-per-trial must be >= 0, --workers >= 1 and --cpus-per-worker > 0")
+        if self.actions not in ACTIONS:
+            raise ConfigError(f"--actions must be ground_truth or latent, got {self.actions!r}")
 
     @property
     def metric_key(self) -> str:
@@ -91,12 +111,12 @@ class SweepConfig:
         return {"stage": self.stage, "data": list(self.data), "trials": [t.to_dict() for t in trials],
                 "scheduler": self.scheduler, "metric": self.metric_key, "budget_steps": self.budget_steps,
                 "grace_steps": self.grace_steps, "reduction_factor": self.reduction_factor,
-                "tokenizer": self.tokenizer, "lam": self.lam, "actions": self.actions}
+                "tokenizer": self.tokenizer, "lam": self.lam, "actions": recorded_actions(self.actions)}
 
 
 def _absolute(location: str) -> str:
     """A local path made absolute (against this process's folder); a storage URI as given."""
-    return str(location) if storage.is_uri(location) else str(Path(location).expanduser().resolve())
+    return str(location) if is_uri(location) else str(Path(location).expanduser().resolve())
 
 
 # ---- trials --------------------------------------------------------------------------------------
@@ -139,7 +159,7 @@ def trial_job(sweep: SweepConfig, spec: TrialSpec):
     steps = sweep.budget_steps or preset.optim.total_steps
     val_every = sweep.val_every or max(1, min(preset.train.val_every, steps // 8))
     return TrainJob(
-        stage=sweep.stage, data=list(sweep.data), out=storage.join(sweep.out, TRIALS_FOLDER, spec.name),
+        stage=sweep.stage, data=list(sweep.data), out=join(sweep.out, TRIALS_FOLDER, spec.name),
         preset=spec.preset if not spec.preset_file else "tiny", preset_file=spec.preset if spec.preset_file else None,
         overrides=[*base, f"world_model.train.val_every={val_every}"], workers=sweep.workers,
         gpus_per_worker=sweep.gpus_per_trial / sweep.workers, cpus_per_worker=sweep.cpus_per_worker,

@@ -26,17 +26,23 @@ Wherever a checkpoint is asked for, a run folder works too (its best checkpoint)
 """  # noqa: E501 - the example commands stay whole, to copy from --help
 
 
+# the fields of TrainJob that are options of `genie train`, in the order its help shows them (the preset's options
+# after --out)
+TRAIN_OPTIONS = ("data", "out", "workers", "gpus_per_worker", "cpus_per_worker", "threads_per_worker", "steps",
+                 "batch_size", "micro_batch", "init", "tokenizer", "lam", "actions", "seed", "compile", "bf16",
+                 "max_failures", "wandb")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (LOCAL_FILE, add_actions, add_address, local_path, non_negative_float,
-                                   non_negative_int, positive_float, positive_int, storage_location)
+    from cluster.arguments import LOCAL_FILE, add_address, conditioning, local_path
+    from cluster.dataclass_options import add_options
+    from world_model.config import STAGES
+    from world_model.training.job import TrainJob
 
     train = commands.add_parser("train", help="train the tokenizer, LAM or dynamics with Ray Train",
                                 description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("stage", choices=["tokenizer", "lam", "dynamics"], help="which stage to train")
-    train.add_argument("--data", required=True, type=storage_location,
-                       help="dataset folder(s) or URI(s), comma-separated; split 'train' trains, split 'val' validates")
-    train.add_argument("--out", required=True, type=storage_location,
-                       help="run folder or URI (created; the same one again resumes)")
+    train.add_argument("stage", choices=list(STAGES), help="which stage to train")
+    add_options(train, TrainJob, TRAIN_OPTIONS[:2])
     train.add_argument("--preset", default="tiny",
                        help="tiny (2-core laptop, minutes), laptop (2 cores, under 2 h), small (one GPU), paper "
                             "(GPU cluster)")
@@ -45,51 +51,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--set", action="append", default=[], metavar="world_model.FIELD=VALUE",
                        help="override a preset field, e.g. --set world_model.optim.lr=0.001 "
                             "or --set world_model.tokenizer.encoder.dim=128 (repeatable)")
-    train.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers (DDP processes)")
-    train.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
-                       help="GPUs per worker (0 = train on CPUs)")
-    train.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="CPUs Ray reserves per worker")
-    train.add_argument("--threads-per-worker", type=positive_int, default=None,
-                       help="torch threads per worker (default: CPUs per worker, at least 1)")
-    train.add_argument("--steps", type=positive_int, default=None,
-                       help="optimiser steps (default: the preset's total_steps)")
-    train.add_argument("--batch", type=positive_int, default=None,
-                       help="global batch of windows per step (default: preset)")
-    train.add_argument("--micro-batch", type=positive_int, default=None,
-                       help="windows per worker per forward pass; smaller than the share = gradient accumulation")
-    train.add_argument("--init", default=None, type=storage_location,
-                       help="fine-tune from this run/checkpoint of the same stage (fresh optimiser)")
-    train.add_argument("--tokenizer", default=None, type=storage_location,
-                       help="dynamics: the tokenizer run/checkpoint whose tokens it models")
-    train.add_argument("--lam", default=None, type=storage_location,
-                       help="dynamics with --actions latent: the LAM run/checkpoint")
-    add_actions(train, help="dynamics conditioning: 'ground_truth' = the agent's actions (GenieRedux-G), 'latent' = "
-                            "LAM (GenieRedux); 'true', the older word for ground_truth, is still accepted")
-    train.add_argument("--seed", type=non_negative_int, default=0, help="seed of initial weights, windows and masks")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on GPUs)")
-    train.add_argument("--no-bf16", action="store_true", help="train in float32 on GPUs (default: bf16 autocast)")
-    train.add_argument("--max-failures", type=non_negative_int, default=3,
-                       help="worker-group restarts from the latest checkpoint")
-    train.add_argument("--no-wandb", action="store_true",
-                       help="no wandb logging (default: offline unless WANDB_MODE is set)")
+    add_options(train, TrainJob, TRAIN_OPTIONS[2:], actions=conditioning)
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_address(train)
     train.set_defaults(handler=run_train)
 
 
 def job_from_args(args: argparse.Namespace):
-    from cluster.arguments import job_actions
+    from cluster.dataclass_options import config_from_args
     from world_model.training.job import TrainJob
 
-    threads = args.threads_per_worker or max(1, int(args.cpus_per_worker))
-    return TrainJob(
-        stage=args.stage, data=[d.strip() for d in args.data.split(",") if d.strip()], out=args.out,
-        preset=args.preset, preset_file=args.preset_file, overrides=list(args.set), workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, threads_per_worker=threads,
-        steps=args.steps, batch_size=args.batch, micro_batch=args.micro_batch, init=args.init,
-        tokenizer=args.tokenizer, lam=args.lam, actions=job_actions(args.actions), seed=args.seed, compile=args.compile,
-        bf16=not args.no_bf16, max_failures=args.max_failures, wandb=not args.no_wandb,
-    )
+    return config_from_args(TrainJob, args, TRAIN_OPTIONS, stage=args.stage, preset=args.preset,
+                            preset_file=args.preset_file, overrides=list(args.set))
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -44,20 +44,23 @@ early-stopped trials are not run again.
 """
 
 
+# the fields of SweepConfig that are options of `genie tune`, in the order its help shows them (the presets' options
+# after --space, --gpus-per-trial after --reduction-factor)
+TUNE_OPTIONS = ("data", "out", "space", "samples", "seed", "scheduler", "metric", "budget_steps", "val_every",
+                "grace_steps", "reduction_factor", "workers", "cpus_per_worker", "max_concurrent", "tokenizer", "lam",
+                "actions", "wandb")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (LOCAL_FILE, add_actions, add_address, local_path, non_negative_float,
-                                   non_negative_int, positive_float, positive_int, storage_location)
+    from cluster.arguments import LOCAL_FILE, add_address, conditioning, local_path, non_negative_float
+    from cluster.dataclass_options import add_options
+    from tuning.trials import SweepConfig
+    from world_model.config import STAGES
 
     tune = commands.add_parser("tune", help="sweep model sizes of a stage with Ray Tune (ASHA), table + scaling plot",
                                description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tune.add_argument("stage", choices=["tokenizer", "lam", "dynamics"], help="which stage to sweep")
-    tune.add_argument("--data", required=True, type=storage_location,
-                      help="dataset folder(s) or URI(s), comma-separated (split 'val' validates)")
-    tune.add_argument("--out", default=None, type=storage_location,
-                      help="sweep folder or storage URI (s3://bucket/sweeps/tok): Tune's experiment, the trials' run "
-                           "folders, the table, best preset and plot; on a cluster of several nodes, a URI or a folder "
-                           "every node mounts (default: sweeps/<stage>); the same one again resumes")
-    tune.add_argument("--space", default=None, type=local_path(LOCAL_FILE), help="YAML search space (see above)")
+    tune.add_argument("stage", choices=list(STAGES), help="which stage to sweep")
+    add_options(tune, SweepConfig, TUNE_OPTIONS[:3], space=local_path(LOCAL_FILE))
     tune.add_argument("--preset-sweep", default=None, metavar="NAMES",
                       help="comma-separated base presets, one set of trials each, e.g. tiny,small")
     tune.add_argument("--preset", default="tiny", help="base preset of the trials when there is no --preset-sweep")
@@ -65,41 +68,18 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="your own preset YAML as the base (instead of --preset)")
     tune.add_argument("--set", action="append", default=[], metavar="world_model.FIELD=VALUE",
                       help="override a preset field in every trial, e.g. --set world_model.train.val_windows=64")
-    tune.add_argument("--samples", type=positive_int, default=1,
-                      help="trials per grid point (draws of the distributions)")
-    tune.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws; sample k trains with seed+k")
-    tune.add_argument("--scheduler", choices=["asha", "none"], default="asha",
-                      help="asha: stop trials behind at equal steps; none: every trial runs its budget")
-    tune.add_argument("--metric", choices=["loss", "psnr"], default="loss",
-                      help="validation metric ASHA and the ranking use (psnr: teacher-forced PSNR for dynamics)")
-    tune.add_argument("--budget-steps", type=positive_int, default=None,
-                      help="optimiser steps per trial (the schedule ends there); default: the preset's total_steps")
-    tune.add_argument("--val-every", type=positive_int, default=None,
-                      help="steps between validations (ASHA's decision points); default: budget/8, at most the "
-                           "preset's")
-    tune.add_argument("--grace-steps", type=positive_int, default=None,
-                      help="ASHA: no trial stops before (default: first validation)")
-    tune.add_argument("--reduction-factor", type=positive_int, default=2,
-                      help="ASHA: keep 1/factor of the trials at each rung")
+    add_options(tune, SweepConfig, TUNE_OPTIONS[3:11])
+    # not SweepConfig's own default: the cluster decides it once Ray is up (cluster.placement.use_gpu)
     tune.add_argument("--gpus-per-trial", type=non_negative_float, default=None,
                       help="GPUs per trial, shared by its workers (default: 1 when the cluster has GPUs, else 0)")
-    tune.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers per trial")
-    tune.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="CPUs Ray reserves per Train worker")
-    tune.add_argument("--max-concurrent", type=positive_int, default=None,
-                      help="trials at once (default: as many as the cluster's CPUs/GPUs hold)")
-    tune.add_argument("--tokenizer", default=None, type=storage_location, help="dynamics: the tokenizer run/checkpoint")
-    tune.add_argument("--lam", default=None, type=storage_location,
-                      help="dynamics with --actions latent: the LAM run/checkpoint")
-    add_actions(tune, help="dynamics conditioning: 'ground_truth' = the agent's actions (GenieRedux-G), 'latent' = "
-                           "LAM (GenieRedux); 'true', the older word for ground_truth, is still accepted")
-    tune.add_argument("--no-wandb", action="store_true", help="no wandb logs in the trial run folders")
+    add_options(tune, SweepConfig, TUNE_OPTIONS[11:], actions=conditioning)
     add_address(tune)
     tune.set_defaults(handler=run_tune)
 
 
 def sweep_from_args(args: argparse.Namespace, gpus_per_trial: float):
-    from cluster.arguments import job_actions
-    from tuning.sweep import SweepConfig
+    from cluster.dataclass_options import config_from_args
+    from tuning.trials import SweepConfig
 
     presets = ([p.strip() for p in (args.preset_sweep or "").split(",") if p.strip()] if args.preset_sweep
                else [args.preset])
@@ -107,15 +87,8 @@ def sweep_from_args(args: argparse.Namespace, gpus_per_trial: float):
         from genie_common.errors import ConfigError
 
         raise ConfigError("--preset-sweep and --preset-file exclude each other (one is the base of the trials)")
-    return SweepConfig(
-        stage=args.stage, data=[d.strip() for d in args.data.split(",") if d.strip()],
-        out=args.out or f"sweeps/{args.stage}", space=args.space, presets=presets, preset_file=args.preset_file,
-        overrides=list(args.set), samples=args.samples, seed=args.seed, scheduler=args.scheduler, metric=args.metric,
-        budget_steps=args.budget_steps, val_every=args.val_every, grace_steps=args.grace_steps,
-        reduction_factor=args.reduction_factor, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
-        gpus_per_trial=gpus_per_trial, max_concurrent=args.max_concurrent, tokenizer=args.tokenizer, lam=args.lam,
-        actions=job_actions(args.actions), wandb=not args.no_wandb,
-    )
+    return config_from_args(SweepConfig, args, TUNE_OPTIONS, stage=args.stage, presets=presets,
+                            preset_file=args.preset_file, overrides=list(args.set), gpus_per_trial=gpus_per_trial)
 
 
 def run_tune(args: argparse.Namespace) -> int:

@@ -4,22 +4,40 @@ Everything a worker needs travels in this dataclass (as a plain dict), so the CL
 Ray jobs and Tune trials all start identical runs. `identity()` is the part that defines *what*
 is trained; running again into the same folder with a different identity is refused, while the
 resources (workers, GPUs) may change between a run and its resumption: the global batch and the
-windows of each step do not depend on them.
+windows of each step do not depend on them. The fields that are options of `genie train` say so
+with their help (`genie_common.config.option`; the command makes its options from them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genie_common.config import option
 from genie_common.errors import ConfigError
-from world_model.config import STAGES, OptimConfig, Preset, config_to_dict, load_preset
+from world_model.config import STAGES, Conditioning, OptimConfig, Preset, config_to_dict, load_preset
 
-# GenieRedux (LAM latent actions) or GenieRedux-G (the agent's true actions; the CLI's `--actions ground_truth`,
-# recorded as "true" so runs made before the CLI's word changed still resume)
-ACTIONS = ("latent", "true")
+# the dynamics' conditioning, in DynamicsConfig's words: GenieRedux (LAM latent actions) or GenieRedux-G (the agent's
+# own actions, `ground_truth`)
+ACTIONS: tuple[str, ...] = tuple(sorted(typing.get_args(Conditioning)))
+# what records (run.json's identity, a checkpoint's job, a sweep's identity, the pipeline's stage keys) say for
+# ground_truth: the older word, so runs and sweeps made before the word changed still resume
+RECORDED_GROUND_TRUTH = "true"
+ACTIONS_HELP = ("dynamics conditioning: 'ground_truth' = the agent's actions (GenieRedux-G), 'latent' = LAM "
+                "(GenieRedux); 'true', the older word for ground_truth, is still accepted")
+
+
+def known_actions(actions: str) -> str:
+    """`actions` in ACTIONS' words: the recorded `true` (old records, old configs) is ground_truth."""
+    return "ground_truth" if actions == RECORDED_GROUND_TRUTH else actions
+
+
+def recorded_actions(actions: str | None) -> str | None:
+    """`actions` as records say it (`true` for ground_truth, see RECORDED_GROUND_TRUTH); None stays None."""
+    return RECORDED_GROUND_TRUTH if actions == "ground_truth" else actions
 
 
 def _absolute(location: str) -> str:
@@ -32,27 +50,39 @@ def _absolute(location: str) -> str:
 @dataclass
 class TrainJob:
     stage: str
-    data: list[str]  # dataset folders or URIs; training uses split 'train', validation split 'val'
-    out: str  # run folder or URI
+    # training uses split 'train', validation split 'val'
+    data: list[str] = option(help="dataset folder(s) or URI(s), comma-separated; split 'train' trains, split 'val' "
+                                  "validates", path="storage")
+    out: str = option(help="run folder or URI (created; the same one again resumes)", path="storage")
     preset: str = "tiny"
     preset_file: str | None = None
     overrides: list[str] = field(default_factory=list)  # --set world_model.x.y=value
-    workers: int = 1
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    threads_per_worker: int = 1  # torch intra-op threads per worker
-    steps: int | None = None  # overrides optim.total_steps
-    batch_size: int | None = None  # global batch; overrides the preset's
-    micro_batch: int | None = None  # overrides train.micro_batch
-    init: str | None = None  # fine-tune from this checkpoint/run of the same stage (fresh optimiser)
-    tokenizer: str | None = None  # dynamics: the frozen tokenizer
-    lam: str | None = None  # dynamics with --actions latent: the frozen LAM
-    actions: str = "true"  # dynamics conditioning
-    seed: int = 0
-    compile: bool = False
-    bf16: bool = True  # autocast to bfloat16 on GPUs (ignored on CPU)
-    max_failures: int = 3
-    wandb: bool = True
+    workers: int = option(1, help="Ray Train workers (DDP processes)", range="positive")
+    gpus_per_worker: float = option(0.0, help="GPUs per worker (0 = train on CPUs)", range="non_negative")
+    cpus_per_worker: float = option(1.0, help="CPUs Ray reserves per worker", range="positive")
+    # torch intra-op threads per worker; None: the CPUs per worker, at least 1
+    threads_per_worker: int | None = option(None, help="torch threads per worker (default: CPUs per worker, at "
+                                                       "least 1)", range="positive")
+    steps: int | None = option(None, help="optimiser steps (default: the preset's total_steps)",  # optim.total_steps
+                               range="positive")
+    batch_size: int | None = option(None, help="global batch of windows per step (default: preset)", flag="--batch",
+                                    range="positive")
+    micro_batch: int | None = option(None, help="windows per worker per forward pass; smaller than the share = "
+                                                "gradient accumulation", range="positive")  # train.micro_batch
+    init: str | None = option(None, help="fine-tune from this run/checkpoint of the same stage (fresh optimiser)",
+                              path="storage")
+    tokenizer: str | None = option(None, help="dynamics: the tokenizer run/checkpoint whose tokens it models",
+                                   path="storage")  # frozen
+    lam: str | None = option(None, help="dynamics with --actions latent: the LAM run/checkpoint",
+                             path="storage")  # frozen
+    actions: str = option("ground_truth", help=ACTIONS_HELP, choices=ACTIONS)  # 'true' (records) is ground_truth
+    seed: int = option(0, help="seed of initial weights, windows and masks", range="non_negative")
+    compile: bool = option(False, help="torch.compile the model (worth it on GPUs)")
+    bf16: bool = option(True, help="train in float32 on GPUs (default: bf16 autocast)",  # ignored on CPU
+                        flag="--no-bf16")
+    max_failures: int = option(3, help="worker-group restarts from the latest checkpoint", range="non_negative")
+    wandb: bool = option(True, help="no wandb logging (default: offline unless WANDB_MODE is set)",
+                         flag="--no-wandb")
     inject_failure_at: int | None = None  # tests: one worker exits at this step, once (fault tolerance)
 
     def __post_init__(self) -> None:
@@ -60,6 +90,9 @@ class TrainJob:
         self.data = [_absolute(d) for d in self.data]
         self.out = _absolute(self.out)
         self.init, self.tokenizer, self.lam = (_absolute(p) if p else p for p in (self.init, self.tokenizer, self.lam))
+        self.actions = known_actions(self.actions)
+        if self.threads_per_worker is None:
+            self.threads_per_worker = max(1, int(self.cpus_per_worker))
         if self.stage not in STAGES:
             raise ConfigError(f"unknown stage {self.stage!r}; stages: {', '.join(STAGES)}")
         if not self.data:
@@ -124,7 +157,8 @@ class TrainJob:
 
     @property
     def conditioning(self) -> str:
-        return "latent" if self.actions == "latent" else "ground_truth"
+        """DynamicsConfig's conditioning: the words of `actions`."""
+        return self.actions
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +180,6 @@ class TrainJob:
             "init": self.init,
             "tokenizer": self.tokenizer if self.stage == "dynamics" else None,
             "lam": self.lam if self.stage == "dynamics" and self.actions == "latent" else None,
-            "actions": self.actions if self.stage == "dynamics" else None,
+            "actions": recorded_actions(self.actions) if self.stage == "dynamics" else None,
             "seed": self.seed,
         }
