@@ -35,8 +35,14 @@ every finished stage, and a stage that stopped midway resumes from its checkpoin
 """
 
 
+# the fields of PipelineResources that are options of `genie pipeline` (all of them: where the stages run)
+RESOURCE_OPTIONS = ("gpus_per_worker", "gpus_per_learner")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import LOCAL_FILE, add_address, local_path, non_negative_float, storage_location
+    from cluster.arguments import LOCAL_FILE, add_address, local_path, storage_location
+    from cluster.dataclass_options import add_options
+    from cluster.pipeline.context import PipelineResources
 
     pipeline = commands.add_parser("pipeline", help="the whole study in one resumable command, ending in a report",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,13 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="your own preset YAML (overrides --preset)")
     pipeline.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                           help="override a preset field, e.g. --set pipeline.train_workers=1 (repeatable)")
-    pipeline.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, metavar="N",
-                          help="GPUs of each world-model training worker (pipeline.train_workers of them per stage) "
-                               "and of each evaluation worker, whose model then runs on cuda; fractions share a GPU "
-                               "(0.5). Default 0: CPUs. Refused up front when the Ray cluster can never provide them")
-    pipeline.add_argument("--gpus-per-learner", type=non_negative_float, default=None, metavar="N",
-                          help="GPUs of the PPO learner (agent stage); 0 = learn on CPUs in the driver. Default: the "
-                               "preset's num_gpus_per_learner, else 1 when the cluster has or can start a GPU")
+    add_options(pipeline, PipelineResources, RESOURCE_OPTIONS, metavars=dict.fromkeys(RESOURCE_OPTIONS, "N"))
     pipeline.add_argument("--stages", default=None,
                           help="comma-separated subset: stage names (e.g. tokenizer, data:basic-test), groups "
                                "(agent, data, train, finetune, eval, report) or prefixes (eval)")
@@ -67,13 +67,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from cluster.dataclass_options import config_from_args
     from cluster.pipeline.plan import PipelineResources, build_plan
     from cluster.pipeline.runner import format_outcomes, is_done, make_context, run_pipeline
     from cluster.ray_session import ray_session
     from genie_common.storage import join
     from rl_agent.store.lock import folder_lock
 
-    resources = PipelineResources(gpus_per_worker=args.gpus_per_worker, gpus_per_learner=args.gpus_per_learner)
+    resources = config_from_args(PipelineResources, args, RESOURCE_OPTIONS)
     context = make_context(args.out, None if args.preset_file else args.preset, args.preset_file, list(args.set),
                            show_progress=not args.no_progress, resources=resources)
     wanted = [s.strip() for s in args.stages.split(",")] if args.stages else None

@@ -98,7 +98,7 @@ def train_job(context: PipelineContext, stage: Stage) -> "TrainJob":
         workers=settings.train_workers,
         gpus_per_worker=context.resources.gpus_per_worker,
         steps=stage.config["steps"],
-        actions=conditioning or "true",
+        actions=conditioning or "ground_truth",  # the tokenizer and the LAM have none: TrainJob's default
         **inputs,
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from genie_common.config import check_known_fields
+from genie_common.config import check_known_fields, option
 from genie_common.errors import ConfigError
 
 STATE_DIR = "pipeline"  # the pipeline's own records inside the run folder (one per stage, and preset.json)
@@ -18,8 +18,8 @@ TEST_SETS = ("basic-test", "diverse-test")
 REPORT_VERSION = 2  # bump when the report's content changes: finished studies then rebuild only their report
 EVAL_VERSION = 2  # bump when evaluation's numbers change (2: LAM ids read from windows of the LAM's length)
 
-# name in the plan -> (stage, conditioning): the four world-model components of the paper
-MODELS = {"tokenizer": ("tokenizer", None), "lam": ("lam", None), "genie-g": ("dynamics", "true"),
+# name in the plan -> (stage, conditioning in DynamicsConfig's words): the four world-model components of the paper
+MODELS = {"tokenizer": ("tokenizer", None), "lam": ("lam", None), "genie-g": ("dynamics", "ground_truth"),
           "genie": ("dynamics", "latent")}
 # EvalConfig fields the pipeline sets itself: pipeline.eval may set the others
 EVAL_SET_BY_PIPELINE = {"model": "the pipeline", "data": "the pipeline", "show_progress": "--no-progress",
@@ -93,13 +93,23 @@ def _check_eval_fields(values: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class PipelineResources:
-    """Where the stages run, from `genie pipeline`'s options; never part of a stage's key (see the module doc).
+    """Where the stages run, from `genie pipeline`'s options (its fields are those options); never part of a stage's
+    key (see the module doc).
 
     Recorded in each stage's record, so a reused stage that ran on other resources says so.
     """
 
-    gpus_per_worker: float = 0.0  # each world-model training worker and each evaluation worker
-    gpus_per_learner: float | None = None  # the PPO learner; None = the preset's, else 1 when the cluster has a GPU
+    # each world-model training worker and each evaluation worker
+    gpus_per_worker: float = option(0.0, help="GPUs of each world-model training worker (pipeline.train_workers of "
+                                              "them per stage) and of each evaluation worker, whose model then runs "
+                                              "on cuda; fractions share a GPU (0.5). Default 0: CPUs. Refused up "
+                                              "front when the Ray cluster can never provide them",
+                                    range="non_negative")
+    # the PPO learner; None = the preset's, else 1 when the cluster has a GPU
+    gpus_per_learner: float | None = option(None, help="GPUs of the PPO learner (agent stage); 0 = learn on CPUs in "
+                                                       "the driver. Default: the preset's num_gpus_per_learner, else 1 "
+                                                       "when the cluster has or can start a GPU",
+                                            range="non_negative")
 
     def __post_init__(self) -> None:
         if self.gpus_per_worker < 0 or (self.gpus_per_learner or 0) < 0:

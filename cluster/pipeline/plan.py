@@ -26,6 +26,7 @@ from cluster.pipeline.context import (EVAL_SET_BY_PIPELINE, EVAL_VERSION, GROUPS
                                       PipelineContext, PipelineResources, PipelineSettings, Stage)
 from genie_common.errors import ConfigError
 from rl_agent.ppo_config import PLACEMENT_SETTINGS  # where the PPO learner runs: left out of the agent's key
+from world_model.training.job import recorded_actions
 
 __all__ = ["EVAL_SET_BY_PIPELINE", "EVAL_VERSION", "GROUPS", "MODELS", "REPORT_VERSION", "TEST_SETS",  # re-exported
            "PipelineContext", "PipelineResources", "PipelineSettings", "Stage", "build_plan", "model_dir", "select",
@@ -71,8 +72,9 @@ def build_plan(context: PipelineContext) -> list[Stage]:
                     needs.append("lam-ta" if ta and "lam" in s.ta else "lam")
             table = s.ta_steps if ta else s.steps
             steps = table.get(name, table[stage])  # a model's own entry (e.g. genie) over its stage's
-            config = {"world_model": world, "stage": stage, "conditioning": conditioning, "steps": steps,
-                      "overrides": list(s.overrides), "workers": s.train_workers}
+            # the conditioning as records say it ('true' for ground_truth): the keys of recorded stages stay the same
+            config = {"world_model": world, "stage": stage, "conditioning": recorded_actions(conditioning),
+                      "steps": steps, "overrides": list(s.overrides), "workers": s.train_workers}
             stages.append(Stage(model_dir(name, ta).split("/")[1], "finetune" if ta else "train", needs,
                                 [f"{model_dir(name, ta)}/latest.pt"], config, actions.train_model))
     trained = [st.name for st in stages if st.group in ("train", "finetune")]
