@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
+from genie_common.config import option
 from genie_common.errors import ConfigError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -48,15 +49,20 @@ class JobError(ConfigError):
 
 @dataclass
 class SubmitRequest:
-    """One `genie submit`: which stage with which arguments, where, and with what code."""
+    """One `genie submit`: which stage with which arguments, where, and with what code. The fields that are options
+    of `genie submit` say so with their help (`genie_common.config.option`)."""
 
     stage: str
     args: list[str] = field(default_factory=list)
     address: str = DEFAULT_ADDRESS
-    working_dir: Path | None = None  # upload this source tree instead of using the installed package
+    # upload this source tree instead of using the installed package
+    working_dir: Path | None = option(None, help="upload this genie-redux checkout with the job instead of using the "
+                                                 "installed package")
     env: dict[str, str] = field(default_factory=dict)
-    submission_id: str | None = None
-    wait: bool = True  # stream logs and exit with the job's status
+    submission_id: str | None = option(None, help="submission id (default: genie-STAGE-DATE-TIME-XXXX)",
+                                       flag="--job-id")
+    # stream logs and exit with the job's status
+    wait: bool = option(True, help="submit, print the job id and return", flag="--no-wait")
 
     def __post_init__(self) -> None:
         self.address = job_server_address(self.address)

@@ -26,6 +26,11 @@ examples:
 """  # noqa: E501 - the example commands stay whole, to copy from --help
 
 
+# the fields of SubmitRequest that are options of `genie submit`, in the order its help shows them (--env, KEY=VALUE
+# items made into a dict, after --working-dir); STAGE and ARGS are its positional arguments
+SUBMIT_OPTIONS = ("working_dir", "submission_id", "wait")
+
+
 def _add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
                         help="the cluster's job server (default: RAY_API_SERVER_ADDRESS, an http RAY_ADDRESS, "
@@ -38,14 +43,14 @@ def register(commands) -> None:
         description=SUBMIT_DESCRIPTION, epilog=SUBMIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_address(submit)
     from cluster.arguments import local_path
+    from cluster.dataclass_options import add_options
+    from cluster.jobs import SubmitRequest
 
-    submit.add_argument("--working-dir", default=None,
-                        type=local_path("--working-dir is a source checkout on this machine, uploaded with the job"),
-                        help="upload this genie-redux checkout with the job instead of using the installed package")
+    add_options(submit, SubmitRequest, SUBMIT_OPTIONS[:1], working_dir=local_path(
+        "--working-dir is a source checkout on this machine, uploaded with the job"))
     submit.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment variable for the job (repeatable), e.g. --env WANDB_MODE=online")
-    submit.add_argument("--job-id", default=None, help="submission id (default: genie-STAGE-DATE-TIME-XXXX)")
-    submit.add_argument("--no-wait", action="store_true", help="submit, print the job id and return")
+    add_options(submit, SubmitRequest, SUBMIT_OPTIONS[1:])
     submit.add_argument("stage", metavar="STAGE", help="a genie command: collect, data, agent, datasets, train, ...")
     submit.add_argument("stage_args", nargs=argparse.REMAINDER, metavar="ARGS",
                         help="its arguments, as for `genie STAGE`; a trailing --address URL is taken as this command's")
@@ -86,6 +91,7 @@ def _split_trailing_address(args: list[str]) -> tuple[list[str], str | None]:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    from cluster.dataclass_options import config_from_args
     from cluster.jobs import JobError, SubmitRequest, submit
 
     stage_args, trailing = _split_trailing_address(list(args.stage_args))
@@ -97,8 +103,8 @@ def run_submit(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise JobError(f"--env {item!r}: expected KEY=VALUE")
         env[key] = value
-    request = SubmitRequest(stage=args.stage, args=stage_args, address=trailing or args.address,
-                            working_dir=args.working_dir, env=env, submission_id=args.job_id, wait=not args.no_wait)
+    request = config_from_args(SubmitRequest, args, SUBMIT_OPTIONS, stage=args.stage, args=stage_args,
+                               address=trailing or args.address, env=env)
     return submit(request)
 
 
