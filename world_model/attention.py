@@ -76,7 +76,7 @@ class MultiHeadAttention(nn.Module):
 
 def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """softmax(QK^T / sqrt(dh) + bias) V, written out. q: (N, nh, L, dh), k, v: (N, nh, S, dh) -> (N, nh, L, dh)."""
-    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (N, h, L, S)
+    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (N, nh, L, S)
     if bias is not None:
-        logits = logits + bias  # bias (h, L, S) broadcasts over N
+        logits = logits + bias  # bias (nh, L, S) broadcasts over N
     return logits.softmax(dim=-1) @ v  # (N, nh, L, dh)

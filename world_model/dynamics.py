@@ -18,7 +18,8 @@ the new frame twice, with and without its key, and samples from l_none + g * (l_
 whose effect the model has learnt only weakly (a sub-patch scroll) then moves the dream g times as far.
 
 Shapes: B batch, T frames (Tc context), h x w token grid, d model width, V vocabulary (the tokenizer's codes; id V
-is "masked"), D latent-action width, M masked positions a loss scores, N positions of a frame (h*w).
+is "masked"), D code width (the LAM's latent actions; the tokenizer's codes in `init_token_embeddings`), M masked
+positions a loss scores.
 """
 
 from __future__ import annotations
@@ -165,16 +166,16 @@ class Dynamics(nn.Module):
         low = self.config.mask_ratio_min
         ratio = low + (1.0 - low) * torch.rand(b, t - 1, 1, generator=generator, device=tokens.device)  # (B, T-1, 1)
         count = torch.ceil(ratio * n).clamp(1, n)  # (B, T-1, 1) tokens to mask per frame
-        # (B, T-1, N)
+        # (B, T-1, h*w)
         ranks = torch.rand(b, t - 1, n, generator=generator, device=tokens.device).argsort(-1).argsort(-1)
-        later = ranks < count  # (B, T-1, N): a uniformly random subset of `count` positions
+        later = ranks < count  # (B, T-1, h*w): a uniformly random subset of `count` positions
         share = self.config.last_frame_mask_share
         if share > 0 and t > 2:
             # inference always predicts from a clean context: some windows mask their last frame only
             clean = torch.rand(b, 1, 1, generator=generator, device=tokens.device) < share  # (B, 1, 1)
             context = torch.arange(t - 1, device=tokens.device).view(1, -1, 1) < t - 2  # (1, T-1, 1): frames 1..T-2
-            later = later & ~(clean & context)  # (B, T-1, N)
-        first = torch.zeros(b, 1, n, dtype=torch.bool, device=tokens.device)  # (B, 1, N)
+            later = later & ~(clean & context)  # (B, T-1, h*w)
+        first = torch.zeros(b, 1, n, dtype=torch.bool, device=tokens.device)  # (B, 1, h*w)
         return rearrange(torch.cat([first, later], dim=1), "b t (h w) -> b t h w", h=h)  # (B, T, h, w)
 
     def random_action_drop(self, batch: int, transitions: int, device: torch.device,
@@ -268,21 +269,21 @@ class Dynamics(nn.Module):
         else:
             logits_of = read
 
-        frame = torch.full((b, n), self.mask_id, dtype=torch.long, device=tokens.device)  # (B, N)
+        frame = torch.full((b, n), self.mask_id, dtype=torch.long, device=tokens.device)  # (B, h*w)
         for step in range(steps):
-            logits = logits_of(frame.view(b, 1, h, w)).reshape(b, n, -1).float()  # (B, N, V)
+            logits = logits_of(frame.view(b, 1, h, w)).reshape(b, n, -1).float()  # (B, h*w, V)
             tau = temperature * (1.0 - (step + 1) / steps)  # annealed linearly; 0 on the last step
-            sampled = _sample_categorical(logits / tau, generator) if tau > 0 else logits.argmax(-1)  # (B, N)
-            # the drawn token's log-probability, without materialising log_softmax over (B, N, V)
-            confidence = logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (B, N)
+            sampled = _sample_categorical(logits / tau, generator) if tau > 0 else logits.argmax(-1)  # (B, h*w)
+            # the drawn token's log-probability, without materialising log_softmax over (B, h*w, V)
+            confidence = logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (B, h*w)
             if tau > 0:
                 confidence = confidence + tau * _gumbel(confidence.shape, generator, confidence.device)
-            masked = frame == self.mask_id  # (B, N)
+            masked = frame == self.mask_id  # (B, h*w)
             confidence = confidence.masked_fill(~masked, float("inf"))  # decided tokens stay decided
             remain_masked = math.floor(n * math.cos(math.pi / 2 * (step + 1) / steps))  # cosine schedule, 0 at the end
-            order = confidence.argsort(dim=-1)  # (B, N): least confident first
-            stay = torch.zeros_like(masked).scatter_(1, order[:, :remain_masked], True)  # (B, N)
-            frame = torch.where(masked & ~stay, sampled, frame)  # (B, N)
+            order = confidence.argsort(dim=-1)  # (B, h*w): least confident first
+            stay = torch.zeros_like(masked).scatter_(1, order[:, :remain_masked], True)  # (B, h*w)
+            frame = torch.where(masked & ~stay, sampled, frame)  # (B, h*w)
         return frame.view(b, h, w)  # (B, h, w)
 
     def recomputed_new_frame_logits(

@@ -1,6 +1,6 @@
 """A playable world model: tokenizer + dynamics (+ LAM for GenieRedux), from frames to frames.
 
-Shapes: B batch, Tc context frames, n generated frames, H x W x C pixels, h x w token grid, A actions given
+Shapes: B batch, T frames (Tc context, n generated), H x W x C pixels, h x w token grid, A actions given
 (Tc-1+horizon), D latent-action code width.
 """
 

@@ -5,8 +5,8 @@ one vector, quantised to one of a few codes (7 by default); the decoder must reb
 from frame t plus that code. With so few codes the cheapest thing to store is what changed
 because of the agent, i.e. its action (Genie). Loss: MSE on frames 1..T-1 + VQ loss.
 
-Shapes: B batch, T frames, F the LAM's window (its training length), H x W x C pixels, p patch side, h x w token
-grid, d model width, D latent-action code width.
+Shapes: B batch, T frames, Tw the LAM's window (its training length, `config.frames`), H x W x C pixels, p patch
+side, h x w token grid, d model width, D latent-action code width.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class LatentActionModel(nn.Module):
         changed).
         """
         head, tail = self._windows(to_unit_float(video, self.device))
-        ids = self.encode_actions(head).ids  # (B, min(T, F)-1)
+        ids = self.encode_actions(head).ids  # (B, min(T, Tw)-1)
         if tail is None:
             return ids
         return _join_windows(ids, self.encode_actions(tail).ids)  # (B, T-1)
@@ -93,20 +93,21 @@ class LatentActionModel(nn.Module):
         (B, T-1, H, W, C), and the latent ids (B, T-1); each from the window of at most `config.frames`
         frames ending at the predicted frame (see `infer_actions`)."""
         head, tail = self._windows(frames)
-        predicted, actions = self(head)  # (B, min(T, F)-1, H, W, C): the windows starting at frame 0
+        predicted, actions = self(head)  # (B, min(T, Tw)-1, H, W, C): the windows starting at frame 0
         if tail is None:
             return predicted, actions.ids
-        tail_predicted, tail_actions = self(tail)  # (B*(T-F), F-1, ...)
+        tail_predicted, tail_actions = self(tail)  # (B*(T-Tw), Tw-1, ...)
         return _join_windows(predicted, tail_predicted), _join_windows(actions.ids, tail_actions.ids)
 
     def _windows(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T, ...) -> the first min(T, F) frames, and the windows of F frames starting at frames 1..T-F
-        (B*(T-F), F, ...), batch-major, or None when T <= F. The causal encoder gives transitions 0..F-2 from
-        the first; window s gives transition s+F-2 as its last."""
+        """(B, T, ...) -> the first min(T, Tw) frames, and the windows of Tw frames starting at frames 1..T-Tw
+        (B*(T-Tw), Tw, ...), batch-major, or None when T <= Tw. The causal encoder gives transitions 0..Tw-2 from
+        the first; window s gives transition s+Tw-2 as its last."""
         length, span = frames.shape[1], self.config.frames
         if length <= span:
             return frames, None
-        windows = torch.stack([frames[:, s : s + span] for s in range(1, length - span + 1)], dim=1)  # (B, T-F, F, ...)
+        # (B, T-Tw, Tw, ...)
+        windows = torch.stack([frames[:, s : s + span] for s in range(1, length - span + 1)], dim=1)
         return frames[:, :span], windows.flatten(0, 1)
 
     def action_codes(self, ids: torch.Tensor) -> torch.Tensor:
@@ -134,6 +135,6 @@ class LatentActionModel(nn.Module):
 
 
 def _join_windows(head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
-    """Per-transition results of the first window (B, F-1, ...) and of the later windows (B*(T-F), F-1, ...)
+    """Per-transition results of the first window (B, Tw-1, ...) and of the later windows (B*(T-Tw), Tw-1, ...)
     -> (B, T-1, ...): each later window contributes its last transition (see `LatentActionModel._windows`)."""
     return torch.cat([head, tail[:, -1].unflatten(0, (head.shape[0], -1))], dim=1)

@@ -9,6 +9,9 @@ One training step, `accumulated_step` (= `forward_backward` + the optimiser upda
 Train workers run (world_model/training/loop.py) and what `train_step`, used by the tests and the
 benchmarks, runs too, so what they measure is what trains. Distribution, data loading, validation and
 checkpoint plumbing (Ray Train) wrap it and add nothing to it.
+
+Shapes: B batch (`micro` windows in a micro batch), T frames, H x W x C pixels, h x w token grid, D latent-action code
+width.
 """
 
 from __future__ import annotations

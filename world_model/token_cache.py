@@ -28,7 +28,8 @@ size and sha256. It is written last, both files atomically (temp name + rename),
 is checked when the cache is opened: a cache of another tokenizer, LAM or dataset is stale, a
 truncated or altered file is damaged; `ensure_token_cache` rebuilds either, saying why in one line.
 
-Shapes: L frames of an episode, N windows, T frames of a window, h x w token grid, H x W x C pixels.
+Shapes: E frames of an episode, B windows (a batch), T frames of a window, Tw the LAM's window, h x w token grid,
+H x W x C pixels.
 """
 
 from __future__ import annotations
@@ -166,14 +167,14 @@ def id_type(vocab_size: int) -> pa.DataType:
 # ---- reading ------------------------------------------------------------------------------------
 @dataclass
 class TokenCache:
-    """A verified token cache: per episode, ids (L, h, w) memory-mapped, true actions and latent ids (L,)."""
+    """A verified token cache: per episode, ids (E, h, w) memory-mapped, true actions and latent ids (E,)."""
 
     folder: Path
     key: dict[str, Any]
     episode_ids: list[str]
-    tokens: list[np.ndarray]  # per episode (L, h, w) int16, views into the memory-mapped file
-    actions: list[np.ndarray]  # per episode (L,) int8, -1 on the last row
-    latents: list[np.ndarray] | None  # per episode (L,) int8, -1 on the last row; None without a LAM
+    tokens: list[np.ndarray]  # per episode (E, h, w) int16, views into the memory-mapped file
+    actions: list[np.ndarray]  # per episode (E,) int8, -1 on the last row
+    latents: list[np.ndarray] | None  # per episode (E,) int8, -1 on the last row; None without a LAM
 
     @classmethod
     def open(cls, folder: str | os.PathLike, key: dict[str, Any]) -> "TokenCache":
@@ -223,14 +224,14 @@ class TokenCache:
 
     def windows(self, episodes: Sequence[int], starts: Sequence[int], length: int,
                 latent: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Ids (N, T, h, w) and action ids (N, T-1) int8 of the windows (episodes[i], starts[i]) of the
+        """Ids (B, T, h, w) and action ids (B, T-1) int8 of the windows (episodes[i], starts[i]) of the
         store the cache was made from: true actions, or with `latent` the LAM's latent ids."""
         if latent and self.latents is None:
             raise TokenCacheError(f"{self.folder}: this cache holds no LAM latent ids (made for true actions)")
         columns = self.latents if latent else self.actions
         h, w = self.tokens[0].shape[1:]
-        tokens = np.empty((len(episodes), length, h, w), dtype=self.tokens[0].dtype)  # (N, T, h, w)
-        actions = np.empty((len(episodes), length - 1), dtype=np.int8)  # (N, T-1)
+        tokens = np.empty((len(episodes), length, h, w), dtype=self.tokens[0].dtype)  # (B, T, h, w)
+        actions = np.empty((len(episodes), length - 1), dtype=np.int8)  # (B, T-1)
         for i, (episode, start) in enumerate(zip(episodes, starts)):
             episode, start = int(episode), int(start)
             if start < 0 or start + length > len(self.tokens[episode]):
@@ -244,30 +245,30 @@ class TokenCache:
 # ---- building -----------------------------------------------------------------------------------
 @torch.no_grad()
 def episode_ids(tokenizer: Tokenizer, frames: np.ndarray, chunk: int = ENCODE_FRAMES) -> np.ndarray:
-    """uint8 frames (L, H, W, C) of a per-frame tokenizer -> ids (L, h, w), `chunk` frames per pass."""
+    """uint8 frames (E, H, W, C) of a per-frame tokenizer -> ids (E, h, w), `chunk` frames per pass."""
     parts = []
     for begin in range(0, len(frames), chunk):
-        video = to_unit_float(frames[begin : begin + chunk], tokenizer.device)[None]  # (1, n, H, W, C)
-        parts.append(tokenizer.encode(video).ids[0].cpu().numpy())  # (n, h, w)
+        video = to_unit_float(frames[begin : begin + chunk], tokenizer.device)[None]  # (1, chunk, H, W, C)
+        parts.append(tokenizer.encode(video).ids[0].cpu().numpy())  # (chunk, h, w)
     return np.concatenate(parts)
 
 
 @torch.no_grad()
 def episode_latents(lam: LatentActionModel, frames: np.ndarray, chunk: int = ENCODE_FRAMES) -> np.ndarray:
-    """uint8 frames (L, H, W, C) -> latent ids (L-1,) exactly as `lam.infer_actions(frames[None])[0]`,
+    """uint8 frames (E, H, W, C) -> latent ids (E-1,) exactly as `lam.infer_actions(frames[None])[0]`,
     in pieces of about `chunk` transitions (a 500-frame episode is ~500 LAM windows).
 
-    infer_actions reads transition t from frames max(0, t+2-F)..t+1 (F = the LAM's window); so the
-    transitions a..b-1 (a >= F-2) are the last b-a ids of infer_actions over frames a+2-F..b.
+    infer_actions reads transition t from frames max(0, t+2-Tw)..t+1 (Tw = the LAM's window); so the
+    transitions a..b-1 (a >= Tw-2) are the last b-a ids of infer_actions over frames a+2-Tw..b.
     """
     span, transitions = lam.config.frames, len(frames) - 1
     if transitions < 1:
         return np.zeros(0, dtype=np.int64)  # a one-frame episode has no step
-    first = max(chunk, span - 1)  # the first piece starts at frame 0 and must reach transition F-2
-    parts = [lam.infer_actions(frames[None, : min(first, transitions) + 1])[0].cpu().numpy()]  # (min(first, L-1),)
+    first = max(chunk, span - 1)  # the first piece starts at frame 0 and must reach transition Tw-2
+    parts = [lam.infer_actions(frames[None, : min(first, transitions) + 1])[0].cpu().numpy()]  # (min(first, E-1),)
     for a in range(first, transitions, chunk):
         b = min(a + chunk, transitions)
-        ids = lam.infer_actions(frames[None, a + 2 - span : b + 1])[0]  # (b-a+F-2,)
+        ids = lam.infer_actions(frames[None, a + 2 - span : b + 1])[0]  # (b-a+Tw-2,)
         parts.append(ids[span - 2 :].cpu().numpy())  # (b-a,): transitions a..b-1
     return np.concatenate(parts)
 
@@ -296,8 +297,8 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
     try:
         with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for index, ref in enumerate(store.episodes):
-                frames, actions = store.window(index, 0, int(store.lengths[index]))  # (L, H, W, C), (L-1,)
-                ids = episode_ids(tokenizer, frames).reshape(len(frames), grid * grid)  # (L, h*w)
+                frames, actions = store.window(index, 0, int(store.lengths[index]))  # (E, H, W, C), (E-1,)
+                ids = episode_ids(tokenizer, frames).reshape(len(frames), grid * grid)  # (E, h*w)
                 columns = [pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1),
                                                                       schema.field("tokens").type.value_type),
                                                              grid * grid),

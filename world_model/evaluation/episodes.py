@@ -1,5 +1,8 @@
 """Which test windows are evaluated: chosen from the seed alone, so every run with the same seed,
-data and window length scores exactly the same frames (whatever the number of workers)."""
+data and window length scores exactly the same frames (whatever the number of workers).
+
+Shapes: B windows read together, T frames of a window, H x W x C pixels.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def select_windows(store: EpisodeStore, length: int, episodes: int | None, seed:
         )
     rng = np.random.default_rng([seed, 0])
     chosen = np.sort(rng.permutation(eligible)[: episodes or len(eligible)])
-    starts = rng.integers(0, store.lengths[chosen] - length + 1)  # (N,)
+    starts = rng.integers(0, store.lengths[chosen] - length + 1)  # (len(chosen),)
     return [
         Window(int(e), store.episodes[e].episode.id, int(s), int(store.episodes[e].episode.level_seed))
         for e, s in zip(chosen, starts)
@@ -43,5 +46,5 @@ def select_windows(store: EpisodeStore, length: int, episodes: int | None, seed:
 
 
 def read_windows(store: EpisodeStore, windows: list[Window], length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frames (N, T, H, W, C) uint8 and actions (N, T-1) int8 of the windows."""
+    """Frames (B, T, H, W, C) uint8 and actions (B, T-1) int8 of the B windows."""
     return store.windows([w.episode for w in windows], [w.start for w in windows], length)

@@ -4,9 +4,11 @@ FID = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)) between Gaussian fit
 sets. The weights must be a local TorchScript file: the Inception-v3 (2015-12-05) TorchScript
 that StyleGAN2-ADA / clean-fid use (`inception-2015-12-05.pt`), which takes uint8 NCHW images of
 any size and returns 2048-d pool features with `return_features=True`. Any TorchScript module
-mapping uint8 (N, 3, H, W) to (N, D) features works the same way (FID numbers are only comparable
+mapping uint8 (N, 3, H, W) to (N, features) works the same way (FID numbers are only comparable
 between runs that used the same extractor, which results.json records by file name and hash).
 Without the file, FID is skipped with a message saying how to get it; nothing is downloaded.
+
+Shapes: N images (the frames of a batch, flattened), H x W x C pixels; `features` the extractor's width (2048).
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ FID_HOWTO = (
 
 @dataclass(frozen=True)
 class GaussianFit:
-    mean: np.ndarray  # (D,)
-    covariance: np.ndarray  # (D, D)
+    mean: np.ndarray  # (features,)
+    covariance: np.ndarray  # (features, features)
     count: int
 
 
 def fit_gaussian(features: np.ndarray) -> GaussianFit:
-    """(N, D) features -> mean and (unbiased) covariance; N >= 2 is needed for a covariance."""
+    """(N, features) -> mean and (unbiased) covariance; N >= 2 is needed for a covariance."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
         raise ConfigError(f"features must be (N, D), got shape {features.shape}")
@@ -75,7 +77,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 class InceptionFeatures:
-    """A local TorchScript feature extractor: uint8 frames (N, H, W, C) -> features (N, D)."""
+    """A local TorchScript feature extractor: uint8 frames (N, H, W, C) -> (N, features)."""
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
         path = Path(path)
@@ -109,5 +111,5 @@ class InceptionFeatures:
 
 
 def fid(real_features: np.ndarray, generated_features: np.ndarray) -> float:
-    """FID between two (N, D) feature sets."""
+    """FID between two (N, features) feature sets (N may differ)."""
     return frechet_distance(fit_gaussian(real_features), fit_gaussian(generated_features))

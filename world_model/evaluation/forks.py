@@ -5,6 +5,8 @@ context's last frame is rebuilt by the replay rule (docs/design.md, 'The episode
 `num_levels=1, start_level=level_seed` and the manifest's env options, fed the recorded actions), checked
 byte for byte against the recorded frames, then forked: each fork restores that state and holds one action.
 A window that cannot be replayed is skipped with the reason, never guessed at.
+
+Shapes: F forks, k frames per fork, H x W x C pixels.
 """
 
 from __future__ import annotations

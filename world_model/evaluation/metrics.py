@@ -5,6 +5,9 @@ Ray workers on batches of torch tensors, possibly on a GPU, and must not depend 
 package. Frames are in [0, 1]; uint8 frames are scaled by 1/255. Every function validates shapes
 and dtypes and says what it expected, because a silently broadcast (H, W, C) vs (T, H, W, C)
 comparison gives a plausible but wrong number.
+
+Shapes: B batch (windows), T frames, H x W x C pixels, N frames (or colour planes) of a flattened batch, F forks,
+k frames per fork.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def ssim_per_frame(prediction, target) -> torch.Tensor:
     # (N*C, 1, H, W)
     planes_t = t.reshape(-1, height, width, channels).permute(0, 3, 1, 2).reshape(-1, 1, height, width)
     kernel = _gaussian_kernel(p.device)
-    mu_p, mu_t = _filter(planes_p, kernel), _filter(planes_t, kernel)  # (N*C, 1, h, w)
+    mu_p, mu_t = _filter(planes_p, kernel), _filter(planes_t, kernel)  # (N*C, 1, H-10, W-10)
     var_p = _filter(planes_p * planes_p, kernel) - mu_p * mu_p
     var_t = _filter(planes_t * planes_t, kernel) - mu_t * mu_t
     cov = _filter(planes_p * planes_t, kernel) - mu_p * mu_t
@@ -159,22 +162,22 @@ def mean_ci95(values) -> tuple[float, float]:
 
 
 def forked_future_psnr(dreams, real) -> torch.Tensor:
-    """PSNR of every dream against every real future: dreams, real (N, F, k, H, W, C) -> (N, F dream, F real, k)."""
+    """PSNR of every dream against every real future: dreams, real (B, F, k, H, W, C) -> (B, F dream, F real, k)."""
     d = as_unit_frames(dreams, "dreams")
     r = as_unit_frames(real, "real forks")
     if d.ndim != 6 or d.shape != r.shape:
         raise MetricInputError(f"dreams and real forks must both be (N, F, k, H, W, C), got {tuple(d.shape)} and "
                                f"{tuple(r.shape)}")
     n, forks = d.shape[:2]
-    pairs = (n, forks, forks, *d.shape[2:])  # (N, F dream, F real, k, H, W, C)
-    return psnr_per_frame(d.unsqueeze(2).expand(pairs), r.unsqueeze(1).to(d.device).expand(pairs))  # (N, F, F, k)
+    pairs = (n, forks, forks, *d.shape[2:])  # (B, F dream, F real, k, H, W, C)
+    return psnr_per_frame(d.unsqueeze(2).expand(pairs), r.unsqueeze(1).to(d.device).expand(pairs))  # (B, F, F, k)
 
 
 def forked_future_score(dreams, real) -> tuple[np.ndarray, np.ndarray]:
     """How often each fork's dream is closer to its own real future than another fork's dream is
     (docs/design.md, 'Metrics').
 
-    dreams, real: (N, F, k, H, W, C) -> per window (N,) and per frame (N, k) scores in [0, 1]; chance 0.5.
+    dreams, real: (B, F, k, H, W, C) -> per window (B,) and per frame (B, k) scores in [0, 1]; chance 0.5.
     Closeness is PSNR averaged over the k frames (the per-frame score compares frame j alone). Ties count
     half: a model blind to its actions dreams every fork alike and scores exactly 0.5, never more.
     """
@@ -182,10 +185,10 @@ def forked_future_score(dreams, real) -> tuple[np.ndarray, np.ndarray]:
 
 
 def forked_future_wins(psnr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """forked_future_score from the PSNR table (N, F dream, F real, k) of `forked_future_psnr`: (N,), (N, k)."""
+    """forked_future_score from the PSNR table (B, F dream, F real, k) of `forked_future_psnr`: (B,), (B, k)."""
     forks = psnr.shape[1]
 
-    def wins(values: np.ndarray) -> np.ndarray:  # values (N, F, F[, k]) -> (N[, k]) share of (own, other) pairs won
+    def wins(values: np.ndarray) -> np.ndarray:  # values (B, F, F[, k]) -> (B[, k]) share of (own, other) pairs won
         scores = []
         for real_f in range(forks):
             own = values[:, real_f, real_f]

@@ -1,4 +1,7 @@
-"""What `genie eval` leaves in --out: results.json, results.md, psnr_over_horizon.png, samples/*.gif|png."""
+"""What `genie eval` leaves in --out: results.json, results.md, psnr_over_horizon.png, samples/*.gif|png.
+
+Shapes: H x W x C pixels of a uint8 frame.
+"""
 
 from __future__ import annotations
 
@@ -130,7 +133,7 @@ def plot_over_horizon(results: dict[str, Any], path: Path) -> Path:
 
 
 def _labelled(frames: np.ndarray, label: str, length: int) -> list[Image.Image]:
-    """(L, H, W, C) uint8 -> `length` PIL images with a label strip; shorter sequences hold their last frame."""
+    """(frames, H, W, C) uint8 -> `length` PIL images with a label strip; shorter sequences hold their last frame."""
     out = []
     for t in range(length):
         frame = frames[min(t, len(frames) - 1)]

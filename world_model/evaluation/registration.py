@@ -7,6 +7,8 @@ floors dominate the profiles, the dim parallax background barely does. The best 
 is refined to sub-pixel by a parabola through the cost minimum.
 
 Convention: dx > 0 means the agent moved right, dy > 0 means it moved up (the scene moved down).
+
+Shapes: N frame pairs (or frame sequences, `path_motion`), T frames, H x W x C pixels.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ MOTION_CLASSES = ("left", "right", "up", "down", "still")
 
 
 def _profiles(frames: np.ndarray, axis: int) -> np.ndarray:
-    """(N, H, W, C) -> (N, L) profiles along `axis` (2 = columns, 1 = rows), zero-mean per frame."""
+    """(N, H, W, C) -> profiles along `axis`, zero-mean per frame: (N, W) of column means (2), (N, H) of rows (1)."""
     mean_over = (1, 3) if axis == 2 else (2, 3)
-    profiles = np.asarray(frames, dtype=np.float32).mean(axis=mean_over)  # (N, L)
+    profiles = np.asarray(frames, dtype=np.float32).mean(axis=mean_over)  # (N, W) or (N, H)
     return profiles - profiles.mean(axis=1, keepdims=True)
 
 
 def _shift_1d(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Shifts d (sub-pixel) with after[x] ~ before[x + d]: (N, L), (N, L) -> (N,)."""
+    """Shifts d (sub-pixel) with after[x] ~ before[x + d]: (N, length), (N, length) profiles -> (N,)."""
     length = before.shape[1]
     shifts = np.arange(-MAX_SHIFT, MAX_SHIFT + 1)
     costs = np.empty((len(before), len(shifts)))

@@ -8,6 +8,9 @@ infers from the ground-truth window (so the LAM sees the future it labels, as in
 Determinism: every stochastic call takes a `torch.Generator` seeded by the caller; the
 counterfactual rollout uses a generator seeded like the factual one, so the two draw the same
 sampling noise and differ only through the replaced action.
+
+Shapes: B batch, T frames (Tc context), H x W x C pixels, h x w token grid, A actions given, D latent-action code
+width, F forks, k frames per fork; t the frame whose action a counterfactual replaces (ΔtPSNR's t).
 """
 
 from __future__ import annotations
@@ -65,8 +68,8 @@ def teacher_forced(world: WorldModel, frames: np.ndarray, action_ids: torch.Tens
     is tokenized on its own (as training tokenizes each window), frame k is fully masked and filled by
     one dynamics pass (argmax), and the window is decoded on its own. Tokenizing the whole episode
     once and slicing would be wrong: the tokenizer is causal in time, so a frame's tokens depend on
-    how many frames precede it, and the dynamics only ever saw tokens of windows (measured at tiny:
-    sliced tokens dropped one-pass token accuracy from 0.41 to 0.13 once the window slid).
+    how many frames precede it, and the dynamics only ever saw tokens of windows (world_model/tokenizer.py
+    gives the measurement).
     It isolates one-step prediction quality from the compounding errors of the autoregressive rollout.
     """
     dynamics, tokenizer = world.dynamics, world.tokenizer
@@ -74,12 +77,12 @@ def teacher_forced(world: WorldModel, frames: np.ndarray, action_ids: torch.Tens
     predicted = []
     for k in range(context, context + horizon):
         lo = max(0, k - keep)
-        tokens = tokenizer.tokenize(frames[:, lo : k + 1])  # (B, k-lo+1, h, w): this window alone
+        tokens = tokenizer.tokenize(frames[:, lo : k + 1])  # (B, window, h, w): this window alone, ending at k
         window = tokens.clone()
         window[:, -1] = dynamics.mask_id
-        inputs = world.action_inputs(action_ids[:, lo:k])  # (B, k-lo[, D])
+        inputs = world.action_inputs(action_ids[:, lo:k])  # (B, window-1[, D])
         new = dynamics(window, inputs)[:, -1].argmax(-1)  # (B, h, w)
-        decoded = tokenizer.detokenize(torch.cat([tokens[:, :-1], new.unsqueeze(1)], dim=1))  # (B, k-lo+1, H, W, C)
+        decoded = tokenizer.detokenize(torch.cat([tokens[:, :-1], new.unsqueeze(1)], dim=1))  # (B, window, H, W, C)
         predicted.append(world.render(decoded[:, -1], frames[:, k - 1], new, tokens[:, -2]))  # (B, H, W, C)
     return torch.stack(predicted, dim=1)  # (B, horizon, H, W, C)
 
@@ -128,12 +131,12 @@ def autoregressive_with_counterfactuals(
         raise ValueError(f"the counterfactual frame t={t} must lie within the horizon 1..{horizon}")
     dynamics = world.dynamics
     generator = seeded_generator(seed, dynamics.device)
-    tokens = world.tokenizer.tokenize(frames[:, :context])  # (B, c, h, w)
-    inputs = world.action_inputs(action_ids[:, : context - 1 + horizon])  # (B, c-1+horizon[, D])
+    tokens = world.tokenizer.tokenize(frames[:, :context])  # (B, Tc, h, w)
+    inputs = world.action_inputs(action_ids[:, : context - 1 + horizon])  # (B, Tc-1+horizon[, D])
     # (B, t-1, h, w)
     before = dynamics.generate_tokens(tokens, inputs[:, : context - 2 + t], t - 1, steps, temperature, generator)
     branch_point = generator.get_state()
-    known = torch.cat([tokens, before], dim=1)  # (B, c+t-1, h, w)
+    known = torch.cat([tokens, before], dim=1)  # (B, Tc+t-1, h, w)
     # (B, horizon-t+1, h, w)
     after = dynamics.generate_tokens(known, inputs, horizon - t + 1, steps, temperature, generator)
     factual = world.show(frames[:, :context], tokens, torch.cat([before, after], dim=1))  # (B, horizon, H, W, C)
@@ -142,9 +145,9 @@ def autoregressive_with_counterfactuals(
     branches = []
     for ids in counterfactual_ids:
         generator.set_state(branch_point)
-        other_inputs = world.action_inputs(ids[:, : context - 1 + t])  # (B, c-1+t[, D])
+        other_inputs = world.action_inputs(ids[:, : context - 1 + t])  # (B, Tc-1+t[, D])
         frame_t = dynamics.generate_tokens(known, other_inputs, 1, steps, temperature, generator)  # (B, 1, h, w)
-        window = torch.cat([known, frame_t], dim=1)  # (B, c+t, h, w)
+        window = torch.cat([known, frame_t], dim=1)  # (B, Tc+t, h, w)
         decoded = world.decode_windows(window, window.shape[1] - 1)[:, 0]  # (B, H, W, C): frame t alone
         branches.append(world.render(decoded, shown_before, frame_t[:, 0], known[:, -1]))  # (B, H, W, C)
     return factual, branches
@@ -183,16 +186,17 @@ def held_action_rollouts(
     world: WorldModel, frames: np.ndarray, action_ids: torch.Tensor, context: int, actions: list[int], length: int,
     steps: int | None, temperature: float | None, seed: int,
 ) -> torch.Tensor:
-    """From the real context, hold each of `actions` for `length` steps: (A, B, length, H, W, C) in [0, 1].
+    """From the real context, hold each of `actions` for `length` steps: (len(actions), B, length, H, W, C) in
+    [0, 1].
 
-    All A x B rollouts run as one batch (one MaskGIT loop instead of A), which is what makes the
+    All len(actions) x B rollouts run as one batch (one MaskGIT loop instead of one per action), which makes the
     check affordable on a GPU; the context actions stay the real ones.
     """
     b = action_ids.shape[0]
-    held = action_ids[:, : context - 1 + length].repeat(len(actions), 1)  # (A*B, context-1+length)
+    held = action_ids[:, : context - 1 + length].repeat(len(actions), 1)  # (len(actions)*B, Tc-1+length)
     held[:, context - 1 :] = torch.as_tensor(actions, device=held.device).repeat_interleave(b).unsqueeze(1)
-    context_frames = np.concatenate([frames[:, :context]] * len(actions))  # (A*B, context, H, W, C)
-    # (A*B, length, ...)
+    context_frames = np.concatenate([frames[:, :context]] * len(actions))  # (len(actions)*B, Tc, H, W, C)
+    # (len(actions)*B, length, H, W, C)
     rollout = autoregressive(world, context_frames, held, context, length, steps, temperature, seed)
     return rollout.reshape(len(actions), b, *rollout.shape[1:])
 
@@ -202,10 +206,10 @@ def forked_dreams(
     world: WorldModel, context_frames: np.ndarray, context_ids: torch.Tensor, forks: np.ndarray, fork_ids: list[int],
     steps: int | None, temperature: float | None, seed: int,
 ) -> torch.Tensor:
-    """The model's dream of each real fork from the same context: (N, F, k, H, W, C) in [0, 1].
+    """The model's dream of each real fork from the same context: (B, F, k, H, W, C) in [0, 1].
 
-    context_frames (N, c, H, W, C) uint8, context_ids (N, c-1) the ids that drove the context, forks
-    (N, F, k, H, W, C) uint8 the real futures, fork_ids the CoinRun action held in each. GenieRedux-G
+    context_frames (B, Tc, H, W, C) uint8, context_ids (B, Tc-1) the ids that drove the context, forks
+    (B, F, k, H, W, C) uint8 the real futures, fork_ids the CoinRun action held in each. GenieRedux-G
     dreams fork f with fork_ids[f] held; GenieRedux with the latent actions its LAM infers from context +
     real fork f (the paper's latent-action protocol: the LAM sees the future it labels). Every fork is
     dreamt with the same seed, so a model blind to its actions dreams the forks identically.
@@ -215,10 +219,10 @@ def forked_dreams(
     dreams = []
     for f, action in enumerate(fork_ids):
         if world.dynamics.config.conditioning == "latent":
-            ids = world.lam.infer_actions(np.concatenate([context_frames, forks[:, f]], axis=1)).long()  # (N, c-1+k)
+            ids = world.lam.infer_actions(np.concatenate([context_frames, forks[:, f]], axis=1)).long()  # (B, Tc-1+k)
         else:
-            held = torch.full((n, k), int(action), dtype=torch.long, device=context_ids.device)
-            ids = torch.cat([context_ids[:, : c - 1].long(), held], dim=1)  # (N, c-1+k)
-        frames = np.concatenate([context_frames, forks[:, f]], axis=1)  # (N, c+k, ...): only the context is read
-        dreams.append(autoregressive(world, frames, ids, c, k, steps, temperature, seed))  # (N, k, H, W, C)
-    return torch.stack(dreams, dim=1)  # (N, F, k, H, W, C)
+            held = torch.full((n, k), int(action), dtype=torch.long, device=context_ids.device)  # (B, k)
+            ids = torch.cat([context_ids[:, : c - 1].long(), held], dim=1)  # (B, Tc-1+k)
+        frames = np.concatenate([context_frames, forks[:, f]], axis=1)  # (B, Tc+k, ...): only the context is read
+        dreams.append(autoregressive(world, frames, ids, c, k, steps, temperature, seed))  # (B, k, H, W, C)
+    return torch.stack(dreams, dim=1)  # (B, F, k, H, W, C)

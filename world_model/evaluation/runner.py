@@ -4,6 +4,9 @@ The driver picks the windows (from the seed), reads their frames and ships fixed
 `--workers` Ray actors, each holding its own copy of the model; the per-episode numbers come back
 and are averaged here. Embedded locally when Ray is not running, or on the cluster the caller
 joined (`genie eval --address`).
+
+Shapes: B batch (windows), T frames of a window (context + horizon), H x W x C pixels, F forks, k frames per fork;
+`features` the FID extractor's width.
 """
 
 from __future__ import annotations
@@ -61,8 +64,8 @@ def make_batches(store: EpisodeStore, windows: list[Window], config: EvalConfig,
     batches = []
     for index, lo in enumerate(range(0, len(windows), config.batch_size)):
         part = windows[lo : lo + config.batch_size]
-        frames, actions = read_windows(store, part, config.window)
-        keep = np.array([lo + i < config.samples for i in range(len(part))])
+        frames, actions = read_windows(store, part, config.window)  # (B, T, H, W, C), (B, T-1)
+        keep = np.array([lo + i < config.samples for i in range(len(part))])  # (B,)
         forked = np.array([lo + i in forks for i in range(len(part))])  # (B,)
         fork_frames = None
         if forked.any():
@@ -164,7 +167,7 @@ def run_evaluation(config: EvalConfig) -> EvaluationOutput:
 
 # ---- summaries ---------------------------------------------------------------------------------
 def _per_step(records: list[dict[str, Any]], key: str, metric: str) -> list[float]:
-    values = np.array([r[key][metric] for r in records], dtype=np.float64)  # (N, L)
+    values = np.array([r[key][metric] for r in records], dtype=np.float64)  # (episodes, steps)
     return values.mean(axis=0).tolist()
 
 
@@ -270,7 +273,7 @@ def _slim(record: dict[str, Any]) -> dict[str, Any]:
 def _fid(config: EvalConfig, batch_results, modes, tag, metrics) -> dict[str, Any]:
     if not config.inception_weights:
         return {"skipped": f"FID skipped: no Inception weights given; {FID_HOWTO}"}
-    real = np.concatenate([b["features"]["real"] for b in batch_results])
+    real = np.concatenate([b["features"]["real"] for b in batch_results])  # (frames, features)
     info: dict[str, Any] = {"weights": str(config.inception_weights),
                             "weights_sha256": file_sha256(config.inception_weights), "frames": int(real.shape[0])}
     if real.shape[0] < 2:
@@ -296,7 +299,7 @@ def controllability_summary(model: ModelUnderTest, records: list[dict[str, Any]]
     names = list(control_action_ids(model))
     ids = control_action_ids(model)
     latent = model.conditioning == "latent"
-    motion = {n: np.array([r["control"][n] for r in records]) for n in names}  # name -> (N, 2)
+    motion = {n: np.array([r["control"][n] for r in records]) for n in names}  # name -> (episodes, 2)
     noop = motion.get("NOOP")
     real: dict[int, list] = defaultdict(list)
     for r in records:
@@ -339,9 +342,9 @@ def copy_last_frame_baseline(data: str, context: int = 2, horizon: int = 10, epi
     EvalConfig(model="", data=data, context=context, horizon=horizon, episodes=episodes, seed=seed, split=split)
     store = open_test_set(data, split)
     windows = select_windows(store, context + horizon, episodes, seed)
-    per_step = np.zeros(horizon)
+    per_step = np.zeros(horizon)  # (horizon,)
     for lo in range(0, len(windows), 64):
-        frames, _ = read_windows(store, windows[lo : lo + 64], context + horizon)
+        frames, _ = read_windows(store, windows[lo : lo + 64], context + horizon)  # (B, T, H, W, C)
         per_step += copy_last_frame_psnr(frames, context).cpu().numpy().sum(axis=0)
     per_step /= len(windows)
     return {"per_step": per_step.tolist(), "mean": float(per_step.mean()), "episodes": len(windows),

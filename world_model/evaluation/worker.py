@@ -2,6 +2,9 @@
 
 A batch is fixed by the seed (its episodes, windows and its sampling seed), never by which worker
 runs it, so the results do not depend on `--workers`.
+
+Shapes: B batch (windows, `forked` of them with replayed forks), T frames (context + horizon), H x W x C pixels,
+h x w token grid, F forks, k frames per fork.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def _u8(frames: torch.Tensor) -> np.ndarray:
 
 
 def _scores(prediction: torch.Tensor, target: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-frame PSNR and SSIM: (B, L, H, W, C) pairs -> {'psnr': (B, L), 'ssim': (B, L)}."""
+    """Per-frame PSNR and SSIM: (B, frames, H, W, C) pairs -> {'psnr': (B, frames), 'ssim': (B, frames)}."""
     target_t = torch.as_tensor(target, device=prediction.device)
     return {
         "psnr": psnr_per_frame(prediction.clamp(0, 1), target_t).cpu().numpy(),
@@ -86,7 +89,7 @@ def reconstruct_windowed(tokenizer, frames: np.ndarray) -> torch.Tensor:
     model decodes each frame as the last of a window of at most that length (WorldModel.decode_windows)
     and tokenizes windows no longer either. Tokenizing and decoding a longer test window at once would
     score the tokenizer on inputs the world model never gives it. Frame k's tokens come from frames
-    k-W+1..k (all at once when the encoder sees each frame alone), and it is decoded from tokens k-W+1..k.
+    k-window+1..k (all at once when the encoder sees each frame alone), and it is decoded from tokens k-window+1..k.
     """
     window = max(1, int(tokenizer.config.frames))
     length = frames.shape[1]
@@ -171,6 +174,7 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
     if changed:
         truth = target[:, config.delta_t - 1]  # (B, H, W, C)
         # metrics run where the prediction is (the GPU in `genie eval --gpus-per-worker`): .cpu() before .numpy()
+        # (B,)
         factual = psnr_per_frame(predictions["autoregressive"][:, config.delta_t - 1].clamp(0, 1),
                                  torch.as_tensor(truth)).cpu().numpy()
         for (key, other_ids), other in zip(changed.items(), others):
@@ -183,20 +187,22 @@ def _evaluate_world_model(model: ModelUnderTest, batch: Batch, config: EvalConfi
                     record[key].update(effect=ACTION_EFFECTS[ACTION_NAMES[int(ids[i, index])]],
                                        other_effect=ACTION_EFFECTS[ACTION_NAMES[int(other_ids[i, index])]])
 
-    dreams = _forked_futures(model, batch, ids, records, config)  # (n, F, k, H, W, C) or None
+    dreams = _forked_futures(model, batch, ids, records, config)  # (forked, F, k, H, W, C) or None
 
     held: dict[str, torch.Tensor] = {}
     if config.control_steps > 0:
         last = batch.frames[:, c - 1 : c]  # (B, 1, H, W, C): motion is measured from the last real frame
         named = control_action_ids(model)
+        # (len(named), B, control_steps, H, W, C)
         rollout = rollouts.held_action_rollouts(world, batch.frames, ids, c, list(named.values()), config.control_steps,
-                                                steps, temperature, batch.seed)  # (A, B, n, H, W, C)
+                                                steps, temperature, batch.seed)
         for name, frames in zip(named, rollout):
-            held[name] = frames  # (B, n, H, W, C)
+            held[name] = frames  # (B, control_steps, H, W, C)
             motion = path_motion(np.concatenate([last, _u8(frames)], axis=1))  # (B, 2)
             for i, record in enumerate(records):
                 record.setdefault("control", {})[name] = motion[i].tolist()
-        # the real environment's response to each recorded action in these windows (one step), a reference
+        # the real environment's response to each recorded action in these windows (one step), a reference:
+        # (B, T-1, 2)
         real = agent_motion(batch.frames[:, :-1].reshape(-1, *batch.frames.shape[2:]),
                             batch.frames[:, 1:].reshape(-1, *batch.frames.shape[2:])).reshape(len(records), -1, 2)
         for i, record in enumerate(records):
@@ -223,18 +229,19 @@ def _forked_futures(model: ModelUnderTest, batch: Batch, ids: torch.Tensor, reco
                     config: EvalConfig) -> torch.Tensor | None:
     """Dream the real forks of the forked windows from their real context and score them (records["forked_future"]).
 
-    Returns the dreams (n, F, k, H, W, C) in [0, 1] of the n forked windows, in batch order (None if none).
+    Returns the dreams (forked, F, k, H, W, C) in [0, 1] of the batch's forked windows, in batch order (None if
+    none).
     """
     if batch.forked is None or not batch.forked.any():
         return None
     c, world = config.context, model.world
-    index = np.flatnonzero(batch.forked)  # (n,)
-    real = batch.forks[index]  # (n, F, k, H, W, C) uint8
+    index = np.flatnonzero(batch.forked)  # (forked,)
+    real = batch.forks[index]  # (forked, F, k, H, W, C) uint8
     fork_ids = [ACTION_NAMES.index(name) for name in FORK_ACTIONS]
     dreams = rollouts.forked_dreams(world, batch.frames[index, :c], ids[index, : c - 1], real, fork_ids,
-                                    config.maskgit_steps, config.temperature, batch.seed)  # (n, F, k, H, W, C)
-    psnr = forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy()  # (n, F dream, F real, k)
-    score, per_frame = forked_future_wins(psnr)  # (n,), (n, k)
+                                    config.maskgit_steps, config.temperature, batch.seed)  # (forked, F, k, H, W, C)
+    psnr = forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy()  # (forked, F dream, F real, k)
+    score, per_frame = forked_future_wins(psnr)  # (forked,), (forked, k)
     for j, i in enumerate(index):
         records[i]["forked_future"] = {
             "score": float(score[j]), "per_frame": per_frame[j].tolist(), "k": int(real.shape[2]),

@@ -15,6 +15,8 @@ frozen tokenizer's ids and the frozen LAM's latent ids, encoded once before the 
 same windows as from frames; `train.token_cache` says when (true, false, or auto: when it is
 already there or the run is long enough for it to pay). Validation and sample images always use
 frames: they are few.
+
+Shapes: B the global batch (B/workers windows per worker), T frames of a window, H x W x C pixels, h x w token grid.
 """
 
 from __future__ import annotations
@@ -152,10 +154,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         channel.send({"kind": "val", "step": 0, **first})
 
     if cache is not None:
-        def fetch(step: int) -> tuple[np.ndarray, np.ndarray]:  # (B/W, T, h, w) ids, (B/W, T-1) action ids
+        def fetch(step: int) -> tuple[np.ndarray, np.ndarray]:  # (B/workers, T, h, w) ids, (B/workers, T-1) actions
             return plan.worker_tokens(cache, train_store, step, rank, latent)
     else:
-        def fetch(step: int) -> tuple[np.ndarray, np.ndarray]:  # (B/W, T, H, W, C) frames, (B/W, T-1) actions
+        def fetch(step: int) -> tuple[np.ndarray, np.ndarray]:  # (B/workers, T, H, W, C), (B/workers, T-1) actions
             return plan.worker_batch(train_store, step, rank)
     prefetcher = StepPrefetcher(fetch, pin_memory=device.type == "cuda")
     window_metrics: dict[str, list[Metric]] = defaultdict(list)  # unread tensors until the next log step
@@ -292,6 +294,7 @@ def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: 
     sums: dict[str, float] = defaultdict(float)
     count = 0
     for begin in range(0, len(episodes), micro):
+        # (micro, T, H, W, C), (micro, T-1)
         frames, actions = store.windows(episodes[begin:begin + micro], starts[begin:begin + micro], length)
         with autocast:
             metrics = eval_step(stage, (frames, actions), decode=True)  # dynamics: one teacher-forced pass for both

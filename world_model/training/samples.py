@@ -3,6 +3,8 @@
 One PNG per call: for each window, the real frames on top and the stage's output below
 (tokenizer: reconstruction; LAM: next frames decoded from inferred latent actions; dynamics:
 teacher-forced one-pass prediction of frames 1..T-1 decoded by the tokenizer).
+
+Shapes: B windows, T frames, H x W x C pixels, h x w token grid.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def stage_output(stage: nn.Module, frames: np.ndarray, actions: np.ndarray) -> n
         elif isinstance(stage, LatentActionModel):
             video = to_unit_float(frames, stage.device)  # (B, T, H, W, C)
             reconstruction, _ = stage(video)  # (B, T-1, H, W, C) frames 1..T-1
-            output = torch.cat([video[:, :1], reconstruction], dim=1)
+            output = torch.cat([video[:, :1], reconstruction], dim=1)  # (B, T, H, W, C)
         elif isinstance(stage, DynamicsStage):
             tokens, action_inputs = stage.inputs((frames, actions))  # (B, T, h, w)
             predicted = stage.dynamics.teacher_forced_logits(tokens, action_inputs).argmax(-1)  # (B, T-1, h, w)

@@ -7,12 +7,15 @@ add a streaming executor that needs free CPUs (a read that finds none hangs, DES
 would not give uniform random windows without a full shuffle.
 
 Why the positions of a step are drawn globally (from `seed` and the step number) and each worker
-reads its slice: the windows of step s are the same for 1 or N workers, so a run's result does
+reads its slice: the windows of step s are the same for any number of workers, so a run's result does
 not depend on how many workers trained it, a resumed run continues with exactly the windows it
 would have seen (the data position is the step), and DDP can be checked against one process.
 Each worker reads only the windows of its slice, and decodes only the shards those lie in.
 The dynamics may read the same windows as token ids from the run's token cache instead
 (`worker_tokens`, world_model/token_cache.py).
+
+Shapes: B the global batch of a step (B/workers windows per worker), T frames of a window, H x W x C pixels, h x w
+token grid.
 """
 
 from __future__ import annotations
@@ -72,18 +75,18 @@ class WindowPlan:
         return slice(rank * share, (rank + 1) * share)
 
     def worker_positions(self, store: EpisodeStore, step: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
-        """(episode, start) of this worker's windows of `step`: two (B/W,) arrays."""
+        """(episode, start) of this worker's windows of `step`: two (B/workers,) arrays."""
         episodes, starts = self.positions(store, step)
         part = self.worker_slice(rank)
         return episodes[part], starts[part]
 
     def worker_batch(self, store: EpisodeStore, step: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
-        """This worker's windows of `step`: frames (B/W, T, H, W, C) uint8 and actions (B/W, T-1) int8."""
+        """This worker's windows of `step`: frames (B/workers, T, H, W, C) uint8 and actions (B/workers, T-1) int8."""
         return store.windows(*self.worker_positions(store, step, rank), self.length)
 
     def worker_tokens(self, cache: TokenCache, store: EpisodeStore, step: int, rank: int, latent: bool) -> TokenBatch:
-        """The same windows as `worker_batch`, from the token cache of `store`: ids (B/W, T, h, w) int16 and
-        action ids (B/W, T-1) int8 (true actions, or with `latent` the LAM's latent ids)."""
+        """The same windows as `worker_batch`, from the token cache of `store`: ids (B/workers, T, h, w) int16 and
+        action ids (B/workers, T-1) int8 (true actions, or with `latent` the LAM's latent ids)."""
         return TokenBatch(*cache.windows(*self.worker_positions(store, step, rank), self.length, latent=latent))
 
 
