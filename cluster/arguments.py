@@ -25,7 +25,7 @@ from typing import Callable, Iterator, NoReturn
 
 from genie_common.uris import is_uri  # pyarrow-free: `genie --help` stays light
 
-# False while `genie submit` parses a stage's arguments: its output paths name files on the cluster, not here
+# False while `genie submit` parses a command's arguments: its output paths name files on the cluster, not here
 _LOCAL_OUTPUTS = contextvars.ContextVar("local_outputs", default=True)
 
 

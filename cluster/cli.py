@@ -1,4 +1,4 @@
-"""`genie`: one command line for every stage of genie-redux.
+"""`genie`: one command line for every part of genie-redux (collect, train, eval, play, pipeline, ...).
 
 Each subcommand is a thin shell over a plain function that takes a typed config and paths,
 so the CLI, the pipeline, Ray jobs and Tune trials all run the same code. The command groups live in

@@ -1,8 +1,8 @@
-"""The process `genie submit` starts on the cluster: `python -m cluster.job_entry [--expect-version V] -- STAGE ARGS`.
+"""The process `genie submit` starts on the cluster: `python -m cluster.job_entry [--expect-version V] -- COMMAND ARGS`.
 
 It says where it runs, warns when the cluster's genie-redux differs from the one the job was
-submitted with (the arguments may then mean something else), and runs `genie STAGE ARGS`. Inside a
-job, RAY_ADDRESS points at the cluster, so the stage joins it instead of starting its own Ray.
+submitted with (the arguments may then mean something else), and runs `genie COMMAND ARGS`. Inside a
+job, RAY_ADDRESS points at the cluster, so the command joins it instead of starting its own Ray.
 """
 
 from __future__ import annotations

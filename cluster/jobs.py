@@ -1,8 +1,8 @@
-"""`genie submit` and `genie jobs`: run any stage as a Ray job on a cluster, through Ray's Jobs API.
+"""`genie submit` and `genie jobs`: run any genie command as a Ray job on a cluster, through Ray's Jobs API.
 
-Why jobs and not `genie STAGE --address`: a job's driver runs on the cluster's head, so it survives
+Why jobs and not `genie COMMAND --address`: a job's driver runs on the cluster's head, so it survives
 your laptop sleeping or losing Wi-Fi; its logs stay on the cluster; it is listed and stopped by id.
-The job runs the very same CLI command (`genie STAGE ARGS`), so nothing behaves differently on a
+The job runs the very same CLI command (`genie COMMAND ARGS`), so nothing behaves differently on a
 cluster except where the work lands (cluster/placement.py).
 
 What code runs: by default the genie-redux installed on the cluster (cluster.yaml installs a pinned
@@ -40,26 +40,26 @@ PATH_OPTIONS = ("--out", "--data", "--checkpoint")
 # (Ray also leaves out what .gitignore lists.)
 WORKING_DIR_EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info", "data", "runs",
                         "wandb", "*.arrow", "*.ckpt", "*.pt", "benchmarks/results"]
-NOT_STAGES = ("submit", "jobs")
+NOT_JOB_COMMANDS = ("submit", "jobs")  # the commands a job cannot run
 
 
 class JobError(ConfigError):
-    """A job request the cluster cannot serve (no job server, unknown job, bad stage): one line, no traceback."""
+    """A job request the cluster cannot serve (no job server, unknown job, bad command): one line, no traceback."""
 
 
 @dataclass
 class SubmitRequest:
-    """One `genie submit`: which stage with which arguments, where, and with what code. The fields that are options
-    of `genie submit` say so with their help (`genie_common.config.option`)."""
+    """One `genie submit`: which genie command with which arguments, where, and with what code. The fields that
+    are options of `genie submit` say so with their help (`genie_common.config.option`)."""
 
-    stage: str
+    command: str  # a top-level genie command: collect, data, agent, train, pipeline, ...
     args: list[str] = field(default_factory=list)
     address: str = DEFAULT_ADDRESS
     # upload this source tree instead of using the installed package
     working_dir: Path | None = option(None, help="upload this genie-redux checkout with the job instead of using the "
                                                  "installed package")
     env: dict[str, str] = field(default_factory=dict)
-    submission_id: str | None = option(None, help="submission id (default: genie-STAGE-DATE-TIME-XXXX)",
+    submission_id: str | None = option(None, help="submission id (default: genie-COMMAND-DATE-TIME-XXXX)",
                                        flag="--job-id")
     # stream logs and exit with the job's status
     wait: bool = option(True, help="submit, print the job id and return", flag="--no-wait")
@@ -72,7 +72,7 @@ class SubmitRequest:
                 raise JobError(f"--working-dir {self.working_dir} is not a genie-redux checkout (no cluster/cli.py); "
                                f"give the repository root, or leave it out to run the version installed on the cluster")
         if self.submission_id is None:
-            self.submission_id = f"genie-{self.stage}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+            self.submission_id = f"genie-{self.command}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.submission_id):
             raise JobError(f"job id {self.submission_id!r}: use letters, digits, '.', '_' and '-' only")
 
@@ -86,7 +86,7 @@ def job_server_address(address: str | None) -> str:
     if not address.startswith(("http://", "https://")):
         raise JobError(f"--address {address}: jobs go to the cluster's job server, an http URL such as "
                        f"{DEFAULT_ADDRESS} (run `ray dashboard cluster.yaml` to forward it from a `ray up` cluster); "
-                       f"host:6379 is the GCS, which `genie STAGE --address` joins instead")
+                       f"host:6379 is the GCS, which `genie COMMAND --address` joins instead")
     return address
 
 
@@ -97,32 +97,32 @@ def installed_version() -> str | None:
         return None
 
 
-def known_stages() -> list[str]:
+def known_commands() -> list[str]:
     """Top-level `genie` commands a job can run (every one but submit and jobs themselves)."""
     from cluster.cli import build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")  # the sub-parser action
-    return [name for name in commands.choices if name not in NOT_STAGES]
+    return [name for name in commands.choices if name not in NOT_JOB_COMMANDS]
 
 
-def check_stage_args(stage: str, args: list[str]) -> None:
-    """Parse `genie STAGE ARGS` here, so a typo fails in a second on your laptop, not minutes later on the cluster."""
+def check_command_args(command: str, args: list[str]) -> None:
+    """Parse `genie COMMAND ARGS` here, so a typo fails in a second on your laptop, not minutes later on the cluster."""
     from cluster.arguments import outputs_elsewhere
     from cluster.cli import build_parser
 
-    stages = known_stages()
-    if stage not in stages:
-        raise JobError(f"unknown stage {stage!r}; a job runs one of: {', '.join(stages)}")
+    commands = known_commands()
+    if command not in commands:
+        raise JobError(f"unknown command {command!r}; a job runs one of: {', '.join(commands)}")
     if any(a == "--address" or a.startswith("--address=") for a in args):
-        raise JobError("give --address once, for the job server; inside a job the stage joins the cluster by itself")
+        raise JobError("give --address once, for the job server; inside a job the command joins the cluster by itself")
     try:
         with outputs_elsewhere():  # the job writes its files on the cluster
-            parsed = build_parser().parse_args([stage, *args])
+            parsed = build_parser().parse_args([command, *args])
     except SystemExit as exit_:
         if exit_.code == 0:  # --help was asked for and printed
-            raise JobError(f"--help is for `genie {stage} --help` on your machine; nothing was submitted") from None
-        raise JobError(f"`genie {stage} {shlex.join(args)}` does not parse (the line above says why); nothing "
+            raise JobError(f"--help is for `genie {command} --help` on your machine; nothing was submitted") from None
+        raise JobError(f"`genie {command} {shlex.join(args)}` does not parse (the line above says why); nothing "
                        "was submitted") from None
     if getattr(parsed, "preset_file", None) is None and isinstance(getattr(parsed, "preset", None), str):
         from cluster.presets import load_preset  # a shipped preset and --set: the cluster runs this same version
@@ -162,12 +162,12 @@ def _shell_word(arg: str) -> str:
 
 
 def build_entrypoint(request: SubmitRequest) -> str:
-    """The shell command the job runs: the stage through `cluster.job_entry` (version check, then `genie`)."""
+    """The shell command the job runs: the genie command through `cluster.job_entry` (version check, then `genie`)."""
     words = ["python", "-m", "cluster.job_entry"]
     version = installed_version()
     if request.working_dir is None and version:
         words += ["--expect-version", version]
-    words += ["--", request.stage]
+    words += ["--", request.command]
     return " ".join([*(shlex.quote(w) for w in words), *(_shell_word(a) for a in request.args)])
 
 
@@ -212,13 +212,14 @@ def client(address: str):
 
 
 def submit(request: SubmitRequest) -> int:
-    """Submit the stage as a job; with `wait`, stream its logs and return its exit status."""
-    check_stage_args(request.stage, request.args)
+    """Submit the command as a job; with `wait`, stream its logs and return its exit status."""
+    check_command_args(request.command, request.args)
     for note in path_warnings(request.args, request.address):
         print(note, file=sys.stderr)
     jobs = client(request.address)
     entrypoint = build_entrypoint(request)
-    metadata_ = {"genie_stage": request.stage, "genie_version": installed_version() or "source"}
+    # the key keeps its name from before `genie submit COMMAND` (jobs submitted earlier carry it; filters may use it)
+    metadata_ = {"genie_stage": request.command, "genie_version": installed_version() or "source"}
     try:
         job_id = jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(request),
                                  submission_id=request.submission_id, metadata=metadata_)
@@ -278,7 +279,7 @@ def job_info(jobs, job_id: str):
 
 
 def exit_code(info) -> int:
-    """0 for a job that succeeded; the stage's own exit code when it failed (1 when Ray does not know it)."""
+    """0 for a job that succeeded; the command's own exit code when it failed (1 when Ray does not know it)."""
     status = str(info.status)
     if status == "SUCCEEDED":
         return 0

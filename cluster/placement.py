@@ -1,4 +1,4 @@
-"""Where each stage's Ray work runs, decided from what the cluster offers, so the same command fits a
+"""Where each command's Ray work runs, decided from what the cluster offers, so the same command fits a
 laptop, a static cluster and `ray up cluster.yaml`.
 
 - Collectors ask for the custom resource `collector` when a running node or a node type of the

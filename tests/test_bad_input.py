@@ -176,16 +176,16 @@ def test_data_stats_writes_beside_the_dataset(dataset_copy, capsys):
     assert sorted(p.name for p in dataset_copy.iterdir()) == before, "the dataset folder stays as it is"
 
 
-def test_submit_checks_a_stages_arguments_here_but_not_its_output_folders(capsys):
-    """`genie submit` parses the stage's arguments on your machine (a bad value fails in a second, nothing is
+def test_submit_checks_a_commands_arguments_here_but_not_its_output_folders(capsys):
+    """`genie submit` parses the command's arguments on your machine (a bad value fails in a second, nothing is
     submitted), but the files a job writes live on the cluster: their folders are not looked for here."""
-    from cluster.jobs import JobError, check_stage_args
+    from cluster.jobs import JobError, check_command_args
 
-    check_stage_args("agent", ["eval", "--checkpoint", "/runs/agent", "--json", "/results-on-the-cluster/eval.json"])
+    check_command_args("agent", ["eval", "--checkpoint", "/runs/agent", "--json", "/results-on-the-cluster/eval.json"])
     with pytest.raises(JobError, match="nothing was submitted"):
-        check_stage_args("train", ["tokenizer", "--data", "d", "--out", "o", "--batch", "0"])
+        check_command_args("train", ["tokenizer", "--data", "d", "--out", "o", "--batch", "0"])
     assert "argument --batch: must be a whole number >= 1" in capsys.readouterr().err
     with pytest.raises(JobError, match=r"betas must be a list of 2 values.*nothing was submitted"):
-        check_stage_args("train", ["lam", "--data", "d", "--out", "o", "--set", "world_model.optim.betas=0.9"])
+        check_command_args("train", ["lam", "--data", "d", "--out", "o", "--set", "world_model.optim.betas=0.9"])
     with pytest.raises(SystemExit):  # here, on this machine, the folder is checked
         main(["agent", "eval", "--checkpoint", "/runs/agent", "--json", "/results-on-the-cluster/eval.json"])

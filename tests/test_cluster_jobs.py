@@ -224,13 +224,13 @@ def test_a_submitted_collection_runs_its_collectors_on_the_collector_node(cluste
 
 
 def test_a_failing_job_exits_with_its_status_and_bad_input_fails_before_submitting(cluster, submitted_collection):
-    # same collection name (random-s11), other settings: the stage refuses with exit code 2, and so does submit
+    # same collection name (random-s11), other settings: the command refuses with exit code 2, and so does submit
     existing = cluster.genie("submit", *COLLECT, "--sticky-prob", "0.5", "--out", "$GENIE_STORAGE/data/random",
                              "--address", cluster.address)
     assert existing.returncode == 2, existing.stdout + existing.stderr
     assert "FAILED" in existing.stderr and "different settings" in existing.stdout + existing.stderr
     typo = cluster.genie("submit", "colect", "--out", "x", "--address", cluster.address)
-    assert typo.returncode == 2 and "unknown stage 'colect'" in typo.stderr
+    assert typo.returncode == 2 and "unknown command 'colect'" in typo.stderr
     unparsable = cluster.genie("submit", "collect", "--episodes", "many", "--out", "x", "--address", cluster.address)
     assert unparsable.returncode == 2 and "nothing was submitted" in unparsable.stderr
     gcs = cluster.genie("submit", "collect", "--out", "x", "--address", f"127.0.0.1:{cluster.gcs_port}")

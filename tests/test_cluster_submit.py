@@ -13,13 +13,13 @@ from cluster.jobs import JobError, SubmitRequest, build_entrypoint, job_server_a
 
 def _words_on_the_cluster(args: list[str], storage: str | None) -> subprocess.CompletedProcess:
     """Run the job's command line in bash with the entrypoint swapped for printf, one argument per line."""
-    entrypoint = build_entrypoint(SubmitRequest(stage="collect", args=args))
+    entrypoint = build_entrypoint(SubmitRequest(command="collect", args=args))
     words = entrypoint.split(" -- collect ", 1)[1]
     env = {"PATH": "/usr/bin:/bin", **({"GENIE_STORAGE": storage} if storage is not None else {})}
     return subprocess.run(["bash", "-c", f"printf '%s\\n' {words}"], capture_output=True, text=True, env=env)
 
 
-def test_arguments_reach_the_stage_unchanged_and_genie_storage_expands_on_the_cluster():
+def test_arguments_reach_the_command_unchanged_and_genie_storage_expands_on_the_cluster():
     args = ["--out", "$GENIE_STORAGE/data/random train", "--set", "a.b=it's $HOME; `x`", "--data=$GENIE_STORAGE",
             "--checkpoint", "${GENIE_STORAGE}/runs/agent"]
     result = _words_on_the_cluster(args, "s3://bucket/genie")
@@ -35,13 +35,13 @@ def test_an_unset_genie_storage_stops_the_job_with_what_to_do():
 
 
 def test_the_entrypoint_names_the_local_version_unless_code_is_uploaded(tmp_path):
-    installed = build_entrypoint(SubmitRequest(stage="collect", args=["--out", "x"]))
+    installed = build_entrypoint(SubmitRequest(command="collect", args=["--out", "x"]))
     assert installed.startswith("python -m cluster.job_entry --expect-version ")
     with pytest.raises(JobError, match="not a genie-redux checkout"):
-        SubmitRequest(stage="collect", working_dir=tmp_path)
+        SubmitRequest(command="collect", working_dir=tmp_path)
     from tests.test_cluster_jobs import REPO
 
-    uploaded = SubmitRequest(stage="collect", working_dir=REPO, env={"WANDB_MODE": "online"})
+    uploaded = SubmitRequest(command="collect", working_dir=REPO, env={"WANDB_MODE": "online"})
     assert "--expect-version" not in build_entrypoint(uploaded)
     assert runtime_env(uploaded)["working_dir"] == str(REPO) and ".git" in runtime_env(uploaded)["excludes"]
     assert runtime_env(uploaded)["env_vars"] == {"PYTHONUNBUFFERED": "1", "WANDB_MODE": "online"}
@@ -58,7 +58,7 @@ def test_addresses_and_paths_get_clear_messages(monkeypatch):
     with pytest.raises(JobError, match="job server.*GCS"):
         job_server_address("10.0.0.1:6379")
     with pytest.raises(JobError, match="letters, digits"):
-        SubmitRequest(stage="collect", submission_id="my job")
+        SubmitRequest(command="collect", submission_id="my job")
     remote = path_warnings(["--out", "data/x", "--data=/mnt/d", "--checkpoint", "s3://b/c",
                             "--out", "$GENIE_STORAGE/y"],
                            "http://head:8265")

@@ -10,8 +10,8 @@ from cluster.cli import build_parser, main
 
 URI = "s3://bucket/x"
 # string options that are not paths (names, addresses, lists of names, ...)
-NOT_PATHS = {"address", "preset", "set", "names", "agent", "stages", "host", "token", "job_id", "stage", "stage_args",
-             "modes", "start", "env", "preset_sweep", "actions"}
+NOT_PATHS = {"address", "preset", "set", "names", "agent", "stages", "host", "token", "job_id", "stage", "job_command",
+             "job_args", "modes", "start", "env", "preset_sweep", "actions"}
 
 
 def leaf_parsers(parser: argparse.ArgumentParser, name: str = "genie"):

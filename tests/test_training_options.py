@@ -66,8 +66,8 @@ def test_the_parsed_defaults_are_the_configs_own():
     assert config_from_args(PipelineResources, parse("pipeline", "--out", "o"), RESOURCE_OPTIONS) == \
         PipelineResources()
     request = config_from_args(SubmitRequest, parse("submit", "collect", "--out", "x"), SUBMIT_OPTIONS,
-                               stage="collect", args=["--out", "x"])
-    default = SubmitRequest(stage="collect", args=["--out", "x"])
+                               command="collect", args=["--out", "x"])
+    default = SubmitRequest(command="collect", args=["--out", "x"])
     assert dataclasses.replace(request, submission_id="x") == dataclasses.replace(default, submission_id="x")
     assert request.submission_id.startswith("genie-collect-")
 
@@ -104,7 +104,7 @@ def test_each_option_lands_in_its_field(tmp_path, capsys):
     assert resources == PipelineResources(gpus_per_worker=0.5, gpus_per_learner=0.0)
 
     request = config_from_args(SubmitRequest, parse("submit", "--job-id", "my-job", "--no-wait", "train", "lam"),
-                               SUBMIT_OPTIONS, stage="train", args=[])
+                               SUBMIT_OPTIONS, command="train", args=[])
     assert (request.submission_id, request.wait, request.working_dir) == ("my-job", False, None)
 
     for argv, what in ((["train", "lam", "--data", "d", "--out", "o", "--workers", "0"], "--workers"),

@@ -1,4 +1,4 @@
-"""`genie submit` and `genie jobs list|logs|stop`: stages as Ray jobs on a cluster (see cluster/jobs.py)."""
+"""`genie submit` and `genie jobs list|logs|stop`: genie commands as Ray jobs on a cluster (see cluster/jobs.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 ORDER = 60
 
 SUBMIT_DESCRIPTION = """\
-Run `genie STAGE ARGS` as a Ray job on a cluster: the job's driver runs on the head node (it keeps
+Run `genie COMMAND ARGS` as a Ray job on a cluster: the job's driver runs on the head node (it keeps
 running if your laptop disconnects), its collectors and trainers on the worker nodes. Streams the
 job's logs and exits with its status (Ctrl-C stops following, not the job).
 
@@ -27,7 +27,7 @@ examples:
 
 
 # the fields of SubmitRequest that are options of `genie submit`, in the order its help shows them (--env, KEY=VALUE
-# items made into a dict, after --working-dir); STAGE and ARGS are its positional arguments
+# items made into a dict, after --working-dir); COMMAND and ARGS are its positional arguments
 SUBMIT_OPTIONS = ("working_dir", "submission_id", "wait")
 
 
@@ -39,7 +39,7 @@ def _add_address(parser: argparse.ArgumentParser) -> None:
 
 def register(commands) -> None:
     submit = commands.add_parser(
-        "submit", help="run a stage (collect, train, eval, pipeline, ...) as a Ray job on a cluster",
+        "submit", help="run a genie command (collect, train, eval, pipeline, ...) as a Ray job on a cluster",
         description=SUBMIT_DESCRIPTION, epilog=SUBMIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_address(submit)
     from cluster.arguments import local_path
@@ -51,9 +51,11 @@ def register(commands) -> None:
     submit.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment variable for the job (repeatable), e.g. --env WANDB_MODE=online")
     add_options(submit, SubmitRequest, SUBMIT_OPTIONS[1:])
-    submit.add_argument("stage", metavar="STAGE", help="a genie command: collect, data, agent, datasets, train, ...")
-    submit.add_argument("stage_args", nargs=argparse.REMAINDER, metavar="ARGS",
-                        help="its arguments, as for `genie STAGE`; a trailing --address URL is taken as this command's")
+    # dest job_command, not command: `command` is the dest of genie's own subcommand (here "submit")
+    submit.add_argument("job_command", metavar="COMMAND",
+                        help="the genie command the job runs: collect, data, agent, datasets, train, ...")
+    submit.add_argument("job_args", nargs=argparse.REMAINDER, metavar="ARGS",
+                        help="its arguments, as for `genie COMMAND`; a trailing --address URL is taken as submit's")
     submit.set_defaults(handler=run_submit)
 
     jobs = commands.add_parser("jobs", help="list, follow and stop Ray jobs on a cluster",
@@ -75,7 +77,7 @@ def register(commands) -> None:
 
 
 def _split_trailing_address(args: list[str]) -> tuple[list[str], str | None]:
-    """`genie submit STAGE ... --address URL`: the address belongs to submit, not to the stage."""
+    """`genie submit COMMAND ... --address URL`: the address belongs to submit, not to the command."""
     from cluster.jobs import job_server_address
 
     rest, address, i = [], None, 0
@@ -94,7 +96,7 @@ def run_submit(args: argparse.Namespace) -> int:
     from cluster.dataclass_options import config_from_args
     from cluster.jobs import JobError, SubmitRequest, submit
 
-    stage_args, trailing = _split_trailing_address(list(args.stage_args))
+    job_args, trailing = _split_trailing_address(list(args.job_args))
     if trailing and args.address and trailing != args.address:
         raise JobError(f"two job server addresses: {args.address} and {trailing}; give one")
     env = {}
@@ -103,7 +105,7 @@ def run_submit(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise JobError(f"--env {item!r}: expected KEY=VALUE")
         env[key] = value
-    request = config_from_args(SubmitRequest, args, SUBMIT_OPTIONS, stage=args.stage, args=stage_args,
+    request = config_from_args(SubmitRequest, args, SUBMIT_OPTIONS, command=args.job_command, args=job_args,
                                address=trailing or args.address, env=env)
     return submit(request)
 

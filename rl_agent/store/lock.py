@@ -60,7 +60,7 @@ def folder_lock(location: str | os.PathLike, command: str, lease_s: float = LEAS
     """Hold `location` (a local folder, created if missing, or a storage URI) for `command`.
 
     Raises `FolderInUse` at once when another process (or another thread of this one) holds it. The thread
-    that holds it may take it again (the CLI takes it before starting Ray, the stage function inside).
+    that holds it may take it again (the CLI takes it before starting Ray, the command's function inside).
     """
     uri = "://" in str(location)
     key = str(location).rstrip("/") if uri else str(Path(location).resolve())
