@@ -50,7 +50,7 @@ def build_models(preset, store, actions: str):
     from world_model.lam import LatentActionModel
     from world_model.tokenizer import Tokenizer
     from world_model.training.job import TrainJob
-    from world_model.training.stages import dynamics_config
+    from world_model.training.trainee import dynamics_config
 
     torch.manual_seed(0)
     tokenizer = Tokenizer(preset.tokenizer).train()
@@ -62,13 +62,13 @@ def build_models(preset, store, actions: str):
     return tokenizer.eval(), lam, Dynamics(dynamics_config(job, preset, tokenizer, lam))
 
 
-def windows_per_s(stage, optimization, next_batch, first_step: int, steps: int, batch: int) -> float:
+def windows_per_s(trainee, optimization, next_batch, first_step: int, steps: int, batch: int) -> float:
     from world_model.steps import train_step
 
     start = time.perf_counter()
     for step in range(first_step, first_step + steps):
         torch.manual_seed(step)
-        train_step(stage, optimization, next_batch(step))
+        train_step(trainee, optimization, next_batch(step))
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -89,7 +89,7 @@ def main() -> None:
 
     from world_model.config import load_preset
     from world_model.optim import Optimization
-    from world_model.steps import DynamicsStage
+    from world_model.steps import DynamicsTrainee
     from world_model.token_cache import ensure_token_cache
     from world_model.training.windows import WindowPlan, open_stores
 
@@ -115,8 +115,8 @@ def main() -> None:
         cache = ensure_token_cache(work / f"cache-{actions}", tokenizer, lam, store, progress=False,
                                    note=lambda text: None)
         build_s = time.perf_counter() - began
-        stage = DynamicsStage(dynamics, tokenizer, lam)
-        optimization = Optimization(stage, preset.optim)
+        trainee = DynamicsTrainee(dynamics, tokenizer, lam)
+        optimization = Optimization(trainee, preset.optim)
         plan = WindowPlan(preset.batch_size, length, 1, seed=0)
         latent = actions == "latent"
         paths = {
@@ -124,12 +124,12 @@ def main() -> None:
             "cache": lambda step: plan.worker_tokens(cache, store, step, 0, latent),
         }
         for path in paths.values():  # warm-up (allocations, first-call costs)
-            windows_per_s(stage, optimization, path, 0, 2, plan.batch)
+            windows_per_s(trainee, optimization, path, 0, 2, plan.batch)
         speeds: dict[str, list[float]] = {"frames": [], "cache": []}
         step = 2
         for _ in range(args.turns):
             for key, path in paths.items():
-                speeds[key].append(windows_per_s(stage, optimization, path, step, args.steps, plan.batch))
+                speeds[key].append(windows_per_s(trainee, optimization, path, step, args.steps, plan.batch))
                 step += args.steps
         frames_speed, cache_speed = (statistics.median(speeds[k]) for k in ("frames", "cache"))
         print(f"\n{name}")

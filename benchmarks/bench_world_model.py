@@ -21,7 +21,7 @@ from world_model.generation import WorldModel
 from world_model.lam import LatentActionModel
 from world_model.optim import Optimization
 from world_model.st_transformer import set_attention_implementation
-from world_model.steps import DynamicsStage, train_step
+from world_model.steps import DynamicsTrainee, train_step
 from world_model.tokenizer import Tokenizer
 
 
@@ -79,7 +79,7 @@ def main() -> None:
         ("tokenizer", lambda: tokenizer, preset.tokenizer.frames),
         ("lam", lambda: lam, preset.lam.frames),
         # freezes the tokenizer
-        ("dynamics (GenieRedux-G)", lambda: DynamicsStage(dynamics, tokenizer), preset.dynamics.frames),
+        ("dynamics (GenieRedux-G)", lambda: DynamicsTrainee(dynamics, tokenizer), preset.dynamics.frames),
     ):
         fps = train_throughput(make_model(), preset, length, args.steps, rng)
         print(f"train {name:24s} {fps:8.1f} frames/s   peak RSS so far {peak_rss_mb():7.0f} MB")
@@ -98,7 +98,7 @@ def main() -> None:
     print(f"ratio 8 steps / 25 steps: {speeds[8] / speeds[25]:.2f}x")
 
     timings = {}
-    tokenizer = Tokenizer(preset.tokenizer)  # a trainable one (DynamicsStage froze the first)
+    tokenizer = Tokenizer(preset.tokenizer)  # a trainable one (DynamicsTrainee froze the first)
     for implementation in ("sdpa", "naive"):
         set_attention_implementation(tokenizer, implementation)
         timings[implementation] = train_throughput(tokenizer, preset, preset.tokenizer.frames, args.steps, rng)

@@ -20,12 +20,12 @@ from world_model.config import load_preset
 from world_model.dynamics import Dynamics
 from world_model.lam import LatentActionModel
 from world_model.optim import Optimization
-from world_model.steps import DynamicsStage, TokenBatch, train_step
+from world_model.steps import DynamicsTrainee, TokenBatch, train_step
 from world_model.token_cache import (
     MANIFEST_FILE, TOKENS_FILE, StaleTokenCache, TokenCache, cache_key, ensure_token_cache, episode_latents,
 )
 from world_model.tokenizer import Tokenizer
-from world_model.training.stages import dynamics_config
+from world_model.training.trainee import dynamics_config
 from world_model.training.job import TrainJob
 
 TINY = load_preset("tiny")
@@ -156,8 +156,8 @@ def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, bu
     job = TrainJob(stage="dynamics", data=[str(store.manifests[0].root)], out=str(tmp_path / "run"), tokenizer="t",
                    lam="l" if lam else None, actions="latent" if lam else "true", wandb=False)
     torch.manual_seed(0)
-    stage = DynamicsStage(Dynamics(dynamics_config(job, TINY, tokenizer, lam)), tokenizer, lam)
-    twin = copy.deepcopy(stage)
+    trainee = DynamicsTrainee(Dynamics(dynamics_config(job, TINY, tokenizer, lam)), tokenizer, lam)
+    twin = copy.deepcopy(trainee)
     cache = TokenCache.open(built["latent" if lam else "true"], cache_key(tokenizer, lam, store))
     episodes, starts = store.sample_positions(np.random.default_rng(1), 8, 4)
     if lam is not None:
@@ -167,12 +167,12 @@ def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, bu
     frames = store.windows(episodes, starts, 4)  # (8, 4, H, W, C), (8, 3)
     tokens = TokenBatch(*cache.windows(episodes, starts, 4, latent=lam is not None))  # (8, 4, h, w), (8, 3)
     losses = []
-    for model, batch in ((stage, frames), (twin, tokens)):
+    for model, batch in ((trainee, frames), (twin, tokens)):
         torch.manual_seed(5)  # the same masks
         losses.append(train_step(model, Optimization(model, TINY.optim), batch))
     assert losses[0]["loss"] == pytest.approx(losses[1]["loss"], rel=1e-6, abs=1e-7), losses
     assert losses[0]["masked_token_accuracy"] == losses[1]["masked_token_accuracy"]
-    after = [dict(m.dynamics.named_parameters()) for m in (stage, twin)]
+    after = [dict(m.dynamics.named_parameters()) for m in (trainee, twin)]
     assert all(torch.allclose(after[0][k], after[1][k], atol=1e-6) for k in after[0]), \
         "the steps moved the weights apart"
 

@@ -15,7 +15,7 @@ from world_model.dynamics import Dynamics, previous_frames
 from world_model.generation import WorldModel
 from world_model.lam import LatentActionModel
 from world_model.optim import Optimization, learning_rate, parameter_groups
-from world_model.steps import DynamicsStage, eval_step, train_step
+from world_model.steps import DynamicsTrainee, eval_step, train_step
 from world_model.tokenizer import Tokenizer
 from world_model.vq import VectorQuantizer, codebook_usage
 
@@ -253,20 +253,20 @@ def test_genie_redux_dynamics_loss_sends_no_gradient_into_the_lam():
     assert dynamics.action_embedding.weight.grad is not None and dynamics.action_embedding.weight.grad.abs().sum() > 0
 
 
-def test_dynamics_stage_trains_only_the_dynamics():
+def test_dynamics_trainee_trains_only_the_dynamics():
     torch.manual_seed(0)
     tokenizer = tiny_tokenizer()
     lam = LatentActionModel(dataclasses.replace(load_preset("tiny").lam, encoder=BLOCK, decoder=BLOCK,
                                                 quantizer=QuantizerConfig(codebook_size=7, code_dim=8)))
-    stage = DynamicsStage(tiny_dynamics("latent"), tokenizer, lam)
+    trainee = DynamicsTrainee(tiny_dynamics("latent"), tokenizer, lam)
     frozen = {**tokenizer.state_dict(), **{f"lam.{k}": v for k, v in lam.state_dict().items()}}
     before = {k: v.clone() for k, v in frozen.items()}
-    optimization = Optimization(stage, load_preset("tiny").optim)
-    metrics = train_step(stage, optimization, random_video())
+    optimization = Optimization(trainee, load_preset("tiny").optim)
+    metrics = train_step(trainee, optimization, random_video())
     after = {**tokenizer.state_dict(), **{f"lam.{k}": v for k, v in lam.state_dict().items()}}
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert np.isfinite(metrics["loss"]) and 0.5 <= metrics["mask_fraction"] <= 1.0
-    assert "teacher_forced_accuracy" in eval_step(stage, random_video())
+    assert "teacher_forced_accuracy" in eval_step(trainee, random_video())
 
 
 def test_validation_decodes_the_teacher_forced_pass_it_scores():
@@ -274,14 +274,14 @@ def test_validation_decodes_the_teacher_forced_pass_it_scores():
     from world_model.frames import psnr, to_unit_float
 
     torch.manual_seed(0)
-    stage = DynamicsStage(tiny_dynamics(), tiny_tokenizer()).eval()
+    trainee = DynamicsTrainee(tiny_dynamics(), tiny_tokenizer()).eval()
     video = random_video()
-    metrics = eval_step(stage, video, decode=True)
-    tokens, actions = stage.inputs(video)
-    predicted = stage.dynamics.teacher_forced_logits(tokens, actions).argmax(-1)  # (B, T-1, h, w)
-    expected = psnr(stage.tokenizer.detokenize(predicted).float(), to_unit_float(video[0][:, 1:], predicted.device))
+    metrics = eval_step(trainee, video, decode=True)
+    tokens, actions = trainee.inputs(video)
+    predicted = trainee.dynamics.teacher_forced_logits(tokens, actions).argmax(-1)  # (B, T-1, h, w)
+    expected = psnr(trainee.tokenizer.detokenize(predicted).float(), to_unit_float(video[0][:, 1:], predicted.device))
     assert metrics["teacher_forced_psnr"] == pytest.approx(float(expected), rel=1e-5)
-    assert "teacher_forced_psnr" not in eval_step(stage, video)
+    assert "teacher_forced_psnr" not in eval_step(trainee, video)
 
 
 def test_mask_ratio_lies_in_half_to_one_and_frame_zero_is_never_masked():
@@ -391,7 +391,7 @@ def test_the_training_loops_step_in_micro_batches_equals_train_step_on_the_whole
 
     from world_model.config import OptimConfig
     from world_model.outputs import read_metrics
-    from world_model.steps import StageLoss, accumulated_step
+    from world_model.steps import TraineeLoss, accumulated_step
     from world_model.training.loop import train_loop_per_worker
 
     assert "accumulated_step" in train_loop_per_worker.__code__.co_names, "the training loop runs its own step"
@@ -405,7 +405,7 @@ def test_the_training_loops_step_in_micro_batches_equals_train_step_on_the_whole
     optim = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=1, total_steps=10)
     frames, actions = random_video(batch=4)  # (4, 4, 64, 64, 3) uint8, (4, 3) int8
     read = train_step(whole, Optimization(whole, optim), (frames, actions))
-    unread = accumulated_step(StageLoss(split), Optimization(split, optim), torch.from_numpy(frames),
+    unread = accumulated_step(TraineeLoss(split), Optimization(split, optim), torch.from_numpy(frames),
                               torch.from_numpy(actions), accumulation=2)
     assert all(isinstance(v, float) for v in read.values())
     assert isinstance(unread["loss"], torch.Tensor) and isinstance(unread["grad_norm"], torch.Tensor)
@@ -418,7 +418,7 @@ def test_the_training_loops_step_in_micro_batches_equals_train_step_on_the_whole
     for key, value in whole.state_dict().items():
         torch.testing.assert_close(after[key], value, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="equal micro batches"):
-        accumulated_step(StageLoss(split), Optimization(split, optim), torch.from_numpy(frames),
+        accumulated_step(TraineeLoss(split), Optimization(split, optim), torch.from_numpy(frames),
                          torch.from_numpy(actions), accumulation=3)
 
 

@@ -138,7 +138,7 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
     from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins
     from world_model.evaluation.rollouts import forked_dreams
     from world_model.generation import WorldModel
-    from world_model.steps import DynamicsStage, TokenBatch
+    from world_model.steps import DynamicsTrainee, TokenBatch
 
     torch.set_num_threads(2)
     tokenizer = tiny_tokenizer[0]
@@ -150,7 +150,7 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
     torch.manual_seed(0)
     dynamics = Dynamics(preset.dynamics)
     dynamics.init_token_embeddings(tokenizer.quantizer.normalized_codebook())
-    stage = DynamicsStage(dynamics, tokenizer)
+    trainee = DynamicsTrainee(dynamics, tokenizer)
     steps, length = STEPS_DYNAMICS, preset.dynamics.frames
     optimization = Optimization(dynamics, dataclasses.replace(preset.optim_for("dynamics"), total_steps=steps))
     rng = np.random.default_rng(0)
@@ -160,7 +160,7 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
         starts = [int(rng.integers(0, store.lengths[e] - length + 1)) for e in episodes]
         window = torch.stack([tokens[e][s: s + length] for e, s in zip(episodes, starts)])  # (B, T, h, w)
         actions = np.stack([store.window(e, s, length)[1] for e, s in zip(episodes, starts)])  # (B, T-1)
-        train_step(stage, optimization, TokenBatch(window, actions))
+        train_step(trainee, optimization, TokenBatch(window, actions))
     seconds = time.perf_counter() - start
 
     # teacher forced: every held-out transition predicted from its real predecessor(s), one pass, argmax

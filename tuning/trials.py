@@ -174,7 +174,7 @@ def parameter_count(job) -> int:
 
     from world_model.checkpoint import load_checkpoint
     from world_model.runs import resolve_checkpoint
-    from world_model.training.stages import MODEL_CLASSES
+    from world_model.training.trainee import MODEL_CLASSES
 
     preset = job.load_preset()
     config = preset.stage_config(job.stage)

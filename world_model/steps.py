@@ -1,9 +1,9 @@
 """The train and eval steps, the same for every stage, in one process or under Ray Train.
 
-A stage is any module with `compute_loss(batch) -> LossOutput`, where `batch` is what
-`EpisodeStore.sample_windows` returns: frames (B, T, 64, 64, 3) uint8 and actions (B, T-1)
-int8. The dynamics also takes a `TokenBatch` (its frozen inputs already encoded, from the token
-cache, world_model/token_cache.py).
+They act on a trainee, the module a training run optimises: any module with `compute_loss(batch) -> LossOutput`,
+where `batch` is what `EpisodeStore.sample_windows` returns: frames (B, T, 64, 64, 3) uint8 and actions (B, T-1)
+int8. The tokenizer and the LAM are their own trainees; the dynamics' is `DynamicsTrainee` (with its frozen inputs),
+which also takes a `TokenBatch` (those inputs already encoded, from the token cache, world_model/token_cache.py).
 
 One training step, `accumulated_step` (= `forward_backward` + the optimiser update), is what the Ray
 Train workers run (world_model/training/loop.py) and what `train_step`, used by the tests and the
@@ -45,8 +45,9 @@ class TokenBatch(NamedTuple):
     actions: np.ndarray | torch.Tensor
 
 
-class DynamicsStage(nn.Module):
-    """The dynamics with its frozen tokenizer (and frozen LAM for GenieRedux): frames in, token loss out."""
+class DynamicsTrainee(nn.Module):
+    """The dynamics stage's trainee: the dynamics with its frozen tokenizer (and frozen LAM for GenieRedux), frames
+    in, token loss out. Checkpoints export the dynamics alone."""
 
     def __init__(self, dynamics: Dynamics, tokenizer: Tokenizer, lam: LatentActionModel | None = None) -> None:
         super().__init__()
@@ -62,9 +63,9 @@ class DynamicsStage(nn.Module):
             if frozen is not None:
                 frozen.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "DynamicsStage":
+    def train(self, mode: bool = True) -> "DynamicsTrainee":
         super().train(mode)
-        self.tokenizer.eval()  # frozen stages never train (no codebook restarts either)
+        self.tokenizer.eval()  # the frozen models never train (no codebook restarts either)
         if self.lam is not None:
             self.lam.eval()
         return self
@@ -94,18 +95,18 @@ class DynamicsStage(nn.Module):
         return self.dynamics.compute_loss_on_tokens(tokens, actions)
 
 
-class StageLoss(nn.Module):
+class TraineeLoss(nn.Module):
     """Puts `compute_loss` behind `forward`, so DDP's hooks (gradient all-reduce) and torch.compile see each pass."""
 
-    def __init__(self, stage: nn.Module) -> None:
+    def __init__(self, trainee: nn.Module) -> None:
         super().__init__()
-        self.stage = stage
+        self.trainee = trainee
 
     def forward(self, inputs: torch.Tensor, actions: torch.Tensor,
                 tokens: bool = False) -> tuple[torch.Tensor, dict[str, Metric]]:
         # inputs: frames (B, T, H, W, C) uint8, or with `tokens` the token cache's ids (B, T, h, w)
         # actions: (B, T-1) int
-        output = self.stage.compute_loss(TokenBatch(inputs, actions) if tokens else (inputs, actions))
+        output = self.trainee.compute_loss(TokenBatch(inputs, actions) if tokens else (inputs, actions))
         return output.loss, output.metrics
 
 
@@ -115,7 +116,7 @@ def forward_backward(model: nn.Module, inputs: torch.Tensor, actions: torch.Tens
     """Accumulate into `.grad` the gradient of the batch's mean loss, in `accumulation` equal micro batches.
 
     Each micro batch's loss is divided by `accumulation`, so the gradient is the same whatever the split; a DDP
-    model all-reduces once, after the last micro batch (`no_sync` before). `model` is a `StageLoss`, possibly
+    model all-reduces once, after the last micro batch (`no_sync` before). `model` is a `TraineeLoss`, possibly
     DDP-wrapped or compiled. Returns each metric's mean over the micro batches, unread (device tensors).
     """
     # inputs: frames (B, T, H, W, C) uint8 or, with `tokens`, ids (B, T, h, w); actions: (B, T-1); on any device
@@ -144,7 +145,7 @@ def accumulated_step(model: nn.Module, optimization: Optimization, inputs: torch
                      autocast: contextlib.AbstractContextManager | None = None) -> dict[str, Metric]:
     """One optimiser step on one batch: forward-backward in micro batches, then clip and update.
 
-    The step every trainer runs (Ray Train workers, `train_step`); returns the stage's metrics plus grad norm
+    The step every trainer runs (Ray Train workers, `train_step`); returns the trainee's metrics plus grad norm
     and LR, unread, so a loop reads them once per log interval (`outputs.mean_metrics`), not once per step.
     """
     model.train()
@@ -155,20 +156,20 @@ def accumulated_step(model: nn.Module, optimization: Optimization, inputs: torch
 
 def train_step(model: nn.Module, optimization: Optimization, batch: Batch | TokenBatch) -> dict[str, float]:
     """One optimiser step on one batch, in one pass, through the trainers' `accumulated_step`; returns the
-    stage's metrics plus grad norm and LR, read to floats."""
+    trainee's metrics plus grad norm and LR, read to floats."""
     inputs, actions = (part if isinstance(part, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(part))
                        for part in batch)  # (B, T, ...), (B, T-1): the arrays' own dtypes, on the CPU
-    return read_metrics(accumulated_step(StageLoss(model), optimization, inputs, actions,
+    return read_metrics(accumulated_step(TraineeLoss(model), optimization, inputs, actions,
                                          tokens=isinstance(batch, TokenBatch)))
 
 
 @torch.no_grad()
 def eval_step(model: nn.Module, batch: Batch, decode: bool = False) -> dict[str, float]:
-    """The stage's loss and metrics in eval mode (no codebook restarts, no gradient); dynamics adds
+    """The trainee's loss and metrics in eval mode (no codebook restarts, no gradient); dynamics adds
     teacher-forced next-frame token accuracy (one pass, argmax, every token of the frame masked) and, with
     `decode` and a batch of frames, the PSNR of those predicted frames decoded (from the same pass)."""
     model.eval()
-    if not isinstance(model, DynamicsStage):
+    if not isinstance(model, DynamicsTrainee):
         return read_metrics(model.compute_loss(batch).metrics)
     tokens, actions = model.inputs(batch)  # encoded once, for the loss and the teacher-forced pass
     metrics = dict(model.dynamics.compute_loss_on_tokens(tokens, actions).metrics)

@@ -44,13 +44,13 @@ from world_model.optim import Optimization
 from world_model.outputs import Metric, mean_metrics
 from world_model.precision import use_fast_float32
 from world_model.runs import BEST, LATEST
-from world_model.steps import DynamicsStage, StageLoss, accumulated_step, eval_step
+from world_model.steps import DynamicsTrainee, TraineeLoss, accumulated_step, eval_step
 from world_model.token_cache import (
     TokenCache, TokenCacheError, cache_key, ensure_token_cache, run_cache_folder, unsupported_reason,
 )
 from world_model.training.job import TrainJob
 from world_model.training.samples import sample_png
-from world_model.training.stages import build_stage
+from world_model.training.trainee import build_trainee
 from world_model.training.windows import StepPrefetcher, WindowPlan, open_stores, validation_positions
 from world_model.vq import VectorQuantizer
 
@@ -122,21 +122,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     micro, accumulation = job.micro(preset), job.accumulation(preset)
 
     torch.manual_seed(step_seed(job.seed, -1, 0))  # identical initial weights on every rank
-    stage, export_model = build_stage(job, preset, device)
-    optimization = Optimization(stage, optim_config)
+    trainee, export_model = build_trainee(job, preset, device)
+    optimization = Optimization(trainee, optim_config)
     start, best = 0, math.inf
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
-        stage.load_state_dict(state["model"])
+        trainee.load_state_dict(state["model"])
         optimization.load_state_dict(state["optimization"])
         start, best = int(state["step"]), float(state["best_val_loss"])
-    model = ray.train.torch.prepare_model(StageLoss(stage), parallel_strategy_kwargs={"find_unused_parameters": False})
+    model = ray.train.torch.prepare_model(TraineeLoss(trainee),
+                                          parallel_strategy_kwargs={"find_unused_parameters": False})
     if job.compile:  # the DDP-wrapped module: dynamo then splits the graph at DDP's gradient buckets
         model = torch.compile(model)
     frames_to_encode = (total - start) * plan.batch * length
-    cache = _token_cache(job, preset.train.token_cache, stage, train_store, frames_to_encode, device,
+    cache = _token_cache(job, preset.train.token_cache, trainee, train_store, frames_to_encode, device,
                          context, rank, world, channel)
     latent = job.conditioning == "latent"
 
@@ -150,7 +151,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                   # (Train V2 leaks it under Tune, ray#54305)
                   "placement_group": ray.get_runtime_context().get_placement_group_id()})
     if start == 0:
-        first = validate(stage, val_store, val_mine, length, micro, job.seed, world, autocast)
+        first = validate(trainee, val_store, val_mine, length, micro, job.seed, world, autocast)
         channel.send({"kind": "val", "step": 0, **first})
 
     if cache is not None:
@@ -169,7 +170,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         inputs, actions = prefetcher.get(step, step + 1 if step + 1 < total else None)  # step+1 read meanwhile
         metrics = accumulated_step(model, optimization, inputs, actions, accumulation=accumulation,
                                    tokens=cache is not None, autocast=autocast)
-        _sync_quantizers(stage, world)
+        _sync_quantizers(trainee, world)
         done = step + 1
         for key, value in metrics.items():
             window_metrics[key].append(value)
@@ -184,17 +185,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             interval_start, interval_frames = time.perf_counter(), 0
         val_record = None
         if done % preset.train.val_every == 0 or done == total:
-            val_record = validate(stage, val_store, val_mine, length, micro, job.seed, world, autocast)
+            val_record = validate(trainee, val_store, val_mine, length, micro, job.seed, world, autocast)
             channel.send({"kind": "val", "step": done, **val_record})
             if rank == 0 and val_record["val_loss"] < best:
                 best = val_record["val_loss"]
                 _export(export_model, preset.name, done, storage.join(job.out, BEST), {"val": val_record})
         if rank == 0 and (done % preset.train.sample_every == 0 or done == total):
-            png = sample_png(stage, *val_store.windows(val_episodes[:4], val_starts[:4], length))
+            png = sample_png(trainee, *val_store.windows(val_episodes[:4], val_starts[:4], length))
             storage.write_bytes_atomic(storage.join(job.out, "samples", f"step_{done:07d}.png"), png)
             channel.send({"kind": "sample", "step": done})
         if done % preset.train.checkpoint_every == 0 or done == total:
-            _report_checkpoint(job, preset.name, stage, export_model, optimization, done, best, rank, val_record)
+            _report_checkpoint(job, preset.name, trainee, export_model, optimization, done, best, rank, val_record)
             channel.send({"kind": "checkpoint", "step": done})
     prefetcher.close()
     channel.send({"kind": "done", "step": total})
@@ -233,8 +234,9 @@ def _open_stores_once_per_node(job: TrainJob, local_rank: int, world: int) -> tu
     return train_store, val_store
 
 
-def _token_cache(job: TrainJob, mode: bool | str, stage: nn.Module, store, frames_to_encode: int, device: torch.device,
-                 context: Any, rank: int, world: int, channel: MetricChannel) -> TokenCache | None:
+def _token_cache(job: TrainJob, mode: bool | str, trainee: nn.Module, store, frames_to_encode: int,
+                 device: torch.device, context: Any, rank: int, world: int,
+                 channel: MetricChannel) -> TokenCache | None:
     """The run's verified token cache of the training store, or None: not a dynamics run, turned off, a
     tokenizer whose ids cannot be cached, or (`auto`) no cache yet and a run too short for one to pay:
     building encodes every training frame once, training from frames encodes `frames_to_encode`.
@@ -243,14 +245,14 @@ def _token_cache(job: TrainJob, mode: bool | str, stage: nn.Module, store, frame
     folder on a local path (one folder, seen by every worker), local rank 0 of each node for a run on a
     storage URI (the cache is node-local).
     """
-    if not isinstance(stage, DynamicsStage) or mode is False:
+    if not isinstance(trainee, DynamicsTrainee) or mode is False:
         return None
-    why_not = unsupported_reason(stage.tokenizer)
+    why_not = unsupported_reason(trainee.tokenizer)
     if why_not is not None:
         channel.note(f"token cache off: {why_not}")
         return None
     folder = run_cache_folder(job.out)
-    key = cache_key(stage.tokenizer, stage.lam, store)
+    key = cache_key(trainee.tokenizer, trainee.lam, store)
     if mode == "auto" and frames_to_encode < store.num_frames:
         try:
             cache = TokenCache.open(folder, key)
@@ -274,7 +276,7 @@ def _token_cache(job: TrainJob, mode: bool | str, stage: nn.Module, store, frame
         threads = torch.get_num_threads()
         torch.set_num_threads(threads * max(1, context.get_local_world_size()))  # this node's other workers wait
         try:
-            cache = ensure_token_cache(folder, stage.tokenizer, stage.lam, store, note=note, progress=progress)
+            cache = ensure_token_cache(folder, trainee.tokenizer, trainee.lam, store, note=note, progress=progress)
         finally:
             torch.set_num_threads(threads)
     if world > 1 and dist.is_initialized():
@@ -285,7 +287,7 @@ def _token_cache(job: TrainJob, mode: bool | str, stage: nn.Module, store, frame
 
 
 @torch.no_grad()
-def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: int, world: int,
+def validate(trainee: nn.Module, store, positions, length: int, micro: int, seed: int, world: int,
              autocast) -> dict[str, float]:
     """Mean validation metrics over the fixed windows, all workers together (each its own part)."""
     rng_state = torch.get_rng_state()
@@ -297,14 +299,14 @@ def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: 
         # (micro, T, H, W, C), (micro, T-1)
         frames, actions = store.windows(episodes[begin:begin + micro], starts[begin:begin + micro], length)
         with autocast:
-            metrics = eval_step(stage, (frames, actions), decode=True)  # dynamics: one teacher-forced pass for both
+            metrics = eval_step(trainee, (frames, actions), decode=True)  # dynamics: one teacher-forced pass for both
         for key, value in metrics.items():
             sums[key] += value * len(frames)
         count += len(frames)
     torch.set_rng_state(rng_state)
     keys = sorted(sums)
     # on the model's device: NCCL, Ray Train's backend on GPUs, reduces no CPU tensors (gloo takes either)
-    device = next(stage.parameters()).device
+    device = next(trainee.parameters()).device
     totals = torch.tensor([count] + [sums[k] for k in keys], dtype=torch.float64, device=device)
     if world > 1 and dist.is_initialized():
         dist.all_reduce(totals)
@@ -312,12 +314,12 @@ def validate(stage: nn.Module, store, positions, length: int, micro: int, seed: 
 
 
 @torch.no_grad()
-def _sync_quantizers(stage: nn.Module, world: int) -> None:
+def _sync_quantizers(trainee: nn.Module, world: int) -> None:
     """Codebook seeding and dead-code restarts use each worker's own data; rank 0's result wins,
     so the replicas never drift apart (DDP keeps only gradients in sync)."""
     if world == 1 or not dist.is_initialized():
         return
-    for module in stage.modules():
+    for module in trainee.modules():
         if isinstance(module, VectorQuantizer) and module.codebook.requires_grad:
             dist.broadcast(module.codebook.data, src=0)
             dist.broadcast(module.steps_unused, src=0)
@@ -334,7 +336,7 @@ def _export(model: nn.Module, preset: str, step: int, location: str, extra: dict
         storage.upload_file(local, location)
 
 
-def _report_checkpoint(job: TrainJob, preset: str, stage: nn.Module, export_model: nn.Module,
+def _report_checkpoint(job: TrainJob, preset: str, trainee: nn.Module, export_model: nn.Module,
                        optimization: Optimization, step: int, best: float, rank: int, val_record: dict | None) -> None:
     import ray.train
 
@@ -344,7 +346,7 @@ def _report_checkpoint(job: TrainJob, preset: str, stage: nn.Module, export_mode
         return
     folder = tempfile.mkdtemp(prefix="genie-ckpt-")
     try:
-        state = {"model": stage.state_dict(), "optimization": optimization.state_dict(), "step": step,
+        state = {"model": trainee.state_dict(), "optimization": optimization.state_dict(), "step": step,
                  "best_val_loss": best, "job": job.identity()}
         torch.save(state, Path(folder) / STATE_FILE)
         save_checkpoint(Path(folder) / MODEL_FILE, export_model, preset, step=step)

@@ -18,37 +18,37 @@ from torch import nn
 
 from world_model.frames import to_uint8, to_unit_float
 from world_model.lam import LatentActionModel
-from world_model.steps import DynamicsStage
+from world_model.steps import DynamicsTrainee
 from world_model.tokenizer import Tokenizer
 
 
 @torch.no_grad()
-def stage_output(stage: nn.Module, frames: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """uint8 (B, T, H, W, C) windows -> uint8 (B, T, H, W, C) of the stage's output (frame 0 copied
-    where the stage predicts only frames 1..T-1)."""
-    was_training = stage.training
-    stage.eval()
+def trainee_output(trainee: nn.Module, frames: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """uint8 (B, T, H, W, C) windows -> uint8 (B, T, H, W, C) of the trainee's output (frame 0 copied
+    where it predicts only frames 1..T-1)."""
+    was_training = trainee.training
+    trainee.eval()
     try:
-        if isinstance(stage, Tokenizer):
-            output = stage(to_unit_float(frames, stage.device))[0]  # (B, T, H, W, C)
-        elif isinstance(stage, LatentActionModel):
-            video = to_unit_float(frames, stage.device)  # (B, T, H, W, C)
-            reconstruction, _ = stage(video)  # (B, T-1, H, W, C) frames 1..T-1
+        if isinstance(trainee, Tokenizer):
+            output = trainee(to_unit_float(frames, trainee.device))[0]  # (B, T, H, W, C)
+        elif isinstance(trainee, LatentActionModel):
+            video = to_unit_float(frames, trainee.device)  # (B, T, H, W, C)
+            reconstruction, _ = trainee(video)  # (B, T-1, H, W, C) frames 1..T-1
             output = torch.cat([video[:, :1], reconstruction], dim=1)  # (B, T, H, W, C)
-        elif isinstance(stage, DynamicsStage):
-            tokens, action_inputs = stage.inputs((frames, actions))  # (B, T, h, w)
-            predicted = stage.dynamics.teacher_forced_logits(tokens, action_inputs).argmax(-1)  # (B, T-1, h, w)
-            output = stage.tokenizer.detokenize(torch.cat([tokens[:, :1], predicted], dim=1))  # (B, T, H, W, C)
+        elif isinstance(trainee, DynamicsTrainee):
+            tokens, action_inputs = trainee.inputs((frames, actions))  # (B, T, h, w)
+            predicted = trainee.dynamics.teacher_forced_logits(tokens, action_inputs).argmax(-1)  # (B, T-1, h, w)
+            output = trainee.tokenizer.detokenize(torch.cat([tokens[:, :1], predicted], dim=1))  # (B, T, H, W, C)
         else:
-            raise TypeError(f"no sample image for {type(stage).__name__}")
+            raise TypeError(f"no sample image for {type(trainee).__name__}")
     finally:
-        stage.train(was_training)
+        trainee.train(was_training)
     return to_uint8(output.float()).cpu().numpy()
 
 
-def sample_png(stage: nn.Module, frames: np.ndarray, actions: np.ndarray, scale: int = 2) -> bytes:
-    """A PNG grid: per window, a row of real frames and below it the stage's output."""
-    output = stage_output(stage, frames, actions)  # (B, T, H, W, C)
+def sample_png(trainee: nn.Module, frames: np.ndarray, actions: np.ndarray, scale: int = 2) -> bytes:
+    """A PNG grid: per window, a row of real frames and below it the trainee's output."""
+    output = trainee_output(trainee, frames, actions)  # (B, T, H, W, C)
     rows = []
     for real, made in zip(frames, output):
         rows.append(np.concatenate(list(real), axis=1))  # (H, T*W, C)

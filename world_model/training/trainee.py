@@ -1,5 +1,6 @@
-"""Build the module a training run optimises, from the job: a fresh or `--init` model, and for the
-dynamics its frozen tokenizer (and LAM), whose sizes decide the dynamics' vocabulary and grid."""
+"""Build the trainee, the module a training run optimises (world_model/steps.py), from the job: a fresh or
+`--init` model, and for the dynamics its frozen tokenizer (and LAM), whose sizes decide the dynamics' vocabulary
+and grid."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from world_model.config import Preset
 from world_model.dynamics import Dynamics
 from world_model.lam import LatentActionModel
 from world_model.runs import FROZEN_LAM, FROZEN_TOKENIZER, resolve_checkpoint
-from world_model.steps import DynamicsStage
+from world_model.steps import DynamicsTrainee
 from world_model.tokenizer import Tokenizer
 from world_model.training.job import TrainJob
 
@@ -34,8 +35,9 @@ def dynamics_config(job: TrainJob, preset: Preset, tokenizer: Tokenizer, lam: La
     return config
 
 
-def build_stage(job: TrainJob, preset: Preset, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """(module whose `compute_loss` is trained, the stage model that checkpoints export)."""
+def build_trainee(job: TrainJob, preset: Preset, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(the trainee, whose `compute_loss` is trained; the stage model that checkpoints export): the same module for
+    the tokenizer and the LAM, a `DynamicsTrainee` and its dynamics for the dynamics."""
     init = load_checkpoint(resolve_checkpoint(job.init, job.stage), job.stage) if job.init else None
     if job.stage != "dynamics":
         config = init.config if init is not None else preset.stage_config(job.stage)
@@ -69,7 +71,7 @@ def build_stage(job: TrainJob, preset: Preset, device: torch.device) -> tuple[nn
     elif config.token_init == "codebook":  # a fresh run starts its token embeddings from the frozen tokenizer's codes
         dynamics.init_token_embeddings(tokenizer.quantizer.normalized_codebook(), job.seed)
     dynamics = dynamics.to(device)
-    return DynamicsStage(dynamics, tokenizer, lam).to(device), dynamics
+    return DynamicsTrainee(dynamics, tokenizer, lam).to(device), dynamics
 
 
 def freeze_encoder(tokenizer: Tokenizer) -> None:
