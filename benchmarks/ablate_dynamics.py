@@ -38,13 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rl_agent.store.reader import EpisodeStore
 from world_model.checkpoint import load_model
 from world_model.config import OptimConfig, config_from_dict, config_to_dict, load_preset
-from world_model.dynamics import Dynamics
+from world_model.dynamics import Dynamics, previous_frames
 from world_model.evaluation.config import FORK_ACTIONS
 from world_model.evaluation.episodes import select_windows
 from world_model.evaluation.forks import real_forks
@@ -83,6 +84,10 @@ VARIANTS: dict[str, dict] = {
     "all_cfg25": {"dynamics": {**TINY_BEST, "action_dropout": 0.25}},
     "all_lr6e-3": {"dynamics": TINY_BEST, "optim": dict(lr=6e-3, min_lr=6e-4)},
     "all_cfg_lr6e-3": {"dynamics": {**TINY_BEST, "action_dropout": 0.1}, "optim": dict(lr=6e-3, min_lr=6e-4)},
+    # the key as a classification: the model's likelihood of each real frame must be higher under the real actions
+    # than under actions of another effect (action_contrastive_loss; the weight multiplies it beside the CE)
+    "all_contrast": {"dynamics": TINY_BEST, "contrast": 0.02},
+    "all_contrast01": {"dynamics": TINY_BEST, "contrast": 0.1},
 }
 
 
@@ -109,8 +114,36 @@ def held_out_windows(store: EpisodeStore, count: int, length: int, seed: int) ->
 
 
 # ---- training ------------------------------------------------------------------------------------
+def action_contrastive_loss(dynamics: Dynamics, tokens: torch.Tensor, actions: torch.Tensor, weight: float,
+                            generator: torch.Generator, rng: np.random.Generator) -> torch.Tensor:
+    """The CE of `compute_loss_on_tokens` plus `weight` x a logistic loss that the real actions explain each
+    predicted frame better than actions of another effect: softplus(-(log p(frame | a) - log p(frame | a'))), the
+    log-likelihoods summed over the frame's masked tokens, the same mask and tokens for both (one pass of 2B).
+    tokens (B, T, h, w), actions (B, T-1)."""
+    b, t = tokens.shape[:2]
+    effects = effect_classes()
+    other = actions.clone()
+    for column in range(t - 1):
+        other = replace_action_by_effect(other, column, effects, rng)  # (B, T-1): every key of another effect
+    mask = dynamics.random_mask(tokens, generator)  # (B, T, h, w)
+    masked = tokens.masked_fill(mask, dynamics.mask_id)
+    hidden = dynamics.hidden_states(torch.cat([masked, masked]), torch.cat([actions, other]))  # (2B, T, h, w, d)
+    previous = previous_frames(tokens, dynamics.mask_id)[mask]  # (M,)
+    targets = tokens[mask]  # (M,)
+    logits_real = dynamics.readout(hidden[:b][mask], previous)  # (M, V)
+    logits_other = dynamics.readout(hidden[b:][mask], previous)  # (M, V)
+    nll_real = F.cross_entropy(logits_real, targets, reduction="none")  # (M,)
+    nll_other = F.cross_entropy(logits_other, targets, reduction="none")  # (M,)
+    frame_of = torch.arange(b * t).reshape(b, t, 1, 1).expand_as(mask)[mask]  # (M,): which (window, frame)
+    margin = torch.zeros(b * t).index_add_(0, frame_of, nll_other - nll_real)  # (B*T,): log p(x|a) - log p(x|a')
+    scored = torch.zeros(b * t, dtype=torch.bool)
+    scored[frame_of] = True
+    return nll_real.mean() + weight * F.softplus(-margin[scored]).mean()
+
+
 def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], actions: list[np.ndarray], batch: int,
-          length: int, seed: int, steps: int, pause_at: tuple[int, ...] = ()) -> Iterator[tuple[int, float]]:
+          length: int, seed: int, steps: int, pause_at: tuple[int, ...] = (),
+          contrast: float = 0.0) -> Iterator[tuple[int, float]]:
     """`steps` optimiser steps on windows drawn from the seed (one learning-rate schedule over all of them);
     yields (steps done, seconds spent) at each of `pause_at` and at the end, so one run can be scored along a
     budget curve. A point before the end is scored mid-schedule (a higher lr than a run that ends there)."""
@@ -131,7 +164,10 @@ def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], acti
         window = torch.from_numpy(np.stack([tokens[e][s: s + length] for e, s in chosen]).astype(np.int64))
         acts = torch.from_numpy(np.stack([actions[e][s: s + length - 1] for e, s in chosen]).astype(np.int64))
         # window (B, T, h, w), acts (B, T-1)
-        optimization.step(dynamics.compute_loss_on_tokens(window, acts, generator).loss)
+        if contrast:
+            optimization.step(action_contrastive_loss(dynamics, window, acts, contrast, generator, rng))
+        else:
+            optimization.step(dynamics.compute_loss_on_tokens(window, acts, generator).loss)
         if step in pause_at or step == steps:
             seconds += time.perf_counter() - start
             dynamics.eval()
@@ -324,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         world = WorldModel(tokenizer, dynamics)
         trained = dynamics.config
         for steps_done, seconds in train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps,
-                                         score_at):
+                                         score_at, VARIANTS[name].get("contrast", 0.0)):
             for scale in guidance:
                 if scale != 1.0 and trained.action_dropout == 0:
                     continue  # never learnt a frame without its key: nothing to guide by
