@@ -1,6 +1,6 @@
-"""genie pipeline end to end on a reduced `tiny` budget: every stage runs for real (RLlib PPO, Ray collectors,
-Ray Train, Ray evaluation workers), the report is written, a second run reuses every stage, a changed
-setting re-plans only the stages it reaches, and a stage whose inputs are missing is refused up front."""
+"""genie pipeline end to end on a reduced `tiny` budget: every task runs for real (RLlib PPO, Ray collectors,
+Ray Train, Ray evaluation workers), the report is written, a second run reuses every task, a changed
+setting re-plans only the tasks it reaches, and a task whose inputs are missing is refused up front."""
 
 from __future__ import annotations
 
@@ -38,18 +38,18 @@ def study(ray_cluster, tmp_path_factory):
     return out, first
 
 
-def test_pipeline_runs_every_stage_and_writes_the_report(study):
+def test_pipeline_runs_every_task_and_writes_the_report(study):
     out, first = study
     assert "0 reused" in first.stdout and "pipeline finished" in first.stdout
     assert "Failed to query Ray Train Controller" not in first.stdout + first.stderr  # the State API answers
-    for stage in ("agent", "data:random-train", "data:agent-train", "data:basic-test", "data:diverse-test", "tokenizer",
+    for task in ("agent", "data:random-train", "data:agent-train", "data:basic-test", "data:diverse-test", "tokenizer",
                   "genie-g", "genie-g-ta", "eval:genie-g-ta:diverse-test", "report"):
-        assert f"[pipeline] {stage}: done in" in first.stdout, stage
+        assert f"[pipeline] {task}: done in" in first.stdout, task
     assert (out / "models" / "genie-g-ta" / "latest.pt").is_file()
     report = (out / "report.md").read_text()
     for heading in ("## Quality bars", "## Data: random agent vs trained agent", "## Results in the paper's layout",
                     "## Controllability per action", "## Does the dream obey the keys?", "## Dreams vs reality",
-                    "## Stages and durations", "## Environment"):
+                    "## Tasks and durations", "## Environment"):
         assert heading in report, heading
     # every quality bar is stated with a number, whether it passes or not
     bars = report.split("## Quality bars")[1].split("##")[0]
@@ -66,7 +66,7 @@ def test_pipeline_runs_every_stage_and_writes_the_report(study):
     assert not re.search(r"src=['\"](?!data:)", html)  # nothing points outside the file
 
 
-def test_second_run_reuses_every_stage(study, ray_cluster):
+def test_second_run_reuses_every_task(study, ray_cluster):
     out, _ = study
     again = genie_pipeline(out, ray_cluster, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -87,7 +87,8 @@ def test_changed_eval_setting_replans_only_the_evaluations(study, ray_cluster):
     assert status["eval:genie-g:basic-test"] == status["report"] == "to do", status
 
 
-def test_a_stage_without_its_inputs_is_refused_before_anything_runs(ray_cluster, tmp_path):
+def test_a_task_without_its_inputs_is_refused_before_anything_runs(ray_cluster, tmp_path):
+    # --stages: the old name of --tasks, still taken
     run = genie_pipeline(tmp_path / "fresh", ray_cluster, "--stages", "genie-g", timeout=120)
     assert run.returncode != 0
     assert "needs" in run.stderr and "Traceback" not in run.stderr, run.stderr
@@ -96,8 +97,8 @@ def test_a_stage_without_its_inputs_is_refused_before_anything_runs(ray_cluster,
 
 def test_run_folder_is_made_absolute_and_a_storage_uri_is_kept_as_given(tmp_path):
     """The README's demo passes a relative --out (RLlib takes checkpoint paths as URIs and refused a relative
-    one); a bucket URI is the run folder itself (stages and records go through the storage layer), never turned
-    into a local folder named 's3:' (tests/test_pipeline_uris.py runs stages on a file:// URI)."""
+    one); a bucket URI is the run folder itself (tasks and records go through the storage layer), never turned
+    into a local folder named 's3:' (tests/test_pipeline_uris.py runs tasks on a file:// URI)."""
     from cluster.pipeline.runner import make_context
 
     assert make_context(Path("runs/tiny"), "tiny", None, []).run == str(Path.cwd() / "runs" / "tiny")

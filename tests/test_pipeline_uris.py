@@ -1,6 +1,6 @@
 """`genie pipeline` on a storage URI (file:// stands in for s3://) and with GPUs, tested by pieces: the full
 study takes minutes (tests/test_pipeline.py runs it on a local folder), so here the plan, the records that
-make a resumed pipeline skip a finished stage, one real stage (a collection) and the report go through the
+make a resumed pipeline skip a finished task, one real task (a collection) and the report go through the
 URI, and the GPU options are checked where they land (the training jobs, evaluations and PPO settings)."""
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ def uri_context(folder: Path, resources: PipelineResources | None = None, overri
 
 
 def fake_finished(context, name: str) -> None:
-    """Mark a stage finished as the runner does: its outputs at the URI, then its record."""
-    stage = next(s for s in build_plan(context) if s.name == name)
-    for output in stage.outputs:
+    """Mark a task finished as the runner does: its outputs at the URI, then its record."""
+    task = next(s for s in build_plan(context) if s.name == name)
+    for output in task.outputs:
         storage.write_bytes_atomic(context.path(output), b"{}")
-    write_record(context, stage, 1.0, {})
+    write_record(context, task, 1.0, {})
 
 
 def test_list_plans_a_study_at_a_uri_without_writing_anything(tmp_path, capsys, monkeypatch):
@@ -43,7 +43,7 @@ def test_list_plans_a_study_at_a_uri_without_writing_anything(tmp_path, capsys, 
     assert list(tmp_path.iterdir()) == [], "a plan writes nothing, and no local folder named 'file:'"
 
 
-def test_a_finished_stage_at_a_uri_is_found_again_and_reused(tmp_path, monkeypatch, capsys):
+def test_a_finished_task_at_a_uri_is_found_again_and_reused(tmp_path, monkeypatch, capsys):
     context = uri_context(tmp_path)
     for name in ("data:random-train", "tokenizer"):
         fake_finished(context, name)
@@ -52,23 +52,23 @@ def test_a_finished_stage_at_a_uri_is_found_again_and_reused(tmp_path, monkeypat
     assert not list((run / "pipeline").glob(".*")), "records are written atomically: no temporary file is left"
 
     def must_not_run(*_):
-        raise AssertionError("a finished stage ran again")
+        raise AssertionError("a finished task ran again")
 
     monkeypatch.setattr("cluster.pipeline.actions.train_model", must_not_run)
-    # resumed on GPUs: the same study (GPUs are no part of a key), reused, and it says where the stage ran
+    # resumed on GPUs: the same study (GPUs are no part of a key), reused, and it says where the task ran
     on_gpus = uri_context(tmp_path, PipelineResources(gpus_per_worker=1))
     outcomes = run_pipeline(on_gpus, ["tokenizer"])
     assert [(o.name, o.status) for o in outcomes] == [("tokenizer", "reused")]
     assert "it ran with --gpus-per-worker 0, not 1" in capsys.readouterr().out
     assert json.loads((run / "pipeline" / "preset.json").read_text())["pipeline"]["train_workers"] == 1
-    # an output gone at the URI makes the stage run again
+    # an output gone at the URI makes the task run again
     (run / "models" / "tokenizer" / "latest.pt").unlink()
     with pytest.raises(AssertionError, match="ran again"):
         run_pipeline(context, ["tokenizer"])
 
 
-def test_a_stage_runs_into_a_uri_resumes_there_and_the_report_is_uploaded(ray_cluster, tmp_path, capsys):
-    """A real collection stage and the report through file://; nothing of the run lands on local disk but the
+def test_a_task_runs_into_a_uri_resumes_there_and_the_report_is_uploaded(ray_cluster, tmp_path, capsys):
+    """A real collection task and the report through file://; nothing of the run lands on local disk but the
     URI's own folder (the report is built in a temporary folder and uploaded)."""
     from cluster.pipeline import actions
 
@@ -91,7 +91,7 @@ def test_a_stage_runs_into_a_uri_resumes_there_and_the_report_is_uploaded(ray_cl
     capsys.readouterr()
 
 
-def test_gpus_reach_training_evaluation_and_the_learner_but_no_stage_key(tmp_path):
+def test_gpus_reach_training_evaluation_and_the_learner_but_no_task_key(tmp_path):
     from cluster.pipeline.actions import agent_settings, eval_config, train_job
 
     cpus = uri_context(tmp_path)
@@ -102,19 +102,19 @@ def test_gpus_reach_training_evaluation_and_the_learner_but_no_stage_key(tmp_pat
     assert {s.name: s.key for s in plan} == {s.name: s.key for s in build_plan(cpus)}
     trained = [s for s in plan if s.group in ("train", "finetune")]
     assert [s.name for s in trained] == ["tokenizer", "genie-g", "genie-g-ta"]
-    for stage in trained:
-        job = train_job(gpus, stage)
-        assert job.gpus_per_worker == 1 and job.out == f"{gpus.run}/models/{stage.name}"
-        assert train_job(cpus, stage).gpus_per_worker == 0
+    for task in trained:
+        job = train_job(gpus, task)
+        assert job.gpus_per_worker == 1 and job.out == f"{gpus.run}/models/{task.name}"
+        assert train_job(cpus, task).gpus_per_worker == 0
     genie_g_ta = train_job(gpus, trained[-1])
     assert genie_g_ta.init == f"{gpus.run}/models/genie-g" and genie_g_ta.data == [f"{gpus.run}/data/agent-train"]
     evaluations = [s for s in plan if s.group == "eval"]
     assert len(evaluations) == 6
-    for stage in evaluations:
-        config = eval_config(gpus, stage)
+    for task in evaluations:
+        config = eval_config(gpus, task)
         assert (config.gpus_per_worker, config.device, config.workers) == (1, "cuda", 1)
         assert config.model.startswith(f"{gpus.run}/models/") and config.data.startswith(f"{gpus.run}/data/")
-        assert (eval_config(cpus, stage).gpus_per_worker, eval_config(cpus, stage).device) == (0, "cpu")
+        assert (eval_config(cpus, task).gpus_per_worker, eval_config(cpus, task).device) == (0, "cpu")
     assert agent_settings(gpus).num_gpus_per_learner == 0.5
     assert agent_settings(cpus).num_gpus_per_learner is None  # RLlib's learner takes a GPU when the cluster has one
 

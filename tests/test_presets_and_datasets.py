@@ -59,9 +59,9 @@ def test_pipeline_steps_take_a_models_own_entry_over_its_stages_and_refuse_unkno
 
     context = make_context(tmp_path, "tiny", None, [])
     sections = context.sections
-    stages = {st.name: st for st in build_plan(context)}
-    assert stages["genie"].config["steps"] == sections["pipeline"]["steps"]["genie"]
-    assert stages["genie-g"].config["steps"] == sections["pipeline"]["steps"]["dynamics"]
+    tasks = {t.name: t for t in build_plan(context)}
+    assert tasks["genie"].config["steps"] == sections["pipeline"]["steps"]["genie"]
+    assert tasks["genie-g"].config["steps"] == sections["pipeline"]["steps"]["dynamics"]
     with pytest.raises(ConfigError, match="genei"):
         PipelineSettings.from_dict({"steps": {"tokenizer": 1, "lam": 1, "dynamics": 1, "genei": 1}})
 
@@ -82,16 +82,16 @@ def test_one_pipeline_table_field_overridden_keeps_the_others(tmp_path):
         PipelineSettings.from_dict({"eval": 3})
 
 
-def test_ta_replay_trains_the_named_ta_stages_on_both_training_sets_and_changes_only_their_keys(tmp_path):
+def test_ta_replay_trains_the_named_ta_tasks_on_both_training_sets_and_changes_only_their_keys(tmp_path):
     """`pipeline.ta_replay: [genie-g]`: GenieRedux-G-TA trains on the agent's and the random agent's data (in that
-    order), its key and its evaluations' keys change, and every other stage (the TA tokenizer's included) is kept."""
+    order), its key and its evaluations' keys change, and every other task (the TA tokenizer's included) is kept."""
     from cluster.pipeline.actions import train_job
     from cluster.pipeline.plan import PipelineSettings, build_plan
     from cluster.pipeline.runner import make_context
 
-    plain = {st.name: st for st in build_plan(make_context(tmp_path, "tiny", None, []))}
+    plain = {t.name: t for t in build_plan(make_context(tmp_path, "tiny", None, []))}
     context = make_context(tmp_path, "tiny", None, ["pipeline.ta_replay=[genie-g]"])
-    replay = {st.name: st for st in build_plan(context)}
+    replay = {t.name: t for t in build_plan(context)}
     assert train_job(context, replay["genie-g-ta"]).data == [str(tmp_path / "data" / "agent-train"),
                                                               str(tmp_path / "data" / "random-train")]
     assert train_job(context, replay["tokenizer-ta"]).data == [str(tmp_path / "data" / "agent-train")]

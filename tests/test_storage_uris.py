@@ -10,7 +10,7 @@ from cluster.cli import build_parser, main
 
 URI = "s3://bucket/x"
 # string options that are not paths (names, addresses, lists of names, ...)
-NOT_PATHS = {"address", "preset", "set", "names", "agent", "stages", "host", "token", "job_id", "stage", "job_command",
+NOT_PATHS = {"address", "preset", "set", "names", "agent", "tasks", "host", "token", "job_id", "stage", "job_command",
              "job_args", "modes", "start", "env", "preset_sweep", "actions"}
 
 

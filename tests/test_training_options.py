@@ -32,6 +32,8 @@ FLAGS_BEFORE = {name: flags.split() for name, flags in {
                 "--address",
     "submit": "--address --working-dir --env --job-id --no-wait",
 }.items()}
+# flags added since, each beside the old name it stands for
+FLAGS_ADDED = {"pipeline": ["--tasks"]}  # --stages
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:
@@ -48,7 +50,7 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_every_flag_is_still_there_in_order_and_in_help(command):
     parser = command_parser(command)
     flags = [s for action in parser._actions for s in action.option_strings if s != "-h" and s != "--help"]
-    assert flags == FLAGS_BEFORE[command]
+    assert [f for f in flags if f not in FLAGS_ADDED.get(command, [])] == FLAGS_BEFORE[command]
     text = parser.format_help()
     assert all(flag in text for flag in FLAGS_BEFORE[command])
 
@@ -117,8 +119,8 @@ def test_each_option_lands_in_its_field(tmp_path, capsys):
 
 
 def test_records_keep_saying_true_for_ground_truth():
-    """Runs, sweeps and pipeline stages recorded with actions 'true' resume: configs read 'true' as ground_truth,
-    and identities and stage keys still say 'true'."""
+    """Runs, sweeps and pipeline tasks recorded with actions 'true' resume: configs read 'true' as ground_truth,
+    and identities and task keys still say 'true'."""
     old = TrainJob.from_dict({**TrainJob(stage="dynamics", data=["d"], out="o", tokenizer="t").to_dict(),
                               "actions": "true"})
     assert old.actions == "ground_truth" and old.conditioning == "ground_truth"
@@ -136,8 +138,8 @@ def test_the_pipeline_trains_genie_g_on_ground_truth_with_the_recorded_key(tmp_p
     from cluster.pipeline.runner import make_context
 
     context = make_context(str(tmp_path / "run"), "tiny", None, [])
-    stages = {stage.name: stage for stage in build_plan(context)}
-    assert stages["genie-g"].config["conditioning"] == "true"  # as recorded runs' keys say it
-    assert stages["genie"].config["conditioning"] == "latent" and stages["tokenizer"].config["conditioning"] is None
-    assert train_job(context, stages["genie-g"]).actions == "ground_truth"
-    assert train_job(context, stages["genie"]).actions == "latent"
+    tasks = {task.name: task for task in build_plan(context)}
+    assert tasks["genie-g"].config["conditioning"] == "true"  # as recorded runs' keys say it
+    assert tasks["genie"].config["conditioning"] == "latent" and tasks["tokenizer"].config["conditioning"] is None
+    assert train_job(context, tasks["genie-g"]).actions == "ground_truth"
+    assert train_job(context, tasks["genie"]).actions == "latent"

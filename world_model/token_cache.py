@@ -291,7 +291,7 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
     schema = pa.schema(fields, metadata={"format": FORMAT, "version": str(VERSION)})
     was_training = [(m, m.training) for m in (tokenizer, lam) if m is not None]
     for model, _ in was_training:
-        model.eval()  # frozen stages: no codebook restarts
+        model.eval()  # the frozen models: no codebook restarts
     temp = folder / temp_name(TOKENS_FILE)
     episodes = []
     try:

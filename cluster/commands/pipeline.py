@@ -7,7 +7,7 @@ import argparse
 ORDER = 10
 
 DESCRIPTION = """\
-Reproduce the GenieRedux study end to end:
+Reproduce the GenieRedux study end to end, as a plan of tasks (here by group):
   agent        train the PPO explorer (RLlib)
   data:*       random-train, basic-test (random agent); agent-train, diverse-test (PPO agent)
   train        tokenizer, lam, genie-g (GenieRedux-G), genie (GenieRedux) on random-agent data
@@ -15,27 +15,27 @@ Reproduce the GenieRedux study end to end:
   eval:*       PSNR, SSIM, ΔtPSNR, controllability of every model on the Basic and Diverse test sets
   report       RUN/report.html (self-contained) and RUN/report.md
 
-Each stage records its outputs in RUN/pipeline/ and is reused when they exist and its config (and
+Each task records its outputs in RUN/pipeline/ and is reused when they exist and its config (and
 the config of everything it depends on) is unchanged. Kill it and run the same command again: it
-continues where it stopped. --stages runs a subset (names, groups, or prefixes such as 'eval').
+continues where it stopped. --tasks runs a subset (names, groups, or prefixes such as 'eval').
 
   genie pipeline --preset tiny --out runs/tiny                 # a 2-core laptop, <= 20 minutes
-  genie pipeline --preset tiny --out runs/tiny --stages report  # rebuild only the report
+  genie pipeline --preset tiny --out runs/tiny --tasks report   # rebuild only the report
 
-RUN is a folder or a storage URI (s3://bucket/runs/small, gs://..., file:///abs/path): every stage
+RUN is a folder or a storage URI (s3://bucket/runs/small, gs://..., file:///abs/path): every task
 and the pipeline's own records read and write it through the storage layer, so on a cluster, where
-stages run on other nodes, give a URI every node reaches (or a shared NFS/EFS mount). On a GPU
+tasks run on other nodes, give a URI every node reaches (or a shared NFS/EFS mount). On a GPU
 cluster, --gpus-per-worker puts each world-model training worker and each evaluation worker on GPUs
 (the PPO learner takes a GPU by itself when the cluster has one; --gpus-per-learner decides instead):
 
   genie submit pipeline --preset small --out '$GENIE_STORAGE/runs/small' --gpus-per-worker 1
 
-GPUs are not part of what a stage is: a study started on CPUs continues on GPUs (and back), reusing
-every finished stage, and a stage that stopped midway resumes from its checkpoint on the new GPUs.
+GPUs are not part of what a task is: a study started on CPUs continues on GPUs (and back), reusing
+every finished task, and a task that stopped midway resumes from its checkpoint on the new GPUs.
 """
 
 
-# the fields of PipelineResources that are options of `genie pipeline` (all of them: where the stages run)
+# the fields of PipelineResources that are options of `genie pipeline` (all of them: where the tasks run)
 RESOURCE_OPTIONS = ("gpus_per_worker", "gpus_per_learner")
 
 
@@ -55,9 +55,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     pipeline.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                           help="override a preset field, e.g. --set pipeline.train_workers=1 (repeatable)")
     add_options(pipeline, PipelineResources, RESOURCE_OPTIONS, metavars=dict.fromkeys(RESOURCE_OPTIONS, "N"))
-    pipeline.add_argument("--stages", default=None,
-                          help="comma-separated subset: stage names (e.g. tokenizer, data:basic-test), groups "
-                               "(agent, data, train, finetune, eval, report) or prefixes (eval)")
+    # --stages: the flag's name before the plan's units were called tasks (scripts and the README use it)
+    pipeline.add_argument("--tasks", "--stages", dest="tasks", default=None, metavar="TASKS",
+                          help="comma-separated subset of the plan: task names (e.g. tokenizer, data:basic-test), "
+                               "groups (agent, data, train, finetune, eval, report) or prefixes (eval)")
     pipeline.add_argument("--list", action="store_true", help="print the plan (and what is already done) and exit")
     pipeline.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_address(pipeline)
@@ -77,11 +78,11 @@ def run(args: argparse.Namespace) -> int:
     resources = config_from_args(PipelineResources, args, RESOURCE_OPTIONS)
     context = make_context(args.out, None if args.preset_file else args.preset, args.preset_file, list(args.set),
                            show_progress=not args.no_progress, resources=resources)
-    wanted = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    wanted = [s.strip() for s in args.tasks.split(",")] if args.tasks else None
     if args.list:
-        for stage in build_plan(context):
-            print(f"{'done ' if is_done(context, stage) else 'to do'}  {stage.name:28s} needs "
-                  f"{', '.join(stage.needs) or '-'}")
+        for task in build_plan(context):
+            print(f"{'done ' if is_done(context, task) else 'to do'}  {task.name:28s} needs "
+                  f"{', '.join(task.needs) or '-'}")
         return 0
     began = time.monotonic()
     with folder_lock(context.run, "genie pipeline"), ray_session(args.address):  # one pipeline per folder

@@ -1,1 +1,1 @@
-"""`genie pipeline`: the whole GenieRedux study as one resumable plan of stages, ending in a report."""
+"""`genie pipeline`: the whole GenieRedux study as one resumable plan of tasks, ending in a report."""

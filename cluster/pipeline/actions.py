@@ -1,11 +1,11 @@
-"""What each pipeline stage does: thin calls into the same functions the single commands use.
+"""What each pipeline task does: thin calls into the same functions the single commands use.
 
 Each action is itself resumable (PPO resumes from its last checkpoint, collection completes
 missing shards, training resumes from Ray Train's latest checkpoint), so a pipeline killed in the
-middle of a stage loses at most the work since that stage's last checkpoint.
+middle of a task loses at most the work since that task's last checkpoint.
 
 Every location is `context.path(...)`: a local path or a storage URI, which each of these functions
-takes as the single commands do. The GPUs come from `context.resources`, never from a stage's config.
+takes as the single commands do. The GPUs come from `context.resources`, never from a task's config.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from cluster.pipeline.context import MODELS, PipelineContext, Stage
+from cluster.pipeline.context import MODELS, PipelineContext, Task
 
 if TYPE_CHECKING:  # imported where used: `genie --help` stays free of torch
     from rl_agent.ppo_config import PPOSettings
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # imported where used: `genie --help` stays free of torch
     from world_model.training.job import TrainJob
 
 
-def train_agent(context: PipelineContext, stage: Stage) -> dict[str, Any]:
+def train_agent(context: PipelineContext, task: Task) -> dict[str, Any]:
     from rl_agent.agent_eval import evaluate_agent
     from rl_agent.ppo_training import train_agent as train
 
@@ -44,13 +44,13 @@ def agent_settings(context: PipelineContext) -> "PPOSettings":
     return PPOSettings.from_dict(values)
 
 
-def make_dataset(context: PipelineContext, stage: Stage) -> dict[str, Any]:
+def make_dataset(context: PipelineContext, task: Task) -> dict[str, Any]:
     from genie_common import storage
     from rl_agent.collection import CollectConfig, collect_dataset
     from rl_agent.named_datasets import dataset_config, named_dataset
     from rl_agent.store.stats import compute_stats
 
-    name = stage.config["name"]
+    name = task.config["name"]
     data = context.sections.get("data", {})
     spec = named_dataset(name)
     base = CollectConfig(workers=int(data.get("workers", 2)),
@@ -63,52 +63,52 @@ def make_dataset(context: PipelineContext, stage: Stage) -> dict[str, Any]:
     return {"episodes": stats.episodes, "frames": stats.frames}
 
 
-def train_model(context: PipelineContext, stage: Stage) -> dict[str, Any]:
+def train_model(context: PipelineContext, task: Task) -> dict[str, Any]:
     from world_model.training.trainer import run_training
 
-    result = run_training(train_job(context, stage), show_progress=context.show_progress)
+    result = run_training(train_job(context, task), show_progress=context.show_progress)
     print(result.summary())
     return {"first_val": result.first_val, "last_val": result.last_val, "frames_per_s": result.frames_per_s,
             "steps": result.steps}
 
 
-def train_job(context: PipelineContext, stage: Stage) -> "TrainJob":
-    """The `genie train` run of a train/finetune stage: inputs from the stages it needs, each worker on
+def train_job(context: PipelineContext, task: Task) -> "TrainJob":
+    """The `genie train` run of a train/finetune task: inputs from the tasks it needs, each worker on
     --gpus-per-worker GPUs."""
     from world_model.training.job import TrainJob
 
-    name, ta = stage.name.removesuffix("-ta"), stage.name.endswith("-ta")
-    stage_name, conditioning = MODELS[name]
+    name, ta = task.name.removesuffix("-ta"), task.name.endswith("-ta")
+    stage, conditioning = MODELS[name]
     settings = context.settings
     inputs: dict[str, Any] = {}
-    for need in stage.needs:
-        if need.startswith("tokenizer") and stage_name == "dynamics":
+    for need in task.needs:
+        if need.startswith("tokenizer") and stage == "dynamics":
             inputs["tokenizer"] = context.path(f"models/{need}")
-        elif need.startswith("lam") and stage_name == "dynamics":
+        elif need.startswith("lam") and stage == "dynamics":
             inputs["lam"] = context.path(f"models/{need}")
     if ta:
         inputs["init"] = context.path(f"models/{name}")
     return TrainJob(
-        stage=stage_name,
-        data=[context.path(f"data/{need.removeprefix('data:')}") for need in stage.needs if need.startswith("data:")],
-        out=context.path(f"models/{stage.name}"),
+        stage=stage,
+        data=[context.path(f"data/{need.removeprefix('data:')}") for need in task.needs if need.startswith("data:")],
+        out=context.path(f"models/{task.name}"),
         preset=context.preset_name or "tiny",
         preset_file=context.preset_file,
         overrides=[*context.overrides, *settings.overrides],
         workers=settings.train_workers,
         gpus_per_worker=context.resources.gpus_per_worker,
-        steps=stage.config["steps"],
+        steps=task.config["steps"],
         actions=conditioning or "ground_truth",  # the tokenizer and the LAM have none: TrainJob's default
         **inputs,
     )
 
 
-def evaluate_model(context: PipelineContext, stage: Stage) -> dict[str, Any]:
+def evaluate_model(context: PipelineContext, task: Task) -> dict[str, Any]:
     from genie_common import storage
     from world_model.evaluation.runner import copy_last_frame_baseline, evaluate
 
-    _, model, test_set = stage.name.split(":")
-    config = eval_config(context, stage)
+    _, model, test_set = task.name.split(":")
+    config = eval_config(context, task)
     out = context.path(f"eval/{model}/{test_set}")
     evaluate(config, out)
     baseline = copy_last_frame_baseline(config.data, config.context, config.horizon, config.episodes, config.seed)
@@ -116,19 +116,19 @@ def evaluate_model(context: PipelineContext, stage: Stage) -> dict[str, Any]:
     return {"results": storage.join(out, "results.json")}
 
 
-def eval_config(context: PipelineContext, stage: Stage) -> "EvalConfig":
-    """The evaluation of an `eval:MODEL:TEST_SET` stage: the preset's settings, each worker on
+def eval_config(context: PipelineContext, task: Task) -> "EvalConfig":
+    """The evaluation of an `eval:MODEL:TEST_SET` task: the preset's settings, each worker on
     --gpus-per-worker GPUs (then its model on cuda)."""
     from world_model.evaluation.config import EvalConfig
 
-    _, model, test_set = stage.name.split(":")
+    _, model, test_set = task.name.split(":")
     gpus = context.resources.gpus_per_worker
     return EvalConfig(model=context.path(f"models/{model}"), data=context.path(f"data/{test_set}"),
                       show_progress=context.show_progress, gpus_per_worker=gpus, device="cuda" if gpus > 0 else "cpu",
-                      **dict(stage.config["eval"]))
+                      **dict(task.config["eval"]))
 
 
-def write_report(context: PipelineContext, stage: Stage) -> dict[str, Any]:
+def write_report(context: PipelineContext, task: Task) -> dict[str, Any]:
     from cluster.pipeline.report import build_report
 
     paths = build_report(context)

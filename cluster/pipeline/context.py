@@ -1,6 +1,6 @@
-"""What every pipeline module shares: the `pipeline:` settings, the resources, a stage and the run's context.
+"""What every pipeline module shares: the `pipeline:` settings, the resources, a task and the run's context.
 
-The plan (`plan`), the stage actions (`actions`), the runner (`runner`) and the report (`report`) all read these;
+The plan (`plan`), the task actions (`actions`), the runner (`runner`) and the report (`report`) all read these;
 this module imports none of them.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Callable
 from genie_common.config import check_known_fields, option
 from genie_common.errors import ConfigError
 
-STATE_DIR = "pipeline"  # the pipeline's own records inside the run folder (one per stage, and preset.json)
+STATE_DIR = "pipeline"  # the pipeline's own records inside the run folder (one per task, and preset.json)
 GROUPS = ("agent", "data", "train", "finetune", "eval", "report")
 TEST_SETS = ("basic-test", "diverse-test")
 REPORT_VERSION = 2  # bump when the report's content changes: finished studies then rebuild only their report
@@ -35,13 +35,13 @@ class PipelineSettings:
     ta_steps: dict[str, int] = field(default_factory=lambda: {"tokenizer": 150, "lam": 100, "dynamics": 200})
     ta: tuple[str, ...] = ("tokenizer", "lam", "genie-g", "genie")  # components fine-tuned on the agent's data
     models: tuple[str, ...] = ("tokenizer", "lam", "genie-g", "genie")  # components trained at all
-    # components whose TA stage trains on the random agent's training data too (replay): the paper's TA uses the
+    # components whose TA task trains on the random agent's training data too (replay): the paper's TA uses the
     # agent's data alone, and the fine-tuned dynamics then forgets the random agent's states (the Basic test set)
     ta_replay: tuple[str, ...] = ()
     eval: dict[str, Any] = field(default_factory=lambda: {"episodes": 32, "context": 2, "horizon": 10,
                                                            "maskgit_steps": 8, "workers": 2})
     eval_sets: tuple[str, ...] = TEST_SETS
-    overrides: tuple[str, ...] = ()  # world_model.* overrides for every training stage
+    overrides: tuple[str, ...] = ()  # world_model.* overrides for every training task
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "PipelineSettings":
@@ -62,7 +62,7 @@ class PipelineSettings:
                 raise ConfigError(f"unknown pipeline model {model!r}; known: {', '.join(MODELS)}")
         if set(settings.ta_replay) - set(settings.ta):
             raise ConfigError(f"pipeline.ta_replay names {sorted(set(settings.ta_replay) - set(settings.ta))}, which "
-                              f"pipeline.ta does not fine-tune; replay applies to TA stages only")
+                              f"pipeline.ta does not fine-tune; replay applies to TA tasks only")
         for test_set in settings.eval_sets:
             if test_set not in TEST_SETS:
                 raise ConfigError(f"unknown test set {test_set!r}; known: {', '.join(TEST_SETS)}")
@@ -93,20 +93,20 @@ def _check_eval_fields(values: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class PipelineResources:
-    """Where the stages run, from `genie pipeline`'s options (its fields are those options); never part of a stage's
+    """Where the tasks run, from `genie pipeline`'s options (its fields are those options); never part of a task's
     key (see the module doc).
 
-    Recorded in each stage's record, so a reused stage that ran on other resources says so.
+    Recorded in each task's record, so a reused task that ran on other resources says so.
     """
 
     # each world-model training worker and each evaluation worker
     gpus_per_worker: float = option(0.0, help="GPUs of each world-model training worker (pipeline.train_workers of "
-                                              "them per stage) and of each evaluation worker, whose model then runs "
-                                              "on cuda; fractions share a GPU (0.5). Default 0: CPUs. Refused up "
-                                              "front when the Ray cluster can never provide them",
+                                              "them per training task) and of each evaluation worker, whose model "
+                                              "then runs on cuda; fractions share a GPU (0.5). Default 0: CPUs. "
+                                              "Refused up front when the Ray cluster can never provide them",
                                     range="non_negative")
     # the PPO learner; None = the preset's, else 1 when the cluster has a GPU
-    gpus_per_learner: float | None = option(None, help="GPUs of the PPO learner (agent stage); 0 = learn on CPUs in "
+    gpus_per_learner: float | None = option(None, help="GPUs of the PPO learner (agent task); 0 = learn on CPUs in "
                                                        "the driver. Default: the preset's num_gpus_per_learner, else 1 "
                                                        "when the cluster has or can start a GPU",
                                             range="non_negative")
@@ -120,13 +120,16 @@ class PipelineResources:
 
 
 @dataclass
-class Stage:
+class Task:
+    """One unit of `genie pipeline`'s plan (the agent, a dataset, a model trained or fine-tuned, an evaluation,
+    the report): what it needs, makes and is defined by. Not a world-model stage: see docs/design.md, 'Glossary'."""
+
     name: str
     group: str
     needs: list[str]
-    outputs: list[str]  # paths relative to the run folder that must exist for the stage to count as done
-    config: dict[str, Any]  # what defines the stage's result
-    action: Callable[["PipelineContext", "Stage"], dict[str, Any]]
+    outputs: list[str]  # paths relative to the run folder that must exist for the task to count as done
+    config: dict[str, Any]  # what defines the task's result
+    action: Callable[["PipelineContext", "Task"], dict[str, Any]]
     key: str = ""
 
 
@@ -143,7 +146,7 @@ class PipelineContext:
     resources: PipelineResources = field(default_factory=PipelineResources)
 
     def path(self, relative: str) -> str:
-        """`relative` below the run folder, as a path or URI the storage layer (and every stage) takes."""
+        """`relative` below the run folder, as a path or URI the storage layer (and every task) takes."""
         from genie_common import storage
 
         return storage.join(self.run, relative)

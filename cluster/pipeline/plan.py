@@ -1,17 +1,17 @@
-"""The GenieRedux study as a plan of stages, each with its inputs, outputs and the config that defines it.
+"""The GenieRedux study as a plan of tasks, each with its inputs, outputs and the config that defines it.
 
     agent ─┬─ data:agent-train ──┬─ tokenizer-ta ── genie-g-ta / genie-ta ─┐
            └─ data:diverse-test  │   lam-ta                                 ├─ eval:* ── report
     data:random-train ─ tokenizer, lam ── genie-g, genie ──────────────────┘
     data:basic-test
 
-A stage's key is a hash of its own config and the keys of the stages it needs, so changing the
+A task's key is a hash of its own config and the keys of the tasks it needs, so changing the
 agent's settings re-runs the agent, the data it played and everything trained on that data,
-while the random-agent branch is reused. Stages are plain functions over a `PipelineContext`.
+while the random-agent branch is reused. Tasks run plain functions over a `PipelineContext` (`actions`).
 
-Where a stage runs (GPUs per training/evaluation worker, the PPO learner's GPUs: `PipelineResources`) is
+Where a task runs (GPUs per training/evaluation worker, the PPO learner's GPUs: `PipelineResources`) is
 not part of any key: the same study on GPUs is the same study, so a run started on a laptop may be
-continued on a GPU cluster. The run folder may be a storage URI (s3://, gs://, file://...): every stage
+continued on a GPU cluster. The run folder may be a storage URI (s3://, gs://, file://...): every task
 reads and writes through `genie_common.storage`, and so do the pipeline's own records.
 """
 
@@ -23,23 +23,23 @@ from typing import Any
 
 from cluster.pipeline import actions
 from cluster.pipeline.context import (EVAL_SET_BY_PIPELINE, EVAL_VERSION, GROUPS, MODELS, REPORT_VERSION, TEST_SETS,
-                                      PipelineContext, PipelineResources, PipelineSettings, Stage)
+                                      PipelineContext, PipelineResources, PipelineSettings, Task)
 from genie_common.errors import ConfigError
 from rl_agent.ppo_config import PLACEMENT_SETTINGS  # where the PPO learner runs: left out of the agent's key
 from world_model.training.job import recorded_actions
 
 __all__ = ["EVAL_SET_BY_PIPELINE", "EVAL_VERSION", "GROUPS", "MODELS", "REPORT_VERSION", "TEST_SETS",  # re-exported
-           "PipelineContext", "PipelineResources", "PipelineSettings", "Stage", "build_plan", "model_dir", "select",
-           "stage_key", "ta_datasets"]
+           "PipelineContext", "PipelineResources", "PipelineSettings", "Task", "build_plan", "model_dir", "select",
+           "task_key", "ta_datasets"]
 
 
-def stage_key(config: dict[str, Any], upstream: list[str]) -> str:
+def task_key(config: dict[str, Any], upstream: list[str]) -> str:
     text = json.dumps({"config": config, "upstream": upstream}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def ta_datasets(name: str, settings: PipelineSettings) -> list[str]:
-    """The data stages a component's TA stage trains on: the agent's, plus the random agent's with replay."""
+    """The data tasks a component's TA task trains on: the agent's, plus the random agent's with replay."""
     return ["data:agent-train", *(["data:random-train"] if name in settings.ta_replay else [])]
 
 
@@ -47,16 +47,16 @@ def model_dir(name: str, ta: bool) -> str:
     return f"models/{name}{'-ta' if ta else ''}"
 
 
-def build_plan(context: PipelineContext) -> list[Stage]:
-    """Every stage of the study in dependency order, keys filled in."""
+def build_plan(context: PipelineContext) -> list[Task]:
+    """Every task of the study in dependency order, keys filled in."""
     s, sections = context.settings, context.sections
     data = sections.get("data", {})
     agent = {k: v for k, v in sections.get("agent", {}).items() if k not in PLACEMENT_SETTINGS}
-    stages: list[Stage] = [Stage("agent", "agent", [], ["agent/curve.csv"], {"agent": agent}, actions.train_agent)]
+    tasks: list[Task] = [Task("agent", "agent", [], ["agent/curve.csv"], {"agent": agent}, actions.train_agent)]
     for name, needs_agent in (("random-train", False), ("basic-test", False), ("agent-train", True),
                               ("diverse-test", True)):
-        stages.append(Stage(f"data:{name}", "data", ["agent"] if needs_agent else [], [f"data/{name}/manifest.json"],
-                            {"data": data, "name": name}, actions.make_dataset))
+        tasks.append(Task(f"data:{name}", "data", ["agent"] if needs_agent else [], [f"data/{name}/manifest.json"],
+                          {"data": data, "name": name}, actions.make_dataset))
     world = {k: v for k, v in sections.get("world_model", {}).items()}
     for ta in (False, True):
         for name in s.models:
@@ -72,39 +72,39 @@ def build_plan(context: PipelineContext) -> list[Stage]:
                     needs.append("lam-ta" if ta and "lam" in s.ta else "lam")
             table = s.ta_steps if ta else s.steps
             steps = table.get(name, table[stage])  # a model's own entry (e.g. genie) over its stage's
-            # the conditioning as records say it ('true' for ground_truth): the keys of recorded stages stay the same
+            # the conditioning as records say it ('true' for ground_truth): the keys of recorded tasks stay the same
             config = {"world_model": world, "stage": stage, "conditioning": recorded_actions(conditioning),
                       "steps": steps, "overrides": list(s.overrides), "workers": s.train_workers}
-            stages.append(Stage(model_dir(name, ta).split("/")[1], "finetune" if ta else "train", needs,
-                                [f"{model_dir(name, ta)}/latest.pt"], config, actions.train_model))
-    trained = [st.name for st in stages if st.group in ("train", "finetune")]
+            tasks.append(Task(model_dir(name, ta).split("/")[1], "finetune" if ta else "train", needs,
+                              [f"{model_dir(name, ta)}/latest.pt"], config, actions.train_model))
+    trained = [t.name for t in tasks if t.group in ("train", "finetune")]
     for model in trained:
         for test_set in s.eval_sets:
-            stages.append(Stage(f"eval:{model}:{test_set}", "eval", [model, f"data:{test_set}"],
-                                [f"eval/{model}/{test_set}/results.json"], {"eval": s.eval, "version": EVAL_VERSION},
-                                actions.evaluate_model))
-    evals = [st.name for st in stages if st.group == "eval"]
-    stages.append(Stage("report", "report",
-                        [*[st.name for st in stages if st.group in ("agent", "data")], *trained, *evals],
-                        ["report.md", "report.html"], {"version": REPORT_VERSION}, actions.write_report))
+            tasks.append(Task(f"eval:{model}:{test_set}", "eval", [model, f"data:{test_set}"],
+                              [f"eval/{model}/{test_set}/results.json"], {"eval": s.eval, "version": EVAL_VERSION},
+                              actions.evaluate_model))
+    evals = [t.name for t in tasks if t.group == "eval"]
+    tasks.append(Task("report", "report",
+                      [*[t.name for t in tasks if t.group in ("agent", "data")], *trained, *evals],
+                      ["report.md", "report.html"], {"version": REPORT_VERSION}, actions.write_report))
     keys: dict[str, str] = {}
-    for stage in stages:
-        stage.key = stage_key(stage.config, [keys[n] for n in stage.needs])
-        keys[stage.name] = stage.key
-    return stages
+    for task in tasks:
+        task.key = task_key(task.config, [keys[n] for n in task.needs])
+        keys[task.name] = task.key
+    return tasks
 
 
-def select(stages: list[Stage], wanted: list[str] | None) -> list[Stage]:
-    """The stages named (by name, name prefix such as 'eval', or group) in plan order; all when None."""
+def select(tasks: list[Task], wanted: list[str] | None) -> list[Task]:
+    """The tasks named (by name, name prefix such as 'eval', or group) in plan order; all when None."""
     if not wanted:
-        return stages
+        return tasks
     chosen = []
-    for stage in stages:
-        if any(w == stage.name or w == stage.group or stage.name.startswith(f"{w}:") for w in wanted):
-            chosen.append(stage)
+    for task in tasks:
+        if any(w == task.name or w == task.group or task.name.startswith(f"{w}:") for w in wanted):
+            chosen.append(task)
     unknown = [w for w in wanted
-               if not any(w == st.name or w == st.group or st.name.startswith(f"{w}:") for st in stages)]
+               if not any(w == t.name or w == t.group or t.name.startswith(f"{w}:") for t in tasks)]
     if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}; stages: {', '.join(st.name for st in stages)}; "
+        raise ConfigError(f"unknown task(s) {unknown}; tasks: {', '.join(t.name for t in tasks)}; "
                           f"groups: {', '.join(GROUPS)}")
     return chosen

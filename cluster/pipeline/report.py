@@ -49,7 +49,7 @@ def build_report(context: PipelineContext) -> dict[str, str]:
 
 def mirror_for_report(run: str, local: Path) -> Path:
     """What the report reads of the run at the URI `run`, in the local folder `local` (in the run's layout):
-    the stage records, every evaluation (results, samples), each model's metrics.csv, the agent's reward
+    the task records, every evaluation (results, samples), each model's metrics.csv, the agent's reward
     curve, and each data set as a link to its mirror on this node (`storage.local_dataset`)."""
     import pyarrow.fs as pafs
 

@@ -30,7 +30,7 @@ class Bar:
     """One quality bar as the report's table shows it: the claim, its verdict and the number behind it."""
 
     name: str
-    passed: bool | None  # None: could not be measured (a stage did not run)
+    passed: bool | None  # None: could not be measured (a task did not run)
     detail: str
 
 
@@ -64,7 +64,7 @@ mean_ci = mean_ci95  # mean and 95% half-width over episodes (evaluation's own h
 
 # ---- quality bars -----------------------------------------------------------------------------
 def quality_bars(run: Path, data_stats: dict[str, Any] | None) -> list[Bar]:
-    """Every bar of the study, in the report's order; a stage that did not run leaves its bars n/a, not missing."""
+    """Every bar of the study, in the report's order; a task that did not run leaves its bars n/a, not missing."""
     bars = []
     if data_stats:
         random_p = data_stats["random-train"]["level_progress_mean"]
@@ -72,7 +72,7 @@ def quality_bars(run: Path, data_stats: dict[str, Any] | None) -> list[Bar]:
         bars.append(Bar("agent's data beats the random agent's on level progress", agent_p > random_p,
                         f"agent-train {agent_p:.2f} vs random-train {random_p:.2f} screens"))
     else:
-        bars.append(Bar("agent's data beats the random agent's on level progress", None, "data stages did not run"))
+        bars.append(Bar("agent's data beats the random agent's on level progress", None, "data tasks did not run"))
     tokenizer = load_eval(run, "tokenizer-ta", "diverse-test") or load_eval(run, "tokenizer", "diverse-test")
     value = headline_psnr(tokenizer)
     bars.append(Bar(f"tokenizer reconstruction PSNR on the Diverse Test Set >= {TOKENIZER_BAR_DB:.0f} dB",

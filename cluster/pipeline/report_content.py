@@ -1,4 +1,4 @@
-"""What the pipeline report says, as Markdown: its quality bars, data, results, controllability, dreams, stages
+"""What the pipeline report says, as Markdown: its quality bars, data, results, controllability, dreams, tasks
 and environment, every number with its scale.
 
 The figures are drawn elsewhere (`report_figures`) and handed in with their captions; turning the Markdown into a
@@ -56,15 +56,16 @@ def report_markdown(preset_label: str, run: Path, shown: str, images: list[tuple
     md += _controllability(run)
     md += _forked_futures(run)
     md += _dreams(run)
-    md += ["## Stages and durations", "", "| stage | seconds | finished |", "|---|---|---|"]
+    md += ["## Tasks and durations", "", "| task | seconds | finished |", "|---|---|---|"]
     total = 0.0
     for record_file in sorted((run / STATE_DIR).glob("*.json")):
         if record_file.name == "preset.json":
             continue
         record = json.loads(record_file.read_text())
         total += float(record.get("seconds", 0))
+        # a record's task name is under 'stage', the key it had before tasks had that name (runner.write_record)
         md.append(f"| {record['stage']} | {record['seconds']:.0f} | {record['finished']} |")
-    md += ["", f"Sum of stage times: {total / 60:.1f} min.", "", "## Environment", "",
+    md += ["", f"Sum of task times: {total / 60:.1f} min.", "", "## Environment", "",
            "| | |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in environment().items()]
     md += ["", f"Preset as run: `{storage.join(shown, STATE_DIR, 'preset.json')}`."]

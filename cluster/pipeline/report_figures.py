@@ -19,7 +19,7 @@ def draw_figures(run: Path, folder: Path) -> list[tuple[str, Path | None]]:
     return [("Example frames (top: random agent, bottom: PPO agent; 8 frames of each one's longest episode)",
              example_frames(run, folder / "example_frames.png")),
             ("The PPO agent's learning curve", run / "agent" / "reward_curve.png"),
-            ("Training curves of each stage (validation)", plot_training_curves(run, folder / "training_curves.png")),
+            ("Training curves of each model (validation)", plot_training_curves(run, folder / "training_curves.png")),
             ("PSNR over the horizon (autoregressive; dashed: copy the last context frame)",
              plot_horizon(run, folder / "psnr_horizon.png"))]
 

@@ -1,8 +1,8 @@
-"""Run a plan: skip stages whose outputs exist with the same key, run the rest in order, record each.
+"""Run a plan: skip tasks whose outputs exist with the same key, run the rest in order, record each.
 
-The record of a finished stage is `RUN/pipeline/<stage>.json` (its key, seconds, what it returned, the
-resources it ran on), written after the stage succeeds; a killed pipeline therefore re-runs only the
-unfinished stage (which itself resumes) and everything after it. RUN may be a storage URI: records,
+The record of a finished task is `RUN/pipeline/<task>.json` (its name, key, seconds, what it returned, the
+resources it ran on), written after the task succeeds; a killed pipeline therefore re-runs only the
+unfinished task (which itself resumes) and everything after it. RUN may be a storage URI: records,
 outputs and preset.json are read and written through `genie_common.storage` (each write atomic).
 """
 
@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.pipeline.context import STATE_DIR, PipelineContext, PipelineResources, PipelineSettings, Stage
+from cluster.pipeline.context import STATE_DIR, PipelineContext, PipelineResources, PipelineSettings, Task
 from cluster.pipeline.plan import build_plan, select
 from genie_common import storage
 from genie_common.errors import ConfigError
 
-GPU_GROUPS = ("train", "finetune", "eval")  # the stages --gpus-per-worker places
+GPU_GROUPS = ("train", "finetune", "eval")  # the tasks --gpus-per-worker places
 
 
 @dataclass
-class StageOutcome:
+class TaskOutcome:
     name: str
     status: str  # "ran", "reused"
     seconds: float
@@ -34,7 +34,7 @@ def record_path(run: str, name: str) -> str:
 
 
 def read_record(run: str, name: str) -> dict[str, Any] | None:
-    """A finished stage's record; None when there is none or it is unreadable (the stage then runs again)."""
+    """A finished task's record; None when there is none or it is unreadable (the task then runs again)."""
     path = record_path(run, name)
     if not storage.is_file(path):
         return None
@@ -44,20 +44,22 @@ def read_record(run: str, name: str) -> dict[str, Any] | None:
         return None
 
 
-def is_done(context: PipelineContext, stage: Stage) -> bool:
-    record = read_record(context.run, stage.name)
-    return bool(record and record.get("key") == stage.key
-                and all(storage.exists(context.path(o)) for o in stage.outputs))
+def is_done(context: PipelineContext, task: Task) -> bool:
+    record = read_record(context.run, task.name)
+    return bool(record and record.get("key") == task.key
+                and all(storage.exists(context.path(o)) for o in task.outputs))
 
 
-def write_record(context: PipelineContext, stage: Stage, seconds: float, info: dict[str, Any]) -> None:
-    record = {"stage": stage.name, "key": stage.key, "seconds": seconds, "info": info,
+def write_record(context: PipelineContext, task: Task, seconds: float, info: dict[str, Any]) -> None:
+    # the name's key stays "stage", as before the pipeline's units were called tasks: records already on disk say
+    # "stage", and the report reads that key from old and new records alike
+    record = {"stage": task.name, "key": task.key, "seconds": seconds, "info": info,
               "resources": context.resources.to_json(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    storage.write_bytes_atomic(record_path(context.run, stage.name), json.dumps(record, indent=1, default=str).encode())
+    storage.write_bytes_atomic(record_path(context.run, task.name), json.dumps(record, indent=1, default=str).encode())
 
 
 def run_location(run: str | Path) -> str:
-    """The run folder as every stage and worker takes it: a URI as given, a local path made absolute
+    """The run folder as every task and worker takes it: a URI as given, a local path made absolute
     (RLlib reads checkpoint paths as URIs, and workers run in other folders)."""
     text = str(run)
     return text.rstrip("/") if storage.is_uri(text) else str(Path(text).expanduser().absolute())
@@ -76,61 +78,61 @@ def make_context(run: str | Path, preset: str | None, preset_file: str | None, o
                            show_progress=show_progress, resources=resources or PipelineResources())
 
 
-def run_pipeline(context: PipelineContext, wanted: list[str] | None = None) -> list[StageOutcome]:
-    """Run (or reuse) the selected stages; stages they need must be done already or selected too."""
+def run_pipeline(context: PipelineContext, wanted: list[str] | None = None) -> list[TaskOutcome]:
+    """Run (or reuse) the selected tasks; tasks they need must be done already or selected too."""
     plan = build_plan(context)
     chosen = select(plan, wanted)
     chosen_names = {s.name for s in chosen}
     by_name = {s.name: s for s in plan}
-    for stage in chosen:
-        missing = [n for n in stage.needs if n not in chosen_names and not is_done(context, by_name[n])]
+    for task in chosen:
+        missing = [n for n in task.needs if n not in chosen_names and not is_done(context, by_name[n])]
         if missing:
-            raise ConfigError(f"stage {stage.name} needs {', '.join(missing)}, which have not run with this config; "
-                              f"add them to --stages (or run without --stages)")
+            raise ConfigError(f"task {task.name} needs {', '.join(missing)}, which have not run with this config; "
+                              f"add them to --tasks (or run without --tasks)")
     to_run = [s for s in chosen if not is_done(context, s)]
     check_gpus(context, to_run)
-    storage.makedirs(context.path(STATE_DIR))  # fails here, before any stage, when RUN cannot be written
+    storage.makedirs(context.path(STATE_DIR))  # fails here, before any task, when RUN cannot be written
     storage.write_bytes_atomic(context.path(f"{STATE_DIR}/preset.json"),
                                json.dumps(context.sections, indent=1, default=str).encode())
-    outcomes: list[StageOutcome] = []
-    for stage in chosen:
-        if is_done(context, stage):
-            record = read_record(context.run, stage.name) or {}
-            outcomes.append(StageOutcome(stage.name, "reused", float(record.get("seconds", 0.0))))
-            print(f"[pipeline] {stage.name}: reused (done earlier with the same "
-                  f"config){placement_note(context, stage, record)}")
+    outcomes: list[TaskOutcome] = []
+    for task in chosen:
+        if is_done(context, task):
+            record = read_record(context.run, task.name) or {}
+            outcomes.append(TaskOutcome(task.name, "reused", float(record.get("seconds", 0.0))))
+            print(f"[pipeline] {task.name}: reused (done earlier with the same "
+                  f"config){placement_note(context, task, record)}")
             continue
-        print(f"[pipeline] {stage.name}: running", flush=True)
+        print(f"[pipeline] {task.name}: running", flush=True)
         began = time.monotonic()
-        info = stage.action(context, stage)
+        info = task.action(context, task)
         seconds = time.monotonic() - began
-        write_record(context, stage, seconds, info)
-        outcomes.append(StageOutcome(stage.name, "ran", seconds))
-        print(f"[pipeline] {stage.name}: done in {seconds:.0f} s", flush=True)
+        write_record(context, task, seconds, info)
+        outcomes.append(TaskOutcome(task.name, "ran", seconds))
+        print(f"[pipeline] {task.name}: done in {seconds:.0f} s", flush=True)
     return outcomes
 
 
-def placement_note(context: PipelineContext, stage: Stage, record: dict[str, Any]) -> str:
-    """Why a reused stage is not re-run on the GPUs asked for now: said, not silent."""
+def placement_note(context: PipelineContext, task: Task, record: dict[str, Any]) -> str:
+    """Why a reused task is not re-run on the GPUs asked for now: said, not silent."""
     before = record.get("resources") or PipelineResources().to_json()  # records from before --gpus-per-worker: CPUs
     now = context.resources.to_json()
-    option = "gpus_per_learner" if stage.group == "agent" else "gpus_per_worker" if stage.group in GPU_GROUPS else None
+    option = "gpus_per_learner" if task.group == "agent" else "gpus_per_worker" if task.group in GPU_GROUPS else None
     if option is None or before.get(option) == now[option]:
         return ""
     flag = "--" + option.replace("_", "-")
     return (f"; it ran with {flag} {_shown(before.get(option))}, not {_shown(now[option])}: "
-            f"GPUs change where a stage runs, not what it computes")
+            f"GPUs change where a task runs, not what it computes")
 
 
 def _shown(gpus: float | None) -> str:
     return "auto" if gpus is None else f"{gpus:g}"
 
 
-def check_gpus(context: PipelineContext, stages: list[Stage]) -> None:
-    """--gpus-per-worker that the Ray cluster can never provide is refused before the first stage, not hours
-    later when the first training stage asks for it. Only checks: the GPU nodes start when a stage asks."""
+def check_gpus(context: PipelineContext, tasks: list[Task]) -> None:
+    """--gpus-per-worker that the Ray cluster can never provide is refused before the first task, not hours
+    later when the first training task asks for it. Only checks: the GPU nodes start when a task asks."""
     gpus = context.resources.gpus_per_worker
-    groups = {s.group for s in stages}
+    groups = {s.group for s in tasks}
     if not gpus or not groups & set(GPU_GROUPS):
         return
     from rl_agent.capacity import cluster_capacity, format_resources
@@ -148,8 +150,8 @@ def check_gpus(context: PipelineContext, stages: list[Stage]) -> None:
                           f"leave out --gpus-per-worker to run on CPUs")
 
 
-def format_outcomes(outcomes: list[StageOutcome]) -> str:
-    lines = [f"{'stage':32s} {'status':8s} {'seconds':>8s}"]
+def format_outcomes(outcomes: list[TaskOutcome]) -> str:
+    lines = [f"{'task':32s} {'status':8s} {'seconds':>8s}"]
     for outcome in outcomes:
         lines.append(f"{outcome.name:32s} {outcome.status:8s} {outcome.seconds:8.0f}")
     ran = sum(o.seconds for o in outcomes if o.status == "ran")

@@ -23,7 +23,7 @@ from world_model.config import STAGES, Conditioning, OptimConfig, Preset, config
 # the dynamics' conditioning, in DynamicsConfig's words: GenieRedux (LAM latent actions) or GenieRedux-G (the agent's
 # own actions, `ground_truth`)
 ACTIONS: tuple[str, ...] = tuple(sorted(typing.get_args(Conditioning)))
-# what records (run.json's identity, a checkpoint's job, a sweep's identity, the pipeline's stage keys) say for
+# what records (run.json's identity, a checkpoint's job, a sweep's identity, the pipeline's task keys) say for
 # ground_truth: the older word, so runs and sweeps made before the word changed still resume
 RECORDED_GROUND_TRUTH = "true"
 ACTIONS_HELP = ("dynamics conditioning: 'ground_truth' = the agent's actions (GenieRedux-G), 'latent' = LAM "
