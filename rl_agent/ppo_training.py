@@ -26,7 +26,7 @@ from typing import Any
 
 from genie_common.atomic import atomic_path
 from genie_common.config import differing_keys
-from genie_common.errors import ConfigError
+from genie_common.errors import ConfigError, cpu_only_torch_error
 from genie_common.storage import RemoteFolder, is_uri
 from rl_agent.capacity import ensure_resources, format_resources
 from rl_agent.ppo_config import PLACEMENT_SETTINGS, PPOSettings, build_ppo_config, cluster_gpus, learner_bundles
@@ -195,7 +195,15 @@ def _train(settings: PPOSettings, run_dir: Path, show_progress: bool, random_ref
     if bundles:  # a remote learner: a GPU node the autoscaler may have to start first
         ensure_resources(bundles, f"the PPO learner {format_resources(bundles[0])}",
                          "pass --gpus-per-learner 0 to learn on CPUs in the driver")
-    algo = build_ppo_config(settings, gpus_available=gpus).build_algo()
+    try:
+        algo = build_ppo_config(settings, gpus_available=gpus).build_algo()
+    except Exception as err:  # re-raised unless it is a GPU node with a CPU-only torch
+        cpu_only = bundles and cpu_only_torch_error(
+            err, f"the PPO learner asked for {bundles[0].get('GPU', 0):g} GPU(s)",
+            "pass --gpus-per-learner 0 to learn on CPUs in the driver")
+        if cpu_only:
+            raise cpu_only from None
+        raise
     existing = checkpoints_of(run_dir)
     iteration, env_steps, wall_before = 0, 0, 0.0
     if existing:

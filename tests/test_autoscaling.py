@@ -289,3 +289,33 @@ def test_a_submitted_collection_runs_on_collector_nodes_the_autoscaler_starts(au
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:] + head_log
     assert "SUCCEEDED" in result.stdout and "6 episodes" in result.stdout, result.stdout[-3000:]
     assert verify_dataset(base / "shared" / "data" / "submitted").episodes == 6
+
+
+AGENT = CONNECT + textwrap.dedent("""
+    import subprocess
+
+    agent = subprocess.run([sys.executable, "-m", "cluster.cli", "agent", "train", "--preset", "tiny", "--out",
+                            sys.argv[2], "--steps", "256", "--gpus-per-learner", "1", "--no-progress",
+                            "--address", sys.argv[1]], capture_output=True, text=True, timeout=240)
+    gpu_nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
+    print("RESULT " + json.dumps({"returncode": agent.returncode, "output": agent.stdout + agent.stderr,
+                                  "gpu_nodes": gpu_nodes}))
+""")
+
+
+def test_a_gpu_ppo_learner_gets_a_gpu_node_and_a_cpu_only_torch_there_is_one_line(autoscaling_cluster, tmp_path):
+    """`genie agent train --gpus-per-learner 1` (what `genie submit pipeline` chooses by itself on a cluster that can
+    start GPU nodes): the learner is a remote actor on a `gpu` node the autoscaler starts; on a node whose torch is a
+    CPU build, RLlib's learner group fails in its NCCL setup, and the user reads what to do in one line instead of a
+    traceback (found by running the whole `genie submit pipeline` on this cluster)."""
+    result = subprocess.run([sys.executable, "-c", AGENT, autoscaling_cluster["address"], str(tmp_path / "agent")],
+                            cwd=REPO, env=autoscaling_cluster["env"], capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, result.stdout[-3000:] + result.stderr[-5000:]
+    res = json.loads(lines[-1][len("RESULT "):])
+    assert res["gpu_nodes"], "no gpu node was started for the learner"
+    assert res["returncode"] != 0, res["output"][-3000:]
+    errors = [line for line in res["output"].splitlines() if line.startswith("genie: error:")]
+    assert len(errors) == 1, res["output"][-4000:]
+    assert "the PPO learner asked for 1 GPU(s), but the torch on their nodes is a CPU-only build" in errors[0], errors
+    assert "--gpus-per-learner 0" in errors[0] and "Traceback" not in res["output"], res["output"][-4000:]

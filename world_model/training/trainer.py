@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from genie_common import storage
 from genie_common.config import differing_keys
-from genie_common.errors import ConfigError
+from genie_common.errors import ConfigError, cpu_only_torch_error
 from rl_agent.store.errors import DatasetError
 from rl_agent.store.lock import folder_lock
 from world_model.checkpoint import CheckpointError, load_checkpoint
@@ -361,19 +361,12 @@ def _user_error_of(failure: BaseException) -> Exception | None:
 
 
 def _gpu_setup_error_of(failure: BaseException, job: TrainJob) -> ConfigError | None:
-    """GPU workers whose torch cannot run NCCL, as what to do rather than a traceback with resume advice.
-
-    Ray Train sets up NCCL, its backend whenever workers ask for GPUs, before the training loop runs (so before the
-    loop's own device check, `check_worker_device`): a node whose torch is a CPU-only build fails there."""
+    """GPU workers whose torch cannot run NCCL, as what to do rather than a traceback with resume advice (Ray Train
+    sets up NCCL before the loop's own device check, `check_worker_device`, runs)."""
     if job.gpus_per_worker <= 0:
         return None
-    texts = [str(failure)] + [str(error) for error in getattr(failure, "worker_failures", {}).values()]
-    if not any("NCCL built in" in text for text in texts):
-        return None
-    return ConfigError(
-        f"the training workers asked for {job.gpus_per_worker:g} GPU(s) each, but the torch on their nodes is a "
-        f"CPU-only build (\"Distributed package doesn't have NCCL built in\"): install torch's CUDA build on the GPU "
-        f"nodes (cluster.yaml's setup_commands), or train on CPUs without --gpus-per-worker")
+    return cpu_only_torch_error(failure, f"the training workers asked for {job.gpus_per_worker:g} GPU(s) each",
+                                "train on CPUs without --gpus-per-worker")
 
 
 def _check_resources(job: TrainJob) -> None:
