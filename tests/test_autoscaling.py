@@ -319,3 +319,34 @@ def test_a_gpu_ppo_learner_gets_a_gpu_node_and_a_cpu_only_torch_there_is_one_lin
     assert len(errors) == 1, res["output"][-4000:]
     assert "the PPO learner asked for 1 GPU(s), but the torch on their nodes is a CPU-only build" in errors[0], errors
     assert "--gpus-per-learner 0" in errors[0] and "Traceback" not in res["output"], res["output"][-4000:]
+
+
+@pytest.mark.skipif(os.environ.get("GENIE_CLUSTER_STUDY") != "1",
+                    reason="the whole submitted study on the autoscaling cluster takes 2-3 min more than the suite's "
+                           "budget allows; GENIE_CLUSTER_STUDY=1 runs it (do before a release)")
+def test_the_whole_submitted_pipeline_runs_on_nodes_the_autoscaler_starts(autoscaling_cluster):
+    """`genie submit pipeline` as the README tells a cluster user, on the reduced tiny budget of
+    tests/test_pipeline.py: the job's driver on the 0-CPU head, every task's output under '$GENIE_STORAGE' (a
+    file:// URI on shared storage), collectors, Ray Train workers and evaluation workers on nodes the autoscaler
+    starts. The learner stays on CPUs (`--gpus-per-learner 0`): this torch is a CPU build, and the GPU learner's
+    one-line refusal has its own test above. 2026-12-01: 15 tasks ran in 136 s on 2 cores."""
+    from tests.test_pipeline import REDUCED
+
+    base = autoscaling_cluster["base"]
+    for _ in range(120):  # the job server answers once the dashboard is up
+        probe = subprocess.run([sys.executable, "-m", "cluster.cli", "jobs", "list", "--address",
+                                autoscaling_cluster["jobs"]], cwd=REPO, env=autoscaling_cluster["env"],
+                               capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0:
+            break
+        time.sleep(1)
+    result = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "submit", "pipeline", "--preset", "tiny", "--no-progress",
+         "--out", "$GENIE_STORAGE/runs/tiny", "--gpus-per-learner", "0", *[f"--set={o}" for o in REDUCED],
+         "--address", autoscaling_cluster["jobs"]],
+        cwd=REPO, env=autoscaling_cluster["env"], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "SUCCEEDED" in result.stdout and "0 reused" in result.stdout, result.stdout[-3000:]
+    run = base / "shared" / "runs" / "tiny"
+    assert (run / "report.html").is_file() and (run / "report.md").is_file()
+    assert {"agent", "data", "models", "eval", "pipeline"} <= {p.name for p in run.iterdir()}
