@@ -116,6 +116,14 @@ class RememberEpisodeIds(ConnectorV2):
         return batch
 
 
+
+def normalise_advantages(advantages: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Advantages (N,) shifted and scaled to mean 0 and std 1 over the `real` rows (N,) bool, as ppo2 does: each
+    episode's artificial bootstrap step, masked out of the loss, must not pull the mean and std (it did, by one
+    row per episode chunk, ~2% of a tiny batch)."""
+    kept = advantages[real] if real.any() else advantages
+    return (advantages - kept.mean()) / max(1e-4, float(kept.std()))
+
 class PPO2Advantages(ConnectorV2):
     """Learner connector replacing RLlib's GAE piece: (optionally) scales rewards, computes GAE advantages and value
     targets, and keeps the value predictions it used (`Columns.VF_PREDS`), which ppo2's value clipping needs.
@@ -146,11 +154,11 @@ class PPO2Advantages(ConnectorV2):
                                             truncateds=_numpy(module_batch[Columns.TRUNCATEDS], np.float32),
                                             gamma=self.gamma, lambda_=self.lambda_)
             advantages = targets - values
+            real = _numpy(module_batch[Columns.LOSS_MASK], bool)  # (N,) False on each episode's artificial step
             if metrics is not None:  # ppo2's explained variance: the critic before this update, on the whole new batch
-                real = _numpy(module_batch[Columns.LOSS_MASK], bool)
                 metrics.log_value((module_id, BATCH_EXPLAINED_VAR), _explained_variance(values[real], targets[real]),
                                   window=1)
-            advantages = (advantages - advantages.mean()) / max(1e-4, advantages.std())
+            advantages = normalise_advantages(advantages, real)
             device = values_t.device
             module_batch[Postprocessing.ADVANTAGES] = torch.from_numpy(advantages.astype(np.float32)).to(device)
             module_batch[Postprocessing.VALUE_TARGETS] = torch.from_numpy(targets).to(device)

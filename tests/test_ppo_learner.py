@@ -9,7 +9,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from rl_agent.coinrun_env import CoinRunConfig
 from rl_agent.ppo_config import PPOSettings, build_ppo_config
-from rl_agent.ppo_learner import ReturnNormaliser, ppo2_value_loss
+from rl_agent.ppo_learner import ReturnNormaliser, normalise_advantages, ppo2_value_loss
 
 TINY = dict(num_env_runners=0, envs_per_runner=4, rollout_length=64, epochs=1, minibatches=2, channels=(8, 16, 16),
             hidden=64, blocks=1, env=CoinRunConfig(max_episode_frames=120))
@@ -103,6 +103,18 @@ def test_rewards_are_scaled_by_the_std_of_discounted_returns():
     norm.update(returns)
     assert norm.var == pytest.approx(returns.var(), rel=1e-3)
     assert np.allclose(norm.scale(np.array([2.0, 1e6])), [2.0 / returns.std(), 10.0], rtol=1e-3)  # clipped at 10
+
+
+def test_advantages_are_normalised_over_the_rows_the_loss_sees():
+    """Each episode's artificial bootstrap row (masked out of the loss) must not pull the advantages' mean and std."""
+    rng = np.random.default_rng(0)
+    advantages = rng.normal(2.0, 3.0, 100)
+    real = np.ones(100, dtype=bool)
+    real[[9, 49, 99]] = False  # three episode chunks, each ending in its artificial step
+    advantages[~real] = 50.0  # whatever the artificial rows hold
+    scaled = normalise_advantages(advantages, real)
+    assert scaled[real].mean() == pytest.approx(0.0, abs=1e-9) and scaled[real].std() == pytest.approx(1.0)
+    assert np.allclose(scaled[real], (advantages[real] - advantages[real].mean()) / advantages[real].std())
 
 
 def test_the_critic_learns_real_coinrun(ray_cluster, tmp_path):
