@@ -266,19 +266,23 @@ def test_a_gpu_sweep_gets_a_gpu_node_and_its_trials_say_what_their_node_lacks(au
     assert "error: the training workers asked for 1 GPU(s) each" in table, table
 
 
+def wait_for_job_server(cluster: dict) -> None:
+    """The job server answers once the head's dashboard is up (seconds to a minute after `ray start`)."""
+    for _ in range(120):
+        probe = subprocess.run([sys.executable, "-m", "cluster.cli", "jobs", "list", "--address", cluster["jobs"]],
+                               cwd=REPO, env=cluster["env"], capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0:
+            return
+        time.sleep(1)
+
+
 def test_a_submitted_collection_runs_on_collector_nodes_the_autoscaler_starts(autoscaling_cluster):
     """`genie submit collect` as on a `ray up cluster.yaml` cluster: the job's driver on a head with no CPUs, the
     output on shared storage through '$GENIE_STORAGE', the collectors on `collector` nodes the autoscaler starts."""
     from rl_agent.store.verify import verify_dataset
 
     base = autoscaling_cluster["base"]
-    for _ in range(120):  # the job server answers once the dashboard is up
-        probe = subprocess.run([sys.executable, "-m", "cluster.cli", "jobs", "list", "--address",
-                                autoscaling_cluster["jobs"]], cwd=REPO, env=autoscaling_cluster["env"],
-                               capture_output=True, text=True, timeout=60)
-        if probe.returncode == 0:
-            break
-        time.sleep(1)
+    wait_for_job_server(autoscaling_cluster)
     result = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "submit", "collect", "--agent", "random", "--episodes", "6",
          "--seed", "7", "--max-episode-frames", "100", "--episodes-per-shard", "2", "--envs-per-worker", "2",
@@ -333,13 +337,7 @@ def test_the_whole_submitted_pipeline_runs_on_nodes_the_autoscaler_starts(autosc
     from tests.test_pipeline import REDUCED
 
     base = autoscaling_cluster["base"]
-    for _ in range(120):  # the job server answers once the dashboard is up
-        probe = subprocess.run([sys.executable, "-m", "cluster.cli", "jobs", "list", "--address",
-                                autoscaling_cluster["jobs"]], cwd=REPO, env=autoscaling_cluster["env"],
-                               capture_output=True, text=True, timeout=60)
-        if probe.returncode == 0:
-            break
-        time.sleep(1)
+    wait_for_job_server(autoscaling_cluster)
     result = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "submit", "pipeline", "--preset", "tiny", "--no-progress",
          "--out", "$GENIE_STORAGE/runs/tiny", "--gpus-per-learner", "0", *[f"--set={o}" for o in REDUCED],
