@@ -188,3 +188,14 @@ def conditioning(text: str) -> str:
         sys.stderr.write("genie: note: --actions true is deprecated; it means --actions ground_truth\n")
         return "ground_truth"
     return text
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)" after an option's help, only where X tells the reader something: not after a
+    required option, a switch (False), or an unset default (None, empty), whose help says what happens instead."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None or action.default is False or action.default in ([], ()):
+            return action.help
+        return super()._get_help_string(action)
+

@@ -123,3 +123,15 @@ def test_preset_overrides_default_to_the_preset_and_name_its_key(capsys):
         parser.parse_args(["--steps", "0"])
     with pytest.raises(TypeError, match="switch"):
         add_options(argparse.ArgumentParser(), Settings, ["loud"], overriding="demo")
+
+
+def test_no_help_ends_an_option_with_an_empty_default():
+    """'(default: None)' after a required option or '(default: False)' after a switch says nothing: every command's
+    help shows a default only where it has one (cluster.arguments.DefaultsHelpFormatter)."""
+    from cluster.cli import build_parser
+    from tests.test_storage_uris import leaf_parsers
+
+    noisy = {name: [text for text in ("(default: None)", "(default: False)", "(default: [])")
+                    if text in " ".join(parser.format_help().split())]
+             for name, parser in leaf_parsers(build_parser())}
+    assert not {name: found for name, found in noisy.items() if found}

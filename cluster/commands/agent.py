@@ -12,8 +12,8 @@ AGENT_OPTIONS = ("num_env_runners", "envs_per_runner", "total_env_steps", "num_g
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import (add_address, add_preset, local_path, non_negative_int, output_file, positive_int,
-                                   storage_location)
+    from cluster.arguments import (DefaultsHelpFormatter, add_address, add_preset, local_path, non_negative_int,
+                                   output_file, positive_int, storage_location)
     from cluster.dataclass_options import add_options
     from rl_agent.coinrun_env import CoinRunConfig
     from rl_agent.ppo_config import PPOSettings
@@ -32,7 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             "to wandb (offline unless WANDB_MODE says otherwise). The same command again resumes from the "
             "last checkpoint."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     train.add_argument("--out", required=True, type=storage_location,
                        help="run folder or storage URI (s3://..., file://...: collectors on every node read its "
@@ -51,7 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             "blind agent that only presses RIGHT and RIGHT+UP (the same levels for all three) and print mean return, "
             "success rate, episode length and level progress with 95%% confidence intervals."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     evaluate.add_argument("--checkpoint", required=True, type=storage_location,
                           help="run folder of `genie agent train` or a checkpoint")

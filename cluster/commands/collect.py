@@ -15,7 +15,7 @@ ENV_OPTIONS = ("distribution_mode", "max_episode_frames", "num_levels", "start_l
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import add_address, storage_location
+    from cluster.arguments import DefaultsHelpFormatter, add_address, storage_location
     from cluster.dataclass_options import add_options
     from rl_agent.coinrun_env import CoinRunConfig
     from rl_agent.collection.config import CollectConfig
@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             "again into the same --out completes an interrupted collection without duplicates; a larger "
             "--episodes extends it."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     collect.add_argument("--out", required=True, type=storage_location,
                          help="dataset folder or storage URI (s3://..., file://...), created if missing")

@@ -13,7 +13,7 @@ ORDER = 2
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import add_address, non_negative_int, output_file, storage_location
+    from cluster.arguments import DefaultsHelpFormatter, add_address, non_negative_int, output_file, storage_location
     from cluster.dataclass_options import add_options
     from rl_agent.collection.config import CollectConfig
 
@@ -56,7 +56,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             "agent got, in 64-px screens, measured by registering consecutive frames). Prints a table and "
             "writes a PNG figure."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     stats.add_argument("dir", type=storage_location, help="dataset folder or storage URI")
     stats.add_argument("--plot", type=output_file, default=None,
@@ -71,7 +71,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="two datasets side by side: return, success, length, level progress, action entropy, frame diversity",
         description="Compare the diversity of two datasets (e.g. random agent vs PPO agent) as a table and "
                     "a PNG figure.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     compare.add_argument("dir_a", type=storage_location, help="dataset folder or storage URI")
     compare.add_argument("dir_b", type=storage_location, help="dataset folder or storage URI")

@@ -8,7 +8,7 @@ ORDER = 4
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from cluster.arguments import add_address, add_preset, storage_location
+    from cluster.arguments import DefaultsHelpFormatter, add_address, add_preset, storage_location
     from cluster.dataclass_options import add_options
     from rl_agent.collection.config import CollectConfig
 
@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             "training levels [0, 1e6), basic-test (random agent) and diverse-test (PPO agent) on test levels "
             "[1e6, 2e6). Episode counts come from the preset's `data:` section. Resumable like `genie collect`."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     make.add_argument("--out", required=True, type=storage_location,
                       help="parent folder or storage URI of the data sets")

@@ -14,7 +14,7 @@ EVAL_OPTIONS = ("model", "data", "context", "horizon", "maskgit_steps", "tempera
 
 
 def register(commands) -> None:
-    from cluster.arguments import add_address, local_path, output_file, storage_location
+    from cluster.arguments import DefaultsHelpFormatter, add_address, local_path, output_file, storage_location
     from cluster.dataclass_options import add_options
     from world_model.evaluation.config import EvalConfig
 
@@ -39,7 +39,7 @@ def register(commands) -> None:
             "--control-steps frames, the agent's motion measured by frame registration. A test set that shares a level "
             "with the model's training data (run.json 'data') is refused. Results depend on --seed, not on --workers."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_options(evaluate, EvalConfig, EVAL_OPTIONS[:2])
     evaluate.add_argument("--out", default=None, type=storage_location,
@@ -59,7 +59,7 @@ def register(commands) -> None:
             "GenieRedux, GenieRedux-G and their TA variants, columns the Basic (random agent) and Diverse (PPO agent) "
             "test sets; the paper's numbers in parentheses; the scale of our runs (preset, steps, episodes) below."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     report.add_argument("dirs", nargs="+", metavar="RUN_OR_EVAL_DIR", type=storage_location,
                         help="evaluation folders or run folders (or storage URIs of them)")
