@@ -167,8 +167,7 @@ class CollectorPool:
         """One more collector died making `member.plan`; end the collection when that shard has had its last."""
         index = member.plan.index
         self.shard_deaths[index] = deaths = self.shard_deaths.get(index, 0) + 1
-        if deaths >= self.MAX_SHARD_DEATHS:
-            self.ray.kill(member.actor, no_restart=True)
+        if deaths >= self.MAX_SHARD_DEATHS:  # the driver's pool.stop() then kills every collector
             last = str(err).strip().splitlines()
             raise ConfigError(
                 f"shard {index} of {self.config.collection} ended {deaths} collectors, each after "
