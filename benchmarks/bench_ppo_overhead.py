@@ -33,7 +33,8 @@ class PlainPPO:
         self.env = CoinRunGymVectorEnv(settings.envs_per_runner, settings.env, seed=settings.seed)
         self.obs, _ = self.env.reset()  # (E, H, W, C) uint8
         self.resetting = np.zeros(settings.envs_per_runner, dtype=bool)  # NEXT_STEP autoreset: this step only resets
-        self.net = ImpalaPolicyNet(FRAME_SHAPE, NUM_ACTIONS, settings.channels, settings.hidden, settings.blocks)
+        self.net = ImpalaPolicyNet(FRAME_SHAPE, NUM_ACTIONS, settings.channels, settings.hidden, settings.blocks,
+                                   settings.allowed_actions)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.lr, eps=settings.adam_eps)
         self.rng = np.random.default_rng(settings.seed)
 

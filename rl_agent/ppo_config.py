@@ -17,7 +17,7 @@ from typing import Any
 
 from genie_common.config import dataclass_from_dict, option
 from genie_common.errors import ConfigError
-from rl_agent.coinrun_env import CoinRunConfig
+from rl_agent.coinrun_env import ACTION_NAMES, NUM_ACTIONS, CoinRunConfig
 
 
 # settings that only say where the learner runs, not what it learns: a run may resume with others (on a GPU cluster)
@@ -44,6 +44,9 @@ class PPOSettings:
     grad_clip: float = 0.5
     reward_norm: bool = True  # ppo2's: rewards / running std of discounted returns, in the learner only
     adam_eps: float = 1e-5  # ppo2's
+    # Procgen action ids the policy may choose; empty = all 15 (the Procgen paper's). CoinRun reads only the nine
+    # direction combos, ids 0-8: ids 9-14 are keys of other Procgen games, in CoinRun six more NOOPs
+    allowed_actions: tuple[int, ...] = ()
     channels: tuple[int, ...] = (16, 32, 32)
     hidden: int = 256
     blocks: int = 2
@@ -63,6 +66,12 @@ class PPOSettings:
         if isinstance(self.env, dict):
             self.env = CoinRunConfig.from_dict(self.env)
         self.channels = tuple(self.channels)
+        self.allowed_actions = tuple(int(a) for a in self.allowed_actions or ())
+        if self.allowed_actions and (len(set(self.allowed_actions)) < 2
+                                     or not all(0 <= a < NUM_ACTIONS for a in self.allowed_actions)):
+            raise ConfigError(f"agent setting allowed_actions must list at least two distinct Procgen action ids in "
+                              f"0..{NUM_ACTIONS - 1} ({', '.join(f'{i} {n}' for i, n in enumerate(ACTION_NAMES))}), "
+                              f"or be empty for all; got {list(self.allowed_actions)}")
         for name in ("total_env_steps", "envs_per_runner", "rollout_length", "epochs", "minibatches", "hidden",
                      "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -87,11 +96,13 @@ class PPOSettings:
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["channels"] = list(self.channels)
+        values["allowed_actions"] = list(self.allowed_actions)
         return values
 
     @property
     def model_config(self) -> dict[str, Any]:
-        return {"channels": list(self.channels), "hidden": self.hidden, "blocks": self.blocks}
+        return {"channels": list(self.channels), "hidden": self.hidden, "blocks": self.blocks,
+                "allowed_actions": list(self.allowed_actions)}
 
 
 ENV_NAME = "genie-coinrun-vector"

@@ -167,7 +167,8 @@ def save_policy(weights: dict[str, Any], model_config: dict[str, Any], folder: P
     torch.save(state, folder / WEIGHTS_FILE)
     net = ImpalaCNNModule.net_config(model_config)
     description = {"format": POLICY_FORMAT, "frame_shape": list(FRAME_SHAPE), "num_actions": NUM_ACTIONS,
-                   "channels": list(net["channels"]), "hidden": net["hidden"], "blocks": net["blocks"]}
+                   "channels": list(net["channels"]), "hidden": net["hidden"], "blocks": net["blocks"],
+                   "allowed_actions": list(net["allowed_actions"])}
     (folder / DESCRIPTION_FILE).write_text(json.dumps(description, indent=1))
     return folder
 
@@ -182,7 +183,8 @@ def _load_policy_folder(folder: Path):
         if description.get("format") != POLICY_FORMAT:
             raise ConfigError(f"{folder / DESCRIPTION_FILE} is not a {POLICY_FORMAT} description")
         net = ImpalaPolicyNet(tuple(description["frame_shape"]), int(description["num_actions"]),
-                              tuple(description["channels"]), int(description["hidden"]), int(description["blocks"]))
+                              tuple(description["channels"]), int(description["hidden"]), int(description["blocks"]),
+                              tuple(description.get("allowed_actions", ())))  # absent (older policies): all
         net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     except ConfigError:
         raise

@@ -286,3 +286,38 @@ def test_a_remote_learner_trains_on_cpus(ray_cluster, tmp_path):
     module, _ = load_module(str(tmp_path / "run"))
     logits, values = module.policy_and_value(torch.zeros((2, 64, 64, 3), dtype=torch.uint8))
     assert logits.shape == (2, 15) and torch.isfinite(values).all()
+
+
+def test_a_policy_restricted_to_some_actions_never_picks_the_others(ray_cluster, tmp_path):
+    """allowed_actions (the tiny preset's CoinRun direction combos): RLlib trains a policy over those ids alone (its
+    first entropy is ln 9, not ln 15), the exported policy keeps the restriction, samples only those ids and still
+    speaks Procgen's 15-id numbering; a description from before the setting loads with every action allowed."""
+    import math
+
+    from rl_agent.ppo_policy import DESCRIPTION_FILE
+
+    directions = tuple(range(9))
+    train_agent(PPOSettings(total_env_steps=256, allowed_actions=directions, **TINY), tmp_path / "run",
+                show_progress=False, random_reference=2.0)
+    first = (tmp_path / "run" / "curve.csv").read_text().splitlines()[1].split(",")
+    assert math.isclose(float(first[-1]), math.log(9), abs_tol=0.01), first  # entropy over 9 actions at the start
+    module, folder = load_module(str(tmp_path / "run"))
+    assert json.loads((folder / DESCRIPTION_FILE).read_text())["allowed_actions"] == list(directions)
+    logits, _ = module.policy_and_value(torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8))
+    assert logits.shape == (4, 15) and (logits[:, 9:] < -1e8).all() and (logits[:, :9] > -1e3).all()
+    agent = PPOAgent(str(tmp_path / "run"))
+    rng = np.random.default_rng(0)
+    picked = np.concatenate([agent.act(np.zeros((64, 64, 64, 3), dtype=np.uint8), rng).actions for _ in range(4)])
+    assert set(picked.tolist()) <= set(directions) and len(set(picked.tolist())) > 4  # 256 draws over 9 ids
+
+    description = json.loads((folder / DESCRIPTION_FILE).read_text())
+    del description["allowed_actions"]  # a policy saved before the setting existed
+    (folder / DESCRIPTION_FILE).write_text(json.dumps(description))
+    older, _ = load_module(folder)
+    assert (older.policy_and_value(torch.zeros((1, 64, 64, 3), dtype=torch.uint8))[0] > -1e3).all()
+
+
+@pytest.mark.parametrize("allowed", [(3,), (0, 15), (4, 4), (-1, 2)])
+def test_allowed_actions_outside_procgens_ids_are_refused_with_the_ids(allowed):
+    with pytest.raises(ConfigError, match="at least two distinct Procgen action ids in 0..14 .*7 RIGHT,"):
+        PPOSettings(**TINY, allowed_actions=allowed)
