@@ -13,6 +13,7 @@ are keys other Procgen games use, in CoinRun six more NOOPs that a uniform polic
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -20,6 +21,23 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
+
+RLLIB_SELF_DEPRECATION = "RLModule(config=[RLModuleConfig object])"
+
+
+class _RLlibSelfDeprecationFilter(logging.Filter):
+    """Drops the one deprecation line RLlib 2.60 logs about itself: `RLModule.__init__` builds the deprecated
+    `RLModuleConfig` for every module, whatever API the module was built with (this one gets observation_space,
+    action_space and model_config, the current way), so the line told users of every `genie agent train` to change
+    code that is not theirs. Installed where the module is imported: in every process that builds one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return RLLIB_SELF_DEPRECATION not in record.getMessage()
+
+
+_deprecation_logger = logging.getLogger("ray._common.deprecation")
+if not any(isinstance(f, _RLlibSelfDeprecationFilter) for f in _deprecation_logger.filters):
+    _deprecation_logger.addFilter(_RLlibSelfDeprecationFilter())
 
 
 class ResidualBlock(nn.Module):

@@ -321,3 +321,23 @@ def test_a_policy_restricted_to_some_actions_never_picks_the_others(ray_cluster,
 def test_allowed_actions_outside_procgens_ids_are_refused_with_the_ids(allowed):
     with pytest.raises(ConfigError, match="at least two distinct Procgen action ids in 0..14 .*7 RIGHT,"):
         PPOSettings(**TINY, allowed_actions=allowed)
+
+
+def test_building_the_policy_module_prints_no_deprecation_about_rllibs_own_code():
+    """RLlib 2.60's RLModule.__init__ logs that `RLModule(config=...)` is deprecated for every module it builds;
+    the module is built the current way, so that line is filtered (and only that one), in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import gymnasium as gym, numpy as np\n"
+            "from ray.rllib.core.rl_module.rl_module import RLModuleSpec\n"
+            "from rl_agent.impala_module import ImpalaCNNModule\n"
+            "spec = RLModuleSpec(module_class=ImpalaCNNModule, observation_space=gym.spaces.Box(0, 255, (64, 64, 3),"
+            " np.uint8), action_space=gym.spaces.Discrete(15), model_config={'channels': [8], 'hidden': 16})\n"
+            "spec.build()\n"
+            "from ray._common.deprecation import deprecation_warning\n"
+            "deprecation_warning(old='something_else')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "RLModuleConfig" not in done.stderr and "`something_else` has been deprecated" in done.stderr, done.stderr
