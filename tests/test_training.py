@@ -364,3 +364,24 @@ def test_bad_training_input_is_refused_with_what_to_do(ray_cluster, train_data, 
 def test_job_refuses_a_tokenizer_for_a_non_dynamics_stage(train_data, tmp_path):
     with pytest.raises(ConfigError, match="inputs of `genie train dynamics`"):
         job([train_data], tmp_path, stage="lam", tokenizer="x")
+
+
+def test_ray_trains_per_report_info_lines_are_quieted_in_the_workers():
+    """Ray 2.60 logs "Reporting training result N: TrainingReport(...)" per worker per checkpoint through a logger
+    named by its file path, outside "ray.train": the training workers set it to WARNING with the rest."""
+    import logging
+
+    from ray.train.v2._internal.execution import context as train_context
+
+    from world_model.training.loop import quiet_ray_train_logs
+
+    reporting = logging.getLogger(train_context.__file__)
+    assert reporting is train_context.logger  # the logger the line goes through
+    before = reporting.level, logging.getLogger("ray.train").level
+    try:
+        quiet_ray_train_logs()
+        assert not reporting.isEnabledFor(logging.INFO) and reporting.isEnabledFor(logging.WARNING)
+        assert not logging.getLogger("ray.train.v2.something").isEnabledFor(logging.INFO)
+    finally:
+        reporting.setLevel(before[0])
+        logging.getLogger("ray.train").setLevel(before[1])

@@ -104,7 +104,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     job = TrainJob.from_dict(config["job"])
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # per-checkpoint INFO lines would bury the progress bar
+    quiet_ray_train_logs()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(job.threads_per_worker)
@@ -199,6 +199,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             channel.send({"kind": "checkpoint", "step": done})
     prefetcher.close()
     channel.send({"kind": "done", "step": total})
+
+
+def quiet_ray_train_logs() -> None:
+    """Per-report INFO lines ("Reporting training result 3: TrainingReport(...) from rank 1", one per worker per
+    checkpoint) would bury the progress bar. Most come from loggers under "ray.train"; Ray 2.60's reporting
+    context names its logger by its file path (`logging.getLogger(__file__)`), outside that tree."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray version: nothing named by that path
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def check_worker_device(gpus_per_worker: float, device: torch.device) -> None:
