@@ -212,6 +212,27 @@ def test_agent_eval_cli_compares_with_random_on_the_same_levels(trained_run, tmp
     assert "random (6 levels)" in text and "blind (6 levels)" in text and "level progress" in text
     numbers = json.loads(out.read_text())
     assert set(numbers["random"]) == set(numbers["blind"]) == {"return", "success", "length", "level progress"}
+    assert "return, paired per level (6 levels): ppo:" in text and " - blind " in text
+    paired = numbers["paired_return"]
+    ppo = next(name for name in numbers if name.startswith("ppo:"))
+    assert set(paired) == {f"{ppo} - random", f"{ppo} - blind"}
+    for other in ("random", "blind"):  # the mean of differences is the difference of the means
+        assert paired[f"{ppo} - {other}"]["mean"] == pytest.approx(
+            numbers[ppo]["return"]["mean"] - numbers[other]["return"]["mean"])
+
+
+def test_the_paired_difference_pairs_levels_and_refuses_different_ones():
+    from rl_agent.agent_eval import EvalResult, paired_return_difference
+
+    def result(name, returns, seeds):
+        n = len(returns)
+        return EvalResult(name, np.array(returns, float), np.ones(n), np.zeros(n, bool), np.zeros(n), np.array(seeds))
+
+    # level difficulty varies a lot, the agents' gap is constant: paired, the CI is 0
+    a, b = result("a", [10, 0, 10, 0], [1, 2, 3, 4]), result("b", [9, -1, 9, -1], [1, 2, 3, 4])
+    assert paired_return_difference(a, b) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="played different levels"):
+        paired_return_difference(a, result("c", [1, 2, 3, 4], [1, 2, 3, 5]))
 
 
 def test_the_blind_agent_presses_only_right_and_right_jump():
