@@ -101,12 +101,16 @@ def paired_return_difference(first: EvalResult, other: EvalResult) -> tuple[floa
     return float(difference.mean()), float(half)
 
 
-def format_paired(results: list[EvalResult]) -> str:
-    """One line: the first agent's return minus each other's, paired per level."""
+def paired_returns(results: list[EvalResult]) -> dict[str, tuple[float, float]]:
+    """'first - other' -> (mean, 95% CI half-width) of the first agent's return minus each other agent's, per level."""
     first = results[0]
-    parts = [f"{first.agent} - {other.agent} {mean:+.2f} ± {half:.2f}"
-             for other in results[1:] for mean, half in [paired_return_difference(first, other)]]
-    return f"return, paired per level ({len(first.returns)} levels): " + "; ".join(parts)
+    return {f"{first.agent} - {other.agent}": paired_return_difference(first, other) for other in results[1:]}
+
+
+def format_paired(paired: dict[str, tuple[float, float]], levels: int) -> str:
+    """One line of `paired_returns`."""
+    parts = [f"{pair} {mean:+.2f} ± {half:.2f}" for pair, (mean, half) in paired.items()]
+    return f"return, paired per level ({levels} levels): " + "; ".join(parts)
 
 
 def format_comparison(results: list[EvalResult]) -> str:

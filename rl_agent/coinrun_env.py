@@ -39,6 +39,11 @@ ACTION_NAMES = (
 DISTRIBUTION_MODES = ("easy", "hard", "extreme", "memory", "exploration")
 
 
+def is_action_subset(ids: tuple[int, ...], num_actions: int = NUM_ACTIONS) -> bool:
+    """Whether `ids` can restrict a policy: at least two distinct action ids, each in [0, num_actions)."""
+    return len(set(ids)) >= 2 and all(0 <= a < num_actions for a in ids)
+
+
 def derive_seed(*parts: int) -> int:
     """A 31-bit seed from integer parts, stable across runs, platforms and processes."""
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)

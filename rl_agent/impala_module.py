@@ -22,6 +22,8 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
+from rl_agent.coinrun_env import is_action_subset
+
 RLLIB_SELF_DEPRECATION = "RLModule(config=[RLModuleConfig object])"
 
 
@@ -90,8 +92,7 @@ def action_mask(num_actions: int, allowed_actions: tuple[int, ...]) -> torch.Ten
     """(A,) bool: True where the policy may choose the action id (every id when `allowed_actions` is empty)."""
     if not allowed_actions:
         return torch.ones(num_actions, dtype=torch.bool)
-    bad = [a for a in allowed_actions if not 0 <= a < num_actions]
-    if bad or len(set(allowed_actions)) < 2:
+    if not is_action_subset(allowed_actions, num_actions):
         raise ValueError(f"allowed_actions must be at least two distinct ids in [0, {num_actions}), "
                          f"got {list(allowed_actions)}")
     mask = torch.zeros(num_actions, dtype=torch.bool)

@@ -17,7 +17,7 @@ from typing import Any
 
 from genie_common.config import dataclass_from_dict, option
 from genie_common.errors import ConfigError
-from rl_agent.coinrun_env import ACTION_NAMES, NUM_ACTIONS, CoinRunConfig
+from rl_agent.coinrun_env import ACTION_NAMES, NUM_ACTIONS, CoinRunConfig, is_action_subset
 
 
 # settings that only say where the learner runs, not what it learns: a run may resume with others (on a GPU cluster)
@@ -67,8 +67,7 @@ class PPOSettings:
             self.env = CoinRunConfig.from_dict(self.env)
         self.channels = tuple(self.channels)
         self.allowed_actions = tuple(int(a) for a in self.allowed_actions or ())
-        if self.allowed_actions and (len(set(self.allowed_actions)) < 2
-                                     or not all(0 <= a < NUM_ACTIONS for a in self.allowed_actions)):
+        if self.allowed_actions and not is_action_subset(self.allowed_actions):
             raise ConfigError(f"agent setting allowed_actions must list at least two distinct Procgen action ids in "
                               f"0..{NUM_ACTIONS - 1} ({', '.join(f'{i} {n}' for i, n in enumerate(ACTION_NAMES))}), "
                               f"or be empty for all; got {list(self.allowed_actions)}")

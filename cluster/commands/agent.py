@@ -108,7 +108,7 @@ def run_agent_train(args: argparse.Namespace) -> int:
 
 def run_agent_eval(args: argparse.Namespace) -> int:
     from cluster.dataclass_options import config_from_args
-    from rl_agent.agent_eval import evaluate_agent, format_comparison, format_paired, paired_return_difference
+    from rl_agent.agent_eval import evaluate_agent, format_comparison, format_paired, paired_returns
     from rl_agent.coinrun_env import CoinRunConfig
     from rl_agent.named_datasets import env_for_levels
     from rl_agent.ppo_policy import PPOAgent
@@ -121,13 +121,12 @@ def run_agent_eval(args: argparse.Namespace) -> int:
     results = [evaluate_agent(agent, args.episodes, args.seed, env, show_progress=show),
                evaluate_agent("random", args.episodes, args.seed, env, show_progress=show),
                evaluate_agent("blind", args.episodes, args.seed, env, show_progress=show)]
+    paired = paired_returns(results)
     print(format_comparison(results))
-    print(format_paired(results))
+    print(format_paired(paired, len(results[0].returns)))
     if args.json:
         payload = {r.agent: {k: {"mean": m, "ci95": h} for k, (m, h) in r.summary().items()} for r in results}
-        payload["paired_return"] = {f"{results[0].agent} - {r.agent}": dict(zip(("mean", "ci95"),
-                                                                              paired_return_difference(results[0], r)))
-                                    for r in results[1:]}
+        payload["paired_return"] = {pair: {"mean": m, "ci95": h} for pair, (m, h) in paired.items()}
         payload["levels"] = {"episodes": args.episodes, "seed": args.seed, "env": env.to_dict()}
         args.json.write_text(json.dumps(payload, indent=1))
         print(f"numbers: {args.json}")
