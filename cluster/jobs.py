@@ -221,8 +221,8 @@ def submit(request: SubmitRequest) -> int:
     # the key keeps its name from before `genie submit COMMAND` (jobs submitted earlier carry it; filters may use it)
     metadata_ = {"genie_stage": request.command, "genie_version": installed_version() or "source"}
     try:
-        job_id = jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(request),
-                                 submission_id=request.submission_id, metadata=metadata_)
+        job_id = submit_when_agent_ready(jobs, dict(entrypoint=entrypoint, runtime_env=runtime_env(request),
+                                                    submission_id=request.submission_id, metadata=metadata_))
     except RuntimeError as err:
         raise JobError(f"the job server at {request.address} refused the job: {str(err).splitlines()[0]}") from err
     print(f"submitted job {job_id} to {request.address}: {entrypoint}", flush=True)
@@ -230,6 +230,30 @@ def submit(request: SubmitRequest) -> int:
         print(f"follow it: genie jobs logs {job_id} --follow --address {request.address}")
         return 0
     return follow(jobs, job_id, request.address)
+
+
+# Ray's job server answers (lists jobs) before the head's dashboard agent, which starts the job's driver, has
+# registered; until then it refuses a job with this message. Seen for seconds after `ray start` / `ray up`.
+AGENT_NOT_READY = "No available agent to submit job"
+
+
+def submit_when_agent_ready(jobs, job: dict, wait_s: float = 120.0, poll_s: float = 2.0) -> str:
+    """`jobs.submit_job(**job)`, retried while the head's job agent is still starting (up to `wait_s`).
+
+    Safe to retry: a refusal for a missing agent creates no job, and the submission id stays the same."""
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            return jobs.submit_job(**job)
+        except RuntimeError as err:
+            if AGENT_NOT_READY not in str(err) or time.monotonic() >= deadline:
+                raise
+            if not told:
+                print(f"the cluster's job agent is still starting; retrying for up to {wait_s:.0f} s",
+                      file=sys.stderr, flush=True)
+                told = True
+            time.sleep(poll_s)
 
 
 def follow(jobs, job_id: str, address: str) -> int:

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from cluster.jobs import JobError, SubmitRequest, build_entrypoint, job_server_address, path_warnings, runtime_env
+from cluster.jobs import (AGENT_NOT_READY, JobError, SubmitRequest, build_entrypoint, job_server_address, path_warnings,
+                          runtime_env, submit_when_agent_ready)
 
 
 def _words_on_the_cluster(args: list[str], storage: str | None) -> subprocess.CompletedProcess:
@@ -64,3 +65,32 @@ def test_addresses_and_paths_get_clear_messages(monkeypatch):
                            "http://head:8265")
     assert len(remote) == 2 and "--out data/x" in remote[0] and "--data /mnt/d" in remote[1]
     assert len(path_warnings(["--out", "/shared/x", "--data", "rel"], "http://127.0.0.1:8265")) == 1
+
+
+class _JobServer:
+    """Refuses the first `refusals` submissions with `message` (as Ray's job server does), then accepts."""
+
+    def __init__(self, refusals: int, message: str):
+        self.refusals, self.message, self.calls = refusals, message, []
+
+    def submit_job(self, **job):
+        self.calls.append(job)
+        if len(self.calls) <= self.refusals:
+            raise RuntimeError(f"Request failed with status code 500: {self.message}, please try again later.")
+        return job["submission_id"]
+
+
+def test_a_job_is_resubmitted_while_the_heads_job_agent_starts_and_other_refusals_are_not(capsys):
+    """Right after `ray start`/`ray up` the job server lists jobs but refuses them until its agent registers."""
+    job = {"entrypoint": "genie collect", "submission_id": "genie-collect-x"}
+    starting = _JobServer(refusals=2, message=AGENT_NOT_READY)
+    assert submit_when_agent_ready(starting, job, wait_s=10, poll_s=0) == "genie-collect-x"
+    assert starting.calls == [job] * 3  # the same submission id each time, so a job is never created twice
+    assert "job agent is still starting" in capsys.readouterr().err
+    never = _JobServer(refusals=99, message=AGENT_NOT_READY)
+    with pytest.raises(RuntimeError, match=AGENT_NOT_READY):
+        submit_when_agent_ready(never, job, wait_s=0, poll_s=0)
+    other = _JobServer(refusals=1, message="Job with submission_id genie-collect-x already exists")
+    with pytest.raises(RuntimeError, match="already exists"):
+        submit_when_agent_ready(other, job, wait_s=10, poll_s=0)
+    assert len(other.calls) == 1
