@@ -336,8 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_model(checkpoint, "tokenizer").eval()
     train_store = EpisodeStore(str(run / "data" / "random-train"), split="train")
     start = time.perf_counter()
-    cached = run / f"ablation-tokens-{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]}.npz"
-    if cached.exists():  # the same tokenizer: the same tokens
+    # the same tokenizer on the same training set: the same tokens (a folder whose random-train was swapped for
+    # another dataset, e.g. a sticky random agent's, gets its own file)
+    manifest = (run / "data" / "random-train" / "manifest.json").read_bytes()
+    cached = run / f"ablation-tokens-{hashlib.sha256(checkpoint.read_bytes() + manifest).hexdigest()[:12]}.npz"
+    if cached.exists():
         tokens = list(np.load(cached).values())
     else:
         tokens = tokenize_store(tokenizer, train_store)
