@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import sys
@@ -55,6 +54,7 @@ from rl_agent.coinrun_env import ACTION_NAMES
 from world_model.generation import WorldModel, carry_unchanged
 from world_model.optim import Optimization
 from world_model.runs import resolve_checkpoint
+from world_model.token_cache import cache_key, key_digest
 
 TINY_BEST = dict(token_init="codebook", tie_embeddings=True, copy_bias=3.0, spatial_positions="learned",
                  last_frame_mask_share=0.5)
@@ -336,10 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_model(checkpoint, "tokenizer").eval()
     train_store = EpisodeStore(str(run / "data" / "random-train"), split="train")
     start = time.perf_counter()
-    # the same tokenizer on the same training set: the same tokens (a folder whose random-train was swapped for
-    # another dataset, e.g. a sticky random agent's, gets its own file)
-    manifest = (run / "data" / "random-train" / "manifest.json").read_bytes()
-    cached = run / f"ablation-tokens-{hashlib.sha256(checkpoint.read_bytes() + manifest).hexdigest()[:12]}.npz"
+    # keyed as the training token cache is (the tokenizer's weights, the dataset's manifest, the episodes): a folder
+    # whose random-train was swapped for another dataset, e.g. a sticky random agent's, gets its own file
+    cached = run / f"ablation-tokens-{key_digest(cache_key(tokenizer, None, train_store))}.npz"
     if cached.exists():
         tokens = list(np.load(cached).values())
     else:
