@@ -362,3 +362,73 @@ def test_building_the_policy_module_prints_no_deprecation_about_rllibs_own_code(
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert "RLModuleConfig" not in done.stderr and "`something_else` has been deprecated" in done.stderr, done.stderr
+
+
+class _ConstantAgent:
+    """Always RIGHT, with a log-probability: a stand-in policy whose every choice is known."""
+
+    name = "constant"
+
+    def act(self, obs, rng):
+        from rl_agent.agents import AgentOutput
+
+        n = len(obs)
+        return AgentOutput(actions=np.full(n, 7, np.int64), logp=np.full(n, -0.5, np.float32),
+                           value=np.ones(n, np.float32))
+
+
+def test_held_keys_last_their_frames_and_record_no_policy_probability():
+    from rl_agent.agents import HOLD_KEYS, HeldKeys
+
+    envs, steps, hold_prob, hold_frames = 64, 400, 0.05, 8
+    agent, rng = HeldKeys(_ConstantAgent(), envs, hold_prob, hold_frames), np.random.default_rng(0)
+    outputs = [agent.act(np.zeros((envs, 64, 64, 3), np.uint8), rng) for _ in range(steps)]
+    actions = np.stack([o.actions for o in outputs], 1)  # (E, T)
+    held = np.stack([np.isnan(o.logp) for o in outputs], 1)  # (E, T)
+    assert np.all(actions[~held] == 7) and np.all(np.isin(actions[held], HOLD_KEYS))
+    assert np.all(np.stack([o.value for o in outputs], 1) == 1)  # the state's value is kept on held steps
+    assert set(np.unique(actions[held])) == set(HOLD_KEYS)  # every effect is held, RIGHT among them
+    for row, keys in zip(held, actions):  # every run of held steps is whole (hold_frames long, one key) or cut by T
+        edges = np.flatnonzero(np.diff(np.r_[0, row.astype(int), 0]))
+        for start, stop in zip(edges[::2], edges[1::2]):
+            assert (stop - start) % hold_frames == 0 or stop == steps
+            assert all(len(set(keys[s:s + hold_frames])) == 1 for s in range(start, stop, hold_frames))
+    expected = hold_prob * hold_frames / (1 + hold_prob * hold_frames)  # share of steps inside a hold, renewal
+    assert abs(held.mean() - expected) < 0.04
+    again = HeldKeys(_ConstantAgent(), envs, hold_prob, hold_frames)
+    rng = np.random.default_rng(0)
+    assert all(np.array_equal(again.act(np.zeros((envs, 64, 64, 3), np.uint8), rng).actions, o.actions)
+               for o in outputs)
+
+
+def test_ppo_collection_with_held_keys_sits_beside_the_plain_one_and_replays(ray_cluster, trained_run, tmp_path):
+    out = tmp_path / "data"
+    plain = small_config(agent="ppo", checkpoint=str(trained_run), episodes=4, max_episode_frames=60)
+    holds = small_config(agent="ppo", checkpoint=str(trained_run), episodes=4, max_episode_frames=60,
+                         hold_prob=0.2, hold_frames=6)
+    assert holds.collection != plain.collection and "hold" in holds.collection
+    assert "hold_prob" not in plain.data_settings()  # no holds: recorded exactly as before holds existed
+    collect_dataset(plain, out, show_progress=False)
+    collect_dataset(holds, out, show_progress=False)
+    assert verify_dataset(out).episodes == 8
+    env = CoinRunConfig(max_episode_frames=60)
+    held_steps = 0
+    for episode_id, batch in batches_by_id(out).items():
+        logp = batch.column("logp").to_numpy(zero_copy_only=False)[:-1]
+        held_steps += int(np.isnan(logp).sum()) if episode_id.startswith(holds.collection) else 0
+        if not episode_id.startswith(holds.collection):
+            assert np.isfinite(logp).all()
+        frames, actions = frames_of(batch), batch.column("action").to_numpy()
+        replay = make_replay_env(env, batch.column("level_seed")[0].as_py())
+        for t in range(len(frames) - 1):
+            replay.act(np.array([actions[t]], np.int32))
+            _, obs, _ = replay.observe()
+            assert np.array_equal(obs["rgb"][0], frames[t + 1])
+    assert held_steps > 0
+
+
+def test_holds_are_refused_outside_their_range():
+    with pytest.raises(ConfigError, match="hold_prob"):
+        small_config(hold_prob=1.0)
+    with pytest.raises(ConfigError, match="hold_frames"):
+        small_config(hold_prob=0.1, hold_frames=0)

@@ -10,7 +10,7 @@ ORDER = 1
 # the fields of CollectConfig and of its CoinRunConfig that are options of `genie collect`, in the order its help
 # shows them (the CoinRun options after --test-fraction)
 COLLECT_OPTIONS = ("agent", "checkpoint", "episodes", "workers", "seed", "split", "val_fraction", "test_fraction",
-                   "sticky_prob", "episodes_per_shard", "envs_per_shard", "cpus_per_worker")
+                   "sticky_prob", "hold_prob", "hold_frames", "episodes_per_shard", "envs_per_shard", "cpus_per_worker")
 ENV_OPTIONS = ("distribution_mode", "max_episode_frames", "num_levels", "start_level", "use_backgrounds")
 
 

@@ -30,6 +30,10 @@ class CollectConfig:
     val_fraction: float = option(0.05, help="share of episodes in 'val' for --split auto", range="fraction")
     test_fraction: float = option(0.05, help="share of episodes in 'test' for --split auto", range="fraction")
     sticky_prob: float = option(0.0, help="probability the random agent repeats its last action", range="fraction")
+    hold_prob: float = option(0.0, help="probability per step that the agent (either) starts holding a random key, "
+                                        "one per CoinRun effect, for --hold-frames steps: an explorer's data then "
+                                        "shows keys held against its motion", range="fraction")
+    hold_frames: int = option(8, help="steps each held key lasts (with --hold-prob)", range="positive")
     # big shards waste less at a shard's end; small ones spread small jobs over workers
     episodes_per_shard: int = option(128, help="episodes per shard file; a shard is one collector's unit of work, so "
                                                "use a smaller value to spread a small collection over all workers",
@@ -50,7 +54,7 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if isinstance(self.env, dict):
             self.env = CoinRunConfig.from_dict(self.env)
-        check_agent_spec(self.agent, self.checkpoint, self.sticky_prob)
+        check_agent_spec(self.agent, self.checkpoint, self.sticky_prob, self.hold_prob, self.hold_frames)
         if self.checkpoint and "://" not in self.checkpoint:  # collectors may run in another working directory
             self.checkpoint = os.path.abspath(self.checkpoint)
         if self.agent == "ppo" and self.checkpoint_id is None:
@@ -76,7 +80,8 @@ class CollectConfig:
     @property
     def collection(self) -> str:
         """Name of this collection inside a dataset folder; prefixes its shard files and episode ids."""
-        return f"{re.sub(r'[^A-Za-z0-9]+', '-', self.agent_name).strip('-')}-s{self.seed}"
+        holds = f"-hold{self.hold_prob:g}x{self.hold_frames}" if self.hold_prob > 0 else ""  # beside its plain twin
+        return f"{re.sub(r'[^A-Za-z0-9]+', '-', self.agent_name + holds).strip('-')}-s{self.seed}"
 
     def data_settings(self) -> dict[str, Any]:
         """The settings that determine the recorded data (not the worker count, the episode total or
@@ -84,6 +89,8 @@ class CollectConfig:
         settings = asdict(self)
         for key in ("episodes", "workers", "cpus_per_worker", "checkpoint", "start_timeout_s"):
             settings.pop(key)
+        if not self.hold_prob:  # no holds: the data of collections made before holds existed, recorded as they were
+            settings.pop("hold_prob"), settings.pop("hold_frames")
         return settings
 
 

@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from rl_agent.agents import make_agent
+from rl_agent.agents import make_agent, with_held_keys
 from rl_agent.coinrun_env import CoinRunVecEnv, derive_seed
 from rl_agent.collection.config import CollectConfig, ShardPlan, assign_split, shard_file_name
 from rl_agent.recorder import Episode, EpisodeRecorder
@@ -29,7 +29,8 @@ def play_episodes(
     """
     num_envs = min(config.envs_per_shard, count)
     env = CoinRunVecEnv(num_envs, config.env, seed=derive_seed(config.seed, shard_index))
-    agent = policy or make_agent(config.agent, num_envs, config.sticky_prob, config.checkpoint)
+    agent = with_held_keys(policy or make_agent(config.agent, num_envs, config.sticky_prob, config.checkpoint),
+                           num_envs, config.hold_prob, config.hold_frames)
     rng = np.random.default_rng([config.seed, shard_index, 0xC011EC7])
     obs = env.observe()  # (E, H, W, C)
     recorder = EpisodeRecorder(obs, env.level_seeds, capacity=config.env.max_episode_frames)
