@@ -273,8 +273,8 @@ def fork_score(world: WorldModel, forks: tuple[np.ndarray, np.ndarray, np.ndarra
     dreams = forked_dreams(world, frames, torch.from_numpy(acts.astype(np.int64)), real,
                            [ACTION_NAMES.index(n) for n in FORK_ACTIONS], maskgit_steps, None,
                            seed)  # (N, F, k, H, W, C)
-    score, _ = forked_future_wins(forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy())  # (N,)
-    return {"fork_score": ci(score)}
+    score, per_frame = forked_future_wins(forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy())  # (N,), (N, k)
+    return {"fork_score": ci(score), "fork_score_frames": [ci(per_frame[:, j]) for j in range(per_frame.shape[1])]}
 
 
 # ---- the study -----------------------------------------------------------------------------------
