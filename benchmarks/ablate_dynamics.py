@@ -273,8 +273,16 @@ def fork_score(world: WorldModel, forks: tuple[np.ndarray, np.ndarray, np.ndarra
     dreams = forked_dreams(world, frames, torch.from_numpy(acts.astype(np.int64)), real,
                            [ACTION_NAMES.index(n) for n in FORK_ACTIONS], maskgit_steps, None,
                            seed)  # (N, F, k, H, W, C)
-    score, per_frame = forked_future_wins(forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy())  # (N,), (N, k)
-    return {"fork_score": ci(score), "fork_score_frames": [ci(per_frame[:, j]) for j in range(per_frame.shape[1])]}
+    dreams = dreams.clamp(0, 1).float()
+    score, per_frame = forked_future_wins(forked_future_psnr(dreams, real).cpu().numpy())  # (N,), (N, k)
+    # does the dreams' RIGHT - LEFT difference point where the real one does? cosine per frame, and its size
+    dream_diff = (dreams[:, 0] - dreams[:, 1]).flatten(2)  # (N, k, H*W*C)
+    real_diff = (torch.from_numpy(real[:, 0]).float() - torch.from_numpy(real[:, 1]).float()).flatten(2) / 255
+    cos = (dream_diff * real_diff).sum(-1) / (dream_diff.norm(dim=-1) * real_diff.norm(dim=-1)).clamp_min(1e-9)
+    size = dream_diff.norm(dim=-1) / real_diff.norm(dim=-1).clamp_min(1e-9)  # (N, k)
+    return {"fork_score": ci(score), "fork_score_frames": [ci(per_frame[:, j]) for j in range(per_frame.shape[1])],
+            "fork_cos_frames": [ci(cos[:, j].numpy()) for j in range(cos.shape[1])],
+            "fork_size_frames": [float(np.median(size[:, j].numpy())) for j in range(size.shape[1])]}
 
 
 # ---- the study -----------------------------------------------------------------------------------
@@ -394,7 +402,16 @@ def _row(r: dict) -> str:
             f"{r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | action nats {f('action_nats', 3)} | "
             f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | carry: "
             f"{f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | forks "
-            f"{f('fork_score')} | {r['train_seconds']:.0f} s |")
+            f"{f('fork_score')}{fork_direction(r)} | {r['train_seconds']:.0f} s |")
+
+
+def fork_direction(r: dict) -> str:
+    """' (cos ..., size ...)': per fork frame, how well the dreams' RIGHT - LEFT difference points along the real one
+    (cosine; 0: unrelated) and its size against the real difference's (median)."""
+    if "fork_cos_frames" not in r:
+        return ""
+    cos = " ".join(f"{m:+.2f}" for m, _ in r["fork_cos_frames"])
+    return f" (cos {cos}; size {' '.join(f'{x:.1f}' for x in r['fork_size_frames'])})"
 
 
 if __name__ == "__main__":
