@@ -48,6 +48,7 @@ from world_model.dynamics import Dynamics, previous_frames
 from world_model.evaluation.config import FORK_ACTIONS
 from world_model.evaluation.episodes import select_windows
 from world_model.evaluation.forks import real_forks
+from world_model.evaluation.registration import agent_motion
 from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins, mean_ci95, psnr_per_frame
 from world_model.evaluation.rollouts import effect_classes, forked_dreams, replace_action_by_effect
 from rl_agent.coinrun_env import ACTION_NAMES
@@ -87,6 +88,9 @@ VARIANTS: dict[str, dict] = {
     # the key as a classification: the model's likelihood of each real frame must be higher under the real actions
     # than under actions of another effect (action_contrastive_loss; the weight multiplies it beside the CE)
     "all_contrast": {"dynamics": TINY_BEST, "contrast": 0.02},
+    # the scroll as a second target: from each mostly masked frame's hidden states (context and key only), a linear
+    # head regresses the agent's motion into that frame (dx, dy px, registered from the real frames)
+    "all_motion": {"dynamics": TINY_BEST, "motion": 1.0},
     "all_contrast01": {"dynamics": TINY_BEST, "contrast": 0.1},
 }
 
@@ -141,9 +145,44 @@ def action_contrastive_loss(dynamics: Dynamics, tokens: torch.Tensor, actions: t
     return nll_real.mean() + weight * F.softplus(-margin[scored]).mean()
 
 
+# motion targets divided by about their spread: per step the random agent moves 0.38 px (std) sideways, 3.6 up/down
+# (jumps and falls; the explorer 0.60 and 3.7), so the key's sideways effect would vanish beside dy in px
+MOTION_SCALE_PX = (0.5, 4.0)
+
+
+def episode_motions(store: EpisodeStore) -> list[np.ndarray]:
+    """Each training episode's agent motion into every frame, (L, 2) [dx, dy] px (frame 0: 0), from its frames."""
+    out = []
+    for episode in range(len(store)):
+        frames = store.episode_frames(episode)  # (L, H, W, C)
+        out.append(np.concatenate([np.zeros((1, 2)), agent_motion(frames[:-1], frames[1:])]).astype(np.float32))
+    return out
+
+
+def motion_loss(dynamics: Dynamics, head: torch.nn.Module, tokens: torch.Tensor, actions: torch.Tensor,
+                motion: torch.Tensor, weight: float, generator: torch.Generator) -> torch.Tensor:
+    """The CE of `compute_loss_on_tokens` plus `weight` x the MSE of the agent's motion into each frame at least half
+    masked, regressed by `head` from the mean of that frame's masked hidden states (one pass). A dense target for
+    what the token CE spreads over 1024 classes: which way the key scrolled the level.
+    tokens (B, T, h, w), actions (B, T-1), motion (B, T, 2) px."""
+    mask = dynamics.random_mask(tokens, generator)  # (B, T, h, w)
+    hidden = dynamics.hidden_states(tokens.masked_fill(mask, dynamics.mask_id), actions)  # (B, T, h, w, d)
+    logits = dynamics.readout(hidden[mask], previous_frames(tokens, dynamics.mask_id)[mask])  # (M, V)
+    ce = F.cross_entropy(logits, tokens[mask])
+    weights = mask.float()  # (B, T, h, w)
+    pooled = (hidden * weights.unsqueeze(-1)).sum((2, 3)) / weights.sum((2, 3)).clamp_min(1).unsqueeze(-1)  # (B,T,d)
+    scored = weights.mean((2, 3)) >= 0.5  # (B, T): frames whose motion is not in sight
+    scored[:, 0] = False
+    if not scored.any():
+        return ce
+    error = head(pooled[scored]) - motion[scored] / torch.tensor(MOTION_SCALE_PX)  # (S, 2)
+    return ce + weight * error.pow(2).mean()
+
+
 def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], actions: list[np.ndarray], batch: int,
           length: int, seed: int, steps: int, pause_at: tuple[int, ...] = (),
-          contrast: float = 0.0) -> Iterator[tuple[int, float]]:
+          contrast: float = 0.0, motions: list[np.ndarray] | None = None,
+          motion: float = 0.0) -> Iterator[tuple[int, float]]:
     """`steps` optimiser steps on windows drawn from the seed (one learning-rate schedule over all of them);
     yields (steps done, seconds spent) at each of `pause_at` and at the end, so one run can be scored along a
     budget curve. A point before the end is scored mid-schedule (a higher lr than a run that ends there)."""
@@ -153,6 +192,11 @@ def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], acti
     optimization = Optimization(dynamics,
                                 dataclasses.replace(optim, total_steps=steps,
                                                     warmup_steps=min(optim.warmup_steps, steps - 1)))
+    head = None
+    if motion:  # a module of the dynamics, so that the optimiser steps it; never used outside this benchmark
+        head = dynamics.motion_head = torch.nn.Linear(dynamics.config.transformer.dim, 2)
+        optimization = Optimization(dynamics, dataclasses.replace(optim, total_steps=steps,
+                                                                  warmup_steps=min(optim.warmup_steps, steps - 1)))
     generator = torch.Generator().manual_seed(seed)
     dynamics.train()
     start = time.perf_counter()
@@ -166,6 +210,9 @@ def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], acti
         # window (B, T, h, w), acts (B, T-1)
         if contrast:
             optimization.step(action_contrastive_loss(dynamics, window, acts, contrast, generator, rng))
+        elif head is not None:
+            moved = torch.from_numpy(np.stack([motions[e][s: s + length] for e, s in chosen]))  # (B, T, 2)
+            optimization.step(motion_loss(dynamics, head, window, acts, moved, motion, generator))
         else:
             optimization.step(dynamics.compute_loss_on_tokens(window, acts, generator).loss)
         if step in pause_at or step == steps:
@@ -362,15 +409,21 @@ def main(argv: list[str] | None = None) -> int:
                  for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
     length = preset.dynamics.frames
     batch = args.batch or preset.batch_size
-    records = []
+    records, motions = [], None
     for name in args.variants.split(","):
         if name not in VARIANTS:
             parser.error(f"unknown variant {name!r}; --list shows them")
         dynamics, optim = build(preset, tokenizer, VARIANTS[name], args.seed)
         world = WorldModel(tokenizer, dynamics)
         trained = dynamics.config
+        motion = VARIANTS[name].get("motion", 0.0)
+        if motion and motions is None:
+            start = time.perf_counter()
+            motions = episode_motions(train_store)
+            print(f"registered the agent's motion in every training frame in {time.perf_counter() - start:.0f} s",
+                  flush=True)
         for steps_done, seconds in train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps,
-                                         score_at, VARIANTS[name].get("contrast", 0.0)):
+                                         score_at, VARIANTS[name].get("contrast", 0.0), motions, motion):
             for scale in guidance:
                 if scale != 1.0 and trained.action_dropout == 0:
                     continue  # never learnt a frame without its key: nothing to guide by
