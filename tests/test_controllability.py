@@ -18,7 +18,7 @@ from world_model.evaluation import EvalConfig
 from world_model.evaluation.config import ACTION_EFFECTS, FORK_ACTIONS
 from world_model.evaluation.episodes import select_windows
 from world_model.evaluation.forks import real_forks
-from world_model.evaluation.metrics import forked_future_score, psnr_per_frame
+from world_model.evaluation.metrics import MetricInputError, forked_direction, forked_future_score, psnr_per_frame
 from world_model.evaluation.models import ModelUnderTest, load_model_under_test
 from world_model.evaluation.registration import agent_motion
 from world_model.evaluation.rollouts import (
@@ -196,6 +196,23 @@ def test_the_forked_future_score_is_one_for_a_perfect_model_zero_swapped_and_hal
     assert forked_future_score(noisy, real)[0].mean() > 0.8  # noise everywhere, but each dream still nearer its own
 
 
+def test_the_forked_direction_is_one_for_a_perfect_model_minus_one_swapped_and_zero_when_blind(small_dataset):
+    _, real = _some_forks(EpisodeStore(small_dataset))  # (4, 2, 4, H, W, C)
+    moved = (real[:, 0] != real[:, 1]).any(axis=(2, 3, 4))  # (4, k): frames where the real forks differ
+    cosine, size = forked_direction(real, real)
+    assert np.allclose(cosine[moved], 1.0) and np.allclose(size[moved], 1.0)
+    cosine, size = forked_direction(real[:, ::-1], real)
+    assert np.allclose(cosine[moved], -1.0) and np.allclose(size[moved], 1.0)
+    cosine, size = forked_direction(np.repeat(real[:, :1], 2, axis=1), real)  # identical dreams: the key ignored
+    assert (cosine == 0).all() and (size == 0).all()
+    noise = np.random.default_rng(0).integers(-30, 31, real.shape)
+    noisy = np.clip(real.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    cosine, size = forked_direction(noisy, real)  # the right difference under a large shared-looking error
+    assert (cosine[moved] > 0).all() and (size[moved] > 1).all()
+    with pytest.raises(MetricInputError, match=r"\(N, 2, k, H, W, C\)"):
+        forked_direction(np.concatenate([real, real], axis=1), np.concatenate([real, real], axis=1))
+
+
 def test_a_model_blind_to_actions_scores_exactly_chance(small_dataset, tmp_path):
     dynamics = tiny_dynamics(steps=2)
     with torch.no_grad():
@@ -231,11 +248,16 @@ def test_results_carry_both_delta_psnr_versions_and_the_forked_future_score(ray_
     forked = results["forked_futures"]
     assert forked["windows"] + len(forked["skipped"]) >= 3 and forked["windows"] >= 2 and forked["k"] == 4
     assert metrics["forked_future_score"]["windows"] == forked["windows"] and 0 <= forked["score"] <= 1
+    direction = forked["direction"]
+    assert -1 <= direction["cosine"] <= 1
+    assert len(direction["cosine_per_frame"]) == len(direction["size_median_per_frame"]) == 4
+    assert metrics["forked_direction_cosine"]["value"] == direction["cosine"]
     episodes = results["episodes"]
     assert all(e["delta_psnr_effect"]["effect"] != e["delta_psnr_effect"]["other_effect"] for e in episodes)
     assert sum("forked_future" in e for e in episodes) == forked["windows"]
     for text in (printed, (out / "results.md").read_text()):
-        for phrase in ("ΔtPSNR, paper (any other id)", "ΔtPSNR, other effect", "forked-future score"):
+        for phrase in ("ΔtPSNR, paper (any other id)", "ΔtPSNR, other effect", "forked-future score",
+                       "forked-future direction (cosine)"):
             assert phrase in text
     sheet = next((out / "samples").glob("*.png"))
     assert sheet.stat().st_size > 0

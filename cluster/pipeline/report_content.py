@@ -148,20 +148,24 @@ def _forked_futures(run: Path) -> list[str]:
                 values = [e[key]["delta"] for e in results["episodes"] if key in e]
                 mean, half = mean_ci(values)
                 deltas.append(f"{mean:+.2f} ± {half:.2f}" if values else "—")
-            rows.append(f"| {model} | {test_set} | {score} | {deltas[0]} | {deltas[1]} |")
+            direction = forked.get("direction")
+            cosine = f"{direction['cosine']:+.3f} ± {direction['ci95']:.3f}" if direction else "—"
+            rows.append(f"| {model} | {test_set} | {score} | {cosine} | {deltas[0]} | {deltas[1]} |")
             for skip in forked.get("skipped", [])[:2]:
-                rows.append(f"| | | skipped {skip['id']} @ {skip['start']}: {skip['reason']} | | |")
+                rows.append(f"| | | skipped {skip['id']} @ {skip['start']}: {skip['reason']} | | | |")
     if not rows:
         return []
     return ["## Does the dream obey the keys?", "",
             "Forked futures: from one real context the real game is replayed and played RIGHT and LEFT; the "
             "model dreams both (GenieRedux-G from the true actions, GenieRedux from the latent actions its LAM infers "
             "from each real fork); the score is how often each dream is closer to its own real future than the "
-            "other dream is (chance 0.5). ΔtPSNR (dB, 95% CI): the paper's counterfactual (any other action id) and "
+            "other dream is (chance 0.5); its direction, the cosine between the two dreams' difference and the two "
+            "real futures' (0: unrelated, 1: the key moves the dream as it moves the game). "
+            "ΔtPSNR (dB, 95% CI): the paper's counterfactual (any other action id) and "
             "one of another effect class (GenieRedux: latent ids have no known effect, —). The sample sheets show both "
             "forks, real and dreamt.", "",
-            "| model | test set | forked-future score | ΔtPSNR, paper | ΔtPSNR, other effect |",
-            "|---|---|---|---|---|", *rows, ""]
+            "| model | test set | forked-future score | direction (cosine) | ΔtPSNR, paper | ΔtPSNR, other effect |",
+            "|---|---|---|---|---|---|", *rows, ""]
 
 
 def _dreams(run: Path) -> list[str]:

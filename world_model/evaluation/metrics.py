@@ -184,6 +184,29 @@ def forked_future_score(dreams, real) -> tuple[np.ndarray, np.ndarray]:
     return forked_future_wins(forked_future_psnr(dreams, real).cpu().numpy())
 
 
+def forked_direction(dreams, real) -> tuple[np.ndarray, np.ndarray]:
+    """Does the key move the dream the way it moves the game? For two forks: per window and frame, the cosine
+    between the dreams' difference (fork 0 - fork 1) and the real futures' difference, and the dreams'
+    difference's size over the real one's (docs/design.md, 'Metrics').
+
+    dreams, real: (B, 2, k, H, W, C) -> cosine (B, k) in [-1, 1] (0: unrelated, also for identical dreams) and size
+    (B, k) >= 0 (0: the dreams ignore the key). Why beside the score: the score asks the dreams' difference to beat
+    the dream's own error, so while that error is large it stays near 0.5 whether or not the key points the right
+    way; the cosine shows the direction alone.
+    """
+    d = as_unit_frames(dreams, "dreams")
+    r = as_unit_frames(real, "real forks").to(d.device)
+    if d.ndim != 6 or d.shape != r.shape or d.shape[1] != 2:
+        raise MetricInputError(f"dreams and real forks must both be (N, 2, k, H, W, C), got {tuple(d.shape)} and "
+                               f"{tuple(r.shape)}")
+    dream_diff = (d[:, 0] - d[:, 1]).flatten(2).double()  # (B, k, H*W*C)
+    real_diff = (r[:, 0] - r[:, 1]).flatten(2).double()  # (B, k, H*W*C)
+    dream_norm, real_norm = dream_diff.norm(dim=-1), real_diff.norm(dim=-1)  # (B, k)
+    cosine = (dream_diff * real_diff).sum(-1) / (dream_norm * real_norm).clamp_min(1e-12)
+    size = dream_norm / real_norm.clamp_min(1e-12)
+    return cosine.cpu().numpy(), size.cpu().numpy()
+
+
 def forked_future_wins(psnr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """forked_future_score from the PSNR table (B, F dream, F real, k) of `forked_future_psnr`: (B,), (B, k)."""
     forks = psnr.shape[1]

@@ -19,7 +19,8 @@ from genie_common import storage
 
 SCALE = 2  # samples are upscaled 2x (64 px frames are tiny on a screen)
 METRIC_LABELS = {"delta_psnr": "ΔtPSNR, paper (any other id)", "delta_psnr_effect": "ΔtPSNR, other effect",
-                 "forked_future_score": "forked-future score"}
+                 "forked_future_score": "forked-future score",
+                 "forked_direction_cosine": "forked-future direction (cosine)"}
 LABEL_HEIGHT = 12
 
 
@@ -48,7 +49,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for m in results["metrics"]:
-        digits = 3 if m["metric"] in ("ssim", "forked_future_score") else 2
+        digits = 3 if m["metric"] in ("ssim", "forked_future_score", "forked_direction_cosine") else 2
         name = METRIC_LABELS.get(m["metric"], m["metric"]) + (f" (t={m['t']})" if "t" in m else "") + \
             (f" (k={m['k']}, {m['windows']} windows)" if "k" in m else "")
         value = format_value(m["value"], digits)
@@ -71,6 +72,13 @@ def markdown_table(results: dict[str, Any]) -> str:
             per_frame = ", ".join(f"{v:.2f}" for v in forked["per_frame_score"])
             lines.append(f"Score {forked['score']:.3f} ± {format_value(forked['ci95'], 3)} (95% CI) over "
                          f"{forked['windows']} windows; by frame 1..{forked['k']}: {per_frame}.")
+            direction = forked.get("direction")
+            if direction:
+                sizes = ", ".join(f"{v:.2f}" for v in direction["size_median_per_frame"])
+                lines += ["", f"Direction: {direction['rule']}. Cosine {direction['cosine']:.3f} ± "
+                              f"{format_value(direction['ci95'], 3)}; by frame: "
+                              f"{', '.join(f'{m:.3f}' for m, _ in direction['cosine_per_frame'])}; size (median) "
+                              f"by frame: {sizes}."]
         else:
             lines.append(f"Not measured: {forked['skipped_reason']}.")
         for skip in forked["skipped"][:5]:

@@ -255,10 +255,24 @@ def forked_futures_summary(config: EvalConfig, model: ModelUnderTest, records: l
                                   "no window evaluated")
         return info
     mean, half = mean_ci95(scores)
-    per_frame = np.array([r["forked_future"]["per_frame"] for r in records if "forked_future" in r]).mean(axis=0)
+    forked = [r["forked_future"] for r in records if "forked_future" in r]
+    per_frame = np.array([f["per_frame"] for f in forked]).mean(axis=0)
     info.update(score=mean, ci95=half, per_frame_score=per_frame.tolist())
     metrics.append({**tag, "metric": "forked_future_score", "mode": "autoregressive", "k": config.fork_steps,
                     "value": mean, "ci95": half, "windows": len(scores)})
+    cosine = np.array([f["direction_cosine"] for f in forked])  # (windows, k)
+    size = np.array([f["difference_size"] for f in forked])  # (windows, k)
+    cos_mean, cos_half = mean_ci95(cosine.mean(axis=1).tolist())
+    info["direction"] = {
+        "rule": "cosine between the dreams' RIGHT - LEFT difference and the real futures' (0: unrelated or identical "
+                "dreams, 1: the key moves the dream as it moves the game), averaged over the frames; size: the "
+                "dreams' difference over the real one's (0: the dreams ignore the key)",
+        "cosine": cos_mean, "ci95": cos_half,
+        "cosine_per_frame": [mean_ci95(cosine[:, j].tolist()) for j in range(cosine.shape[1])],
+        "size_median_per_frame": np.median(size, axis=0).tolist(),
+    }
+    metrics.append({**tag, "metric": "forked_direction_cosine", "mode": "autoregressive", "k": config.fork_steps,
+                    "value": cos_mean, "ci95": cos_half, "windows": len(scores)})
     return info
 
 

@@ -21,7 +21,7 @@ from world_model.evaluation import rollouts
 from world_model.evaluation.config import ACTION_EFFECTS, CONTROL_ACTIONS, FORK_ACTIONS, EvalConfig
 from world_model.evaluation.fid import InceptionFeatures
 from world_model.evaluation.metrics import (
-    copy_last_frame_psnr, forked_future_psnr, forked_future_wins, psnr_per_frame, ssim_per_frame,
+    copy_last_frame_psnr, forked_direction, forked_future_psnr, forked_future_wins, psnr_per_frame, ssim_per_frame,
 )
 from world_model.evaluation.models import ModelUnderTest, load_model_under_test
 from world_model.evaluation.registration import agent_motion, path_motion
@@ -242,9 +242,11 @@ def _forked_futures(model: ModelUnderTest, batch: Batch, ids: torch.Tensor, reco
                                     config.maskgit_steps, config.temperature, batch.seed)  # (forked, F, k, H, W, C)
     psnr = forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy()  # (forked, F dream, F real, k)
     score, per_frame = forked_future_wins(psnr)  # (forked,), (forked, k)
+    cosine, size = forked_direction(dreams.clamp(0, 1), real)  # (forked, k) each
     for j, i in enumerate(index):
         records[i]["forked_future"] = {
             "score": float(score[j]), "per_frame": per_frame[j].tolist(), "k": int(real.shape[2]),
+            "direction_cosine": cosine[j].tolist(), "difference_size": size[j].tolist(),
             # PSNR against this fork's real future: of its own dream, of the other fork's dream (F = 2)
             "psnr": {name: {"own_dream": psnr[j, f, f].tolist(), "other_dream": psnr[j, 1 - f, f].tolist()}
                      for f, name in enumerate(FORK_ACTIONS)},
