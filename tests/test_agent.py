@@ -106,12 +106,17 @@ def test_ppo_collection_replays_exactly_and_is_deterministic(ray_cluster, traine
         logp = batch.column("logp").to_numpy(zero_copy_only=False)
         assert np.isfinite(logp[:-1]).all() and (logp[:-1] <= 0).all() and np.isnan(logp[-1])
         assert np.isfinite(batch.column("value").to_numpy(zero_copy_only=False)[:-1]).all()
-        frames, actions = frames_of(batch), batch.column("action").to_numpy()
-        replay = make_replay_env(env, batch.column("level_seed")[0].as_py())
-        for t in range(len(frames) - 1):
-            replay.act(np.array([actions[t]], np.int32))
-            _, obs, _ = replay.observe()
-            assert np.array_equal(obs["rgb"][0], frames[t + 1])
+        assert_replays(batch, env)
+
+
+def assert_replays(batch, env: CoinRunConfig) -> None:
+    """The recorded episode is what its level gives for its recorded actions, frame for frame."""
+    frames, actions = frames_of(batch), batch.column("action").to_numpy()
+    replay = make_replay_env(env, batch.column("level_seed")[0].as_py())
+    for t in range(len(frames) - 1):
+        replay.act(np.array([actions[t]], np.int32))
+        _, obs, _ = replay.observe()
+        assert np.array_equal(obs["rgb"][0], frames[t + 1])
 
 
 def test_bad_checkpoints_are_refused_clearly(tmp_path):
@@ -418,12 +423,7 @@ def test_ppo_collection_with_held_keys_sits_beside_the_plain_one_and_replays(ray
         held_steps += int(np.isnan(logp).sum()) if episode_id.startswith(holds.collection) else 0
         if not episode_id.startswith(holds.collection):
             assert np.isfinite(logp).all()
-        frames, actions = frames_of(batch), batch.column("action").to_numpy()
-        replay = make_replay_env(env, batch.column("level_seed")[0].as_py())
-        for t in range(len(frames) - 1):
-            replay.act(np.array([actions[t]], np.int32))
-            _, obs, _ = replay.observe()
-            assert np.array_equal(obs["rgb"][0], frames[t + 1])
+        assert_replays(batch, env)
     assert held_steps > 0
 
 
