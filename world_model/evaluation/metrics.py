@@ -189,10 +189,10 @@ def forked_direction(dreams, real) -> tuple[np.ndarray, np.ndarray]:
     between the dreams' difference (fork 0 - fork 1) and the real futures' difference, and the dreams'
     difference's size over the real one's (docs/design.md, 'Metrics').
 
-    dreams, real: (B, 2, k, H, W, C) -> cosine (B, k) in [-1, 1] (0: unrelated, also for identical dreams) and size
-    (B, k) >= 0 (0: the dreams ignore the key). Why beside the score: the score asks the dreams' difference to beat
-    the dream's own error, so while that error is large it stays near 0.5 whether or not the key points the right
-    way; the cosine shows the direction alone.
+    dreams, real: (B, 2, k, H, W, C) -> cosine (B, k) in [-1, 1] (0: unrelated, also for identical dreams) and
+    size (B, k) >= 0 (0: the dreams ignore the key; NaN where the real futures are identical). Why beside the
+    score: the score asks the dreams' difference to beat the dream's own error, so while that error is large it
+    stays near 0.5 whether or not the key points the right way; the cosine shows the direction alone.
     """
     d = as_unit_frames(dreams, "dreams")
     r = as_unit_frames(real, "real forks").to(d.device)
@@ -203,7 +203,8 @@ def forked_direction(dreams, real) -> tuple[np.ndarray, np.ndarray]:
     real_diff = (r[:, 0] - r[:, 1]).flatten(2).double()  # (B, k, H*W*C)
     dream_norm, real_norm = dream_diff.norm(dim=-1), real_diff.norm(dim=-1)  # (B, k)
     cosine = (dream_diff * real_diff).sum(-1) / (dream_norm * real_norm).clamp_min(1e-12)
-    size = dream_norm / real_norm.clamp_min(1e-12)
+    # NaN where the real futures do not differ (both keys blocked): no size to compare with
+    size = torch.where(real_norm > 0, dream_norm / real_norm.clamp_min(1e-12), torch.nan)
     return cosine.cpu().numpy(), size.cpu().numpy()
 
 

@@ -74,7 +74,7 @@ def markdown_table(results: dict[str, Any]) -> str:
                          f"{forked['windows']} windows; by frame 1..{forked['k']}: {per_frame}.")
             direction = forked.get("direction")
             if direction:
-                sizes = ", ".join(f"{v:.2f}" for v in direction["size_median_per_frame"])
+                sizes = ", ".join(format_value(v) for v in direction["size_median_per_frame"])
                 lines += ["", f"Direction: {direction['rule']}. Cosine {direction['cosine']:.3f} ± "
                               f"{format_value(direction['ci95'], 3)}; by frame: "
                               f"{', '.join(f'{m:.3f}' for m, _ in direction['cosine_per_frame'])}; size (median) "

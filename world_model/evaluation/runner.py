@@ -261,7 +261,7 @@ def forked_futures_summary(config: EvalConfig, model: ModelUnderTest, records: l
     metrics.append({**tag, "metric": "forked_future_score", "mode": "autoregressive", "k": config.fork_steps,
                     "value": mean, "ci95": half, "windows": len(scores)})
     cosine = np.array([f["direction_cosine"] for f in forked])  # (windows, k)
-    size = np.array([f["difference_size"] for f in forked])  # (windows, k)
+    size = np.array([f["difference_size"] for f in forked], dtype=np.float64)  # (windows, k), NaN for null
     cos_mean, cos_half = mean_ci95(cosine.mean(axis=1).tolist())
     info["direction"] = {
         "rule": "cosine between the dreams' RIGHT - LEFT difference and the real futures' (0: unrelated or identical "
@@ -269,11 +269,17 @@ def forked_futures_summary(config: EvalConfig, model: ModelUnderTest, records: l
                 "dreams' difference over the real one's (0: the dreams ignore the key)",
         "cosine": cos_mean, "ci95": cos_half,
         "cosine_per_frame": [mean_ci95(cosine[:, j].tolist()) for j in range(cosine.shape[1])],
-        "size_median_per_frame": np.median(size, axis=0).tolist(),
+        "size_median_per_frame": [finite_median(size[:, j]) for j in range(size.shape[1])],
     }
     metrics.append({**tag, "metric": "forked_direction_cosine", "mode": "autoregressive", "k": config.fork_steps,
                     "value": cos_mean, "ci95": cos_half, "windows": len(scores)})
     return info
+
+
+def finite_median(values: np.ndarray) -> float | None:
+    """Median of the finite values; None (JSON null) when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if len(finite) else None
 
 
 def _per_step_list(records: list[dict[str, Any]], key: str) -> list[float]:

@@ -246,7 +246,8 @@ def _forked_futures(model: ModelUnderTest, batch: Batch, ids: torch.Tensor, reco
     for j, i in enumerate(index):
         records[i]["forked_future"] = {
             "score": float(score[j]), "per_frame": per_frame[j].tolist(), "k": int(real.shape[2]),
-            "direction_cosine": cosine[j].tolist(), "difference_size": size[j].tolist(),
+            "direction_cosine": cosine[j].tolist(),  # size: null where the real futures are identical
+            "difference_size": [float(v) if np.isfinite(v) else None for v in size[j]],
             # PSNR against this fork's real future: of its own dream, of the other fork's dream (F = 2)
             "psnr": {name: {"own_dream": psnr[j, f, f].tolist(), "other_dream": psnr[j, 1 - f, f].tolist()}
                      for f, name in enumerate(FORK_ACTIONS)},
