@@ -28,6 +28,10 @@ def test_preset_errors_and_overrides(tmp_path):
         load_preset("tiny", overrides=["lr=1"])
     with pytest.raises(ConfigError, match="unknown agent setting"):
         PPOSettings.from_dict(load_preset("tiny", overrides=["agent.learning_rate=1"])["agent"])
+    # an optional field takes null, as the presets' comments offer ("vf_clip: ... null = none"); others refuse it
+    assert PPOSettings.from_dict(load_preset("tiny", overrides=["agent.vf_clip=null"])["agent"]).vf_clip is None
+    with pytest.raises(ConfigError, match="agent.lr must be a number, got None"):
+        load_preset("tiny", overrides=["agent.lr=null"])
 
 
 def test_named_datasets_use_disjoint_levels():

@@ -317,8 +317,11 @@ def check_sections(values: dict[str, Any], source: str) -> None:
             PPOSettings.from_dict(dict(values["agent"]))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"preset {source}: agent: {err}") from None
-        defaults = {f.name: f.default for f in dataclasses.fields(PPOSettings)}
+        fields = {f.name: f for f in dataclasses.fields(PPOSettings)}
+        defaults = {name: f.default for name, f in fields.items()}
         for field_name, value in values["agent"].items():  # numbers and switches by their defaults' types
+            if value is None and field_name in fields and allows_none(fields[field_name]):
+                continue  # `vf_clip: null` (no clipping), as the presets' comments say
             if isinstance(defaults.get(field_name), (bool, int, float)):
                 coerce_value("agent", field_name, defaults[field_name], value)
     counts = {d.preset_count for d in NAMED_DATASETS.values()}
@@ -357,6 +360,8 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
         default = _field_default(known[name])
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             kwargs[name] = config_from_dict(type(default), value)
+        elif value is None and allows_none(known[name]):
+            kwargs[name] = None
         else:
             kwargs[name] = coerce_value(cls.__name__, name, default, value)
     return cls(**kwargs)
@@ -387,6 +392,12 @@ def coerce_value(owner: str, name: str, default: Any, value: Any) -> Any:
             return float(value)
         raise ConfigError(f"{owner}.{name} must be a number, got {value!r}")
     return value
+
+
+def allows_none(f: dataclasses.Field) -> bool:
+    """Whether the field is declared optional (`float | None`, `Optional[...]`): null is then a value, not a typo."""
+    declared = f.type if isinstance(f.type, str) else repr(f.type)
+    return "None" in declared or "Optional" in declared
 
 
 def _field_default(f: dataclasses.Field) -> Any:
