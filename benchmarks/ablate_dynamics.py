@@ -49,7 +49,8 @@ from world_model.evaluation.config import FORK_ACTIONS
 from world_model.evaluation.episodes import select_windows
 from world_model.evaluation.forks import real_forks
 from world_model.evaluation.registration import agent_motion
-from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins, mean_ci95, psnr_per_frame
+from world_model.evaluation.metrics import (forked_direction, forked_future_psnr, forked_future_wins, mean_ci95,
+                                            psnr_per_frame)
 from world_model.evaluation.rollouts import effect_classes, forked_dreams, replace_action_by_effect
 from rl_agent.coinrun_env import ACTION_NAMES
 from world_model.generation import WorldModel, carry_unchanged
@@ -88,10 +89,10 @@ VARIANTS: dict[str, dict] = {
     # the key as a classification: the model's likelihood of each real frame must be higher under the real actions
     # than under actions of another effect (action_contrastive_loss; the weight multiplies it beside the CE)
     "all_contrast": {"dynamics": TINY_BEST, "contrast": 0.02},
+    "all_contrast01": {"dynamics": TINY_BEST, "contrast": 0.1},
     # the scroll as a second target: from each mostly masked frame's hidden states (context and key only), a linear
     # head regresses the agent's motion into that frame (dx, dy px, registered from the real frames)
     "all_motion": {"dynamics": TINY_BEST, "motion": 1.0},
-    "all_contrast01": {"dynamics": TINY_BEST, "contrast": 0.1},
 }
 
 
@@ -189,14 +190,12 @@ def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], acti
     rng = np.random.default_rng(seed)
     lengths = np.array([len(t) for t in tokens])
     counts = np.maximum(lengths - length + 1, 0)
-    optimization = Optimization(dynamics,
-                                dataclasses.replace(optim, total_steps=steps,
-                                                    warmup_steps=min(optim.warmup_steps, steps - 1)))
     head = None
     if motion:  # a module of the dynamics, so that the optimiser steps it; never used outside this benchmark
         head = dynamics.motion_head = torch.nn.Linear(dynamics.config.transformer.dim, 2)
-        optimization = Optimization(dynamics, dataclasses.replace(optim, total_steps=steps,
-                                                                  warmup_steps=min(optim.warmup_steps, steps - 1)))
+    optimization = Optimization(dynamics,
+                                dataclasses.replace(optim, total_steps=steps,
+                                                    warmup_steps=min(optim.warmup_steps, steps - 1)))
     generator = torch.Generator().manual_seed(seed)
     dynamics.train()
     start = time.perf_counter()
@@ -320,16 +319,12 @@ def fork_score(world: WorldModel, forks: tuple[np.ndarray, np.ndarray, np.ndarra
     dreams = forked_dreams(world, frames, torch.from_numpy(acts.astype(np.int64)), real,
                            [ACTION_NAMES.index(n) for n in FORK_ACTIONS], maskgit_steps, None,
                            seed)  # (N, F, k, H, W, C)
-    dreams = dreams.clamp(0, 1).float()
+    dreams = dreams.clamp(0, 1)
     score, per_frame = forked_future_wins(forked_future_psnr(dreams, real).cpu().numpy())  # (N,), (N, k)
-    # does the dreams' RIGHT - LEFT difference point where the real one does? cosine per frame, and its size
-    dream_diff = (dreams[:, 0] - dreams[:, 1]).flatten(2)  # (N, k, H*W*C)
-    real_diff = (torch.from_numpy(real[:, 0]).float() - torch.from_numpy(real[:, 1]).float()).flatten(2) / 255
-    cos = (dream_diff * real_diff).sum(-1) / (dream_diff.norm(dim=-1) * real_diff.norm(dim=-1)).clamp_min(1e-9)
-    size = dream_diff.norm(dim=-1) / real_diff.norm(dim=-1).clamp_min(1e-9)  # (N, k)
+    cos, size = forked_direction(dreams, real)  # (N, k) each; size NaN where the real forks are identical
     return {"fork_score": ci(score), "fork_score_frames": [ci(per_frame[:, j]) for j in range(per_frame.shape[1])],
-            "fork_cos_frames": [ci(cos[:, j].numpy()) for j in range(cos.shape[1])],
-            "fork_size_frames": [float(np.median(size[:, j].numpy())) for j in range(size.shape[1])]}
+            "fork_cos_frames": [ci(cos[:, j]) for j in range(cos.shape[1])],
+            "fork_size_frames": [float(np.nanmedian(size[:, j])) for j in range(size.shape[1])]}
 
 
 # ---- the study -----------------------------------------------------------------------------------

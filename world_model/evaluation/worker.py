@@ -240,9 +240,10 @@ def _forked_futures(model: ModelUnderTest, batch: Batch, ids: torch.Tensor, reco
     fork_ids = [ACTION_NAMES.index(name) for name in FORK_ACTIONS]
     dreams = rollouts.forked_dreams(world, batch.frames[index, :c], ids[index, : c - 1], real, fork_ids,
                                     config.maskgit_steps, config.temperature, batch.seed)  # (forked, F, k, H, W, C)
-    psnr = forked_future_psnr(dreams.clamp(0, 1), real).cpu().numpy()  # (forked, F dream, F real, k)
+    shown = dreams.clamp(0, 1)  # (forked, F, k, H, W, C)
+    psnr = forked_future_psnr(shown, real).cpu().numpy()  # (forked, F dream, F real, k)
     score, per_frame = forked_future_wins(psnr)  # (forked,), (forked, k)
-    cosine, size = forked_direction(dreams.clamp(0, 1), real)  # (forked, k) each
+    cosine, size = forked_direction(shown, real)  # (forked, k) each
     for j, i in enumerate(index):
         records[i]["forked_future"] = {
             "score": float(score[j]), "per_frame": per_frame[j].tolist(), "k": int(real.shape[2]),
