@@ -56,6 +56,7 @@ from rl_agent.coinrun_env import ACTION_NAMES
 from world_model.generation import WorldModel, carry_unchanged
 from world_model.optim import Optimization
 from world_model.runs import resolve_checkpoint
+from world_model.scroll import scene_scroll, scrolled_references, shift_frames
 from world_model.token_cache import cache_key, key_digest
 
 TINY_BEST = dict(token_init="codebook", tie_embeddings=True, copy_bias=3.0, spatial_positions="learned",
@@ -93,6 +94,9 @@ VARIANTS: dict[str, dict] = {
     # the scroll as a second target: from each mostly masked frame's hidden states (context and key only), a linear
     # head regresses the agent's motion into that frame (dx, dy px, registered from the real frames)
     "all_motion": {"dynamics": TINY_BEST, "motion": 1.0},
+    # the copy path copies the frame before shifted by a whole-pixel scroll a small head draws from that frame, its
+    # own scroll and the key (world_model/scroll.py); trained on the registered scrolls
+    "all_scroll": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled"}},
 }
 
 
@@ -160,6 +164,18 @@ def episode_motions(store: EpisodeStore) -> list[np.ndarray]:
     return out
 
 
+def episode_scrolls(tokenizer, store: EpisodeStore, max_scroll: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each training episode's registered scene scroll into every frame, (L, 2) px (frame 0: 0), and every frame's
+    scrolled copy reference, (L, h, w) ids (scroll.scrolled_references)."""
+    scrolls, references = [], []
+    for episode in range(len(store)):
+        frames = store.episode_frames(episode)  # (L, H, W, C)
+        scroll = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])  # (L, 2)
+        scrolls.append(scroll)
+        references.append(scrolled_references(tokenizer, frames, scroll, max_scroll))
+    return scrolls, references
+
+
 def motion_loss(dynamics: Dynamics, head: torch.nn.Module, tokens: torch.Tensor, actions: torch.Tensor,
                 motion: torch.Tensor, weight: float, generator: torch.Generator) -> torch.Tensor:
     """The CE of `compute_loss_on_tokens` plus `weight` x the MSE of the agent's motion into each frame at least half
@@ -183,7 +199,8 @@ def motion_loss(dynamics: Dynamics, head: torch.nn.Module, tokens: torch.Tensor,
 def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], actions: list[np.ndarray], batch: int,
           length: int, seed: int, steps: int, pause_at: tuple[int, ...] = (),
           contrast: float = 0.0, motions: list[np.ndarray] | None = None,
-          motion: float = 0.0) -> Iterator[tuple[int, float]]:
+          motion: float = 0.0, scrolls: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+          ) -> Iterator[tuple[int, float]]:
     """`steps` optimiser steps on windows drawn from the seed (one learning-rate schedule over all of them);
     yields (steps done, seconds spent) at each of `pause_at` and at the end, so one run can be scored along a
     budget curve. A point before the end is scored mid-schedule (a higher lr than a run that ends there)."""
@@ -212,6 +229,10 @@ def train(dynamics: Dynamics, optim: OptimConfig, tokens: list[np.ndarray], acti
         elif head is not None:
             moved = torch.from_numpy(np.stack([motions[e][s: s + length] for e, s in chosen]))  # (B, T, 2)
             optimization.step(motion_loss(dynamics, head, window, acts, moved, motion, generator))
+        elif dynamics.scrolled():
+            scrolled = torch.from_numpy(np.stack([scrolls[0][e][s: s + length] for e, s in chosen]))  # (B, T, 2)
+            references = torch.from_numpy(np.stack([scrolls[1][e][s: s + length] for e, s in chosen]).astype(np.int64))
+            optimization.step(dynamics.compute_loss_on_tokens(window, acts, generator, references, scrolled).loss)
         else:
             optimization.step(dynamics.compute_loss_on_tokens(window, acts, generator).loss)
         if step in pause_at or step == steps:
@@ -238,11 +259,30 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
     tokens = tokenizer.tokenize(frames[:, : context + 1])  # (N, c+1, h, w)
     acts = torch.from_numpy(actions[:, :context].astype(np.int64))  # (N, c): the last leads to the target
     other = replace_action_by_effect(acts, context - 1, effect_classes(), np.random.default_rng(seed))  # (N, c)
+    scrolled = {}
+    if dynamics.scrolled():  # the registered scrolls into the last context frame and into the target
+        scrolled["before"] = torch.from_numpy(scene_scroll(frames[:, context - 2], frames[:, context - 1]))  # (N, 2)
+        scrolled["real"] = torch.from_numpy(scene_scroll(frames[:, context - 1], frames[:, context]))  # (N, 2)
 
-    def predict(action_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def reference(scroll: torch.Tensor) -> torch.Tensor:
+        """The copy path's reference (N, c+1, h, w): the context's own frames, the target's the last context frame
+        shifted by `scroll` (N, 2) px (rounded, clipped) and tokenized."""
+        whole = scroll.round().clamp(-dynamics.config.max_scroll, dynamics.config.max_scroll)  # (N, 2)
+        shifted = tokenizer.tokenize(shift_frames(last, whole)[:, None])  # (N, 1, h, w)
+        return torch.cat([previous_frames(tokens[:, :-1], dynamics.mask_id), shifted], dim=1)
+
+    def predict(action_ids: torch.Tensor, oracle: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         masked = tokens.clone()
         masked[:, -1] = dynamics.mask_id
-        logits = dynamics(masked, world.action_inputs(action_ids))[:, -1]  # (N, h, w, V)
+        previous = None
+        if dynamics.scrolled():  # the head's most likely scroll under these keys (or, `oracle`, the real one)
+            inputs = world.action_inputs(action_ids)
+            before = dynamics.hidden_states(tokens[:, :-1], inputs[:, :-1])[:, -1]  # (N, h, w, d)
+            key = dynamics.frame_conditioning(inputs, len(tokens))[:, -1]  # (N, d)
+            drawn = dynamics.scroll_logits(before, key, scrolled["before"]).argmax(-1) - dynamics.config.max_scroll
+            scrolled.setdefault("drawn", drawn)  # (N, 2): the first call's keys are the real ones
+            previous = reference(scrolled["real"] if oracle else drawn.float())  # (N, c+1, h, w)
+        logits = dynamics(masked, world.action_inputs(action_ids), previous)[:, -1]  # (N, h, w, V)
         ids = logits.argmax(-1)  # (N, h, w)
         decoded = world.decode_windows(torch.cat([tokens[:, :-1], ids[:, None]], dim=1), context)[:, 0]  # (N, H, W, C)
         truth = logits.log_softmax(-1).gather(-1, tokens[:, -1, ..., None])[..., 0]  # (N, h, w): log p(true token)
@@ -272,6 +312,12 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
             carry_unchanged(reconstruction, last, tokens[:, -1], tokens[:, -2]).clamp(0, 1), target).numpy()),
         "gain_carry": ci(psnr_per_frame(carried.clamp(0, 1), target).numpy() - psnr_per_frame(last, target).numpy()),
     }
+    if dynamics.scrolled():
+        real = scrolled["real"].round().clamp(-dynamics.config.max_scroll, dynamics.config.max_scroll)  # (N, 2)
+        oracle_ids, _, _ = predict(acts, oracle=True)
+        out.update({"scroll_acc_x": ci((scrolled["drawn"][:, 0] == real[:, 0]).float().numpy()),
+                    "scroll_acc_y": ci((scrolled["drawn"][:, 1] == real[:, 1]).float().numpy()),
+                    "oracle_tf_acc": ci((oracle_ids == tokens[:, -1]).float().mean((1, 2)).numpy())})
     if rollout_windows:
         n = min(rollout_windows, len(frames))
         generator = torch.Generator().manual_seed(seed)
@@ -404,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                  for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
     length = preset.dynamics.frames
     batch = args.batch or preset.batch_size
-    records, motions = [], None
+    records, motions, scrolls = [], None, None
     for name in args.variants.split(","):
         if name not in VARIANTS:
             parser.error(f"unknown variant {name!r}; --list shows them")
@@ -417,8 +463,19 @@ def main(argv: list[str] | None = None) -> int:
             motions = episode_motions(train_store)
             print(f"registered the agent's motion in every training frame in {time.perf_counter() - start:.0f} s",
                   flush=True)
+        if dynamics.scrolled() and scrolls is None:
+            start = time.perf_counter()
+            stored = cached.with_name(f"{cached.stem.replace('tokens', 'scrolls')}-max{dynamics.config.max_scroll}.npz")
+            if stored.exists():
+                arrays = list(np.load(stored).values())
+                scrolls = (arrays[: len(arrays) // 2], arrays[len(arrays) // 2:])
+            else:
+                scrolls = episode_scrolls(tokenizer, train_store, dynamics.config.max_scroll)
+                np.savez(stored, *scrolls[0], *scrolls[1])
+            print(f"registered every training frame's scroll and tokenized its scrolled reference in "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
         for steps_done, seconds in train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps,
-                                         score_at, VARIANTS[name].get("contrast", 0.0), motions, motion):
+                                         score_at, VARIANTS[name].get("contrast", 0.0), motions, motion, scrolls):
             for scale in guidance:
                 if scale != 1.0 and trained.action_dropout == 0:
                     continue  # never learnt a frame without its key: nothing to guide by
@@ -450,7 +507,16 @@ def _row(r: dict) -> str:
             f"{r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | action nats {f('action_nats', 3)} | "
             f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | carry: "
             f"{f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | forks "
-            f"{f('fork_score')}{fork_direction(r)} | {r['train_seconds']:.0f} s |")
+            f"{f('fork_score')}{fork_direction(r)} |{scroll_columns(r)} {r['train_seconds']:.0f} s |")
+
+
+def scroll_columns(r: dict) -> str:
+    """' scroll right x/y ..., oracle tokens ... |' for a scrolled variant: how often its head's most likely scroll is
+    the real one (rounded), and the token accuracy its copy path would give with the real scroll."""
+    if "scroll_acc_x" not in r:
+        return ""
+    return (f" scroll right x {r['scroll_acc_x'][0]:.2f} y {r['scroll_acc_y'][0]:.2f}, tokens with the real scroll "
+            f"{r['oracle_tf_acc'][0]:.3f} |")
 
 
 def fork_direction(r: dict) -> str:

@@ -143,8 +143,23 @@ class DynamicsConfig:
     # logits_none + guidance * (logits_key - logits_none); guidance 1 = plain sampling (the paper)
     action_dropout: float = 0.0
     guidance: float = 1.0
+    # what the copy path copies: "previous", the frame before at each position; "scrolled", the frame before
+    # shifted by a whole-pixel scroll of the scene that a small head predicts from the frame before, its own
+    # scroll and the key (world_model/scroll.py: CoinRun's camera follows the agent, so the key's first effect is
+    # a scroll, and a scroll of under a patch re-codes most 4x4 patches; copying the scrolled frame keeps them)
+    copy_reference: Literal["previous", "scrolled"] = "previous"
+    max_scroll: int = 6  # px per axis the scroll head can predict (each axis a (2 max_scroll + 1)-way choice)
+    scroll_loss_weight: float = 1.0  # the scroll head's cross-entropy beside the tokens'
 
     def __post_init__(self) -> None:
+        if self.copy_reference not in ("previous", "scrolled"):
+            raise ConfigError(f"copy_reference must be 'previous' or 'scrolled', got {self.copy_reference!r}")
+        if self.copy_reference == "scrolled" and not self.copy_bias:
+            raise ConfigError("copy_reference 'scrolled' needs a copy path: set copy_bias > 0 (e.g. 3)")
+        if not 1 <= self.max_scroll <= 16:
+            raise ConfigError(f"max_scroll must lie in [1, 16] px, got {self.max_scroll}")
+        if self.scroll_loss_weight < 0:
+            raise ConfigError(f"scroll_loss_weight must be >= 0, got {self.scroll_loss_weight}")
         if not 0.0 <= self.action_dropout < 1.0:
             raise ConfigError(f"action_dropout must lie in [0, 1), got {self.action_dropout}")
         if self.guidance < 0:

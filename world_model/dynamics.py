@@ -34,6 +34,7 @@ from torch import nn
 
 from world_model.config import DynamicsConfig
 from world_model.outputs import LossOutput
+from world_model.scroll import Scroller, scroll_targets
 from world_model.st_transformer import STTransformer
 
 
@@ -65,6 +66,11 @@ class Dynamics(nn.Module):
             self.copy_gate = nn.Linear(dim, 1)
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.constant_(self.copy_gate.bias, config.copy_bias)
+        if config.copy_reference == "scrolled":
+            # the scene's scroll into frame t from frame t-1's mean hidden state, the key into t and frame t-1's own
+            # scroll (px / S): one (2S+1)-way choice per axis (world_model/scroll.py)
+            choices = 2 * config.max_scroll + 1
+            self.scroll_head = nn.Sequential(nn.Linear(2 * dim + 2, dim), nn.GELU(), nn.Linear(dim, 2 * choices))
 
     @property
     def device(self) -> torch.device:
@@ -158,6 +164,34 @@ class Dynamics(nn.Module):
             logits = logits.scatter_add_(-1, index, bonus.to(logits.dtype))  # (..., V)
         return logits
 
+    def scroll_logits(self, hidden_before: torch.Tensor, conditioning: torch.Tensor,
+                      previous_scroll: torch.Tensor) -> torch.Tensor:
+        """The scroll head: frame t-1's transformer output (..., h, w, d), the conditioning of frame t (..., d) (its
+        key) and frame t-1's own scroll (..., 2) px -> logits (..., 2, 2S+1) of frame t's whole-pixel scroll, per axis
+        (index i is a scroll of i - S px)."""
+        features = torch.cat([hidden_before.mean((-3, -2)), conditioning,
+                              previous_scroll.to(conditioning.dtype) / self.config.max_scroll], dim=-1)  # (..., 2d+2)
+        return self.scroll_head(features).unflatten(-1, (2, 2 * self.config.max_scroll + 1))  # (..., 2, 2S+1)
+
+    @torch.no_grad()
+    def sample_scroll(self, logits: torch.Tensor, temperature: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scroll logits (B, 2, 2S+1) -> whole-pixel scrolls (B, 2): drawn (temperature > 0) or the most likely."""
+        index = _sample_categorical(logits.float(), generator) if temperature > 0 else logits.argmax(-1)  # (B, 2)
+        return index - self.config.max_scroll
+
+    @torch.no_grad()
+    def draw_scroll(self, context: torch.Tensor, actions: torch.Tensor, previous_scroll: torch.Tensor,
+                    temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The scroll into the frame after `context` (B, Tc, h, w), whose Tc actions (B, Tc[, D]) lead into
+        context[1:] and the new frame, given the scroll into the last context frame (B, 2) px: (B, 2) whole px."""
+        before = self.hidden_states(context, actions[:, :-1])[:, -1]  # (B, h, w, d): the last context frame
+        key = self.frame_conditioning(actions, context.shape[0])[:, -1]  # (B, d): the key into the new frame
+        return self.sample_scroll(self.scroll_logits(before, key, previous_scroll), temperature, generator)
+
+    def scrolled(self) -> bool:
+        return self.config.copy_reference == "scrolled"
+
     # ---- training ------------------------------------------------------------------------
     def random_mask(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Boolean mask (B, T, h, w): frame 0 never masked; in each later frame a ratio r ~ U(min, 1) of its tokens."""
@@ -186,29 +220,51 @@ class Dynamics(nn.Module):
         return torch.rand(batch, transitions, generator=generator, device=device) < self.config.action_dropout
 
     def compute_loss_on_tokens(
-        self, tokens: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+        self, tokens: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None,
+        references: torch.Tensor | None = None, scrolls: torch.Tensor | None = None,
     ) -> LossOutput:
-        """Cross-entropy on the masked tokens of frames 1..T-1. tokens (B, T, h, w), actions (B, T-1[, D])."""
+        """Cross-entropy on the masked tokens of frames 1..T-1. tokens (B, T, h, w), actions (B, T-1[, D]).
+
+        A `scrolled` dynamics also takes each frame's copy reference, references (B, T, h, w) (its predecessor
+        shifted by its rounded scroll and tokenized: `scroll.scrolled_references`; frame 0's unused), and the
+        registered scrolls into every frame, scrolls (B, T, 2) px (frame 0's: into it, or 0), and adds its scroll
+        head's cross-entropy on frames 1..T-1 (soft targets: `scroll.scroll_targets`)."""
+        if self.scrolled() and (references is None or scrolls is None):
+            raise ValueError("a dynamics with copy_reference 'scrolled' trains on each frame's scrolled reference "
+                             "and scroll (scroll.scrolled_references / scene_scroll); got none")
         mask = self.random_mask(tokens, generator)  # (B, T, h, w)
         # (B, T-1) | None
         dropped = self.random_action_drop(tokens.shape[0], tokens.shape[1] - 1, tokens.device, generator)
         hidden = self.hidden_states(tokens.masked_fill(mask, self.mask_id), actions, dropped)  # (B, T, h, w, d)
-        # the readout sees each frame's real predecessor, as in sampling, where the frames before are known
-        masked_logits = self.readout(hidden[mask], previous_frames(tokens, self.mask_id)[mask])  # (M, V)
+        # the readout sees each frame's real predecessor (or its scrolled copy), as in sampling, where the frames
+        # before are known
+        previous = references.long() if self.scrolled() else previous_frames(tokens, self.mask_id)  # (B, T, h, w)
+        masked_logits = self.readout(hidden[mask], previous[mask])  # (M, V)
         masked_targets = tokens[mask]  # (M,)
         loss = F.cross_entropy(masked_logits, masked_targets)
         accuracy = (masked_logits.argmax(-1) == masked_targets).float().mean()
-        return LossOutput(loss, {  # unread tensors: outputs.read_metrics
+        metrics = {  # unread tensors: outputs.read_metrics
             "loss": loss.detach(),
             "masked_token_accuracy": accuracy.detach(),
             "mask_fraction": mask[:, 1:].float().mean(),
-        })
+        }
+        if self.scrolled():
+            conditioning = self.frame_conditioning(actions, tokens.shape[0], dropped)  # (B, T, d)
+            logits = self.scroll_logits(hidden[:, :-1], conditioning[:, 1:], scrolls[:, :-1])  # (B, T-1, 2, 2S+1)
+            targets = scroll_targets(scrolls[:, 1:], self.config.max_scroll)  # (B, T-1, 2, 2S+1)
+            scroll_loss = -(targets * logits.float().log_softmax(-1)).sum(-1).mean()
+            loss = loss + self.config.scroll_loss_weight * scroll_loss
+            metrics.update(loss=loss.detach(), token_loss=metrics["loss"], scroll_loss=scroll_loss.detach(),
+                           scroll_accuracy=(logits.argmax(-1) == targets.argmax(-1)).float().mean().detach())
+        return LossOutput(loss, metrics)
 
     # ---- evaluation and sampling ---------------------------------------------------------
     @torch.no_grad()
-    def teacher_forced_logits(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def teacher_forced_logits(self, tokens: torch.Tensor, actions: torch.Tensor,
+                              references: torch.Tensor | None = None) -> torch.Tensor:
         """One pass, teacher forced: logits (B, T-1, h, w, V) of frame k from the real frames 0..k-1, frame k fully
-        masked.
+        masked. A `scrolled` dynamics's copy path reads `references` (B, T, h, w) (each frame's scrolled
+        predecessor, e.g. by the real scroll or by one its head drew), a plain one the real frames before.
 
         Causality makes frames after k irrelevant to frame k, so the T-1 cases are T-1 copies of
         the window with one frame masked each, stacked into one batch (one forward call).
@@ -225,7 +281,10 @@ class Dynamics(nn.Module):
         hidden = rearrange(hidden, "(b k) t h w d -> b k t h w d", b=b)  # (B, T-1, T, h, w, d)
         index = torch.arange(1, t, device=tokens.device)  # (T-1,): case k-1 predicts frame k
         # read out only the predicted frame of each case: (T-1) frames of logits, not (T-1) x T
-        return self.readout(hidden[:, index - 1, index], tokens[:, :-1])  # (B, T-1, h, w, V)
+        if self.scrolled() and references is None:
+            raise ValueError("a dynamics with copy_reference 'scrolled' reads each frame's scrolled reference")
+        previous = references[:, 1:].long() if self.scrolled() else tokens[:, :-1]  # (B, T-1, h, w)
+        return self.readout(hidden[:, index - 1, index], previous)  # (B, T-1, h, w, V)
 
     # MaskGIT runs the context through the transformer once per generated frame and each pass only the new
     # frame (it can't change the context: attention and PEG are causal in time); False recomputes the whole
@@ -241,9 +300,13 @@ class Dynamics(nn.Module):
         temperature: float | None = None,
         generator: torch.Generator | None = None,
         context_cache: bool | None = None,
+        scroller: Scroller | None = None,
     ) -> torch.Tensor:
         """MaskGIT: tokens (B, T, h, w) of frames 0..T-1 and actions (B, T[, D]) (the last leads to the new
-        frame) -> tokens (B, h, w) of frame T, after exactly `steps` passes (None: self.context_cache)."""
+        frame) -> tokens (B, h, w) of frame T, after exactly `steps` passes (None: self.context_cache).
+
+        A `scrolled` dynamics first draws the new frame's scroll from its head and asks `scroller` (which holds
+        frame T-1's pixels: `scroll.Scroller`) for that frame shifted by it, the copy path's reference."""
         steps = self.config.sampling_steps if steps is None else int(steps)
         temperature = self.config.temperature if temperature is None else float(temperature)
         guidance = self.config.guidance
@@ -259,9 +322,17 @@ class Dynamics(nn.Module):
         # (B, Tc[, D]): actions into context[1:] and into the new frame
         context_actions = actions[:, -context.shape[1]:]
 
+        previous = context[:, -1:]  # (B, 1, h, w): what the copy path copies
+        if self.scrolled():
+            if scroller is None:
+                raise ValueError("a dynamics with copy_reference 'scrolled' samples through a scroll.Scroller "
+                                 "(WorldModel.generate makes one from the context frames)")
+            scroll = self.draw_scroll(context, context_actions, scroller.previous_scroll, temperature, generator)
+            previous = scroller.reference(scroll).unsqueeze(1)  # (B, 1, h, w)
+
         use_cache = self.context_cache if context_cache is None else context_cache
         new_frame_logits = self.cached_new_frame_logits if use_cache else self.recomputed_new_frame_logits
-        read = new_frame_logits(context, context_actions)  # ids (B, 1, h, w) -> logits (B, h, w, V)
+        read = new_frame_logits(context, context_actions, previous)  # ids (B, 1, h, w) -> logits (B, h, w, V)
         if guidance != 1.0:
             def logits_of(frame: torch.Tensor) -> torch.Tensor:  # guided: l_none + g * (l_key - l_none)
                 none = read(frame, keyless=True)  # (B, h, w, V)
@@ -287,22 +358,24 @@ class Dynamics(nn.Module):
         return frame.view(b, h, w)  # (B, h, w)
 
     def recomputed_new_frame_logits(
-        self, context: torch.Tensor, actions: torch.Tensor
+        self, context: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None = None
     ) -> Callable[..., torch.Tensor]:
         """The uncached pass: ids (B, 1, h, w) of the frame after `context` (B, Tc, h, w), whose Tc actions
         (B, Tc[, D]) lead into context[1:] and the new frame -> its logits (B, h, w, V), from the whole window.
-        With `keyless=True` the new frame gets "no action" instead of its key (guidance's other reading)."""
+        With `keyless=True` the new frame gets "no action" instead of its key (guidance's other reading).
+        `previous` (B, 1, h, w): what the copy path copies (None: the last context frame; or its scrolled copy)."""
+        previous = context[:, -1:] if previous is None else previous
         last_only = torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)  # (B, Tc)
         last_only[:, -1] = True
 
         def logits_of(frame: torch.Tensor, keyless: bool = False) -> torch.Tensor:
             window = torch.cat([context, frame], dim=1)  # (B, Tc+1, h, w)
             hidden = self.hidden_states(window, actions, last_only if keyless else None)[:, -1]  # (B, h, w, d)
-            return self.readout(hidden, context[:, -1])  # (B, h, w, V)
+            return self.readout(hidden, previous[:, 0])  # (B, h, w, V)
         return logits_of
 
     def cached_new_frame_logits(
-        self, context: torch.Tensor, actions: torch.Tensor
+        self, context: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None = None
     ) -> Callable[..., torch.Tensor]:
         """recomputed_new_frame_logits's function, but the context goes through the transformer once, here:
         each pass then runs only the new frame's (B, 1, h, w) tokens through the blocks (with or without its key:
@@ -311,9 +384,9 @@ class Dynamics(nn.Module):
         cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]),
                                          # per block, what frame Tc needs
                                          self.block_conditioning(conditioning[:, :-1]))
+        previous = context[:, -1:] if previous is None else previous  # (B, 1, h, w): what the copy path copies
         keyed = conditioning[:, -1:]  # (B, 1, d): the action into the new frame
         no_key = self.no_action.to(keyed.dtype).expand_as(keyed)  # (B, 1, d): what a dropped key is trained with
-        previous = context[:, -1:]  # (B, 1, h, w): the new frame's predecessor
 
         def logits_of(frame: torch.Tensor, keyless: bool = False) -> torch.Tensor:
             new_conditioning = no_key if keyless else keyed  # (B, 1, d)
@@ -332,9 +405,11 @@ class Dynamics(nn.Module):
         temperature: float | None = None,
         generator: torch.Generator | None = None,
         context_cache: bool | None = None,
+        scroller: Scroller | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout, frame by frame: context tokens (B, Tc, h, w) and actions
-        (B, Tc-1+horizon[, D]) -> tokens (B, horizon, h, w) of the generated frames."""
+        (B, Tc-1+horizon[, D]) -> tokens (B, horizon, h, w) of the generated frames (`scroller`: a `scrolled`
+        dynamics's, at the last context frame; see sample_next_frame)."""
         tc = context.shape[1]
         if actions.shape[1] != tc - 1 + horizon:
             raise ValueError(f"{tc} context frames and horizon {horizon} need {tc - 1 + horizon} actions, got "
@@ -343,8 +418,11 @@ class Dynamics(nn.Module):
         for i in range(horizon):
             known = frames.shape[1]
             # (B, h, w)
-            new = self.sample_next_frame(frames, actions[:, :known], steps, temperature, generator, context_cache)
+            new = self.sample_next_frame(frames, actions[:, :known], steps, temperature, generator, context_cache,
+                                         scroller)
             frames = torch.cat([frames, new.unsqueeze(1)], dim=1)  # (B, known+1, h, w)
+            if scroller is not None and self.scrolled():
+                scroller.advance(frames)
         return frames[:, tc:]  # (B, horizon, h, w)
 
 

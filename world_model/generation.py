@@ -16,6 +16,7 @@ from torch import nn
 from world_model.dynamics import Dynamics
 from world_model.frames import to_long, to_unit_float
 from world_model.lam import LatentActionModel
+from world_model.scroll import Scroller
 from world_model.tokenizer import Tokenizer
 
 
@@ -31,6 +32,9 @@ class WorldModel(nn.Module):
         super().__init__()
         if dynamics.config.conditioning == "latent" and lam is None:
             raise ValueError("a GenieRedux (latent-action) dynamics needs its LAM to turn latent action ids into codes")
+        if dynamics.scrolled() and tokenizer.config.encoder_temporal:
+            raise ValueError("a dynamics with copy_reference 'scrolled' tokenizes each shifted frame alone: it needs a "
+                             "tokenizer with encoder_temporal false (as tiny and laptop train)")
         self.tokenizer, self.dynamics, self.lam = tokenizer, dynamics, lam
 
     def use_guidance(self, guidance: float | None) -> None:
@@ -59,9 +63,27 @@ class WorldModel(nn.Module):
         """uint8 context (B, Tc, H, W, C) and actions (B, Tc-1+horizon) -> frames (B, horizon, H, W, C) in [0, 1]."""
         context = self.tokenizer.tokenize(context_frames)  # (B, Tc, h, w)
         generated = self.dynamics.generate_tokens(
-            context, self.action_inputs(actions), horizon, steps, temperature, generator
+            context, self.action_inputs(actions), horizon, steps, temperature, generator,
+            scroller=self.scroller(context_frames),
         )  # (B, horizon, h, w)
         return self.show(context_frames, context, generated)
+
+    def scroller(self, context_frames: np.ndarray | torch.Tensor) -> Scroller | None:
+        """What a `scrolled` dynamics carries through a rollout from these context frames (B, Tc, H, W, C); None
+        for any other dynamics."""
+        return Scroller.from_context(self, context_frames) if self.dynamics.scrolled() else None
+
+    @torch.no_grad()
+    def copy_reference(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor,
+                       actions: torch.Tensor) -> torch.Tensor:
+        """What the copy path copies into the frame after real context frames (B, Tc, H, W, C) (their tokens
+        (B, Tc, h, w), the Tc action inputs leading into context[1:] and the new frame): the last frame's tokens
+        (B, h, w), or for a `scrolled` dynamics that frame shifted by its head's most likely scroll (teacher-forced
+        prediction: one pass, argmax, like its tokens)."""
+        scroller = self.scroller(context_frames)
+        if scroller is None:
+            return context[:, -1]
+        return scroller.reference(self.dynamics.draw_scroll(context, actions, scroller.previous_scroll, 0.0))
 
     @torch.no_grad()
     def show(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor,

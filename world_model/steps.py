@@ -29,6 +29,7 @@ from world_model.frames import psnr, to_long, to_unit_float
 from world_model.lam import LatentActionModel
 from world_model.optim import Optimization
 from world_model.outputs import LossOutput, Metric, mean_metric, read_metrics
+from world_model.scroll import scene_scroll, shift_frames
 from world_model.tokenizer import Tokenizer
 
 Batch = tuple[np.ndarray, np.ndarray]  # frames (B, T, H, W, C) uint8, actions (B, T-1) int8
@@ -58,6 +59,9 @@ class DynamicsTrainee(nn.Module):
                 f"dynamics vocab_size {dynamics.config.vocab_size} differs from the tokenizer's codebook "
                 f"{tokenizer.config.quantizer.codebook_size}"
             )
+        if dynamics.scrolled() and tokenizer.config.encoder_temporal:
+            raise ValueError("a dynamics with copy_reference 'scrolled' tokenizes each shifted frame alone: it needs a "
+                             "tokenizer with encoder_temporal false (as tiny and laptop train)")
         self.dynamics, self.tokenizer, self.lam = dynamics, tokenizer, lam
         for frozen in (tokenizer, lam):
             if frozen is not None:
@@ -92,7 +96,53 @@ class DynamicsTrainee(nn.Module):
 
     def compute_loss(self, batch: Batch | TokenBatch) -> LossOutput:
         tokens, actions = self.inputs(batch)
+        if self.dynamics.scrolled():
+            return self.dynamics.compute_loss_on_tokens(tokens, actions, None, *self.scrolled_inputs(batch))
         return self.dynamics.compute_loss_on_tokens(tokens, actions)
+
+    @torch.no_grad()
+    def scrolled_inputs(self, batch: Batch | TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A `scrolled` dynamics's other inputs, from the window's frames: each frame's copy reference (B, T, h, w)
+        (its predecessor shifted by the registered scroll, rounded, and tokenized; frame 0's the "masked" id) and
+        the registered scrolls into every frame (B, T, 2) px (frame 0's: 0)."""
+        frames = self._frames_of(batch)  # (B, T, H, W, C) uint8
+        b, t = frames.shape[:2]
+        pairs = scene_scroll(frames[:, :-1].reshape(-1, *frames.shape[2:]),
+                             frames[:, 1:].reshape(-1, *frames.shape[2:]))  # (B*(T-1), 2)
+        scrolls = torch.zeros(b, t, 2, device=self.dynamics.device)  # (B, T, 2)
+        scrolls[:, 1:] = torch.from_numpy(pairs).view(b, t - 1, 2).to(scrolls.device)
+        return self._shifted_references(frames, scrolls[:, 1:].round()), scrolls
+
+    @torch.no_grad()
+    def drawn_references(self, batch: Batch, tokens: torch.Tensor, actions: torch.Tensor,
+                         scrolls: torch.Tensor) -> torch.Tensor:
+        """The copy references (B, T, h, w) a teacher-forced prediction of each frame 1..T-1 reads: its real
+        predecessor shifted by the scroll the head finds most likely from the real frames before it (and their
+        registered scrolls (B, T, 2)), not by the real one."""
+        hidden = self.dynamics.hidden_states(tokens, actions)  # (B, T, h, w, d): causal, frame k sees frames <= k
+        conditioning = self.dynamics.frame_conditioning(actions, tokens.shape[0])  # (B, T, d)
+        logits = self.dynamics.scroll_logits(hidden[:, :-1], conditioning[:, 1:], scrolls[:, :-1])  # (B, T-1, 2, 2S+1)
+        drawn = logits.argmax(-1) - self.dynamics.config.max_scroll  # (B, T-1, 2)
+        return self._shifted_references(self._frames_of(batch), drawn)
+
+    def _frames_of(self, batch: Batch | TokenBatch) -> np.ndarray:
+        if isinstance(batch, TokenBatch):
+            raise ValueError("a dynamics with copy_reference 'scrolled' trains from frames (it registers each "
+                             "frame's scroll and tokenizes its shifted predecessor); train with train.token_cache "
+                             "false or auto")
+        return np.asarray(batch[0])  # (B, T, H, W, C) uint8
+
+    def _shifted_references(self, frames: np.ndarray, scrolls: torch.Tensor) -> torch.Tensor:
+        """Frames (B, T, H, W, C) uint8, whole-pixel scrolls into frames 1..T-1 (B, T-1, 2) -> ids (B, T, h, w) of
+        each frame's predecessor shifted by its scroll (clipped to max_scroll); frame 0's the "masked" id."""
+        b, t = frames.shape[:2]
+        limit = self.dynamics.config.max_scroll
+        before = to_unit_float(frames[:, :-1].reshape(-1, *frames.shape[2:]), self.dynamics.device)  # (B*(T-1), ...)
+        shifted = shift_frames(before, scrolls.reshape(-1, 2).clamp(-limit, limit))  # (B*(T-1), H, W, C)
+        ids = self.tokenizer.encode(shifted[:, None]).ids[:, 0]  # (B*(T-1), h, w)
+        ids = ids.view(b, t - 1, *ids.shape[1:])  # (B, T-1, h, w)
+        first = torch.full_like(ids[:, :1], self.dynamics.mask_id)  # (B, 1, h, w): frame 0 has no predecessor
+        return torch.cat([first, ids], dim=1)
 
 
 class TraineeLoss(nn.Module):
@@ -172,8 +222,14 @@ def eval_step(model: nn.Module, batch: Batch, decode: bool = False) -> dict[str,
     if not isinstance(model, DynamicsTrainee):
         return read_metrics(model.compute_loss(batch).metrics)
     tokens, actions = model.inputs(batch)  # encoded once, for the loss and the teacher-forced pass
-    metrics = dict(model.dynamics.compute_loss_on_tokens(tokens, actions).metrics)
-    predicted = model.dynamics.teacher_forced_logits(tokens, actions).argmax(-1)  # (B, T-1, h, w)
+    if model.dynamics.scrolled():  # the loss copies by the real scrolls, the prediction by the head's own
+        references, scrolls = model.scrolled_inputs(batch)
+        metrics = dict(model.dynamics.compute_loss_on_tokens(tokens, actions, None, references, scrolls).metrics)
+        drawn = model.drawn_references(batch, tokens, actions, scrolls)  # (B, T, h, w)
+        predicted = model.dynamics.teacher_forced_logits(tokens, actions, drawn).argmax(-1)  # (B, T-1, h, w)
+    else:
+        metrics = dict(model.dynamics.compute_loss_on_tokens(tokens, actions).metrics)
+        predicted = model.dynamics.teacher_forced_logits(tokens, actions).argmax(-1)  # (B, T-1, h, w)
     metrics["teacher_forced_accuracy"] = (predicted == tokens[:, 1:]).float().mean()
     if decode and not isinstance(batch, TokenBatch):
         decoded = model.tokenizer.detokenize(predicted)  # (B, T-1, H, W, C)

@@ -17,6 +17,7 @@ import torch
 from world_model.frames import to_uint8
 from world_model.generation import WorldModel
 from world_model.precision import inference_precision
+from world_model.scroll import Scroller
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,10 @@ class Stepper:
         actions = np.stack([it.actions[-length:] for it in items])  # (B, Tc)
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))
+        # a `scrolled` dynamics shifts the last frame by the scroll it draws (world_model/scroll.py)
+        scroller = Scroller.from_tokens(self.model, tokens) if self.model.dynamics.scrolled() else None
         new = self.model.dynamics.sample_next_frame(
-            tokens, self.model.action_inputs(actions), steps, temperature, generator
+            tokens, self.model.action_inputs(actions), steps, temperature, generator, scroller=scroller
         )  # (B, h, w)
         window = torch.cat([tokens, new.unsqueeze(1)], dim=1)[:, -self.decode_frames:]  # (B, <=Td, h, w)
         decoded = self.model.tokenizer.detokenize(window)[:, -1]  # (B, H, W, C)

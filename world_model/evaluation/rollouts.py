@@ -15,11 +15,14 @@ width, F forks, k frames per fork; t the frame whose action a counterfactual rep
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
 from rl_agent.coinrun_env import ACTION_NAMES
 from world_model.evaluation.config import ACTION_EFFECTS
+from world_model.dynamics import previous_frames
 from world_model.frames import to_long
 from world_model.generation import WorldModel
 
@@ -81,7 +84,9 @@ def teacher_forced(world: WorldModel, frames: np.ndarray, action_ids: torch.Tens
         window = tokens.clone()
         window[:, -1] = dynamics.mask_id
         inputs = world.action_inputs(action_ids[:, lo:k])  # (B, window-1[, D])
-        new = dynamics(window, inputs)[:, -1].argmax(-1)  # (B, h, w)
+        previous = previous_frames(tokens, dynamics.mask_id)  # (B, window, h, w): what the copy path copies
+        previous[:, -1] = world.copy_reference(frames[:, lo:k], tokens[:, :-1], inputs)
+        new = dynamics(window, inputs, previous)[:, -1].argmax(-1)  # (B, h, w)
         decoded = tokenizer.detokenize(torch.cat([tokens[:, :-1], new.unsqueeze(1)], dim=1))  # (B, window, H, W, C)
         predicted.append(world.render(decoded[:, -1], frames[:, k - 1], new, tokens[:, -2]))  # (B, H, W, C)
     return torch.stack(predicted, dim=1)  # (B, horizon, H, W, C)
@@ -133,12 +138,15 @@ def autoregressive_with_counterfactuals(
     generator = seeded_generator(seed, dynamics.device)
     tokens = world.tokenizer.tokenize(frames[:, :context])  # (B, Tc, h, w)
     inputs = world.action_inputs(action_ids[:, : context - 1 + horizon])  # (B, Tc-1+horizon[, D])
+    scroller = world.scroller(frames[:, :context])  # a `scrolled` dynamics's state, None for others
     # (B, t-1, h, w)
-    before = dynamics.generate_tokens(tokens, inputs[:, : context - 2 + t], t - 1, steps, temperature, generator)
-    branch_point = generator.get_state()
+    before = dynamics.generate_tokens(tokens, inputs[:, : context - 2 + t], t - 1, steps, temperature, generator,
+                                      scroller=scroller)
+    branch_point, branch_scroller = generator.get_state(), copy.copy(scroller)
     known = torch.cat([tokens, before], dim=1)  # (B, Tc+t-1, h, w)
     # (B, horizon-t+1, h, w)
-    after = dynamics.generate_tokens(known, inputs, horizon - t + 1, steps, temperature, generator)
+    after = dynamics.generate_tokens(known, inputs, horizon - t + 1, steps, temperature, generator,
+                                     scroller=scroller)
     factual = world.show(frames[:, :context], tokens, torch.cat([before, after], dim=1))  # (B, horizon, H, W, C)
     # frame t is shown on frame t-1 as the factual rollout showed it (the last real frame when t = 1)
     shown_before = factual[:, t - 2] if t > 1 else frames[:, context - 1]  # (B, H, W, C)
@@ -146,7 +154,8 @@ def autoregressive_with_counterfactuals(
     for ids in counterfactual_ids:
         generator.set_state(branch_point)
         other_inputs = world.action_inputs(ids[:, : context - 1 + t])  # (B, Tc-1+t[, D])
-        frame_t = dynamics.generate_tokens(known, other_inputs, 1, steps, temperature, generator)  # (B, 1, h, w)
+        frame_t = dynamics.generate_tokens(known, other_inputs, 1, steps, temperature, generator,
+                                           scroller=copy.copy(branch_scroller))  # (B, 1, h, w)
         window = torch.cat([known, frame_t], dim=1)  # (B, Tc+t, h, w)
         decoded = world.decode_windows(window, window.shape[1] - 1)[:, 0]  # (B, H, W, C): frame t alone
         branches.append(world.render(decoded, shown_before, frame_t[:, 0], known[:, -1]))  # (B, H, W, C)

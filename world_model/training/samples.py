@@ -37,7 +37,12 @@ def trainee_output(trainee: nn.Module, frames: np.ndarray, actions: np.ndarray) 
             output = torch.cat([video[:, :1], reconstruction], dim=1)  # (B, T, H, W, C)
         elif isinstance(trainee, DynamicsTrainee):
             tokens, action_inputs = trainee.inputs((frames, actions))  # (B, T, h, w)
-            predicted = trainee.dynamics.teacher_forced_logits(tokens, action_inputs).argmax(-1)  # (B, T-1, h, w)
+            references = None  # a scrolled dynamics copies its predecessor shifted by the scroll its head draws
+            if trainee.dynamics.scrolled():
+                scrolls = trainee.scrolled_inputs((frames, actions))[1]  # (B, T, 2)
+                references = trainee.drawn_references((frames, actions), tokens, action_inputs, scrolls)
+            predicted = trainee.dynamics.teacher_forced_logits(
+                tokens, action_inputs, references).argmax(-1)  # (B, T-1, h, w)
             output = trainee.tokenizer.detokenize(torch.cat([tokens[:, :1], predicted], dim=1))  # (B, T, H, W, C)
         else:
             raise TypeError(f"no sample image for {type(trainee).__name__}")

@@ -1,0 +1,133 @@
+"""The scene's scroll between frames, and the scrolled copy of a frame the dynamics' copy path can lean on.
+
+Why: CoinRun's camera follows the agent, so a key's first effect is to scroll the whole level, often by less than
+a patch (the random agent 0.4 px a step sideways, falls 2-3 px). A 4x4-patch tokenizer re-codes most patches under
+such a scroll, so copying the frame before keeps few tokens (Diverse: 14%), while shifting it by the registered
+scroll, rounded to whole pixels, and tokenizing that keeps 36% (README, "What the dynamics needs"). A dynamics
+with `copy_reference: scrolled` predicts the scroll from the frame before, that frame's own scroll and the key (a
+small (2 S + 1)-way head per axis), and its copy path then points at the frame before shifted by it.
+
+Convention: a scroll (sx, sy) is the scene's shift in whole pixels, sx > 0 to the right, sy > 0 downwards:
+shifted[y, x] = frame[y - sy, x - sx], the border pixels repeated into what comes into view. The agent's motion
+(`registration.agent_motion`: dx > 0 right, dy > 0 up) is the scene's scroll with the sign of x flipped.
+
+Shapes: N frames (or frame pairs), B rollouts, Tc context frames, L frames of an episode, H x W x C pixels, h x w
+token grid, S max_scroll.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from world_model.evaluation.registration import agent_motion
+from world_model.frames import to_unit_float
+
+
+def scene_scroll(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Registered scroll of the scene from each frame to the next, sub-pixel: (N, H, W, C) x 2 -> (N, 2) [sx, sy]."""
+    motion = agent_motion(before, after)  # (N, 2) [dx right, dy up]
+    return np.stack([-motion[:, 0], motion[:, 1]], axis=1).astype(np.float32)  # (N, 2)
+
+
+def shift_frames(frames: torch.Tensor, scroll: torch.Tensor) -> torch.Tensor:
+    """Frames (N, H, W, C) shifted by whole-pixel scrolls (N, 2) [sx, sy], border pixels repeated: (N, H, W, C)."""
+    n, height, width = frames.shape[:3]
+    scroll = scroll.long().to(frames.device)
+    rows = (torch.arange(height, device=frames.device) - scroll[:, 1:2]).clamp(0, height - 1)  # (N, H)
+    cols = (torch.arange(width, device=frames.device) - scroll[:, 0:1]).clamp(0, width - 1)  # (N, W)
+    batch = torch.arange(n, device=frames.device).view(n, 1, 1)
+    return frames[batch, rows.view(n, height, 1), cols.view(n, 1, width)]  # (N, H, W, C)
+
+
+def scroll_targets(scroll: torch.Tensor, max_scroll: int) -> torch.Tensor:
+    """Sub-pixel scrolls (..., 2) -> soft targets (..., 2, 2S+1) over whole-pixel scrolls -S..S: a scroll of 0.4 px
+    is 0.6 of 0 and 0.4 of 1, so a head trained on them, sampled, scrolls 0.4 px a step on average."""
+    clipped = scroll.float().clamp(-max_scroll, max_scroll) + max_scroll  # (..., 2) in [0, 2S]
+    low = clipped.floor().clamp(max=2 * max_scroll - 1)  # (..., 2)
+    upper_share = clipped - low  # (..., 2) in [0, 1]
+    targets = torch.zeros(*scroll.shape, 2 * max_scroll + 1, device=scroll.device)  # (..., 2, 2S+1)
+    targets.scatter_(-1, low.long().unsqueeze(-1), (1 - upper_share).unsqueeze(-1))
+    targets.scatter_add_(-1, low.long().unsqueeze(-1) + 1, upper_share.unsqueeze(-1))
+    return targets
+
+
+@torch.no_grad()
+def scrolled_references(tokenizer, frames: np.ndarray, scrolls: np.ndarray, max_scroll: int,
+                        batch_frames: int = 256) -> np.ndarray:
+    """The copy reference of every frame of an episode: frame t-1 shifted by frame t's scroll (rounded, clipped to
+    max_scroll) and tokenized; frame 0 has none (the tokenizer's vocabulary size: the dynamics' "masked" id).
+    uint8 frames (L, H, W, C), scrolls (L, 2) (frame t's: from frame t-1 to t) -> ids (L, h, w) int16. Needs a
+    tokenizer that encodes each frame alone."""
+    if tokenizer.config.encoder_temporal:
+        raise ValueError("scrolled copy references need a tokenizer that encodes each frame alone "
+                         "(tokenizer.encoder_temporal: false, as in tiny and laptop)")
+    rounded = torch.from_numpy(np.clip(np.rint(scrolls), -max_scroll, max_scroll))  # (L, 2)
+    grid = tokenizer.config.grid
+    out = [torch.full((1, grid, grid), tokenizer.config.quantizer.codebook_size, dtype=torch.int16)]
+    for lo in range(1, len(frames), batch_frames):
+        hi = min(len(frames), lo + batch_frames)
+        before = to_unit_float(frames[lo - 1: hi - 1], tokenizer.device)  # (n, H, W, C)
+        shifted = shift_frames(before, rounded[lo:hi])  # (n, H, W, C)
+        out.append(tokenizer.encode(shifted[:, None]).ids[:, 0].to(torch.int16).cpu())  # (n, h, w)
+    return torch.cat(out).numpy()  # (L, h, w)
+
+
+class Scroller:
+    """What a rollout of a `scrolled` dynamics carries from frame to frame: the last frame's pixels and its scroll.
+
+    The dynamics draws the next scroll and asks for `reference(scroll)`; once the frame is sampled, `advance` decodes
+    it (as the world model shows it) for the next reference.
+    """
+
+    def __init__(self, tokenizer, last_frames: torch.Tensor, previous_scroll: torch.Tensor, decode) -> None:
+        self.tokenizer = tokenizer
+        self.pixels = last_frames  # (B, H, W, C) in [0, 1]
+        self.previous_scroll = previous_scroll.float()  # (B, 2) px: the scroll into the last frame
+        self.decode = decode  # token ids (B, T, h, w) -> the last frame's pixels (B, H, W, C)
+        self.pending: torch.Tensor | None = None
+
+    @classmethod
+    def from_context(cls, world, context_frames: np.ndarray | torch.Tensor) -> Scroller:
+        """A rollout's start: the last real context frame, and the registered scroll into it (0 with one frame)."""
+        frames = to_unit_float(context_frames, world.dynamics.device)  # (B, Tc, H, W, C)
+        b = frames.shape[0]
+        if frames.shape[1] >= 2:
+            pair = (frames[:, -2:] * 255).round().byte().cpu().numpy()  # (B, 2, H, W, C)
+            previous = torch.from_numpy(scene_scroll(pair[:, 0], pair[:, 1]))  # (B, 2)
+        else:
+            previous = torch.zeros(b, 2)
+
+        def decode(tokens: torch.Tensor) -> torch.Tensor:
+            return world.decode_windows(tokens, tokens.shape[1] - 1)[:, 0]  # (B, H, W, C)
+        return cls(world.tokenizer, frames[:, -1], previous.to(frames.device), decode)
+
+    @classmethod
+    @torch.no_grad()
+    def from_tokens(cls, world, tokens: torch.Tensor) -> Scroller:
+        """A rollout's start from token ids alone (B, Tc, h, w) (play keeps tokens, not frames): the last frame as
+        decoded, and the scroll registered between the last two decoded frames (0 with one frame)."""
+        def decode(ids: torch.Tensor) -> torch.Tensor:
+            return world.decode_windows(ids, ids.shape[1] - 1)[:, 0]  # (B, H, W, C)
+        last = decode(tokens)  # (B, H, W, C)
+        previous = torch.zeros(len(tokens), 2, device=last.device)  # (B, 2)
+        if tokens.shape[1] >= 2:
+            before = decode(tokens[:, :-1])  # (B, H, W, C)
+            pair = [(frames * 255).round().byte().cpu().numpy() for frames in (before, last)]
+            previous = torch.from_numpy(scene_scroll(*pair)).to(last.device)
+        return cls(world.tokenizer, last, previous, decode)
+
+    @torch.no_grad()
+    def reference(self, scroll: torch.Tensor) -> torch.Tensor:
+        """Whole-pixel scrolls (B, 2) -> the token ids (B, h, w) of the last frame shifted by them."""
+        self.pending = scroll
+        shifted = shift_frames(self.pixels, scroll)  # (B, H, W, C)
+        return self.tokenizer.encode(shifted[:, None]).ids[:, 0]  # (B, h, w)
+
+    @torch.no_grad()
+    def advance(self, tokens: torch.Tensor) -> None:
+        """The frame just sampled is the last of `tokens` (B, T, h, w): it becomes the frame to scroll next."""
+        if self.pending is None:
+            raise RuntimeError("advance() before reference(): no scroll was drawn for this frame")
+        self.pixels = self.decode(tokens)  # (B, H, W, C)
+        self.previous_scroll, self.pending = self.pending.float().to(self.pixels.device), None
