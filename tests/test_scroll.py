@@ -246,3 +246,16 @@ def test_play_steps_a_scrolled_dynamics_from_its_tokens(coinrun_clip):
     last = world.decode_windows(torch.as_tensor(tokens.astype(np.int64))[None], 2)[:, 0]  # (1, H, W, C)
     expected = tokenizer.encode(shift_frames(last, torch.tensor([[3, 0]]))[:, None]).ids[0, 0]
     assert np.array_equal(out.tokens, expected.numpy())
+
+
+def test_a_scrolled_rollout_shows_the_frames_its_scroller_decoded(coinrun_clip):
+    """generate() reuses the scroller's decodes: they must be what decoding the rollout's tokens again gives."""
+    torch.manual_seed(0)
+    frames, actions = coinrun_clip
+    world = WorldModel(per_frame_tokenizer(), scrolled_dynamics(sampling_steps=2)).eval()
+    shown = world.generate(frames[:, :2], actions[:, :4], 3, generator=torch.Generator().manual_seed(0))
+    context = world.tokenizer.tokenize(frames[:, :2])
+    generated = world.dynamics.generate_tokens(context, world.action_inputs(actions[:, :4]), 3,
+                                               generator=torch.Generator().manual_seed(0),
+                                               scroller=world.scroller(frames[:, :2]))
+    assert torch.equal(shown, world.show(frames[:, :2], context, generated))

@@ -35,7 +35,7 @@ from torch import nn
 from world_model.config import DynamicsConfig
 from world_model.outputs import LossOutput
 from world_model.scroll import Scroller, scroll_targets
-from world_model.st_transformer import STTransformer
+from world_model.st_transformer import ContextCache, STTransformer
 
 
 class Dynamics(nn.Module):
@@ -182,12 +182,15 @@ class Dynamics(nn.Module):
 
     @torch.no_grad()
     def draw_scroll(self, context: torch.Tensor, actions: torch.Tensor, previous_scroll: torch.Tensor,
-                    temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+                    temperature: float, generator: torch.Generator | None = None,
+                    last_output: torch.Tensor | None = None) -> torch.Tensor:
         """The scroll into the frame after `context` (B, Tc, h, w), whose Tc actions (B, Tc[, D]) lead into
-        context[1:] and the new frame, given the scroll into the last context frame (B, 2) px: (B, 2) whole px."""
-        before = self.hidden_states(context, actions[:, :-1])[:, -1]  # (B, h, w, d): the last context frame
+        context[1:] and the new frame, given the scroll into the last context frame (B, 2) px: (B, 2) whole px.
+        `last_output` (B, h, w, d): the transformer's output at the last context frame, when a cache already has it."""
+        if last_output is None:
+            last_output = self.hidden_states(context, actions[:, :-1])[:, -1]  # (B, h, w, d)
         key = self.frame_conditioning(actions, context.shape[0])[:, -1]  # (B, d): the key into the new frame
-        return self.sample_scroll(self.scroll_logits(before, key, previous_scroll), temperature, generator)
+        return self.sample_scroll(self.scroll_logits(last_output, key, previous_scroll), temperature, generator)
 
     def scrolled(self) -> bool:
         return self.config.copy_reference == "scrolled"
@@ -322,17 +325,19 @@ class Dynamics(nn.Module):
         # (B, Tc[, D]): actions into context[1:] and into the new frame
         context_actions = actions[:, -context.shape[1]:]
 
+        use_cache = self.context_cache if context_cache is None else context_cache
+        cache = self.prefill(context, context_actions) if use_cache else None
         previous = context[:, -1:]  # (B, 1, h, w): what the copy path copies
         if self.scrolled():
             if scroller is None:
                 raise ValueError("a dynamics with copy_reference 'scrolled' samples through a scroll.Scroller "
                                  "(WorldModel.generate makes one from the context frames)")
-            scroll = self.draw_scroll(context, context_actions, scroller.previous_scroll, temperature, generator)
+            scroll = self.draw_scroll(context, context_actions, scroller.previous_scroll, temperature, generator,
+                                      None if cache is None else cache.last_output[:, 0])
             previous = scroller.reference(scroll).unsqueeze(1)  # (B, 1, h, w)
-
-        use_cache = self.context_cache if context_cache is None else context_cache
-        new_frame_logits = self.cached_new_frame_logits if use_cache else self.recomputed_new_frame_logits
-        read = new_frame_logits(context, context_actions, previous)  # ids (B, 1, h, w) -> logits (B, h, w, V)
+        # ids (B, 1, h, w) -> logits (B, h, w, V)
+        read = (self.cached_new_frame_logits(context, context_actions, previous, cache) if use_cache
+                else self.recomputed_new_frame_logits(context, context_actions, previous))
         if guidance != 1.0:
             def logits_of(frame: torch.Tensor) -> torch.Tensor:  # guided: l_none + g * (l_key - l_none)
                 none = read(frame, keyless=True)  # (B, h, w, V)
@@ -374,16 +379,21 @@ class Dynamics(nn.Module):
             return self.readout(hidden, previous[:, 0])  # (B, h, w, V)
         return logits_of
 
+    def prefill(self, context: torch.Tensor, actions: torch.Tensor) -> ContextCache:
+        """The context (B, Tc, h, w) run through the transformer once (its Tc actions (B, Tc[, D]) lead into
+        context[1:] and the frame after it): what every MaskGIT pass over that frame reuses."""
+        conditioning = self.frame_conditioning(actions, context.shape[0])[:, :-1]  # (B, Tc, d)
+        return self.transformer.prefill(self.embed(context, conditioning), self.block_conditioning(conditioning))
+
     def cached_new_frame_logits(
-        self, context: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None = None
+        self, context: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None = None,
+        cache: ContextCache | None = None,
     ) -> Callable[..., torch.Tensor]:
         """recomputed_new_frame_logits's function, but the context goes through the transformer once, here:
         each pass then runs only the new frame's (B, 1, h, w) tokens through the blocks (with or without its key:
         the key changes only the new frame, so both readings share the context's cache)."""
         conditioning = self.frame_conditioning(actions, context.shape[0])  # (B, Tc+1, d)
-        cache = self.transformer.prefill(self.embed(context, conditioning[:, :-1]),
-                                         # per block, what frame Tc needs
-                                         self.block_conditioning(conditioning[:, :-1]))
+        cache = self.prefill(context, actions) if cache is None else cache  # per block, what frame Tc needs
         previous = context[:, -1:] if previous is None else previous  # (B, 1, h, w): what the copy path copies
         keyed = conditioning[:, -1:]  # (B, 1, d): the action into the new frame
         no_key = self.no_action.to(keyed.dtype).expand_as(keyed)  # (B, 1, d): what a dropped key is trained with

@@ -62,11 +62,13 @@ class WorldModel(nn.Module):
     ) -> torch.Tensor:
         """uint8 context (B, Tc, H, W, C) and actions (B, Tc-1+horizon) -> frames (B, horizon, H, W, C) in [0, 1]."""
         context = self.tokenizer.tokenize(context_frames)  # (B, Tc, h, w)
+        scroller = self.scroller(context_frames)
         generated = self.dynamics.generate_tokens(
-            context, self.action_inputs(actions), horizon, steps, temperature, generator,
-            scroller=self.scroller(context_frames),
+            context, self.action_inputs(actions), horizon, steps, temperature, generator, scroller=scroller,
         )  # (B, horizon, h, w)
-        return self.show(context_frames, context, generated)
+        # a scrolled rollout decoded each frame already (to shift it for the next): the same windows, not again
+        decoded = torch.stack(scroller.decoded, dim=1) if scroller is not None and scroller.decoded else None
+        return self.show(context_frames, context, generated, decoded)
 
     def scroller(self, context_frames: np.ndarray | torch.Tensor) -> Scroller | None:
         """What a `scrolled` dynamics carries through a rollout from these context frames (B, Tc, H, W, C); None
@@ -87,10 +89,12 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def show(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor,
-             generated: torch.Tensor) -> torch.Tensor:
+             generated: torch.Tensor, decoded: torch.Tensor | None = None) -> torch.Tensor:
         """What a player sees of generated tokens (B, n, h, w) after the context (frames (B, Tc, H, W, C), their
-        tokens (B, Tc, h, w)): frames (B, n, H, W, C) in [0, 1], each rendered on the one shown before it."""
-        decoded = self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])  # (B, n, H, W, C)
+        tokens (B, Tc, h, w)): frames (B, n, H, W, C) in [0, 1], each rendered on the one shown before it.
+        `decoded` (B, n, H, W, C): the generated frames' decode_windows, when the caller has it already."""
+        if decoded is None:
+            decoded = self.decode_windows(torch.cat([context, generated], dim=1), context.shape[1])  # (B, n, H, W, C)
         # the last real frame
         shown, previous = to_unit_float(context_frames[:, -1], self.dynamics.device), context[:, -1]
         frames = []

@@ -86,6 +86,7 @@ class Scroller:
         self.previous_scroll = previous_scroll.float()  # (B, 2) px: the scroll into the last frame
         self.decode = decode  # token ids (B, T, h, w) -> the last frame's pixels (B, H, W, C)
         self.pending: torch.Tensor | None = None
+        self.decoded: list[torch.Tensor] = []  # (B, H, W, C) each frame `advance` decoded, for the world model to show
 
     @classmethod
     def from_context(cls, world, context_frames: np.ndarray | torch.Tensor) -> Scroller:
@@ -130,4 +131,5 @@ class Scroller:
         if self.pending is None:
             raise RuntimeError("advance() before reference(): no scroll was drawn for this frame")
         self.pixels = self.decode(tokens)  # (B, H, W, C)
+        self.decoded = [*self.decoded, self.pixels]  # a new list: a copy of this scroller (a branch) keeps its own
         self.previous_scroll, self.pending = self.pending.float().to(self.pixels.device), None

@@ -164,6 +164,7 @@ class ContextCache:
 
     frames: int  # Tc, the context length
     blocks: list[BlockCache]
+    last_output: torch.Tensor | None = None  # (B, 1, h, w, d): forward(context)[:, -1:], the last frame's output
 
 
 class STTransformer(nn.Module):
@@ -190,7 +191,7 @@ class STTransformer(nn.Module):
         for block in self.blocks:
             context, cache = block.prefill(context, bias, conditioning)  # (B, Tc, h, w, d)
             blocks.append(cache)
-        return ContextCache(context.shape[1], blocks)
+        return ContextCache(context.shape[1], blocks, self.norm(context[:, -1:]))
 
     def forward_new_frame(self, x: torch.Tensor, cache: ContextCache,
                           conditioning: torch.Tensor | None = None) -> torch.Tensor:
