@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -156,7 +157,9 @@ def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, bu
     job = TrainJob(stage="dynamics", data=[str(store.manifests[0].root)], out=str(tmp_path / "run"), tokenizer="t",
                    lam="l" if lam else None, actions="latent" if lam else "true", wandb=False)
     torch.manual_seed(0)
-    trainee = DynamicsTrainee(Dynamics(dynamics_config(job, TINY, tokenizer, lam)), tokenizer, lam)
+    # the cache serves the plain copy path (tiny's scrolled one reads frames: test_scroll.py)
+    config = dataclasses.replace(dynamics_config(job, TINY, tokenizer, lam), copy_reference="previous")
+    trainee = DynamicsTrainee(Dynamics(config), tokenizer, lam)
     twin = copy.deepcopy(trainee)
     cache = TokenCache.open(built["latent" if lam else "true"], cache_key(tokenizer, lam, store))
     episodes, starts = store.sample_positions(np.random.default_rng(1), 8, 4)
@@ -194,6 +197,11 @@ def test_genie_train_dynamics_reads_the_cache_and_trains_as_from_frames(ray_clus
     base = ["train", "dynamics", "--data", str(data), "--tokenizer", str(checkpoint), "--actions", "ground_truth",
             "--steps", "3", "--workers", "2", "--batch", "4", "--no-progress", "--no-wandb",
             "--set", "world_model.train.log_every=1", "--set", "world_model.train.val_windows=4"]
+    # tiny's scrolled copy path reads frames: asked for the cache, it says so and what to do
+    assert genie([*base, "--out", str(tmp_path / "scrolled"), "--set", "world_model.train.token_cache=true"]) == 2
+    printed = capsys.readouterr()
+    assert "set train.token_cache to auto or false" in printed.out + printed.err, printed
+    base += ["--set", "world_model.dynamics.copy_reference=previous"]
     assert genie([*base, "--out", str(tmp_path / "cached"), "--set", "world_model.train.token_cache=true"]) == 0
     printed = capsys.readouterr().out
     assert "token cache" in printed and "no cache yet" in printed, printed

@@ -133,7 +133,8 @@ def test_tiny_lam_latent_actions_carry_information_about_true_actions(sticky_dat
 def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_dataset, tiny_tokenizer):
     """The tiny dynamics (the preset's options), trained in-process on tokens of real CoinRun windows with held
     keys, against copy-last-frame on held-out episodes: teacher-forced next-frame token accuracy paired with
-    copying's over frames, and forked futures (RIGHT x4 vs LEFT x4 replayed in the real game)."""
+    copying's over frames (above it), and forked futures (RIGHT x4 vs LEFT x4 replayed in the real game; above
+    chance)."""
     from rl_agent.coinrun_env import ACTION_NAMES
     from world_model.dynamics import Dynamics
     from world_model.evaluation.config import FORK_ACTIONS
@@ -142,6 +143,7 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
     from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins
     from world_model.evaluation.rollouts import forked_dreams
     from world_model.generation import WorldModel
+    from world_model.scroll import scene_scroll, scrolled_references
     from world_model.steps import DynamicsTrainee, TokenBatch
 
     torch.set_num_threads(2)
@@ -155,6 +157,14 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
     dynamics = Dynamics(preset.dynamics)
     dynamics.init_token_embeddings(tokenizer.quantizer.normalized_codebook())
     trainee = DynamicsTrainee(dynamics, tokenizer)
+    # tiny's scrolled copy path: each frame's registered scroll (L, 2) and its scrolled predecessor (L, h, w),
+    # encoded once beside its tokens, as the ablation benchmark does
+    scrolls, references = {}, {}
+    if dynamics.scrolled():
+        for e in range(len(store)):
+            frames = store.episode_frames(e)  # (L, H, W, C)
+            scrolls[e] = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])
+            references[e] = scrolled_references(tokenizer, frames, scrolls[e], dynamics.config.max_scroll)
     steps, length = STEPS_DYNAMICS, preset.dynamics.frames
     optimization = Optimization(dynamics, dataclasses.replace(preset.optim_for("dynamics"), total_steps=steps))
     rng = np.random.default_rng(0)
@@ -164,7 +174,14 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
         starts = [int(rng.integers(0, store.lengths[e] - length + 1)) for e in episodes]
         window = torch.stack([tokens[e][s: s + length] for e, s in zip(episodes, starts)])  # (B, T, h, w)
         actions = np.stack([store.window(e, s, length)[1] for e, s in zip(episodes, starts)])  # (B, T-1)
-        train_step(trainee, optimization, TokenBatch(window, actions))
+        if dynamics.scrolled():
+            dynamics.train()
+            moved = torch.from_numpy(np.stack([scrolls[e][s: s + length] for e, s in zip(episodes, starts)]))
+            copied = torch.from_numpy(np.stack([references[e][s: s + length] for e, s in zip(episodes, starts)]))
+            optimization.step(dynamics.compute_loss_on_tokens(  # (B, T, 2) scrolls, (B, T, h, w) references
+                window, torch.as_tensor(actions.astype(np.int64)), None, copied.long(), moved).loss)
+        else:
+            train_step(trainee, optimization, TokenBatch(window, actions))
     seconds = time.perf_counter() - start
 
     # teacher forced: every held-out transition predicted from its real predecessor(s), one pass, argmax
@@ -176,7 +193,12 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
             actions = torch.as_tensor(store.window(e, 0, int(store.lengths[e]))[1].astype(np.int64))  # (L-1,)
             for s in range(0, len(ids) - length + 1, length - 1):
                 window, acts = ids[None, s: s + length], actions[None, s: s + length - 1]
-                logits = dynamics.teacher_forced_logits(window, acts)  # (1, T-1, h, w, V)
+                drawn = None  # the scrolled copy path copies by the scroll its head finds most likely, not the real one
+                if dynamics.scrolled():
+                    frames = store.window(e, s, length)  # (T, H, W, C), (T-1,)
+                    moved = torch.from_numpy(scrolls[e][None, s: s + length])  # (1, T, 2)
+                    drawn = trainee.drawn_references((frames[0][None], frames[1][None]), window, acts, moved)
+                logits = dynamics.teacher_forced_logits(window, acts, drawn)  # (1, T-1, h, w, V)
                 model_hits.append((logits.argmax(-1) == window[:, 1:]).float().mean((2, 3))[0])
                 copy_hits.append((window[:, :-1] == window[:, 1:]).float().mean((2, 3))[0])
     gain = (torch.cat(model_hits) - torch.cat(copy_hits)).numpy()  # (N,) per held-out frame
@@ -201,11 +223,12 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
           f"{float(torch.cat(model_hits).mean()):.3f} vs copy-last-frame {float(torch.cat(copy_hits).mean()):.3f} "
           f"(paired gain {gain.mean():+.3f} ± {half:.3f}, {len(gain)} held-out frames); forked-future score "
           f"{score.mean():.2f} over {len(score)} windows (chance 0.5)")
-    # The bar met today (issue 14): never below copying (the plain MaskGIT of before stayed 7 points below it,
-    # 0.263 vs 0.334, at this budget), and a real fork set to score. Not yet met at this budget, so printed, not
-    # asserted: accuracy above copying and a forked-future score above chance (README, "What the dynamics needs").
-    assert gain.mean() + half > -0.01
+    # The bars (issue 14): above copying and forks above chance. With tiny's scrolled copy path (2026-12-01):
+    # +0.013 ± 0.007 over copying, forks 0.78 over 89 windows; the plain copy path of before stayed level with
+    # copying and its forks at chance at this budget.
+    assert gain.mean() > 0, f"teacher-forced token accuracy not above copying: {gain.mean():+.4f} ± {half:.4f}"
     assert len(score) >= 8  # held-out windows replayed and forked in the real game
+    assert score.mean() > 0.6, f"forked-future score {score.mean():.2f} (chance 0.5)"
 
 
 STEPS_DYNAMICS = 400

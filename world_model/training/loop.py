@@ -259,12 +259,9 @@ def _token_cache(job: TrainJob, mode: bool | str, trainee: nn.Module, store, fra
     """
     if not isinstance(trainee, DynamicsTrainee) or mode is False:
         return None
-    if trainee.dynamics.scrolled():
-        why = ("the dynamics' copy path is 'scrolled': each step registers its frames' scroll and tokenizes their "
-               "shifted predecessors, so it reads frames")
-        if mode is True:
-            raise ValueError(f"train.token_cache=true, but {why}; set train.token_cache to auto or false")
-        channel.note(f"token cache off: {why}")
+    if trainee.dynamics.scrolled():  # (TrainJob refuses token_cache=true for it)
+        channel.note("token cache off: the dynamics' copy path is 'scrolled': each step registers its frames' scroll "
+                     "and tokenizes their shifted predecessors, so it reads frames")
         return None
     why_not = unsupported_reason(trainee.tokenizer)
     if why_not is not None:
