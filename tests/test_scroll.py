@@ -259,3 +259,19 @@ def test_a_scrolled_rollout_shows_the_frames_its_scroller_decoded(coinrun_clip):
                                                generator=torch.Generator().manual_seed(0),
                                                scroller=world.scroller(frames[:, :2]))
     assert torch.equal(shown, world.show(frames[:, :2], context, generated))
+
+
+def test_the_scroll_temperature_sharpens_the_draw_and_only_a_scrolled_dynamics_takes_one():
+    dynamics = scrolled_dynamics()
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0]] * 2] * 500)  # (500, 2, 9): 0 px most likely
+    drawn = dynamics.sample_scroll(logits, 1.0, torch.Generator().manual_seed(0))  # (500, 2)
+    assert (drawn != 0).float().mean() > 0.4  # at temperature 1 a third-likely-or-less scroll is often drawn
+    dynamics.config = dataclasses.replace(dynamics.config, scroll_temperature=0.0)
+    assert (dynamics.sample_scroll(logits, 1.0, torch.Generator().manual_seed(0)) == 0).all()
+    with pytest.raises(ConfigError, match="scroll_temperature"):
+        DynamicsConfig(copy_bias=3.0, copy_reference="scrolled", scroll_temperature=-1.0)
+    world = WorldModel(per_frame_tokenizer(), Dynamics(DynamicsConfig(vocab_size=32, grid=8, frames=4,
+                                                                      transformer=BLOCK)))
+    with pytest.raises(ConfigError, match="copy_reference 'scrolled'"):
+        world.use_scroll_temperature(0.5)
+    world.use_scroll_temperature(None)  # the model's own: nothing to refuse

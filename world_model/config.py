@@ -150,6 +150,7 @@ class DynamicsConfig:
     copy_reference: Literal["previous", "scrolled"] = "previous"
     max_scroll: int = 6  # px per axis the scroll head can predict (each axis a (2 max_scroll + 1)-way choice)
     scroll_loss_weight: float = 1.0  # the scroll head's cross-entropy beside the tokens'
+    scroll_temperature: float = 1.0  # the scroll's draw: softmax(logits / this); 0 = the most likely scroll
 
     def __post_init__(self) -> None:
         if self.copy_reference not in ("previous", "scrolled"):
@@ -158,6 +159,9 @@ class DynamicsConfig:
             raise ConfigError("copy_reference 'scrolled' needs a copy path: set copy_bias > 0 (e.g. 3)")
         if not 1 <= self.max_scroll <= 16:
             raise ConfigError(f"max_scroll must lie in [1, 16] px, got {self.max_scroll}")
+        if self.scroll_temperature < 0:
+            raise ConfigError(f"scroll_temperature must be >= 0 (0 = the most likely scroll), got "
+                              f"{self.scroll_temperature}")
         if self.scroll_loss_weight < 0:
             raise ConfigError(f"scroll_loss_weight must be >= 0, got {self.scroll_loss_weight}")
         if not 0.0 <= self.action_dropout < 1.0:

@@ -176,8 +176,13 @@ class Dynamics(nn.Module):
     @torch.no_grad()
     def sample_scroll(self, logits: torch.Tensor, temperature: float,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scroll logits (B, 2, 2S+1) -> whole-pixel scrolls (B, 2): drawn (temperature > 0) or the most likely."""
-        index = _sample_categorical(logits.float(), generator) if temperature > 0 else logits.argmax(-1)  # (B, 2)
+        """Scroll logits (B, 2, 2S+1) -> whole-pixel scrolls (B, 2): drawn at the config's scroll_temperature when the
+        sampling `temperature` > 0, else (or at scroll_temperature 0) the most likely."""
+        scale = self.config.scroll_temperature
+        if temperature > 0 and scale > 0:
+            index = _sample_categorical(logits.float() / scale, generator)  # (B, 2)
+        else:
+            index = logits.argmax(-1)  # (B, 2)
         return index - self.config.max_scroll
 
     @torch.no_grad()

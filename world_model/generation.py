@@ -13,6 +13,7 @@ import torch
 from einops import repeat
 from torch import nn
 
+from world_model.config import ConfigError
 from world_model.dynamics import Dynamics
 from world_model.frames import to_long, to_unit_float
 from world_model.lam import LatentActionModel
@@ -42,6 +43,16 @@ class WorldModel(nn.Module):
         A dynamics trained without action dropout refuses any scale but 1 (ConfigError says why)."""
         if guidance is not None:
             self.dynamics.config = dataclasses.replace(self.dynamics.config, guidance=float(guidance))
+
+    def use_scroll_temperature(self, temperature: float | None) -> None:
+        """Draw a scrolled dynamics's scroll at this temperature (None: the model's own; 0: the most likely one);
+        a dynamics without a scroll head refuses any value but None."""
+        if temperature is None:
+            return
+        if not self.dynamics.scrolled():
+            raise ConfigError("scroll_temperature is for a dynamics with copy_reference 'scrolled'; this one copies "
+                              "the frame before as it is")
+        self.dynamics.config = dataclasses.replace(self.dynamics.config, scroll_temperature=float(temperature))
 
     def action_inputs(self, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Action ids (B, A) -> what the dynamics takes: ids (B, A) or latent codes (B, A, D)."""

@@ -41,6 +41,9 @@ class EvalConfig:
     guidance: float | None = option(None, help="classifier-free guidance on the key: each frame follows l_none + g "
                                                "(l_key - l_none); 1 = none; needs a dynamics trained with "
                                                "action_dropout > 0 (default: the model's own)", range="non_negative")
+    scroll_temperature: float | None = option(
+        None, help="a scrolled dynamics's scroll draw: softmax(logits / this), 0 = its most likely scroll (default: "
+                   "the model's own)", range="non_negative")
     episodes: int | None = option(None, help="test episodes to evaluate (default: all)", range="positive")
     split: str | None = option(None, help="only this split of --data (default: every episode; named test sets are "
                                           "all 'test')", choices=("train", "val", "test"))
