@@ -119,7 +119,7 @@ def test_a_rollout_copies_the_last_frame_shifted_by_the_drawn_scroll(coinrun_fra
     context = np.stack([coinrun_frame, coinrun_frame])[None]  # (1, 2, H, W, C)
     actions = np.array([[4, 7, 7]])
     generated = dynamics.generate_tokens(tokenizer.tokenize(context), world.action_inputs(actions), 2,
-                                         scroller=world.scroller(context))  # (1, 2, h, w)
+                                         scroller=world.scroller(context, tokenizer.tokenize(context)))
     frames = torch.from_numpy(context[:, -1]).float() / 255  # (1, H, W, C)
     expected = tokenizer.encode(shift_frames(frames, torch.tensor([[3, 0]]))[:, None]).ids[:, 0]
     assert torch.equal(generated[:, 0], expected)
@@ -257,7 +257,7 @@ def test_a_scrolled_rollout_shows_the_frames_its_scroller_decoded(coinrun_clip):
     context = world.tokenizer.tokenize(frames[:, :2])
     generated = world.dynamics.generate_tokens(context, world.action_inputs(actions[:, :4]), 3,
                                                generator=torch.Generator().manual_seed(0),
-                                               scroller=world.scroller(frames[:, :2]))
+                                               scroller=world.scroller(frames[:, :2], context))
     assert torch.equal(shown, world.show(frames[:, :2], context, generated))
 
 

@@ -73,7 +73,7 @@ class WorldModel(nn.Module):
     ) -> torch.Tensor:
         """uint8 context (B, Tc, H, W, C) and actions (B, Tc-1+horizon) -> frames (B, horizon, H, W, C) in [0, 1]."""
         context = self.tokenizer.tokenize(context_frames)  # (B, Tc, h, w)
-        scroller = self.scroller(context_frames)
+        scroller = self.scroller(context_frames, context)
         generated = self.dynamics.generate_tokens(
             context, self.action_inputs(actions), horizon, steps, temperature, generator, scroller=scroller,
         )  # (B, horizon, h, w)
@@ -81,10 +81,10 @@ class WorldModel(nn.Module):
         decoded = torch.stack(scroller.decoded, dim=1) if scroller is not None and scroller.decoded else None
         return self.show(context_frames, context, generated, decoded)
 
-    def scroller(self, context_frames: np.ndarray | torch.Tensor) -> Scroller | None:
-        """What a `scrolled` dynamics carries through a rollout from these context frames (B, Tc, H, W, C); None
-        for any other dynamics."""
-        return Scroller.from_context(self, context_frames) if self.dynamics.scrolled() else None
+    def scroller(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor) -> Scroller | None:
+        """What a `scrolled` dynamics carries through a rollout from these context frames (B, Tc, H, W, C) and their
+        tokens (B, Tc, h, w); None for any other dynamics."""
+        return Scroller.start(self, context, context_frames[:, -1]) if self.dynamics.scrolled() else None
 
     @torch.no_grad()
     def copy_reference(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor,
@@ -93,7 +93,7 @@ class WorldModel(nn.Module):
         (B, Tc, h, w), the Tc action inputs leading into context[1:] and the new frame): the last frame's tokens
         (B, h, w), or for a `scrolled` dynamics that frame shifted by its head's most likely scroll (teacher-forced
         prediction: one pass, argmax, like its tokens)."""
-        scroller = self.scroller(context_frames)
+        scroller = self.scroller(context_frames, context)
         if scroller is None:
             return context[:, -1]
         return scroller.reference(self.dynamics.draw_scroll(context, actions, scroller.previous_scroll, 0.0))

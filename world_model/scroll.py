@@ -89,25 +89,12 @@ class Scroller:
         self.decoded: list[torch.Tensor] = []  # (B, H, W, C) each frame `advance` decoded, for the world model to show
 
     @classmethod
-    def from_context(cls, world, context_frames: np.ndarray | torch.Tensor) -> Scroller:
-        """A rollout's start: the last real context frame, and the registered scroll into it (0 with one frame)."""
-        frames = to_unit_float(context_frames, world.dynamics.device)  # (B, Tc, H, W, C)
-        b = frames.shape[0]
-        if frames.shape[1] >= 2:
-            pair = (frames[:, -2:] * 255).round().byte().cpu().numpy()  # (B, 2, H, W, C)
-            previous = torch.from_numpy(scene_scroll(pair[:, 0], pair[:, 1]))  # (B, 2)
-        else:
-            previous = torch.zeros(b, 2)
-
-        def decode(tokens: torch.Tensor) -> torch.Tensor:
-            return world.decode_windows(tokens, tokens.shape[1] - 1)[:, 0]  # (B, H, W, C)
-        return cls(world.tokenizer, frames[:, -1], previous.to(frames.device), decode)
-
-    @classmethod
     @torch.no_grad()
-    def from_tokens(cls, world, tokens: torch.Tensor) -> Scroller:
-        """A rollout's start from token ids alone (B, Tc, h, w) (play keeps tokens, not frames): the last frame as
-        decoded, and the scroll registered between the last two decoded frames (0 with one frame)."""
+    def start(cls, world, tokens: torch.Tensor, last_frames: np.ndarray | torch.Tensor | None = None) -> Scroller:
+        """A rollout's start from its context's token ids (B, Tc, h, w): the last context frame's pixels
+        (`last_frames` (B, H, W, C), e.g. the real frame or the frame play showed; else its decoding) and the scroll
+        into it, registered between the last two decoded context frames (0 with one frame). From tokens, so that
+        play, which keeps tokens, starts exactly as `WorldModel.generate` does."""
         def decode(ids: torch.Tensor) -> torch.Tensor:
             return world.decode_windows(ids, ids.shape[1] - 1)[:, 0]  # (B, H, W, C)
         last = decode(tokens)  # (B, H, W, C)
@@ -116,7 +103,8 @@ class Scroller:
             before = decode(tokens[:, :-1])  # (B, H, W, C)
             pair = [(frames * 255).round().byte().cpu().numpy() for frames in (before, last)]
             previous = torch.from_numpy(scene_scroll(*pair)).to(last.device)
-        return cls(world.tokenizer, last, previous, decode)
+        pixels = last if last_frames is None else to_unit_float(last_frames, last.device)  # (B, H, W, C)
+        return cls(world.tokenizer, pixels, previous, decode)
 
     @torch.no_grad()
     def reference(self, scroll: torch.Tensor) -> torch.Tensor:

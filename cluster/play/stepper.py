@@ -109,8 +109,13 @@ class Stepper:
         actions = np.stack([it.actions[-length:] for it in items])  # (B, Tc)
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))
-        # a `scrolled` dynamics shifts the last frame by the scroll it draws (world_model/scroll.py)
-        scroller = Scroller.from_tokens(self.model, tokens) if self.model.dynamics.scrolled() else None
+        # a `scrolled` dynamics shifts the last frame (the one shown, when every input has it) by the scroll it draws
+        # (world_model/scroll.py); the scroll into it is registered from the tokens, as WorldModel.generate starts
+        scroller = None
+        if self.model.dynamics.scrolled():
+            shown = (np.stack([it.previous_frame for it in items])
+                     if all(it.previous_frame is not None for it in items) else None)  # (B, H, W, C) uint8
+            scroller = Scroller.start(self.model, tokens, shown)
         new = self.model.dynamics.sample_next_frame(
             tokens, self.model.action_inputs(actions), steps, temperature, generator, scroller=scroller
         )  # (B, h, w)

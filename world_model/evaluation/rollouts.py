@@ -138,7 +138,7 @@ def autoregressive_with_counterfactuals(
     generator = seeded_generator(seed, dynamics.device)
     tokens = world.tokenizer.tokenize(frames[:, :context])  # (B, Tc, h, w)
     inputs = world.action_inputs(action_ids[:, : context - 1 + horizon])  # (B, Tc-1+horizon[, D])
-    scroller = world.scroller(frames[:, :context])  # a `scrolled` dynamics's state, None for others
+    scroller = world.scroller(frames[:, :context], tokens)  # a `scrolled` dynamics's state, None for others
     # (B, t-1, h, w)
     before = dynamics.generate_tokens(tokens, inputs[:, : context - 2 + t], t - 1, steps, temperature, generator,
                                       scroller=scroller)
