@@ -56,7 +56,7 @@ from rl_agent.coinrun_env import ACTION_NAMES
 from world_model.generation import WorldModel, carry_unchanged
 from world_model.optim import Optimization
 from world_model.runs import resolve_checkpoint
-from world_model.scroll import scene_scroll, scrolled_references, shift_frames
+from world_model.scroll import scene_scroll, scrolled_references, shifted_ids
 from world_model.token_cache import cache_key, key_digest
 
 TINY_BEST = dict(token_init="codebook", tie_embeddings=True, copy_bias=3.0, spatial_positions="learned",
@@ -267,19 +267,15 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
     def reference(scroll: torch.Tensor) -> torch.Tensor:
         """The copy path's reference (N, c+1, h, w): the context's own frames, the target's the last context frame
         shifted by `scroll` (N, 2) px (rounded, clipped) and tokenized."""
-        whole = scroll.round().clamp(-dynamics.config.max_scroll, dynamics.config.max_scroll)  # (N, 2)
-        shifted = tokenizer.tokenize(shift_frames(last, whole)[:, None])  # (N, 1, h, w)
-        return torch.cat([previous_frames(tokens[:, :-1], dynamics.mask_id), shifted], dim=1)
+        shifted = shifted_ids(tokenizer, last, scroll, dynamics.config.max_scroll)  # (N, h, w)
+        return torch.cat([previous_frames(tokens[:, :-1], dynamics.mask_id), shifted[:, None]], dim=1)
 
     def predict(action_ids: torch.Tensor, oracle: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         masked = tokens.clone()
         masked[:, -1] = dynamics.mask_id
         previous = None
         if dynamics.scrolled():  # the head's most likely scroll under these keys (or, `oracle`, the real one)
-            inputs = world.action_inputs(action_ids)
-            before = dynamics.hidden_states(tokens[:, :-1], inputs[:, :-1])[:, -1]  # (N, h, w, d)
-            key = dynamics.frame_conditioning(inputs, len(tokens))[:, -1]  # (N, d)
-            drawn = dynamics.scroll_logits(before, key, scrolled["before"]).argmax(-1) - dynamics.config.max_scroll
+            drawn = dynamics.draw_scroll(tokens[:, :-1], world.action_inputs(action_ids), scrolled["before"], 0.0)
             scrolled.setdefault("drawn", drawn)  # (N, 2): the first call's keys are the real ones
             previous = reference(scrolled["real"] if oracle else drawn.float())  # (N, c+1, h, w)
         logits = dynamics(masked, world.action_inputs(action_ids), previous)[:, -1]  # (N, h, w, V)

@@ -17,7 +17,7 @@ from world_model.config import ConfigError
 from world_model.dynamics import Dynamics
 from world_model.frames import to_long, to_unit_float
 from world_model.lam import LatentActionModel
-from world_model.scroll import Scroller
+from world_model.scroll import Scroller, require_per_frame_encoder
 from world_model.tokenizer import Tokenizer
 
 
@@ -33,9 +33,8 @@ class WorldModel(nn.Module):
         super().__init__()
         if dynamics.config.conditioning == "latent" and lam is None:
             raise ValueError("a GenieRedux (latent-action) dynamics needs its LAM to turn latent action ids into codes")
-        if dynamics.scrolled() and tokenizer.config.encoder_temporal:
-            raise ValueError("a dynamics with copy_reference 'scrolled' tokenizes each shifted frame alone: it needs a "
-                             "tokenizer with encoder_temporal false (as tiny and laptop train)")
+        if dynamics.scrolled():
+            require_per_frame_encoder(tokenizer)
         self.tokenizer, self.dynamics, self.lam = tokenizer, dynamics, lam
 
     def use_guidance(self, guidance: float | None) -> None:

@@ -53,23 +53,37 @@ def scroll_targets(scroll: torch.Tensor, max_scroll: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def require_per_frame_encoder(tokenizer) -> None:
+    """A scrolled copy path tokenizes each shifted frame alone: refuse a tokenizer whose ids depend on the frames
+    before (encoder_temporal), whose ids for a lone frame are not the ids it gives in a window."""
+    if tokenizer.config.encoder_temporal:
+        raise ValueError("a dynamics with copy_reference 'scrolled' tokenizes each shifted frame alone: it needs a "
+                         "tokenizer with encoder_temporal false (as tiny and laptop train)")
+
+
+def shifted_ids(tokenizer, frames: torch.Tensor, scroll: torch.Tensor, max_scroll: int | None = None) -> torch.Tensor:
+    """Frames (N, H, W, C) in [0, 1] shifted by scrolls (N, 2) px (rounded; clipped to max_scroll when given), each
+    tokenized alone: ids (N, h, w), what a scrolled copy path copies."""
+    whole = scroll.float().round()  # (N, 2)
+    if max_scroll is not None:
+        whole = whole.clamp(-max_scroll, max_scroll)
+    return tokenizer.encode(shift_frames(frames, whole)[:, None]).ids[:, 0]  # (N, h, w)
+
+
 def scrolled_references(tokenizer, frames: np.ndarray, scrolls: np.ndarray, max_scroll: int,
                         batch_frames: int = 256) -> np.ndarray:
     """The copy reference of every frame of an episode: frame t-1 shifted by frame t's scroll (rounded, clipped to
     max_scroll) and tokenized; frame 0 has none (the tokenizer's vocabulary size: the dynamics' "masked" id).
     uint8 frames (L, H, W, C), scrolls (L, 2) (frame t's: from frame t-1 to t) -> ids (L, h, w) int16. Needs a
     tokenizer that encodes each frame alone."""
-    if tokenizer.config.encoder_temporal:
-        raise ValueError("scrolled copy references need a tokenizer that encodes each frame alone "
-                         "(tokenizer.encoder_temporal: false, as in tiny and laptop)")
-    rounded = torch.from_numpy(np.clip(np.rint(scrolls), -max_scroll, max_scroll))  # (L, 2)
+    require_per_frame_encoder(tokenizer)
+    scrolls = torch.from_numpy(np.asarray(scrolls, dtype=np.float32))  # (L, 2)
     grid = tokenizer.config.grid
     out = [torch.full((1, grid, grid), tokenizer.config.quantizer.codebook_size, dtype=torch.int16)]
     for lo in range(1, len(frames), batch_frames):
         hi = min(len(frames), lo + batch_frames)
         before = to_unit_float(frames[lo - 1: hi - 1], tokenizer.device)  # (n, H, W, C)
-        shifted = shift_frames(before, rounded[lo:hi])  # (n, H, W, C)
-        out.append(tokenizer.encode(shifted[:, None]).ids[:, 0].to(torch.int16).cpu())  # (n, h, w)
+        out.append(shifted_ids(tokenizer, before, scrolls[lo:hi], max_scroll).to(torch.int16).cpu())  # (n, h, w)
     return torch.cat(out).numpy()  # (L, h, w)
 
 
@@ -110,8 +124,7 @@ class Scroller:
     def reference(self, scroll: torch.Tensor) -> torch.Tensor:
         """Whole-pixel scrolls (B, 2) -> the token ids (B, h, w) of the last frame shifted by them."""
         self.pending = scroll
-        shifted = shift_frames(self.pixels, scroll)  # (B, H, W, C)
-        return self.tokenizer.encode(shifted[:, None]).ids[:, 0]  # (B, h, w)
+        return shifted_ids(self.tokenizer, self.pixels, scroll)  # (B, h, w)
 
     @torch.no_grad()
     def advance(self, tokens: torch.Tensor) -> None:

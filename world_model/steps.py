@@ -29,7 +29,7 @@ from world_model.frames import psnr, to_long, to_unit_float
 from world_model.lam import LatentActionModel
 from world_model.optim import Optimization
 from world_model.outputs import LossOutput, Metric, mean_metric, read_metrics
-from world_model.scroll import scene_scroll, shift_frames
+from world_model.scroll import require_per_frame_encoder, scene_scroll, shifted_ids
 from world_model.tokenizer import Tokenizer
 
 Batch = tuple[np.ndarray, np.ndarray]  # frames (B, T, H, W, C) uint8, actions (B, T-1) int8
@@ -59,9 +59,8 @@ class DynamicsTrainee(nn.Module):
                 f"dynamics vocab_size {dynamics.config.vocab_size} differs from the tokenizer's codebook "
                 f"{tokenizer.config.quantizer.codebook_size}"
             )
-        if dynamics.scrolled() and tokenizer.config.encoder_temporal:
-            raise ValueError("a dynamics with copy_reference 'scrolled' tokenizes each shifted frame alone: it needs a "
-                             "tokenizer with encoder_temporal false (as tiny and laptop train)")
+        if dynamics.scrolled():
+            require_per_frame_encoder(tokenizer)
         self.dynamics, self.tokenizer, self.lam = dynamics, tokenizer, lam
         for frozen in (tokenizer, lam):
             if frozen is not None:
@@ -105,13 +104,19 @@ class DynamicsTrainee(nn.Module):
         """A `scrolled` dynamics's other inputs, from the window's frames: each frame's copy reference (B, T, h, w)
         (its predecessor shifted by the registered scroll, rounded, and tokenized; frame 0's the "masked" id) and
         the registered scrolls into every frame (B, T, 2) px (frame 0's: 0)."""
+        scrolls = self.registered_scrolls(batch)  # (B, T, 2)
+        return self._shifted_references(self._frames_of(batch), scrolls[:, 1:]), scrolls
+
+    @torch.no_grad()
+    def registered_scrolls(self, batch: Batch | TokenBatch) -> torch.Tensor:
+        """The scene's registered scroll into every frame of the window (B, T, 2) px (frame 0's: 0)."""
         frames = self._frames_of(batch)  # (B, T, H, W, C) uint8
         b, t = frames.shape[:2]
         pairs = scene_scroll(frames[:, :-1].reshape(-1, *frames.shape[2:]),
                              frames[:, 1:].reshape(-1, *frames.shape[2:]))  # (B*(T-1), 2)
         scrolls = torch.zeros(b, t, 2, device=self.dynamics.device)  # (B, T, 2)
         scrolls[:, 1:] = torch.from_numpy(pairs).view(b, t - 1, 2).to(scrolls.device)
-        return self._shifted_references(frames, scrolls[:, 1:].round()), scrolls
+        return scrolls
 
     @torch.no_grad()
     def drawn_references(self, batch: Batch, tokens: torch.Tensor, actions: torch.Tensor,
@@ -122,7 +127,7 @@ class DynamicsTrainee(nn.Module):
         hidden = self.dynamics.hidden_states(tokens, actions)  # (B, T, h, w, d): causal, frame k sees frames <= k
         conditioning = self.dynamics.frame_conditioning(actions, tokens.shape[0])  # (B, T, d)
         logits = self.dynamics.scroll_logits(hidden[:, :-1], conditioning[:, 1:], scrolls[:, :-1])  # (B, T-1, 2, 2S+1)
-        drawn = logits.argmax(-1) - self.dynamics.config.max_scroll  # (B, T-1, 2)
+        drawn = self.dynamics.sample_scroll(logits, 0.0)  # (B, T-1, 2): the most likely
         return self._shifted_references(self._frames_of(batch), drawn)
 
     def _frames_of(self, batch: Batch | TokenBatch) -> np.ndarray:
@@ -133,13 +138,11 @@ class DynamicsTrainee(nn.Module):
         return np.asarray(batch[0])  # (B, T, H, W, C) uint8
 
     def _shifted_references(self, frames: np.ndarray, scrolls: torch.Tensor) -> torch.Tensor:
-        """Frames (B, T, H, W, C) uint8, whole-pixel scrolls into frames 1..T-1 (B, T-1, 2) -> ids (B, T, h, w) of
-        each frame's predecessor shifted by its scroll (clipped to max_scroll); frame 0's the "masked" id."""
+        """Frames (B, T, H, W, C) uint8, scrolls into frames 1..T-1 (B, T-1, 2) px -> ids (B, T, h, w) of each frame's
+        predecessor shifted by its scroll (rounded, clipped to max_scroll); frame 0's the "masked" id."""
         b, t = frames.shape[:2]
-        limit = self.dynamics.config.max_scroll
         before = to_unit_float(frames[:, :-1].reshape(-1, *frames.shape[2:]), self.dynamics.device)  # (B*(T-1), ...)
-        shifted = shift_frames(before, scrolls.reshape(-1, 2).clamp(-limit, limit))  # (B*(T-1), H, W, C)
-        ids = self.tokenizer.encode(shifted[:, None]).ids[:, 0]  # (B*(T-1), h, w)
+        ids = shifted_ids(self.tokenizer, before, scrolls.reshape(-1, 2), self.dynamics.config.max_scroll)
         ids = ids.view(b, t - 1, *ids.shape[1:])  # (B, T-1, h, w)
         first = torch.full_like(ids[:, :1], self.dynamics.mask_id)  # (B, 1, h, w): frame 0 has no predecessor
         return torch.cat([first, ids], dim=1)

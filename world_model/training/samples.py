@@ -39,7 +39,7 @@ def trainee_output(trainee: nn.Module, frames: np.ndarray, actions: np.ndarray) 
             tokens, action_inputs = trainee.inputs((frames, actions))  # (B, T, h, w)
             references = None  # a scrolled dynamics copies its predecessor shifted by the scroll its head draws
             if trainee.dynamics.scrolled():
-                scrolls = trainee.scrolled_inputs((frames, actions))[1]  # (B, T, 2)
+                scrolls = trainee.registered_scrolls((frames, actions))  # (B, T, 2)
                 references = trainee.drawn_references((frames, actions), tokens, action_inputs, scrolls)
             predicted = trainee.dynamics.teacher_forced_logits(
                 tokens, action_inputs, references).argmax(-1)  # (B, T-1, h, w)
