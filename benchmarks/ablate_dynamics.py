@@ -275,7 +275,8 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
         masked[:, -1] = dynamics.mask_id
         previous = None
         if dynamics.scrolled():  # the head's most likely scroll under these keys (or, `oracle`, the real one)
-            drawn = dynamics.draw_scroll(tokens[:, :-1], world.action_inputs(action_ids), scrolled["before"], 0.0)
+            logits = dynamics.next_scroll_logits(tokens[:, :-1], world.action_inputs(action_ids), scrolled["before"])
+            drawn = dynamics.most_likely_scroll(logits)  # (N, 2)
             scrolled.setdefault("drawn", drawn)  # (N, 2): the first call's keys are the real ones
             previous = reference(scrolled["real"] if oracle else drawn.float())  # (N, c+1, h, w)
         logits = dynamics(masked, world.action_inputs(action_ids), previous)[:, -1]  # (N, h, w, V)

@@ -13,7 +13,8 @@ from world_model.dynamics import Dynamics
 from world_model.generation import WorldModel
 from world_model.optim import Optimization
 from world_model.config import OptimConfig
-from world_model.scroll import Scroller, scene_scroll, scroll_targets, scrolled_references, shift_frames
+from world_model.scroll import (Scroller, scene_scroll, scroll_targets, scrolled_references, shift_frames,
+                                whole_pixel_steps)
 from world_model.tokenizer import Tokenizer
 
 torch.set_num_threads(1)
@@ -152,6 +153,40 @@ def test_advancing_a_scroller_before_drawing_a_scroll_is_refused():
         scroller.advance(torch.zeros(1, 3, 8, 8, dtype=torch.long))
 
 
+def test_a_sub_pixel_scroll_accumulates_into_whole_pixel_steps():
+    steps, position = [], torch.zeros(1, 2)
+    for _ in range(10):  # 0.4 px a step sideways, -1.5 px a step vertically
+        scroll = torch.tensor([[0.4, -1.5]])
+        steps.append(whole_pixel_steps(position, scroll))
+        position = position + scroll
+    steps = torch.cat(steps)  # (10, 2)
+    assert steps[:5, 0].tolist() == [0, 1, 0, 1, 0]  # a pixel every 2-3 steps, never rounded away
+    assert steps[:, 0].sum() == 4 and steps[:, 1].sum() == -15  # the dream has moved as far as the camera
+    whole = torch.tensor([[3.0, -2.0]])
+    assert torch.equal(whole_pixel_steps(torch.tensor([[2.0, -5.0]]), whole), whole)  # whole draws: unchanged
+
+
+def test_the_expected_scroll_draw_moves_a_rollout_by_the_pixels_its_camera_crosses(coinrun_frame):
+    """scroll_draw 'expected': the head's mean scroll (0.6 of 0 px, 0.4 of +1 px -> 0.4 px), carried as a sub-pixel
+    position: the references shift by 0, 1, 0, 1, 0 px and the head reads back 0.4 px, what it was trained on."""
+    dynamics = scrolled_dynamics(scroll_draw="expected")
+    logits = torch.full((1, 2, 9), -1e4)
+    logits[0, 0, 4], logits[0, 0, 5] = np.log(0.6), np.log(0.4)  # x: 0 px or +1 px
+    logits[0, 1, 4] = 0.0  # y: 0 px
+    drawn = dynamics.sample_scroll(logits, 1.0)  # (1, 2)
+    assert torch.allclose(drawn, torch.tensor([[0.4, 0.0]]), atol=1e-5)
+    tokenizer = per_frame_tokenizer()
+    frame = torch.from_numpy(coinrun_frame).float()[None] / 255  # (1, H, W, C)
+    scroller = Scroller(tokenizer, frame, torch.zeros(1, 2), lambda tokens: frame)
+    for px in [0, 1, 0, 1, 0]:
+        expected = tokenizer.encode(shift_frames(frame, torch.tensor([[px, 0]]))[:, None]).ids[:, 0]
+        assert torch.equal(scroller.reference(drawn), expected)
+        scroller.advance(torch.zeros(1, 3, 8, 8, dtype=torch.long))
+        assert torch.allclose(scroller.previous_scroll, drawn)
+    with pytest.raises(ConfigError, match="scroll_draw"):
+        DynamicsConfig(copy_bias=3.0, copy_reference="scrolled", scroll_draw="mean")
+
+
 # ---- the paths a scrolled dynamics takes: training, teacher forcing, counterfactuals, play ----------------------
 @pytest.fixture(scope="module")
 def coinrun_clip() -> tuple[np.ndarray, np.ndarray]:
@@ -273,5 +308,7 @@ def test_the_scroll_temperature_sharpens_the_draw_and_only_a_scrolled_dynamics_t
     world = WorldModel(per_frame_tokenizer(), Dynamics(DynamicsConfig(vocab_size=32, grid=8, frames=4,
                                                                       transformer=BLOCK)))
     with pytest.raises(ConfigError, match="copy_reference 'scrolled'"):
-        world.use_scroll_temperature(0.5)
-    world.use_scroll_temperature(None)  # the model's own: nothing to refuse
+        world.use_scroll(0.5)
+    world.use_scroll(None)  # the model's own: nothing to refuse
+    with pytest.raises(ConfigError, match="copy_reference 'scrolled'"):
+        world.use_scroll(draw="expected")

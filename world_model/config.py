@@ -151,6 +151,12 @@ class DynamicsConfig:
     max_scroll: int = 6  # px per axis the scroll head can predict (each axis a (2 max_scroll + 1)-way choice)
     scroll_loss_weight: float = 1.0  # the scroll head's cross-entropy beside the tokens'
     scroll_temperature: float = 1.0  # the scroll's draw: softmax(logits / this); 0 = the most likely scroll
+    # how a rollout turns the head's distribution into a scroll: "sample", a whole-pixel scroll drawn at
+    # scroll_temperature; "expected", its expected scroll (sub-pixel), added to a camera position the rollout
+    # carries, shifting the frame by the whole pixels that position crosses: a 0.4 px a step scroll then moves the
+    # dream a pixel every 2-3 steps (a draw at temperature 0.5 mostly rounds it to 0), and the head reads back the
+    # sub-pixel scroll it was trained on (world_model/scroll.py, Scroller)
+    scroll_draw: Literal["sample", "expected"] = "sample"
 
     def __post_init__(self) -> None:
         if self.copy_reference not in ("previous", "scrolled"):
@@ -162,6 +168,8 @@ class DynamicsConfig:
         if self.scroll_temperature < 0:
             raise ConfigError(f"scroll_temperature must be >= 0 (0 = the most likely scroll), got "
                               f"{self.scroll_temperature}")
+        if self.scroll_draw not in ("sample", "expected"):
+            raise ConfigError(f"scroll_draw must be 'sample' or 'expected', got {self.scroll_draw!r}")
         if self.scroll_loss_weight < 0:
             raise ConfigError(f"scroll_loss_weight must be >= 0, got {self.scroll_loss_weight}")
         if not 0.0 <= self.action_dropout < 1.0:

@@ -173,29 +173,43 @@ class Dynamics(nn.Module):
                               previous_scroll.to(conditioning.dtype) / self.config.max_scroll], dim=-1)  # (..., 2d+2)
         return self.scroll_head(features).unflatten(-1, (2, 2 * self.config.max_scroll + 1))  # (..., 2, 2S+1)
 
+    def most_likely_scroll(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scroll logits (..., 2, 2S+1) -> the most likely whole-pixel scroll per axis (..., 2)."""
+        return logits.argmax(-1) - self.config.max_scroll
+
     @torch.no_grad()
     def sample_scroll(self, logits: torch.Tensor, temperature: float,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scroll logits (B, 2, 2S+1) -> whole-pixel scrolls (B, 2): drawn at the config's scroll_temperature when the
-        sampling `temperature` > 0, else (or at scroll_temperature 0) the most likely."""
+        """Scroll logits (B, 2, 2S+1) -> a rollout's scroll (B, 2) px: with scroll_draw "expected" the head's
+        expected scroll (sub-pixel; the Scroller accumulates it), else a whole-pixel scroll drawn at the config's
+        scroll_temperature when the sampling `temperature` > 0, or (at either temperature 0) the most likely."""
+        if self.config.scroll_draw == "expected":
+            values = torch.arange(logits.shape[-1], device=logits.device) - self.config.max_scroll  # (2S+1,)
+            return (logits.float().softmax(-1) * values).sum(-1)  # (B, 2)
         scale = self.config.scroll_temperature
         if temperature > 0 and scale > 0:
-            index = _sample_categorical(logits.float() / scale, generator)  # (B, 2)
-        else:
-            index = logits.argmax(-1)  # (B, 2)
-        return index - self.config.max_scroll
+            return _sample_categorical(logits.float() / scale, generator) - self.config.max_scroll  # (B, 2)
+        return self.most_likely_scroll(logits)
+
+    @torch.no_grad()
+    def next_scroll_logits(self, context: torch.Tensor, actions: torch.Tensor, previous_scroll: torch.Tensor,
+                           last_output: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's logits (B, 2, 2S+1) for the scroll into the frame after `context` (B, Tc, h, w), whose Tc
+        actions (B, Tc[, D]) lead into context[1:] and the new frame, given the scroll into the last context frame
+        (B, 2) px. `last_output` (B, h, w, d): the transformer's output at the last context frame, when a cache
+        already has it."""
+        if last_output is None:
+            last_output = self.hidden_states(context, actions[:, :-1])[:, -1]  # (B, h, w, d)
+        key = self.frame_conditioning(actions, context.shape[0])[:, -1]  # (B, d): the key into the new frame
+        return self.scroll_logits(last_output, key, previous_scroll)
 
     @torch.no_grad()
     def draw_scroll(self, context: torch.Tensor, actions: torch.Tensor, previous_scroll: torch.Tensor,
                     temperature: float, generator: torch.Generator | None = None,
                     last_output: torch.Tensor | None = None) -> torch.Tensor:
-        """The scroll into the frame after `context` (B, Tc, h, w), whose Tc actions (B, Tc[, D]) lead into
-        context[1:] and the new frame, given the scroll into the last context frame (B, 2) px: (B, 2) whole px.
-        `last_output` (B, h, w, d): the transformer's output at the last context frame, when a cache already has it."""
-        if last_output is None:
-            last_output = self.hidden_states(context, actions[:, :-1])[:, -1]  # (B, h, w, d)
-        key = self.frame_conditioning(actions, context.shape[0])[:, -1]  # (B, d): the key into the new frame
-        return self.sample_scroll(self.scroll_logits(last_output, key, previous_scroll), temperature, generator)
+        """A rollout's scroll (B, 2) px into the frame after `context` (`next_scroll_logits`, `sample_scroll`)."""
+        logits = self.next_scroll_logits(context, actions, previous_scroll, last_output)  # (B, 2, 2S+1)
+        return self.sample_scroll(logits, temperature, generator)
 
     def scrolled(self) -> bool:
         return self.config.copy_reference == "scrolled"

@@ -43,15 +43,18 @@ class WorldModel(nn.Module):
         if guidance is not None:
             self.dynamics.config = dataclasses.replace(self.dynamics.config, guidance=float(guidance))
 
-    def use_scroll_temperature(self, temperature: float | None) -> None:
-        """Draw a scrolled dynamics's scroll at this temperature (None: the model's own; 0: the most likely one);
-        a dynamics without a scroll head refuses any value but None."""
-        if temperature is None:
+    def use_scroll(self, temperature: float | None = None, draw: str | None = None) -> None:
+        """Draw a scrolled dynamics's scroll at this temperature (0: the most likely one) and this way ("sample" or
+        "expected": DynamicsConfig.scroll_draw); None keeps the model's own. A dynamics without a scroll head
+        refuses any value but None."""
+        if temperature is None and draw is None:
             return
         if not self.dynamics.scrolled():
-            raise ConfigError("scroll_temperature is for a dynamics with copy_reference 'scrolled'; this one copies "
-                              "the frame before as it is")
-        self.dynamics.config = dataclasses.replace(self.dynamics.config, scroll_temperature=float(temperature))
+            raise ConfigError("scroll_temperature and scroll_draw are for a dynamics with copy_reference 'scrolled'; "
+                              "this one copies the frame before as it is")
+        changes = {"scroll_temperature": None if temperature is None else float(temperature), "scroll_draw": draw}
+        self.dynamics.config = dataclasses.replace(
+            self.dynamics.config, **{name: value for name, value in changes.items() if value is not None})
 
     def action_inputs(self, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Action ids (B, A) -> what the dynamics takes: ids (B, A) or latent codes (B, A, D)."""
@@ -95,7 +98,8 @@ class WorldModel(nn.Module):
         scroller = self.scroller(context_frames, context)
         if scroller is None:
             return context[:, -1]
-        return scroller.reference(self.dynamics.draw_scroll(context, actions, scroller.previous_scroll, 0.0))
+        logits = self.dynamics.next_scroll_logits(context, actions, scroller.previous_scroll)  # (B, 2, 2S+1)
+        return scroller.reference(self.dynamics.most_likely_scroll(logits))
 
     @torch.no_grad()
     def show(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor,

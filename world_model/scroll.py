@@ -87,17 +87,30 @@ def scrolled_references(tokenizer, frames: np.ndarray, scrolls: np.ndarray, max_
     return torch.cat(out).numpy()  # (L, h, w)
 
 
-class Scroller:
-    """What a rollout of a `scrolled` dynamics carries from frame to frame: the last frame's pixels and its scroll.
+def whole_pixel_steps(position: torch.Tensor, scroll: torch.Tensor) -> torch.Tensor:
+    """The whole pixels a camera at sub-pixel `position` (..., 2) crosses when it scrolls by `scroll` (..., 2):
+    round(position + scroll) - round(position), halves rounded up. Whole-pixel scrolls from a whole-pixel position
+    come back unchanged; 0.4 px a step from 0 crosses a pixel at the 2nd, 4th, 7th, ... step."""
+    position = position.float()
+    return torch.floor(position + scroll.float() + 0.5) - torch.floor(position + 0.5)
 
-    The dynamics draws the next scroll and asks for `reference(scroll)`; once the frame is sampled, `advance` decodes
-    it (as the world model shows it) for the next reference.
+
+class Scroller:
+    """What a rollout of a `scrolled` dynamics carries from frame to frame: the last frame's pixels, its scroll and
+    the camera's sub-pixel position.
+
+    The dynamics draws the next scroll and asks for `reference(scroll)`: the last frame shifted by the whole pixels
+    the camera's position crosses (a whole-pixel drawn scroll: itself; an expected, sub-pixel one: a pixel every
+    few frames, so a slow scroll accumulates instead of rounding away). Once the frame is sampled, `advance` decodes
+    it (as the world model shows it) for the next reference and moves the position.
     """
 
     def __init__(self, tokenizer, last_frames: torch.Tensor, previous_scroll: torch.Tensor, decode) -> None:
         self.tokenizer = tokenizer
         self.pixels = last_frames  # (B, H, W, C) in [0, 1]
         self.previous_scroll = previous_scroll.float()  # (B, 2) px: the scroll into the last frame
+        # (B, 2) px: where the camera is between pixels, relative to the last context frame (its phase is unknown)
+        self.position = torch.zeros_like(self.previous_scroll)
         self.decode = decode  # token ids (B, T, h, w) -> the last frame's pixels (B, H, W, C)
         self.pending: torch.Tensor | None = None
         self.decoded: list[torch.Tensor] = []  # (B, H, W, C) each frame `advance` decoded, for the world model to show
@@ -122,9 +135,9 @@ class Scroller:
 
     @torch.no_grad()
     def reference(self, scroll: torch.Tensor) -> torch.Tensor:
-        """Whole-pixel scrolls (B, 2) -> the token ids (B, h, w) of the last frame shifted by them."""
-        self.pending = scroll
-        return shifted_ids(self.tokenizer, self.pixels, scroll)  # (B, h, w)
+        """Scrolls (B, 2) px -> the token ids (B, h, w) of the last frame shifted by the whole pixels they cross."""
+        self.pending = scroll.float().to(self.position.device)
+        return shifted_ids(self.tokenizer, self.pixels, whole_pixel_steps(self.position, self.pending))  # (B, h, w)
 
     @torch.no_grad()
     def advance(self, tokens: torch.Tensor) -> None:
@@ -133,4 +146,5 @@ class Scroller:
             raise RuntimeError("advance() before reference(): no scroll was drawn for this frame")
         self.pixels = self.decode(tokens)  # (B, H, W, C)
         self.decoded = [*self.decoded, self.pixels]  # a new list: a copy of this scroller (a branch) keeps its own
-        self.previous_scroll, self.pending = self.pending.float().to(self.pixels.device), None
+        self.position = self.position + self.pending
+        self.previous_scroll, self.pending = self.pending.to(self.pixels.device), None

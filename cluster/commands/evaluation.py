@@ -9,9 +9,9 @@ ORDER = 40
 
 # the fields of EvalConfig that are options of `genie eval`, in the order its help shows them (--out after --data)
 EVAL_OPTIONS = ("model", "data", "context", "horizon", "maskgit_steps", "temperature", "guidance", "scroll_temperature",
-                "episodes", "split", "workers", "cpus_per_worker", "gpus_per_worker", "bf16", "batch_size", "seed",
-                "delta_t", "modes", "control_steps", "forks", "fork_steps", "inception_weights", "samples", "prefer",
-                "show_progress")
+                "scroll_draw", "episodes", "split", "workers", "cpus_per_worker", "gpus_per_worker", "bf16",
+                "batch_size", "seed", "delta_t", "modes", "control_steps", "forks", "fork_steps", "inception_weights",
+                "samples", "prefer", "show_progress")
 
 
 def register(commands) -> None:

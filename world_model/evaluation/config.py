@@ -44,6 +44,10 @@ class EvalConfig:
     scroll_temperature: float | None = option(
         None, help="a scrolled dynamics's scroll draw: softmax(logits / this), 0 = its most likely scroll (default: "
                    "the model's own)", range="non_negative")
+    scroll_draw: str | None = option(
+        None, help="a scrolled dynamics's scroll: 'sample' (drawn at --scroll-temperature) or 'expected' (its "
+                   "expected sub-pixel scroll, accumulated into the camera's position) (default: the model's own)",
+        choices=("sample", "expected"))
     episodes: int | None = option(None, help="test episodes to evaluate (default: all)", range="positive")
     split: str | None = option(None, help="only this split of --data (default: every episode; named test sets are "
                                           "all 'test')", choices=("train", "val", "test"))

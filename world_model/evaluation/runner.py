@@ -148,7 +148,7 @@ def run_evaluation(config: EvalConfig) -> EvaluationOutput:
     model = load_model_under_test(config.model, "cpu", config.prefer)  # in the driver: clear errors before Ray starts
     if model.world is not None:
         model.world.use_guidance(config.guidance)  # a scale the model cannot take is refused here, before Ray starts
-        model.world.use_scroll_temperature(config.scroll_temperature)
+        model.world.use_scroll(config.scroll_temperature, config.scroll_draw)
     store = open_test_set(config.data, config.split)
     overlap = check_level_overlap(model.run_info, store.manifests[0], config.split)
     for manifest in store.manifests[1:]:
@@ -184,6 +184,8 @@ def summarize(config: EvalConfig, model: ModelUnderTest, data: dict[str, Any], o
         "guidance": model.world.dynamics.config.guidance if is_world and model.world is not None else None,
         "scroll_temperature": (model.world.dynamics.config.scroll_temperature
                                if is_world and model.world is not None and model.world.dynamics.scrolled() else None),
+        "scroll_draw": (model.world.dynamics.config.scroll_draw
+                        if is_world and model.world is not None and model.world.dynamics.scrolled() else None),
         "seed": config.seed, "episodes": len(records),
     }
     modes = list(config.modes) if is_world else ["reconstruction"]

@@ -265,7 +265,7 @@ class EvalWorker:
         self.model = load_model_under_test(config.model, config.device, config.prefer)
         if self.model.world is not None:
             self.model.world.use_guidance(config.guidance)
-            self.model.world.use_scroll_temperature(config.scroll_temperature)
+            self.model.world.use_scroll(config.scroll_temperature, config.scroll_draw)
         self.inception = (InceptionFeatures(config.inception_weights, config.device) if config.inception_weights
                           else None)
 
