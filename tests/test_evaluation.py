@@ -331,6 +331,12 @@ def test_genie_eval_and_report_write_their_outputs(ray_cluster, small_dataset, w
     assert (out / "psnr_over_horizon.png").stat().st_size > 0
     assert any(p.suffix == ".gif" for p in (out / "samples").iterdir())
     assert "results.json" in capsys.readouterr().out
+    # the real game's answer to the same held keys, replayed from the same contexts, beside the dreams'
+    game = results["controllability"]["real_game"]
+    assert game["windows"] + len(game["skipped"]) == 2 and game["windows"] >= 1
+    for row in results["controllability"]["actions"].values():
+        assert 0 <= row["real_game"]["enacted"] <= 1 and 0 <= row["real_game"]["agreement"] <= 1
+    assert "dream agrees with the game" in (out / "results.md").read_text()
     assert main(["report", str(out), "--out", str(tmp_path / "report.md")]) == 0
     table = (tmp_path / "report.md").read_text()
     assert "GenieRedux-G" in table and "34.44" in table  # ours beside the paper's
@@ -339,6 +345,35 @@ def test_genie_eval_and_report_write_their_outputs(ray_cluster, small_dataset, w
     with pytest.raises(SystemExit) as refused:  # argparse refuses it before anything loads: one line, exit 2
         main(["eval", "--model", str(world_run), "--data", str(small_dataset), "--horizon", "0"])
     assert refused.value.code == 2 and "--horizon: must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_a_dream_that_moves_as_the_real_game_agrees_with_it_and_enacts_what_it_enacts():
+    """controllability_summary's real-game columns: dreams whose held-key motions are the real game's agree with it
+    in every window and enact each key exactly as often; dreams that never move agree only where the game is still."""
+    from types import SimpleNamespace
+
+    from world_model.evaluation.runner import controllability_summary
+
+    rng = np.random.default_rng(0)
+    names = ("LEFT", "RIGHT", "UP", "NOOP")
+    game = {(f"ep{i}", 3): {n: rng.normal(0, 2, 2).tolist() for n in names} for i in range(20)}
+    game[("ep0", 3)] = {n: [0.0, 0.0] for n in names}  # a window where nothing moves in the real game either
+
+    def records(control_of):
+        return [{"id": key[0], "start": key[1], "control": control_of(key), "action_ids": [4],
+                 "real_motion": {"motion": [[0.0, 0.0]]}} for key in game]
+
+    model = SimpleNamespace(conditioning="ground_truth")
+    faithful = controllability_summary(model, records(lambda key: game[key]), 3, game, [])
+    assert faithful["real_game"]["windows"] == 20 and faithful["real_game"]["mean_agreement"] == 1.0
+    for row in faithful["actions"].values():
+        assert row["real_game"]["enacted"] == row["enacted"] and row["real_game"]["agreement"] == 1.0
+    frozen = controllability_summary(model, records(lambda key: {n: [0.0, 0.0] for n in names}), 3, game, [])
+    left = frozen["actions"]["LEFT"]
+    assert left["enacted"] == 0.0 and left["real_game"]["agreement"] == left["real_game"]["observed"]["still"] / 20
+    assert left["real_game"]["agreement"] == left["real_game"]["agreement_if_still"]  # the baseline is that dream
+    without = controllability_summary(model, records(lambda key: game[key]), 3)  # no replay: no real-game columns
+    assert "real_game" not in without["actions"]["LEFT"] and without["real_game"]["windows"] == 0
 
 
 def test_registration_reads_the_real_games_response_to_held_keys(sticky_dataset):

@@ -155,9 +155,13 @@ def enacted_bars(run: Path) -> list[Bar]:
         shares = {key: rows[key]["enacted"] for key in HELD_KEYS if rows.get(key, {}).get("enacted") is not None}
         if len(shares) < len(HELD_KEYS):
             continue
+        game = {key: rows[key]["real_game"]["enacted"] for key in HELD_KEYS if "real_game" in rows[key]}
+        detail = ", ".join(f"{key} {100 * share:.0f}%" for key, share in shares.items())
+        if len(game) == len(HELD_KEYS):  # what a faithful dream would score: the real game from the same contexts
+            detail += " (the real game, same contexts: " + ", ".join(
+                f"{key} {100 * share:.0f}%" for key, share in game.items()) + ")"
         bars.append(Bar(f"{WORLD_MODELS[model]}: {' and '.join(HELD_KEYS)} enacted in most windows (Diverse)",
-                        all(share > 0.5 for share in shares.values()),
-                        ", ".join(f"{key} {100 * share:.0f}%" for key, share in shares.items())))
+                        all(share > 0.5 for share in shares.values()), detail))
     return bars
 
 

@@ -120,13 +120,24 @@ def _controllability(run: Path) -> list[str]:
             lines += [f"## Controllability per action ({model}, {results['data']['name']})", "",
                       f"Each action held for {control['steps']} frames from the same context; motion of the agent "
                       f"estimated by frame registration, relative to holding NOOP ({control['convention']}).", "",
-                      "| action | expected | enacted | dominant | motion vs NOOP (dx, dy px) |",
-                      "|---|---|---|---|---|"]
+                      "| action | expected | enacted | dominant | motion vs NOOP (dx, dy px) | real game: enacted | "
+                      "dream agrees with the game (a still dream) |",
+                      "|---|---|---|---|---|---|---|"]
             for name, row in control["actions"].items():
                 moved = row.get("mean_motion_vs_noop_px")
                 enacted = "" if row["enacted"] is None else f"{100 * row['enacted']:.0f}%"
+                game = row.get("real_game") or {}
+                real = "" if game.get("enacted") is None else f"{100 * game['enacted']:.0f}%"
+                agrees = ("" if game.get("agreement") is None else
+                          f"{100 * game['agreement']:.0f}% ({100 * game['agreement_if_still']:.0f}%)")
                 lines.append(f"| {name} | {row['expected'] or ''} | {enacted} | {row['dominant']} | "
-                             f"{'' if moved is None else f'{moved[0]:+.1f}, {moved[1]:+.1f}'} |")
+                             f"{'' if moved is None else f'{moved[0]:+.1f}, {moved[1]:+.1f}'} | {real} | {agrees} |")
+            windows = (control.get("real_game") or {}).get("windows")
+            if windows:
+                lines += ["", f"Real game: the same keys held for the same frames from the same contexts in the real "
+                              f"game ({windows} windows replayed): the share a faithful dream would enact. CoinRun's "
+                              "agent keeps its momentum, so a key held for a few frames often moves it less than the "
+                              "'still' threshold (0.5 px a frame) there too."]
             lines.append("")
             break
     return lines

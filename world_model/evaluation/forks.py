@@ -48,7 +48,18 @@ def _act(env, action: int) -> tuple[np.ndarray, bool]:
 
 
 def real_forks(store: EpisodeStore, window: Window, context: int, steps: int, actions: tuple[str, ...]) -> RealForks:
-    """Replay `window`'s episode up to its context's last frame, then play each of `actions` `steps` times."""
+    """Replay `window`'s episode up to its context's last frame, then play each of `actions` `steps` times; none
+    when the futures are all the same (nothing to tell apart)."""
+    played = held_futures(store, window, context, steps, actions)
+    if played.frames is not None and all(np.array_equal(played.frames[0], other) for other in played.frames[1:]):
+        return RealForks(None, f"the real game's {' and '.join(actions)} futures are identical (agent boxed in?)")
+    return played
+
+
+def held_futures(store: EpisodeStore, window: Window, context: int, steps: int,
+                 actions: tuple[str, ...]) -> RealForks:
+    """Replay `window`'s episode up to its context's last frame, then hold each of `actions` `steps` times from
+    there (the real game's answer to the controllability check's held keys, and the forks' real half)."""
     config, reason = env_options(store, window.episode)
     if config is None:
         return RealForks(None, reason)
@@ -80,7 +91,4 @@ def real_forks(store: EpisodeStore, window: Window, context: int, steps: int, ac
             forks.append(np.stack(frames))  # (k, H, W, C)
     finally:
         env.close()
-    out = np.stack(forks)  # (F, k, H, W, C)
-    if all(np.array_equal(out[0], other) for other in out[1:]):
-        return RealForks(None, f"the real game's {' and '.join(actions)} futures are identical (agent boxed in?)")
-    return RealForks(out)
+    return RealForks(np.stack(forks))  # (F, k, H, W, C)

@@ -89,22 +89,35 @@ def markdown_table(results: dict[str, Any]) -> str:
     if control:
         lines += ["", f"## Controllability ({control['steps']} frames per held action; {control['convention']})", ""]
         relative = control["relative_to"]
+        game = control.get("real_game") or {}
+        real_game = bool(game.get("windows"))
+        game_columns = " real game: enacted | dream agrees with the game (a still dream) |" if real_game else ""
         lines += [f"| action | mean motion px (dx, dy) | {'vs ' + relative if relative else 'dominant'} | observed "
                   f"({', '.join(control['actions'][next(iter(control['actions']))]['observed'])}) | expected | enacted "
-                  "| real 1-step px |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"| real 1-step px |{game_columns}",
+                  "|---|---|---|---|---|---|---|" + ("---|---|" if real_game else "")]
         for name, row in control["actions"].items():
-            motion = "({:+.2f}, {:+.2f})".format(*row["mean_motion_px"])
+            moved = "({:+.2f}, {:+.2f})".format(*row["mean_motion_px"])
             if relative:
                 versus = ("({:+.2f}, {:+.2f})".format(*row["mean_motion_vs_noop_px"]) if row["mean_motion_vs_noop_px"]
                           else "—")
             else:
                 versus = row["dominant"]
-            motion = row["real_one_step_motion_px"]
-            real = "({:+.2f}, {:+.2f})".format(*motion) if motion else "—"
+            one_step = row["real_one_step_motion_px"]
+            real = "({:+.2f}, {:+.2f})".format(*one_step) if one_step else "—"
             observed = " / ".join(str(v) for v in row["observed"].values())
-            lines.append(f"| {name} | {motion} | {versus} | {observed} | {row['expected'] or '—'} | "
-                         f"{format_value(row['enacted'])} | {real} |")
+            line = (f"| {name} | {moved} | {versus} | {observed} | {row['expected'] or '—'} | "
+                    f"{format_value(row['enacted'])} | {real} |")
+            if real_game:
+                answer = row.get("real_game") or {}
+                line += (f" {format_value(answer.get('enacted'))} | {format_value(answer.get('agreement'))} "
+                         f"({format_value(answer.get('agreement_if_still'))}) |")
+            lines.append(line)
+        if real_game:
+            lines += ["", f"The real game: each key held for the same {control['steps']} frames from the same contexts "
+                          f"({game['windows']} windows replayed, {len(game['skipped'])} skipped), classified as the "
+                          "dreams are. A key's enact rate in the real game is the most a faithful dream can score; "
+                          "in brackets, how often a dream that never moves would agree with the game."]
     return "\n".join(lines) + "\n"
 
 

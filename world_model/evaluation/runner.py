@@ -25,10 +25,10 @@ from rl_agent.store.reader import EpisodeStore
 from world_model.evaluation.config import CONTROL_ACTIONS, FORK_ACTIONS, EvalConfig
 from world_model.evaluation.episodes import Window, read_windows, select_windows
 from world_model.evaluation.fid import FID_HOWTO, fid, file_sha256
-from world_model.evaluation.forks import real_forks
+from world_model.evaluation.forks import held_futures, real_forks
 from world_model.evaluation.metrics import PSNR_CAP, copy_last_frame_psnr, mean_ci95, mean_finite
 from world_model.evaluation.models import ModelUnderTest, check_level_overlap, dataset_agents, load_model_under_test
-from world_model.evaluation.registration import MOTION_CLASSES, motion_class
+from world_model.evaluation.registration import MOTION_CLASSES, motion_class, path_motion
 from world_model.evaluation.worker import Batch, EvalWorker, control_action_ids
 
 RESULTS_FORMAT = "genie-redux-eval/1"
@@ -97,6 +97,29 @@ def replay_forks(store: EpisodeStore, windows: list[Window],
     return forks, skipped
 
 
+def replay_held_keys(store: EpisodeStore, windows: list[Window], config: EvalConfig,
+                     model: ModelUnderTest) -> tuple[dict[tuple[str, int], dict[str, list[float]]], list[dict]]:
+    """The real game's answer to the controllability check: each window's context replayed, each held key played
+    `control_steps` times from it, the agent's motion registered as the dreams' is (from the last context frame).
+    Keyed (episode id, start) -> key name -> [dx, dy] px; and every skipped window's reason. Only for a dynamics
+    driven by the game's own actions (a latent action has no key to press in the real game)."""
+    if model.stage != "dynamics" or model.conditioning == "latent" or config.control_steps <= 0:
+        return {}, []
+    names = tuple(control_action_ids(model))
+    motions: dict[tuple[str, int], dict[str, list[float]]] = {}
+    skipped: list[dict] = []
+    for window in windows:
+        played = held_futures(store, window, config.context, config.control_steps, names)
+        if played.frames is None:
+            skipped.append({"id": window.episode_id, "start": window.start, "reason": played.reason})
+            continue
+        last, _ = store.window(window.episode, window.start + config.context - 1, 1)  # (1, H, W, C)
+        paths = np.concatenate([np.broadcast_to(last, (len(names), *last.shape)), played.frames], axis=1)
+        motion = path_motion(paths)  # (keys, 2): over control_steps frames, from the last context frame
+        motions[(window.episode_id, window.start)] = {name: motion[i].tolist() for i, name in enumerate(names)}
+    return motions, skipped
+
+
 def _run_batches(config: EvalConfig, batches: list[Batch]) -> list[dict[str, Any]]:
     """Evaluate the batches on min(workers, batches) Ray actors; results in batch order."""
     import ray
@@ -155,13 +178,14 @@ def run_evaluation(config: EvalConfig) -> EvaluationOutput:
         check_level_overlap(model.run_info, manifest, config.split)
     windows = select_windows(store, config.window, config.episodes, config.seed)
     forks, skipped = replay_forks(store, windows, config) if model.stage == "dynamics" else ({}, [])
+    real_control = replay_held_keys(store, windows, config, model)
     batches = make_batches(store, windows, config, forks)
     results_of_batches = _run_batches(config, batches)
     records = [r for res in results_of_batches for r in res["records"]]
     samples = [s for res in results_of_batches for s in res["samples"]]
     seconds = time.monotonic() - start
     results = summarize(config, model, data_description(store, config.data, config.split), overlap.to_json(),
-                        records, results_of_batches, skipped)
+                        records, results_of_batches, skipped, real_control)
     results["timing"] = {"seconds": seconds, "episodes_per_second": len(records) / seconds if seconds > 0 else math.nan}
     return EvaluationOutput(results, samples)
 
@@ -174,7 +198,8 @@ def _per_step(records: list[dict[str, Any]], key: str, metric: str) -> list[floa
 
 def summarize(config: EvalConfig, model: ModelUnderTest, data: dict[str, Any], overlap: dict[str, Any],
               records: list[dict[str, Any]], batch_results: list[dict[str, Any]],
-              fork_skips: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+              fork_skips: list[dict[str, Any]] | None = None,
+              real_control: tuple[dict, list[dict]] | None = None) -> dict[str, Any]:
     """Averages over episodes, each metric tagged with what it was measured on (docs/design.md, 'Metrics')."""
     is_world = model.stage == "dynamics"
     tag = {
@@ -227,7 +252,8 @@ def summarize(config: EvalConfig, model: ModelUnderTest, data: dict[str, Any], o
         results["forked_futures"] = forked_futures_summary(config, model, records, fork_skips or [], tag, metrics)
     results["fid"] = _fid(config, batch_results, modes, tag, metrics)
     if is_world and config.control_steps > 0:
-        results["controllability"] = controllability_summary(model, records, config.control_steps)
+        results["controllability"] = controllability_summary(model, records, config.control_steps,
+                                                             *(real_control or ({}, [])))
     results["episodes"] = [_slim(r) for r in records]
     return results
 
@@ -313,13 +339,18 @@ def _fid(config: EvalConfig, batch_results, modes, tag, metrics) -> dict[str, An
     return info
 
 
-def controllability_summary(model: ModelUnderTest, records: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+def controllability_summary(model: ModelUnderTest, records: list[dict[str, Any]], steps: int,
+                            real_motion: dict[tuple[str, int], dict[str, list[float]]] | None = None,
+                            real_skipped: list[dict] | None = None) -> dict[str, Any]:
     """Per held action: mean agent motion (px over `steps` frames), observed direction counts, enact rate.
 
     GenieRedux-G: motion is taken relative to holding NOOP from the same context (momentum and gravity
     cancel), and the expected direction is CONTROL_ACTIONS'. GenieRedux: latent actions have no
     preset meaning, so each latent id's motion and dominant direction are reported as found.
-    Beside each, the real one-step motion after that action in the test windows (registration sanity).
+    Beside each, the real one-step motion after that action in the test windows (registration sanity), and, where
+    `real_motion` holds the real game's own held keys from the same contexts (`replay_held_keys`), the real game's
+    enact rate and how often the dream's direction is the real game's: CoinRun's agent keeps its momentum, so a
+    key held for a few frames often changes its path by less than the "still" threshold in the real game too.
     """
     names = list(control_action_ids(model))
     ids = control_action_ids(model)
@@ -331,6 +362,10 @@ def controllability_summary(model: ModelUnderTest, records: list[dict[str, Any]]
         keys = r["action_ids"]  # true actions (G) or inferred latent ids (GenieRedux): what drove the model
         for action, step in zip(keys, r["real_motion"]["motion"]):
             real[int(action)].append(step)
+    # the real game's held keys, on the records it could replay: (replayed,) record indices, name -> (replayed, 2)
+    replayed = [i for i, r in enumerate(records) if (r["id"], r["start"]) in (real_motion or {})]
+    game = {n: np.array([real_motion[(records[i]["id"], records[i]["start"])][n] for i in replayed]).reshape(-1, 2)
+            for n in names} if replayed else {}
     rows = {}
     for name in names:
         relative = motion[name] - noop if (noop is not None and name != "NOOP") else motion[name]
@@ -349,10 +384,35 @@ def controllability_summary(model: ModelUnderTest, records: list[dict[str, Any]]
             "real_one_step_motion_px": real_steps.mean(axis=0).tolist() if len(real_steps) else None,
             "real_transitions": int(len(real_steps)),
         }
+        if game:
+            game_relative = game[name] - game["NOOP"] if name != "NOOP" else game[name]  # (replayed, 2)
+            game_classes = motion_class(game_relative, steps)
+            game_counts = Counter(game_classes)
+            rows[name]["real_game"] = {
+                "mean_motion_vs_noop_px": game_relative.mean(axis=0).tolist() if name != "NOOP" else None,
+                "mean_motion_px": game[name].mean(axis=0).tolist(),
+                "observed": {c: game_counts.get(c, 0) for c in MOTION_CLASSES},
+                "enacted": game_counts.get(expected, 0) / len(game_classes),
+                # the dream's direction (relative to its NOOP dream) is the real game's, window by window
+                "agreement": float(np.mean([classes[i] == c for i, c in zip(replayed, game_classes)])),
+                # the baseline beside it: a dream that never moves (every class "still") agrees this often
+                "agreement_if_still": game_counts.get("still", 0) / len(game_classes),
+            }
     enacted = [row["enacted"] for row in rows.values() if row["enacted"] is not None]
-    return {"steps": steps, "convention": "dx > 0: agent moved right; dy > 0: agent moved up",
-            "relative_to": None if latent else "NOOP", "actions": rows,
-            "mean_enacted": float(np.mean(enacted)) if enacted else None}
+    summary = {"steps": steps, "convention": "dx > 0: agent moved right; dy > 0: agent moved up",
+               "relative_to": None if latent else "NOOP", "actions": rows,
+               "mean_enacted": float(np.mean(enacted)) if enacted else None}
+    if not latent:
+        summary["real_game"] = {
+            "windows": len(replayed), "skipped": real_skipped or [],
+            "mean_enacted": (float(np.mean([rows[n]["real_game"]["enacted"] for n in names])) if game else None),
+            "mean_agreement": (float(np.mean([rows[n]["real_game"]["agreement"] for n in names])) if game else None),
+            "mean_agreement_if_still": (float(np.mean([rows[n]["real_game"]["agreement_if_still"] for n in names]))
+                                        if game else None),
+            "rule": ("each key held for the same frames in the real game, replayed to each window's context; "
+                     "classified as the dreams are"),
+        }
+    return summary
 
 
 # ---- the copy-last-frame baseline (for the pipeline, issue 10) ---------------------------------
