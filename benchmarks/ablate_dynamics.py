@@ -97,6 +97,8 @@ VARIANTS: dict[str, dict] = {
     # the copy path copies the frame before shifted by a whole-pixel scroll a small head draws from that frame, its
     # own scroll and the key (world_model/scroll.py); trained on the registered scrolls
     "all_scroll": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled"}},
+    # the same, the head picking the change from the scroll into the frame before (a running agent keeps running)
+    "all_scroll_relative": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled", "scroll_relative": True}},
 }
 
 
@@ -276,7 +278,8 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
         previous = None
         if dynamics.scrolled():  # the head's most likely scroll under these keys (or, `oracle`, the real one)
             logits = dynamics.next_scroll_logits(tokens[:, :-1], world.action_inputs(action_ids), scrolled["before"])
-            drawn = dynamics.most_likely_scroll(logits)  # (N, 2)
+            # (N, 2) whole px, rounded as the reference rounds it (a relative head's scroll is sub-pixel)
+            drawn = dynamics.most_likely_scroll(logits, scrolled["before"]).round()
             scrolled.setdefault("drawn", drawn)  # (N, 2): the first call's keys are the real ones
             previous = reference(scrolled["real"] if oracle else drawn.float())  # (N, c+1, h, w)
         logits = dynamics(masked, world.action_inputs(action_ids), previous)[:, -1]  # (N, h, w, V)

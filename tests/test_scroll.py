@@ -101,7 +101,37 @@ def test_the_scroll_head_learns_which_way_each_key_scrolls():
         keys = torch.tensor([7, 1, 4])
         logits = dynamics.scroll_logits(torch.zeros(3, 8, 8, 32), dynamics.frame_conditioning(keys[:, None], 3)[:, 1],
                                         torch.zeros(3, 2))
-        assert dynamics.sample_scroll(logits, 0.0)[:, 0].tolist() == [-2, 2, 0]
+        assert dynamics.sample_scroll(logits, 0.0, torch.zeros(3, 2))[:, 0].tolist() == [-2, 2, 0]
+
+
+def test_a_relative_scroll_head_keeps_a_speed_it_never_saw():
+    """scroll_relative: the head picks the change from the scroll before. Trained on windows that scroll at a
+    constant -1, 0 or +1 px a frame, it continues a 3 px a frame scroll (change 0); a head that picks the scroll
+    itself, trained the same, does not. Frame 1's change is not scored (the scroll into frame 0 is unknown)."""
+    heads = {}
+    for relative in (True, False):
+        torch.manual_seed(0)
+        dynamics = scrolled_dynamics(scroll_relative=relative)
+        optimization = Optimization(dynamics, OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=10, total_steps=100))
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(100):
+            speed = torch.randint(-1, 2, (8, 1), generator=generator).float()  # (B, 1) px a frame
+            scrolls = torch.zeros(8, 4, 2)
+            scrolls[:, 1:, 0] = speed  # (B, T, 2): frame 0's unknown (0), as training registers it
+            tokens = torch.randint(0, 32, (8, 4, 8, 8), generator=generator)
+            output = dynamics.compute_loss_on_tokens(tokens, torch.full((8, 3), 4), generator, tokens, scrolls)
+            optimization.step(output.loss)
+        dynamics.eval()
+        with torch.no_grad():
+            previous = torch.tensor([[3.0, 0.0]])
+            logits = dynamics.scroll_logits(torch.zeros(1, 8, 8, 32),
+                                            dynamics.frame_conditioning(torch.tensor([[4]]), 1)[:, 1], previous)
+            heads[relative] = dynamics.most_likely_scroll(logits, previous)[0].tolist()
+    assert heads[True] == [3.0, 0.0] and heads[False][0] != 3.0, heads
+    targets, counts = scrolled_dynamics(scroll_relative=True).scroll_choice_targets(
+        torch.tensor([[[0.0, 0.0], [2.0, 0.0], [2.5, 1.0], [1.5, 1.0]]]))
+    assert counts.tolist() == [[False, True, True]]  # frame 1's change from an unknown scroll is not scored
+    assert targets[0, 1, 0, 4:6].tolist() == [0.5, 0.5] and targets[0, 2, 0, 3].item() == 1.0  # +0.5 px, -1 px
 
 
 def test_a_rollout_copies_the_last_frame_shifted_by_the_drawn_scroll(coinrun_frame):
@@ -173,7 +203,7 @@ def test_the_expected_scroll_draw_moves_a_rollout_by_the_pixels_its_camera_cross
     logits = torch.full((1, 2, 9), -1e4)
     logits[0, 0, 4], logits[0, 0, 5] = np.log(0.6), np.log(0.4)  # x: 0 px or +1 px
     logits[0, 1, 4] = 0.0  # y: 0 px
-    drawn = dynamics.sample_scroll(logits, 1.0)  # (1, 2)
+    drawn = dynamics.sample_scroll(logits, 1.0, torch.zeros(1, 2))  # (1, 2)
     assert torch.allclose(drawn, torch.tensor([[0.4, 0.0]]), atol=1e-5)
     tokenizer = per_frame_tokenizer()
     frame = torch.from_numpy(coinrun_frame).float()[None] / 255  # (1, H, W, C)
@@ -299,10 +329,10 @@ def test_a_scrolled_rollout_shows_the_frames_its_scroller_decoded(coinrun_clip):
 def test_the_scroll_temperature_sharpens_the_draw_and_only_a_scrolled_dynamics_takes_one():
     dynamics = scrolled_dynamics()
     logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0]] * 2] * 500)  # (500, 2, 9): 0 px most likely
-    drawn = dynamics.sample_scroll(logits, 1.0, torch.Generator().manual_seed(0))  # (500, 2)
+    drawn = dynamics.sample_scroll(logits, 1.0, torch.zeros(500, 2), torch.Generator().manual_seed(0))  # (500, 2)
     assert (drawn != 0).float().mean() > 0.4  # at temperature 1 a third-likely-or-less scroll is often drawn
     dynamics.config = dataclasses.replace(dynamics.config, scroll_temperature=0.0)
-    assert (dynamics.sample_scroll(logits, 1.0, torch.Generator().manual_seed(0)) == 0).all()
+    assert (dynamics.sample_scroll(logits, 1.0, torch.zeros(500, 2), torch.Generator().manual_seed(0)) == 0).all()
     with pytest.raises(ConfigError, match="scroll_temperature"):
         DynamicsConfig(copy_bias=3.0, copy_reference="scrolled", scroll_temperature=-1.0)
     world = WorldModel(per_frame_tokenizer(), Dynamics(DynamicsConfig(vocab_size=32, grid=8, frames=4,

@@ -157,6 +157,12 @@ class DynamicsConfig:
     # dream a pixel every 2-3 steps (a draw at temperature 0.5 mostly rounds it to 0), and the head reads back the
     # sub-pixel scroll it was trained on (world_model/scroll.py, Scroller)
     scroll_draw: Literal["sample", "expected"] = "sample"
+    # the head picks the change from the scroll into the frame before (whole px per axis) instead of the scroll
+    # itself: a running agent keeps its speed unless the key, gravity or a wall changes it. Why: trained on the
+    # random agent's data (its sideways scroll 0 in 80% of frames), a head that picks the scroll itself learnt
+    # "mostly 0" and picked the running agent's sideways scroll in 25% of Diverse frames, where "the same as
+    # before" is right in 69% (README, "What the dynamics needs")
+    scroll_relative: bool = False
 
     def __post_init__(self) -> None:
         if self.copy_reference not in ("previous", "scrolled"):

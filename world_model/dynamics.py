@@ -173,23 +173,45 @@ class Dynamics(nn.Module):
                               previous_scroll.to(conditioning.dtype) / self.config.max_scroll], dim=-1)  # (..., 2d+2)
         return self.scroll_head(features).unflatten(-1, (2, 2 * self.config.max_scroll + 1))  # (..., 2, 2S+1)
 
-    def most_likely_scroll(self, logits: torch.Tensor) -> torch.Tensor:
-        """Scroll logits (..., 2, 2S+1) -> the most likely whole-pixel scroll per axis (..., 2)."""
-        return logits.argmax(-1) - self.config.max_scroll
+    def most_likely_scroll(self, logits: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """Scroll logits (..., 2, 2S+1) and the scroll into the frame before (..., 2) px -> the most likely scroll per
+        axis (..., 2) px: a whole-pixel choice, or with scroll_relative the previous scroll plus a whole-pixel
+        change."""
+        return self._scroll_from_choice(logits.argmax(-1) - self.config.max_scroll, previous)
 
     @torch.no_grad()
-    def sample_scroll(self, logits: torch.Tensor, temperature: float,
+    def sample_scroll(self, logits: torch.Tensor, temperature: float, previous: torch.Tensor,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scroll logits (B, 2, 2S+1) -> a rollout's scroll (B, 2) px: with scroll_draw "expected" the head's
-        expected scroll (sub-pixel; the Scroller accumulates it), else a whole-pixel scroll drawn at the config's
-        scroll_temperature when the sampling `temperature` > 0, or (at either temperature 0) the most likely."""
+        """Scroll logits (B, 2, 2S+1) and the scroll into the frame before (B, 2) px -> a rollout's scroll (B, 2) px:
+        with scroll_draw "expected" the head's expected choice (sub-pixel; the Scroller accumulates it), else a
+        whole-pixel choice drawn at the config's scroll_temperature when the sampling `temperature` > 0, or (at
+        either temperature 0) the most likely; with scroll_relative the choice is a change of `previous`."""
         if self.config.scroll_draw == "expected":
             values = torch.arange(logits.shape[-1], device=logits.device) - self.config.max_scroll  # (2S+1,)
-            return (logits.float().softmax(-1) * values).sum(-1)  # (B, 2)
+            return self._scroll_from_choice((logits.float().softmax(-1) * values).sum(-1), previous)  # (B, 2)
         scale = self.config.scroll_temperature
         if temperature > 0 and scale > 0:
-            return _sample_categorical(logits.float() / scale, generator) - self.config.max_scroll  # (B, 2)
-        return self.most_likely_scroll(logits)
+            choice = _sample_categorical(logits.float() / scale, generator) - self.config.max_scroll  # (B, 2)
+            return self._scroll_from_choice(choice, previous)
+        return self.most_likely_scroll(logits, previous)
+
+    def _scroll_from_choice(self, choice: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The head's choice (..., 2) px -> the scroll (..., 2) px: itself, or with scroll_relative `previous` + it."""
+        if not self.config.scroll_relative:
+            return choice
+        return previous.float().to(choice.device) + choice.float()
+
+    def scroll_choice_targets(self, scrolls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Registered scrolls into frames 0..T-1 (B, T, 2) px -> the head's soft targets for frames 1..T-1
+        (B, T-1, 2, 2S+1) and which of them count (B, T-1): the scroll itself, or with scroll_relative its change
+        from the scroll before, which frame 1 lacks (the scroll into frame 0 is not known)."""
+        if not self.config.scroll_relative:
+            targets = scroll_targets(scrolls[:, 1:], self.config.max_scroll)
+            return targets, torch.ones(targets.shape[:2], dtype=torch.bool, device=targets.device)
+        targets = scroll_targets(scrolls[:, 1:] - scrolls[:, :-1], self.config.max_scroll)  # (B, T-1, 2, 2S+1)
+        counts = torch.ones(targets.shape[:2], dtype=torch.bool, device=targets.device)  # (B, T-1)
+        counts[:, 0] = False
+        return targets, counts
 
     @torch.no_grad()
     def next_scroll_logits(self, context: torch.Tensor, actions: torch.Tensor, previous_scroll: torch.Tensor,
@@ -209,7 +231,7 @@ class Dynamics(nn.Module):
                     last_output: torch.Tensor | None = None) -> torch.Tensor:
         """A rollout's scroll (B, 2) px into the frame after `context` (`next_scroll_logits`, `sample_scroll`)."""
         logits = self.next_scroll_logits(context, actions, previous_scroll, last_output)  # (B, 2, 2S+1)
-        return self.sample_scroll(logits, temperature, generator)
+        return self.sample_scroll(logits, temperature, previous_scroll, generator)
 
     def scrolled(self) -> bool:
         return self.config.copy_reference == "scrolled"
@@ -273,11 +295,12 @@ class Dynamics(nn.Module):
         if self.scrolled():
             conditioning = self.frame_conditioning(actions, tokens.shape[0], dropped)  # (B, T, d)
             logits = self.scroll_logits(hidden[:, :-1], conditioning[:, 1:], scrolls[:, :-1])  # (B, T-1, 2, 2S+1)
-            targets = scroll_targets(scrolls[:, 1:], self.config.max_scroll)  # (B, T-1, 2, 2S+1)
-            scroll_loss = -(targets * logits.float().log_softmax(-1)).sum(-1).mean()
+            targets, counts = self.scroll_choice_targets(scrolls)  # (B, T-1, 2, 2S+1), (B, T-1)
+            scroll_loss = -(targets * logits.float().log_softmax(-1)).sum(-1)[counts].mean()
             loss = loss + self.config.scroll_loss_weight * scroll_loss
+            right = (logits.argmax(-1) == targets.argmax(-1))[counts]  # (counted, 2)
             metrics.update(loss=loss.detach(), token_loss=metrics["loss"], scroll_loss=scroll_loss.detach(),
-                           scroll_accuracy=(logits.argmax(-1) == targets.argmax(-1)).float().mean().detach())
+                           scroll_accuracy=right.float().mean().detach())
         return LossOutput(loss, metrics)
 
     # ---- evaluation and sampling ---------------------------------------------------------

@@ -99,7 +99,7 @@ class WorldModel(nn.Module):
         if scroller is None:
             return context[:, -1]
         logits = self.dynamics.next_scroll_logits(context, actions, scroller.previous_scroll)  # (B, 2, 2S+1)
-        return scroller.reference(self.dynamics.most_likely_scroll(logits))
+        return scroller.reference(self.dynamics.most_likely_scroll(logits, scroller.previous_scroll))
 
     @torch.no_grad()
     def show(self, context_frames: np.ndarray | torch.Tensor, context: torch.Tensor,

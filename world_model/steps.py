@@ -127,7 +127,7 @@ class DynamicsTrainee(nn.Module):
         hidden = self.dynamics.hidden_states(tokens, actions)  # (B, T, h, w, d): causal, frame k sees frames <= k
         conditioning = self.dynamics.frame_conditioning(actions, tokens.shape[0])  # (B, T, d)
         logits = self.dynamics.scroll_logits(hidden[:, :-1], conditioning[:, 1:], scrolls[:, :-1])  # (B, T-1, 2, 2S+1)
-        drawn = self.dynamics.most_likely_scroll(logits)  # (B, T-1, 2)
+        drawn = self.dynamics.most_likely_scroll(logits, scrolls[:, :-1])  # (B, T-1, 2)
         return self._shifted_references(self._frames_of(batch), drawn)
 
     def _frames_of(self, batch: Batch | TokenBatch) -> np.ndarray:
