@@ -313,11 +313,13 @@ def test_play_steps_a_scrolled_dynamics_from_its_tokens(coinrun_clip):
     assert np.array_equal(out.tokens, expected.numpy())
 
 
-def test_a_scrolled_rollout_shows_the_frames_its_scroller_decoded(coinrun_clip):
-    """generate() reuses the scroller's decodes: they must be what decoding the rollout's tokens again gives."""
+@pytest.mark.parametrize("head", [{}, {"scroll_relative": True}, {"scroll_draw": "expected"}])
+def test_a_scrolled_rollout_shows_the_frames_its_scroller_decoded(coinrun_clip, head):
+    """generate() reuses the scroller's decodes: they must be what decoding the rollout's tokens again gives (with
+    each way of choosing the scroll: whole pixels, a change of the sub-pixel scroll before, the expected scroll)."""
     torch.manual_seed(0)
     frames, actions = coinrun_clip
-    world = WorldModel(per_frame_tokenizer(), scrolled_dynamics(sampling_steps=2)).eval()
+    world = WorldModel(per_frame_tokenizer(), scrolled_dynamics(sampling_steps=2, **head)).eval()
     shown = world.generate(frames[:, :2], actions[:, :4], 3, generator=torch.Generator().manual_seed(0))
     context = world.tokenizer.tokenize(frames[:, :2])
     generated = world.dynamics.generate_tokens(context, world.action_inputs(actions[:, :4]), 3,
