@@ -59,6 +59,18 @@ def makedirs(location: str | os.PathLike) -> None:
     fs.create_dir(path, recursive=True)
 
 
+def move(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename a file or folder within one file system (its parent folders made). Object stores move files only
+    (pyarrow cannot rename a prefix): a folder there is refused with a StorageError that says so."""
+    fs, source_path = resolve(source)
+    _, target_path = resolve(target)
+    fs.create_dir(target_path.rsplit("/", 1)[0], recursive=True)
+    try:
+        fs.move(source_path, target_path)
+    except (OSError, NotImplementedError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise StorageError(f"cannot move {source} to {target} ({err})") from err
+
+
 def read_bytes(location: str | os.PathLike) -> bytes:
     fs, path = resolve(location)
     try:

@@ -87,6 +87,21 @@ def test_changed_eval_setting_replans_only_the_evaluations(study, ray_cluster):
     assert status["eval:genie-g:basic-test"] == status["report"] == "to do", status
 
 
+def test_a_finished_task_whose_config_changed_runs_again_with_its_old_outputs_set_aside(study, ray_cluster):
+    """The TA dynamics asked for another number of steps: it trains again from scratch (its trainer would refuse the
+    old run in its folder), the old run is kept under pipeline/superseded/."""
+    out, _ = study
+    old_record = (out / "pipeline" / "genie-g-ta.json").read_text()
+    changed = [o if not o.startswith("pipeline.ta_steps=") else
+               "pipeline.ta_steps={tokenizer: 2, lam: 2, dynamics: 3}" for o in REDUCED]
+    rerun = genie_pipeline(out, ray_cluster, "--tasks", "genie-g-ta", overrides=changed, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "genie-g-ta: its config changed since it ran" in rerun.stdout and "genie-g-ta: done in" in rerun.stdout
+    kept = list((out / "pipeline" / "superseded").glob("genie-g-ta-*/models/genie-g-ta/latest.pt"))
+    assert len(kept) == 1 and (out / "models" / "genie-g-ta" / "latest.pt").is_file()
+    assert (out / "pipeline" / "genie-g-ta.json").read_text() != old_record
+
+
 def test_a_task_without_its_inputs_is_refused_before_anything_runs(ray_cluster, tmp_path):
     # --stages: the old name of --tasks, still taken
     run = genie_pipeline(tmp_path / "fresh", ray_cluster, "--stages", "genie-g", timeout=120)

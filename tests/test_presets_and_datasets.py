@@ -87,14 +87,15 @@ def test_one_pipeline_table_field_overridden_keeps_the_others(tmp_path):
 
 
 def test_ta_replay_trains_the_named_ta_tasks_on_both_training_sets_and_changes_only_their_keys(tmp_path):
-    """`pipeline.ta_replay: [genie-g]`: GenieRedux-G-TA trains on the agent's and the random agent's data (in that
-    order), its key and its evaluations' keys change, and every other task (the TA tokenizer's included) is kept."""
+    """`pipeline.ta_replay: [genie-g]` against none: GenieRedux-G-TA trains on the agent's and the random agent's
+    data (in that order), its key and its evaluations' keys change, and every other task (the TA tokenizer's
+    included) is kept."""
     from cluster.pipeline.actions import train_job
     from cluster.pipeline.plan import PipelineSettings, build_plan
     from cluster.pipeline.runner import make_context
 
-    plain = {t.name: t for t in build_plan(make_context(tmp_path, "tiny", None, []))}
-    context = make_context(tmp_path, "tiny", None, ["pipeline.ta_replay=[genie-g]"])
+    plain = {t.name: t for t in build_plan(make_context(tmp_path, "tiny", None, ["pipeline.ta_replay=[]"]))}
+    context = make_context(tmp_path, "tiny", None, ["pipeline.ta_replay=[genie-g]"])  # tiny's own since 2026-12-01
     replay = {t.name: t for t in build_plan(context)}
     assert train_job(context, replay["genie-g-ta"]).data == [str(tmp_path / "data" / "agent-train"),
                                                               str(tmp_path / "data" / "random-train")]

@@ -131,6 +131,9 @@ class Task:
     config: dict[str, Any]  # what defines the task's result
     action: Callable[["PipelineContext", "Task"], dict[str, Any]]
     key: str = ""
+    # the folder the task writes into (relative to the run folder; None: only its outputs), set aside whole when
+    # the task must run again under another config (runner.set_aside_superseded)
+    workspace: str | None = None
 
 
 @dataclass

@@ -52,11 +52,12 @@ def build_plan(context: PipelineContext) -> list[Task]:
     s, sections = context.settings, context.sections
     data = sections.get("data", {})
     agent = {k: v for k, v in sections.get("agent", {}).items() if k not in PLACEMENT_SETTINGS}
-    tasks: list[Task] = [Task("agent", "agent", [], ["agent/curve.csv"], {"agent": agent}, actions.train_agent)]
+    tasks: list[Task] = [Task("agent", "agent", [], ["agent/curve.csv"], {"agent": agent}, actions.train_agent,
+                               workspace="agent")]
     for name, needs_agent in (("random-train", False), ("basic-test", False), ("agent-train", True),
                               ("diverse-test", True)):
         tasks.append(Task(f"data:{name}", "data", ["agent"] if needs_agent else [], [f"data/{name}/manifest.json"],
-                          {"data": data, "name": name}, actions.make_dataset))
+                          {"data": data, "name": name}, actions.make_dataset, workspace=f"data/{name}"))
     world = {k: v for k, v in sections.get("world_model", {}).items()}
     for ta in (False, True):
         for name in s.models:
@@ -76,13 +77,14 @@ def build_plan(context: PipelineContext) -> list[Task]:
             config = {"world_model": world, "stage": stage, "conditioning": recorded_actions(conditioning),
                       "steps": steps, "overrides": list(s.overrides), "workers": s.train_workers}
             tasks.append(Task(model_dir(name, ta).split("/")[1], "finetune" if ta else "train", needs,
-                              [f"{model_dir(name, ta)}/latest.pt"], config, actions.train_model))
+                              [f"{model_dir(name, ta)}/latest.pt"], config, actions.train_model,
+                              workspace=model_dir(name, ta)))
     trained = [t.name for t in tasks if t.group in ("train", "finetune")]
     for model in trained:
         for test_set in s.eval_sets:
             tasks.append(Task(f"eval:{model}:{test_set}", "eval", [model, f"data:{test_set}"],
                               [f"eval/{model}/{test_set}/results.json"], {"eval": s.eval, "version": EVAL_VERSION},
-                              actions.evaluate_model))
+                              actions.evaluate_model, workspace=f"eval/{model}/{test_set}"))
     evals = [t.name for t in tasks if t.group == "eval"]
     tasks.append(Task("report", "report",
                       [*[t.name for t in tasks if t.group in ("agent", "data")], *trained, *evals],

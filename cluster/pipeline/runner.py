@@ -102,6 +102,7 @@ def run_pipeline(context: PipelineContext, wanted: list[str] | None = None) -> l
             print(f"[pipeline] {task.name}: reused (done earlier with the same "
                   f"config){placement_note(context, task, record)}")
             continue
+        set_aside_superseded(context, task)
         print(f"[pipeline] {task.name}: running", flush=True)
         began = time.monotonic()
         info = task.action(context, task)
@@ -110,6 +111,30 @@ def run_pipeline(context: PipelineContext, wanted: list[str] | None = None) -> l
         outcomes.append(TaskOutcome(task.name, "ran", seconds))
         print(f"[pipeline] {task.name}: done in {seconds:.0f} s", flush=True)
     return outcomes
+
+
+def set_aside_superseded(context: PipelineContext, task: Task) -> None:
+    """A task that finished under another config (its record's key differs) runs again from scratch: its folder
+    (or outputs) is moved to RUN/pipeline/superseded/<task>-<old key>/ first, kept, not deleted, because a training
+    task would otherwise find the old run in its folder and refuse to mix the two. An unfinished task (no record)
+    keeps its outputs: it resumes, and a trainer refuses one of another config itself, saying what to do."""
+    record = read_record(context.run, task.name)
+    if not record or record.get("key") == task.key:
+        return
+    aside = f"{STATE_DIR}/superseded/{task.name.replace(':', '__')}-{record.get('key')}"
+    moved = []
+    for output in ([task.workspace] if task.workspace else task.outputs):
+        if storage.exists(context.path(output)):
+            try:
+                storage.move(context.path(output), context.path(f"{aside}/{output}"))
+            except storage.StorageError as err:
+                raise ConfigError(f"task {task.name} ran before with another config and must run again, but its "
+                                  f"old output could not be set aside ({err}); remove {context.path(output)} and "
+                                  "run the pipeline again") from err
+            moved.append(output)
+    if moved:
+        print(f"[pipeline] {task.name}: its config changed since it ran; its old outputs ({', '.join(moved)}) "
+              f"are kept in {context.path(aside)}", flush=True)
 
 
 def placement_note(context: PipelineContext, task: Task, record: dict[str, Any]) -> str:
