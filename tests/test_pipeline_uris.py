@@ -107,7 +107,8 @@ def test_gpus_reach_training_evaluation_and_the_learner_but_no_task_key(tmp_path
         assert job.gpus_per_worker == 1 and job.out == f"{gpus.run}/models/{task.name}"
         assert train_job(cpus, task).gpus_per_worker == 0
     genie_g_ta = train_job(gpus, trained[-1])
-    assert genie_g_ta.init == f"{gpus.run}/models/genie-g" and genie_g_ta.data == [f"{gpus.run}/data/agent-train"]
+    assert genie_g_ta.init == f"{gpus.run}/models/genie-g" and genie_g_ta.data == [f"{gpus.run}/data/agent-train",
+                                                                                 f"{gpus.run}/data/random-train"]
     evaluations = [s for s in plan if s.group == "eval"]
     assert len(evaluations) == 6
     for task in evaluations:
