@@ -52,7 +52,6 @@ def scroll_targets(scroll: torch.Tensor, max_scroll: int) -> torch.Tensor:
     return targets
 
 
-@torch.no_grad()
 def require_per_frame_encoder(tokenizer) -> None:
     """A scrolled copy path tokenizes each shifted frame alone: refuse a tokenizer whose ids depend on the frames
     before (encoder_temporal), whose ids for a lone frame are not the ids it gives in a window."""
@@ -61,6 +60,7 @@ def require_per_frame_encoder(tokenizer) -> None:
                          "tokenizer with encoder_temporal false (as tiny and laptop train)")
 
 
+@torch.no_grad()
 def shifted_ids(tokenizer, frames: torch.Tensor, scroll: torch.Tensor, max_scroll: int | None = None) -> torch.Tensor:
     """Frames (N, H, W, C) in [0, 1] shifted by scrolls (N, 2) px (rounded; clipped to max_scroll when given), each
     tokenized alone: ids (N, h, w), what a scrolled copy path copies."""
@@ -70,6 +70,7 @@ def shifted_ids(tokenizer, frames: torch.Tensor, scroll: torch.Tensor, max_scrol
     return tokenizer.encode(shift_frames(frames, whole)[:, None]).ids[:, 0]  # (N, h, w)
 
 
+@torch.no_grad()
 def scrolled_references(tokenizer, frames: np.ndarray, scrolls: np.ndarray, max_scroll: int,
                         batch_frames: int = 256) -> np.ndarray:
     """The copy reference of every frame of an episode: frame t-1 shifted by frame t's scroll (rounded, clipped to

@@ -109,21 +109,20 @@ class Stepper:
         actions = np.stack([it.actions[-length:] for it in items])  # (B, Tc)
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))
-        # a `scrolled` dynamics shifts the last frame (the one shown, when every input has it) by the scroll it draws
+        # the frames shown last, when every input has one: (B, H, W, C) uint8, or None
+        shown = (np.stack([it.previous_frame for it in items])
+                 if all(it.previous_frame is not None for it in items) else None)
+        # a `scrolled` dynamics shifts the last frame (the one shown, when known) by the scroll it draws
         # (world_model/scroll.py); the scroll into it is registered from the tokens, as WorldModel.generate starts
-        scroller = None
-        if self.model.dynamics.scrolled():
-            shown = (np.stack([it.previous_frame for it in items])
-                     if all(it.previous_frame is not None for it in items) else None)  # (B, H, W, C) uint8
-            scroller = Scroller.start(self.model, tokens, shown)
+        scroller = Scroller.start(self.model, tokens, shown) if self.model.dynamics.scrolled() else None
         new = self.model.dynamics.sample_next_frame(
             tokens, self.model.action_inputs(actions), steps, temperature, generator, scroller=scroller
         )  # (B, h, w)
         window = torch.cat([tokens, new.unsqueeze(1)], dim=1)[:, -self.decode_frames:]  # (B, <=Td, h, w)
         decoded = self.model.tokenizer.detokenize(window)[:, -1]  # (B, H, W, C)
-        if all(it.previous_frame is not None for it in items):
-            shown = torch.as_tensor(np.stack([it.previous_frame for it in items]), device=device)  # (B, H, W, C) uint8
-            decoded = self.model.render(decoded, shown, new, tokens[:, -1])  # (B, H, W, C)
+        if shown is not None:
+            # (B, H, W, C): patches whose token stayed keep the pixels shown
+            decoded = self.model.render(decoded, torch.as_tensor(shown, device=device), new, tokens[:, -1])
         frames = to_uint8(decoded).cpu().numpy()  # (B, H, W, C)
         new_np = new.cpu().numpy().astype(np.int16)  # (B, h, w)
         return [StepOutput(new_np[b], frames[b]) for b in range(len(items))]
