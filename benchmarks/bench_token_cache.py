@@ -1,8 +1,9 @@
 """Dynamics training windows/s from the token cache vs from frames, on real CoinRun windows, `tiny` preset.
 
 From frames, every step runs the frozen tokenizer over its windows (and, for GenieRedux, the frozen
-LAM) before the dynamics' own forward/backward; from the token cache (world_model/token_cache.py)
-it reads ids encoded once. Both paths train the same model on the same windows (WindowPlan, seeded
+LAM; for the preset's scrolled copy path, the scroll registration and the tokenizer again over each
+frame's shifted predecessor) before the dynamics' own forward/backward; from the token cache
+(world_model/token_cache.py) it reads all of those encoded once. Both paths train the same model on the same windows (WindowPlan, seeded
 per step) with the in-process `train_step` a Ray Train worker runs; they are measured in turns
 (frames, cache, frames, cache, ...) so a busy machine slows both alike, and the median of the turns
 is printed with the ratio. The one-time cost of building the cache is printed too. Random weights
@@ -112,8 +113,9 @@ def main() -> None:
         name = "GenieRedux-G (the agent's actions)" if actions == "ground_truth" else "GenieRedux (latent actions)"
         tokenizer, lam, dynamics = build_models(preset, store, actions)
         began = time.perf_counter()
+        max_scroll = dynamics.config.max_scroll if dynamics.scrolled() else None  # tiny's scrolled copy path
         cache = ensure_token_cache(work / f"cache-{actions}", tokenizer, lam, store, progress=False,
-                                   note=lambda text: None)
+                                   note=lambda text: None, max_scroll=max_scroll)
         build_s = time.perf_counter() - began
         trainee = DynamicsTrainee(dynamics, tokenizer, lam)
         optimization = Optimization(trainee, preset.optim)

@@ -242,7 +242,8 @@ def forced_right(dynamics: Dynamics, px: int = 3) -> Dynamics:
     return dynamics
 
 
-def test_a_scrolled_dynamics_trains_and_validates_from_frames_not_from_a_token_cache(coinrun_clip):
+def test_a_scrolled_dynamics_trains_and_validates_from_frames_and_refuses_tokens_without_its_references(
+        coinrun_clip):
     from world_model.steps import DynamicsTrainee, TokenBatch, eval_step, train_step
     frames, actions = coinrun_clip
     trainee = DynamicsTrainee(scrolled_dynamics(), per_frame_tokenizer())
@@ -254,7 +255,7 @@ def test_a_scrolled_dynamics_trains_and_validates_from_frames_not_from_a_token_c
     references, scrolls = trainee.scrolled_inputs((frames[:, :4], actions[:, :3]))  # (B, T, h, w), (B, T, 2)
     assert references.shape == (2, 4, 8, 8) and (references[:, 0] == 32).all() and (scrolls[:, 0] == 0).all()
     np.testing.assert_allclose(scrolls[0, 1:].numpy(), scene_scroll(frames[0, :3], frames[0, 1:4]))
-    with pytest.raises(ValueError, match="token_cache"):
+    with pytest.raises(ValueError, match="max_scroll"):  # a cache of the plain copy path: no scroll columns
         trainee.compute_loss(TokenBatch(torch.zeros(2, 4, 8, 8, dtype=torch.long), actions[:, :3]))
     temporal = Tokenizer(dataclasses.replace(per_frame_tokenizer().config, encoder_temporal=True))
     with pytest.raises(ValueError, match="encoder_temporal"):

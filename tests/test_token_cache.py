@@ -62,7 +62,10 @@ def built(store, models, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("token-caches")
     ensure_token_cache(root / "true", tokenizer, None, store, progress=False)
     ensure_token_cache(root / "latent", tokenizer, lam, store, progress=False)
-    return {"true": root / "true", "latent": root / "latent"}
+    max_scroll = TINY.dynamics.max_scroll  # tiny's scrolled copy path: each frame's scroll and shifted predecessor too
+    ensure_token_cache(root / "scrolled-true", tokenizer, None, store, progress=False, max_scroll=max_scroll)
+    ensure_token_cache(root / "scrolled-latent", tokenizer, lam, store, progress=False, max_scroll=max_scroll)
+    return {name: root / name for name in ("true", "latent", "scrolled-true", "scrolled-latent")}
 
 
 def copied(built: dict[str, Path], kind: str, tmp_path: Path) -> Path:
@@ -80,7 +83,8 @@ def test_cached_ids_are_the_tokenizers_ids_and_latent_ids_are_read_as_evaluation
     assert cache.tokens[0].dtype == np.int16 and len(cache.tokens) == len(store)
     episodes, starts = store.sample_positions(np.random.default_rng(0), 12, 4)
     frames, actions = store.windows(episodes, starts, 4)  # (12, 4, H, W, C), (12, 3)
-    tokens, cached_actions = cache.windows(episodes, starts, 4)  # (12, 4, h, w), (12, 3)
+    tokens, cached_actions, references, _ = cache.windows(episodes, starts, 4)  # (12, 4, h, w), (12, 3)
+    assert references is None and not cache.scrolled  # made for the plain copy path
     assert np.array_equal(tokens, tokenizer.tokenize(frames).numpy()), "cached ids differ from the tokenizer's"
     assert np.array_equal(cached_actions, actions)
     assert len(np.unique(tokens)) > 20, "a degenerate tokenizer would make the comparison meaningless"
@@ -108,6 +112,20 @@ def test_a_cache_of_another_tokenizer_is_never_used_and_is_rebuilt_saying_why(st
     lines.clear()
     ensure_token_cache(folder, second, None, store, note=note, progress=False)
     assert "verified, reused" in lines[0], lines
+
+
+def test_a_cache_without_a_scrolled_copy_paths_references_is_never_used_for_one(store, models, built, tmp_path):
+    tokenizer, _, _ = models
+    max_scroll = TINY.dynamics.max_scroll
+    with pytest.raises(StaleTokenCache, match="no scrolled copy references"):
+        TokenCache.open(built["true"], cache_key(tokenizer, None, store, max_scroll))
+    with pytest.raises(StaleTokenCache, match="copies the previous frame"):
+        TokenCache.open(built["scrolled-true"], cache_key(tokenizer, None, store))
+    folder = copied(built, "scrolled-true", tmp_path)
+    lines, note = notes()
+    cache = ensure_token_cache(folder, tokenizer, None, store, note=note, progress=False, max_scroll=max_scroll + 2)
+    assert f"shifted by at most {max_scroll} px, this run's dynamics by {max_scroll + 2}" in lines[0], lines
+    assert cache.scrolled and cache.key["scrolled"] == max_scroll + 2
 
 
 def test_a_changed_dataset_is_rebuilt_saying_why(train_data, models, tmp_path):
@@ -150,25 +168,35 @@ def test_a_damaged_cache_is_refused_and_rebuilt_saying_why(store, models, built,
     assert np.array_equal(cache.windows([2], [7], 4)[0], good)
 
 
+@pytest.mark.parametrize("copy_reference", ["previous", "scrolled"])
 @pytest.mark.parametrize("conditioning", ["ground_truth", "latent"])
-def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, built, tmp_path, conditioning):
+def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, built, tmp_path, conditioning,
+                                                               copy_reference):
     tokenizer, _, lam = models
     lam = lam if conditioning == "latent" else None
     job = TrainJob(stage="dynamics", data=[str(store.manifests[0].root)], out=str(tmp_path / "run"), tokenizer="t",
                    lam="l" if lam else None, actions="latent" if lam else "true", wandb=False)
     torch.manual_seed(0)
-    # the cache serves the plain copy path (tiny's scrolled one reads frames: test_scroll.py)
-    config = dataclasses.replace(dynamics_config(job, TINY, tokenizer, lam), copy_reference="previous")
+    config = dataclasses.replace(dynamics_config(job, TINY, tokenizer, lam), copy_reference=copy_reference)
     trainee = DynamicsTrainee(Dynamics(config), tokenizer, lam)
     twin = copy.deepcopy(trainee)
-    cache = TokenCache.open(built["latent" if lam else "true"], cache_key(tokenizer, lam, store))
+    scrolled = copy_reference == "scrolled"
+    name = ("scrolled-" if scrolled else "") + ("latent" if lam else "true")
+    cache = TokenCache.open(built[name], cache_key(tokenizer, lam, store, config.max_scroll if scrolled else None))
+    assert cache.scrolled == scrolled
     episodes, starts = store.sample_positions(np.random.default_rng(1), 8, 4)
     if lam is not None:
         # the cache reads latent ids from windows ending at each step, as evaluation does; a training window
         # reads them from its own frames: the two agree on windows that start an episode (the LAM's length is 4)
         starts = np.zeros_like(starts)
     frames = store.windows(episodes, starts, 4)  # (8, 4, H, W, C), (8, 3)
-    tokens = TokenBatch(*cache.windows(episodes, starts, 4, latent=lam is not None))  # (8, 4, h, w), (8, 3)
+    tokens = TokenBatch(*cache.windows(episodes, starts, 4, latent=lam is not None))  # (8, 4, h, w), (8, 3), ...
+    if scrolled:  # the cached references and scrolls are the ones a step from frames computes
+        references, scrolls = trainee.scrolled_inputs(frames)  # (8, 4, h, w), (8, 4, 2)
+        cached_references, cached_scrolls = trainee.scrolled_inputs(tokens)
+        assert torch.equal(references, cached_references) and torch.equal(scrolls, cached_scrolls)
+        assert (starts > 0).any() or lam is not None  # windows that start inside an episode set frame 0's aside
+        assert float(scrolls.abs().sum()) > 0, "windows without any scroll would test nothing"
     losses = []
     for model, batch in ((trainee, frames), (twin, tokens)):
         torch.manual_seed(5)  # the same masks
@@ -197,11 +225,7 @@ def test_genie_train_dynamics_reads_the_cache_and_trains_as_from_frames(ray_clus
     base = ["train", "dynamics", "--data", str(data), "--tokenizer", str(checkpoint), "--actions", "ground_truth",
             "--steps", "3", "--workers", "2", "--batch", "4", "--no-progress", "--no-wandb",
             "--set", "world_model.train.log_every=1", "--set", "world_model.train.val_windows=4"]
-    # tiny's scrolled copy path reads frames: asked for the cache, it says so and what to do
-    assert genie([*base, "--out", str(tmp_path / "scrolled"), "--set", "world_model.train.token_cache=true"]) == 2
-    printed = capsys.readouterr()
-    assert "set train.token_cache to auto or false" in printed.out + printed.err, printed
-    base += ["--set", "world_model.dynamics.copy_reference=previous"]
+    # tiny's scrolled copy path: the cache holds each frame's scroll and shifted predecessor too
     assert genie([*base, "--out", str(tmp_path / "cached"), "--set", "world_model.train.token_cache=true"]) == 0
     printed = capsys.readouterr().out
     assert "token cache" in printed and "no cache yet" in printed, printed

@@ -40,10 +40,15 @@ class TokenBatch(NamedTuple):
 
     tokens: ids (B, T, h, w) (int16 from the cache, any integer type); actions: (B, T-1) the true action
     ids for GenieRedux-G, the LAM's latent ids for GenieRedux (turned into codes here, as for frames).
+    For a `scrolled` copy path also each frame's copy reference ids (B, T, h, w) and registered scroll (B, T, 2)
+    px, as the episode holds them: frame 0's, from the frame before the window, are set aside here (a window's
+    first frame has no predecessor, as when training from frames).
     """
 
     tokens: np.ndarray | torch.Tensor
     actions: np.ndarray | torch.Tensor
+    references: np.ndarray | torch.Tensor | None = None
+    scrolls: np.ndarray | torch.Tensor | None = None
 
 
 class DynamicsTrainee(nn.Module):
@@ -101,9 +106,15 @@ class DynamicsTrainee(nn.Module):
 
     @torch.no_grad()
     def scrolled_inputs(self, batch: Batch | TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """A `scrolled` dynamics's other inputs, from the window's frames: each frame's copy reference (B, T, h, w)
-        (its predecessor shifted by the registered scroll, rounded, and tokenized; frame 0's the "masked" id) and
-        the registered scrolls into every frame (B, T, 2) px (frame 0's: 0)."""
+        """A `scrolled` dynamics's other inputs: each frame's copy reference (B, T, h, w) (its predecessor shifted
+        by the registered scroll, rounded, and tokenized; frame 0's the "masked" id) and the registered scrolls
+        into every frame (B, T, 2) px (frame 0's: 0); from the window's frames, or read from the token cache."""
+        if isinstance(batch, TokenBatch) and batch.references is not None:
+            device = self.dynamics.device
+            references = to_long(batch.references, device).clone()  # (B, T, h, w)
+            scrolls = torch.as_tensor(batch.scrolls, dtype=torch.float32).to(device).clone()  # (B, T, 2)
+            references[:, 0], scrolls[:, 0] = self.dynamics.mask_id, 0.0  # the window's first frame has no predecessor
+            return references, scrolls
         scrolls = self.registered_scrolls(batch)  # (B, T, 2)
         return self._shifted_references(self._frames_of(batch), scrolls[:, 1:]), scrolls
 
@@ -132,9 +143,9 @@ class DynamicsTrainee(nn.Module):
 
     def _frames_of(self, batch: Batch | TokenBatch) -> np.ndarray:
         if isinstance(batch, TokenBatch):
-            raise ValueError("a dynamics with copy_reference 'scrolled' trains from frames (it registers each "
-                             "frame's scroll and tokenizes its shifted predecessor); train with train.token_cache "
-                             "false or auto")
+            raise ValueError("a dynamics with copy_reference 'scrolled' reads each frame's registered scroll and "
+                             "shifted predecessor from the frames or from a token cache built with them "
+                             "(ensure_token_cache(..., max_scroll=...)); this batch has neither")
         return np.asarray(batch[0])  # (B, T, H, W, C) uint8
 
     def _shifted_references(self, frames: np.ndarray, scrolls: torch.Tensor) -> torch.Tensor:
@@ -155,16 +166,18 @@ class TraineeLoss(nn.Module):
         super().__init__()
         self.trainee = trainee
 
-    def forward(self, inputs: torch.Tensor, actions: torch.Tensor,
-                tokens: bool = False) -> tuple[torch.Tensor, dict[str, Metric]]:
+    def forward(self, inputs: torch.Tensor, actions: torch.Tensor, tokens: bool = False,
+                references: torch.Tensor | None = None,
+                scrolls: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Metric]]:
         # inputs: frames (B, T, H, W, C) uint8, or with `tokens` the token cache's ids (B, T, h, w)
-        # actions: (B, T-1) int
-        output = self.trainee.compute_loss(TokenBatch(inputs, actions) if tokens else (inputs, actions))
+        # actions: (B, T-1) int; references (B, T, h, w) and scrolls (B, T, 2): a scrolled copy path's, cached
+        batch = TokenBatch(inputs, actions, references, scrolls) if tokens else (inputs, actions)
+        output = self.trainee.compute_loss(batch)
         return output.loss, output.metrics
 
 
 def forward_backward(model: nn.Module, inputs: torch.Tensor, actions: torch.Tensor, *, accumulation: int = 1,
-                     tokens: bool = False,
+                     tokens: bool = False, scrolled: tuple[torch.Tensor, torch.Tensor] | None = None,
                      autocast: contextlib.AbstractContextManager | None = None) -> dict[str, Metric]:
     """Accumulate into `.grad` the gradient of the batch's mean loss, in `accumulation` equal micro batches.
 
@@ -173,6 +186,7 @@ def forward_backward(model: nn.Module, inputs: torch.Tensor, actions: torch.Tens
     DDP-wrapped or compiled. Returns each metric's mean over the micro batches, unread (device tensors).
     """
     # inputs: frames (B, T, H, W, C) uint8 or, with `tokens`, ids (B, T, h, w); actions: (B, T-1); on any device
+    # scrolled: with `tokens`, a scrolled copy path's cached references (B, T, h, w) and scrolls (B, T, 2)
     if accumulation < 1 or len(inputs) % accumulation:
         raise ValueError(f"a batch of {len(inputs)} does not split into {accumulation} equal micro batches")
     device = next(model.parameters()).device
@@ -183,10 +197,13 @@ def forward_backward(model: nn.Module, inputs: torch.Tensor, actions: torch.Tens
         part = slice(i * micro, (i + 1) * micro)
         last = i == accumulation - 1
         sync = model.no_sync() if not last and hasattr(model, "no_sync") else contextlib.nullcontext()
+        extra = {} if scrolled is None else dict(zip(("references", "scrolls"),
+                                                      (x[part].to(device, non_blocking=True) for x in scrolled)))
         with sync:
             with autocast:
                 loss, metrics = model(inputs[part].to(device, non_blocking=True),  # (micro, T, ...)
-                                      actions[part].to(device, non_blocking=True), tokens=tokens)  # (micro, T-1)
+                                      actions[part].to(device, non_blocking=True), tokens=tokens,  # (micro, T-1)
+                                      **extra)
             (loss / accumulation).backward()
         for key, value in metrics.items():
             history[key].append(value)
@@ -195,6 +212,7 @@ def forward_backward(model: nn.Module, inputs: torch.Tensor, actions: torch.Tens
 
 def accumulated_step(model: nn.Module, optimization: Optimization, inputs: torch.Tensor, actions: torch.Tensor, *,
                      accumulation: int = 1, tokens: bool = False,
+                     scrolled: tuple[torch.Tensor, torch.Tensor] | None = None,
                      autocast: contextlib.AbstractContextManager | None = None) -> dict[str, Metric]:
     """One optimiser step on one batch: forward-backward in micro batches, then clip and update.
 
@@ -203,17 +221,20 @@ def accumulated_step(model: nn.Module, optimization: Optimization, inputs: torch
     """
     model.train()
     optimization.optimizer.zero_grad(set_to_none=True)
-    metrics = forward_backward(model, inputs, actions, accumulation=accumulation, tokens=tokens, autocast=autocast)
+    metrics = forward_backward(model, inputs, actions, accumulation=accumulation, tokens=tokens, scrolled=scrolled,
+                               autocast=autocast)
     return {**metrics, **optimization.apply_gradients()}
 
 
 def train_step(model: nn.Module, optimization: Optimization, batch: Batch | TokenBatch) -> dict[str, float]:
     """One optimiser step on one batch, in one pass, through the trainers' `accumulated_step`; returns the
     trainee's metrics plus grad norm and LR, read to floats."""
-    inputs, actions = (part if isinstance(part, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(part))
-                       for part in batch)  # (B, T, ...), (B, T-1): the arrays' own dtypes, on the CPU
+    parts = [None if part is None else part if isinstance(part, torch.Tensor)
+             else torch.from_numpy(np.ascontiguousarray(part)) for part in batch]  # the arrays' own dtypes, on the CPU
+    inputs, actions = parts[:2]  # (B, T, ...), (B, T-1)
+    scrolled = tuple(parts[2:]) if len(parts) > 2 and parts[2] is not None else None  # (B, T, h, w), (B, T, 2)
     return read_metrics(accumulated_step(TraineeLoss(model), optimization, inputs, actions,
-                                         tokens=isinstance(batch, TokenBatch)))
+                                         tokens=isinstance(batch, TokenBatch), scrolled=scrolled))
 
 
 @torch.no_grad()

@@ -17,6 +17,15 @@ the shards) in one uncompressed Arrow IPC file (memory-mapped when read: windows
                                           `LatentActionModel.infer_actions` over the whole episode,
                                           each id from a window of the LAM's training length
                                           ending at the next frame
+    scroll  fixed_size_list<float32>[2]   (a `scrolled` copy path only) the scene's registered scroll
+                                          [sx, sy] px from the frame before into this one (0 on row 0)
+    reference  like tokens                (a `scrolled` copy path only) this frame's copy reference:
+                                          the frame before shifted by `scroll` (rounded, clipped to
+                                          the dynamics' max_scroll) and tokenized; row 0 has none (the
+                                          "masked" id); world_model/scroll.py `scrolled_references`
+
+A window starting at frame s > 0 reads rows s..s+T-1 and, as training from frames does, treats its
+first frame as having no predecessor (the trainee sets its reference to "masked" and its scroll to 0).
 
 Only tokenizers that encode every frame alone (`encoder_temporal: false`, `tiny`) can be cached:
 a temporal encoder's ids of a frame depend on where its window starts (world_model/tokenizer.py),
@@ -40,7 +49,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -52,10 +61,11 @@ from rl_agent.store.reader import EpisodeStore
 from rl_agent.store.writer import file_sha256
 from world_model.frames import to_unit_float
 from world_model.lam import LatentActionModel
+from world_model.scroll import scene_scroll, scrolled_references
 from world_model.tokenizer import Tokenizer
 
 FORMAT = "genie-redux/token-cache"
-VERSION = 1
+VERSION = 2  # 2: the scroll and reference columns of a `scrolled` copy path (and `scrolled` in the key)
 MANIFEST_FILE = "manifest.json"
 TOKENS_FILE = "tokens.arrow"
 NO_ID = -1  # the action/latent columns' value on an episode's last row (no step follows it)
@@ -115,13 +125,17 @@ def model_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_key(tokenizer: Tokenizer, lam: LatentActionModel | None, store: EpisodeStore) -> dict[str, Any]:
-    """What the cache's content is a function of: the frozen models, the datasets' manifests, the episodes."""
+def cache_key(tokenizer: Tokenizer, lam: LatentActionModel | None, store: EpisodeStore,
+              max_scroll: int | None = None) -> dict[str, Any]:
+    """What the cache's content is a function of: the frozen models, the datasets' manifests, the episodes,
+    and for a `scrolled` copy path the largest scroll its references are shifted by (`max_scroll`; None: no
+    scroll and reference columns)."""
     ids = "\n".join(ref.episode.id for ref in store.episodes)
     return {
         "version": VERSION,
         "tokenizer": model_digest(tokenizer),
         "lam": model_digest(lam) if lam is not None else None,
+        "scrolled": None if max_scroll is None else int(max_scroll),
         "manifests": [file_sha256(Path(m.root) / "manifest.json") for m in store.manifests],
         "episodes": hashlib.sha256(ids.encode()).hexdigest(),
     }
@@ -146,6 +160,13 @@ def stale_reason(found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
         if found.get("lam") is None:
             return "it has no LAM latent ids, this run (GenieRedux) needs them"
         return f"it was made with another LAM (weights {str(found.get('lam'))[:12]}, this run's {wanted['lam'][:12]})"
+    if found.get("scrolled") != wanted["scrolled"]:
+        if wanted["scrolled"] is None:
+            return "it holds a scrolled copy path's references, this run's dynamics copies the previous frame"
+        if found.get("scrolled") is None:
+            return "it has no scrolled copy references, this run's dynamics (copy_reference 'scrolled') needs them"
+        return (f"its copy references are shifted by at most {found.get('scrolled')} px, this run's dynamics by "
+                f"{wanted['scrolled']} (max_scroll)")
     if found.get("manifests") != wanted["manifests"]:
         return "the dataset changed (a manifest checksum differs from the one the cache was made from)"
     return "it holds other episodes (another split or held-out set)"
@@ -165,9 +186,21 @@ def id_type(vocab_size: int) -> pa.DataType:
 
 
 # ---- reading ------------------------------------------------------------------------------------
+class CachedWindows(NamedTuple):
+    """Windows read from the cache: ids (B, T, h, w), action ids (B, T-1) int8 and, from a cache with a scrolled
+    copy path's columns, each frame's copy reference (B, T, h, w) and registered scroll (B, T, 2) float32 as the
+    episode holds them (frame 0's are from the frame before the window: the trainee sets them aside)."""
+
+    tokens: np.ndarray
+    actions: np.ndarray
+    references: np.ndarray | None = None
+    scrolls: np.ndarray | None = None
+
+
 @dataclass
 class TokenCache:
-    """A verified token cache: per episode, ids (E, h, w) memory-mapped, true actions and latent ids (E,)."""
+    """A verified token cache: per episode, ids (E, h, w) memory-mapped, true actions and latent ids (E,), and for
+    a scrolled copy path each frame's copy reference (E, h, w) and registered scroll (E, 2)."""
 
     folder: Path
     key: dict[str, Any]
@@ -175,6 +208,8 @@ class TokenCache:
     tokens: list[np.ndarray]  # per episode (E, h, w) int16, views into the memory-mapped file
     actions: list[np.ndarray]  # per episode (E,) int8, -1 on the last row
     latents: list[np.ndarray] | None  # per episode (E,) int8, -1 on the last row; None without a LAM
+    references: list[np.ndarray] | None = None  # per episode (E, h, w) like tokens; None without scroll columns
+    scrolls: list[np.ndarray] | None = None  # per episode (E, 2) float32 px; None without scroll columns
 
     @classmethod
     def open(cls, folder: str | os.PathLike, key: dict[str, Any]) -> "TokenCache":
@@ -210,36 +245,56 @@ class TokenCache:
             batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
         except (pa.ArrowInvalid, OSError) as err:
             raise DamagedTokenCache(f"{path} is not a readable Arrow file ({err})") from err
-        if [b.num_rows for b in batches] != lengths or (has_latent and "latent" not in reader.schema.names):
+        scrolled = found_key.get("scrolled") is not None
+        wanted = ["tokens", "action"] + ["latent"] * has_latent + ["scroll", "reference"] * scrolled
+        if [b.num_rows for b in batches] != lengths or not set(wanted) <= set(reader.schema.names):
             raise DamagedTokenCache(f"{path}: its episodes do not match its manifest")
         h, w = grid
-        tokens = [b.column("tokens").flatten().to_numpy(zero_copy_only=True).reshape(b.num_rows, h, w) for b in batches]
+
+        def grids(batch: pa.RecordBatch, column: str) -> np.ndarray:  # (E, h, w) ids, zero copy
+            return batch.column(column).flatten().to_numpy(zero_copy_only=True).reshape(batch.num_rows, h, w)
+
+        tokens = [grids(b, "tokens") for b in batches]
         actions = [b.column("action").to_numpy() for b in batches]
         latents = [b.column("latent").to_numpy() for b in batches] if has_latent else None
-        return cls(folder, found_key, ids, tokens, actions, latents)
+        references = [grids(b, "reference") for b in batches] if scrolled else None
+        scrolls = ([b.column("scroll").flatten().to_numpy(zero_copy_only=True).reshape(b.num_rows, 2) for b in batches]
+                   if scrolled else None)
+        return cls(folder, found_key, ids, tokens, actions, latents, references, scrolls)
 
     @property
     def lengths(self) -> np.ndarray:
         return np.array([len(t) for t in self.tokens], dtype=np.int64)
 
+    @property
+    def scrolled(self) -> bool:
+        """Whether it holds a scrolled copy path's references and scrolls."""
+        return self.references is not None
+
     def windows(self, episodes: Sequence[int], starts: Sequence[int], length: int,
-                latent: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Ids (B, T, h, w) and action ids (B, T-1) int8 of the windows (episodes[i], starts[i]) of the
-        store the cache was made from: true actions, or with `latent` the LAM's latent ids."""
+                latent: bool = False) -> CachedWindows:
+        """The windows (episodes[i], starts[i]) of the store the cache was made from: ids (B, T, h, w), action ids
+        (B, T-1) int8 (true actions, or with `latent` the LAM's latent ids) and, when the cache has them, the copy
+        references (B, T, h, w) and registered scrolls (B, T, 2)."""
         if latent and self.latents is None:
             raise TokenCacheError(f"{self.folder}: this cache holds no LAM latent ids (made for true actions)")
         columns = self.latents if latent else self.actions
         h, w = self.tokens[0].shape[1:]
         tokens = np.empty((len(episodes), length, h, w), dtype=self.tokens[0].dtype)  # (B, T, h, w)
         actions = np.empty((len(episodes), length - 1), dtype=np.int8)  # (B, T-1)
+        references = np.empty_like(tokens) if self.scrolled else None  # (B, T, h, w)
+        scrolls = np.empty((len(episodes), length, 2), dtype=np.float32) if self.scrolled else None  # (B, T, 2)
         for i, (episode, start) in enumerate(zip(episodes, starts)):
             episode, start = int(episode), int(start)
             if start < 0 or start + length > len(self.tokens[episode]):
                 raise IndexError(f"window {start}..{start + length - 1} outside episode {self.episode_ids[episode]} "
                                  f"of {len(self.tokens[episode])} frames")
-            tokens[i] = self.tokens[episode][start : start + length]
+            rows = slice(start, start + length)
+            tokens[i] = self.tokens[episode][rows]
             actions[i] = columns[episode][start : start + length - 1]
-        return tokens, actions
+            if self.scrolled:
+                references[i], scrolls[i] = self.references[episode][rows], self.scrolls[episode][rows]
+        return CachedWindows(tokens, actions, references, scrolls)
 
 
 # ---- building -----------------------------------------------------------------------------------
@@ -275,19 +330,27 @@ def episode_latents(lam: LatentActionModel, frames: np.ndarray, chunk: int = ENC
 
 def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer: Tokenizer,
                       lam: LatentActionModel | None, store: EpisodeStore, progress: Progress | None = None) -> None:
-    """Encode every episode of `store` into `folder` (tokens file, then manifest; both atomically)."""
+    """Encode every episode of `store` into `folder` (tokens file, then manifest; both atomically); with
+    `key["scrolled"]` (a max_scroll) each frame's registered scroll and shifted-predecessor ids as well."""
     reason = unsupported_reason(tokenizer)
     if reason is not None:
         raise TokenCacheError(f"cannot cache this tokenizer's ids: {reason}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST_FILE).unlink(missing_ok=True)  # from here until the new manifest lands there is no cache
-    grid = tokenizer.config.grid
-    fields = [pa.field("tokens", pa.list_(id_type(tokenizer.config.quantizer.codebook_size), grid * grid),
-                       nullable=False),
-              pa.field("action", pa.int8(), nullable=False)]
+    grid, max_scroll = tokenizer.config.grid, key.get("scrolled")
+    ids_type = pa.list_(id_type(tokenizer.config.quantizer.codebook_size), grid * grid)
+    fields = [pa.field("tokens", ids_type, nullable=False), pa.field("action", pa.int8(), nullable=False)]
     if lam is not None:
         fields.append(pa.field("latent", pa.int8(), nullable=False))
+    if max_scroll is not None:
+        fields += [pa.field("scroll", pa.list_(pa.float32(), 2), nullable=False),
+                   pa.field("reference", ids_type, nullable=False)]
+
+    def id_grids(ids: np.ndarray) -> pa.FixedSizeListArray:  # (E, h, w) -> one list of h*w ids per row
+        return pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1).astype(np.int32), ids_type.value_type),
+                                                 grid * grid)
+
     schema = pa.schema(fields, metadata={"format": FORMAT, "version": str(VERSION)})
     was_training = [(m, m.training) for m in (tokenizer, lam) if m is not None]
     for model, _ in was_training:
@@ -298,13 +361,15 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
         with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for index, ref in enumerate(store.episodes):
                 frames, actions = store.window(index, 0, int(store.lengths[index]))  # (E, H, W, C), (E-1,)
-                ids = episode_ids(tokenizer, frames).reshape(len(frames), grid * grid)  # (E, h*w)
-                columns = [pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1),
-                                                                      schema.field("tokens").type.value_type),
-                                                             grid * grid),
+                columns = [id_grids(episode_ids(tokenizer, frames)),
                            pa.array(np.append(actions, NO_ID).astype(np.int8))]
                 if lam is not None:
                     columns.append(pa.array(np.append(episode_latents(lam, frames), NO_ID).astype(np.int8)))
+                if max_scroll is not None:
+                    # (E, 2): frame t's scroll from frame t-1 (row 0: none); (E, h, w) frame t-1 shifted by it
+                    scrolls = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])
+                    columns += [pa.FixedSizeListArray.from_arrays(pa.array(scrolls.reshape(-1), pa.float32()), 2),
+                                id_grids(scrolled_references(tokenizer, frames, scrolls, max_scroll))]
                 writer.write_batch(pa.record_batch(columns, schema=schema))
                 episodes.append({"id": ref.episode.id, "length": len(frames)})
                 if progress is not None:
@@ -320,6 +385,7 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
     manifest = {"format": FORMAT, "version": VERSION, "key": key, "digest": key_digest(key),
                 "file": TOKENS_FILE, "bytes": size, "sha256": sha, "grid": [grid, grid],
                 "vocab_size": tokenizer.config.quantizer.codebook_size, "latent": lam is not None,
+                "scrolled": max_scroll,
                 "frames": sum(e["length"] for e in episodes), "episodes": episodes,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=1))
@@ -327,14 +393,16 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
 
 def ensure_token_cache(folder: str | os.PathLike, tokenizer: Tokenizer, lam: LatentActionModel | None,
                        store: EpisodeStore, note: Callable[[str], None] = print,
-                       progress: Callable[[int], Progress] | bool = True) -> TokenCache:
-    """The verified cache of `store` under these frozen models in `folder`, built (or rebuilt) if needed.
+                       progress: Callable[[int], Progress] | bool = True,
+                       max_scroll: int | None = None) -> TokenCache:
+    """The verified cache of `store` under these frozen models in `folder`, built (or rebuilt) if needed; with
+    `max_scroll`, for a dynamics whose copy path is `scrolled` (its references shifted by at most that).
 
     `note` gets one line saying what happened and why (built, rebuilt because stale, refused as
     damaged and rebuilt, or reused). `progress`: True for a tqdm bar, False for none, or a factory
     taking the total number of frames.
     """
-    key = cache_key(tokenizer, lam, store)
+    key = cache_key(tokenizer, lam, store, max_scroll)
     try:
         cache = TokenCache.open(folder, key)
         note(f"token cache {folder}: verified, reused ({len(cache.tokens)} episodes, key {key_digest(key)})")

@@ -125,11 +125,6 @@ class TrainJob:
         if share % micro:
             raise ConfigError(f"each worker's share {share} of the batch must be divisible by the micro batch {micro}")
         self.optim(preset)  # validates the schedule against --steps
-        scrolled = preset.dynamics.copy_reference == "scrolled"
-        if self.stage == "dynamics" and scrolled and preset.train.token_cache is True:
-            raise ConfigError("train.token_cache=true, but the dynamics' copy path is 'scrolled' (each step registers "
-                              "its frames' scroll and tokenizes their shifted predecessors, so it reads frames); set "
-                              "train.token_cache to auto or false, or dynamics.copy_reference to previous")
 
     # ---- derived settings --------------------------------------------------------------
     def load_preset(self) -> Preset:

@@ -11,8 +11,9 @@ Everything random in a step is seeded from (seed, step, rank), so a run resumed 
 at step s continues exactly as it would have.
 
 The dynamics reads its windows from the run's token cache (world_model/token_cache.py: the
-frozen tokenizer's ids and the frozen LAM's latent ids, encoded once before the first step), the
-same windows as from frames; `train.token_cache` says when (true, false, or auto: when it is
+frozen tokenizer's ids and the frozen LAM's latent ids, and for a scrolled copy path each frame's
+registered scroll and shifted-predecessor ids, encoded once before the first step), the same
+windows as from frames; `train.token_cache` says when (true, false, or auto: when it is
 already there or the run is long enough for it to pay). Validation and sample images always use
 frames: they are few.
 
@@ -167,9 +168,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if job.inject_failure_at == step and rank == world - 1:
             _fail_once(job)
         torch.manual_seed(step_seed(job.seed, step, rank))
-        inputs, actions = prefetcher.get(step, step + 1 if step + 1 < total else None)  # step+1 read meanwhile
+        inputs, actions, *more = prefetcher.get(step, step + 1 if step + 1 < total else None)  # step+1 read meanwhile
+        scrolled = tuple(more) if more and more[0] is not None else None  # a scrolled copy path's, from the cache
         metrics = accumulated_step(model, optimization, inputs, actions, accumulation=accumulation,
-                                   tokens=cache is not None, autocast=autocast)
+                                   tokens=cache is not None, scrolled=scrolled, autocast=autocast)
         _sync_quantizers(trainee, world)
         done = step + 1
         for key, value in metrics.items():
@@ -259,16 +261,14 @@ def _token_cache(job: TrainJob, mode: bool | str, trainee: nn.Module, store, fra
     """
     if not isinstance(trainee, DynamicsTrainee) or mode is False:
         return None
-    if trainee.dynamics.scrolled():  # (TrainJob refuses token_cache=true for it)
-        channel.note("token cache off: the dynamics' copy path is 'scrolled': each step registers its frames' scroll "
-                     "and tokenizes their shifted predecessors, so it reads frames")
-        return None
     why_not = unsupported_reason(trainee.tokenizer)
     if why_not is not None:
         channel.note(f"token cache off: {why_not}")
         return None
     folder = run_cache_folder(job.out)
-    key = cache_key(trainee.tokenizer, trainee.lam, store)
+    # a scrolled copy path also caches each frame's registered scroll and shifted-predecessor ids
+    max_scroll = trainee.dynamics.config.max_scroll if trainee.dynamics.scrolled() else None
+    key = cache_key(trainee.tokenizer, trainee.lam, store, max_scroll)
     if mode == "auto" and frames_to_encode < store.num_frames:
         try:
             cache = TokenCache.open(folder, key)
@@ -292,7 +292,8 @@ def _token_cache(job: TrainJob, mode: bool | str, trainee: nn.Module, store, fra
         threads = torch.get_num_threads()
         torch.set_num_threads(threads * max(1, context.get_local_world_size()))  # this node's other workers wait
         try:
-            cache = ensure_token_cache(folder, trainee.tokenizer, trainee.lam, store, note=note, progress=progress)
+            cache = ensure_token_cache(folder, trainee.tokenizer, trainee.lam, store, note=note, progress=progress,
+                                       max_scroll=max_scroll)
         finally:
             torch.set_num_threads(threads)
     if world > 1 and dist.is_initialized():

@@ -86,7 +86,8 @@ class WindowPlan:
 
     def worker_tokens(self, cache: TokenCache, store: EpisodeStore, step: int, rank: int, latent: bool) -> TokenBatch:
         """The same windows as `worker_batch`, from the token cache of `store`: ids (B/workers, T, h, w) int16 and
-        action ids (B/workers, T-1) int8 (true actions, or with `latent` the LAM's latent ids)."""
+        action ids (B/workers, T-1) int8 (true actions, or with `latent` the LAM's latent ids), and from a scrolled
+        copy path's cache its references (B/workers, T, h, w) and scrolls (B/workers, T, 2)."""
         return TokenBatch(*cache.windows(*self.worker_positions(store, step, rank), self.length, latent=latent))
 
 
@@ -103,23 +104,24 @@ class StepPrefetcher:
     (WindowPlan), so reading ahead changes no result. One thread owns `fetch`'s store while the loop runs.
     """
 
-    def __init__(self, fetch: Callable[[int], tuple[np.ndarray, np.ndarray]], pin_memory: bool = False) -> None:
+    def __init__(self, fetch: Callable[[int], tuple[np.ndarray | None, ...]], pin_memory: bool = False) -> None:
         self.fetch, self.pin_memory = fetch, pin_memory
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="windows")
         self._ahead: dict[int, Future] = {}
 
-    def get(self, step: int, next_step: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and actions of `step` (read ahead if asked for before); starts reading `next_step`."""
+    def get(self, step: int, next_step: int | None) -> tuple[torch.Tensor | None, ...]:
+        """The arrays `fetch` gives for `step` (inputs, actions and any more; a None stays None), as tensors
+        (read ahead if asked for before); starts reading `next_step`."""
         future = self._ahead.pop(step, None) or self._pool.submit(self._load, step)
         if next_step is not None and next_step not in self._ahead:
             self._ahead[next_step] = self._pool.submit(self._load, next_step)
         return future.result()  # a DatasetError of the read surfaces here, in the loop
 
-    def _load(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, actions = (torch.from_numpy(np.ascontiguousarray(a)) for a in self.fetch(step))
+    def _load(self, step: int) -> tuple[torch.Tensor | None, ...]:
+        parts = tuple(None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for a in self.fetch(step))
         if self.pin_memory:
-            inputs, actions = inputs.pin_memory(), actions.pin_memory()
-        return inputs, actions
+            parts = tuple(None if p is None else p.pin_memory() for p in parts)
+        return parts
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
