@@ -3,11 +3,11 @@
 From frames, every step runs the frozen tokenizer over its windows (and, for GenieRedux, the frozen
 LAM; for the preset's scrolled copy path, the scroll registration and the tokenizer again over each
 frame's shifted predecessor) before the dynamics' own forward/backward; from the token cache
-(world_model/token_cache.py) it reads all of those encoded once. Both paths train the same model on the same windows (WindowPlan, seeded
-per step) with the in-process `train_step` a Ray Train worker runs; they are measured in turns
-(frames, cache, frames, cache, ...) so a busy machine slows both alike, and the median of the turns
-is printed with the ratio. The one-time cost of building the cache is printed too. Random weights
-(the cost of a step does not depend on them).
+(world_model/token_cache.py) it reads all of those encoded once. Both paths train the same model on
+the same windows (WindowPlan, seeded per step) with the in-process `train_step` a Ray Train worker
+runs; they are measured in turns (frames, cache, frames, cache, ...) so a busy machine slows both
+alike, and the median of the turns is printed with the ratio. The one-time cost of building the
+cache is printed too. Random weights (the cost of a step does not depend on them).
 
     python benchmarks/bench_token_cache.py [--data FOLDER] [--episodes 32] [--steps 20] [--turns 3] [--threads 1]
 
