@@ -99,6 +99,9 @@ VARIANTS: dict[str, dict] = {
     "all_scroll": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled"}},
     # the same, the head picking the change from the scroll into the frame before (a running agent keeps running)
     "all_scroll_relative": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled", "scroll_relative": True}},
+    # the loss weighs the masked tokens that do not copy their (scrolled) reference 3x / 10x: the few the key changes
+    "all_scroll_changed3": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled", "changed_token_weight": 3.0}},
+    "all_scroll_changed10": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled", "changed_token_weight": 10.0}},
 }
 
 

@@ -560,6 +560,28 @@ def test_tied_output_and_codebook_start_make_alike_codes_start_alike():
         dynamics.init_token_embeddings(codebook[:16])
 
 
+def test_changed_token_weight_weighs_the_tokens_that_do_not_copy_their_predecessor():
+    torch.manual_seed(0)
+    tokens, actions = torch.randint(0, 32, (2, 4, 8, 8)), torch.randint(0, 15, (2, 3))
+    tokens[:, 2, :4] = tokens[:, 1, :4]  # half of frame 2 copies frame 1
+    weighted = Dynamics(DynamicsConfig(vocab_size=32, grid=8, frames=4, transformer=BLOCK, changed_token_weight=3.0))
+    plain = Dynamics(dataclasses.replace(weighted.config, changed_token_weight=1.0))
+    plain.load_state_dict(weighted.state_dict())
+    mask = weighted.random_mask(tokens, torch.Generator().manual_seed(1))  # (B, T, h, w): the losses' draw
+    previous = previous_frames(tokens, weighted.mask_id)  # (B, T, h, w)
+    per_token = torch.nn.functional.cross_entropy(
+        plain(tokens.masked_fill(mask, plain.mask_id), actions, previous)[mask], tokens[mask], reduction="none")
+    changed = tokens[mask] != previous[mask]  # (M,)
+    assert changed.any() and (~changed).any()
+    weights = 1.0 + 2.0 * changed.float()
+    torch.testing.assert_close(weighted.compute_loss_on_tokens(tokens, actions, torch.Generator().manual_seed(1)).loss,
+                               (weights * per_token).sum() / weights.sum())
+    torch.testing.assert_close(plain.compute_loss_on_tokens(tokens, actions, torch.Generator().manual_seed(1)).loss,
+                               per_token.mean())
+    with pytest.raises(ConfigError, match="changed_token_weight"):
+        DynamicsConfig(vocab_size=32, changed_token_weight=0.0)
+
+
 def test_last_frame_mask_share_leaves_the_context_clean_in_that_share_of_windows():
     dynamics = _fast_dynamics(last_frame_mask_share=1.0)
     mask = dynamics.random_mask(torch.zeros(16, 4, 8, 8, dtype=torch.long), torch.Generator().manual_seed(0))

@@ -134,6 +134,10 @@ class DynamicsConfig:
     copy_bias: float = 0.0  # initial logit bonus for the predecessor frame's token at each position (0 = no copy path)
     spatial_positions: Literal["none", "sincos", "learned"] = "none"  # absolute (h, w) embedding added to every frame
     last_frame_mask_share: float = 0.0  # share of training windows with a clean context and only the last frame masked
+    # the loss's weight on masked tokens that differ from their copy reference (the frame before, or its scrolled
+    # copy) against 1 on those that copy it: most tokens copy, so the few a key changes (the agent's sprite, what
+    # scrolls into view) weigh little in a plain cross-entropy; 1 = the paper's unweighted loss
+    changed_token_weight: float = 1.0
     carry_unchanged: bool = False  # decoding: a patch whose token stays the same keeps the previous frame's pixels
     # where the action enters: "input" adds it to every token of its frame once (the paper); "adaptive_norm" also
     # scales and shifts every block's normalised inputs by it (DiT's adaLN, zero-initialised: starts as "input")
@@ -194,6 +198,8 @@ class DynamicsConfig:
         if self.action_conditioning not in ("input", "adaptive_norm"):
             raise ConfigError("action_conditioning must be 'input' or 'adaptive_norm', got "
                               f"{self.action_conditioning!r}")
+        if self.changed_token_weight <= 0:
+            raise ConfigError(f"changed_token_weight must be > 0 (1 = unweighted), got {self.changed_token_weight}")
         if not 0.0 <= self.last_frame_mask_share <= 1.0:
             raise ConfigError(f"last_frame_mask_share must lie in [0, 1], got {self.last_frame_mask_share}")
         if self.conditioning not in ("latent", "ground_truth"):

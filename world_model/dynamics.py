@@ -285,7 +285,13 @@ class Dynamics(nn.Module):
         previous = references.long() if self.scrolled() else previous_frames(tokens, self.mask_id)  # (B, T, h, w)
         masked_logits = self.readout(hidden[mask], previous[mask])  # (M, V)
         masked_targets = tokens[mask]  # (M,)
-        loss = F.cross_entropy(masked_logits, masked_targets)
+        if self.config.changed_token_weight == 1.0:
+            loss = F.cross_entropy(masked_logits, masked_targets)
+        else:  # a weighted mean: tokens that do not copy their reference weigh changed_token_weight
+            changed = masked_targets != previous[mask]  # (M,)
+            weights = torch.where(changed, self.config.changed_token_weight, 1.0).to(masked_logits.dtype)  # (M,)
+            per_token = F.cross_entropy(masked_logits, masked_targets, reduction="none")  # (M,)
+            loss = (weights * per_token).sum() / weights.sum()
         accuracy = (masked_logits.argmax(-1) == masked_targets).float().mean()
         metrics = {  # unread tensors: outputs.read_metrics
             "loss": loss.detach(),
