@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -391,6 +392,14 @@ def build(preset, tokenizer, variant: dict, seed: int) -> tuple[Dynamics, OptimC
     return dynamics, optim
 
 
+def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+    """np.savez under a temporary name, then renamed: two ablations started together on one run folder each
+    encode the set, and neither may read the other's half-written file."""
+    temp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(temp, *arrays)
+    os.replace(temp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="a `genie pipeline` output folder (tokenizer and data sets)")
@@ -442,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens = list(np.load(cached).values())
     else:
         tokens = tokenize_store(tokenizer, train_store)
-        np.savez(cached, *tokens)
+        save_arrays(cached, tokens)
     actions = [train_store.window(e, 0, int(train_store.lengths[e]))[1] for e in range(len(train_store))]
     print(f"tokenized {sum(len(t) for t in tokens)} training frames in {time.perf_counter() - start:.0f} s", flush=True)
     context, horizon = 2, 10
@@ -474,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                 scrolls = (arrays[: len(arrays) // 2], arrays[len(arrays) // 2:])
             else:
                 scrolls = episode_scrolls(tokenizer, train_store, dynamics.config.max_scroll)
-                np.savez(stored, *scrolls[0], *scrolls[1])
+                save_arrays(stored, [*scrolls[0], *scrolls[1]])
             print(f"registered every training frame's scroll and tokenized its scrolled reference in "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
         for steps_done, seconds in train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps,
