@@ -50,8 +50,10 @@ step collect genie collect --agent random --episodes 16 --seed 3 --max-episode-f
 step train-tokenizer-bf16 genie train tokenizer --data "$work/data" --out "$work/tokenizer" "${TRAIN[@]}"
 step train-tokenizer-fp32 genie train tokenizer --data "$work/data" --out "$work/tokenizer-fp32" "${TRAIN[@]}" --no-bf16
 step train-lam-bf16 genie train lam --data "$work/data" --out "$work/lam" "${TRAIN[@]}"
+# from the token cache (tiny's scrolled copy path: cached references and scrolls, pinned and moved to the device),
+# the path a long GPU run takes (train.token_cache auto)
 step train-dynamics-bf16 genie train dynamics --data "$work/data" --out "$work/dynamics" --tokenizer "$work/tokenizer" \
-  "${TRAIN[@]}"
+  "${TRAIN[@]}" --set world_model.train.token_cache=true
 step train-dynamics-fp32 genie train dynamics --data "$work/data" --out "$work/dynamics-fp32" \
   --tokenizer "$work/tokenizer" "${TRAIN[@]}" --no-bf16
 # torch.compile of the DDP-wrapped step, and the key dropped for guidance (action_dropout) on the device
