@@ -48,7 +48,7 @@ from world_model.config import OptimConfig, config_from_dict, config_to_dict, lo
 from world_model.dynamics import Dynamics, previous_frames
 from world_model.evaluation.config import FORK_ACTIONS
 from world_model.evaluation.episodes import select_windows
-from world_model.evaluation.forks import real_forks
+from world_model.evaluation.forks import forked_contexts
 from world_model.evaluation.registration import agent_motion
 from world_model.evaluation.metrics import (forked_direction, forked_future_psnr, forked_future_wins, mean_ci95,
                                             psnr_per_frame)
@@ -350,16 +350,8 @@ def fork_set(store: EpisodeStore, count: int, context: int, steps: int,
              seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Up to `count` test windows whose real game forks (RIGHT xk vs LEFT xk): context frames (N, c, H, W, C),
     context actions (N, c-1), real futures (N, F, k, H, W, C)."""
-    frames, acts, forks = [], [], []
-    for window in select_windows(store, context + steps, None, seed):
-        real = real_forks(store, window, context, steps, FORK_ACTIONS)
-        if real.frames is None:
-            continue
-        f, a = store.window(window.episode, window.start, context)
-        frames.append(f), acts.append(a), forks.append(real.frames)
-        if len(frames) == count:
-            break
-    return np.stack(frames), np.stack(acts), np.stack(forks)
+    return forked_contexts(store, select_windows(store, context + steps, None, seed), count, context, steps,
+                           FORK_ACTIONS)
 
 
 @torch.no_grad()

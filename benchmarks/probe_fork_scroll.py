@@ -33,7 +33,7 @@ from rl_agent.coinrun_env import ACTION_NAMES
 from rl_agent.store.reader import EpisodeStore
 from world_model.evaluation.config import FORK_ACTIONS
 from world_model.evaluation.episodes import select_windows
-from world_model.evaluation.forks import real_forks
+from world_model.evaluation.forks import forked_contexts
 from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins, mean_ci95
 from world_model.evaluation.models import load_model_under_test, training_data
 from world_model.evaluation.rollouts import autoregressive
@@ -84,19 +84,6 @@ def one_hot_logits(choices: np.ndarray, size: int) -> torch.Tensor:
     return out
 
 
-def fork_windows(store: EpisodeStore, count: int):
-    """The eval's windows (seed 0), the first `count` the real game can replay: contexts, their ids, real forks."""
-    contexts, ids, forks = [], [], []
-    for window in select_windows(store, CONTEXT + 10, None, 0):
-        if len(forks) >= count:
-            break
-        real = real_forks(store, window, CONTEXT, STEPS, FORK_ACTIONS)
-        if real.frames is not None:
-            frames, actions = store.window(window.episode, window.start, CONTEXT)
-            contexts.append(frames), ids.append(actions), forks.append(real.frames)
-    return np.stack(contexts), torch.as_tensor(np.stack(ids).astype(np.int64)), np.stack(forks)
-
-
 def dream_forks(world, contexts, context_ids, forks, draw, maskgit_steps: int) -> torch.Tensor:
     """Each fork dreamt with its key held, the scroll from `draw(fork, frame, actions, previous)` (None: the head)."""
     dynamics, dreams = world.dynamics, []
@@ -139,7 +126,10 @@ def main() -> None:
                           world.dynamics.config.max_scroll)
     print(f"{args.model} of {run}; lookup fit on {', '.join(training_data(model.run_info))}")
     for test in ("basic-test", "diverse-test"):
-        contexts, context_ids, forks = fork_windows(EpisodeStore(run / "data" / test), args.windows)
+        store = EpisodeStore(run / "data" / test)  # the eval's windows (context + horizon 10, seed 0) that fork
+        contexts, context_ids, forks = forked_contexts(store, select_windows(store, CONTEXT + 10, None, 0),
+                                                       args.windows, CONTEXT, STEPS, FORK_ACTIONS)
+        context_ids = torch.as_tensor(context_ids.astype(np.int64))  # (B, c-1)
         last = contexts[:, -1:]  # (B, 1, H, W, C)
         real = [np.stack([scene_scroll(s[:-1], s[1:]) for s in np.concatenate([last, forks[:, f]], axis=1)])
                 for f in range(forks.shape[1])]  # per fork (B, k, 2): the real scroll into each fork frame

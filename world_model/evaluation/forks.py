@@ -56,6 +56,21 @@ def real_forks(store: EpisodeStore, window: Window, context: int, steps: int, ac
     return played
 
 
+def forked_contexts(store: EpisodeStore, windows: list[Window], count: int, context: int, steps: int,
+                    actions: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first `count` of `windows` (in order) that the real game forks (`real_forks`), as arrays: context frames
+    (N, c, H, W, C) uint8, the ids that drove them (N, c-1) and the real futures (N, F, k, H, W, C) uint8."""
+    frames, ids, forks = [], [], []
+    for window in windows:
+        if len(forks) >= count:
+            break
+        real = real_forks(store, window, context, steps, actions)
+        if real.frames is not None:
+            seen, acts = store.window(window.episode, window.start, context)
+            frames.append(seen), ids.append(acts), forks.append(real.frames)
+    return np.stack(frames), np.stack(ids), np.stack(forks)
+
+
 def held_futures(store: EpisodeStore, window: Window, context: int, steps: int,
                  actions: tuple[str, ...]) -> RealForks:
     """Replay `window`'s episode up to its context's last frame, then hold each of `actions` `steps` times from
