@@ -51,6 +51,12 @@ class TokenBatch(NamedTuple):
     scrolls: np.ndarray | torch.Tensor | None = None
 
 
+def cached_scrolls(batch: tuple | TokenBatch) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A scrolled copy path's (references, scrolls) in a batch laid out as a `TokenBatch` (inputs, actions,
+    references, scrolls), or None when it has none (frames, or a cache of the plain copy path)."""
+    return (batch[2], batch[3]) if len(batch) > 3 and batch[2] is not None else None
+
+
 class DynamicsTrainee(nn.Module):
     """The dynamics stage's trainee: the dynamics with its frozen tokenizer (and frozen LAM for GenieRedux), frames
     in, token loss out. Checkpoints export the dynamics alone."""
@@ -232,9 +238,8 @@ def train_step(model: nn.Module, optimization: Optimization, batch: Batch | Toke
     parts = [None if part is None else part if isinstance(part, torch.Tensor)
              else torch.from_numpy(np.ascontiguousarray(part)) for part in batch]  # the arrays' own dtypes, on the CPU
     inputs, actions = parts[:2]  # (B, T, ...), (B, T-1)
-    scrolled = tuple(parts[2:]) if len(parts) > 2 and parts[2] is not None else None  # (B, T, h, w), (B, T, 2)
     return read_metrics(accumulated_step(TraineeLoss(model), optimization, inputs, actions,
-                                         tokens=isinstance(batch, TokenBatch), scrolled=scrolled))
+                                         tokens=isinstance(batch, TokenBatch), scrolled=cached_scrolls(parts)))
 
 
 @torch.no_grad()

@@ -45,7 +45,7 @@ from world_model.optim import Optimization
 from world_model.outputs import Metric, mean_metrics
 from world_model.precision import use_fast_float32
 from world_model.runs import BEST, LATEST
-from world_model.steps import DynamicsTrainee, TraineeLoss, accumulated_step, eval_step
+from world_model.steps import DynamicsTrainee, TraineeLoss, accumulated_step, cached_scrolls, eval_step
 from world_model.token_cache import (
     TokenCache, TokenCacheError, cache_key, ensure_token_cache, run_cache_folder, unsupported_reason,
 )
@@ -168,10 +168,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if job.inject_failure_at == step and rank == world - 1:
             _fail_once(job)
         torch.manual_seed(step_seed(job.seed, step, rank))
-        inputs, actions, *more = prefetcher.get(step, step + 1 if step + 1 < total else None)  # step+1 read meanwhile
-        scrolled = tuple(more) if more and more[0] is not None else None  # a scrolled copy path's, from the cache
-        metrics = accumulated_step(model, optimization, inputs, actions, accumulation=accumulation,
-                                   tokens=cache is not None, scrolled=scrolled, autocast=autocast)
+        batch = prefetcher.get(step, step + 1 if step + 1 < total else None)  # step+1 read meanwhile
+        metrics = accumulated_step(model, optimization, batch[0], batch[1], accumulation=accumulation,
+                                   tokens=cache is not None, scrolled=cached_scrolls(batch), autocast=autocast)
         _sync_quantizers(trainee, world)
         done = step + 1
         for key, value in metrics.items():
