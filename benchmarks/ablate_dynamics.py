@@ -103,6 +103,9 @@ VARIANTS: dict[str, dict] = {
     # the loss weighs the masked tokens that do not copy their (scrolled) reference 3x / 10x: the few the key changes
     "all_scroll_changed3": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled", "changed_token_weight": 3.0}},
     "all_scroll_changed10": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled", "changed_token_weight": 10.0}},
+    # the scroll head reads frame t-1 through two key-conditioned attention pools instead of its mean over positions
+    # (what is next to the agent decides whether a key moves the camera; dynamics.scroll_pool)
+    "all_scroll_attnpool": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled", "scroll_pool": "attention"}},
 }
 
 

@@ -345,3 +345,43 @@ def test_the_scroll_temperature_sharpens_the_draw_and_only_a_scrolled_dynamics_t
     world.use_scroll(None)  # the model's own: nothing to refuse
     with pytest.raises(ConfigError, match="copy_reference 'scrolled'"):
         world.use_scroll(draw="expected")
+
+
+def test_an_attention_pooled_scroll_head_starts_as_the_mean_and_finds_the_position_that_decides():
+    """scroll_pool "attention": the key's weighted sums over frame t-1's positions. It starts as the plain mean (query
+    and position bias at 0). Trained on hidden states whose scroll is decided by one position (a wall beside the
+    agent, say), it learns to read that position, where the mean over 64 positions, trained the same, does not."""
+    from world_model.dynamics import KeyedAttentionPool
+
+    pool = KeyedAttentionPool(dim=32, grid=8, heads=2)
+    hidden, key = torch.randn(3, 8, 8, 32), torch.randn(3, 32)
+    assert torch.allclose(pool(hidden, key), hidden.mean((1, 2)).repeat(1, 2), atol=1e-6)
+    with pytest.raises(ConfigError, match="scroll_pool"):
+        scrolled_dynamics(scroll_pool="max")
+    accuracy = {}
+    for pooling in ("attention", "mean"):
+        torch.manual_seed(0)
+        dynamics = scrolled_dynamics(scroll_pool=pooling)
+        optimizer = torch.optim.Adam(dynamics.parameters(), lr=3e-3)
+        generator = torch.Generator().manual_seed(0)
+
+        def batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+            hidden = torch.randn(size, 8, 8, 32, generator=generator)  # (B, h, w, d)
+            right = torch.rand(size, generator=generator) < 0.5  # (B,): what the one position says
+            hidden[:, 2, 5, 0] = torch.where(right, 3.0, -3.0)
+            return hidden, torch.where(right, 2, -2)  # the x scroll it decides, px
+
+        for _ in range(200):
+            keys = dynamics.frame_conditioning(torch.full((64, 1), 7), 64)[:, 1]  # (B, d): the same key throughout
+            hidden, scroll = batch(64)
+            logits = dynamics.scroll_logits(hidden, keys, torch.zeros(64, 2))  # (B, 2, 2S+1)
+            loss = torch.nn.functional.cross_entropy(logits[:, 0], scroll + 4)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            hidden, scroll = batch(256)
+            logits = dynamics.scroll_logits(hidden, keys[:1].expand(256, -1), torch.zeros(256, 2))
+            drawn = dynamics.most_likely_scroll(logits, torch.zeros(256, 2))[:, 0]  # (B,) px
+            accuracy[pooling] = (drawn == scroll).float().mean().item()
+    assert accuracy["attention"] > 0.9 and accuracy["mean"] < 0.75, accuracy

@@ -167,6 +167,13 @@ class DynamicsConfig:
     # "mostly 0" and picked the running agent's sideways scroll in 25% of Diverse frames, where "the same as
     # before" is right in 69% (README, "What the dynamics needs")
     scroll_relative: bool = False
+    # how the scroll head reads frame t-1's transformer output: "mean", its mean over positions; "attention", the
+    # key's own weighted sums over positions (scroll_pool_heads of them; a query from the key plus a learned
+    # per-position bias, both starting at 0, so the head starts as "mean"). Why: whether a key moves the camera
+    # depends on what is next to the agent (a wall, the ground under it), a few of the 256 positions that a mean
+    # dilutes; the lookup of key x scroll before, which sees none of it, dreams worse forks than the head
+    scroll_pool: Literal["mean", "attention"] = "mean"
+    scroll_pool_heads: int = 2
 
     def __post_init__(self) -> None:
         if self.copy_reference not in ("previous", "scrolled"):
@@ -182,6 +189,10 @@ class DynamicsConfig:
             raise ConfigError(f"scroll_draw must be 'sample' or 'expected', got {self.scroll_draw!r}")
         if self.scroll_loss_weight < 0:
             raise ConfigError(f"scroll_loss_weight must be >= 0, got {self.scroll_loss_weight}")
+        if self.scroll_pool not in ("mean", "attention"):
+            raise ConfigError(f"scroll_pool must be 'mean' or 'attention', got {self.scroll_pool!r}")
+        if not 1 <= self.scroll_pool_heads <= 16:
+            raise ConfigError(f"scroll_pool_heads must lie in [1, 16], got {self.scroll_pool_heads}")
         if not 0.0 <= self.action_dropout < 1.0:
             raise ConfigError(f"action_dropout must lie in [0, 1), got {self.action_dropout}")
         if self.guidance < 0:

@@ -70,7 +70,10 @@ class Dynamics(nn.Module):
             # the scene's scroll into frame t from frame t-1's mean hidden state, the key into t and frame t-1's own
             # scroll (px / S): one (2S+1)-way choice per axis (world_model/scroll.py)
             choices = 2 * config.max_scroll + 1
-            self.scroll_head = nn.Sequential(nn.Linear(2 * dim + 2, dim), nn.GELU(), nn.Linear(dim, 2 * choices))
+            pooled = dim * (config.scroll_pool_heads if config.scroll_pool == "attention" else 1)
+            if config.scroll_pool == "attention":
+                self.scroll_pool = KeyedAttentionPool(dim, config.grid, config.scroll_pool_heads)
+            self.scroll_head = nn.Sequential(nn.Linear(pooled + dim + 2, dim), nn.GELU(), nn.Linear(dim, 2 * choices))
 
     @property
     def device(self) -> torch.device:
@@ -169,8 +172,12 @@ class Dynamics(nn.Module):
         """The scroll head: frame t-1's transformer output (..., h, w, d), the conditioning of frame t (..., d) (its
         key) and frame t-1's own scroll (..., 2) px -> logits (..., 2, 2S+1) of frame t's whole-pixel scroll, per axis
         (index i is a scroll of i - S px)."""
-        features = torch.cat([hidden_before.mean((-3, -2)), conditioning,
-                              previous_scroll.to(conditioning.dtype) / self.config.max_scroll], dim=-1)  # (..., 2d+2)
+        if self.config.scroll_pool == "attention":
+            pooled = self.scroll_pool(hidden_before, conditioning)  # (..., heads d)
+        else:
+            pooled = hidden_before.mean((-3, -2))  # (..., d)
+        features = torch.cat([pooled, conditioning,
+                              previous_scroll.to(conditioning.dtype) / self.config.max_scroll], dim=-1)  # (..., p+d+2)
         return self.scroll_head(features).unflatten(-1, (2, 2 * self.config.max_scroll + 1))  # (..., 2, 2S+1)
 
     def most_likely_scroll(self, logits: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -482,6 +489,29 @@ class Dynamics(nn.Module):
             if scroller is not None and self.scrolled():
                 scroller.advance(frames)
         return frames[:, tc:]  # (B, horizon, h, w)
+
+
+class KeyedAttentionPool(nn.Module):
+    """Frame t-1's transformer output (..., h, w, d) and the key into frame t (..., d) -> `heads` weighted means
+    over the h x w positions (..., heads d), each weighted by softmax(hidden . query(key) / sqrt(d) + a learned
+    per-position bias). Query and bias start at 0: the pool starts as the plain mean, and learns where to look
+    (the agent's surroundings, which decide whether a key moves the camera)."""
+
+    def __init__(self, dim: int, grid: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(dim, heads * dim)
+        nn.init.zeros_(self.query.weight)
+        nn.init.zeros_(self.query.bias)
+        self.position_bias = nn.Parameter(torch.zeros(heads, grid * grid))  # (heads, h w)
+
+    def forward(self, hidden: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        dim = hidden.shape[-1]
+        values = hidden.flatten(-3, -2)  # (..., hw, d)
+        queries = self.query(key).unflatten(-1, (self.heads, dim))  # (..., heads, d)
+        scores = queries @ values.transpose(-1, -2) / dim ** 0.5  # (..., heads, hw)
+        weights = (scores.float() + self.position_bias).softmax(-1).to(values.dtype)  # (..., heads, hw)
+        return (weights @ values).flatten(-2)  # (..., heads d)
 
 
 def sincos_positions(grid: int, dim: int) -> torch.Tensor:
