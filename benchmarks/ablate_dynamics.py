@@ -106,6 +106,10 @@ VARIANTS: dict[str, dict] = {
     # the scroll head reads frame t-1 through two key-conditioned attention pools instead of its mean over positions
     # (what is next to the agent decides whether a key moves the camera; dynamics.scroll_pool)
     "all_scroll_attnpool": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled", "scroll_pool": "attention"}},
+    # the scrolled copy path leaves the agent's box unshifted: CoinRun's camera follows the agent, so it stays put
+    # on screen while the level scrolls (dynamics.camera_locked_box)
+    "all_scroll_locked": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
+                                       "camera_locked_box": [24, 38, 29, 35]}},
 }
 
 
@@ -173,15 +177,16 @@ def episode_motions(store: EpisodeStore) -> list[np.ndarray]:
     return out
 
 
-def episode_scrolls(tokenizer, store: EpisodeStore, max_scroll: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def episode_scrolls(tokenizer, store: EpisodeStore, max_scroll: int,
+                    locked: tuple[int, int, int, int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each training episode's registered scene scroll into every frame, (L, 2) px (frame 0: 0), and every frame's
-    scrolled copy reference, (L, h, w) ids (scroll.scrolled_references)."""
+    scrolled copy reference, (L, h, w) ids (scroll.scrolled_references; the `locked` box not shifted)."""
     scrolls, references = [], []
     for episode in range(len(store)):
         frames = store.episode_frames(episode)  # (L, H, W, C)
         scroll = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])  # (L, 2)
         scrolls.append(scroll)
-        references.append(scrolled_references(tokenizer, frames, scroll, max_scroll))
+        references.append(scrolled_references(tokenizer, frames, scroll, max_scroll, locked=locked))
     return scrolls, references
 
 
@@ -276,7 +281,8 @@ def score(world: WorldModel, frames: np.ndarray, actions: np.ndarray, context: i
     def reference(scroll: torch.Tensor) -> torch.Tensor:
         """The copy path's reference (N, c+1, h, w): the context's own frames, the target's the last context frame
         shifted by `scroll` (N, 2) px (rounded, clipped) and tokenized."""
-        shifted = shifted_ids(tokenizer, last, scroll, dynamics.config.max_scroll)  # (N, h, w)
+        shifted = shifted_ids(tokenizer, last, scroll, dynamics.config.max_scroll,
+                              dynamics.config.camera_locked_box)  # (N, h, w)
         return torch.cat([previous_frames(tokens[:, :-1], dynamics.mask_id), shifted[:, None]], dim=1)
 
     def predict(action_ids: torch.Tensor, oracle: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -457,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                  for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
     length = preset.dynamics.frames
     batch = args.batch or preset.batch_size
-    records, motions, scrolls = [], None, None
+    records, motions, scroll_sets = [], None, {}  # (max_scroll, camera_locked_box) -> (scrolls, references)
     for name in args.variants.split(","):
         if name not in VARIANTS:
             parser.error(f"unknown variant {name!r}; --list shows them")
@@ -470,17 +476,21 @@ def main(argv: list[str] | None = None) -> int:
             motions = episode_motions(train_store)
             print(f"registered the agent's motion in every training frame in {time.perf_counter() - start:.0f} s",
                   flush=True)
-        if dynamics.scrolled() and scrolls is None:
+        reference_kind = (trained.max_scroll, trained.camera_locked_box)
+        if dynamics.scrolled() and reference_kind not in scroll_sets:
             start = time.perf_counter()
-            stored = cached.with_name(f"{cached.stem.replace('tokens', 'scrolls')}-max{dynamics.config.max_scroll}.npz")
+            box = trained.camera_locked_box
+            suffix = f"-max{trained.max_scroll}" + (f"-locked{'_'.join(map(str, box))}" if box else "")
+            stored = cached.with_name(f"{cached.stem.replace('tokens', 'scrolls')}{suffix}.npz")
             if stored.exists():
                 arrays = list(np.load(stored).values())
-                scrolls = (arrays[: len(arrays) // 2], arrays[len(arrays) // 2:])
+                scroll_sets[reference_kind] = (arrays[: len(arrays) // 2], arrays[len(arrays) // 2:])
             else:
-                scrolls = episode_scrolls(tokenizer, train_store, dynamics.config.max_scroll)
-                save_arrays(stored, [*scrolls[0], *scrolls[1]])
+                scroll_sets[reference_kind] = episode_scrolls(tokenizer, train_store, trained.max_scroll, box)
+                save_arrays(stored, [*scroll_sets[reference_kind][0], *scroll_sets[reference_kind][1]])
             print(f"registered every training frame's scroll and tokenized its scrolled reference in "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
+        scrolls = scroll_sets.get(reference_kind) if dynamics.scrolled() else None
         for steps_done, seconds in train(dynamics, optim, tokens, actions, batch, length, args.seed, args.steps,
                                          score_at, VARIANTS[name].get("contrast", 0.0), motions, motion, scrolls):
             for scale in guidance:

@@ -385,3 +385,46 @@ def test_an_attention_pooled_scroll_head_starts_as_the_mean_and_finds_the_positi
             drawn = dynamics.most_likely_scroll(logits, torch.zeros(256, 2))[:, 0]  # (B,) px
             accuracy[pooling] = (drawn == scroll).float().mean().item()
     assert accuracy["attention"] > 0.9 and accuracy["mean"] < 0.75, accuracy
+
+
+def test_the_camera_locked_box_keeps_its_pixels_and_the_agent_where_coinrun_keeps_it():
+    """camera_locked_box: the scrolled reference shifts the level but not the box the camera follows. On real
+    CoinRun frames that scroll by 2 px or more, that box of the reference matches the next frame far better than
+    the shifted box does (the agent stays put on screen), while the whole shifted frame still beats the unshifted
+    one (the level scrolls)."""
+    box = (24, 38, 29, 35)
+    frames = torch.rand(3, 64, 64, 3)
+    scroll = torch.tensor([[3, -2], [0, 0], [-5, 4]])
+    plain, kept = shift_frames(frames, scroll), shift_frames(frames, scroll, box)
+    assert torch.equal(kept[:, 24:38, 29:35], frames[:, 24:38, 29:35])
+    outside = torch.ones(64, 64, dtype=torch.bool)
+    outside[24:38, 29:35] = False
+    assert torch.equal(kept[:, outside], plain[:, outside])
+    with pytest.raises(ConfigError, match="camera_locked_box"):
+        scrolled_dynamics(camera_locked_box=[24, 38, 35, 29])
+    with pytest.raises(ConfigError, match="needs copy_reference 'scrolled'"):
+        DynamicsConfig(vocab_size=32, grid=8, frames=4, transformer=BLOCK, camera_locked_box=(24, 38, 29, 35))
+    assert scrolled_dynamics(camera_locked_box=[24, 38, 29, 35]).config.camera_locked_box == box
+
+    env = CoinRunVecEnv(8, CoinRunConfig(), seed=11)
+    rng = np.random.default_rng(0)
+    video = [env.observe()]
+    for _ in range(60):
+        env.step(rng.choice([5, 6, 7, 8], size=8))  # mostly running and jumping: the camera moves
+        video.append(env.observe())
+    video = np.stack(video, axis=1)  # (8, 61, H, W, C)
+    before, after = video[:, :-1].reshape(-1, 64, 64, 3), video[:, 1:].reshape(-1, 64, 64, 3)
+    whole = np.round(scene_scroll(before, after))  # (N, 2)
+    moving = np.abs(whole).max(1) >= 2
+    assert moving.sum() >= 30, "too few frames scroll to test anything"
+    previous = torch.from_numpy(before[moving]).float()
+    following = torch.from_numpy(after[moving]).float()
+    steps = torch.from_numpy(whole[moving])
+    plain, kept = shift_frames(previous, steps), shift_frames(previous, steps, box)
+
+    def error(a: torch.Tensor, region=(slice(None), slice(None))) -> float:
+        return float((following[:, region[0], region[1]] - a[:, region[0], region[1]]).abs().mean())
+
+    agent = (slice(24, 38), slice(29, 35))
+    assert error(kept, agent) < 0.5 * error(plain, agent), (error(kept, agent), error(plain, agent))
+    assert error(plain) < error(previous) and error(kept) < error(previous)

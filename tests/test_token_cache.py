@@ -168,6 +168,31 @@ def test_a_damaged_cache_is_refused_and_rebuilt_saying_why(store, models, built,
     assert np.array_equal(cache.windows([2], [7], 4)[0], good)
 
 
+def test_references_that_keep_the_agents_box_unshifted_are_cached_apart_and_read_as_a_step_computes_them(
+        store, models, built, tmp_path):
+    """camera_locked_box changes every reference: a cache made without the box is stale for a dynamics with one
+    (rebuilt, saying why), and the rebuilt cache's references are those a step from frames computes with the box."""
+    tokenizer, _, _ = models
+    box = (24, 38, 29, 35)
+    job = TrainJob(stage="dynamics", data=[str(store.manifests[0].root)], out=str(tmp_path / "run"), tokenizer="t",
+                   actions="true", wandb=False)
+    config = dataclasses.replace(dynamics_config(job, TINY, tokenizer, None), copy_reference="scrolled",
+                                 camera_locked_box=box)
+    with pytest.raises(StaleTokenCache, match="camera_locked_box"):
+        TokenCache.open(built["scrolled-true"], cache_key(tokenizer, None, store, config.max_scroll, box))
+    lines, note = notes()
+    cache = ensure_token_cache(copied(built, "scrolled-true", tmp_path), tokenizer, None, store, note=note,
+                               progress=False, max_scroll=config.max_scroll, locked=box)
+    assert "keep the box None unshifted" in lines[0] and cache.key["locked_box"] == list(box), lines
+    trainee = DynamicsTrainee(Dynamics(config), tokenizer)
+    episodes, starts = store.sample_positions(np.random.default_rng(1), 8, 4)
+    references, scrolls = trainee.scrolled_inputs(store.windows(episodes, starts, 4))  # (8, 4, h, w), (8, 4, 2)
+    cached = trainee.scrolled_inputs(TokenBatch(*cache.windows(episodes, starts, 4)))
+    assert torch.equal(references, cached[0]) and torch.equal(scrolls, cached[1])
+    plain = TokenCache.open(built["scrolled-true"], cache_key(tokenizer, None, store, config.max_scroll))
+    assert not torch.equal(references, trainee.scrolled_inputs(TokenBatch(*plain.windows(episodes, starts, 4)))[0])
+
+
 @pytest.mark.parametrize("copy_reference", ["previous", "scrolled"])
 @pytest.mark.parametrize("conditioning", ["ground_truth", "latent"])
 def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, built, tmp_path, conditioning,

@@ -174,6 +174,13 @@ class DynamicsConfig:
     # dilutes; the lookup of key x scroll before, which sees none of it, dreams worse forks than the head
     scroll_pool: Literal["mean", "attention"] = "mean"
     scroll_pool_heads: int = 2
+    # pixels [top, bottom, left, right) of the frame that the scrolled copy path does NOT shift: where the agent is,
+    # whom CoinRun's camera follows, so it stays put on screen while the level scrolls. Why: shifted with the level,
+    # the reference carried the agent's sprite away from where it is in 99% of frames that scroll by 2 px or more
+    # (the box's pixels match the frame before unshifted at 8.8 of 255 on average, shifted at 49; the whole frame
+    # the other way round: 14.5 against 5.6), so the dynamics had to redraw the agent every frame, and its dreams lost
+    # it within a few frames. None: the whole frame scrolls (the presets before 2026-12-02)
+    camera_locked_box: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.copy_reference not in ("previous", "scrolled"):
@@ -189,6 +196,16 @@ class DynamicsConfig:
             raise ConfigError(f"scroll_draw must be 'sample' or 'expected', got {self.scroll_draw!r}")
         if self.scroll_loss_weight < 0:
             raise ConfigError(f"scroll_loss_weight must be >= 0, got {self.scroll_loss_weight}")
+        if self.camera_locked_box is not None:
+            box = self.camera_locked_box
+            if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, int) for v in box)
+                    and 0 <= box[0] < box[1] and 0 <= box[2] < box[3]):
+                raise ConfigError("camera_locked_box must be 4 whole pixels [top, bottom, left, right) with top < "
+                                  f"bottom and left < right, e.g. [24, 38, 29, 35]; got {box!r}")
+            if self.copy_reference != "scrolled":
+                raise ConfigError("camera_locked_box is the part of the frame a scrolled copy path does not shift: "
+                                  "it needs copy_reference 'scrolled'")
+            object.__setattr__(self, "camera_locked_box", tuple(box))
         if self.scroll_pool not in ("mean", "attention"):
             raise ConfigError(f"scroll_pool must be 'mean' or 'attention', got {self.scroll_pool!r}")
         if not 1 <= self.scroll_pool_heads <= 16:

@@ -30,14 +30,22 @@ def scene_scroll(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.stack([-motion[:, 0], motion[:, 1]], axis=1).astype(np.float32)  # (N, 2)
 
 
-def shift_frames(frames: torch.Tensor, scroll: torch.Tensor) -> torch.Tensor:
-    """Frames (N, H, W, C) shifted by whole-pixel scrolls (N, 2) [sx, sy], border pixels repeated: (N, H, W, C)."""
+Box = tuple[int, int, int, int]  # [top, bottom, left, right) px
+
+
+def shift_frames(frames: torch.Tensor, scroll: torch.Tensor, locked: Box | None = None) -> torch.Tensor:
+    """Frames (N, H, W, C) shifted by whole-pixel scrolls (N, 2) [sx, sy], border pixels repeated: (N, H, W, C).
+    `locked` [top, bottom, left, right): a box that keeps its unshifted pixels (what the camera follows)."""
     n, height, width = frames.shape[:3]
     scroll = scroll.long().to(frames.device)
     rows = (torch.arange(height, device=frames.device) - scroll[:, 1:2]).clamp(0, height - 1)  # (N, H)
     cols = (torch.arange(width, device=frames.device) - scroll[:, 0:1]).clamp(0, width - 1)  # (N, W)
     batch = torch.arange(n, device=frames.device).view(n, 1, 1)
-    return frames[batch, rows.view(n, height, 1), cols.view(n, 1, width)]  # (N, H, W, C)
+    shifted = frames[batch, rows.view(n, height, 1), cols.view(n, 1, width)]  # (N, H, W, C): a new tensor
+    if locked is not None:
+        top, bottom, left, right = locked
+        shifted[:, top:bottom, left:right] = frames[:, top:bottom, left:right]
+    return shifted
 
 
 def scroll_targets(scroll: torch.Tensor, max_scroll: int) -> torch.Tensor:
@@ -61,18 +69,19 @@ def require_per_frame_encoder(tokenizer) -> None:
 
 
 @torch.no_grad()
-def shifted_ids(tokenizer, frames: torch.Tensor, scroll: torch.Tensor, max_scroll: int | None = None) -> torch.Tensor:
-    """Frames (N, H, W, C) in [0, 1] shifted by scrolls (N, 2) px (rounded; clipped to max_scroll when given), each
-    tokenized alone: ids (N, h, w), what a scrolled copy path copies."""
+def shifted_ids(tokenizer, frames: torch.Tensor, scroll: torch.Tensor, max_scroll: int | None = None,
+                locked: Box | None = None) -> torch.Tensor:
+    """Frames (N, H, W, C) in [0, 1] shifted by scrolls (N, 2) px (rounded; clipped to max_scroll when given; the
+    `locked` box not shifted), each tokenized alone: ids (N, h, w), what a scrolled copy path copies."""
     whole = scroll.float().round()  # (N, 2)
     if max_scroll is not None:
         whole = whole.clamp(-max_scroll, max_scroll)
-    return tokenizer.encode(shift_frames(frames, whole)[:, None]).ids[:, 0]  # (N, h, w)
+    return tokenizer.encode(shift_frames(frames, whole, locked)[:, None]).ids[:, 0]  # (N, h, w)
 
 
 @torch.no_grad()
 def scrolled_references(tokenizer, frames: np.ndarray, scrolls: np.ndarray, max_scroll: int,
-                        batch_frames: int = 256) -> np.ndarray:
+                        batch_frames: int = 256, locked: Box | None = None) -> np.ndarray:
     """The copy reference of every frame of an episode: frame t-1 shifted by frame t's scroll (rounded, clipped to
     max_scroll) and tokenized; frame 0 has none (the tokenizer's vocabulary size: the dynamics' "masked" id).
     uint8 frames (L, H, W, C), scrolls (L, 2) (frame t's: from frame t-1 to t) -> ids (L, h, w) int16. Needs a
@@ -84,7 +93,7 @@ def scrolled_references(tokenizer, frames: np.ndarray, scrolls: np.ndarray, max_
     for lo in range(1, len(frames), batch_frames):
         hi = min(len(frames), lo + batch_frames)
         before = to_unit_float(frames[lo - 1: hi - 1], tokenizer.device)  # (n, H, W, C)
-        out.append(shifted_ids(tokenizer, before, scrolls[lo:hi], max_scroll).to(torch.int16).cpu())  # (n, h, w)
+        out.append(shifted_ids(tokenizer, before, scrolls[lo:hi], max_scroll, locked).to(torch.int16).cpu())
     return torch.cat(out).numpy()  # (L, h, w)
 
 
@@ -106,8 +115,10 @@ class Scroller:
     it (as the world model shows it) for the next reference and moves the position.
     """
 
-    def __init__(self, tokenizer, last_frames: torch.Tensor, previous_scroll: torch.Tensor, decode) -> None:
+    def __init__(self, tokenizer, last_frames: torch.Tensor, previous_scroll: torch.Tensor, decode,
+                 locked: Box | None = None) -> None:
         self.tokenizer = tokenizer
+        self.locked = locked  # the box the camera follows: not shifted (DynamicsConfig.camera_locked_box)
         self.pixels = last_frames  # (B, H, W, C) in [0, 1]
         self.previous_scroll = previous_scroll.float()  # (B, 2) px: the scroll into the last frame
         # (B, 2) px: where the camera is between pixels, relative to the last context frame (its phase is unknown)
@@ -132,13 +143,14 @@ class Scroller:
             pair = [(frames * 255).round().byte().cpu().numpy() for frames in (before, last)]
             previous = torch.from_numpy(scene_scroll(*pair)).to(last.device)
         pixels = last if last_frames is None else to_unit_float(last_frames, last.device)  # (B, H, W, C)
-        return cls(world.tokenizer, pixels, previous, decode)
+        return cls(world.tokenizer, pixels, previous, decode, world.dynamics.config.camera_locked_box)
 
     @torch.no_grad()
     def reference(self, scroll: torch.Tensor) -> torch.Tensor:
         """Scrolls (B, 2) px -> the token ids (B, h, w) of the last frame shifted by the whole pixels they cross."""
         self.pending = scroll.float().to(self.position.device)
-        return shifted_ids(self.tokenizer, self.pixels, whole_pixel_steps(self.position, self.pending))  # (B, h, w)
+        steps = whole_pixel_steps(self.position, self.pending)  # (B, 2)
+        return shifted_ids(self.tokenizer, self.pixels, steps, locked=self.locked)  # (B, h, w)
 
     @torch.no_grad()
     def advance(self, tokens: torch.Tensor) -> None:

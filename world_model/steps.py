@@ -159,7 +159,8 @@ class DynamicsTrainee(nn.Module):
         predecessor shifted by its scroll (rounded, clipped to max_scroll); frame 0's the "masked" id."""
         b, t = frames.shape[:2]
         before = to_unit_float(frames[:, :-1].reshape(-1, *frames.shape[2:]), self.dynamics.device)  # (B*(T-1), ...)
-        ids = shifted_ids(self.tokenizer, before, scrolls.reshape(-1, 2), self.dynamics.config.max_scroll)
+        config = self.dynamics.config
+        ids = shifted_ids(self.tokenizer, before, scrolls.reshape(-1, 2), config.max_scroll, config.camera_locked_box)
         ids = ids.view(b, t - 1, *ids.shape[1:])  # (B, T-1, h, w)
         first = torch.full_like(ids[:, :1], self.dynamics.mask_id)  # (B, 1, h, w): frame 0 has no predecessor
         return torch.cat([first, ids], dim=1)

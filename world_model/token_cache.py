@@ -61,7 +61,7 @@ from rl_agent.store.reader import EpisodeStore
 from rl_agent.store.writer import file_sha256
 from world_model.frames import to_unit_float
 from world_model.lam import LatentActionModel
-from world_model.scroll import scene_scroll, scrolled_references
+from world_model.scroll import Box, scene_scroll, scrolled_references
 from world_model.tokenizer import Tokenizer
 
 FORMAT = "genie-redux/token-cache"
@@ -126,12 +126,13 @@ def model_digest(model: nn.Module) -> str:
 
 
 def cache_key(tokenizer: Tokenizer, lam: LatentActionModel | None, store: EpisodeStore,
-              max_scroll: int | None = None) -> dict[str, Any]:
+              max_scroll: int | None = None, locked: Box | None = None) -> dict[str, Any]:
     """What the cache's content is a function of: the frozen models, the datasets' manifests, the episodes,
     and for a `scrolled` copy path the largest scroll its references are shifted by (`max_scroll`; None: no
-    scroll and reference columns)."""
+    scroll and reference columns) and the box they do not shift (`locked`; only in the key when there is one,
+    so caches made before the box existed keep their key)."""
     ids = "\n".join(ref.episode.id for ref in store.episodes)
-    return {
+    key = {
         "version": VERSION,
         "tokenizer": model_digest(tokenizer),
         "lam": model_digest(lam) if lam is not None else None,
@@ -139,6 +140,9 @@ def cache_key(tokenizer: Tokenizer, lam: LatentActionModel | None, store: Episod
         "manifests": [file_sha256(Path(m.root) / "manifest.json") for m in store.manifests],
         "episodes": hashlib.sha256(ids.encode()).hexdigest(),
     }
+    if max_scroll is not None and locked is not None:
+        key["locked_box"] = [int(v) for v in locked]
+    return key
 
 
 def key_digest(key: dict[str, Any]) -> str:
@@ -167,6 +171,9 @@ def stale_reason(found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
             return "it has no scrolled copy references, this run's dynamics (copy_reference 'scrolled') needs them"
         return (f"its copy references are shifted by at most {found.get('scrolled')} px, this run's dynamics by "
                 f"{wanted['scrolled']} (max_scroll)")
+    if found.get("locked_box") != wanted.get("locked_box"):
+        return (f"its copy references keep the box {found.get('locked_box')} unshifted, this run's dynamics "
+                f"{wanted.get('locked_box')} (camera_locked_box)")
     if found.get("manifests") != wanted["manifests"]:
         return "the dataset changed (a manifest checksum differs from the one the cache was made from)"
     return "it holds other episodes (another split or held-out set)"
@@ -339,6 +346,7 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST_FILE).unlink(missing_ok=True)  # from here until the new manifest lands there is no cache
     grid, max_scroll = tokenizer.config.grid, key.get("scrolled")
+    locked = tuple(key["locked_box"]) if key.get("locked_box") else None  # a box the references do not shift
     ids_type = pa.list_(id_type(tokenizer.config.quantizer.codebook_size), grid * grid)
     fields = [pa.field("tokens", ids_type, nullable=False), pa.field("action", pa.int8(), nullable=False)]
     if lam is not None:
@@ -369,7 +377,8 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
                     # (E, 2): frame t's scroll from frame t-1 (row 0: none); (E, h, w) frame t-1 shifted by it
                     scrolls = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])
                     columns += [pa.FixedSizeListArray.from_arrays(pa.array(scrolls.reshape(-1), pa.float32()), 2),
-                                id_grids(scrolled_references(tokenizer, frames, scrolls, max_scroll))]
+                                id_grids(scrolled_references(tokenizer, frames, scrolls, max_scroll,
+                                                             locked=locked))]
                 writer.write_batch(pa.record_batch(columns, schema=schema))
                 episodes.append({"id": ref.episode.id, "length": len(frames)})
                 if progress is not None:
@@ -394,15 +403,16 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
 def ensure_token_cache(folder: str | os.PathLike, tokenizer: Tokenizer, lam: LatentActionModel | None,
                        store: EpisodeStore, note: Callable[[str], None] = print,
                        progress: Callable[[int], Progress] | bool = True,
-                       max_scroll: int | None = None) -> TokenCache:
+                       max_scroll: int | None = None, locked: Box | None = None) -> TokenCache:
     """The verified cache of `store` under these frozen models in `folder`, built (or rebuilt) if needed; with
-    `max_scroll`, for a dynamics whose copy path is `scrolled` (its references shifted by at most that).
+    `max_scroll`, for a dynamics whose copy path is `scrolled` (its references shifted by at most that, the box
+    `locked` not shifted).
 
     `note` gets one line saying what happened and why (built, rebuilt because stale, refused as
     damaged and rebuilt, or reused). `progress`: True for a tqdm bar, False for none, or a factory
     taking the total number of frames.
     """
-    key = cache_key(tokenizer, lam, store, max_scroll)
+    key = cache_key(tokenizer, lam, store, max_scroll, locked)
     try:
         cache = TokenCache.open(folder, key)
         note(f"token cache {folder}: verified, reused ({len(cache.tokens)} episodes, key {key_digest(key)})")
