@@ -17,7 +17,7 @@ from world_model.lam import LatentActionModel
 from world_model.optim import Optimization, learning_rate, parameter_groups
 from world_model.steps import DynamicsTrainee, eval_step, train_step
 from world_model.tokenizer import Tokenizer
-from world_model.vq import VectorQuantizer, codebook_usage, nearest_codes
+from world_model.vq import VectorQuantizer, codebook_usage
 
 torch.set_num_threads(1)
 BLOCK = TransformerConfig(dim=32, depth=2, heads=4, mlp_ratio=2.0)
@@ -344,18 +344,6 @@ def test_code_ids_under_bf16_autocast_equal_the_fp32_ids():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         autocast = vq(inputs).ids
     assert torch.equal(plain, autocast)
-
-
-def test_the_blocked_nearest_code_search_picks_the_ids_of_one_argmax_first_on_ties():
-    """nearest_codes (the CPU path's blocked max, for speed) returns exactly the ids of one full argmax, across
-    block edges and on ties (a duplicated code: the first copy)."""
-    torch.manual_seed(0)
-    codes = torch.nn.functional.normalize(torch.randn(300, 8), dim=-1)
-    codes = torch.cat([codes, codes[:50]])  # (350, 8): codes 300..349 duplicate 0..49
-    vectors = torch.cat([torch.nn.functional.normalize(torch.randn(5000, 8), dim=-1), codes[:50]])  # (5050, 8)
-    ids = nearest_codes(vectors, codes, rows=512)
-    assert torch.equal(ids, (vectors @ codes.t()).argmax(dim=-1))
-    assert torch.equal(ids[-50:], torch.arange(50))
 
 
 def test_the_on_device_restart_moves_exactly_the_dead_codes_onto_batch_vectors():
