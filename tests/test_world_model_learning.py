@@ -64,6 +64,10 @@ def tiny_tokenizer(small_dataset):
     torch.set_num_threads(2)
     store = EpisodeStore(small_dataset)
     train, _ = _split(store)
+    # its starting weights from a fixed seed, not from whatever the tests before it in this process drew: the tiny
+    # tokenizer's PSNR after 500 steps spread over 24.2-26.2 dB with the starting weights and float details
+    # (2026-12-02), so an unseeded start passed or failed by the order pytest-xdist gave the tests
+    torch.manual_seed(0)
     model = Tokenizer(load_preset("tiny").tokenizer)
     start = time.perf_counter()
     steps = load_preset("tiny").optim.total_steps
