@@ -62,9 +62,10 @@ def built(store, models, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("token-caches")
     ensure_token_cache(root / "true", tokenizer, None, store, progress=False)
     ensure_token_cache(root / "latent", tokenizer, lam, store, progress=False)
-    max_scroll = TINY.dynamics.max_scroll  # tiny's scrolled copy path: each frame's scroll and shifted predecessor too
-    ensure_token_cache(root / "scrolled-true", tokenizer, None, store, progress=False, max_scroll=max_scroll)
-    ensure_token_cache(root / "scrolled-latent", tokenizer, lam, store, progress=False, max_scroll=max_scroll)
+    # tiny's scrolled copy path: each frame's scroll and shifted predecessor too (the agent's box not shifted)
+    scrolled = dict(max_scroll=TINY.dynamics.max_scroll, locked=TINY.dynamics.camera_locked_box)
+    ensure_token_cache(root / "scrolled-true", tokenizer, None, store, progress=False, **scrolled)
+    ensure_token_cache(root / "scrolled-latent", tokenizer, lam, store, progress=False, **scrolled)
     return {name: root / name for name in ("true", "latent", "scrolled-true", "scrolled-latent")}
 
 
@@ -170,27 +171,33 @@ def test_a_damaged_cache_is_refused_and_rebuilt_saying_why(store, models, built,
 
 def test_references_that_keep_the_agents_box_unshifted_are_cached_apart_and_read_as_a_step_computes_them(
         store, models, built, tmp_path):
-    """camera_locked_box changes every reference: a cache made without the box is stale for a dynamics with one
-    (rebuilt, saying why), and the rebuilt cache's references are those a step from frames computes with the box."""
+    """camera_locked_box changes every reference: a cache made with tiny's box is stale for a dynamics without one
+    (rebuilt, saying why), and each cache's references are those a step from frames computes with its setting."""
     tokenizer, _, _ = models
-    box = (24, 38, 29, 35)
+    box = TINY.dynamics.camera_locked_box
+    assert box is not None, "tiny leaves the agent's box unshifted"
     job = TrainJob(stage="dynamics", data=[str(store.manifests[0].root)], out=str(tmp_path / "run"), tokenizer="t",
                    actions="true", wandb=False)
-    config = dataclasses.replace(dynamics_config(job, TINY, tokenizer, None), copy_reference="scrolled",
-                                 camera_locked_box=box)
+    locked = dataclasses.replace(dynamics_config(job, TINY, tokenizer, None), copy_reference="scrolled")
+    unlocked = dataclasses.replace(locked, camera_locked_box=None)
     with pytest.raises(StaleTokenCache, match="camera_locked_box"):
-        TokenCache.open(built["scrolled-true"], cache_key(tokenizer, None, store, config.max_scroll, box))
+        TokenCache.open(built["scrolled-true"], cache_key(tokenizer, None, store, unlocked.max_scroll))
     lines, note = notes()
-    cache = ensure_token_cache(copied(built, "scrolled-true", tmp_path), tokenizer, None, store, note=note,
-                               progress=False, max_scroll=config.max_scroll, locked=box)
-    assert "keep the box None unshifted" in lines[0] and cache.key["locked_box"] == list(box), lines
-    trainee = DynamicsTrainee(Dynamics(config), tokenizer)
+    rebuilt = ensure_token_cache(copied(built, "scrolled-true", tmp_path), tokenizer, None, store, note=note,
+                                 progress=False, max_scroll=unlocked.max_scroll)
+    assert f"keep the box {list(box)} unshifted" in lines[0] and "locked_box" not in rebuilt.key, lines
     episodes, starts = store.sample_positions(np.random.default_rng(1), 8, 4)
-    references, scrolls = trainee.scrolled_inputs(store.windows(episodes, starts, 4))  # (8, 4, h, w), (8, 4, 2)
-    cached = trainee.scrolled_inputs(TokenBatch(*cache.windows(episodes, starts, 4)))
-    assert torch.equal(references, cached[0]) and torch.equal(scrolls, cached[1])
-    plain = TokenCache.open(built["scrolled-true"], cache_key(tokenizer, None, store, config.max_scroll))
-    assert not torch.equal(references, trainee.scrolled_inputs(TokenBatch(*plain.windows(episodes, starts, 4)))[0])
+    frames = store.windows(episodes, starts, 4)
+    caches = {locked: TokenCache.open(built["scrolled-true"], cache_key(tokenizer, None, store, locked.max_scroll,
+                                                                        box)),
+              unlocked: rebuilt}
+    references = {}
+    for config, cache in caches.items():
+        trainee = DynamicsTrainee(Dynamics(config), tokenizer)
+        references[config], scrolls = trainee.scrolled_inputs(frames)  # (8, 4, h, w), (8, 4, 2)
+        cached = trainee.scrolled_inputs(TokenBatch(*cache.windows(episodes, starts, 4)))
+        assert torch.equal(references[config], cached[0]) and torch.equal(scrolls, cached[1])
+    assert not torch.equal(references[locked], references[unlocked])
 
 
 @pytest.mark.parametrize("copy_reference", ["previous", "scrolled"])
@@ -207,7 +214,9 @@ def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, bu
     twin = copy.deepcopy(trainee)
     scrolled = copy_reference == "scrolled"
     name = ("scrolled-" if scrolled else "") + ("latent" if lam else "true")
-    cache = TokenCache.open(built[name], cache_key(tokenizer, lam, store, config.max_scroll if scrolled else None))
+    key = (cache_key(tokenizer, lam, store, config.max_scroll, config.camera_locked_box) if scrolled
+           else cache_key(tokenizer, lam, store))
+    cache = TokenCache.open(built[name], key)
     assert cache.scrolled == scrolled
     episodes, starts = store.sample_positions(np.random.default_rng(1), 8, 4)
     if lam is not None:

@@ -168,7 +168,8 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
         for e in range(len(store)):
             frames = store.episode_frames(e)  # (L, H, W, C)
             scrolls[e] = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])
-            references[e] = scrolled_references(tokenizer, frames, scrolls[e], dynamics.config.max_scroll)
+            references[e] = scrolled_references(tokenizer, frames, scrolls[e], dynamics.config.max_scroll,
+                                                locked=dynamics.config.camera_locked_box)
     steps, length = STEPS_DYNAMICS, preset.dynamics.frames
     optimization = Optimization(dynamics, dataclasses.replace(preset.optim_for("dynamics"), total_steps=steps))
     rng = np.random.default_rng(0)
