@@ -172,8 +172,10 @@ def stale_reason(found: dict[str, Any], wanted: dict[str, Any]) -> str | None:
         return (f"its copy references are shifted by at most {found.get('scrolled')} px, this run's dynamics by "
                 f"{wanted['scrolled']} (max_scroll)")
     if found.get("locked_box") != wanted.get("locked_box"):
-        return (f"its copy references keep the box {found.get('locked_box')} unshifted, this run's dynamics "
-                f"{wanted.get('locked_box')} (camera_locked_box)")
+        def kept(box) -> str:
+            return f"the box {box} unshifted" if box else "nothing unshifted"
+        return (f"its copy references keep {kept(found.get('locked_box'))}, this run's dynamics keeps "
+                f"{kept(wanted.get('locked_box'))} (camera_locked_box)")
     if found.get("manifests") != wanted["manifests"]:
         return "the dataset changed (a manifest checksum differs from the one the cache was made from)"
     return "it holds other episodes (another split or held-out set)"
