@@ -110,6 +110,10 @@ VARIANTS: dict[str, dict] = {
     # on screen while the level scrolls (dynamics.camera_locked_box)
     "all_scroll_locked": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
                                        "camera_locked_box": [24, 38, 29, 35]}},
+    # the same box grown to the tokenizer's 4 px patches (rows 6-9, columns 7-8 of the 16 x 16 grid): no patch mixes
+    # shifted and unshifted pixels, so the agent's tokens in the reference are the frame before's own
+    "all_scroll_locked_patches": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
+                                               "camera_locked_box": [24, 40, 28, 36]}},
 }
 
 
@@ -380,8 +384,12 @@ def fork_score(world: WorldModel, forks: tuple[np.ndarray, np.ndarray, np.ndarra
 
 # ---- the study -----------------------------------------------------------------------------------
 def build(preset, tokenizer, variant: dict, seed: int) -> tuple[Dynamics, OptimConfig]:
+    """The variant's dynamics on the preset's sizes and settings, but copying the frame before (copy_reference
+    'previous', no camera-locked box) unless the variant says otherwise: the scrolled copy path is a variant here
+    (all_scroll...), even now that `tiny` has it, so every row says what it adds."""
     base = config_to_dict(dataclasses.replace(preset.dynamics, vocab_size=tokenizer.config.quantizer.codebook_size,
-                                              grid=tokenizer.config.grid, conditioning="ground_truth"))
+                                              grid=tokenizer.config.grid, conditioning="ground_truth",
+                                              copy_reference="previous", camera_locked_box=None))
     for key, value in variant.get("dynamics", {}).items():
         base[key] = {**base[key], **value} if isinstance(value, dict) else value
     config = config_from_dict(type(preset.dynamics), base)

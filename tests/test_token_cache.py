@@ -209,7 +209,9 @@ def test_a_dynamics_step_from_the_cache_equals_one_from_frames(store, models, bu
     job = TrainJob(stage="dynamics", data=[str(store.manifests[0].root)], out=str(tmp_path / "run"), tokenizer="t",
                    lam="l" if lam else None, actions="latent" if lam else "true", wandb=False)
     torch.manual_seed(0)
-    config = dataclasses.replace(dynamics_config(job, TINY, tokenizer, lam), copy_reference=copy_reference)
+    config = dataclasses.replace(dynamics_config(job, TINY, tokenizer, lam), copy_reference=copy_reference,
+                                 camera_locked_box=TINY.dynamics.camera_locked_box if copy_reference == "scrolled"
+                                 else None)
     trainee = DynamicsTrainee(Dynamics(config), tokenizer, lam)
     twin = copy.deepcopy(trainee)
     scrolled = copy_reference == "scrolled"

@@ -204,7 +204,8 @@ class DynamicsConfig:
                                   f"bottom and left < right, e.g. [24, 38, 29, 35]; got {box!r}")
             if self.copy_reference != "scrolled":
                 raise ConfigError("camera_locked_box is the part of the frame a scrolled copy path does not shift: "
-                                  "it needs copy_reference 'scrolled'")
+                                  "it needs copy_reference 'scrolled' (with copy_reference 'previous', set "
+                                  "camera_locked_box to null too)")
             object.__setattr__(self, "camera_locked_box", tuple(box))
         if self.scroll_pool not in ("mean", "attention"):
             raise ConfigError(f"scroll_pool must be 'mean' or 'attention', got {self.scroll_pool!r}")
