@@ -46,7 +46,7 @@ def main() -> None:
     torch.manual_seed(0)
     preset = load_preset(args.preset)
     tokenizer = Tokenizer(preset.tokenizer).eval()
-    plain_config = dataclasses.replace(preset.dynamics, copy_reference="previous")
+    plain_config = dataclasses.replace(preset.dynamics, copy_reference="previous", camera_locked_box=None)
     scrolled_config = dataclasses.replace(preset.dynamics, copy_reference="scrolled",
                                           copy_bias=preset.dynamics.copy_bias or 3.0)
     batch, length = preset.batch_size, preset.dynamics.frames
