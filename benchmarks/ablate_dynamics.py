@@ -57,7 +57,7 @@ from rl_agent.coinrun_env import ACTION_NAMES
 from world_model.generation import WorldModel, carry_unchanged
 from world_model.optim import Optimization
 from world_model.runs import resolve_checkpoint
-from world_model.scroll import scene_scroll, scrolled_references, shifted_ids
+from world_model.scroll import episode_references, scene_scroll, shifted_ids
 from world_model.token_cache import cache_key, key_digest
 
 TINY_BEST = dict(token_init="codebook", tie_embeddings=True, copy_bias=3.0, spatial_positions="learned",
@@ -184,13 +184,11 @@ def episode_motions(store: EpisodeStore) -> list[np.ndarray]:
 def episode_scrolls(tokenizer, store: EpisodeStore, max_scroll: int,
                     locked: tuple[int, int, int, int] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each training episode's registered scene scroll into every frame, (L, 2) px (frame 0: 0), and every frame's
-    scrolled copy reference, (L, h, w) ids (scroll.scrolled_references; the `locked` box not shifted)."""
+    scrolled copy reference, (L, h, w) ids (scroll.episode_references; the `locked` box not shifted)."""
     scrolls, references = [], []
     for episode in range(len(store)):
-        frames = store.episode_frames(episode)  # (L, H, W, C)
-        scroll = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])  # (L, 2)
-        scrolls.append(scroll)
-        references.append(scrolled_references(tokenizer, frames, scroll, max_scroll, locked=locked))
+        scroll, reference = episode_references(tokenizer, store.episode_frames(episode), max_scroll, locked)
+        scrolls.append(scroll), references.append(reference)  # (L, 2), (L, h, w)
     return scrolls, references
 
 
@@ -494,8 +492,9 @@ def main(argv: list[str] | None = None) -> int:
                 arrays = list(np.load(stored).values())
                 scroll_sets[reference_kind] = (arrays[: len(arrays) // 2], arrays[len(arrays) // 2:])
             else:
-                scroll_sets[reference_kind] = episode_scrolls(tokenizer, train_store, trained.max_scroll, box)
-                save_arrays(stored, [*scroll_sets[reference_kind][0], *scroll_sets[reference_kind][1]])
+                made = episode_scrolls(tokenizer, train_store, trained.max_scroll, box)
+                save_arrays(stored, [*made[0], *made[1]])
+                scroll_sets[reference_kind] = made
             print(f"registered every training frame's scroll and tokenized its scrolled reference in "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
         scrolls = scroll_sets.get(reference_kind) if dynamics.scrolled() else None

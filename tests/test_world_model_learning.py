@@ -147,7 +147,7 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
     from world_model.evaluation.metrics import forked_future_psnr, forked_future_wins
     from world_model.evaluation.rollouts import forked_dreams
     from world_model.generation import WorldModel
-    from world_model.scroll import scene_scroll, scrolled_references
+    from world_model.scroll import episode_references
     from world_model.steps import DynamicsTrainee, TokenBatch
 
     torch.set_num_threads(2)
@@ -166,10 +166,9 @@ def test_tiny_dynamics_beats_copying_the_last_frame_and_obeys_the_keys(sticky_da
     scrolls, references = {}, {}
     if dynamics.scrolled():
         for e in range(len(store)):
-            frames = store.episode_frames(e)  # (L, H, W, C)
-            scrolls[e] = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])
-            references[e] = scrolled_references(tokenizer, frames, scrolls[e], dynamics.config.max_scroll,
-                                                locked=dynamics.config.camera_locked_box)
+            scrolls[e], references[e] = episode_references(tokenizer, store.episode_frames(e),
+                                                           dynamics.config.max_scroll,
+                                                           dynamics.config.camera_locked_box)
     steps, length = STEPS_DYNAMICS, preset.dynamics.frames
     optimization = Optimization(dynamics, dataclasses.replace(preset.optim_for("dynamics"), total_steps=steps))
     rng = np.random.default_rng(0)

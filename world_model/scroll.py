@@ -97,6 +97,15 @@ def scrolled_references(tokenizer, frames: np.ndarray, scrolls: np.ndarray, max_
     return torch.cat(out).numpy()  # (L, h, w)
 
 
+def episode_references(tokenizer, frames: np.ndarray, max_scroll: int,
+                       locked: Box | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A whole episode's scrolled copy path inputs: uint8 frames (L, H, W, C) -> the registered scroll into every
+    frame (L, 2) px float32 (frame 0's: 0) and every frame's copy reference (L, h, w) int16
+    (`scrolled_references`, the `locked` box not shifted)."""
+    scrolls = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])  # (L, 2)
+    return scrolls, scrolled_references(tokenizer, frames, scrolls, max_scroll, locked=locked)
+
+
 def whole_pixel_steps(position: torch.Tensor, scroll: torch.Tensor) -> torch.Tensor:
     """The whole pixels a camera at sub-pixel `position` (..., 2) crosses when it scrolls by `scroll` (..., 2):
     round(position + scroll) - round(position), halves rounded up. Whole-pixel scrolls from a whole-pixel position

@@ -61,7 +61,7 @@ from rl_agent.store.reader import EpisodeStore
 from rl_agent.store.writer import file_sha256
 from world_model.frames import to_unit_float
 from world_model.lam import LatentActionModel
-from world_model.scroll import Box, scene_scroll, scrolled_references
+from world_model.scroll import Box, episode_references
 from world_model.tokenizer import Tokenizer
 
 FORMAT = "genie-redux/token-cache"
@@ -377,10 +377,9 @@ def build_token_cache(folder: str | os.PathLike, key: dict[str, Any], tokenizer:
                     columns.append(pa.array(np.append(episode_latents(lam, frames), NO_ID).astype(np.int8)))
                 if max_scroll is not None:
                     # (E, 2): frame t's scroll from frame t-1 (row 0: none); (E, h, w) frame t-1 shifted by it
-                    scrolls = np.concatenate([np.zeros((1, 2), np.float32), scene_scroll(frames[:-1], frames[1:])])
+                    scrolls, references = episode_references(tokenizer, frames, max_scroll, locked)
                     columns += [pa.FixedSizeListArray.from_arrays(pa.array(scrolls.reshape(-1), pa.float32()), 2),
-                                id_grids(scrolled_references(tokenizer, frames, scrolls, max_scroll,
-                                                             locked=locked))]
+                                id_grids(references)]
                 writer.write_batch(pa.record_batch(columns, schema=schema))
                 episodes.append({"id": ref.episode.id, "length": len(frames)})
                 if progress is not None:
