@@ -368,12 +368,29 @@ def test_a_dream_that_moves_as_the_real_game_agrees_with_it_and_enacts_what_it_e
     assert faithful["real_game"]["windows"] == 20 and faithful["real_game"]["mean_agreement"] == 1.0
     for row in faithful["actions"].values():
         assert row["real_game"]["enacted"] == row["enacted"] and row["real_game"]["agreement"] == 1.0
+        assert row["real_game"]["key_way"] == row["key_way"]  # None for NOOP, the same share for the keys
     frozen = controllability_summary(model, records(lambda key: {n: [0.0, 0.0] for n in names}), 3, game, [])
     left = frozen["actions"]["LEFT"]
     assert left["enacted"] == 0.0 and left["real_game"]["agreement"] == left["real_game"]["observed"]["still"] / 20
+    assert left["key_way"]["share"] == 0.0 and left["real_game"]["key_way"]["share"] > 0  # a still dream moves no way
     assert left["real_game"]["agreement"] == left["real_game"]["agreement_if_still"]  # the baseline is that dream
     without = controllability_summary(model, records(lambda key: game[key]), 3)  # no replay: no real-game columns
     assert "real_game" not in without["actions"]["LEFT"] and without["real_game"]["windows"] == 0
+
+
+def test_a_key_moves_the_agent_its_way_by_the_sign_along_its_axis_at_any_size():
+    """key_way_share: a held key counts where the motion relative to NOOP has the key's sign along the key's axis,
+    however small (CoinRun's momentum keeps a few held frames' difference under the 'still' threshold in the real
+    game too), and not where it is exactly 0 or the other way; NOOP and latent ids have no direction."""
+    from world_model.evaluation.runner import key_way_share
+
+    motions = np.array([[0.2, 0.0], [0.01, -3.0], [0.0, 5.0], [-1.0, 0.0]])  # (W, 2) [dx right, dy up]
+    right = key_way_share(motions, "right")
+    assert right["share"] == 0.5 and right["ci95"] > 0  # 0.2 and 0.01 px right count; 0 and -1 do not
+    assert key_way_share(motions, "left")["share"] == 0.25
+    assert key_way_share(motions, "up")["share"] == 0.25 and key_way_share(motions, "down")["share"] == 0.25
+    assert key_way_share(motions, "still") is None and key_way_share(motions, None) is None
+    assert key_way_share(np.zeros((0, 2)), "right") is None
 
 
 def test_registration_reads_the_real_games_response_to_held_keys(sticky_dataset):

@@ -53,11 +53,12 @@ def test_pipeline_runs_every_task_and_writes_the_report(study):
         assert heading in report, heading
     # every quality bar is stated with a number, whether it passes or not
     bars = report.split("## Quality bars")[1].split("##")[0]
-    # 5 + ΔtPSNR by effect + forked futures, then frame 1 above copying and RIGHT/LEFT enacted for both models
+    # 5 + ΔtPSNR by effect + forked futures, then frame 1 above copying and RIGHT/LEFT acted out for both models
     assert len(re.findall(r"\| (PASS|FAIL) \|", bars)) == 11, bars
     for model in ("GenieRedux-G", "GenieRedux-G-TA"):
         for bar, shown in (("frame 1 above copy-last-frame on every test set", "basic "),
-                           (r"RIGHT and LEFT enacted in most windows \(Diverse\)", r"RIGHT \d+%")):
+                           (r"RIGHT and LEFT move the agent their way in most windows \(vs NOOP, 95% CI above half; "
+                            r"Diverse\)", r"RIGHT \d+% ± \d+, LEFT .*; enacted beyond 0.5 px a frame: RIGHT \d+%")):
             assert re.search(rf"\| {model}: {bar} \| (PASS|FAIL) \| {shown}", bars), model
     html = (out / "report.html").read_text()
     images = re.findall(r"src=['\"]data:image/(png|gif);base64,([A-Za-z0-9+/=]+)['\"]", html)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cluster.pipeline.context import STATE_DIR, PipelineContext
 from cluster.pipeline.report_bars import (DELTA_VERSIONS, FORKED_FUTURE_BAR, HELD_KEYS, TOKENIZER_BAR_DB, WORLD_MODELS,
-                                          Bar, enacted_bars, first_frame_bars, headline_psnr, load_eval, mean_ci,
+                                          Bar, first_frame_bars, headline_psnr, key_way_bars, load_eval, mean_ci,
                                           metric, paired_gains, quality_bars)
 from cluster.pipeline.report_content import DATA_SETS, environment, report_markdown
 from cluster.pipeline.report_figures import draw_figures, example_frames, plot_horizon, plot_training_curves
@@ -28,7 +28,7 @@ from genie_common import storage
 __all__ = ["REPORT_FIGURES", "build_report", "mirror_for_report", "upload_report", "write_report",
            # re-exported: the names `cluster.pipeline.report` has always offered, now at home in the modules above
            "DELTA_VERSIONS", "FORKED_FUTURE_BAR", "HELD_KEYS", "TOKENIZER_BAR_DB", "WORLD_MODELS", "Bar",
-           "enacted_bars", "first_frame_bars", "headline_psnr", "load_eval", "mean_ci", "metric", "paired_gains",
+           "first_frame_bars", "headline_psnr", "key_way_bars", "load_eval", "mean_ci", "metric", "paired_gains",
            "quality_bars", "DATA_SETS", "environment", "example_frames", "plot_horizon", "plot_training_curves",
            "markdown_to_html"]
 

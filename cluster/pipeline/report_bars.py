@@ -22,7 +22,7 @@ FORKED_FUTURE_BAR = 0.75  # issue 14: each dream closer to its own real future i
 DELTA_VERSIONS = {"delta_psnr": "paper's counterfactual, any other id",
                   "delta_psnr_effect": "counterfactual of another effect"}
 WORLD_MODELS = {"genie-g": "GenieRedux-G", "genie-g-ta": "GenieRedux-G-TA", "genie": "GenieRedux"}
-HELD_KEYS = ("RIGHT", "LEFT")  # issue 14: the keys that scroll CoinRun, enacted in most windows
+HELD_KEYS = ("RIGHT", "LEFT")  # issue 14: the keys that scroll CoinRun, acted out in most windows
 
 
 @dataclass
@@ -111,7 +111,7 @@ def quality_bars(run: Path, data_stats: dict[str, Any] | None) -> list[Bar]:
         bars.append(Bar(f"GenieRedux-G: forked-future score >= {FORKED_FUTURE_BAR} (chance 0.5)", None,
                         "not evaluated"))
         bars.append(Bar("GenieRedux-G: prediction PSNR above copy-last-frame at the horizon", None, "not evaluated"))
-    bars += first_frame_bars(run) + enacted_bars(run)
+    bars += first_frame_bars(run) + key_way_bars(run)
     base_results, ta_results = load_eval(run, "genie-g", "diverse-test"), load_eval(run, "genie-g-ta", "diverse-test")
     base, ta = headline_psnr(base_results), headline_psnr(ta_results)
     name = "TA fine-tuning improves GenieRedux-G's Diverse Test Set PSNR (paired 95% CI above zero)"
@@ -145,23 +145,35 @@ def first_frame_bars(run: Path) -> list[Bar]:
     return bars
 
 
-def enacted_bars(run: Path) -> list[Bar]:
-    """GenieRedux-G(-TA) acts out RIGHT and LEFT (held from one context) in most windows of the controllability
-    table, on the Diverse Test Set."""
+def key_way_bars(run: Path) -> list[Bar]:
+    """GenieRedux-G(-TA) moves the agent the way of RIGHT and of LEFT (held from one context, relative to holding
+    NOOP) in most windows of the controllability table, 95% CI above one half, on the Diverse Test Set.
+
+    Why not "enacted" (the dominant motion beyond 0.5 px a frame), the bar as issue 14 first put it: the real game
+    itself does not pass that one. CoinRun's agent keeps its momentum; replayed from the same contexts, RIGHT and
+    LEFT held for the table's 3 frames were enacted in 0% and 6% of the Diverse windows (12 frames: 23% and 41%),
+    while they moved the agent their own way in 100% and 95%. A dream that met the old bar would be wrong about
+    the game; this one a faithful dream meets. The detail keeps the enact rates, the dream's and the game's.
+    """
     bars = []
     for model in ("genie-g-ta", "genie-g"):
         results = load_eval(run, model, "diverse-test")
         rows = ((results or {}).get("controllability") or {}).get("actions", {})
-        shares = {key: rows[key]["enacted"] for key in HELD_KEYS if rows.get(key, {}).get("enacted") is not None}
+        shares = {key: rows[key]["key_way"] for key in HELD_KEYS if (rows.get(key) or {}).get("key_way")}
         if len(shares) < len(HELD_KEYS):
             continue
-        game = {key: rows[key]["real_game"]["enacted"] for key in HELD_KEYS if "real_game" in rows[key]}
-        detail = ", ".join(f"{key} {100 * share:.0f}%" for key, share in shares.items())
+        detail = ", ".join(f"{key} {100 * s['share']:.0f}% ± {100 * s['ci95']:.0f}" for key, s in shares.items())
+        game = {key: rows[key]["real_game"] for key in HELD_KEYS if rows[key].get("real_game")}
         if len(game) == len(HELD_KEYS):  # what a faithful dream would score: the real game from the same contexts
             detail += " (the real game, same contexts: " + ", ".join(
-                f"{key} {100 * share:.0f}%" for key, share in game.items()) + ")"
-        bars.append(Bar(f"{WORLD_MODELS[model]}: {' and '.join(HELD_KEYS)} enacted in most windows (Diverse)",
-                        all(share > 0.5 for share in shares.values()), detail))
+                f"{key} {100 * g['key_way']['share']:.0f}%" for key, g in game.items() if g.get("key_way")) + ")"
+        detail += "; enacted beyond 0.5 px a frame: " + ", ".join(
+            f"{key} {100 * rows[key]['enacted']:.0f}%" for key in HELD_KEYS)
+        if len(game) == len(HELD_KEYS):
+            detail += " (the game: " + ", ".join(f"{key} {100 * g['enacted']:.0f}%" for key, g in game.items()) + ")"
+        passed = all(math.isfinite(s["ci95"]) and s["share"] - s["ci95"] > 0.5 for s in shares.values())
+        bars.append(Bar(f"{WORLD_MODELS[model]}: {' and '.join(HELD_KEYS)} move the agent their way in most windows "
+                        "(vs NOOP, 95% CI above half; Diverse)", passed, detail))
     return bars
 
 

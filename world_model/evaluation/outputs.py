@@ -30,6 +30,11 @@ def format_value(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def format_key_way(key_way: dict[str, float] | None) -> str:
+    """A held key's `key_way` (share of windows it moved the agent its way, 95% CI) as "0.88 ± 0.17", or "—"."""
+    return "—" if not key_way else f"{format_value(key_way['share'])} ± {format_value(key_way['ci95'])}"
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     """A self-describing Markdown table of every metric of one evaluation."""
     model, data, settings = results["model"], results["data"], results["settings"]
@@ -91,11 +96,12 @@ def markdown_table(results: dict[str, Any]) -> str:
         relative = control["relative_to"]
         game = control.get("real_game") or {}
         real_game = bool(game.get("windows"))
-        game_columns = " real game: enacted | dream agrees with the game (a still dream) |" if real_game else ""
+        game_columns = (" real game: enacted | real game: moves its way | dream agrees with the game (a still dream) |"
+                        if real_game else "")
         lines += [f"| action | mean motion px (dx, dy) | {'vs ' + relative if relative else 'dominant'} | observed "
                   f"({', '.join(control['actions'][next(iter(control['actions']))]['observed'])}) | expected | enacted "
-                  f"| real 1-step px |{game_columns}",
-                  "|---|---|---|---|---|---|---|" + ("---|---|" if real_game else "")]
+                  f"| moves its way | real 1-step px |{game_columns}",
+                  "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if real_game else "")]
         for name, row in control["actions"].items():
             moved = "({:+.2f}, {:+.2f})".format(*row["mean_motion_px"])
             if relative:
@@ -107,17 +113,21 @@ def markdown_table(results: dict[str, Any]) -> str:
             real = "({:+.2f}, {:+.2f})".format(*one_step) if one_step else "—"
             observed = " / ".join(str(v) for v in row["observed"].values())
             line = (f"| {name} | {moved} | {versus} | {observed} | {row['expected'] or '—'} | "
-                    f"{format_value(row['enacted'])} | {real} |")
+                    f"{format_value(row['enacted'])} | {format_key_way(row.get('key_way'))} | {real} |")
             if real_game:
                 answer = row.get("real_game") or {}
-                line += (f" {format_value(answer.get('enacted'))} | {format_value(answer.get('agreement'))} "
-                         f"({format_value(answer.get('agreement_if_still'))}) |")
+                still = format_value(answer.get("agreement_if_still"))
+                line += (f" {format_value(answer.get('enacted'))} | {format_key_way(answer.get('key_way'))} | "
+                         f"{format_value(answer.get('agreement'))} ({still}) |")
             lines.append(line)
         if real_game:
             lines += ["", f"The real game: each key held for the same {control['steps']} frames from the same contexts "
                           f"({game['windows']} windows replayed, {len(game['skipped'])} skipped), classified as the "
                           "dreams are. A key's enact rate in the real game is the most a faithful dream can score; "
-                          "in brackets, how often a dream that never moves would agree with the game."]
+                          "in brackets, how often a dream that never moves would agree with the game. Moves its way: "
+                          "the share of windows whose motion relative to NOOP has the key's sign along its axis, any "
+                          "size (± 95% CI): CoinRun's momentum keeps most held keys under the 'still' threshold in "
+                          "the real game, not their direction."]
     return "\n".join(lines) + "\n"
 
 
