@@ -2,9 +2,11 @@
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from rl_agent.coinrun_env import CoinRunConfig, make_replay_env
 from rl_agent.collection import collect_dataset, plan_shards
+from rl_agent.store.errors import DatasetError
 from rl_agent.store.manifest import Manifest
 from rl_agent.store.reader import EpisodeStore
 from rl_agent.store.schema import frames_of
@@ -81,6 +83,30 @@ def test_windows_sample_uniformly_over_valid_windows(small_dataset):
     share = np.bincount(episodes, minlength=len(store)) / len(episodes)
     assert np.abs(share - counts / counts.sum()).max() < 0.02
     assert store.num_windows(length) == counts.sum()
+
+
+def test_windows_drawn_by_folder_shares_keep_each_folders_part_of_the_batch(small_dataset, sticky_dataset):
+    """`shares` (one per dataset folder): each folder supplies its share of the windows whatever its size, uniform
+    within it; without shares the draw is the uniform one, unchanged; a folder given a share but holding no window
+    of the length is refused, naming it."""
+    store = EpisodeStore([small_dataset, sticky_dataset])  # 10 and 30 episodes
+    length = 16
+    counts = np.maximum(store.lengths - length + 1, 0)
+    episodes, starts = store.sample_positions(np.random.default_rng(1), 20000, length, shares=(0.5, 0.5))
+    assert (starts >= 0).all() and (starts + length <= store.lengths[episodes]).all()
+    from_first = store.sources[episodes] == 0
+    assert abs(from_first.mean() - 0.5) < 0.02  # against its share of the windows without shares:
+    assert counts[store.sources == 0].sum() / counts.sum() < 0.4
+    first = np.bincount(episodes[from_first], minlength=len(store))[store.sources == 0] / from_first.sum()
+    assert np.abs(first - counts[store.sources == 0] / counts[store.sources == 0].sum()).max() < 0.03
+    assert store.sources[store.sample_positions(np.random.default_rng(2), 500, length, (1.0, 0.0))[0]].max() == 0
+    plain = store.sample_positions(np.random.default_rng(3), 64, length)
+    again = EpisodeStore([small_dataset, sticky_dataset]).sample_positions(np.random.default_rng(3), 64, length, None)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, again))
+    held = store.subset([i for i in range(len(store)) if store.sources[i] == 1])  # the second folder's alone
+    assert (held.sources == 1).all()
+    with pytest.raises(DatasetError, match=f"{small_dataset}.*share of each batch is 0.5"):
+        held.sample_positions(np.random.default_rng(4), 8, length, (0.5, 0.5))
 
 
 def test_same_seed_gives_identical_data_for_any_worker_count(ray_cluster, small_dataset, tmp_path):

@@ -104,3 +104,24 @@ def test_ta_replay_trains_the_named_ta_tasks_on_both_training_sets_and_changes_o
     assert changed == {"genie-g-ta", *[n for n in plain if n.startswith("eval:genie-g-ta:")], "report"}, changed
     with pytest.raises(ConfigError, match="ta_replay"):
         PipelineSettings.from_dict({"ta": ["genie"], "ta_replay": ["genie-g"]})
+    assert train_job(context, replay["genie-g-ta"]).data_shares is None  # no share given: in proportion to windows
+
+
+def test_ta_replay_share_sets_each_training_sets_part_of_the_batch_and_changes_only_its_tasks_keys(tmp_path):
+    """`pipeline.ta_replay_share: 0.3`: the replaying GenieRedux-G-TA draws 70% of each batch from the agent's data
+    and 30% from the random agent's (`genie train --data-shares 0.7,0.3`); its key and its evaluations' change, no
+    other; a share outside (0, 1) is refused."""
+    from cluster.pipeline.actions import train_job
+    from cluster.pipeline.plan import PipelineSettings, build_plan
+    from cluster.pipeline.runner import make_context
+
+    plain = {t.name: t for t in build_plan(make_context(tmp_path, "tiny", None, []))}
+    context = make_context(tmp_path, "tiny", None, ["pipeline.ta_replay_share=0.3"])
+    shared = {t.name: t for t in build_plan(context)}
+    assert train_job(context, shared["genie-g-ta"]).data_shares == pytest.approx([0.7, 0.3])
+    assert train_job(context, shared["tokenizer-ta"]).data_shares is None  # not replaying: one data set
+    changed = {name for name in plain if plain[name].key != shared[name].key}
+    assert changed == {"genie-g-ta", *[n for n in plain if n.startswith("eval:genie-g-ta:")], "report"}, changed
+    for bad in (0, 1, 1.5, "half", True):
+        with pytest.raises(ConfigError, match="ta_replay_share"):
+            PipelineSettings.from_dict({"ta_replay_share": bad})

@@ -33,7 +33,8 @@ FLAGS_BEFORE = {name: flags.split() for name, flags in {
     "submit": "--address --working-dir --env --job-id --no-wait",
 }.items()}
 # flags added since, each beside the old name it stands for
-FLAGS_ADDED = {"pipeline": ["--tasks"]}  # --stages
+FLAGS_ADDED = {"pipeline": ["--tasks"],  # --stages
+               "train": ["--data-shares"]}  # new: each --data folder's share of a batch
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:
@@ -79,7 +80,8 @@ def test_each_option_lands_in_its_field(tmp_path, capsys):
         "train", "dynamics", "--data", "a, s3://b/c", "--out", "s3://b/run", "--tokenizer", "t", "--lam", "l",
         "--actions", "latent", "--workers", "2", "--gpus-per-worker", "0.5", "--cpus-per-worker", "3", "--steps", "7",
         "--batch", "8", "--micro-batch", "2", "--init", "i", "--seed", "4", "--compile", "--no-bf16",
-        "--max-failures", "1", "--no-wandb", "--set", "world_model.optim.lr=0.001"))
+        "--max-failures", "1", "--no-wandb", "--set", "world_model.optim.lr=0.001", "--data-shares", "3,1"))
+    assert job.data_shares == [0.75, 0.25]  # weights, normalised
     assert (job.data[1:], job.out, job.actions, job.workers, job.gpus_per_worker, job.cpus_per_worker,
             job.threads_per_worker, job.steps, job.batch_size, job.micro_batch, job.seed, job.compile, job.bf16,
             job.max_failures, job.wandb, job.overrides) == (
@@ -116,6 +118,21 @@ def test_each_option_lands_in_its_field(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             parse(*argv)
         assert exit_.value.code == 2 and what in capsys.readouterr().err
+
+
+def test_data_shares_are_one_weight_per_folder_and_enter_the_identity_only_when_given():
+    """--data-shares: one weight >= 0 per --data folder (normalised), else a ConfigError saying what is wrong; a
+    run without shares keeps the identity it had before the option existed (its resumption is not refused)."""
+    from genie_common.errors import ConfigError
+
+    two = dict(stage="lam", data=["a", "b"], out="o")
+    assert TrainJob(**two, data_shares=[1, 1]).data_shares == [0.5, 0.5]
+    assert "data_shares" not in TrainJob(**two).identity()
+    assert TrainJob(**two, data_shares=[0.2, 0.8]).identity()["data_shares"] == [0.2, 0.8]
+    for shares, said in (([1.0], "1 shares for 2 --data folder"), ([1, -1], ">= 0"), ([0, 0], "positive sum"),
+                         (["x", 1], "numbers")):
+        with pytest.raises(ConfigError, match=said):
+            TrainJob(**two, data_shares=shares)
 
 
 def test_records_keep_saying_true_for_ground_truth():

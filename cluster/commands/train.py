@@ -29,8 +29,8 @@ Wherever a checkpoint is asked for, a run folder works too (its best checkpoint)
 # the fields of TrainJob that are options of `genie train`, in the order its help shows them (the preset's options
 # after --out)
 TRAIN_OPTIONS = ("data", "out", "workers", "gpus_per_worker", "cpus_per_worker", "threads_per_worker", "steps",
-                 "batch_size", "micro_batch", "init", "tokenizer", "lam", "actions", "seed", "compile", "bf16",
-                 "max_failures", "wandb")
+                 "batch_size", "micro_batch", "init", "tokenizer", "lam", "actions", "seed", "data_shares", "compile",
+                 "bf16", "max_failures", "wandb")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -88,9 +88,13 @@ def train_job(context: PipelineContext, task: Task) -> "TrainJob":
             inputs["lam"] = context.path(f"models/{need}")
     if ta:
         inputs["init"] = context.path(f"models/{name}")
+    data = [need.removeprefix("data:") for need in task.needs if need.startswith("data:")]
+    share = task.config.get("replay_share")  # a replaying TA task's: the random agent's part of each batch
+    if share is not None:
+        inputs["data_shares"] = [share if folder == "random-train" else 1.0 - share for folder in data]
     return TrainJob(
         stage=stage,
-        data=[context.path(f"data/{need.removeprefix('data:')}") for need in task.needs if need.startswith("data:")],
+        data=[context.path(f"data/{folder}") for folder in data],
         out=context.path(f"models/{task.name}"),
         preset=context.preset_name or "tiny",
         preset_file=context.preset_file,

@@ -38,6 +38,9 @@ class PipelineSettings:
     # components whose TA task trains on the random agent's training data too (replay): the paper's TA uses the
     # agent's data alone, and the fine-tuned dynamics then forgets the random agent's states (the Basic test set)
     ta_replay: tuple[str, ...] = ()
+    # the random agent's share of each batch of a replaying TA task; None: in proportion to the two sets' windows
+    # (tiny's: the agent's 5.7k frames against the random agent's 41k, so 12% of the windows are the agent's)
+    ta_replay_share: float | None = None
     eval: dict[str, Any] = field(default_factory=lambda: {"episodes": 32, "context": 2, "horizon": 10,
                                                            "maskgit_steps": 8, "workers": 2})
     eval_sets: tuple[str, ...] = TEST_SETS
@@ -60,6 +63,10 @@ class PipelineSettings:
         for model in (*settings.models, *settings.ta, *settings.ta_replay):
             if model not in MODELS:
                 raise ConfigError(f"unknown pipeline model {model!r}; known: {', '.join(MODELS)}")
+        share = settings.ta_replay_share
+        if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1):
+            raise ConfigError(f"pipeline.ta_replay_share must be a number between 0 and 1 (the random agent's share of "
+                              f"each replaying TA batch) or null (in proportion to the windows), got {share!r}")
         if set(settings.ta_replay) - set(settings.ta):
             raise ConfigError(f"pipeline.ta_replay names {sorted(set(settings.ta_replay) - set(settings.ta))}, which "
                               f"pipeline.ta does not fine-tune; replay applies to TA tasks only")

@@ -76,6 +76,8 @@ def build_plan(context: PipelineContext) -> list[Task]:
             # the conditioning as records say it ('true' for ground_truth): the keys of recorded tasks stay the same
             config = {"world_model": world, "stage": stage, "conditioning": recorded_actions(conditioning),
                       "steps": steps, "overrides": list(s.overrides), "workers": s.train_workers}
+            if ta and name in s.ta_replay and s.ta_replay_share is not None:  # absent when unset: older keys stay
+                config["replay_share"] = s.ta_replay_share
             tasks.append(Task(model_dir(name, ta).split("/")[1], "finetune" if ta else "train", needs,
                               [f"{model_dir(name, ta)}/latest.pt"], config, actions.train_model,
                               workspace=model_dir(name, ta)))

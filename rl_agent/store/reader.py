@@ -30,6 +30,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GENIE_CACHE_DIR", Path.home() / ".cache" / "genie-redux" / "decoded"))
 
 
+def _uniform_positions(rng: np.random.Generator, counts: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """`batch` (episode, start) pairs uniform over the windows that `counts` (E,) allows per episode."""
+    cumulative = np.cumsum(counts)
+    picks = rng.integers(0, int(cumulative[-1]), size=batch)
+    episodes = np.searchsorted(cumulative, picks, side="right")
+    starts = picks - (cumulative[episodes] - counts[episodes])
+    return episodes, starts
+
+
 @dataclass
 class _DecodedShard:
     frames: np.ndarray  # (rows, H, W, C) uint8, memory-mapped
@@ -62,13 +71,15 @@ class EpisodeStore:
         self.manifests = [Manifest.load(r) for r in roots]
         self.split = split
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.episodes: list[EpisodeRef] = [
-            EpisodeRef(m.root, shard, episode) for m in self.manifests for shard, episode in m.episodes(split)
-        ]
+        listed = [(i, EpisodeRef(m.root, shard, episode))
+                  for i, m in enumerate(self.manifests) for shard, episode in m.episodes(split)]
+        self.episodes: list[EpisodeRef] = [ref for _, ref in listed]
         if not self.episodes:
             where = ", ".join(str(m.root) for m in self.manifests)
             raise DatasetError(f"no episodes{f' in split {split!r}' if split else ''} in {where}")
         self.lengths = np.array([e.episode.length for e in self.episodes], dtype=np.int64)
+        # which dataset folder (index into `manifests`, the order given) each episode comes from
+        self.sources = np.array([i for i, _ in listed], dtype=np.int64)
         self._decoded: dict[str, _DecodedShard] = {}
 
     def __len__(self) -> int:
@@ -82,6 +93,7 @@ class EpisodeStore:
         other.manifests, other.split, other.cache_dir = self.manifests, self.split, self.cache_dir
         other.episodes = [self.episodes[i] for i in indices]
         other.lengths = self.lengths[list(indices)]
+        other.sources = self.sources[list(indices)]
         other._decoded = self._decoded
         return other
 
@@ -108,16 +120,31 @@ class EpisodeStore:
     def episode_frames(self, episode: int) -> np.ndarray:
         return self.window(episode, 0, int(self.lengths[episode]))[0]
 
-    def sample_positions(self, rng: np.random.Generator, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """(episode, start) pairs drawn uniformly over all valid T-frame windows: two (B,) int arrays."""
+    def sample_positions(self, rng: np.random.Generator, batch: int, length: int,
+                         shares: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(episode, start) pairs drawn uniformly over all valid T-frame windows: two (B,) int arrays.
+
+        With `shares` (one weight per dataset folder, in the order given, summing to 1), each window first draws
+        its folder by those weights, then a window uniformly within it: a small data set (the trained agent's)
+        mixed with a large one (the random agent's, replayed against forgetting) keeps the part of each batch it
+        is given, instead of its part of the frames."""
         counts = np.maximum(self.lengths - length + 1, 0)
-        total = int(counts.sum())
-        if total == 0:
+        if int(counts.sum()) == 0:
             raise DatasetError(f"no episode has {length} frames; the longest has {int(self.lengths.max())}")
-        cumulative = np.cumsum(counts)
-        picks = rng.integers(0, total, size=batch)
-        episodes = np.searchsorted(cumulative, picks, side="right")
-        starts = picks - (cumulative[episodes] - counts[episodes])
+        if shares is None:
+            return _uniform_positions(rng, counts, batch)
+        if len(shares) != len(self.manifests):
+            raise ValueError(f"{len(shares)} shares for {len(self.manifests)} dataset folders")
+        chosen = rng.choice(len(shares), size=batch, p=np.asarray(shares, dtype=np.float64))  # (B,) folder of each
+        episodes, starts = np.zeros(batch, dtype=np.int64), np.zeros(batch, dtype=np.int64)
+        for source in np.unique(chosen):
+            mine = chosen == source
+            own = np.where(self.sources == source, counts, 0)  # (E,) windows of this folder's episodes alone
+            if int(own.sum()) == 0:
+                split = f" in split {self.split!r}" if self.split else ""
+                raise DatasetError(f"{self.manifests[source].root}: no episode{split} has {length} frames, yet its "
+                                   f"share of each batch is {shares[source]:g}; give it a share of 0 or more data")
+            episodes[mine], starts[mine] = _uniform_positions(rng, own, int(mine.sum()))
         return episodes, starts
 
     def sample_windows(self, rng: np.random.Generator, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:

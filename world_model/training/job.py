@@ -40,6 +40,21 @@ def recorded_actions(actions: str | None) -> str | None:
     return RECORDED_GROUND_TRUTH if actions == "ground_truth" else actions
 
 
+def checked_shares(shares: list[Any], folders: int) -> list[float]:
+    """--data-shares as numbers summing to 1: one weight >= 0 per --data folder, not all 0 (e.g. 1,1 -> 0.5,0.5)."""
+    try:
+        values = [float(v) for v in shares]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--data-shares must be numbers, one per --data folder, got {shares!r}") from None
+    if len(values) != folders:
+        raise ConfigError(f"--data-shares gives {len(values)} shares for {folders} --data folder(s): one per folder, "
+                          "in --data order")
+    if any(not (v >= 0) or v == float("inf") for v in values) or sum(values) <= 0:
+        raise ConfigError(f"--data-shares must be finite and >= 0 with a positive sum, got {shares!r}")
+    total = sum(values)
+    return [v / total for v in values]
+
+
 def _absolute(location: str) -> str:
     from genie_common import storage
 
@@ -77,6 +92,11 @@ class TrainJob:
                              path="storage")  # frozen
     actions: str = option("ground_truth", help=ACTIONS_HELP, choices=ACTIONS)  # 'true' (records) is ground_truth
     seed: int = option(0, help="seed of initial weights, windows and masks", range="non_negative")
+    # e.g. the agent's data and the random agent's replayed against forgetting: 0.5,0.5 trains on each half the time
+    # however many frames each holds (default: each folder in proportion to its windows)
+    data_shares: list[float] | None = option(None, help="each --data folder's share of every batch, comma-separated in "
+                                                        "--data order, e.g. 0.5,0.5 (default: in proportion to their "
+                                                        "windows)")
     compile: bool = option(False, help="torch.compile the model (worth it on GPUs)")
     bf16: bool = option(True, help="train in float32 on GPUs (default: bf16 autocast)",  # ignored on CPU
                         flag="--no-bf16")
@@ -97,6 +117,8 @@ class TrainJob:
             raise ConfigError(f"unknown stage {self.stage!r}; stages: {', '.join(STAGES)}")
         if not self.data:
             raise ConfigError("--data needs at least one dataset folder")
+        if self.data_shares is not None:
+            self.data_shares = checked_shares(self.data_shares, len(self.data))
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0 or self.threads_per_worker < 1:
@@ -182,4 +204,6 @@ class TrainJob:
             "lam": self.lam if self.stage == "dynamics" and self.actions == "latent" else None,
             "actions": recorded_actions(self.actions) if self.stage == "dynamics" else None,
             "seed": self.seed,
+            # only when given: the identity of every run made before shares existed stays what it was
+            **({"data_shares": list(self.data_shares)} if self.data_shares is not None else {}),
         }

@@ -119,7 +119,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     total = optim_config.total_steps
     train_store, val_store = _open_stores_once_per_node(job, context.get_local_rank(), world)
     length = job.window_length(preset)
-    plan = WindowPlan(job.global_batch(preset), length, world, job.seed)
+    plan = WindowPlan(job.global_batch(preset), length, world, job.seed,
+                      tuple(job.data_shares) if job.data_shares is not None else None)
     micro, accumulation = job.micro(preset), job.accumulation(preset)
 
     torch.manual_seed(step_seed(job.seed, -1, 0))  # identical initial weights on every rank

@@ -64,11 +64,13 @@ class WindowPlan:
     length: int
     world: int
     seed: int
+    # each dataset folder's share of every batch, in --data order (TrainJob.data_shares); None: its share of windows
+    shares: tuple[float, ...] | None = None
 
     def positions(self, store: EpisodeStore, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(episode, start) of the whole global batch of `step`: two (B,) arrays."""
         rng = np.random.default_rng([self.seed, step, 0x5EED])
-        return store.sample_positions(rng, self.batch, self.length)
+        return store.sample_positions(rng, self.batch, self.length, self.shares)
 
     def worker_slice(self, rank: int) -> slice:
         share = self.batch // self.world
