@@ -145,6 +145,12 @@ def first_frame_bars(run: Path) -> list[Bar]:
     return bars
 
 
+def key_way_percent(key_way: dict[str, float] | None) -> str:
+    """A held key's `key_way` (runner.key_way_share) as the report prints it: "88% ± 17"; blank for a key without
+    a direction."""
+    return "" if not key_way else f"{100 * key_way['share']:.0f}% ± {100 * key_way['ci95']:.0f}"
+
+
 def key_way_bars(run: Path) -> list[Bar]:
     """GenieRedux-G(-TA) moves the agent the way of RIGHT and of LEFT (held from one context, relative to holding
     NOOP) in most windows of the controllability table, 95% CI above one half, on the Diverse Test Set.
@@ -162,7 +168,7 @@ def key_way_bars(run: Path) -> list[Bar]:
         shares = {key: rows[key]["key_way"] for key in HELD_KEYS if (rows.get(key) or {}).get("key_way")}
         if len(shares) < len(HELD_KEYS):
             continue
-        detail = ", ".join(f"{key} {100 * s['share']:.0f}% ± {100 * s['ci95']:.0f}" for key, s in shares.items())
+        detail = ", ".join(f"{key} {key_way_percent(s)}" for key, s in shares.items())
         game = {key: rows[key]["real_game"] for key in HELD_KEYS if rows[key].get("real_game")}
         if len(game) == len(HELD_KEYS):  # what a faithful dream would score: the real game from the same contexts
             detail += " (the real game, same contexts: " + ", ".join(

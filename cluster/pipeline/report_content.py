@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.pipeline.context import STATE_DIR, TEST_SETS
-from cluster.pipeline.report_bars import DELTA_VERSIONS, load_eval, mean_ci, quality_bars
+from cluster.pipeline.report_bars import DELTA_VERSIONS, key_way_percent, load_eval, mean_ci, quality_bars
 from genie_common import storage
 
 DATA_SETS = ("random-train", "agent-train", *TEST_SETS)
@@ -110,11 +110,6 @@ def _data_stats(run: Path) -> dict[str, Any] | None:
     return stats if {"random-train", "agent-train"} <= set(stats) else None
 
 
-def _share(key_way: dict | None) -> str:
-    """A `key_way` share as the tables print it: "88% ± 17", or blank for a key without a direction."""
-    return "" if not key_way else f"{100 * key_way['share']:.0f}% ± {100 * key_way['ci95']:.0f}"
-
-
 def _controllability(run: Path) -> list[str]:
     """The controllability table of the fine-tuned GenieRedux-G (else the base), Diverse Test Set first."""
     lines = []
@@ -135,9 +130,10 @@ def _controllability(run: Path) -> list[str]:
                 real = "" if game.get("enacted") is None else f"{100 * game['enacted']:.0f}%"
                 agrees = ("" if game.get("agreement") is None else
                           f"{100 * game['agreement']:.0f}% ({100 * game['agreement_if_still']:.0f}%)")
-                lines.append(f"| {name} | {row['expected'] or ''} | {enacted} | {_share(row.get('key_way'))} | "
+                way, game_way = key_way_percent(row.get("key_way")), key_way_percent(game.get("key_way"))
+                lines.append(f"| {name} | {row['expected'] or ''} | {enacted} | {way} | "
                              f"{row['dominant']} | {'' if moved is None else f'{moved[0]:+.1f}, {moved[1]:+.1f}'} | "
-                             f"{real} | {_share(game.get('key_way'))} | {agrees} |")
+                             f"{real} | {game_way} | {agrees} |")
             windows = (control.get("real_game") or {}).get("windows")
             lines += ["", "Enacted: the dream's motion relative to its NOOP dream is mostly the key's way, by more "
                           "than 0.5 px a frame. Moves its way: that motion has the key's sign along the key's axis at "

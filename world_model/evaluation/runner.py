@@ -402,7 +402,7 @@ def controllability_summary(model: ModelUnderTest, records: list[dict[str, Any]]
             "observed": {c: counts.get(c, 0) for c in MOTION_CLASSES},
             "expected": expected,
             "enacted": (counts.get(expected, 0) / len(classes)) if expected else None,
-            "key_way": key_way_share(relative, expected) if name != "NOOP" else None,
+            "key_way": key_way_share(relative, expected),  # None for NOOP and latent ids
             "dominant": counts.most_common(1)[0][0],
             "real_one_step_motion_px": real_steps.mean(axis=0).tolist() if len(real_steps) else None,
             "real_transitions": int(len(real_steps)),
@@ -416,7 +416,7 @@ def controllability_summary(model: ModelUnderTest, records: list[dict[str, Any]]
                 "mean_motion_px": game[name].mean(axis=0).tolist(),
                 "observed": {c: game_counts.get(c, 0) for c in MOTION_CLASSES},
                 "enacted": game_counts.get(expected, 0) / len(game_classes),
-                "key_way": key_way_share(game_relative, expected) if name != "NOOP" else None,
+                "key_way": key_way_share(game_relative, expected),
                 # the dream's direction (relative to its NOOP dream) is the real game's, window by window
                 "agreement": float(np.mean([classes[i] == c for i, c in zip(replayed, game_classes)])),
                 # the baseline beside it: a dream that never moves (every class "still") agrees this often

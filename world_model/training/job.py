@@ -11,6 +11,7 @@ with their help (`genie_common.config.option`; the command makes its options fro
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ def checked_shares(shares: list[Any], folders: int) -> list[float]:
     if len(values) != folders:
         raise ConfigError(f"--data-shares gives {len(values)} shares for {folders} --data folder(s): one per folder, "
                           "in --data order")
-    if any(not (v >= 0) or v == float("inf") for v in values) or sum(values) <= 0:
+    if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
         raise ConfigError(f"--data-shares must be finite and >= 0 with a positive sum, got {shares!r}")
     total = sum(values)
     return [v / total for v in values]
