@@ -115,7 +115,8 @@ def test_reading_ahead_gives_each_step_its_own_windows_and_surfaces_read_errors(
 
 
 def test_two_workers_and_accumulation_give_the_same_step_as_one_process(ray_cluster, train_data, tmp_path):
-    """Global batch 4: 1 worker x 4 == 2 workers x 2 (DDP) == 1 worker x 4 micro batches of 1."""
+    """Global batch 4, two steps (DDP's static graph records its buckets in the first): 1 worker x 4 == 2 workers
+    x 2 (DDP) == 1 worker x 4 micro batches of 1 == 2 workers x 2 micro batches of 1."""
     config = load_preset("tiny").tokenizer
     config = type(config)(**{**config.__dict__, "quantizer": type(config.quantizer)(
         **{**config.quantizer.__dict__, "restart_dead_codes": False})})
@@ -125,12 +126,14 @@ def test_two_workers_and_accumulation_give_the_same_step_as_one_process(ray_clus
         start(torch.rand(2, 4, 64, 64, 3))
     init = save_checkpoint(tmp_path / "init.pt", start.eval(), "tiny")
     runs = {
-        "one": job([train_data], tmp_path / "one", steps=1, batch_size=4, init=str(init)),
+        "one": job([train_data], tmp_path / "one", steps=2, batch_size=4, init=str(init)),
         # the two-worker run also reads and writes through storage URIs
-        "two": job([f"file://{train_data}"], f"file://{tmp_path / 'two'}", steps=1, batch_size=4, init=str(init),
+        "two": job([f"file://{train_data}"], f"file://{tmp_path / 'two'}", steps=2, batch_size=4, init=str(init),
                    workers=2),
-        "accumulated": job([train_data], tmp_path / "accumulated", steps=1, batch_size=4, init=str(init),
+        "accumulated": job([train_data], tmp_path / "accumulated", steps=2, batch_size=4, init=str(init),
                            micro_batch=1),
+        "two_accumulated": job([train_data], tmp_path / "two_accumulated", steps=2, batch_size=4, init=str(init),
+                               workers=2, micro_batch=1),
     }
     states = {}
     for name, train_job in runs.items():
@@ -139,7 +142,7 @@ def test_two_workers_and_accumulation_give_the_same_step_as_one_process(ray_clus
     before = load_checkpoint(init, "tokenizer").model_state
     moved = max(float((states["one"][k].float() - before[k].float()).abs().max()) for k in before)
     assert moved > 1e-4, "the step must change the weights for the comparison to mean anything"
-    for other in ("two", "accumulated"):
+    for other in ("two", "accumulated", "two_accumulated"):
         worst = max(float((states["one"][k].float() - states[other][k].float()).abs().max()) for k in before)
         assert worst < 1e-5 * max(1.0, moved) + 1e-6, \
             f"{other}: parameters differ by {worst} (the step moved them {moved})"
