@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     job = TrainJob.from_dict(config["job"])
     quiet_ray_train_logs()
+    quiet_ddp_stride_warning()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(job.threads_per_worker)
@@ -218,6 +220,15 @@ def quiet_ray_train_logs() -> None:
     except ImportError:  # another Ray version: nothing named by that path
         return
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
+def quiet_ddp_stride_warning() -> None:
+    """DDP warns "Grad strides do not match bucket view strides" once per run for the PEG's depthwise Conv3d weight
+    (C, 1, 3, 3, 3): its gradient comes back with stride 1 on the size-1 input-channel axis where the bucket's view
+    has 27. An axis of size 1 places no element differently, so nothing is wrong; DDP copies those 1.7k values into
+    the bucket instead of writing them in place. The warning's 6 lines would tell every user of `genie train` of a
+    problem they do not have."""
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
 
 def check_worker_device(gpus_per_worker: float, device: torch.device) -> None:
