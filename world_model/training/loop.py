@@ -137,12 +137,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimization.load_state_dict(state["optimization"])
         start, best = int(state["step"]), float(state["best_val_loss"])
     # static_graph: every step uses every parameter the same way (find_unused_parameters is off, so one that
-    # is not would already fail), which lets DDP fix its buckets' order after the first step. Measured on the
-    # tiny study's data, 2 workers on 2 cores: GenieRedux-G 118 vs 100 frames/s, the tokenizer 93 vs 86, the same
-    # gradients (tests/test_training.py; benchmarks/bench_ddp.py prints the ratio). Not with gradient
-    # accumulation: torch 2.13's reducer fails an internal assert on a static graph's no_sync passes.
+    # is not would already fail), which lets DDP settle its buckets after the first step and skip its per-step
+    # bookkeeping. On the tiny study's data, 2 workers on 2 cores, the same gradients (tests/test_training.py):
+    # benchmarks/bench_ddp.py 1.06-1.13x the steps/s of GenieRedux-G from frames, 1.10x the tokenizer's. Not with
+    # gradient accumulation (torch 2.13's reducer fails an internal assert on a static graph's no_sync passes), nor
+    # under --compile (dynamo's DDPOptimizer and a static graph have a history of not working together: untested).
     model = ray.train.torch.prepare_model(TraineeLoss(trainee), parallel_strategy_kwargs={
-        "find_unused_parameters": False, "static_graph": accumulation == 1})
+        "find_unused_parameters": False, "static_graph": accumulation == 1 and not job.compile})
     if job.compile:  # the DDP-wrapped module: dynamo then splits the graph at DDP's gradient buckets
         model = torch.compile(model)
     frames_to_encode = (total - start) * plan.batch * length
