@@ -64,6 +64,23 @@ def dataset_config(name: str, episodes: int, checkpoint: str | None,
     )
 
 
+# The preset's `data:` fields that shape the random agent's training data (random-train only: the Basic Test Set
+# stays the paper's uniform random agent, so every model is scored on the same test set whatever it trained on).
+RANDOM_TRAIN_HOLD_FIELDS = ("random_train_hold_prob", "random_train_hold_frames")
+
+
+def with_preset_holds(name: str, config: CollectConfig, data: dict) -> CollectConfig:
+    """`config` with the preset's held keys for random-train (`data.random_train_hold_prob`, `_hold_frames`): the
+    random agent then holds a key (one per CoinRun effect) for some frames now and then, so its data shows the agent
+    at speed under every key, which a uniform random agent almost never reaches (README, "What the dynamics
+    needs"). Other data sets, and presets without the fields, are unchanged."""
+    prob = data.get("random_train_hold_prob")
+    if name != "random-train" or not prob:
+        return config
+    return dataclasses.replace(config, hold_prob=float(prob),
+                               hold_frames=int(data.get("random_train_hold_frames") or config.hold_frames))
+
+
 def env_for_levels(test: bool, env: CoinRunConfig | None = None) -> CoinRunConfig:
     """`env` restricted to the training or the test level range."""
     return dataclasses.replace(env or CoinRunConfig(), start_level=TEST_START if test else TRAIN_START,

@@ -375,7 +375,7 @@ def load_preset_sections(name: str | None = None, path: str | None = None,
 
 def check_sections(values: dict[str, Any], source: str) -> None:
     """Every section of a preset through its typed config (ConfigError naming the field), before anything runs."""
-    from rl_agent.named_datasets import NAMED_DATASETS
+    from rl_agent.named_datasets import NAMED_DATASETS, RANDOM_TRAIN_HOLD_FIELDS
     from rl_agent.ppo_config import PPOSettings
 
     if values.get("world_model"):
@@ -393,11 +393,15 @@ def check_sections(values: dict[str, Any], source: str) -> None:
             if isinstance(defaults.get(field_name), (bool, int, float)):
                 coerce_value("agent", field_name, defaults[field_name], value)
     counts = {d.preset_count for d in NAMED_DATASETS.values()}
+    known = counts | {"episodes_per_shard"} | set(RANDOM_TRAIN_HOLD_FIELDS)
     for field_name, value in (values.get("data") or {}).items():
-        if field_name not in counts | {"episodes_per_shard"}:
-            raise ConfigError(f"preset {source}: unknown data field {field_name!r}; "
-                              f"known: {sorted(counts | {'episodes_per_shard'})}")
-        if coerce_value("data", field_name, 1, value) < 1:
+        if field_name not in known:
+            raise ConfigError(f"preset {source}: unknown data field {field_name!r}; known: {sorted(known)}")
+        if field_name == "random_train_hold_prob":
+            if value is not None and not 0.0 <= coerce_value("data", field_name, 0.0, value) < 1.0:
+                raise ConfigError(f"data.{field_name} must be in [0, 1) (null: none), got {value!r}")
+        elif (value is not None or field_name not in RANDOM_TRAIN_HOLD_FIELDS) \
+                and coerce_value("data", field_name, 1, value) < 1:
             raise ConfigError(f"data.{field_name} must be at least 1, got {value!r}")
 
 
