@@ -130,7 +130,7 @@ def test_ta_replay_share_sets_each_training_sets_part_of_the_batch_and_changes_o
 def test_random_train_hold_keys_reach_random_train_alone_and_change_only_its_branch(tmp_path):
     """`data.random_train_hold_prob: 0.1`: random-train's random agent holds keys (8 frames each), basic-test stays the
     uniform agent; random-train's key and everything trained on it change, the agent and its data sets do not; null
-    (the preset's) leaves every key as it was before the field existed; a probability outside [0, 1) is refused."""
+    leaves every key as it was before the field existed; a probability outside [0, 1) is refused."""
     from cluster.pipeline.plan import build_plan
     from cluster.pipeline.runner import make_context
     from rl_agent.named_datasets import with_preset_holds
@@ -139,10 +139,11 @@ def test_random_train_hold_keys_reach_random_train_alone_and_change_only_its_bra
     held = with_preset_holds("random-train", dataset_config("random-train", 10, None), data)
     assert (held.hold_prob, held.hold_frames, held.agent) == (0.1, 8, "random")
     assert with_preset_holds("basic-test", dataset_config("basic-test", 10, None), data).hold_prob == 0.0
+    uniform = ["data.random_train_hold_prob=null"]
     assert with_preset_holds("random-train", dataset_config("random-train", 10, None),
-                             load_preset("tiny")["data"]).hold_prob == 0.0
+                             load_preset("tiny", overrides=uniform)["data"]).hold_prob == 0.0
 
-    plain = {t.name: t for t in build_plan(make_context(tmp_path, "tiny", None, []))}
+    plain = {t.name: t for t in build_plan(make_context(tmp_path, "tiny", None, uniform))}
     assert plain["data:random-train"].config["data"] == {k: v for k, v in load_preset("tiny")["data"].items()
                                                           if not k.startswith("random_train_hold")}
     held_plan = {t.name: t for t in build_plan(make_context(tmp_path, "tiny", None,
