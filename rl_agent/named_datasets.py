@@ -69,16 +69,31 @@ def dataset_config(name: str, episodes: int, checkpoint: str | None,
 RANDOM_TRAIN_HOLD_FIELDS = ("random_train_hold_prob", "random_train_hold_frames")
 
 
+def dataset_data_fields(name: str, data: dict) -> dict:
+    """The preset's `data:` fields that shape data set `name` (its task's key in the pipeline): all of them but
+    random-train's held keys, which reach random-train alone and only when set (a null probability is as if the
+    fields were not there, so older runs keep their keys)."""
+    holds = name == "random-train" and bool(data.get("random_train_hold_prob"))
+    return {k: v for k, v in data.items() if k not in RANDOM_TRAIN_HOLD_FIELDS or holds}
+
+
 def with_preset_holds(name: str, config: CollectConfig, data: dict) -> CollectConfig:
     """`config` with the preset's held keys for random-train (`data.random_train_hold_prob`, `_hold_frames`): the
     random agent then holds a key (one per CoinRun effect) for some frames now and then, so its data shows the agent
     at speed under every key, which a uniform random agent almost never reaches (README, "What the dynamics
     needs"). Other data sets, and presets without the fields, are unchanged."""
-    prob = data.get("random_train_hold_prob")
-    if name != "random-train" or not prob:
+    fields = dataset_data_fields(name, data)
+    if not fields.get("random_train_hold_prob"):
         return config
-    return dataclasses.replace(config, hold_prob=float(prob),
-                               hold_frames=int(data.get("random_train_hold_frames") or config.hold_frames))
+    return dataclasses.replace(config, hold_prob=float(fields["random_train_hold_prob"]),
+                               hold_frames=int(fields.get("random_train_hold_frames") or config.hold_frames))
+
+
+def preset_dataset_config(name: str, data: dict, checkpoint: str | None, base: CollectConfig) -> CollectConfig:
+    """Data set `name` as the preset's `data:` section sizes and shapes it (`genie pipeline`, `genie datasets
+    make`): its episode count (`preset_count`, at least 1) and, for random-train, the held keys."""
+    episodes = int(data.get(named_dataset(name).preset_count) or 1)
+    return with_preset_holds(name, dataset_config(name, episodes, checkpoint, base), data)
 
 
 def env_for_levels(test: bool, env: CoinRunConfig | None = None) -> CoinRunConfig:

@@ -397,11 +397,12 @@ def check_sections(values: dict[str, Any], source: str) -> None:
     for field_name, value in (values.get("data") or {}).items():
         if field_name not in known:
             raise ConfigError(f"preset {source}: unknown data field {field_name!r}; known: {sorted(known)}")
+        if value is None and field_name in RANDOM_TRAIN_HOLD_FIELDS:
+            continue  # null: the paper's uniform random agent
         if field_name == "random_train_hold_prob":
-            if value is not None and not 0.0 <= coerce_value("data", field_name, 0.0, value) < 1.0:
+            if not 0.0 <= coerce_value("data", field_name, 0.0, value) < 1.0:
                 raise ConfigError(f"data.{field_name} must be in [0, 1) (null: none), got {value!r}")
-        elif (value is not None or field_name not in RANDOM_TRAIN_HOLD_FIELDS) \
-                and coerce_value("data", field_name, 1, value) < 1:
+        elif coerce_value("data", field_name, 1, value) < 1:
             raise ConfigError(f"data.{field_name} must be at least 1, got {value!r}")
 
 

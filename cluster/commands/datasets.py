@@ -52,14 +52,12 @@ def run_datasets_make(args: argparse.Namespace) -> int:
     from cluster.ray_session import ray_session
     from genie_common.storage import join
     from rl_agent.collection import collect_dataset
-    from rl_agent.named_datasets import dataset_config, named_dataset, with_preset_holds
+    from rl_agent.named_datasets import named_dataset, preset_dataset_config
 
     data = preset_of(args).get("data", {})
     names = [n.strip() for n in args.names.split(",") if n.strip()]
     base = base_config(args, data)
-    configs = {n: with_preset_holds(n, dataset_config(n, int(data.get(named_dataset(n).preset_count) or 1),
-                                                      args.checkpoint, base), data)
-               for n in names}
+    configs = {n: preset_dataset_config(n, data, args.checkpoint, base) for n in names}
     with ray_session(args.address):
         for name, config in configs.items():
             print(f"{name}: {named_dataset(name).description}, {config.episodes} episodes")

@@ -47,7 +47,7 @@ def agent_settings(context: PipelineContext) -> "PPOSettings":
 def make_dataset(context: PipelineContext, task: Task) -> dict[str, Any]:
     from genie_common import storage
     from rl_agent.collection import CollectConfig, collect_dataset
-    from rl_agent.named_datasets import dataset_config, named_dataset, with_preset_holds
+    from rl_agent.named_datasets import named_dataset, preset_dataset_config
     from rl_agent.store.stats import compute_stats
 
     name = task.config["name"]
@@ -56,8 +56,7 @@ def make_dataset(context: PipelineContext, task: Task) -> dict[str, Any]:
     base = CollectConfig(workers=int(data.get("workers", 2)),
                          episodes_per_shard=int(data.get("episodes_per_shard", 128)))
     checkpoint = context.path("agent") if spec.agent == "ppo" else None
-    config = with_preset_holds(name, dataset_config(name, int(data.get(spec.preset_count) or 1), checkpoint, base),
-                               data)
+    config = preset_dataset_config(name, data, checkpoint, base)
     out = context.path(f"data/{name}")
     collect_dataset(config, out, show_progress=context.show_progress)
     stats = compute_stats(storage.local_dataset(out), progress_episodes=int(data.get("progress_episodes", 200)))

@@ -25,7 +25,7 @@ from cluster.pipeline import actions
 from cluster.pipeline.context import (EVAL_SET_BY_PIPELINE, EVAL_VERSION, GROUPS, MODELS, REPORT_VERSION, TEST_SETS,
                                       PipelineContext, PipelineResources, PipelineSettings, Task)
 from genie_common.errors import ConfigError
-from rl_agent.named_datasets import RANDOM_TRAIN_HOLD_FIELDS
+from rl_agent.named_datasets import dataset_data_fields
 from rl_agent.ppo_config import PLACEMENT_SETTINGS  # where the PPO learner runs: left out of the agent's key
 from world_model.training.job import recorded_actions
 
@@ -57,12 +57,9 @@ def build_plan(context: PipelineContext) -> list[Task]:
                                workspace="agent")]
     for name, needs_agent in (("random-train", False), ("basic-test", False), ("agent-train", True),
                               ("diverse-test", True)):
-        # the random agent's held keys reach random-train alone, and only when set: every other set, and a preset
-        # that leaves them null, keeps its key (and its run folder's data)
-        holds = name == "random-train" and bool(data.get("random_train_hold_prob"))
-        own = {k: v for k, v in data.items() if k not in RANDOM_TRAIN_HOLD_FIELDS or holds}
         tasks.append(Task(f"data:{name}", "data", ["agent"] if needs_agent else [], [f"data/{name}/manifest.json"],
-                          {"data": own, "name": name}, actions.make_dataset, workspace=f"data/{name}"))
+                          {"data": dataset_data_fields(name, data), "name": name}, actions.make_dataset,
+                          workspace=f"data/{name}"))
     world = {k: v for k, v in sections.get("world_model", {}).items()}
     for ta in (False, True):
         for name in s.models:
