@@ -425,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
                         "are scored (values other than 1 need a variant trained with action_dropout)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--train-data", default="random-train",
+                        help="comma-separated data sets of the run folder that the dynamics trains on, windows "
+                             "drawn in proportion to their frames (e.g. random-train,agent-train: the agent's data "
+                             "from the start, as a TA model with replay sees it)")
     parser.add_argument("--out", default=None, help="JSON results (appended per variant)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args(argv)
@@ -449,10 +453,15 @@ def main(argv: list[str] | None = None) -> int:
     preset = load_preset(args.preset)
     checkpoint = resolve_checkpoint(run / "models" / "tokenizer", "tokenizer")
     tokenizer = load_model(checkpoint, "tokenizer").eval()
-    train_store = EpisodeStore(str(run / "data" / "random-train"), split="train")
+    train_data = [name.strip() for name in args.train_data.split(",") if name.strip()]
+    missing = [name for name in train_data if not (run / "data" / name / "manifest.json").is_file()]
+    if missing or not train_data:
+        parser.error(f"--train-data: no data set {', '.join(missing) or '(none named)'} under {run / 'data'}")
+    train_store = EpisodeStore([str(run / "data" / name) for name in train_data], split="train")
     start = time.perf_counter()
     # keyed as the training token cache is (the tokenizer's weights, the dataset's manifest, the episodes): a folder
-    # whose random-train was swapped for another dataset, e.g. a sticky random agent's, gets its own file
+    # whose random-train was swapped for another dataset, e.g. a sticky random agent's, or another --train-data gets
+    # its own file
     cached = run / f"ablation-tokens-{key_digest(cache_key(tokenizer, None, train_store))}.npz"
     if cached.exists():
         tokens = list(np.load(cached).values())
@@ -510,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
                         metrics.update(fork_score(world, fork_sets[test], args.maskgit_steps, args.seed))
                     record = {"variant": name, "test": test, "steps": steps_done, "schedule_steps": args.steps,
                               "batch": batch, "guidance": scale, "train_seconds": seconds, "seed": args.seed,
+                              "train_data": train_data,
                               **{k: list(v) for k, v in metrics.items()}}
                     records.append(record)
                     print(_row(record), flush=True)

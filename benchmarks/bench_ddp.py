@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -33,13 +32,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_token_cache's collect and build_models
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cluster.ray_session import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def worker(rank: int, world: int, port: int, data: str, stage: str, steps: int, turns: int, results) -> None:

@@ -113,10 +113,8 @@ def main() -> None:
         name = "GenieRedux-G (the agent's actions)" if actions == "ground_truth" else "GenieRedux (latent actions)"
         tokenizer, lam, dynamics = build_models(preset, store, actions)
         began = time.perf_counter()
-        max_scroll = dynamics.config.max_scroll if dynamics.scrolled() else None  # tiny's scrolled copy path
         cache = ensure_token_cache(work / f"cache-{actions}", tokenizer, lam, store, progress=False,
-                                   note=lambda text: None, max_scroll=max_scroll,
-                                   locked=dynamics.config.camera_locked_box)
+                                   note=lambda text: None, **dynamics.cached_references())
         build_s = time.perf_counter() - began
         trainee = DynamicsTrainee(dynamics, tokenizer, lam)
         optimization = Optimization(trainee, preset.optim)

@@ -32,7 +32,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             ray.shutdown()
         return
     with _restored_env(API_SERVER_VARIABLE):
-        port = _free_port()
+        port = free_port()
         # Every process of this instance (Ray Train's cleaner included) asks the State API of *this* instance:
         # without an address Ray looks for the one running instance and fails ("Found multiple active Ray
         # instances") when another command or test runs Ray on the same machine. Set before ray.init, so the
@@ -62,7 +62,9 @@ def _restored_env(name: str) -> Iterator[None]:
             os.environ[name] = before
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it), so that several commands, test
+    clusters and benchmark process groups can run side by side."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cluster_jobs import _free_port, _processes_using, _terminate
+from cluster.ray_session import free_port
+from tests.test_cluster_jobs import _processes_using, _terminate
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -50,7 +51,7 @@ def fake_autoscaling_config(gcs_port: int, worker_types: dict) -> dict:
 @pytest.fixture(scope="module")
 def autoscaling_cluster():
     base = Path(tempfile.mkdtemp(prefix="genie-as-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    port = _free_port()
+    port = free_port()
     config = fake_autoscaling_config(port, {
         "gpu": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
         "collector": {"resources": {"CPU": 2, "collector": 2}, "node_config": {}, "min_workers": 0, "max_workers": 2}})
@@ -60,14 +61,14 @@ def autoscaling_cluster():
                AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO),
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", WANDB_MODE="offline")
     (base / "shared").mkdir()
-    temp_dir, dashboard = base / "ray", _free_port()
+    temp_dir, dashboard = base / "ray", free_port()
     # the head's processes (job drivers) see the shared storage, as cluster.yaml's `ray start` exports it
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--temp-dir", str(temp_dir),
          "--node-ip-address", "127.0.0.1", "--num-cpus", "0", "--autoscaling-config", str(base / "autoscaling.json"),
          "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-         "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port()),
-         "--ray-client-server-port", str(_free_port())],
+         "--disable-usage-stats", "--dashboard-agent-listen-port", str(free_port()),
+         "--ray-client-server-port", str(free_port())],
         env={**env, "GENIE_STORAGE": f"file://{base / 'shared'}"}, stdout=open(base / "head.log", "w"),
         stderr=subprocess.STDOUT, start_new_session=True)
     try:

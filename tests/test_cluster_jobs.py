@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.ray_session import free_port
 from rl_agent.store.verify import verify_dataset
 from tests.conftest import batches_by_id
 
@@ -39,19 +39,13 @@ COLLECT = ["collect", "--agent", "random", "--episodes", "16", "--seed", "11", "
            "--workers", "2", "--no-progress"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class LoopbackCluster:
     temp_dir: Path
     shared: Path  # GENIE_STORAGE, as file://
     env: dict[str, str]
-    gcs_port: int = field(default_factory=_free_port)
-    dashboard_port: int = field(default_factory=_free_port)
+    gcs_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
     head: subprocess.Popen | None = None
     worker: subprocess.Popen | None = None
 
@@ -61,14 +55,14 @@ class LoopbackCluster:
 
     def _start(self, args: list[str], log: str) -> subprocess.Popen:
         command = [str(BIN / "ray"), "start", "--block", "--temp-dir", str(self.temp_dir), "--node-ip-address",
-                   "127.0.0.1", "--dashboard-agent-listen-port", str(_free_port()), "--disable-usage-stats", *args]
+                   "127.0.0.1", "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats", *args]
         return subprocess.Popen(command, env=self.env, stdout=open(self.temp_dir.parent / log, "a"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_head(self) -> None:
         self.head = self._start(["--head", "--port", str(self.gcs_port), "--dashboard-port", str(self.dashboard_port),
                                  "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--num-cpus", "2",
-                                 "--ray-client-server-port", str(_free_port())], "head.log")
+                                 "--ray-client-server-port", str(free_port())], "head.log")
         self._wait(lambda: self._job_server_up(), "the head's job server", self.head)
 
     def start_worker(self) -> None:

@@ -8,7 +8,6 @@ import http.client
 import io
 import os
 import shutil
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from PIL import Image
 
 from cluster.play.media import frame_from_b64, frame_to_png
 from cluster.play.session import PlayConfig
+from cluster.ray_session import free_port
 from world_model.runs import export_world_model
 
 CHROMIUM = os.environ.get("GENIE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,12 +30,6 @@ TOKEN = "test-token-0123456789"
 # deterministically (its tests step two sessions at once)
 GUARDED = replace(CONFIG, token=TOKEN, allowed_hosts=None, rate_per_s=1e-4, rate_burst=4, max_gif_frames=3,
                   max_batch_size=2, batch_wait_s=60.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +46,7 @@ def server(ray_cluster, small_dataset, tmp_path_factory):
         model = tiny_model(latent)
         runs[name] = export_world_model(tmp_path_factory.mktemp(name) / "run", model.tokenizer, model.dynamics,
                                         model.lam)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run_many([  # deployed together: their replicas start side by side
         serve.RunTarget(build_app(str(runs["g"]), CONFIG, small_dataset, seed=0), name="genie-play", route_prefix="/"),

@@ -243,6 +243,13 @@ class Dynamics(nn.Module):
     def scrolled(self) -> bool:
         return self.config.copy_reference == "scrolled"
 
+    def cached_references(self) -> dict:
+        """What a token cache must hold besides the ids for this model to train from it, as the keyword arguments of
+        token_cache.cache_key / ensure_token_cache: a scrolled copy path's references shifted by up to `max_scroll`
+        (None: no scroll columns) and the box they leave unshifted."""
+        return {"max_scroll": self.config.max_scroll if self.scrolled() else None,
+                "locked": self.config.camera_locked_box}
+
     # ---- training ------------------------------------------------------------------------
     def random_mask(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Boolean mask (B, T, h, w): frame 0 never masked; in each later frame a ratio r ~ U(min, 1) of its tokens."""

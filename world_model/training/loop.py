@@ -283,10 +283,8 @@ def _token_cache(job: TrainJob, mode: bool | str, trainee: nn.Module, store, fra
         channel.note(f"token cache off: {why_not}")
         return None
     folder = run_cache_folder(job.out)
-    # a scrolled copy path also caches each frame's registered scroll and shifted-predecessor ids
-    max_scroll = trainee.dynamics.config.max_scroll if trainee.dynamics.scrolled() else None
-    locked = trainee.dynamics.config.camera_locked_box
-    key = cache_key(trainee.tokenizer, trainee.lam, store, max_scroll, locked)
+    references = trainee.dynamics.cached_references()  # a scrolled copy path's shifted predecessors too
+    key = cache_key(trainee.tokenizer, trainee.lam, store, **references)
     if mode == "auto" and frames_to_encode < store.num_frames:
         try:
             cache = TokenCache.open(folder, key)
@@ -311,7 +309,7 @@ def _token_cache(job: TrainJob, mode: bool | str, trainee: nn.Module, store, fra
         torch.set_num_threads(threads * max(1, context.get_local_world_size()))  # this node's other workers wait
         try:
             cache = ensure_token_cache(folder, trainee.tokenizer, trainee.lam, store, note=note, progress=progress,
-                                       max_scroll=max_scroll, locked=locked)
+                                       **references)
         finally:
             torch.set_num_threads(threads)
     if world > 1 and dist.is_initialized():
