@@ -32,10 +32,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_token_cache's collect and build_models
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's packages
 
 from cluster.ray_session import free_port
-
 
 
 def worker(rank: int, world: int, port: int, data: str, stage: str, steps: int, turns: int, results) -> None:
