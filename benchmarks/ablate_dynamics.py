@@ -420,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts", type=int, default=32, help="of which rolled out autoregressively (0: none)")
     parser.add_argument("--maskgit-steps", type=int, default=4)
     parser.add_argument("--forks", type=int, default=24,
-                        help="windows per test set forked RIGHT x4 / LEFT x4 (0: none)")
+                        help="windows per test set forked RIGHT xk / LEFT xk (0: none)")
+    parser.add_argument("--fork-frames", type=int, default=4,
+                        help="k, the frames each fork holds its key (4: genie eval's forks)")
     parser.add_argument("--guidance", default="1", help="comma-separated guidance scales at which rollouts and forks "
                         "are scored (values other than 1 need a variant trained with action_dropout)")
     parser.add_argument("--threads", type=int, default=2)
@@ -474,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     tests = {name: held_out_windows(EpisodeStore(str(run / "data" / folder)), args.windows, context + horizon,
                                     args.seed)
              for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))}
-    fork_sets = {name: fork_set(EpisodeStore(str(run / "data" / folder)), args.forks, context, 4, args.seed)
+    fork_sets = {name: fork_set(EpisodeStore(str(run / "data" / folder)), args.forks, context, args.fork_frames,
+                                  args.seed)
                  for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
     length = preset.dynamics.frames
     batch = args.batch or preset.batch_size
@@ -554,12 +557,14 @@ def scroll_columns(r: dict) -> str:
 
 
 def fork_direction(r: dict) -> str:
-    """' (cos ..., size ...)': per fork frame, how well the dreams' RIGHT - LEFT difference points along the real one
-    (cosine; 0: unrelated) and its size against the real difference's (median)."""
+    """' (cos ..., size ..., wins ...)': per fork frame, how well the dreams' RIGHT - LEFT difference points along the
+    real one (cosine; 0: unrelated), its size against the real difference's (median), and the share of windows whose
+    two dreams are each closer to their own real future at that frame."""
     if "fork_cos_frames" not in r:
         return ""
     cos = " ".join(f"{m:+.2f}" for m, _ in r["fork_cos_frames"])
-    return f" (cos {cos}; size {' '.join(f'{x:.1f}' for x in r['fork_size_frames'])})"
+    wins = " ".join(f"{m:.2f}" for m, _ in r["fork_score_frames"])
+    return f" (cos {cos}; size {' '.join(f'{x:.1f}' for x in r['fork_size_frames'])}; wins per frame {wins})"
 
 
 if __name__ == "__main__":
