@@ -265,7 +265,6 @@ def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs
     requests without the token."""
     import os
     import queue
-    import socket
     import subprocess
     import sys
     import threading
@@ -274,9 +273,9 @@ def test_genie_play_off_loopback_needs_the_token_it_prints(ray_cluster, run_dirs
 
     import requests
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from cluster.ray_session import free_port
+
+    port = free_port()
     command = [sys.executable, "-m", "cluster.cli", "play", "--model", str(run_dirs["ground_truth"]),
                "--host", "0.0.0.0", "--port", str(port), "--model-cpus", "0.5", "--torch-threads", "1", "--steps", "1",
                "--address", ray_cluster]
