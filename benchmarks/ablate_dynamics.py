@@ -446,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         score_at = (0,)  # refused just below, with the list as given
     if any(not 0 < x < args.steps for x in score_at):
         parser.error(f"--score-at must list steps between 1 and --steps ({args.steps}), got {args.score_at}")
+    if args.fork_frames < 1:
+        parser.error(f"--fork-frames must be at least 1, got {args.fork_frames}")
     try:
         guidance = [float(x) for x in args.guidance.split(",") if x.strip()]
     except ValueError:
