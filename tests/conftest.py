@@ -12,8 +12,9 @@ warnings.filterwarnings("ignore", message=".*Gym has been unmaintained.*")
 
 
 # The longest test files first (their total time on a 2-core machine, longest first): pytest-xdist hands out
-# whole files in collection order, so starting with the long ones keeps both workers busy to the end instead of
-# leaving one to finish test_training.py alone. A file not listed keeps its place after these.
+# whole files in collection order (given --no-loadscope-reorder, as scripts/test.sh does), so starting with the long
+# ones keeps both workers busy to the end instead of leaving one to finish test_training.py alone.
+# A file not listed keeps its place after these.
 LONGEST_FILES = ("test_training.py", "test_world_model_learning.py", "test_tuning.py", "test_pipeline.py",
                  "test_cluster_jobs.py", "test_token_cache.py", "test_agent.py", "test_crash_safety.py",
                  "test_play_server.py", "test_evaluation.py", "test_ppo_learner.py")
