@@ -10,6 +10,13 @@ import pytest
 
 warnings.filterwarnings("ignore", message=".*Gym has been unmaintained.*")
 
+# OpenMP threads sleep rather than spin while they wait (set before torch loads; Ray's workers and the `genie`
+# subprocesses inherit it). Two pytest workers on 2 cores run torch in several processes at once, and spinning
+# threads took the cores from the ones with work: the two-worker step-equality test beside the dynamics learning test
+# took 313 s (239 s + 74 s setup) against 145 s with sleeping threads, the learning test 284 s against 278 s
+# (2026-12-02); in the whole suite that test had taken 340 s.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 # The longest test files first (their total time on a 2-core machine, longest first): pytest-xdist hands out
 # whole files in collection order (given --no-loadscope-reorder, as scripts/test.sh does), so starting with the long
