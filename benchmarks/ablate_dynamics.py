@@ -114,6 +114,11 @@ VARIANTS: dict[str, dict] = {
     # shifted and unshifted pixels, so the agent's tokens in the reference are the frame before's own
     "all_scroll_locked_patches": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
                                                "camera_locked_box": [24, 40, 28, 36]}},
+    # tiny's dynamics (all_scroll_locked) twice as wide (dim 128) / twice as deep (4 blocks): capacity at equal steps
+    "all_scroll_locked_w128": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
+                                            "camera_locked_box": [24, 38, 29, 35], "transformer": dict(dim=128)}},
+    "all_scroll_locked_deep4": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
+                                             "camera_locked_box": [24, 38, 29, 35], "transformer": dict(depth=4)}},
 }
 
 
@@ -380,6 +385,24 @@ def fork_score(world: WorldModel, forks: tuple[np.ndarray, np.ndarray, np.ndarra
             "fork_size_frames": [float(np.nanmedian(size[:, j])) for j in range(size.shape[1])]}
 
 
+@torch.no_grad()
+def fork_ceiling(tokenizer, forks: tuple[np.ndarray, np.ndarray, np.ndarray], length: int) -> dict:
+    """The forked-future score of a model that dreams each real future exactly, up to the tokenizer: every fork frame
+    tokenized and decoded in the window of `length` real frames ending at it (as teacher forcing decodes). Below 1
+    where the two futures differ by less than the tokenizer's own error: the most any dynamics on it could score."""
+    frames, _, real = forks  # (N, c, H, W, C), -, (N, F, k, H, W, C) uint8
+    n, forks_count, k = real.shape[:3]
+    recon = torch.zeros(real.shape, dtype=torch.float32)  # (N, F, k, H, W, C) in [0, 1]
+    for f in range(forks_count):
+        video = np.concatenate([frames, real[:, f]], axis=1)  # (N, c+k, H, W, C)
+        for j in range(k):
+            end = frames.shape[1] + j + 1
+            ids = tokenizer.tokenize(video[:, max(0, end - length):end])  # (N, window, h, w)
+            recon[:, f, j] = tokenizer.detokenize(ids)[:, -1].cpu()
+    score, per_frame = forked_future_wins(forked_future_psnr(recon, real).cpu().numpy())  # (N,), (N, k)
+    return {"fork_ceiling": ci(score), "fork_ceiling_frames": [ci(per_frame[:, j]) for j in range(k)]}
+
+
 # ---- the study -----------------------------------------------------------------------------------
 def build(preset, tokenizer, variant: dict, seed: int) -> tuple[Dynamics, OptimConfig]:
     """The variant's dynamics on the preset's sizes and settings, but copying the frame before (copy_reference
@@ -482,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
                                   args.seed)
                  for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
     length = preset.dynamics.frames
+    ceilings = {test: fork_ceiling(tokenizer, forks, length) for test, forks in fork_sets.items()}
+    for test, ceiling in ceilings.items():
+        print(f"forks' ceiling on {test} (each real future as the tokenizer reconstructs it): "
+              f"{ceiling['fork_ceiling'][0]:.2f} ± {ceiling['fork_ceiling'][1]:.2f}; per frame "
+              f"{' '.join(f'{m:.2f}' for m, _ in ceiling['fork_ceiling_frames'])}", flush=True)
     batch = args.batch or preset.batch_size
     records, motions, scroll_sets = [], None, {}  # (max_scroll, camera_locked_box) -> (scrolls, references)
     for name in args.variants.split(","):
@@ -522,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
                     metrics = score(world, frames, acts, context, args.rollouts, horizon, args.maskgit_steps, args.seed)
                     if test in fork_sets:
                         metrics.update(fork_score(world, fork_sets[test], args.maskgit_steps, args.seed))
+                        metrics.update(ceilings[test])
                     record = {"variant": name, "test": test, "steps": steps_done, "schedule_steps": args.steps,
                               "batch": batch, "guidance": scale, "train_seconds": seconds, "seed": args.seed,
                               "train_data": train_data,
@@ -546,7 +575,8 @@ def _row(r: dict) -> str:
             f"{r['recon_psnr'][0]:.2f}) | {f('gain')} | {f('delta_psnr')} | action nats {f('action_nats', 3)} | "
             f"{f('ar_psnr_1')} / {f('ar_psnr_10')} (copy {r.get('ar_copy_10', [math.nan])[0]:.2f}) | carry: "
             f"{f('tf_psnr_carry')} (ceiling {r['recon_psnr_carry'][0]:.2f}) gain {f('gain_carry')} | forks "
-            f"{f('fork_score')}{fork_direction(r)} |{scroll_columns(r)} {r['train_seconds']:.0f} s |")
+            f"{f('fork_score')}{fork_ceiling_note(r)}{fork_direction(r)} |{scroll_columns(r)} "
+            f"{r['train_seconds']:.0f} s |")
 
 
 def scroll_columns(r: dict) -> str:
@@ -556,6 +586,11 @@ def scroll_columns(r: dict) -> str:
         return ""
     return (f" scroll right x {r['scroll_acc_x'][0]:.2f} y {r['scroll_acc_y'][0]:.2f}, tokens with the real scroll "
             f"{r['oracle_tf_acc'][0]:.3f} |")
+
+
+def fork_ceiling_note(r: dict) -> str:
+    """' (ceiling x)': the score of the tokenizer's reconstruction of the real futures (fork_ceiling)."""
+    return f" (ceiling {r['fork_ceiling'][0]:.2f})" if "fork_ceiling" in r else ""
 
 
 def fork_direction(r: dict) -> str:
