@@ -391,7 +391,7 @@ def fork_ceiling(tokenizer, forks: tuple[np.ndarray, np.ndarray, np.ndarray], le
     tokenized and decoded in the window of `length` real frames ending at it (as teacher forcing decodes). Below 1
     where the two futures differ by less than the tokenizer's own error: the most any dynamics on it could score."""
     frames, _, real = forks  # (N, c, H, W, C), -, (N, F, k, H, W, C) uint8
-    n, forks_count, k = real.shape[:3]
+    forks_count, k = real.shape[1:3]
     recon = torch.zeros(real.shape, dtype=torch.float32)  # (N, F, k, H, W, C) in [0, 1]
     for f in range(forks_count):
         video = np.concatenate([frames, real[:, f]], axis=1)  # (N, c+k, H, W, C)
