@@ -53,6 +53,7 @@ from world_model.evaluation.registration import agent_motion
 from world_model.evaluation.metrics import (forked_direction, forked_future_psnr, forked_future_wins, mean_ci95,
                                             psnr_per_frame)
 from world_model.evaluation.rollouts import effect_classes, forked_dreams, replace_action_by_effect
+from world_model.evaluation.worker import reconstruct_windowed
 from rl_agent.coinrun_env import ACTION_NAMES
 from world_model.generation import WorldModel, carry_unchanged
 from world_model.optim import Optimization
@@ -62,6 +63,8 @@ from world_model.token_cache import cache_key, key_digest
 
 TINY_BEST = dict(token_init="codebook", tie_embeddings=True, copy_bias=3.0, spatial_positions="learned",
                  last_frame_mask_share=0.5)
+# tiny's dynamics today: the scrolled copy path leaving the agent's box (the camera follows it) unshifted
+SCROLL_LOCKED = {**TINY_BEST, "copy_reference": "scrolled", "camera_locked_box": [24, 38, 29, 35]}
 VARIANTS: dict[str, dict] = {
     "baseline": {},
     "copy": {"dynamics": dict(copy_bias=3.0)},
@@ -108,17 +111,14 @@ VARIANTS: dict[str, dict] = {
     "all_scroll_attnpool": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled", "scroll_pool": "attention"}},
     # the scrolled copy path leaves the agent's box unshifted: CoinRun's camera follows the agent, so it stays put
     # on screen while the level scrolls (dynamics.camera_locked_box)
-    "all_scroll_locked": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
-                                       "camera_locked_box": [24, 38, 29, 35]}},
+    "all_scroll_locked": {"dynamics": SCROLL_LOCKED},
     # the same box grown to the tokenizer's 4 px patches (rows 6-9, columns 7-8 of the 16 x 16 grid): no patch mixes
     # shifted and unshifted pixels, so the agent's tokens in the reference are the frame before's own
     "all_scroll_locked_patches": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
                                                "camera_locked_box": [24, 40, 28, 36]}},
     # tiny's dynamics (all_scroll_locked) twice as wide (dim 128) / twice as deep (4 blocks): capacity at equal steps
-    "all_scroll_locked_w128": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
-                                            "camera_locked_box": [24, 38, 29, 35], "transformer": dict(dim=128)}},
-    "all_scroll_locked_deep4": {"dynamics": {**TINY_BEST, "copy_reference": "scrolled",
-                                             "camera_locked_box": [24, 38, 29, 35], "transformer": dict(depth=4)}},
+    "all_scroll_locked_w128": {"dynamics": {**SCROLL_LOCKED, "transformer": dict(dim=128)}},
+    "all_scroll_locked_deep4": {"dynamics": {**SCROLL_LOCKED, "transformer": dict(depth=4)}},
 }
 
 
@@ -386,21 +386,16 @@ def fork_score(world: WorldModel, forks: tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 @torch.no_grad()
-def fork_ceiling(tokenizer, forks: tuple[np.ndarray, np.ndarray, np.ndarray], length: int) -> dict:
+def fork_ceiling(tokenizer, forks: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
     """The forked-future score of a model that dreams each real future exactly, up to the tokenizer: every fork frame
-    tokenized and decoded in the window of `length` real frames ending at it (as teacher forcing decodes). Below 1
-    where the two futures differ by less than the tokenizer's own error: the most any dynamics on it could score."""
+    reconstructed as the world model sees it (`reconstruct_windowed`, the tokenizer's evaluation). Below 1 where the
+    two futures differ by less than the tokenizer's own error: the most any dynamics on it could score."""
     frames, _, real = forks  # (N, c, H, W, C), -, (N, F, k, H, W, C) uint8
-    forks_count, k = real.shape[1:3]
-    recon = torch.zeros(real.shape, dtype=torch.float32)  # (N, F, k, H, W, C) in [0, 1]
-    for f in range(forks_count):
-        video = np.concatenate([frames, real[:, f]], axis=1)  # (N, c+k, H, W, C)
-        for j in range(k):
-            end = frames.shape[1] + j + 1
-            ids = tokenizer.tokenize(video[:, max(0, end - length):end])  # (N, window, h, w)
-            recon[:, f, j] = tokenizer.detokenize(ids)[:, -1].cpu()
+    c = frames.shape[1]
+    recon = torch.stack([reconstruct_windowed(tokenizer, np.concatenate([frames, real[:, f]], axis=1))[:, c:].cpu()
+                         for f in range(real.shape[1])], dim=1)  # (N, F, k, H, W, C) in [0, 1]
     score, per_frame = forked_future_wins(forked_future_psnr(recon, real).cpu().numpy())  # (N,), (N, k)
-    return {"fork_ceiling": ci(score), "fork_ceiling_frames": [ci(per_frame[:, j]) for j in range(k)]}
+    return {"fork_ceiling": ci(score), "fork_ceiling_frames": [ci(per_frame[:, j]) for j in range(per_frame.shape[1])]}
 
 
 # ---- the study -----------------------------------------------------------------------------------
@@ -505,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                                   args.seed)
                  for name, folder in (("basic", "basic-test"), ("diverse", "diverse-test"))} if args.forks else {}
     length = preset.dynamics.frames
-    ceilings = {test: fork_ceiling(tokenizer, forks, length) for test, forks in fork_sets.items()}
+    ceilings = {test: fork_ceiling(tokenizer, forks) for test, forks in fork_sets.items()}
     for test, ceiling in ceilings.items():
         print(f"forks' ceiling on {test} (each real future as the tokenizer reconstructs it): "
               f"{ceiling['fork_ceiling'][0]:.2f} ± {ceiling['fork_ceiling'][1]:.2f}; per frame "
